@@ -1,0 +1,32 @@
+# `make run` and `make test` set everything up on a fresh machine (a venv in .venv, installed once).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.install.stamp
+
+.PHONY: install run test test-fast clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# The default experiment on the embedded synthetic data.
+run: install
+	$(BIN)/python -m src.main
+
+# The whole suite, slow end-to-end cases included (CI runs this).
+test: install
+	$(BIN)/python -m pytest -q
+
+# Without the slow end-to-end cases.
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+clean:
+	rm -rf outputs .cache .pytest_cache lightning_logs
+	find multirun -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

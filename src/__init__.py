@@ -1,0 +1,10 @@
+"""transferfactors: Hydra sweeps over the factors of transferability of ConvNet representations."""
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# `${repo_root:}` in conf/paths: the cache defaults to <repo>/.cache wherever the command is run from.
+OmegaConf.register_resolver("repo_root", lambda: str(REPO_ROOT), replace=True)

@@ -1,0 +1,108 @@
+"""Config validation before any expensive work (no torch import: it runs in a fraction of a second).
+
+`validate(cfg)` checks a composed config against the architecture registry (`src.models.spec`) and the
+data sizes, and returns a `Plan` with what the stages need (resolved depth, canonical tap, snapshot, feature
+dimension). Every problem raises `ConfigError` with one line naming the bad value and the valid choices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from src.models.spec import POOLINGS, ArchSpec, arch_spec
+
+KNOWN_TASKS = ("objects_new", "finegrained", "attributes", "count", "digits")
+DIGITS_MIN_PER_CLASS = 174  # the rarest digit in scikit-learn's set has 174 images
+METRICS = ("accuracy", "mean_per_class_accuracy")
+
+
+class ConfigError(ValueError):
+    """A composed config that cannot run; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: ArchSpec
+    tap: str  # canonical tap name (aliases such as conv_last resolved)
+    snapshot: int  # epoch whose weights are used
+    feature_dim: int  # dimension of the chosen layer after pooling
+    n_train: int  # target training examples (the fold PCA and the classifier are fit on)
+
+
+def _positive(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{name}={value!r} must be a positive number")
+
+
+def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r} must be a positive integer")
+
+
+def validate(cfg: DictConfig) -> Plan:
+    src, tgt, opt = cfg.source, cfg.target, cfg.trainer.optim
+    for field in ("num_classes", "images_per_class", "val_per_class", "image_size", "epochs"):
+        _positive_int(f"source.{field}", src[field])
+    _positive_int("trainer.optim.batch_size", opt.batch_size)
+    _positive("trainer.optim.lr", opt.lr)
+    _positive("width.multiplier", cfg.width.multiplier)
+
+    try:
+        spec = arch_spec(cfg.arch.name, cfg.depth, cfg.width.multiplier, src.num_classes)
+        tap = spec.resolve(cfg.layer.name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.pooling.name not in POOLINGS:
+        raise ConfigError(f"pooling={cfg.pooling.name!r} is unknown; valid poolings: {', '.join(POOLINGS)}")
+    min_size = 2 ** sum(c.pool_after for c in spec.convs)
+    if src.image_size < min_size:
+        raise ConfigError(
+            f"source.image_size={src.image_size} is too small for arch={spec.family} depth={spec.depth}; "
+            f"it needs at least {min_size}"
+        )
+
+    snapshot = src.epochs if src.snapshot is None else src.snapshot
+    _positive_int("source.snapshot", snapshot)
+    if snapshot > src.epochs:
+        raise ConfigError(f"source.snapshot={snapshot} is past source.epochs={src.epochs}; valid: 1..{src.epochs}")
+
+    data = tgt.data
+    if data.task not in KNOWN_TASKS:
+        raise ConfigError(f"target.data.task={data.task!r} is unknown; valid tasks: {', '.join(KNOWN_TASKS)}")
+    if tgt.metric not in METRICS:
+        raise ConfigError(f"target.metric={tgt.metric!r} is unknown; valid metrics: {', '.join(METRICS)}")
+    _positive_int("target.data.num_classes", data.num_classes)
+    _positive_int("target.data.train_per_class", data.train_per_class)
+    _positive_int("target.data.val_per_class", data.val_per_class)
+    _positive_int("target.data.test_per_class", data.test_per_class, allow_none=data.task == "digits")
+    if data.task == "count" and data.num_classes > 4:
+        raise ConfigError(f"target.data.num_classes={data.num_classes} for the count task; valid: 1..4 objects")
+    if data.task == "digits":
+        asked = data.train_per_class + data.val_per_class + (data.test_per_class or 0)
+        if asked > DIGITS_MIN_PER_CLASS:
+            raise ConfigError(
+                f"digits splits ask for {asked} images per class; the set has at least {DIGITS_MIN_PER_CLASS}"
+            )
+    n_train = data.train_per_class * data.num_classes
+
+    feature_dim = spec.tap_dim(tap, cfg.pooling.name)
+    if cfg.dimred.name == "pca":
+        n = cfg.dimred.n_components
+        _positive_int("dimred.n_components", n)
+        limit = min(feature_dim, n_train)
+        if n > limit:
+            raise ConfigError(
+                f"dimred.n_components={n} exceeds what layer {cfg.layer.name} allows here: valid 1..{limit} "
+                f"(feature dim {feature_dim}, {n_train} target training images)"
+            )
+    grid = cfg.classifier.C_grid
+    if not grid or any(not (isinstance(c, (int, float)) and c > 0) for c in grid):
+        raise ConfigError(f"classifier.C_grid={list(grid) if grid else grid} must be a non-empty list of positive numbers")
+    return Plan(spec=spec, tap=tap, snapshot=int(snapshot), feature_dim=feature_dim, n_train=n_train)

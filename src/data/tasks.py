@@ -1,0 +1,130 @@
+"""Source and target datasets as in-memory uint8 arrays, with fixed seeded splits.
+
+A dataset here is a dict of splits, each split an (images, labels) pair: images uint8 (N, 3, H, W),
+labels int64 (N,). The source task has `train` and `val`; a target task has `train`, `val` and `test`.
+Everything is torch-free and deterministic given the config.
+
+Synthetic targets come from the same generator as the source, at a controlled distance from it:
+  objects_new  novel prototypes of the source's family (new classes, same kind of visual evidence)
+  finegrained  subtle variants of a single prototype
+  attributes   the label is the colour pair; shape and texture are random nuisances
+  count        the label is how many objects (1..4) are in the image
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from src.data import synthetic as syn
+
+Split = tuple[np.ndarray, np.ndarray]
+SOURCE_FAMILY_SEED = 0
+
+
+def stratified_split(labels: np.ndarray, sizes: Mapping[str, int | None], seed: int) -> dict[str, np.ndarray]:
+    """Indices per split with `sizes[split]` examples of every class; a size of None takes all that is left."""
+    rng = np.random.default_rng([seed, 17])
+    out: dict[str, list[np.ndarray]] = {name: [] for name in sizes}
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        start = 0
+        for name, n in sizes.items():
+            stop = len(idx) if n is None else start + int(n)
+            if stop > len(idx):
+                raise ValueError(
+                    f"class {c} has {len(idx)} examples, fewer than the {sum(v or 0 for v in sizes.values())} "
+                    f"the splits ask for ({dict(sizes)})"
+                )
+            out[name].append(idx[start:stop])
+            start = stop
+    return {name: np.sort(np.concatenate(parts)) for name, parts in out.items()}
+
+
+def _split_sizes(d: Mapping[str, Any]) -> dict[str, int | None]:
+    return {"train": d["train_per_class"], "val": d["val_per_class"], "test": d.get("test_per_class")}
+
+
+def _counts_total(d: Mapping[str, Any]) -> int:
+    return int(d["train_per_class"]) + int(d["val_per_class"]) + int(d["test_per_class"])
+
+
+# --- synthetic task builders: (data cfg, image size) -> (images, labels) over all splits -----------------
+
+
+def _objects_new(d: Mapping[str, Any], size: int) -> Split:
+    protos = syn.make_prototypes(d["num_classes"], family_seed=d.get("family_seed", 1))
+    labels = syn.balanced_labels(d["num_classes"], _counts_total(d), d["seed"])
+    return syn.render_single(protos, labels, size, seed=d["seed"]), labels
+
+
+def _finegrained(d: Mapping[str, Any], size: int) -> Split:
+    base = syn.make_prototypes(1, family_seed=d.get("family_seed", 2))
+    protos = syn.perturb_prototype(base, d["num_classes"], d.get("strength", 0.35), seed=d["seed"])
+    labels = syn.balanced_labels(d["num_classes"], _counts_total(d), d["seed"])
+    return syn.render_single(protos, labels, size, seed=d["seed"]), labels
+
+
+def _attributes(d: Mapping[str, Any], size: int) -> Split:
+    """Label = the fill colour pair; each image takes a random shape/texture from a pool of 64 prototypes."""
+    colours = syn.make_prototypes(d["num_classes"], family_seed=d.get("family_seed", 3)).colour
+    labels = syn.balanced_labels(d["num_classes"], _counts_total(d), d["seed"])
+    pool = syn.make_prototypes(64, family_seed=d.get("family_seed", 3) + 1000)
+    rng = np.random.default_rng([d["seed"], 5])
+    protos = pool.take(rng.integers(0, len(pool), len(labels)))
+    protos = syn.Prototypes(**{**protos.__dict__, "colour": colours[labels]})
+    return syn.render_single(protos, np.arange(len(labels)), size, seed=d["seed"]), labels
+
+
+def _count(d: Mapping[str, Any], size: int) -> Split:
+    """Label = number of objects minus one; objects are random source-family prototypes."""
+    n_max = int(d["num_classes"])
+    if not 1 <= n_max <= 4:
+        raise ValueError(f"synth count task supports num_classes in 1..4 (objects per image), got {n_max}")
+    labels = syn.balanced_labels(n_max, _counts_total(d), d["seed"])
+    rng = np.random.default_rng([d["seed"], 11])
+    protos = syn.make_prototypes(d.get("pool_size", 20), family_seed=SOURCE_FAMILY_SEED)
+    slot_labels = rng.integers(0, len(protos), (len(labels), 4))
+    present = np.arange(4)[None, :] <= labels[:, None]
+    return syn.render_multi(protos, slot_labels, present, size, seed=d["seed"]), labels
+
+
+def _digits(d: Mapping[str, Any], size: int) -> Split:
+    """scikit-learn's bundled 8x8 handwritten digits, upsampled (bilinear) to the input size, grey as RGB."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    ds = load_digits()
+    small = (ds.images / 16.0 * 255).round().astype(np.uint8)
+    big = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in small])
+    return np.repeat(big[:, None], 3, axis=1), ds.target.astype(np.int64)
+
+
+TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Split]] = {
+    "objects_new": _objects_new,
+    "finegrained": _finegrained,
+    "attributes": _attributes,
+    "count": _count,
+    "digits": _digits,
+}
+
+
+def load_target(data_cfg: Mapping[str, Any], image_size: int) -> dict[str, Split]:
+    """The train/val/test splits of a target task (sizes per class from the config, seeded)."""
+    task = data_cfg["task"]
+    if task not in TASK_BUILDERS:
+        raise ValueError(f"target task={task!r} is unknown; valid tasks: {', '.join(TASK_BUILDERS)}")
+    images, labels = TASK_BUILDERS[task](data_cfg, image_size)
+    parts = stratified_split(labels, _split_sizes(data_cfg), data_cfg["seed"])
+    return {name: (images[idx], labels[idx]) for name, idx in parts.items()}
+
+
+def load_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
+    """The synthetic source task: `num_classes` prototypes, `images_per_class` train + `val_per_class` val each."""
+    n_cls, n_train, n_val = src_cfg["num_classes"], src_cfg["images_per_class"], src_cfg["val_per_class"]
+    protos = syn.make_prototypes(n_cls, family_seed=SOURCE_FAMILY_SEED)
+    labels = syn.balanced_labels(n_cls, n_train + n_val, seed)
+    images = syn.render_single(protos, labels, src_cfg["image_size"], seed=seed)
+    parts = stratified_split(labels, {"train": n_train, "val": n_val}, seed)
+    return {name: (images[idx], labels[idx]) for name, idx in parts.items()}

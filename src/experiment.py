@@ -1,0 +1,80 @@
+"""One experiment's stages: source net -> features -> probe, each stage cached by its own key.
+
+`run_experiment` is what `src.main` calls after the config check; it imports torch, so nothing that only
+composes or validates a config imports this module.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from src.cache import Store, features_payload, make_key, source_payload
+from src.check import Plan
+from src.data.tasks import load_source, load_target
+from src.features.extract import extract_splits, load_features
+from src.probe.linear import build_pipeline, fit_and_score
+from src.train.source import load_snapshot, train_source
+
+
+def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
+    """Run (or reuse) every stage; returns the `metrics`, `timings_s`, `cache` and `keys` parts of result.json."""
+    t_start = time.perf_counter()
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    store = Store(cfg.paths.cache_dir)
+
+    # Stage 1: the source net (trained once per source key, every epoch snapshotted).
+    src_payload = source_payload(cfg, plan)
+    src_key = make_key(src_payload)
+
+    def build_source(tmp: Path) -> None:
+        splits = load_source(cfg.source, seed=int(cfg.seed))
+        train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed))
+
+    t0 = time.perf_counter()
+    src_entry, src_hit = store.get_or_build("source", src_payload, build_source)
+    t_source = time.perf_counter() - t0
+    source_metrics = json.loads((src_entry / "metrics.json").read_text())
+
+    # Stage 2: features of the target images at every tap of that snapshot (one forward pass).
+    feat_payload = features_payload(cfg, plan, src_key)
+
+    def build_features(tmp: Path) -> None:
+        model = load_snapshot(src_entry, plan.spec, plan.snapshot)
+        splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
+        extract_splits(model, plan.spec, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size))
+
+    t0 = time.perf_counter()
+    feat_entry, feat_hit = store.get_or_build("features", feat_payload, build_features)
+    t_extract = time.perf_counter() - t0
+
+    # Stage 3: the probe (cheap; not cached).
+    t0 = time.perf_counter()
+    splits = {s: load_features(feat_entry, s, plan.spec, plan.tap, cfg.pooling.name) for s in ("train", "val", "test")}
+    probe = fit_and_score(build_pipeline(cfg), splits, list(cfg.classifier.C_grid), cfg.target.metric)
+    t_probe = time.perf_counter() - t0
+
+    return {
+        "metrics": {
+            "target_score": probe["target_score"],
+            "target_metric": cfg.target.metric,
+            "source_val_acc": source_metrics["val_acc"][str(plan.snapshot)],
+            "feature_dim": int(splits["train"][0].shape[1]),
+            "best_C": probe["best_C"],
+            "val_scores": probe["val_scores"],
+        },
+        "timings_s": {
+            "source": t_source,
+            "extract": t_extract,
+            "probe": t_probe,
+            "total": time.perf_counter() - t_start,
+        },
+        "cache": {"source_hit": src_hit, "features_hit": feat_hit},
+        "keys": {"source": src_key, "features": make_key(feat_payload)},
+    }

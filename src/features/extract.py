@@ -1,0 +1,76 @@
+"""Feature extraction: every tap of a source net in one forward pass, conv taps pooled, written in chunks.
+
+One extraction serves a whole layer x pooling x dimred x classifier sweep: a feature-store entry holds,
+for each split of the target, every tap of the net, and for conv taps every spatial pooling
+(`avg`, `max`, `spp` = max over a 1x1 + 2x2 pyramid). Arrays go straight from each batch into memory-mapped
+`.npy` files, so the full feature matrix is never held twice in memory.
+
+Layout of an entry: `<split>/labels.npy`, `<split>/<tap>.npy` (fc taps), `<split>/<tap>.<pooling>.npy`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.models.feature_extraction import create_feature_extractor
+
+from src.models.spec import POOLINGS, ArchSpec
+from src.train.source import to_input
+
+
+def pool_conv(fmap: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Spatial poolings of a conv map (N, C, H, W): avg (N, C), max (N, C), spp (N, 5C) = [1x1 max, 2x2 max]."""
+    g_max = fmap.amax((2, 3))
+    grid = F.adaptive_max_pool2d(fmap, 2).flatten(1) if min(fmap.shape[2:]) >= 2 else g_max.repeat(1, 4)
+    return {"avg": fmap.mean((2, 3)), "max": g_max, "spp": torch.cat([g_max, grid], 1)}
+
+
+def _file(split_dir: Path, tap: str, pooling: str | None) -> Path:
+    return split_dir / (f"{tap}.{pooling}.npy" if pooling else f"{tap}.npy")
+
+
+@torch.inference_mode()
+def extract_splits(
+    model: torch.nn.Module,
+    spec: ArchSpec,
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    out_dir: Path,
+    batch_size: int = 256,
+) -> None:
+    """Write every tap's features for every split under `out_dir` (a cache staging dir)."""
+    nodes = {node: tap for tap, node in model.tap_nodes().items()}
+    extractor = create_feature_extractor(model, return_nodes=nodes).eval()
+    for split, (images, labels) in splits.items():
+        split_dir = out_dir / split
+        split_dir.mkdir(parents=True)
+        np.save(split_dir / "labels.npy", labels.astype(np.int64))
+        files: dict[tuple[str, str | None], np.memmap] = {}
+        n = len(images)
+        for start in range(0, n, batch_size):
+            x = to_input(torch.from_numpy(images[start : start + batch_size]))
+            outs = extractor(x)
+            for tap, value in outs.items():
+                pooled = pool_conv(value) if value.dim() == 4 else {None: value}
+                for pooling, arr in pooled.items():
+                    if (tap, pooling) not in files:
+                        files[tap, pooling] = np.lib.format.open_memmap(
+                            _file(split_dir, tap, pooling), mode="w+", dtype=np.float32, shape=(n, arr.shape[1])
+                        )
+                    files[tap, pooling][start : start + len(arr)] = arr.float().numpy()
+        for mm in files.values():
+            mm.flush()
+        del files
+
+
+def load_features(entry: Path, split: str, spec: ArchSpec, layer: str, pooling: str) -> tuple[np.ndarray, np.ndarray]:
+    """(features, labels) of one split for a layer name (aliases allowed) and conv pooling."""
+    tap = spec.resolve(layer)
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
+    split_dir = entry / split
+    x = np.load(_file(split_dir, tap, pooling if spec.is_conv(tap) else None), mmap_mode="r")
+    return np.asarray(x), np.load(split_dir / "labels.npy")

@@ -1,0 +1,183 @@
+"""Source pretraining: a LightningModule + LightningDataModule over in-memory uint8 images.
+
+The trained artifact (written into a cache entry by `train_source`) is:
+  snapshot_<k>.pt   the model's state_dict after k epochs, for every k in 1..epochs (a plain state_dict, so
+                    extraction needs no Lightning), so `source.snapshot=1,2,4` reuses one training run
+  metrics.json      validation accuracy per epoch, wall time, images/s
+  logs/             Lightning's CSV logs
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from src.models.nets import build_model
+from src.models.spec import ArchSpec
+
+# Inputs are uint8 in [0, 255]; this maps them to roughly zero mean, unit variance.
+PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> normalised float32 in channels_last layout (faster convs on CPU)."""
+    x = (x.float() - PIXEL_MEAN) / PIXEL_STD
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def augment_batch(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Random horizontal flip + random crop after mid-grey padding, vectorised over the (uint8) batch."""
+    n, c, h, w = x.shape
+    flip = torch.rand(n, device=x.device) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    padded = F.pad(x, (pad, pad, pad, pad), value=128)
+    dy = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n, 1), device=x.device)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+class ArrayDataModule(pl.LightningDataModule):
+    """Train/val loaders over uint8 numpy arrays held in memory (the synthetic data is small)."""
+
+    def __init__(self, splits: Mapping[str, tuple[np.ndarray, np.ndarray]], batch_size: int, seed: int):
+        super().__init__()
+        self.splits = {k: TensorDataset(torch.from_numpy(x), torch.from_numpy(y)) for k, (x, y) in splits.items()}
+        self.batch_size = batch_size
+        self.seed = seed
+
+    def train_dataloader(self) -> DataLoader:
+        g = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True, generator=g, drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.splits["val"], batch_size=max(self.batch_size, 256))
+
+
+class SourceModule(pl.LightningModule):
+    """Cross-entropy training of a ConvNet from `src.models` with SGD (Nesterov) or AdamW, one-cycle schedule."""
+
+    def __init__(self, spec: ArchSpec, optim: Mapping[str, Any], augment: str, epochs: int, steps_per_epoch: int):
+        super().__init__()
+        self.model = build_model(spec).to(memory_format=torch.channels_last)
+        self.optim = dict(optim)
+        self.augment = augment
+        self.total_steps = epochs * steps_per_epoch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.augment == "flip_crop":
+            x = augment_batch(x)
+        logits = self.model(to_input(x))
+        loss = F.cross_entropy(logits, y, label_smoothing=self.optim.get("label_smoothing", 0.0))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"source training loss is {loss.item()} at epoch {self.current_epoch} step {batch_idx}; "
+                f"lower trainer.optim.lr (now {self.optim['lr']})"
+            )
+        self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        acc = (self.model(to_input(x)).argmax(1) == y).float().mean()
+        self.log("val_acc", acc, prog_bar=True, on_epoch=True)
+
+    def configure_optimizers(self):
+        o = self.optim
+        if o["name"] == "sgd":
+            opt = torch.optim.SGD(
+                self.parameters(), lr=o["lr"], momentum=o["momentum"], nesterov=True, weight_decay=o["weight_decay"]
+            )
+        elif o["name"] == "adamw":
+            opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], weight_decay=o["weight_decay"])
+        else:
+            raise ValueError(f"trainer.optim.name={o['name']!r}; valid: sgd, adamw")
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o["lr"], total_steps=max(1, self.total_steps))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class SnapshotEveryEpoch(pl.Callback):
+    """Save the bare model state_dict after each epoch and record that epoch's validation accuracy.
+
+    Lightning's ModelCheckpoint would save full training checkpoints (optimizer state, Lightning metadata);
+    snapshots here are inputs to feature extraction, so a plain state_dict per epoch is all we keep.
+    """
+
+    def __init__(self, out_dir: Path):
+        self.out_dir = out_dir
+        self.val_acc: dict[int, float] = {}
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        epoch = trainer.current_epoch + 1
+        self.val_acc[epoch] = float(trainer.callback_metrics["val_acc"])
+        torch.save(pl_module.model.state_dict(), self.out_dir / f"snapshot_{epoch}.pt")
+
+
+def train_source(
+    out_dir: Path,
+    spec: ArchSpec,
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    source_cfg: Mapping[str, Any],
+    trainer_cfg: Mapping[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """Train the source net into `out_dir` (a cache staging dir); returns the metrics written to metrics.json."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    optim = trainer_cfg["optim"]
+    dm = ArrayDataModule(splits, batch_size=optim["batch_size"], seed=seed)
+    epochs = int(source_cfg["epochs"])
+    steps = math.ceil(len(splits["train"][1]) / optim["batch_size"])
+    module = SourceModule(spec, optim, source_cfg["augment"], epochs, steps)
+    snap = SnapshotEveryEpoch(out_dir)
+    progress = trainer_cfg.get("progress_bar")
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator=trainer_cfg.get("accelerator", "auto"),
+        devices=1,
+        precision=trainer_cfg.get("precision", "32-true"),
+        logger=CSVLogger(str(out_dir), name="logs", version=""),
+        callbacks=[snap],
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty() if progress is None else bool(progress),
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    wall = time.perf_counter() - t0
+    metrics = {
+        "val_acc": {str(k): v for k, v in snap.val_acc.items()},
+        "epochs": epochs,
+        "train_images": int(len(splits["train"][1])),
+        "wall_s": wall,
+        "images_per_s": epochs * len(splits["train"][1]) / wall,
+    }
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def load_snapshot(entry: Path, spec: ArchSpec, snapshot: int) -> torch.nn.Module:
+    model = build_model(spec)
+    model.load_state_dict(torch.load(entry / f"snapshot_{snapshot}.pt", map_location="cpu", weights_only=True))
+    return model.eval().to(memory_format=torch.channels_last)

@@ -1,0 +1,61 @@
+"""Shared fixtures: a private artifact cache per test session and tiny configs composed with hydra.compose."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+import src
+
+REPO = src.REPO_ROOT
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# A source and target small enough that a full experiment takes seconds on 2 CPU cores.
+TINY = [
+    "width=tiny",
+    "source.num_classes=4",
+    "source.images_per_class=40",
+    "source.val_per_class=10",
+    "source.epochs=2",
+    "target.data.num_classes=4",
+    "target.data.train_per_class=12",
+    "target.data.val_per_class=6",
+    "target.data.test_per_class=12",
+    "trainer.optim.batch_size=32",
+    "trainer.num_threads=1",
+]
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("TRANSFER_CACHE_DIR", str(d))
+    return d
+
+
+@pytest.fixture
+def make_cfg(cache_dir):
+    """compose(overrides) -> DictConfig of conf/config.yaml with the tiny sizes and a private cache."""
+
+    def _compose(*overrides: str, tiny: bool = True):
+        with initialize_config_dir(str(REPO / "conf")):
+            return compose("config", overrides=(TINY if tiny else []) + list(overrides))
+
+    return _compose
+
+
+def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`python -m src.main ARGS` in a subprocess (the way users run it)."""
+    return subprocess.run(
+        [sys.executable, "-m", "src.main", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

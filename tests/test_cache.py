@@ -1,0 +1,99 @@
+import json
+import threading
+import time
+
+import pytest
+
+from src.cache import Store, features_payload, make_key, source_payload, verify
+from src.check import validate
+
+
+def keys(cfg):
+    plan = validate(cfg)
+    sk = make_key(source_payload(cfg, plan))
+    return sk, make_key(features_payload(cfg, plan, sk))
+
+
+def test_key_is_order_independent():
+    assert make_key({"a": 1, "b": {"c": 2, "d": 3}}) == make_key({"b": {"d": 3, "c": 2}, "a": 1})
+    assert make_key({"a": 1}) != make_key({"a": 2})
+
+
+def test_source_key_hashes_exactly_the_source_determining_config(make_cfg):
+    base_src, base_feat = keys(make_cfg())
+    # Extraction/probe factors and how-to-run settings leave both the source and feature keys alone.
+    for o in ["layer=fc7", "dimred=pca dimred.n_components=8", "pooling=spp", "norm=power",
+              "classifier=logistic", "trainer.num_threads=2", "trainer.progress_bar=false"]:
+        assert keys(make_cfg(*o.split())) == (base_src, base_feat), o
+    # Snapshot and target data change the features, not the source net.
+    for o in ["source.snapshot=1", "target=synth_count", "target.data.seed=9"]:
+        src_key, feat_key = keys(make_cfg(o))
+        assert src_key == base_src and feat_key != base_feat, o
+    # Anything that changes the trained weights changes the source key.
+    for o in ["width=small", "arch=vgg", "source.num_classes=5", "source.epochs=3", "trainer.optim.lr=0.01", "seed=1"]:
+        assert keys(make_cfg(o))[0] != base_src, o
+
+
+def test_default_depth_and_explicit_depth_share_a_source(make_cfg):
+    assert keys(make_cfg("arch=vgg"))[0] == keys(make_cfg("arch=vgg", "depth=11"))[0]
+
+
+def test_entry_is_atomic_and_reused(tmp_path):
+    store = Store(tmp_path)
+    calls = []
+
+    def build(d):
+        calls.append(1)
+        (d / "a.txt").write_text("hello")
+
+    entry, hit = store.get_or_build("s", {"x": 1}, build)
+    assert not hit and (entry / "a.txt").read_text() == "hello" and verify(entry) is None
+    assert json.loads((entry / "key.json").read_text()) == {"x": 1}
+    assert store.get_or_build("s", {"x": 1}, build) == (entry, True)
+    assert len(calls) == 1
+
+
+def test_failed_build_leaves_nothing(tmp_path):
+    store = Store(tmp_path)
+
+    def build(d):
+        (d / "half.bin").write_bytes(b"\0" * 100)
+        raise KeyboardInterrupt  # an interrupt mid-write
+
+    with pytest.raises(KeyboardInterrupt):
+        store.get_or_build("s", {"x": 1}, build)
+    assert [p.name for p in (tmp_path / "s").iterdir() if not p.name.endswith(".lock")] == []
+    assert store.lookup("s", make_key({"x": 1})) is None
+
+
+def test_truncated_entry_is_detected_and_rebuilt(tmp_path):
+    store = Store(tmp_path)
+    build = lambda d: (d / "w.bin").write_bytes(b"x" * 1000)  # noqa: E731
+    entry, _ = store.get_or_build("s", {"x": 1}, build)
+    with open(entry / "w.bin", "r+b") as f:
+        f.truncate(10)
+    assert "bytes" in verify(entry)
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        entry2, hit = store.get_or_build("s", {"x": 1}, build)
+    assert not hit and (entry2 / "w.bin").stat().st_size == 1000
+
+
+def test_concurrent_builders_build_once(tmp_path):
+    calls = []
+
+    def build(d):
+        calls.append(1)
+        time.sleep(0.5)
+        (d / "a").write_text("1")
+
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(Store(tmp_path).get_or_build("s", {"k": 1}, build)))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert sorted(hit for _, hit in results) == [False, True, True]

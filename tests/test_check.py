@@ -1,0 +1,77 @@
+import time
+
+import pytest
+
+from src.check import ConfigError, validate
+from tests.conftest import run_cli
+
+
+def test_default_config_is_valid(make_cfg):
+    plan = validate(make_cfg(tiny=False))
+    assert plan.tap == "fc6" and plan.snapshot == 10 and plan.feature_dim == 1024
+
+
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (["layer=conv8"], "valid layers: conv1, conv2, conv3, conv4, conv5, conv_last, fc6, fc7, fc8"),
+        (["arch=vgg", "depth=8", "layer=conv6"], "valid layers: conv1, conv2, conv3, conv4, conv5, conv_last"),
+        (["arch=vgg", "depth=12"], "valid depths: 8, 11, 13, 16, 19"),
+        (["arch=alexnet", "depth=11"], "valid depths: 8"),
+        (["dimred=pca", "dimred.n_components=100"], r"dimred.n_components=100 exceeds .* valid 1..48"),
+        (["dimred=pca", "dimred.n_components=0"], "dimred.n_components=0 must be a positive integer"),
+        (["source.num_classes=0"], "source.num_classes=0 must be a positive integer"),
+        (["source.images_per_class=-3"], "source.images_per_class=-3 must be a positive integer"),
+        (["target.data.train_per_class=0"], "target.data.train_per_class=0 must be a positive integer"),
+        (["width.multiplier=0"], "width.multiplier=0 must be a positive number"),
+        (["source.snapshot=5"], r"source.snapshot=5 is past source.epochs=2; valid: 1..2"),
+        (["arch=vgg", "source.image_size=16"], "source.image_size=16 is too small for arch=vgg"),
+        (["target=synth_count", "target.data.num_classes=6"], "valid: 1..4"),
+        (["classifier.C_grid=[]"], "classifier.C_grid"),
+        (["target.metric=f1"], "valid metrics: accuracy, mean_per_class_accuracy"),
+    ],
+)
+def test_bad_input_fails_with_one_clear_line(make_cfg, overrides, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        validate(make_cfg(*overrides))
+    assert "\n" not in str(err.value)
+
+
+def test_pca_limit_is_feature_dim_when_that_is_smaller(make_cfg):
+    # tiny alexnet conv_last has 32 channels; 48 target training images.
+    with pytest.raises(ConfigError, match=r"valid 1..32 \(feature dim 32"):
+        validate(make_cfg("layer=conv_last", "dimred=pca", "dimred.n_components=40"))
+    validate(make_cfg("layer=conv_last", "pooling=spp", "dimred=pca", "dimred.n_components=40"))
+
+
+def test_cli_bad_layer_fails_fast_listing_layers(cache_dir):
+    t0 = time.perf_counter()
+    r = run_cli("layer=nope")
+    assert r.returncode != 0 and time.perf_counter() - t0 < 15
+    assert "fc6" in r.stderr and "conv_last" in r.stderr  # Hydra lists the group's options
+
+
+def test_cli_layer_the_arch_lacks_names_its_layers(cache_dir):
+    t0 = time.perf_counter()
+    r = run_cli("layer=conv9")
+    assert r.returncode != 0 and time.perf_counter() - t0 < 15
+    assert "error: layer='conv9' does not exist in arch=alexnet depth=8; valid layers: conv1" in r.stderr
+    assert not cache_dir.exists()  # nothing was trained
+
+
+def test_cfg_job_and_help_do_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, runpy\n"
+        "sys.argv = ['src.main', '--cfg', 'job']\n"
+        "runpy.run_module('src.main', run_name='__main__')\n"
+        "print('TORCH_LOADED' if 'torch' in sys.modules else 'NO_TORCH')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "NO_TORCH" in r.stdout and "layer:" in r.stdout
+    r = run_cli("--help")
+    for group in ("arch: alexnet, vgg", "width: large, medium, small, tiny", "dimred: none, pca", "target:"):
+        assert group in r.stdout

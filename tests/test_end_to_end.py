@@ -1,0 +1,82 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from src.main import execute
+from tests.conftest import TINY, run_cli
+
+
+def test_tiny_experiment_writes_result_and_reuses_the_cache(make_cfg, cache_dir, tmp_path):
+    cfg = make_cfg("layer=conv_last", "dimred=pca", "dimred.n_components=8")
+    r = execute(cfg, tmp_path / "run1")
+    on_disk = json.loads((tmp_path / "run1" / "result.json").read_text())
+    assert on_disk["status"] == "ok" and on_disk["metrics"] == r["metrics"]
+    m = on_disk["metrics"]
+    assert 0.0 <= m["target_score"] <= 1.0 and m["target_metric"] == "accuracy"
+    assert 0.0 <= m["source_val_acc"] <= 1.0 and m["feature_dim"] == 32
+    assert set(on_disk["timings_s"]) == {"source", "extract", "probe", "total"}
+    assert on_disk["cache"] == {"source_hit": False, "features_hit": False}
+    f = on_disk["factors"]
+    assert (f["arch"], f["width"], f["depth"], f["layer"], f["dimred"], f["n_components"]) == (
+        "alexnet", "tiny", 8, "conv_last", "pca", 8)
+    assert (f["source"], f["target"], f["classifier"], f["seed"]) == ("synthetic", "synth_objects_new", "linear_svm", 0)
+    # The trained source keeps every epoch and its training log.
+    src_entry = cache_dir / "source" / on_disk["keys"]["source"]
+    assert {p.name for p in src_entry.glob("snapshot_*.pt")} == {"snapshot_1.pt", "snapshot_2.pt"}
+    assert (src_entry / "logs" / "metrics.csv").exists()
+
+    # Another layer and dimred on the same source and target: nothing is retrained or re-extracted.
+    r2 = execute(make_cfg("layer=fc7"), tmp_path / "run2")
+    assert r2["cache"] == {"source_hit": True, "features_hit": True}
+    assert r2["keys"] == r["keys"]
+    # An earlier snapshot re-extracts features but reuses the trained source.
+    r3 = execute(make_cfg("source.snapshot=1"), tmp_path / "run3")
+    assert r3["cache"] == {"source_hit": True, "features_hit": False}
+
+
+def test_failed_run_records_the_error(make_cfg, tmp_path):
+    cfg = make_cfg("layer=conv9")
+    with pytest.raises(Exception):
+        execute(cfg, tmp_path)
+    res = json.loads((tmp_path / "result.json").read_text())
+    assert res["status"] == "failed" and res["error"]["type"] == "ConfigError"
+    assert "valid layers" in res["error"]["message"]
+
+
+@pytest.mark.slow
+def test_two_by_two_multirun_trains_each_source_once(cache_dir, tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "arch=alexnet,vgg", "layer=fc6,fc7", f"hydra.sweep.dir={sweep}", *TINY]
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/result.json"))]
+    assert len(results) == 4 and all(x["status"] == "ok" for x in results)
+    assert sorted(x["cache"]["source_hit"] for x in results) == [False, False, True, True]
+    assert len(list((cache_dir / "source").glob("*/manifest.json"))) == 2
+    # Rerunning the same sweep trains and extracts nothing.
+    r = run_cli(*args[:-len(TINY)], f"hydra.sweep.dir={tmp_path / 'again'}", *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = [json.loads(p.read_text()) for p in sorted((tmp_path / "again").glob("*/result.json"))]
+    assert len(again) == 4
+    assert all(x["cache"] == {"source_hit": True, "features_hit": True} for x in again)
+    assert [x["metrics"]["target_score"] for x in again] == [x["metrics"]["target_score"] for x in results]
+
+
+@pytest.mark.slow
+def test_convnet_features_beat_raw_pixels(make_cfg, tmp_path, capsys):
+    """The synthetic task needs learned features: a linear probe on raw pixels does clearly worse."""
+    from src.data.tasks import load_target
+    from src.probe.linear import build_pipeline, fit_and_score
+
+    overrides = ["source.num_classes=20", "source.images_per_class=100", "source.epochs=6", "width=small",
+                 "trainer.optim.batch_size=64", "classifier=logistic"]
+    cfg = make_cfg(*overrides, tiny=False)
+    convnet = execute(cfg, tmp_path)["metrics"]["target_score"]
+    splits = load_target(cfg.target.data, image_size=32)
+    pixels = {k: (x.reshape(len(x), -1).astype(np.float32) / 255, y) for k, (x, y) in splits.items()}
+    raw = fit_and_score(build_pipeline(cfg), pixels, list(cfg.classifier.C_grid), "accuracy")["target_score"]
+    with capsys.disabled():
+        print(f"\n[synth_objects_new] raw pixels: {raw:.3f}  ConvNet fc6: {convnet:.3f}")
+    assert convnet > raw + 0.15
