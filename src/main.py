@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 import time
 import traceback
@@ -45,7 +46,7 @@ def factors(cfg: DictConfig, plan: Plan | None) -> dict[str, Any]:
         "pooling": cfg.pooling.name,
         "norm": cfg.norm.name,
         "dimred": cfg.dimred.name,
-        "n_components": cfg.dimred.n_components,
+        "n_components": cfg.dimred.n_components if cfg.dimred.name != "none" else None,
         "classifier": cfg.classifier.name,
         "target": cfg.target.name,
         "group": cfg.target.group,
@@ -77,22 +78,62 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return result
 
 
+def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[float]:
+    """What a sweeper optimises: `cfg.objective` names one metric, or a list of them (multi-objective).
+
+    A failed job gives NaN, which Optuna records as a failed trial without stopping the study.
+    """
+    names = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
+    values = []
+    for name in names:
+        if result is None or result.get("status") != "ok":
+            values.append(math.nan)
+        else:
+            values.append(float({**result["timings_s"], **result["metrics"]}[name]))
+    return values[0] if isinstance(cfg.objective, str) else values
+
+
+def _threads_per_job(hc) -> int | None:
+    """Torch threads for one job of a parallel launcher, so that n_jobs jobs share the cores."""
+    n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None)
+    if not n_jobs or n_jobs == 1:
+        return None
+    cores = os.cpu_count() or 1
+    return max(1, cores // (cores if n_jobs < 0 else n_jobs))
+
+
+def _previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+    """The job's earlier result.json if it finished ok with this exact resolved config (sweep resume)."""
+    try:
+        prev = json.loads((out_dir / RESULT).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    same = prev.get("config_hash") == make_key(OmegaConf.to_container(cfg, resolve=True))
+    return prev if same and prev.get("status") == "ok" else None
+
+
 @hydra.main(config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> float | list[float]:
     hc = HydraConfig.get()
     out_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    if multirun and cfg.trainer.num_threads is None:
+        OmegaConf.update(cfg, "trainer.num_threads", _threads_per_job(hc))
+    if multirun and (prev := _previous_result(out_dir, cfg)) is not None:
+        log.info("job %s: already done with this config, skipping (%s)", hc.job.num, out_dir / RESULT)
+        return objective(cfg, prev)
     try:
         result = execute(cfg, out_dir)
     except ConfigError as e:
-        if hc.mode == RunMode.MULTIRUN:
+        if multirun:
             log.error("job %s: config error: %s", hc.job.num, e)
-            return math.nan
+            return objective(cfg, None)
         sys.exit(f"error: {e}")
     except Exception as e:
-        if hc.mode == RunMode.MULTIRUN:
+        if multirun:
             # One failed job must not end a sweep; result.json records it and the sweeper sees a NaN.
             log.error("job %s failed (%s: %s); recorded in %s", hc.job.num, type(e).__name__, e, out_dir / RESULT)
-            return math.nan
+            return objective(cfg, None)
         raise
     score = result["metrics"]["target_score"]
     c = result["cache"]
@@ -102,8 +143,31 @@ def main(cfg: DictConfig) -> float:
         f"cache source {'hit' if c['source_hit'] else 'miss'}, features {'hit' if c['features_hit'] else 'miss'} | "
         f"{result['timings_s']['total']:.1f}s | {out_dir / RESULT}"
     )
-    return score
+    return objective(cfg, result)
+
+
+OVERLAY_GROUPS = ("search", "experiment")
+
+
+def overlay_multirun_args(argv: list[str]) -> list[str]:
+    """Add `hydra.mode=MULTIRUN` when a chosen overlay (search=..., experiment=...) declares it.
+
+    Hydra 1.4 only honours `hydra.mode` from the primary config or the command line, not from a config group,
+    so `python -m src.main search=factors_tpe` would otherwise run a single job. The overlays keep
+    `hydra.mode: MULTIRUN` (it documents them and agrees with this), and this makes it take effect.
+    """
+    if any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv):
+        return argv
+    for arg in argv:
+        group, _, option = arg.partition("=")
+        path = src.REPO_ROOT / "conf" / group / f"{option}.yaml"
+        if group in OVERLAY_GROUPS and path.is_file():
+            mode = OmegaConf.select(OmegaConf.load(path), "hydra.mode", default=None)
+            if str(mode) == "MULTIRUN":
+                return argv + ["hydra.mode=MULTIRUN"]
+    return argv
 
 
 if __name__ == "__main__":
+    sys.argv = overlay_multirun_args(sys.argv)
     main()

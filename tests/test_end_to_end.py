@@ -80,3 +80,11 @@ def test_convnet_features_beat_raw_pixels(make_cfg, tmp_path, capsys):
     with capsys.disabled():
         print(f"\n[synth_objects_new] raw pixels: {raw:.3f}  ConvNet fc6: {convnet:.3f}")
     assert convnet > raw + 0.10
+
+
+def test_diverging_training_stops_with_a_clear_error(make_cfg, tmp_path, cache_dir):
+    cfg = make_cfg("trainer.optim.lr=1e12")
+    with pytest.raises(FloatingPointError, match="source training loss is (nan|inf).*lower trainer.optim.lr"):
+        execute(cfg, tmp_path)
+    assert json.loads((tmp_path / "result.json").read_text())["error"]["type"] == "FloatingPointError"
+    assert not list((cache_dir / "source").glob("*/manifest.json"))  # nothing half-trained was cached

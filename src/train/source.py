@@ -10,9 +10,11 @@ The trained artifact (written into a cache entry by `train_source`) is:
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,6 +27,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from src.models.nets import build_model
 from src.models.spec import ArchSpec
+
+# Lightning's start-up banners (GPU/TPU availability, tips) are noise in a sweep log.
+logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 # Inputs are uint8 in [0, 255]; this maps them to roughly zero mean, unit variance.
 PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
@@ -161,6 +167,7 @@ def train_source(
         enable_model_summary=False,
         enable_progress_bar=sys.stderr.isatty() if progress is None else bool(progress),
         num_sanity_val_steps=0,
+        log_every_n_steps=max(1, min(50, steps)),
         deterministic=False,
     )
     t0 = time.perf_counter()

@@ -1,0 +1,59 @@
+"""Sweep summary: `summary.csv` (one row per job: factors, metrics, status) in the sweep dir.
+
+As a Hydra callback (configured in conf/config.yaml) it runs at the end of every multirun; as a command,
+`python -m src.report.summary <sweep dir>`, it summarises any sweep afterwards, one that died included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+SHOWN = ["status", "arch", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",
+         "target_score", "source_hit", "features_hit", "time_total_s", "error_type"]
+
+
+def write_summary(sweep_dir: str | Path, echo: bool = True) -> Path | None:
+    from src.report.collect import load_results
+
+    sweep_dir = Path(sweep_dir)
+    df = load_results([sweep_dir])
+    if df.empty:
+        log.warning("no result.json under %s", sweep_dir)
+        return None
+    df["job"] = [Path(p).relative_to(sweep_dir).as_posix() for p in df["job_dir"]]
+    df = df.sort_values("job", key=lambda s: s.map(lambda j: (len(j), j))).reset_index(drop=True)
+    out = sweep_dir / "summary.csv"
+    tmp = out.with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(out)
+    if echo:
+        cols = ["job"] + [c for c in SHOWN if c in df.columns and df[c].notna().any()]
+        with __import__("pandas").option_context("display.width", 200, "display.max_rows", 500):
+            print(df[cols].to_string(index=False))
+        n_ok = int((df["status"] == "ok").sum())
+        print(f"{len(df)} jobs ({n_ok} ok, {len(df) - n_ok} not ok); summary: {out}")
+    return out
+
+
+class SummaryCallback(Callback):
+    """Writes the sweep's summary.csv when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        write_summary(config.hydra.sweep.dir)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep_dir")
+    write_summary(ap.parse_args(argv).sweep_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""Sweeps under Hydra's launchers and the Optuna sweeper (subprocesses, as users run them)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO, TINY, run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def results(sweep):
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
+
+
+def test_optuna_search_persists_and_continues_its_study(cache_dir, tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    args = ["search=factors_tpe", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}", *TINY]
+    r = run_cli(*args, f"hydra.sweep.dir={tmp_path / 's1'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(results(tmp_path / "s1")) == 4
+    study = optuna.load_study(study_name="factors_tpe-synth_objects_new", storage=storage)
+    assert len(study.trials) == 4
+    # Running the same command again adds trials to the same study.
+    r = run_cli(*args, f"hydra.sweep.dir={tmp_path / 's2'}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = optuna.load_study(study_name="factors_tpe-synth_objects_new", storage=storage)
+    assert len(study.trials) == 8
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    assert (tmp_path / "s2" / "summary.csv").exists()
+
+
+def test_pareto_search_returns_two_objectives(cache_dir, tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    r = run_cli("search=factors_pareto", "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={storage}",
+                f"hydra.sweep.dir={tmp_path / 's'}", "dimred.n_components=8", *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = optuna.load_study(study_name="factors_pareto-synth_objects_new", storage=storage)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 3 and all(len(t.values) == 2 for t in done)
+
+
+def test_joblib_parallel_jobs_share_one_source_training(cache_dir, tmp_path):
+    sweep = tmp_path / "s"
+    r = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "layer=fc6,fc7",
+                f"hydra.sweep.dir={sweep}", *[o for o in TINY if not o.startswith("trainer.num_threads")])
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = results(sweep)
+    assert len(res) == 2 and all(x["status"] == "ok" for x in res.values())
+    assert sorted(x["cache"]["source_hit"] for x in res.values()) == [False, True]
+    assert len(list((cache_dir / "source").glob("*/manifest.json"))) == 1
+
+
+def test_submitit_local_launcher(cache_dir, tmp_path):
+    sweep = tmp_path / "s"
+    r = run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "layer=fc6,fc7",
+                f"hydra.sweep.dir={sweep}", *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = results(sweep)
+    assert len(res) == 2 and all(x["status"] == "ok" for x in res.values())
+
+
+def test_slurm_preset_composes(make_cfg):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(REPO / "conf")):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher")
+    assert (launcher.partition, launcher.gpus_per_node, launcher.timeout_min) == ("gpu", 1, 120)
+
+
+def test_failing_job_is_recorded_and_the_sweep_goes_on(cache_dir, tmp_path):
+    sweep = tmp_path / "s"
+    r = run_cli("-m", "layer=fc6,conv9,fc7", f"hydra.sweep.dir={sweep}", *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = results(sweep)
+    assert [res[k]["status"] for k in ("0", "1", "2")] == ["ok", "failed", "ok"]
+    assert res["1"]["error"]["type"] == "ConfigError" and "valid layers" in res["1"]["error"]["message"]
+    summary = (sweep / "summary.csv").read_text().splitlines()
+    assert len(summary) == 4 and any("failed" in line for line in summary)
+
+
+def test_resume_after_kill_finishes_only_missing_jobs(cache_dir, tmp_path):
+    sweep = tmp_path / "s"
+    args = [sys.executable, "-m", "src.main", "-m", "arch=alexnet,vgg", "width=tiny,small",
+            f"hydra.sweep.dir={sweep}", *[o for o in TINY if not o.startswith("width=")]]
+    proc = subprocess.Popen(args, cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(x["status"] == "ok" for x in results(sweep).values()):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {k: (sweep / k / "result.json").stat().st_mtime_ns for k, x in results(sweep).items()
+                   if x["status"] == "ok"}
+    assert 1 <= len(done_before) < 4
+    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = results(sweep)
+    assert len(after) == 4 and all(x["status"] == "ok" for x in after.values())
+    for k, mtime in done_before.items():  # finished jobs were skipped, not redone
+        assert (sweep / k / "result.json").stat().st_mtime_ns == mtime
+    assert "already done" in r.stderr + r.stdout
