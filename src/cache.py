@@ -149,6 +149,9 @@ def source_payload(cfg, plan) -> dict[str, Any]:
 
     source = OmegaConf.to_container(cfg.source, resolve=True)
     source.pop("snapshot", None)
+    if plan.spec.pretrained:  # nothing is trained: the weights identify the source
+        return {"stage": "source", "version": SOURCE_VERSION, "arch": plan.spec.family, "weights": source["weights"],
+                "weights_path": source.get("weights_path"), "image_size": source["image_size"]}
     return {
         "stage": "source",
         "version": SOURCE_VERSION,

@@ -7,14 +7,16 @@ dimension). Every problem raises `ConfigError` with one line naming the bad valu
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import DictConfig
 
-from src.models.spec import POOLINGS, ArchSpec, arch_spec
+from src.data.imagefolder import check_classes
+from src.models.spec import FAMILY_DEPTHS, POOLINGS, TORCHVISION_ARCHS, ArchSpec, arch_spec
 
-KNOWN_TASKS = ("objects_new", "finegrained", "attributes", "count", "digits")
+KNOWN_TASKS = ("objects_new", "finegrained", "attributes", "count", "digits", "imagefolder")
 DIGITS_MIN_PER_CLASS = 174  # the rarest digit in scikit-learn's set has 174 images
 METRICS = ("accuracy", "mean_per_class_accuracy")
 
@@ -46,38 +48,60 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
 
 
-def validate(cfg: DictConfig) -> Plan:
-    src, tgt, opt = cfg.source, cfg.target, cfg.trainer.optim
-    for field in ("num_classes", "images_per_class", "val_per_class", "image_size", "epochs"):
-        _positive_int(f"source.{field}", src[field])
-    _positive_int("trainer.optim.batch_size", opt.batch_size)
-    _positive("trainer.optim.lr", opt.lr)
-    _positive("width.multiplier", cfg.width.multiplier)
+SOURCE_KINDS = ("synthetic", "imagefolder", "torchvision")
 
-    try:
-        spec = arch_spec(cfg.arch.name, cfg.depth, cfg.width.multiplier, src.num_classes)
-        tap = spec.resolve(cfg.layer.name)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    if cfg.pooling.name not in POOLINGS:
-        raise ConfigError(f"pooling={cfg.pooling.name!r} is unknown; valid poolings: {', '.join(POOLINGS)}")
-    min_size = 2 ** sum(c.pool_after for c in spec.convs)
-    if src.image_size < min_size:
+
+def _check_source(cfg: DictConfig) -> int:
+    """Validate the source group; returns the source task's number of classes (the net's output size)."""
+    src = cfg.source
+    if src.kind not in SOURCE_KINDS:
+        raise ConfigError(f"source.kind={src.kind!r} is unknown; valid kinds: {', '.join(SOURCE_KINDS)}")
+    pretrained_arch = cfg.arch.name in TORCHVISION_ARCHS
+    if src.kind == "torchvision":
+        if not pretrained_arch:
+            raise ConfigError(
+                f"source={src.name} needs a pretrained arch; valid: {', '.join(TORCHVISION_ARCHS)} (got arch={cfg.arch.name})"
+            )
+        if src.snapshot is not None:
+            raise ConfigError(f"source.snapshot={src.snapshot} is meaningless for pretrained weights; leave it null")
+        _positive_int("source.image_size", src.image_size)
+        return 1000
+    if pretrained_arch:
         raise ConfigError(
-            f"source.image_size={src.image_size} is too small for arch={spec.family} depth={spec.depth}; "
-            f"it needs at least {min_size}"
+            f"arch={cfg.arch.name} is a pretrained torchvision net; use it with source=imagenet_torchvision, "
+            f"or pick an arch trained here: {', '.join(FAMILY_DEPTHS)}"
         )
+    for field in ("val_per_class", "image_size", "epochs"):
+        _positive_int(f"source.{field}", src[field])
+    _positive_int("trainer.optim.batch_size", cfg.trainer.optim.batch_size)
+    _positive("trainer.optim.lr", cfg.trainer.optim.lr)
+    if src.kind == "synthetic":
+        _positive_int("source.num_classes", src.num_classes)
+        _positive_int("source.images_per_class", src.images_per_class)
+        return src.num_classes
+    _positive_int("source.max_per_class", src.max_per_class, allow_none=True)
+    try:
+        return len(check_classes(src.root, src.classes))
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"source.root: {e}") from None
 
-    snapshot = src.epochs if src.snapshot is None else src.snapshot
-    _positive_int("source.snapshot", snapshot)
-    if snapshot > src.epochs:
-        raise ConfigError(f"source.snapshot={snapshot} is past source.epochs={src.epochs}; valid: 1..{src.epochs}")
 
-    data = tgt.data
+def _check_target(cfg: DictConfig) -> int | None:
+    """Validate the target group; returns its number of training images when known without reading it."""
+    tgt, data = cfg.target, cfg.target.data
     if data.task not in KNOWN_TASKS:
         raise ConfigError(f"target.data.task={data.task!r} is unknown; valid tasks: {', '.join(KNOWN_TASKS)}")
     if tgt.metric not in METRICS:
         raise ConfigError(f"target.metric={tgt.metric!r} is unknown; valid metrics: {', '.join(METRICS)}")
+    if data.task == "imagefolder":
+        root = data.root
+        split_root = f"{root}/train" if os.path.isdir(f"{root}/train") and os.path.isdir(f"{root}/test") else root
+        try:
+            check_classes(split_root, data.classes)
+        except (FileNotFoundError, ValueError) as e:
+            raise ConfigError(f"target.data.root: {e}") from None
+        _positive_int("target.data.max_per_class", data.max_per_class, allow_none=True)
+        return None
     _positive_int("target.data.num_classes", data.num_classes)
     _positive_int("target.data.train_per_class", data.train_per_class)
     _positive_int("target.data.val_per_class", data.val_per_class)
@@ -90,19 +114,46 @@ def validate(cfg: DictConfig) -> Plan:
             raise ConfigError(
                 f"digits splits ask for {asked} images per class; the set has at least {DIGITS_MIN_PER_CLASS}"
             )
-    n_train = data.train_per_class * data.num_classes
+    return data.train_per_class * data.num_classes
 
+
+def validate(cfg: DictConfig) -> Plan:
+    src = cfg.source
+    _positive("width.multiplier", cfg.width.multiplier)
+    n_classes = _check_source(cfg)
+    try:
+        spec = arch_spec(cfg.arch.name, cfg.depth, cfg.width.multiplier, n_classes)
+        tap = spec.resolve(cfg.layer.name)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    if cfg.pooling.name not in POOLINGS:
+        raise ConfigError(f"pooling={cfg.pooling.name!r} is unknown; valid poolings: {', '.join(POOLINGS)}")
+    if src.image_size < spec.min_input:
+        raise ConfigError(
+            f"source.image_size={src.image_size} is too small for arch={spec.family} depth={spec.depth}; "
+            f"it needs at least {spec.min_input}"
+        )
+
+    if spec.pretrained:
+        snapshot = 0  # the pretrained weights themselves
+    else:
+        snapshot = src.epochs if src.snapshot is None else src.snapshot
+        _positive_int("source.snapshot", snapshot)
+        if snapshot > src.epochs:
+            raise ConfigError(f"source.snapshot={snapshot} is past source.epochs={src.epochs}; valid: 1..{src.epochs}")
+
+    n_train = _check_target(cfg)
     feature_dim = spec.tap_dim(tap, cfg.pooling.name)
     if cfg.dimred.name == "pca":
         n = cfg.dimred.n_components
         _positive_int("dimred.n_components", n)
-        limit = min(feature_dim, n_train)
+        limit = min(feature_dim, n_train or feature_dim)
         if n > limit:
+            why = f"feature dim {feature_dim}" + (f", {n_train} target training images" if n_train else "")
             raise ConfigError(
-                f"dimred.n_components={n} exceeds what layer {cfg.layer.name} allows here: valid 1..{limit} "
-                f"(feature dim {feature_dim}, {n_train} target training images)"
+                f"dimred.n_components={n} exceeds what layer {cfg.layer.name} allows here: valid 1..{limit} ({why})"
             )
     grid = cfg.classifier.C_grid
     if not grid or any(not (isinstance(c, (int, float)) and c > 0) for c in grid):
         raise ConfigError(f"classifier.C_grid={list(grid) if grid else grid} must be a non-empty list of positive numbers")
-    return Plan(spec=spec, tap=tap, snapshot=int(snapshot), feature_dim=feature_dim, n_train=n_train)
+    return Plan(spec=spec, tap=tap, snapshot=int(snapshot), feature_dim=feature_dim, n_train=n_train or 0)

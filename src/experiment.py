@@ -19,7 +19,22 @@ from src.check import Plan
 from src.data.tasks import load_source, load_target
 from src.features.extract import extract_splits, load_features
 from src.probe.linear import build_pipeline, fit_and_score
-from src.train.source import load_snapshot, train_source
+from src.train.source import load_snapshot, to_input, train_source
+
+
+def source_model(cfg: DictConfig, plan: Plan, src_entry: Path | None):
+    """(model in eval mode, tap -> graph node, uint8 batch -> input) for the configured source."""
+    if plan.spec.pretrained:
+        from src.models import pretrained
+
+        arch = plan.spec.family
+        return (
+            pretrained.load_pretrained(arch, cfg.source),
+            pretrained.tap_nodes(arch),
+            pretrained.preprocess_for(arch, cfg.source),
+        )
+    model = load_snapshot(src_entry, plan.spec, plan.snapshot)
+    return model, model.tap_nodes(), to_input
 
 
 def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
@@ -29,26 +44,29 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     store = Store(cfg.paths.cache_dir)
 
-    # Stage 1: the source net (trained once per source key, every epoch snapshotted).
+    # Stage 1: the source net (trained once per source key, every epoch snapshotted; pretrained nets: no training).
     src_payload = source_payload(cfg, plan)
     src_key = make_key(src_payload)
-
-    def build_source(tmp: Path) -> None:
-        splits = load_source(cfg.source, seed=int(cfg.seed))
-        train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed))
-
     t0 = time.perf_counter()
-    src_entry, src_hit = store.get_or_build("source", src_payload, build_source)
+    if plan.spec.pretrained:
+        src_entry, src_hit, source_val_acc = None, True, None
+    else:
+
+        def build_source(tmp: Path) -> None:
+            splits = load_source(cfg.source, seed=int(cfg.seed))
+            train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed))
+
+        src_entry, src_hit = store.get_or_build("source", src_payload, build_source)
+        source_val_acc = json.loads((src_entry / "metrics.json").read_text())["val_acc"][str(plan.snapshot)]
     t_source = time.perf_counter() - t0
-    source_metrics = json.loads((src_entry / "metrics.json").read_text())
 
     # Stage 2: features of the target images at every tap of that snapshot (one forward pass).
     feat_payload = features_payload(cfg, plan, src_key)
 
     def build_features(tmp: Path) -> None:
-        model = load_snapshot(src_entry, plan.spec, plan.snapshot)
+        model, nodes, prep = source_model(cfg, plan, src_entry)
         splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
-        extract_splits(model, plan.spec, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size))
+        extract_splits(model, nodes, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep)
 
     t0 = time.perf_counter()
     feat_entry, feat_hit = store.get_or_build("features", feat_payload, build_features)
@@ -64,7 +82,7 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         "metrics": {
             "target_score": probe["target_score"],
             "target_metric": cfg.target.metric,
-            "source_val_acc": source_metrics["val_acc"][str(plan.snapshot)],
+            "source_val_acc": source_val_acc,
             "feature_dim": int(splits["train"][0].shape[1]),
             "best_C": probe["best_C"],
             "val_scores": probe["val_scores"],

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from src.features.extract import pool_conv
-from src.models.nets import build_model, min_input_size
+from src.models.nets import build_model
 from src.models.spec import FAMILY_DEPTHS, POOLINGS, arch_spec
 
 WIDTHS = {"tiny": 0.125, "small": 0.25, "medium": 0.5}
@@ -14,7 +14,8 @@ COMBOS = [(f, d, w) for f, depths in FAMILY_DEPTHS.items() for d, w in itertools
 @pytest.mark.parametrize("family,depth,width", COMBOS)
 def test_every_arch_width_depth_builds_and_taps_with_expected_dims(family, depth, width):
     spec = arch_spec(family, depth, WIDTHS[width], num_classes=7)
-    assert len(spec.convs) == depth - 3
+    if family != "resnet":
+        assert len(spec.convs) == depth - 3
     model = build_model(spec).eval()
     from torchvision.models.feature_extraction import create_feature_extractor
 
@@ -47,11 +48,21 @@ def test_vocabulary_and_errors_list_valid_choices():
         spec.resolve("conv14")
     with pytest.raises(ValueError, match="valid depths: 8, 11, 13, 16, 19"):
         arch_spec("vgg", 12, 0.25, 10)
-    with pytest.raises(ValueError, match="valid archs: alexnet, vgg"):
+    with pytest.raises(ValueError, match="valid archs: alexnet, vgg, resnet, tv_alexnet, tv_vgg16, tv_resnet50"):
         arch_spec("lenet", None, 0.25, 10)
     assert set(POOLINGS) == {"avg", "max", "spp"}
 
 
 def test_min_input_size():
-    assert min_input_size(arch_spec("vgg", 11, 0.125, 3)) == 32
-    assert min_input_size(arch_spec("alexnet", None, 0.125, 3)) == 8
+    assert arch_spec("vgg", 11, 0.125, 3).min_input == 32
+    assert arch_spec("alexnet", None, 0.125, 3).min_input == 8
+
+
+def test_resnet_vocabulary_and_depths():
+    spec = arch_spec("resnet", 18, 0.25, 10)
+    assert spec.taps() == ["stage1", "stage2", "stage3", "stage4", "pool", "logits"]
+    assert spec.stages == ((16, 2), (32, 2), (64, 2), (128, 2))
+    assert spec.tap_dim("pool") == 128 and spec.tap_dim("stage4", "spp") == 640
+    assert sum(isinstance(m, torch.nn.Conv2d) for m in build_model(spec).modules()) == 1 + 16 + 3
+    with pytest.raises(ValueError, match="valid layers: stage1, stage2, stage3, stage4, pool, logits"):
+        spec.resolve("fc7")

@@ -41,7 +41,7 @@ def test_images_use_the_dynamic_range_and_vary_within_class():
 
 
 def test_source_splits_are_balanced():
-    cfg = dict(num_classes=5, images_per_class=8, val_per_class=3, image_size=32)
+    cfg = dict(kind="synthetic", num_classes=5, images_per_class=8, val_per_class=3, image_size=32)
     s = load_source(cfg, seed=0)
     assert s["train"][0].shape == (40, 3, 32, 32) and s["val"][0].shape == (15, 3, 32, 32)
     assert np.bincount(s["train"][1]).tolist() == [8] * 5

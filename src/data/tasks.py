@@ -101,12 +101,41 @@ def _digits(d: Mapping[str, Any], size: int) -> Split:
     return np.repeat(big[:, None], 3, axis=1), ds.target.astype(np.int64)
 
 
+def _imagefolder(d: Mapping[str, Any], size: int) -> dict[str, Split]:
+    """`root/train` + `root/test` ImageFolder trees, or one tree from which a seeded test split is held out.
+
+    Val is held out of train (`val_fraction` of the smallest class, per class); likewise test (`test_fraction`).
+    """
+    from pathlib import Path
+
+    from src.data.imagefolder import load_imagefolder
+
+    root, seed = Path(d["root"]), d["seed"]
+    classes, cap = d.get("classes"), d.get("max_per_class")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        x, y, names = load_imagefolder(root / "train", classes, cap, size, seed)
+        test = load_imagefolder(root / "test", names, d.get("max_test_per_class"), size, seed)[:2]
+    else:
+        x, y, _ = load_imagefolder(root, classes, cap, size, seed)
+        idx = _hold_out(y, d.get("test_fraction") or 0.2, seed + 1)
+        test, x, y = (x[idx["held"]], y[idx["held"]]), x[idx["rest"]], y[idx["rest"]]
+    idx = _hold_out(y, d.get("val_fraction") or 0.2, seed)
+    return {"train": (x[idx["rest"]], y[idx["rest"]]), "val": (x[idx["held"]], y[idx["held"]]), "test": test}
+
+
+def _hold_out(y: np.ndarray, fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Seeded per-class hold-out of `fraction` of the smallest class (at least one image per class)."""
+    per_class = max(1, int(np.bincount(y).min() * fraction))
+    return stratified_split(y, {"held": per_class, "rest": None}, seed)
+
+
 TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Split]] = {
     "objects_new": _objects_new,
     "finegrained": _finegrained,
     "attributes": _attributes,
     "count": _count,
     "digits": _digits,
+    "imagefolder": _imagefolder,
 }
 
 
@@ -115,13 +144,28 @@ def load_target(data_cfg: Mapping[str, Any], image_size: int) -> dict[str, Split
     task = data_cfg["task"]
     if task not in TASK_BUILDERS:
         raise ValueError(f"target task={task!r} is unknown; valid tasks: {', '.join(TASK_BUILDERS)}")
-    images, labels = TASK_BUILDERS[task](data_cfg, image_size)
+    built = TASK_BUILDERS[task](data_cfg, image_size)
+    if isinstance(built, dict):  # the task comes with its own splits
+        return built
+    images, labels = built
     parts = stratified_split(labels, _split_sizes(data_cfg), data_cfg["seed"])
     return {name: (images[idx], labels[idx]) for name, idx in parts.items()}
 
 
 def load_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
-    """The synthetic source task: `num_classes` prototypes, `images_per_class` train + `val_per_class` val each."""
+    """The source task's train/val splits.
+
+    synthetic: `num_classes` prototypes, `images_per_class` train + `val_per_class` val images each;
+    imagefolder: `root`'s classes (or the `classes` subset), at most `max_per_class` each, `val_per_class` held out.
+    """
+    if src_cfg["kind"] == "imagefolder":
+        from src.data.imagefolder import load_imagefolder
+
+        x, y, _ = load_imagefolder(
+            src_cfg["root"], src_cfg.get("classes"), src_cfg.get("max_per_class"), src_cfg["image_size"], seed
+        )
+        parts = stratified_split(y, {"val": src_cfg["val_per_class"], "train": None}, seed)
+        return {name: (x[idx], y[idx]) for name, idx in parts.items()}
     n_cls, n_train, n_val = src_cfg["num_classes"], src_cfg["images_per_class"], src_cfg["val_per_class"]
     protos = syn.make_prototypes(n_cls, family_seed=SOURCE_FAMILY_SEED)
     labels = syn.balanced_labels(n_cls, n_train + n_val, seed)

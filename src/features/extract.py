@@ -11,7 +11,7 @@ Layout of an entry: `<split>/labels.npy`, `<split>/<tap>.npy` (fc taps), `<split
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
@@ -36,14 +36,17 @@ def _file(split_dir: Path, tap: str, pooling: str | None) -> Path:
 @torch.inference_mode()
 def extract_splits(
     model: torch.nn.Module,
-    spec: ArchSpec,
+    tap_nodes: Mapping[str, str],
     splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
     out_dir: Path,
     batch_size: int = 256,
+    preprocess: Callable[[torch.Tensor], torch.Tensor] = to_input,
 ) -> None:
-    """Write every tap's features for every split under `out_dir` (a cache staging dir)."""
-    nodes = {node: tap for tap, node in model.tap_nodes().items()}
-    extractor = create_feature_extractor(model, return_nodes=nodes).eval()
+    """Write every tap's features for every split under `out_dir` (a cache staging dir).
+
+    `tap_nodes` maps our tap names to the model's graph nodes; `preprocess` turns a uint8 batch into inputs.
+    """
+    extractor = create_feature_extractor(model, return_nodes={n: t for t, n in tap_nodes.items()}).eval()
     for split, (images, labels) in splits.items():
         split_dir = out_dir / split
         split_dir.mkdir(parents=True)
@@ -51,7 +54,7 @@ def extract_splits(
         files: dict[tuple[str, str | None], np.memmap] = {}
         n = len(images)
         for start in range(0, n, batch_size):
-            x = to_input(torch.from_numpy(images[start : start + batch_size]))
+            x = preprocess(torch.from_numpy(images[start : start + batch_size]))
             outs = extractor(x)
             for tap, value in outs.items():
                 pooled = pool_conv(value) if value.dim() == 4 else {None: value}

@@ -1,7 +1,7 @@
 """Torch builders for the ConvNet families described in `src.models.spec`.
 
 Module names are the tap vocabulary: `features.conv3` is the output of conv3's block (after its ReLU),
-`fc6`/`fc7` the outputs after their ReLUs, `fc8` the logits. Feature extraction asks torchvision's
+`fc6`/`fc7` the outputs after their ReLUs, `fc8` the logits; for resnet `stage1`..`stage4`, `pool`, `logits`. Feature extraction asks torchvision's
 `create_feature_extractor` for exactly these node names, so the spec's vocabulary and the modules agree by
 construction.
 """
@@ -64,10 +64,52 @@ class ConvNet(nn.Module):
         return nodes
 
 
-def build_model(spec: ArchSpec) -> ConvNet:
-    return ConvNet(spec)
+class BasicBlock(nn.Module):
+    """3x3-3x3 residual block with a 1x1 projection shortcut when the shape changes."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = (
+            nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False), nn.BatchNorm2d(c_out))
+            if stride != 1 or c_in != c_out
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
-def min_input_size(spec: ArchSpec) -> int:
-    """Smallest input side that survives the net's 2x2 max pools."""
-    return 2 ** sum(c.pool_after for c in spec.convs)
+class ResNet(nn.Module):
+    """CIFAR-style residual net: 3x3 stem, four stages (stride 1, 2, 2, 2), global average pool, logits."""
+
+    def __init__(self, spec: ArchSpec):
+        super().__init__()
+        self.spec = spec
+        c0 = spec.stages[0][0]
+        self.stem = _conv_block(3, c0, 3)
+        c_in = c0
+        for i, (c, blocks) in enumerate(spec.stages):
+            layers = [BasicBlock(c_in if b == 0 else c, c, (1 if i == 0 else 2) if b == 0 else 1) for b in range(blocks)]
+            self.add_module(f"stage{i + 1}", nn.Sequential(*layers))
+            c_in = c
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.logits = nn.Linear(c_in, spec.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        for i in range(len(self.spec.stages)):
+            x = getattr(self, f"stage{i + 1}")(x)
+        return self.logits(self.pool(x))
+
+    def tap_nodes(self) -> dict[str, str]:
+        return {t: t for t, (c, _, _) in self.spec.vocab.items() if t == c}
+
+
+def build_model(spec: ArchSpec) -> nn.Module:
+    """A freshly initialised net for one of our own families (pretrained ones: src.models.pretrained)."""
+    return ResNet(spec) if spec.family == "resnet" else ConvNet(spec)

@@ -1,0 +1,66 @@
+"""Torchvision ImageNet networks users bring (`arch=tv_alexnet|tv_vgg16|tv_resnet50`, `source=imagenet_torchvision`).
+
+Weights come from `source.weights_path` or from torch hub's cache (`$TORCH_HOME/hub/checkpoints/`, the file name
+torchvision's weights enum gives). Nothing is downloaded unless `source.download=true`. Inputs get the weights'
+own preprocessing (resize, centre crop, ImageNet mean/std). Our layer vocabulary maps onto their modules through
+`src.models.spec.TORCHVISION_ARCHS`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+import torchvision
+
+from src.models.spec import TORCHVISION_ARCHS
+
+
+class MissingWeightsError(FileNotFoundError):
+    """Pretrained weights are not on disk and downloading was not allowed."""
+
+
+def weights_enum(arch: str, weights_name: str = "DEFAULT"):
+    enum = getattr(torchvision.models, TORCHVISION_ARCHS[arch]["weights"])
+    return enum[weights_name] if weights_name != "DEFAULT" else enum.DEFAULT
+
+
+def weights_file(arch: str, source_cfg: Mapping[str, Any]) -> Path:
+    """Where the state dict is expected: `weights_path` if given, else torch hub's checkpoint cache."""
+    if source_cfg.get("weights_path"):
+        return Path(os.path.expanduser(str(source_cfg["weights_path"])))
+    w = weights_enum(arch, source_cfg.get("weights", "DEFAULT"))
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
+
+
+def load_pretrained(arch: str, source_cfg: Mapping[str, Any]) -> torch.nn.Module:
+    w = weights_enum(arch, source_cfg.get("weights", "DEFAULT"))
+    model = getattr(torchvision.models, TORCHVISION_ARCHS[arch]["builder"])(weights=None)
+    path = weights_file(arch, source_cfg)
+    if path.is_file():
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    elif source_cfg.get("download") and not source_cfg.get("weights_path"):
+        state = w.get_state_dict(progress=True)
+    else:
+        raise MissingWeightsError(
+            f"pretrained weights for arch={arch} not found at {path}; put the file there (download {w.url}), "
+            f"set source.weights_path=..., or run once with source.download=true"
+        )
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def preprocess_for(arch: str, source_cfg: Mapping[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 (N, 3, H, W) -> the weights' own transform (resize, crop, normalise), batched."""
+    transform = weights_enum(arch, source_cfg.get("weights", "DEFAULT")).transforms(antialias=True)
+
+    def prep(x: torch.Tensor) -> torch.Tensor:
+        return transform(x.float() / 255.0).contiguous(memory_format=torch.channels_last)
+
+    return prep
+
+
+def tap_nodes(arch: str) -> dict[str, str]:
+    return {tap: node for tap, (node, _, _) in TORCHVISION_ARCHS[arch]["taps"].items()}
