@@ -35,10 +35,10 @@ def factors(cfg: DictConfig, plan: Plan | None) -> dict[str, Any]:
     """The factor values of this run, as the report reads them."""
     return {
         "source": cfg.source.name,
-        "source_num_classes": cfg.source.num_classes,
-        "source_images_per_class": cfg.source.images_per_class,
-        "source_epochs": cfg.source.epochs,
-        "snapshot": plan.snapshot if plan else cfg.source.snapshot,
+        "source_num_classes": plan.spec.num_classes if plan else cfg.source.get("num_classes"),
+        "source_images_per_class": cfg.source.get("images_per_class"),
+        "source_epochs": cfg.source.get("epochs"),
+        "snapshot": plan.snapshot if plan else cfg.source.get("snapshot"),
         "arch": cfg.arch.name,
         "width": cfg.width.name,
         "depth": plan.spec.depth if plan else cfg.depth,

@@ -16,19 +16,22 @@ REPO = src.REPO_ROOT
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # A source and target small enough that a full experiment takes seconds on 2 CPU cores.
-TINY = [
+TINY_SOURCE = [
     "width=tiny",
     "source.num_classes=4",
     "source.images_per_class=40",
     "source.val_per_class=10",
     "source.epochs=2",
+    "trainer.optim.batch_size=32",
+    "trainer.num_threads=1",
+]
+TINY_TARGET = [
     "target.data.num_classes=4",
     "target.data.train_per_class=12",
     "target.data.val_per_class=6",
     "target.data.test_per_class=12",
-    "trainer.optim.batch_size=32",
-    "trainer.num_threads=1",
 ]
+TINY = TINY_SOURCE + TINY_TARGET
 
 
 @pytest.fixture
@@ -40,11 +43,15 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def make_cfg(cache_dir):
-    """compose(overrides) -> DictConfig of conf/config.yaml with the tiny sizes and a private cache."""
+    """compose(overrides) -> DictConfig of conf/config.yaml with the tiny sizes and a private cache.
 
-    def _compose(*overrides: str, tiny: bool = True):
+    tiny=True: tiny source and target sizes; "source": tiny source only; False: the real defaults.
+    """
+
+    def _compose(*overrides: str, tiny: bool | str = True):
+        base = {True: TINY, "source": TINY_SOURCE, False: []}[tiny]
         with initialize_config_dir(str(REPO / "conf")):
-            return compose("config", overrides=(TINY if tiny else []) + list(overrides))
+            return compose("config", overrides=base + list(overrides))
 
     return _compose
 

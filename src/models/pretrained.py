@@ -15,11 +15,12 @@ from typing import Any, Callable, Mapping
 import torch
 import torchvision
 
+from src.check import ConfigError
 from src.models.spec import TORCHVISION_ARCHS
 
 
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights are not on disk and downloading was not allowed."""
+class MissingWeightsError(ConfigError, FileNotFoundError):
+    """Pretrained weights are not on disk and downloading was not allowed (a one-line user error)."""
 
 
 def weights_enum(arch: str, weights_name: str = "DEFAULT"):

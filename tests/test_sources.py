@@ -1,0 +1,120 @@
+"""Sources users bring: torchvision ImageNet weights (faked locally) and ImageFolder trees (real CIFAR-10 JPEGs)."""
+
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from src.main import execute
+from tests.conftest import SHARED_DATA, TINY_TARGET, run_cli
+
+TV_TINY_TARGET = ["target.data.num_classes=3", "target.data.train_per_class=8", "target.data.val_per_class=4",
+                  "target.data.test_per_class=8", "trainer.extract_batch_size=32"]
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    return tmp_path / "torch_home"
+
+
+def test_tv_alexnet_loads_a_local_state_dict_and_taps_our_vocabulary(torch_home, make_cfg, tmp_path):
+    from src.models.pretrained import load_pretrained, weights_file
+
+    torch.manual_seed(0)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    path = weights_file("tv_alexnet", {"weights": "DEFAULT"})
+    assert path == torch_home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    model = load_pretrained("tv_alexnet", {"weights": "DEFAULT"})
+    assert torch.equal(model.features[0].weight, state["features.0.weight"])
+
+    cfg = make_cfg("source=imagenet_torchvision", "arch=tv_alexnet", "layer=conv_last", "source.image_size=32",
+                   *TV_TINY_TARGET, tiny=False)
+    r = execute(cfg, tmp_path / "run")
+    assert r["metrics"]["feature_dim"] == 256 and r["metrics"]["source_val_acc"] is None
+    assert r["cache"]["source_hit"] is True  # nothing to train
+    r2 = execute(make_cfg("source=imagenet_torchvision", "arch=tv_alexnet", "layer=fc7", "source.image_size=32",
+                          *TV_TINY_TARGET, tiny=False), tmp_path / "run2")
+    assert r2["cache"]["features_hit"] and r2["metrics"]["feature_dim"] == 4096
+
+
+def test_tv_resnet50_and_vgg16_load_from_weights_path(tmp_path):
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from src.models.pretrained import load_pretrained, tap_nodes
+    from src.models.spec import arch_spec
+
+    for arch, builder in (("tv_resnet50", torchvision.models.resnet50), ("tv_vgg16", torchvision.models.vgg16)):
+        p = tmp_path / f"{arch}.pth"
+        torch.save(builder(weights=None).state_dict(), p)
+        model = load_pretrained(arch, {"weights": "DEFAULT", "weights_path": str(p)})
+        fx = create_feature_extractor(model, {n: t for t, n in tap_nodes(arch).items()})
+        with torch.inference_mode():
+            out = fx(torch.randn(1, 3, 64, 64))
+        spec = arch_spec(arch, None, 1.0, 1000)
+        for tap, value in out.items():  # our vocabulary's dims match torchvision's modules
+            assert value.shape[1] == spec.tap_dim(tap), (arch, tap)
+
+
+def test_missing_weights_fail_fast_with_where_it_looked(torch_home, tmp_path):
+    r = run_cli("source=imagenet_torchvision", "arch=tv_resnet50", "layer=pool", f"hydra.run.dir={tmp_path}",
+                env={"TORCH_HOME": str(torch_home), "TRANSFER_CACHE_DIR": str(tmp_path / "c")}, timeout=60)
+    assert r.returncode != 0
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: pretrained weights for arch=tv_resnet50 not found at ")
+    assert str(torch_home / "hub" / "checkpoints") in last and "source.download=true" in last
+
+
+def test_pretrained_arch_needs_the_pretrained_source(make_cfg):
+    from src.check import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="use it with source=imagenet_torchvision"):
+        validate(make_cfg("arch=tv_alexnet"))
+    with pytest.raises(ConfigError, match="needs a pretrained arch; valid: tv_alexnet, tv_vgg16, tv_resnet50"):
+        validate(make_cfg("source=imagenet_torchvision", tiny=False))
+
+
+@pytest.fixture(scope="module")
+def cifar_dir(tmp_path_factory):
+    archive = SHARED_DATA / "cifar10-jpg.tar.gz"
+    if not archive.exists():
+        pytest.skip(f"{archive} is absent (the shared CIFAR-10 JPEGs only exist on the project's machines)")
+    out = tmp_path_factory.mktemp("cifar")
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+    root = next(p.parent for p in out.rglob("train") if (p.parent / "test").is_dir())
+    return root
+
+
+def test_imagefolder_target_on_real_cifar10(cifar_dir, make_cfg, tmp_path):
+    from src.data.tasks import load_target
+
+    data = {"task": "imagefolder", "root": str(cifar_dir), "classes": ["airplane", "cat", "ship"],
+            "max_per_class": 30, "max_test_per_class": 20, "val_fraction": 0.2, "seed": 0}
+    splits = load_target(data, image_size=32)
+    assert splits["train"][0].shape == (72, 3, 32, 32) and splits["val"][0].shape == (18, 3, 32, 32)
+    assert splits["test"][0].shape == (60, 3, 32, 32) and splits["test"][0].dtype == np.uint8
+    assert np.bincount(splits["test"][1]).tolist() == [20, 20, 20]
+    cfg = make_cfg("target=imagefolder", f"target.root={cifar_dir}", "target.data.max_per_class=30",
+                   "target.data.max_test_per_class=20", "target.data.classes=[airplane,cat,ship]", tiny="source")
+    r = execute(cfg, tmp_path)
+    assert r["metrics"]["target_score"] > 1 / 3 - 0.2  # a real score on real images, not a crash
+    assert json.loads((tmp_path / "result.json").read_text())["factors"]["target"] == "imagefolder"
+
+
+def test_imagefolder_source_with_class_subset(cifar_dir, make_cfg, tmp_path):
+    from src.check import ConfigError, validate
+
+    small = ["width=tiny", "source.epochs=2", "trainer.optim.batch_size=32", *TINY_TARGET]
+    cfg = make_cfg("source=imagefolder", f"source.root={cifar_dir / 'train'}", "source.classes=[dog,frog,truck]",
+                   "source.max_per_class=40", "source.val_per_class=10", *small, tiny=False)
+    r = execute(cfg, tmp_path)
+    assert r["cache"]["source_hit"] is False and 0 <= r["metrics"]["source_val_acc"] <= 1
+    with pytest.raises(ConfigError, match=r"classes \['unicorn'\] are not in .*valid classes: airplane, automobile"):
+        validate(make_cfg("source=imagefolder", f"source.root={cifar_dir / 'train'}", "source.classes=[unicorn]",
+                          *small, tiny=False))
