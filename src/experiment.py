@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig
 
@@ -19,7 +20,19 @@ from src.check import Plan
 from src.data.tasks import load_source, load_target
 from src.features.extract import extract_splits, load_features
 from src.probe.linear import build_pipeline, fit_and_score
+from src.transferability.estimators import ESTIMATORS, softmax
 from src.train.source import load_snapshot, to_input, train_source
+
+
+def estimate_transferability(feat_entry: Path, plan: Plan, splits) -> dict[str, float]:
+    """Every estimator on the target's train+val images: LogME/H-score on the chosen layer's features,
+    LEEP/NCE on the source head's class probabilities (its last tap, stored in the same feature entry)."""
+    x = np.concatenate([splits["train"][0], splits["val"][0]])
+    y = np.concatenate([splits["train"][1], splits["val"][1]])
+    head = plan.spec.taps()[-1]  # fc8 / logits
+    logits = np.concatenate([load_features(feat_entry, s, plan.spec, head, "avg")[0] for s in ("train", "val")])
+    inputs = {"features": x, "probs": softmax(logits)}
+    return {name: fn(inputs[kind], y) for name, (kind, fn) in ESTIMATORS.items()}
 
 
 def source_model(cfg: DictConfig, plan: Plan, src_entry: Path | None):
@@ -72,10 +85,16 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     feat_entry, feat_hit = store.get_or_build("features", feat_payload, build_features)
     t_extract = time.perf_counter() - t0
 
-    # Stage 3: the probe (cheap; not cached).
+    # Stage 3: transferability estimates (cheap, from the features alone) and the probe (unless an estimator
+    # replaces it: `estimator=logme` etc. scores without training anything).
     t0 = time.perf_counter()
     splits = {s: load_features(feat_entry, s, plan.spec, plan.tap, cfg.pooling.name) for s in ("train", "val", "test")}
-    probe = fit_and_score(build_pipeline(cfg), splits, list(cfg.classifier.C_grid), cfg.target.metric)
+    transfer = estimate_transferability(feat_entry, plan, splits)
+    estimator = cfg.estimator.name
+    if estimator == "none":
+        probe = fit_and_score(build_pipeline(cfg), splits, list(cfg.classifier.C_grid), cfg.target.metric)
+    else:
+        probe = {"target_score": None, "best_C": None, "val_scores": None}
     t_probe = time.perf_counter() - t0
 
     return {
@@ -86,6 +105,9 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
             "feature_dim": int(splits["train"][0].shape[1]),
             "best_C": probe["best_C"],
             "val_scores": probe["val_scores"],
+            "estimator": estimator,
+            "estimator_score": transfer.get(estimator),
+            "transferability": transfer,
         },
         "timings_s": {
             "source": t_source,

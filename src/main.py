@@ -48,6 +48,7 @@ def factors(cfg: DictConfig, plan: Plan | None) -> dict[str, Any]:
         "dimred": cfg.dimred.name,
         "n_components": cfg.dimred.n_components if cfg.dimred.name != "none" else None,
         "classifier": cfg.classifier.name,
+        "estimator": cfg.estimator.name,
         "target": cfg.target.name,
         "group": cfg.target.group,
         "distance_rank": cfg.target.distance_rank,
@@ -81,7 +82,8 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[float]:
     """What a sweeper optimises: `cfg.objective` names one metric, or a list of them (multi-objective).
 
-    A failed job gives NaN, which Optuna records as a failed trial without stopping the study.
+    A failed job gives NaN, which Optuna records as a failed trial without stopping the study. With an
+    `estimator` (no probe is trained), `target_score` stands for the estimator's score.
     """
     names = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
     values = []
@@ -89,7 +91,10 @@ def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[fl
         if result is None or result.get("status") != "ok":
             values.append(math.nan)
         else:
-            values.append(float({**result["timings_s"], **result["metrics"]}[name]))
+            metrics = result["metrics"]
+            if name == "target_score" and metrics.get("target_score") is None:
+                name = "estimator_score"
+            values.append(float({**result["timings_s"], **metrics}[name]))
     return values[0] if isinstance(cfg.objective, str) else values
 
 
@@ -135,11 +140,13 @@ def main(cfg: DictConfig) -> float | list[float]:
             log.error("job %s failed (%s: %s); recorded in %s", hc.job.num, type(e).__name__, e, out_dir / RESULT)
             return objective(cfg, None)
         raise
-    score = result["metrics"]["target_score"]
-    c = result["cache"]
+    m, c = result["metrics"], result["cache"]
+    what = (f"{cfg.target.metric}): {m['target_score']:.4f}" if m["target_score"] is not None
+            else f"{m['estimator']} estimate): {m['estimator_score']:.4f}")
+    src_acc = "n/a (pretrained)" if m["source_val_acc"] is None else f"{m['source_val_acc']:.3f}"
     print(
-        f"target {cfg.target.name} ({cfg.target.metric}): {score:.4f} | layer {cfg.layer.name} of "
-        f"{cfg.arch.name}/{cfg.width.name}, source val acc {result['metrics']['source_val_acc']:.3f} | "
+        f"target {cfg.target.name} ({what} | layer {cfg.layer.name} of "
+        f"{cfg.arch.name}/{cfg.width.name}, source val acc {src_acc} | "
         f"cache source {'hit' if c['source_hit'] else 'miss'}, features {'hit' if c['features_hit'] else 'miss'} | "
         f"{result['timings_s']['total']:.1f}s | {out_dir / RESULT}"
     )

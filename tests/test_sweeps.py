@@ -88,6 +88,10 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(cache_dir, tmp_path):
     assert res["1"]["error"]["type"] == "ConfigError" and "valid layers" in res["1"]["error"]["message"]
     summary = (sweep / "summary.csv").read_text().splitlines()
     assert len(summary) == 4 and any("failed" in line for line in summary)
+    # The callback also wrote the report, failed job included.
+    md = (sweep / "report" / "report.md").read_text()
+    assert "## Failed jobs" in md and "conv9" in md
+    assert (sweep / "report" / "score_vs_layer.png").stat().st_size > 1000
 
 
 def test_resume_after_kill_finishes_only_missing_jobs(cache_dir, tmp_path):

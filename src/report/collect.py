@@ -25,10 +25,14 @@ def flatten(result: dict, path: Path) -> dict:
     for k, v in result.get("metrics", {}).items():
         if not isinstance(v, dict):
             row[k] = v
+    for k, v in (result.get("metrics", {}).get("transferability") or {}).items():
+        row[f"tr_{k}"] = v
     for k, v in result.get("timings_s", {}).items():
         row[f"time_{k}_s"] = v
     for k, v in result.get("cache", {}).items():
         row[k] = v
+    for k, v in (result.get("keys") or {}).items():
+        row[f"{k}_key"] = v
     err = result.get("error") or {}
     row["error_type"] = err.get("type")
     row["error_message"] = err.get("message")

@@ -1,6 +1,7 @@
 """Sweep summary: `summary.csv` (one row per job: factors, metrics, status) in the sweep dir.
 
-As a Hydra callback (configured in conf/config.yaml) it runs at the end of every multirun; as a command,
+As a Hydra callback (configured in conf/config.yaml) it runs at the end of every multirun, followed by the
+report (`python -m src.report`, into <sweep dir>/report/); as a command,
 `python -m src.report.summary <sweep dir>`, it summarises any sweep afterwards, one that died included.
 """
 
@@ -43,10 +44,22 @@ def write_summary(sweep_dir: str | Path, echo: bool = True) -> Path | None:
 
 
 class SummaryCallback(Callback):
-    """Writes the sweep's summary.csv when a multirun ends."""
+    """Writes the sweep's summary.csv and its report (report/) when a multirun ends."""
+
+    def __init__(self, report: bool = True):
+        self.report = report
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_summary(config.hydra.sweep.dir)
+        sweep_dir = config.hydra.sweep.dir
+        if write_summary(sweep_dir) is None or not self.report:
+            return
+        try:
+            from src.report.build import build_report
+
+            print(f"report: {build_report([sweep_dir])}/report.md")
+        except Exception as e:  # a report problem must not turn a finished sweep into a failure
+            log.warning("could not build the report for %s (%s: %s); run python -m src.report %s",
+                        sweep_dir, type(e).__name__, e, sweep_dir)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,31 @@
+"""python -m src.report <sweep dir> [<sweep dir> ...] [--out DIR] [--baseline factor=value ...] [--distance]
+
+Reads every result.json (ok and failed) under the sweep dirs and writes results.csv, report.md, analysis.json
+and PNG plots to --out (default: the first sweep dir's report/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from src.report.build import build_report, parse_baseline
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.splitlines()[0])
+    ap.add_argument("sweep_dirs", nargs="+")
+    ap.add_argument("--out", default=None, help="output dir (default: <first sweep dir>/report)")
+    ap.add_argument("--baseline", nargs="*", default=[], metavar="FACTOR=VALUE",
+                    help="the standard setting to compare against (default: the default config's factor values)")
+    ap.add_argument("--distance", action="store_true",
+                    help="also measure each target's distance from the source (LogME on cached features)")
+    ap.add_argument("--cache-dir", default=None, help="artifact cache (default: $TRANSFER_CACHE_DIR or .cache)")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir)
+    print(f"report written to {out}/report.md ({time.perf_counter() - t0:.1f}s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The paper's analyses on a results table: best settings per task and task group, relative error reduction
+over a baseline, factor-vs-distance rank correlations, and estimator-vs-probe agreement.
+
+All functions take the flat table of `src.report.collect.load_results` (one row per job).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# Factor columns of result.json, in the order reports list them.
+FACTORS = ["source", "source_num_classes", "source_images_per_class", "source_epochs", "snapshot", "arch", "width",
+           "depth", "layer", "pooling", "norm", "dimred", "n_components", "classifier"]
+WIDTH_ORDER = ["tiny", "small", "medium", "large"]
+LAYER_ORDER = ([f"conv{i}" for i in range(1, 17)] + ["conv_last", "fc6", "fc7", "fc8"]
+               + [f"stage{i}" for i in range(1, 5)] + ["pool", "logits"])
+NUMERIC = {"source_num_classes", "source_images_per_class", "source_epochs", "snapshot", "depth", "n_components"}
+ORDINAL = {"layer", "width"} | NUMERIC
+
+
+def ordinal(factor: str, value: Any) -> float:
+    """A number that orders a factor's settings (input side / narrow / small first); NaN if not ordinal."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return math.nan
+    if factor == "layer":
+        return float(LAYER_ORDER.index(value)) if value in LAYER_ORDER else math.nan
+    if factor == "width":
+        return float(WIDTH_ORDER.index(value)) if value in WIDTH_ORDER else math.nan
+    if factor in NUMERIC:
+        return float(value)
+    return math.nan
+
+
+def sort_values(factor: str, values) -> list:
+    values = [v for v in values if not (isinstance(v, float) and math.isnan(v))]
+    if factor in ORDINAL:
+        return sorted(values, key=lambda v: ordinal(factor, v))
+    return sorted(values, key=str)
+
+
+def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    return ok[ok["target_score"].notna()] if "target_score" in ok else ok.iloc[0:0]
+
+
+def swept_factors(df: pd.DataFrame) -> list[str]:
+    """Factors that take more than one value among the successful jobs."""
+    ok = ok_rows(df)
+    return [f for f in FACTORS if f in ok and ok[f].astype(str).nunique() > 1]
+
+
+def task_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per target: group and distance_rank, ordered by distance."""
+    ok = ok_rows(df)
+    tasks = ok.groupby("target", as_index=False).agg(group=("group", "first"), distance_rank=("distance_rank", "first"))
+    return tasks.sort_values(["distance_rank", "target"]).reset_index(drop=True)
+
+
+def score_by_setting(df: pd.DataFrame, factor: str) -> pd.DataFrame:
+    """target x setting matrix: the best score over every other factor, for each setting of `factor`."""
+    ok = ok_rows(df).copy()
+    ok["_setting"] = ok[factor].astype(object)
+    table = ok.pivot_table(index="target", columns="_setting", values="target_score", aggfunc="max")
+    order = [t for t in task_table(df)["target"] if t in table.index]
+    return table.loc[order, sort_values(factor, list(table.columns))]
+
+
+def matches(row: pd.Series, baseline: dict[str, Any], factors: list[str]) -> bool:
+    return all(str(row[f]) == str(baseline[f]) for f in factors if f in baseline)
+
+
+def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
+    """Per target: the best job's settings and score, the baseline's score, the relative error reduction."""
+    ok, factors = ok_rows(df), swept_factors(df)
+    rows = []
+    for _, task in task_table(df).iterrows():
+        jobs = ok[ok["target"] == task["target"]]
+        best = jobs.loc[jobs["target_score"].idxmax()]
+        base = jobs[jobs.apply(matches, axis=1, baseline=baseline, factors=factors)]
+        base_score = float(base["target_score"].max()) if len(base) else math.nan
+        rows.append({
+            "target": task["target"], "group": task["group"], "distance_rank": task["distance_rank"],
+            **{f: best[f] for f in factors},
+            "best_score": float(best["target_score"]), "baseline_score": base_score,
+            "rel_error_reduction": relative_error_reduction(base_score, float(best["target_score"])),
+        })
+    return pd.DataFrame(rows)
+
+
+def relative_error_reduction(base_score: float, best_score: float) -> float:
+    """(err_base - err_best) / err_base with err = 1 - score; NaN without a baseline, 0 if the baseline is perfect."""
+    err_base, err_best = 1.0 - base_score, 1.0 - best_score
+    if math.isnan(err_base):
+        return math.nan
+    return 0.0 if err_base == 0 else (err_base - err_best) / err_base
+
+
+def best_practice(df: pd.DataFrame) -> pd.DataFrame:
+    """Per task group and swept factor: the setting with the highest mean (over the group's tasks) best score."""
+    tasks = task_table(df).set_index("target")
+    rows = []
+    for factor in swept_factors(df):
+        table = score_by_setting(df, factor)
+        for group, members in tasks.groupby("group", sort=False):
+            sub = table.loc[[t for t in members.index if t in table.index]]
+            means = sub.mean(axis=0, skipna=True)
+            if means.notna().any():
+                rows.append({"group": group, "factor": factor, "best": means.idxmax(),
+                             "mean_score": float(means.max()), "tasks": len(sub)})
+    out = pd.DataFrame(rows)
+    if len(out):
+        order = {g: i for i, g in enumerate(tasks.sort_values("distance_rank")["group"].unique())}
+        out = out.sort_values(["group", "factor"], key=lambda s: s.map(order) if s.name == "group" else s)
+    return out.reset_index(drop=True)
+
+
+def factor_distance(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """For each swept ordinal factor: Spearman rho (and p) between distance_rank and the optimal setting."""
+    out = {}
+    tasks = task_table(df).set_index("target")
+    for factor in swept_factors(df):
+        if factor not in ORDINAL:
+            continue
+        table = score_by_setting(df, factor)
+        optimal = table.idxmax(axis=1)
+        x = tasks.loc[optimal.index, "distance_rank"].astype(float).to_numpy()
+        y = np.array([ordinal(factor, v) for v in optimal])
+        entry = {"optimal": {t: _plain(v) for t, v in optimal.items()},
+                 "distance_rank": {t: int(d) for t, d in zip(optimal.index, x)}, "rho": math.nan, "p": math.nan}
+        if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+            res = stats.spearmanr(x, y)
+            entry.update(rho=float(res.statistic), p=float(res.pvalue))
+        out[factor] = entry
+    return out
+
+
+def estimator_agreement(df: pd.DataFrame) -> pd.DataFrame:
+    """Kendall tau between each transferability estimate and the measured probe score (all jobs, and the mean of
+    per-target taus, which compares settings within a task)."""
+    ok = ok_rows(df)
+    rows = []
+    for col in [c for c in ok.columns if c.startswith("tr_")]:
+        sub = ok[[col, "target_score", "target"]].dropna()
+        if len(sub) < 3:
+            continue
+        tau_all = stats.kendalltau(sub[col], sub["target_score"]).statistic
+        per = [stats.kendalltau(g[col], g["target_score"]).statistic for _, g in sub.groupby("target") if len(g) >= 3]
+        per = [t for t in per if not math.isnan(t)]
+        rows.append({"estimator": col[3:], "kendall_tau_all": float(tau_all),
+                     "kendall_tau_within_task": float(np.mean(per)) if per else math.nan, "jobs": len(sub)})
+    return pd.DataFrame(rows)
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v

@@ -1,0 +1,221 @@
+"""Write a sweep's report: results.csv, report.md, analysis.json and PNG plots (see `python -m src.report -h`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from src.report import analysis as A
+from src.report.collect import load_results
+
+
+def default_baseline() -> dict[str, Any]:
+    """The factor values of the default config (conf/config.yaml's defaults list): the paper's 'standard setting'.
+
+    Read with OmegaConf rather than composed with Hydra, so it also works inside a running Hydra (the callback).
+    """
+    from omegaconf import OmegaConf
+
+    import src
+    from src.models.spec import DEFAULT_DEPTH
+
+    conf = src.REPO_ROOT / "conf"
+    root = OmegaConf.load(conf / "config.yaml")
+    groups = {k: v for d in root.defaults if isinstance(d, dict) or OmegaConf.is_dict(d) for k, v in d.items()}
+    g = {name: OmegaConf.load(conf / name / f"{opt}.yaml") for name, opt in groups.items() if opt is not None}
+    src_cfg = g["source"]
+    return {
+        "source": src_cfg.name, "source_num_classes": src_cfg.num_classes,
+        "source_images_per_class": src_cfg.images_per_class, "source_epochs": src_cfg.epochs,
+        "snapshot": src_cfg.snapshot or src_cfg.epochs, "arch": g["arch"].name, "width": g["width"].name,
+        "depth": root.depth or DEFAULT_DEPTH[g["arch"].name], "layer": g["layer"].name, "pooling": g["pooling"].name,
+        "norm": g["norm"].name, "dimred": g["dimred"].name, "n_components": None, "classifier": g["classifier"].name,
+    }
+
+
+def parse_baseline(pairs: list[str]) -> dict[str, Any]:
+    base = default_baseline()
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in A.FACTORS:
+            raise SystemExit(f"error: --baseline {pair!r} must be factor=value with a factor in: {', '.join(A.FACTORS)}")
+        base[key] = value
+    return base
+
+
+def md_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else format(v, floatfmt)
+        return str(v)
+
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    tasks = A.task_table(df)
+    ranks = tasks.set_index("target")["distance_rank"]
+    cmap = plt.get_cmap("viridis")
+    norm = matplotlib.colors.Normalize(vmin=ranks.min(), vmax=max(ranks.max(), ranks.min() + 1))
+    for factor in A.swept_factors(df):
+        table = A.score_by_setting(df, factor)
+        labels = [str(c) for c in table.columns]
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        for target, row in table.iterrows():
+            ax.plot(labels, row.to_numpy(dtype=float), marker="o", color=cmap(norm(ranks[target])),
+                    label=f"{target} (d={ranks[target]})")
+        ax.set_xlabel(factor)
+        ax.set_ylabel("target score (best over other factors)")
+        ax.set_title(f"Score vs {factor}; colour = distance from source")
+        ax.legend(fontsize=7, loc="best")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        files.append(_save(fig, out / f"score_vs_{factor}.png"))
+
+        fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 1.2 + 0.45 * len(table)))
+        im = ax.imshow(table.to_numpy(dtype=float), cmap="magma", aspect="auto")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+        ax.set_yticks(range(len(table)), [f"{t} ({ranks[t]})" for t in table.index])
+        for i in range(len(table)):
+            for j in range(len(labels)):
+                v = table.iat[i, j]
+                if not (isinstance(v, float) and math.isnan(v)):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="grey")
+        fig.colorbar(im, ax=ax, label="score")
+        ax.set_title(f"task x {factor}")
+        fig.tight_layout()
+        files.append(_save(fig, out / f"heatmap_{factor}.png"))
+
+    for factor, entry in fd.items():
+        targets = list(entry["optimal"])
+        x = [entry["distance_rank"][t] for t in targets]
+        y = [A.ordinal(factor, entry["optimal"][t]) for t in targets]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter(x, y, c=[norm(v) for v in x], cmap=cmap, s=50)
+        for t, xi, yi in zip(targets, x, y):
+            ax.annotate(t, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        values = A.sort_values(factor, {entry["optimal"][t] for t in targets})
+        ax.set_yticks([A.ordinal(factor, v) for v in values], [str(v) for v in values])
+        ax.set_xlabel("distance_rank (a priori distance from the source task)")
+        ax.set_ylabel(f"optimal {factor}")
+        ax.set_title(f"Optimal {factor} vs distance: Spearman rho={entry['rho']:.2f}, p={entry['p']:.3g}")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        files.append(_save(fig, out / f"optimal_{factor}_vs_distance.png"))
+    return files
+
+
+def _save(fig, path: Path) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
+    """Per source net and target: 1 - min-max normalised LogME of the target labels on the source's penultimate
+    layer (fc7, or pool for resnets), from the cached features of the sweep's jobs."""
+    from src.transferability import logme
+
+    ok = A.ok_rows(df).dropna(subset=["features_key"])
+    rows = []
+    for (source_key, target), jobs in ok.groupby(["source_key", "target"]):
+        entry = cache_dir / "features" / jobs["features_key"].iloc[0] / "train"
+        tap = next((entry / f"{t}.npy" for t in ("fc7", "pool") if (entry / f"{t}.npy").exists()), None)
+        if tap is None:
+            continue
+        x, y = np.load(tap), np.load(entry / "labels.npy")
+        rows.append({"source_key": source_key, "source": f"{jobs['arch'].iloc[0]}/{jobs['width'].iloc[0]}",
+                     "target": target, "distance_rank": int(jobs["distance_rank"].iloc[0]),
+                     "layer": tap.stem, "logme": logme(x, y)})
+    out = pd.DataFrame(rows)
+    if len(out):
+        lo = out.groupby("source_key")["logme"].transform("min")
+        hi = out.groupby("source_key")["logme"].transform("max")
+        out["measured_distance"] = 1 - (out["logme"] - lo) / (hi - lo).replace(0, np.nan)
+    return out.sort_values(["source_key", "distance_rank"]).reset_index(drop=True)
+
+
+def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict[str, Any] | None = None,
+                 distance: bool = False, cache_dir: Path | None = None) -> Path:
+    dirs = [Path(d) for d in dirs]
+    out = Path(out) if out else dirs[0] / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    df = load_results(dirs)
+    if df.empty:
+        raise SystemExit(f"error: no result.json under {', '.join(map(str, dirs))}")
+    df.to_csv(out / "results.csv", index=False)
+    baseline = baseline if baseline is not None else default_baseline()
+    factors = A.swept_factors(df)
+    n_ok = int((df["status"] == "ok").sum())
+    md = [f"# Transfer report\n", f"Sweeps: {', '.join(map(str, dirs))}  ",
+          f"Jobs: {len(df)} ({n_ok} ok, {len(df) - n_ok} failed)  ",
+          f"Swept factors: {', '.join(factors) or 'none'}  ",
+          "Baseline (standard setting): " + ", ".join(f"{f}={baseline.get(f)}" for f in factors) + "\n"]
+    analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors}}
+    if n_ok and "target_score" in df:
+        pt = A.per_task(df, baseline)
+        md += ["## Per task (ordered by distance from the source)\n",
+               "Best setting of each swept factor (the best job), its score, the baseline's score, and the relative "
+               "error reduction (err_base - err_best) / err_base.\n", md_table(pt), ""]
+        bp = A.best_practice(df)
+        if len(bp):
+            md += ["## Best practice per task group\n",
+                   "For each factor, the setting with the highest mean score over the group's tasks (other factors "
+                   "at their best).\n", md_table(bp), ""]
+        fd = A.factor_distance(df)
+        if fd:
+            md += ["## Optimal setting vs distance from the source\n",
+                   "Spearman correlation between a task's distance_rank and the ordinal of its optimal setting "
+                   "(positive: farther tasks prefer later layers / wider / deeper / more components).\n",
+                   md_table(pd.DataFrame([{"factor": f, "rho": e["rho"], "p": e["p"],
+                                           "optimal per task": ", ".join(f"{t}={v}" for t, v in e["optimal"].items())}
+                                          for f, e in fd.items()])), ""]
+        ea = A.estimator_agreement(df)
+        if len(ea):
+            md += ["## Transferability estimators vs measured probe score\n",
+                   "Kendall tau between each estimate (computed from the features, no training) and the test score.\n",
+                   md_table(ea), ""]
+        analysis.update(per_task=pt.to_dict("records"), best_practice=bp.to_dict("records"), factor_distance=fd,
+                        estimator_agreement=ea.to_dict("records"))
+        plots = _plots(df, out, fd)
+        md += ["## Plots\n"] + [f"![{p}]({p})" for p in plots] + [""]
+    if distance:
+        import os
+
+        import src
+
+        cache = Path(cache_dir or os.environ.get("TRANSFER_CACHE_DIR", src.REPO_ROOT / ".cache"))
+        md_df = measured_distance(df, cache)
+        if len(md_df):
+            rhos = {}
+            for key, g in md_df.groupby("source_key"):
+                if len(g) >= 3:
+                    r = __import__("scipy").stats.spearmanr(g["distance_rank"], g["measured_distance"])
+                    rhos[key] = {"rho": float(r.statistic), "p": float(r.pvalue)}
+            md += ["## Measured distance from the source\n",
+                   "1 - normalised LogME of each target on the source net's penultimate layer, against the a priori "
+                   "distance_rank. " + "; ".join(f"source {k[:8]}: Spearman rho={v['rho']:.2f} (p={v['p']:.3g})"
+                                                  for k, v in rhos.items()) + "\n", md_table(md_df), ""]
+            analysis["measured_distance"] = {"table": md_df.to_dict("records"), "spearman": rhos}
+    failed = df[df["status"] != "ok"]
+    if len(failed):
+        cols = [c for c in ("job_dir", "error_type", "error_message") if c in failed]
+        md += ["## Failed jobs\n", md_table(failed[cols]), ""]
+    (out / "report.md").write_text("\n".join(md))
+    (out / "analysis.json").write_text(json.dumps(analysis, indent=1, default=A._plain))
+    return out

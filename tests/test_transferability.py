@@ -1,0 +1,52 @@
+import numpy as np
+import pytest
+
+from src.transferability import hscore, leep, logme, nce
+from src.transferability.estimators import softmax
+
+rng = np.random.default_rng(0)
+C, N = 5, 500
+y = np.repeat(np.arange(C), N // C)
+
+
+def test_leep_and_nce_are_zero_for_a_perfect_source():
+    perfect = np.eye(C)[y]  # the source head predicts the target class with certainty
+    assert leep(perfect, y) == pytest.approx(0.0, abs=1e-9)
+    assert nce(perfect, y) == pytest.approx(0.0, abs=1e-9)
+    permuted = np.eye(C)[(y + 2) % C]  # a relabelling is just as good
+    assert leep(permuted, y) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_leep_and_nce_are_log_one_over_c_for_an_uninformative_source():
+    uniform = np.full((N, 7), 1 / 7)
+    assert leep(uniform, y) == pytest.approx(np.log(1 / C), abs=1e-9)
+    constant = np.eye(7)[np.zeros(N, dtype=int)]
+    assert nce(constant, y) == pytest.approx(np.log(1 / C), abs=1e-9)
+    random_probs = softmax(rng.normal(size=(N, 7)))
+    assert leep(random_probs, y) == pytest.approx(np.log(1 / C), abs=0.05)
+
+
+def test_no_nan_when_a_source_class_is_never_predicted():
+    probs = np.eye(6)[rng.integers(0, 3, N)]  # source classes 3..5 never occur
+    for value in (leep(probs, y), nce(probs, y)):
+        assert np.isfinite(value)
+
+
+def test_every_estimator_is_invariant_to_row_order():
+    feats = rng.normal(size=(N, 20)) + np.eye(C, 20)[y] * 2
+    probs = softmax(rng.normal(size=(N, 8)) + np.eye(C, 8)[y])
+    perm = rng.permutation(N)
+    assert logme(feats, y) == pytest.approx(logme(feats[perm], y[perm]), rel=1e-9)
+    assert hscore(feats, y) == pytest.approx(hscore(feats[perm], y[perm]), rel=1e-9)
+    assert leep(probs, y) == pytest.approx(leep(probs[perm], y[perm]), rel=1e-9)
+    assert nce(probs, y) == pytest.approx(nce(probs[perm], y[perm]), rel=1e-9)
+
+
+def test_logme_and_hscore_prefer_informative_features():
+    informative = rng.normal(size=(N, 32)) + np.eye(C, 32)[y] * 3
+    shuffled = rng.permutation(y)
+    assert logme(informative, y) > logme(informative, shuffled) + 0.1
+    assert hscore(informative, y) > hscore(informative, shuffled) * 5
+    # Also when there are more dimensions than examples (LogME's d > n branch).
+    wide = rng.normal(size=(60, 200)) + np.eye(3, 200)[np.arange(60) % 3] * 3
+    assert logme(wide, np.arange(60) % 3) > logme(wide, rng.permutation(np.arange(60) % 3))
