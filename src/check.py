@@ -16,9 +16,10 @@ from omegaconf import DictConfig
 from src.data.imagefolder import check_classes
 from src.models.spec import FAMILY_DEPTHS, POOLINGS, TORCHVISION_ARCHS, ArchSpec, arch_spec
 
-KNOWN_TASKS = ("objects_new", "finegrained", "attributes", "count", "digits", "imagefolder")
+KNOWN_TASKS = ("objects_new", "finegrained", "attributes", "count", "scenes", "retrieval", "digits", "imagefolder")
+EVALUATORS = ("classification", "retrieval")
 DIGITS_MIN_PER_CLASS = 174  # the rarest digit in scikit-learn's set has 174 images
-METRICS = ("accuracy", "mean_per_class_accuracy")
+METRICS = ("accuracy", "mean_per_class_accuracy")  # classification; retrieval targets use "map"
 
 
 class ConfigError(ValueError):
@@ -91,8 +92,17 @@ def _check_target(cfg: DictConfig) -> int | None:
     tgt, data = cfg.target, cfg.target.data
     if data.task not in KNOWN_TASKS:
         raise ConfigError(f"target.data.task={data.task!r} is unknown; valid tasks: {', '.join(KNOWN_TASKS)}")
-    if tgt.metric not in METRICS:
-        raise ConfigError(f"target.metric={tgt.metric!r} is unknown; valid metrics: {', '.join(METRICS)}")
+    if tgt.evaluator not in EVALUATORS:
+        raise ConfigError(f"target.evaluator={tgt.evaluator!r} is unknown; valid evaluators: {', '.join(EVALUATORS)}")
+    metrics = ("map",) if tgt.evaluator == "retrieval" else METRICS
+    if tgt.metric not in metrics:
+        raise ConfigError(f"target.metric={tgt.metric!r} is unknown; valid metrics: {', '.join(metrics)}")
+    if (tgt.evaluator == "retrieval") != (data.task == "retrieval"):
+        raise ConfigError(f"target.evaluator={tgt.evaluator} does not fit target.data.task={data.task}")
+    if data.task == "retrieval":
+        for field in ("num_instances", "database_per_instance", "queries_per_instance"):
+            _positive_int(f"target.data.{field}", data[field])
+        return data.num_instances * data.database_per_instance
     if data.task == "imagefolder":
         root = data.root
         split_root = f"{root}/train" if os.path.isdir(f"{root}/train") and os.path.isdir(f"{root}/test") else root
@@ -108,6 +118,12 @@ def _check_target(cfg: DictConfig) -> int | None:
     _positive_int("target.data.test_per_class", data.test_per_class, allow_none=data.task == "digits")
     if data.task == "count" and data.num_classes > 4:
         raise ConfigError(f"target.data.num_classes={data.num_classes} for the count task; valid: 1..4 objects")
+    if data.task == "scenes":
+        k = data.get("num_objects", 5)
+        if data.num_classes > k * (k - 1) // 2:
+            raise ConfigError(
+                f"target.data.num_classes={data.num_classes} for scenes of {k} objects; valid: 1..{k * (k - 1) // 2}"
+            )
     if data.task == "digits":
         asked = data.train_per_class + data.val_per_class + (data.test_per_class or 0)
         if asked > DIGITS_MIN_PER_CLASS:

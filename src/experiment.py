@@ -20,17 +20,18 @@ from src.check import Plan
 from src.data.tasks import load_source, load_target
 from src.features.extract import extract_splits, load_features
 from src.probe.linear import build_pipeline, fit_and_score
+from src.probe.retrieval import retrieval_score
 from src.transferability.estimators import ESTIMATORS, softmax
 from src.train.source import load_snapshot, to_input, train_source
 
 
-def estimate_transferability(feat_entry: Path, plan: Plan, splits) -> dict[str, float]:
-    """Every estimator on the target's train+val images: LogME/H-score on the chosen layer's features,
+def estimate_transferability(feat_entry: Path, plan: Plan, splits, names: list[str]) -> dict[str, float]:
+    """Every estimator on the labelled target images of `names`: LogME/H-score on the chosen layer's features,
     LEEP/NCE on the source head's class probabilities (its last tap, stored in the same feature entry)."""
-    x = np.concatenate([splits["train"][0], splits["val"][0]])
-    y = np.concatenate([splits["train"][1], splits["val"][1]])
+    x = np.concatenate([splits[s][0] for s in names])
+    y = np.concatenate([splits[s][1] for s in names])
     head = plan.spec.taps()[-1]  # fc8 / logits
-    logits = np.concatenate([load_features(feat_entry, s, plan.spec, head, "avg")[0] for s in ("train", "val")])
+    logits = np.concatenate([load_features(feat_entry, s, plan.spec, head, "avg")[0] for s in names])
     inputs = {"features": x, "probs": softmax(logits)}
     return {name: fn(inputs[kind], y) for name, (kind, fn) in ESTIMATORS.items()}
 
@@ -88,13 +89,18 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     # Stage 3: transferability estimates (cheap, from the features alone) and the probe (unless an estimator
     # replaces it: `estimator=logme` etc. scores without training anything).
     t0 = time.perf_counter()
-    splits = {s: load_features(feat_entry, s, plan.spec, plan.tap, cfg.pooling.name) for s in ("train", "val", "test")}
-    transfer = estimate_transferability(feat_entry, plan, splits)
+    retrieval = cfg.target.evaluator == "retrieval"
+    names = ("database", "query") if retrieval else ("train", "val", "test")
+    splits = {s: load_features(feat_entry, s, plan.spec, plan.tap, cfg.pooling.name) for s in names}
+    # Estimators look at the labelled images a probe would be fit on.
+    transfer = estimate_transferability(feat_entry, plan, splits, ["database"] if retrieval else ["train", "val"])
     estimator = cfg.estimator.name
-    if estimator == "none":
-        probe = fit_and_score(build_pipeline(cfg), splits, list(cfg.classifier.C_grid), cfg.target.metric)
-    else:
+    if estimator != "none":
         probe = {"target_score": None, "best_C": None, "val_scores": None}
+    elif retrieval:
+        probe = {**retrieval_score(cfg, splits), "best_C": None, "val_scores": None}
+    else:
+        probe = fit_and_score(build_pipeline(cfg), splits, list(cfg.classifier.C_grid), cfg.target.metric)
     t_probe = time.perf_counter() - t0
 
     return {
@@ -102,7 +108,7 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
             "target_score": probe["target_score"],
             "target_metric": cfg.target.metric,
             "source_val_acc": source_val_acc,
-            "feature_dim": int(splits["train"][0].shape[1]),
+            "feature_dim": int(splits[names[0]][0].shape[1]),
             "best_C": probe["best_C"],
             "val_scores": probe["val_scores"],
             "estimator": estimator,

@@ -72,3 +72,15 @@ def test_stratified_split_is_disjoint_and_rejects_oversized_requests():
     assert len(all_idx) == 30 and len(np.unique(all_idx)) == 30
     with pytest.raises(ValueError, match="fewer than"):
         stratified_split(labels, {"train": 8, "val": 4}, seed=0)
+
+
+def test_scenes_and_retrieval_tasks():
+    d = dict(task="scenes", num_objects=4, num_classes=6, train_per_class=3, val_per_class=2, test_per_class=2, seed=0)
+    s = load_target(d, image_size=32)
+    assert np.bincount(s["train"][1]).tolist() == [3] * 6 and s["test"][0].shape == (12, 3, 32, 32)
+    r = load_target(dict(task="retrieval", num_instances=5, database_per_instance=3, queries_per_instance=2, seed=1), 32)
+    assert set(r) == {"database", "query"}
+    assert r["database"][0].shape == (15, 3, 32, 32) and np.bincount(r["query"][1]).tolist() == [2] * 5
+    again = load_target(dict(task="retrieval", num_instances=5, database_per_instance=3, queries_per_instance=2, seed=1), 32)
+    assert np.array_equal(r["query"][0], again["query"][0])
+    assert not np.array_equal(r["query"][0][:3], r["database"][0][:3])  # new views, not copies

@@ -9,6 +9,8 @@ Synthetic targets come from the same generator as the source, at a controlled di
   finegrained  subtle variants of a single prototype
   attributes   the label is the colour pair; shape and texture are random nuisances
   count        the label is how many objects (1..4) are in the image
+  scenes       two objects per image; the label is which pair co-occurs
+  retrieval    instances under new pose/scale/lighting: `query` and `database` splits, labels = instance ids
 """
 
 from __future__ import annotations
@@ -90,6 +92,34 @@ def _count(d: Mapping[str, Any], size: int) -> Split:
     return syn.render_multi(protos, slot_labels, present, size, seed=d["seed"]), labels
 
 
+def _scenes(d: Mapping[str, Any], size: int) -> Split:
+    """Label = which pair of objects co-occurs (C(k, 2) classes from k prototypes), placed in random cells."""
+    from itertools import combinations
+
+    pairs = np.array(list(combinations(range(d.get("num_objects", 5)), 2)))
+    if d["num_classes"] > len(pairs):
+        raise ValueError(f"scenes with {d.get('num_objects', 5)} objects have {len(pairs)} pair classes, "
+                         f"not {d['num_classes']}")
+    protos = syn.make_prototypes(d.get("num_objects", 5), family_seed=d.get("family_seed", 4))
+    labels = syn.balanced_labels(d["num_classes"], _counts_total(d), d["seed"])
+    present = np.ones((len(labels), 2), dtype=bool)
+    return syn.render_multi(protos, pairs[labels], present, size, seed=d["seed"]), labels
+
+
+def _retrieval(d: Mapping[str, Any], size: int) -> dict[str, Split]:
+    """Instance retrieval: `num_instances` objects, each a fixed prototype *and* fixed colours (no colour jitter),
+    seen `database_per_instance` times in the database and `queries_per_instance` times as queries, under new
+    position, scale, rotation, lighting (brightness) and clutter. Labels are instance ids."""
+    n_inst = d["num_instances"]
+    protos = syn.make_prototypes(n_inst, family_seed=d.get("family_seed", 6))
+    nuis = syn.Nuisance(colour_jitter=0.0, brightness=(0.6, 1.4))
+    out = {}
+    for i, (split, per) in enumerate((("database", d["database_per_instance"]), ("query", d["queries_per_instance"]))):
+        labels = np.repeat(np.arange(n_inst), per)
+        out[split] = (syn.render_single(protos, labels, size, seed=d["seed"] * 100 + i, nuis=nuis), labels)
+    return out
+
+
 def _digits(d: Mapping[str, Any], size: int) -> Split:
     """scikit-learn's bundled 8x8 handwritten digits, upsampled (bilinear) to the input size, grey as RGB."""
     from PIL import Image
@@ -134,6 +164,8 @@ TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Split]] = {
     "finegrained": _finegrained,
     "attributes": _attributes,
     "count": _count,
+    "scenes": _scenes,
+    "retrieval": _retrieval,
     "digits": _digits,
     "imagefolder": _imagefolder,
 }

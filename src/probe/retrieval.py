@@ -1,0 +1,46 @@
+"""Retrieval evaluator: rank the database for each query by L2 distance, score mean average precision.
+
+Features are L2-normalised (the `norm` group), optionally PCA-projected/whitened with the projection fitted on
+the database (the `dimred` group), and L2-normalised again; AP per query comes from scikit-learn.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+import numpy as np
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from sklearn.metrics import average_precision_score, pairwise_distances
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import Normalizer
+
+from src.probe.linear import ALLOWED_TARGETS
+
+
+def mean_average_precision(query: np.ndarray, query_labels: np.ndarray, db: np.ndarray, db_labels: np.ndarray) -> float:
+    """mAP of ranking `db` by L2 distance to each query; relevant = same label. Queries without any relevant
+    database item are skipped (AP is undefined for them)."""
+    dist = pairwise_distances(query, db, metric="euclidean")
+    aps = []
+    for i, label in enumerate(query_labels):
+        relevant = db_labels == label
+        if relevant.any():
+            aps.append(average_precision_score(relevant, -dist[i]))
+    return float(np.mean(aps))
+
+
+def retrieval_score(cfg: DictConfig, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    steps = []
+    if cfg.norm.estimator is not None:
+        steps.append(("norm", instantiate(cfg.norm.estimator, _execution_whitelist_=ALLOWED_TARGETS)))
+    if cfg.dimred.estimator is not None:
+        steps += [("dimred", instantiate(cfg.dimred.estimator, _execution_whitelist_=ALLOWED_TARGETS)),
+                  ("renorm", Normalizer())]
+    (db, db_y), (q, q_y) = splits["database"], splits["query"]
+    t0 = time.perf_counter()
+    if steps:
+        pipe = Pipeline(steps).fit(db)
+        db, q = pipe.transform(db), pipe.transform(q)
+    return {"target_score": mean_average_precision(q, q_y, db, db_y), "fit_s": time.perf_counter() - t0}

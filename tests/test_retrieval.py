@@ -1,0 +1,35 @@
+import numpy as np
+import pytest
+
+from src.main import execute
+from src.probe.retrieval import mean_average_precision
+
+
+def test_map_matches_a_hand_computed_example():
+    db = np.array([[0.0], [1.0], [2.0], [3.0]])
+    db_y = np.array([0, 1, 0, 1])
+    # Query A (label 0) at 0.1: ranking 0(rel), 1, 2(rel), 3 -> precisions at hits 1/1, 2/3 -> AP = (1 + 2/3) / 2.
+    # Query B (label 1) at 2.9: ranking 3(rel), 2, 1(rel), 0 -> AP = (1 + 2/3) / 2 as well.
+    # Query C (label 1) at 0.4: ranking 0, 1(rel), 2, 3(rel) -> precisions 1/2, 2/4 -> AP = 0.5.
+    q = np.array([[0.1], [2.9], [0.4]])
+    q_y = np.array([0, 1, 1])
+    expected = ((1 + 2 / 3) / 2 + (1 + 2 / 3) / 2 + 0.5) / 3
+    assert mean_average_precision(q, q_y, db, db_y) == pytest.approx(expected)
+
+
+def test_perfect_and_shuffled_features():
+    rng = np.random.default_rng(0)
+    db_y, q_y = np.repeat(np.arange(10), 3), np.arange(10)
+    centres = rng.normal(size=(10, 8)) * 10
+    db, q = centres[db_y] + rng.normal(size=(30, 8)) * 0.1, centres[q_y]
+    assert mean_average_precision(q, q_y, db, db_y) == pytest.approx(1.0)
+    assert mean_average_precision(q, q_y, rng.normal(size=(30, 8)), db_y) < 0.5
+
+
+def test_retrieval_target_end_to_end(make_cfg, tmp_path):
+    cfg = make_cfg("target=synth_retrieval", "target.data.num_instances=6", "target.data.database_per_instance=3",
+                   "target.data.queries_per_instance=2", "dimred=pca", "dimred.n_components=8", "dimred.whiten=true",
+                   tiny="source")
+    r = execute(cfg, tmp_path)
+    assert r["metrics"]["target_metric"] == "map" and 0 < r["metrics"]["target_score"] <= 1
+    assert set(r["metrics"]["transferability"]) == {"logme", "hscore", "leep", "nce"}
