@@ -137,6 +137,7 @@ class Store:
 # Bump a stage's version when its code changes what it produces, so old entries are not reused.
 SOURCE_VERSION = 1
 FEATURES_VERSION = 1
+FINETUNE_VERSION = 1
 
 
 def source_payload(cfg, plan) -> dict[str, Any]:
@@ -164,17 +165,35 @@ def source_payload(cfg, plan) -> dict[str, Any]:
     }
 
 
-def features_payload(cfg, plan, source_key: str) -> dict[str, Any]:
-    """Features: which weights (source key + snapshot) applied to which target images.
+def finetune_payload(cfg, plan, source_key: str) -> dict[str, Any]:
+    """Fine-tuned net: the source weights (key + snapshot), the target data it is tuned on, how, and the seed."""
+    from omegaconf import OmegaConf
+
+    return {
+        "stage": "finetune",
+        "version": FINETUNE_VERSION,
+        "source": source_key,
+        "snapshot": plan.snapshot,
+        "target_data": OmegaConf.to_container(cfg.target.data, resolve=True),
+        "finetune": OmegaConf.to_container(cfg.finetune, resolve=True),
+        "seed": int(cfg.seed),
+    }
+
+
+def features_payload(cfg, plan, source_key: str, finetune_key: str | None = None) -> dict[str, Any]:
+    """Features: which weights (source key + snapshot, or a fine-tuned net) applied to which target images.
 
     Not the layer or pooling: an entry holds every tap and every pooling from one forward pass.
     """
     from omegaconf import OmegaConf
 
-    return {
+    payload = {
         "stage": "features",
         "version": FEATURES_VERSION,
         "source": source_key,
         "snapshot": plan.snapshot,
         "target_data": OmegaConf.to_container(cfg.target.data, resolve=True),
     }
+    if finetune_key is not None:
+        payload["finetune"] = finetune_key
+    return payload

@@ -1,4 +1,4 @@
-"""One experiment's stages: source net -> features -> probe, each stage cached by its own key.
+"""One experiment's stages: source net -> [fine-tuned net] -> features -> probe, each cached by its own key.
 
 `run_experiment` is what `src.main` calls after the config check; it imports torch, so nothing that only
 composes or validates a config imports this module.
@@ -15,13 +15,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from src.cache import Store, features_payload, make_key, source_payload
+from src.cache import Store, features_payload, finetune_payload, make_key, source_payload
 from src.check import Plan
 from src.data.tasks import load_source, load_target
 from src.features.extract import extract_splits, load_features
-from src.probe.linear import build_pipeline, fit_and_score
+from src.probe.linear import METRICS, build_pipeline, fit_and_score
 from src.probe.retrieval import retrieval_score
 from src.transferability.estimators import ESTIMATORS, softmax
+from src.train.finetune import finetune, load_finetuned, predict
 from src.train.source import load_snapshot, to_input, train_source
 
 
@@ -74,11 +75,55 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         source_val_acc = json.loads((src_entry / "metrics.json").read_text())["val_acc"][str(plan.snapshot)]
     t_source = time.perf_counter() - t0
 
-    # Stage 2: features of the target images at every tap of that snapshot (one forward pass).
-    feat_payload = features_payload(cfg, plan, src_key)
+    # Stage 2 (optional): fine-tune a copy of the source net on the target, cached under its own key.
+    ft_entry, ft_hit, ft_key, t_finetune = None, None, None, 0.0
+    if cfg.finetune.name != "none":
+        ft_payload = finetune_payload(cfg, plan, src_key)
+        ft_key = make_key(ft_payload)
+
+        def build_finetune(tmp: Path) -> None:
+            model, _, prep = source_model(cfg, plan, src_entry)
+            splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
+            if cfg.target.evaluator == "retrieval":  # learn the database's instances
+                splits = {"train": splits["database"], "val": splits["database"]}
+            finetune(tmp, model, plan.spec, splits, cfg.finetune, cfg.trainer, prep, seed=int(cfg.seed))
+
+        t0 = time.perf_counter()
+        ft_entry, ft_hit = store.get_or_build("finetune", ft_payload, build_finetune)
+        t_finetune = time.perf_counter() - t0
+
+    def tuned_model():
+        """The source net as the later stages use it: fine-tuned if asked for."""
+        model, nodes, prep = source_model(cfg, plan, src_entry)
+        if ft_entry is not None:
+            n_classes = json.loads((ft_entry / "metrics.json").read_text())["num_classes"]
+            model = load_finetuned(ft_entry, model, plan.spec, n_classes)
+        return model, nodes, prep
+
+    if ft_entry is not None and cfg.target.evaluator == "classification":
+        # A fine-tuned classifier is scored by its own predictions: no features, no probe.
+        t0 = time.perf_counter()
+        model, _, prep = tuned_model()
+        test_x, test_y = load_target(cfg.target.data, image_size=int(cfg.source.image_size))["test"]
+        pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size))
+        score = float(METRICS[cfg.target.metric](test_y, pred))
+        ft_metrics = json.loads((ft_entry / "metrics.json").read_text())
+        return {
+            "metrics": {"target_score": score, "target_metric": cfg.target.metric, "source_val_acc": source_val_acc,
+                        "finetune_val_acc": ft_metrics["val_acc"][str(ft_metrics["epochs"])], "feature_dim": None,
+                        "best_C": None, "val_scores": None, "estimator": "none", "estimator_score": None,
+                        "transferability": {}},
+            "timings_s": {"source": t_source, "finetune": t_finetune, "extract": 0.0,
+                          "probe": time.perf_counter() - t0, "total": time.perf_counter() - t_start},
+            "cache": {"source_hit": src_hit, "finetune_hit": ft_hit, "features_hit": None},
+            "keys": {"source": src_key, "finetune": ft_key, "features": None},
+        }
+
+    # Stage 3: features of the target images at every tap of that snapshot (one forward pass).
+    feat_payload = features_payload(cfg, plan, src_key, ft_key)
 
     def build_features(tmp: Path) -> None:
-        model, nodes, prep = source_model(cfg, plan, src_entry)
+        model, nodes, prep = tuned_model()
         splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
         extract_splits(model, nodes, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep)
 
@@ -86,7 +131,7 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     feat_entry, feat_hit = store.get_or_build("features", feat_payload, build_features)
     t_extract = time.perf_counter() - t0
 
-    # Stage 3: transferability estimates (cheap, from the features alone) and the probe (unless an estimator
+    # Stage 4: transferability estimates (cheap, from the features alone) and the probe (unless an estimator
     # replaces it: `estimator=logme` etc. scores without training anything).
     t0 = time.perf_counter()
     retrieval = cfg.target.evaluator == "retrieval"
@@ -100,7 +145,9 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     elif retrieval:
         probe = {**retrieval_score(cfg, splits), "best_C": None, "val_scores": None}
     else:
-        probe = fit_and_score(build_pipeline(cfg), splits, list(cfg.classifier.C_grid), cfg.target.metric)
+        probe = fit_and_score(
+            build_pipeline(cfg), splits, list(cfg.classifier.C_grid), cfg.target.metric, cfg.classifier.C_param
+        )
     t_probe = time.perf_counter() - t0
 
     return {
@@ -117,10 +164,11 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         },
         "timings_s": {
             "source": t_source,
+            "finetune": t_finetune,
             "extract": t_extract,
             "probe": t_probe,
             "total": time.perf_counter() - t_start,
         },
-        "cache": {"source_hit": src_hit, "features_hit": feat_hit},
-        "keys": {"source": src_key, "features": make_key(feat_payload)},
+        "cache": {"source_hit": src_hit, "finetune_hit": ft_hit, "features_hit": feat_hit},
+        "keys": {"source": src_key, "finetune": ft_key, "features": make_key(feat_payload)},
     }

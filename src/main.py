@@ -49,6 +49,7 @@ def factors(cfg: DictConfig, plan: Plan | None) -> dict[str, Any]:
         "n_components": cfg.dimred.n_components if cfg.dimred.name != "none" else None,
         "classifier": cfg.classifier.name,
         "estimator": cfg.estimator.name,
+        "finetune": cfg.finetune.name,
         "target": cfg.target.name,
         "group": cfg.target.group,
         "distance_rank": cfg.target.distance_rank,

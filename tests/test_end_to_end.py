@@ -88,3 +88,47 @@ def test_diverging_training_stops_with_a_clear_error(make_cfg, tmp_path, cache_d
         execute(cfg, tmp_path)
     assert json.loads((tmp_path / "result.json").read_text())["error"]["type"] == "FloatingPointError"
     assert not list((cache_dir / "source").glob("*/manifest.json"))  # nothing half-trained was cached
+
+
+@pytest.mark.parametrize("classifier", ["linear_svm_ovr", "linear_svm_ovo", "logistic"])
+def test_every_classifier_and_the_metrics(make_cfg, tmp_path, classifier):
+    cfg = make_cfg(f"classifier={classifier}", "target.metric=mean_per_class_accuracy", "target.data.train_examples=30")
+    r = execute(cfg, tmp_path)
+    m = r["metrics"]
+    assert 0 <= m["target_score"] <= 1 and m["target_metric"] == "mean_per_class_accuracy"
+    assert m["best_C"] in cfg.classifier.C_grid and len(m["val_scores"]) == len(cfg.classifier.C_grid)
+
+
+@pytest.mark.parametrize("mode", ["last", "full"])
+def test_tiny_finetuning_is_cached_and_scored(make_cfg, tmp_path, mode):
+    cfg = make_cfg(f"finetune={mode}", "finetune.epochs=2", "finetune.batch_size=16")
+    r = execute(cfg, tmp_path / "a")
+    m = r["metrics"]
+    assert 0 <= m["target_score"] <= 1 and 0 <= m["finetune_val_acc"] <= 1
+    assert r["cache"]["finetune_hit"] is False and r["keys"]["finetune"]
+    again = execute(cfg, tmp_path / "b")
+    assert again["cache"]["finetune_hit"] is True and again["metrics"]["target_score"] == m["target_score"]
+    # The probe on the untouched source shares the source net but not the fine-tuned one.
+    plain = execute(make_cfg(), tmp_path / "c")
+    assert plain["keys"]["source"] == r["keys"]["source"] and plain["cache"]["finetune_hit"] is None
+
+
+def test_finetune_last_keeps_the_backbone(make_cfg, tmp_path, cache_dir):
+    import torch
+
+    cfg = make_cfg("finetune=last", "finetune.epochs=1")
+    r = execute(cfg, tmp_path)
+    src = torch.load(cache_dir / "source" / r["keys"]["source"] / "snapshot_2.pt", weights_only=True)
+    tuned = torch.load(cache_dir / "finetune" / r["keys"]["finetune"] / "finetuned.pt", weights_only=True)
+    assert torch.equal(src["features.conv1.conv.weight"], tuned["features.conv1.conv.weight"])
+    assert torch.equal(src["fc7.linear.weight"], tuned["fc7.linear.weight"])
+    assert torch.equal(src["features.conv1.bn.running_mean"], tuned["features.conv1.bn.running_mean"])
+    assert tuned["fc8.weight"].shape[0] == 4  # the new head has the target's classes
+
+
+def test_finetuned_retrieval_is_retapped(make_cfg, tmp_path):
+    cfg = make_cfg("target=synth_retrieval", "target.data.num_instances=5", "target.data.database_per_instance=3",
+                   "target.data.queries_per_instance=2", "finetune=full", "finetune.epochs=1", tiny="source")
+    r = execute(cfg, tmp_path)
+    assert r["metrics"]["target_metric"] == "map" and r["cache"]["features_hit"] is False
+    assert r["keys"]["finetune"] and r["keys"]["features"]

@@ -181,6 +181,13 @@ def load_target(data_cfg: Mapping[str, Any], image_size: int) -> dict[str, Split
         return built
     images, labels = built
     parts = stratified_split(labels, _split_sizes(data_cfg), data_cfg["seed"])
+    if data_cfg.get("train_examples"):
+        # VTAB-style low-data protocol: a fixed seeded subset of the train split (val and test unchanged).
+        n = int(data_cfg["train_examples"])
+        train = parts["train"]
+        if n > len(train):
+            raise ValueError(f"train_examples={n} exceeds the {len(train)} training images of the task")
+        parts["train"] = np.sort(np.random.default_rng([data_cfg["seed"], 41]).choice(train, n, replace=False))
     return {name: (images[idx], labels[idx]) for name, idx in parts.items()}
 
 

@@ -40,13 +40,19 @@ def build_pipeline(cfg: DictConfig) -> Pipeline:
 
 
 def fit_and_score(
-    pipe: Pipeline, splits: Mapping[str, tuple[np.ndarray, np.ndarray]], c_grid: list[float], metric: str
+    pipe: Pipeline,
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    c_grid: list[float],
+    metric: str,
+    c_param: str = "C",
 ) -> dict[str, Any]:
+    """Choose C on val, refit on train+val, score on test. `c_param` is C's path inside the classifier
+    (e.g. `estimator__C` when the SVM is wrapped in a OneVsOneClassifier)."""
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits["train"], splits["val"], splits["test"]
     x = np.concatenate([x_tr, x_va])
     y = np.concatenate([y_tr, y_va])
     fold = PredefinedSplit(np.r_[np.full(len(y_tr), -1), np.zeros(len(y_va))])
-    search = GridSearchCV(pipe, {"clf__C": list(c_grid)}, cv=fold, scoring=SCORERS[metric], refit=True)
+    search = GridSearchCV(pipe, {f"clf__{c_param}": list(c_grid)}, cv=fold, scoring=SCORERS[metric], refit=True)
     t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
@@ -55,7 +61,7 @@ def fit_and_score(
     test_score = float(METRICS[metric](y_te, search.predict(x_te)))
     return {
         "target_score": test_score,
-        "best_C": float(search.best_params_["clf__C"]),
+        "best_C": float(search.best_params_[f"clf__{c_param}"]),
         "val_scores": {str(c): float(s) for c, s in zip(c_grid, search.cv_results_["mean_test_score"])},
         "fit_s": fit_s,
         "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught),

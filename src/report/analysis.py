@@ -15,7 +15,7 @@ from scipy import stats
 
 # Factor columns of result.json, in the order reports list them.
 FACTORS = ["source", "source_num_classes", "source_images_per_class", "source_epochs", "snapshot", "arch", "width",
-           "depth", "layer", "pooling", "norm", "dimred", "n_components", "classifier"]
+           "depth", "layer", "pooling", "norm", "dimred", "n_components", "classifier", "finetune"]
 WIDTH_ORDER = ["tiny", "small", "medium", "large"]
 LAYER_ORDER = ([f"conv{i}" for i in range(1, 17)] + ["conv_last", "fc6", "fc7", "fc8"]
                + [f"stage{i}" for i in range(1, 5)] + ["pool", "logits"])

@@ -1,4 +1,5 @@
-"""Source pretraining: a LightningModule + LightningDataModule over in-memory uint8 images.
+"""Source pretraining: a LightningModule + LightningDataModule over in-memory uint8 images (also used by
+fine-tuning, `src.train.finetune`).
 
 The trained artifact (written into a cache entry by `train_source`) is:
   snapshot_<k>.pt   the model's state_dict after k epochs, for every k in 1..epochs (a plain state_dict, so
@@ -16,7 +17,7 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pytorch_lightning as pl
@@ -31,6 +32,8 @@ from src.models.spec import ArchSpec
 # Lightning's start-up banners (GPU/TPU availability, tips) are noise in a sweep log.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Fine-tuning with a frozen backbone starts in eval mode on purpose (see ClassifierModule.on_train_epoch_start).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 # Inputs are uint8 in [0, 255]; this maps them to roughly zero mean, unit variance.
 PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
@@ -74,48 +77,71 @@ class ArrayDataModule(pl.LightningDataModule):
         return DataLoader(self.splits["val"], batch_size=max(self.batch_size, 256))
 
 
-class SourceModule(pl.LightningModule):
-    """Cross-entropy training of a ConvNet from `src.models` with SGD (Nesterov) or AdamW, one-cycle schedule."""
+class ClassifierModule(pl.LightningModule):
+    """Cross-entropy training of a classifier net with SGD (Nesterov) or AdamW and a one-cycle schedule.
 
-    def __init__(self, spec: ArchSpec, optim: Mapping[str, Any], augment: str, epochs: int, steps_per_epoch: int):
+    Used for source pretraining (all parameters) and fine-tuning (`trainable` = the parameters to update;
+    with a frozen backbone its BatchNorm statistics stay fixed too). `preprocess` maps a uint8 batch to inputs.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optim: Mapping[str, Any],
+        augment: str,
+        total_steps: int,
+        preprocess: Callable[[torch.Tensor], torch.Tensor] = None,
+        trainable: list[torch.nn.Parameter] | None = None,
+        what: str = "source training",
+        lr_key: str = "trainer.optim.lr",
+    ):
         super().__init__()
-        self.model = build_model(spec).to(memory_format=torch.channels_last)
+        self.model = model.to(memory_format=torch.channels_last)
         self.optim = dict(optim)
         self.augment = augment
-        self.total_steps = epochs * steps_per_epoch
+        self.total_steps = total_steps
+        self.preprocess = preprocess or to_input
+        self.trainable = trainable
+        self.what, self.lr_key = what, lr_key
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+    def on_train_epoch_start(self):
+        # A frozen backbone keeps its BatchNorm running statistics as they are (eval mode); otherwise train mode,
+        # whatever mode the (possibly loaded) model arrived in.
+        self.model.train(self.trainable is None)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
         if self.augment == "flip_crop":
             x = augment_batch(x)
-        logits = self.model(to_input(x))
+        logits = self.model(self.preprocess(x))
         loss = F.cross_entropy(logits, y, label_smoothing=self.optim.get("label_smoothing", 0.0))
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"source training loss is {loss.item()} at epoch {self.current_epoch} step {batch_idx}; "
-                f"lower trainer.optim.lr (now {self.optim['lr']})"
+                f"{self.what} loss is {loss.item()} at epoch {self.current_epoch} step {batch_idx}; "
+                f"lower {self.lr_key} (now {self.optim['lr']})"
             )
         self.log("train_loss", loss, prog_bar=True, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        acc = (self.model(to_input(x)).argmax(1) == y).float().mean()
+        acc = (self.model(self.preprocess(x)).argmax(1) == y).float().mean()
         self.log("val_acc", acc, prog_bar=True, on_epoch=True)
 
     def configure_optimizers(self):
         o = self.optim
+        params = self.trainable if self.trainable is not None else list(self.parameters())
         if o["name"] == "sgd":
             opt = torch.optim.SGD(
-                self.parameters(), lr=o["lr"], momentum=o["momentum"], nesterov=True, weight_decay=o["weight_decay"]
+                params, lr=o["lr"], momentum=o.get("momentum", 0.9), nesterov=True, weight_decay=o["weight_decay"]
             )
         elif o["name"] == "adamw":
-            opt = torch.optim.AdamW(self.parameters(), lr=o["lr"], weight_decay=o["weight_decay"])
+            opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
         else:
-            raise ValueError(f"trainer.optim.name={o['name']!r}; valid: sgd, adamw")
+            raise ValueError(f"optimizer name={o['name']!r}; valid: sgd, adamw")
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o["lr"], total_steps=max(1, self.total_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -139,21 +165,18 @@ class SnapshotEveryEpoch(pl.Callback):
         torch.save(pl_module.model.state_dict(), self.out_dir / f"snapshot_{epoch}.pt")
 
 
-def train_source(
-    out_dir: Path,
-    spec: ArchSpec,
+def fit(
+    module: ClassifierModule,
     splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
-    source_cfg: Mapping[str, Any],
+    out_dir: Path,
+    epochs: int,
+    batch_size: int,
     trainer_cfg: Mapping[str, Any],
     seed: int,
 ) -> dict[str, Any]:
-    """Train the source net into `out_dir` (a cache staging dir); returns the metrics written to metrics.json."""
-    pl.seed_everything(seed, workers=True, verbose=False)
-    optim = trainer_cfg["optim"]
-    dm = ArrayDataModule(splits, batch_size=optim["batch_size"], seed=seed)
-    epochs = int(source_cfg["epochs"])
-    steps = math.ceil(len(splits["train"][1]) / optim["batch_size"])
-    module = SourceModule(spec, optim, source_cfg["augment"], epochs, steps)
+    """Train `module` with Lightning, saving a state_dict per epoch into `out_dir`; returns (and writes) metrics."""
+    dm = ArrayDataModule(splits, batch_size=batch_size, seed=seed)
+    steps = math.ceil(len(splits["train"][1]) / batch_size)
     snap = SnapshotEveryEpoch(out_dir)
     progress = trainer_cfg.get("progress_bar")
     trainer = pl.Trainer(
@@ -182,6 +205,23 @@ def train_source(
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
     return metrics
+
+
+def train_source(
+    out_dir: Path,
+    spec: ArchSpec,
+    splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    source_cfg: Mapping[str, Any],
+    trainer_cfg: Mapping[str, Any],
+    seed: int,
+) -> dict[str, Any]:
+    """Train the source net into `out_dir` (a cache staging dir); returns the metrics written to metrics.json."""
+    pl.seed_everything(seed, workers=True, verbose=False)
+    optim = trainer_cfg["optim"]
+    epochs = int(source_cfg["epochs"])
+    steps = math.ceil(len(splits["train"][1]) / optim["batch_size"])
+    module = ClassifierModule(build_model(spec), optim, source_cfg["augment"], epochs * steps)
+    return fit(module, splits, out_dir, epochs, optim["batch_size"], trainer_cfg, seed)
 
 
 def load_snapshot(entry: Path, spec: ArchSpec, snapshot: int) -> torch.nn.Module:
