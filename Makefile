@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install.stamp
 
-.PHONY: install run test test-fast clean
+.PHONY: install run test test-fast tasks clean
 
 install: $(STAMP)
 
@@ -30,3 +30,7 @@ clean:
 	rm -rf outputs .cache .pytest_cache lightning_logs
 	find multirun -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The table of target tasks (group, distance from the source, metric).
+tasks: install
+	$(BIN)/python -m src.tasks

@@ -16,7 +16,8 @@ from omegaconf import DictConfig
 from src.data.imagefolder import check_classes
 from src.models.spec import FAMILY_DEPTHS, POOLINGS, TORCHVISION_ARCHS, ArchSpec, arch_spec
 
-KNOWN_TASKS = ("objects_new", "finegrained", "attributes", "count", "scenes", "retrieval", "digits", "imagefolder")
+KNOWN_TASKS = ("objects_new", "finegrained", "attributes", "count", "scenes", "retrieval", "digits", "imagefolder",
+               "torchvision")
 EVALUATORS = ("classification", "retrieval")
 DIGITS_MIN_PER_CLASS = 174  # the rarest digit in scikit-learn's set has 174 images
 METRICS = ("accuracy", "mean_per_class_accuracy")  # classification; retrieval targets use "map"
@@ -49,7 +50,7 @@ def _positive_int(name: str, value: Any, allow_none: bool = False) -> None:
         raise ConfigError(f"{name}={value!r} must be a positive integer")
 
 
-SOURCE_KINDS = ("synthetic", "imagefolder", "torchvision")
+SOURCE_KINDS = ("synthetic", "imagefolder", "torchvision_dataset", "torchvision")
 
 
 def _check_source(cfg: DictConfig) -> int:
@@ -81,6 +82,14 @@ def _check_source(cfg: DictConfig) -> int:
         _positive_int("source.images_per_class", src.images_per_class)
         return src.num_classes
     _positive_int("source.max_per_class", src.max_per_class, allow_none=True)
+    if src.kind == "torchvision_dataset":
+        from src.data.torchvision_sets import DATASETS, _labels, open_split
+
+        if src.dataset not in DATASETS:
+            raise ConfigError(f"source.dataset={src.dataset!r} is unknown; valid: {', '.join(DATASETS)}")
+        if "train" not in DATASETS[src.dataset][1]:
+            raise ConfigError(f"source.dataset={src.dataset} has no official train split; use it as a target")
+        return int(_labels(open_split(src.dataset, src.root, "train", src.get("download", False))).max() + 1)
     try:
         return len(check_classes(src.root, src.classes))
     except (FileNotFoundError, ValueError) as e:
@@ -103,6 +112,14 @@ def _check_target(cfg: DictConfig) -> int | None:
         for field in ("num_instances", "database_per_instance", "queries_per_instance"):
             _positive_int(f"target.data.{field}", data[field])
         return data.num_instances * data.database_per_instance
+    if data.task == "torchvision":
+        from src.data.torchvision_sets import DATASETS, open_split
+
+        if data.dataset not in DATASETS:
+            raise ConfigError(f"target.data.dataset={data.dataset!r} is unknown; valid: {', '.join(DATASETS)}")
+        for split in DATASETS[data.dataset][1]:  # fail now, not after training a source net
+            open_split(data.dataset, data.root, split, data.get("download", False))
+        return None
     if data.task == "imagefolder":
         root = data.root
         split_root = f"{root}/train" if os.path.isdir(f"{root}/train") and os.path.isdir(f"{root}/test") else root
@@ -130,7 +147,30 @@ def _check_target(cfg: DictConfig) -> int | None:
             raise ConfigError(
                 f"digits splits ask for {asked} images per class; the set has at least {DIGITS_MIN_PER_CLASS}"
             )
-    return data.train_per_class * data.num_classes
+    n_train = data.train_per_class * data.num_classes
+    if data.get("train_examples") is not None:
+        _positive_int("target.data.train_examples", data.train_examples)
+        if data.train_examples > n_train:
+            raise ConfigError(
+                f"target.data.train_examples={data.train_examples} exceeds the task's {n_train} training images; "
+                f"valid: 1..{n_train}"
+            )
+        return data.train_examples
+    return n_train
+
+
+def _check_finetune(cfg: DictConfig) -> None:
+    ft = cfg.finetune
+    if ft.name == "none":
+        return
+    if ft.name not in ("last", "full"):
+        raise ConfigError(f"finetune={ft.name!r} is unknown; valid: none, last, full")
+    for field in ("epochs", "batch_size"):
+        _positive_int(f"finetune.{field}", ft[field])
+    _positive("finetune.lr", ft.lr)
+    if cfg.estimator.name != "none":
+        raise ConfigError(f"estimator={cfg.estimator.name} scores features without training; it cannot be combined "
+                          f"with finetune={ft.name}")
 
 
 def validate(cfg: DictConfig) -> Plan:
@@ -159,6 +199,7 @@ def validate(cfg: DictConfig) -> Plan:
             raise ConfigError(f"source.snapshot={snapshot} is past source.epochs={src.epochs}; valid: 1..{src.epochs}")
 
     n_train = _check_target(cfg)
+    _check_finetune(cfg)
     feature_dim = spec.tap_dim(tap, cfg.pooling.name)
     if cfg.dimred.name == "pca":
         n = cfg.dimred.n_components

@@ -15,6 +15,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ from src.cache import atomic_write_text, make_key
 from src.check import ConfigError, Plan, validate
 
 log = logging.getLogger("src.main")
+# Hydra 1.4 warns about every config-named _target_ without an execution whitelist; ours (src.*) are trusted.
+warnings.filterwarnings("ignore", message=r"hydra\.utils\.instantiate\(\) resolved _target_='src\.")
 RESULT = "result.json"
 
 

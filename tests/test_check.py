@@ -76,3 +76,14 @@ def test_cfg_job_and_help_do_not_import_torch():
     for group in ("arch: alexnet, resnet, tv_alexnet, tv_resnet50, tv_vgg16, vgg", "width: large, medium, small, tiny",
                   "dimred: none, pca", "search: factors_pareto, factors_tpe", "target:"):
         assert group in r.stdout
+
+
+def test_task_table_lists_every_target_with_metadata():
+    from src.tasks import task_rows
+
+    rows = {r["target"]: r for r in task_rows()}
+    assert {"synth_objects_new", "synth_scenes", "synth_finegrained", "synth_attributes", "synth_count",
+            "synth_retrieval", "digits", "cifar10", "imagefolder"} <= set(rows)
+    groups = {"object", "scene", "finegrained", "attribute", "structured", "retrieval"}
+    assert all(r["group"] in groups and isinstance(r["distance_rank"], int) for r in rows.values())
+    assert rows["synth_retrieval"]["metric"] == "map" and rows["synth_retrieval"]["evaluator"] == "retrieval"

@@ -168,6 +168,7 @@ TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Split]] = {
     "retrieval": _retrieval,
     "digits": _digits,
     "imagefolder": _imagefolder,
+    "torchvision": lambda d, size: __import__("src.data.torchvision_sets", fromlist=["x"]).load_dataset_target(d, size),
 }
 
 
@@ -197,6 +198,13 @@ def load_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
     synthetic: `num_classes` prototypes, `images_per_class` train + `val_per_class` val images each;
     imagefolder: `root`'s classes (or the `classes` subset), at most `max_per_class` each, `val_per_class` held out.
     """
+    if src_cfg["kind"] == "torchvision_dataset":
+        from src.data.torchvision_sets import load_split
+
+        x, y = load_split(src_cfg["dataset"], src_cfg["root"], "train", src_cfg["image_size"],
+                          src_cfg.get("max_per_class"), seed, src_cfg.get("download", False))
+        parts = stratified_split(y, {"val": src_cfg["val_per_class"], "train": None}, seed)
+        return {name: (x[idx], y[idx]) for name, idx in parts.items()}
     if src_cfg["kind"] == "imagefolder":
         from src.data.imagefolder import load_imagefolder
 

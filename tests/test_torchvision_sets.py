@@ -1,0 +1,102 @@
+"""torchvision dataset loaders on fixtures fabricated in torchvision's on-disk formats (no network)."""
+
+import pickle
+import struct
+
+import numpy as np
+import pytest
+
+from src.data import torchvision_sets as T
+from src.main import execute
+
+rng = np.random.default_rng(0)
+
+
+def _cifar10(root, n_train=60, n_test=30):
+    d = root / "cifar-10-batches-py"
+    d.mkdir(parents=True)
+    for i in range(1, 6):
+        x = rng.integers(0, 255, (n_train // 5, 3072), dtype=np.uint8)
+        with open(d / f"data_batch_{i}", "wb") as f:
+            pickle.dump({"data": x, "labels": list(rng.integers(0, 10, len(x)))}, f)
+    with open(d / "test_batch", "wb") as f:
+        pickle.dump({"data": rng.integers(0, 255, (n_test, 3072), dtype=np.uint8),
+                     "labels": list(np.arange(n_test) % 10)}, f)
+    with open(d / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+
+
+def _idx(path, arr):
+    header = struct.pack(">HBB", 0, 0x08, arr.ndim) + b"".join(struct.pack(">I", s) for s in arr.shape)
+    path.write_bytes(header + arr.tobytes())  # torchvision reads the extracted (un-gzipped) raw files
+
+
+def _mnist(root, folder="MNIST"):
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 50), ("t10k", 20)):
+        _idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 255, (n, 28, 28), dtype=np.uint8))
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+
+
+def _svhn(root):
+    from scipy.io import savemat
+
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", 40), ("test", 20)):
+        savemat(root / f"{split}_32x32.mat", {"X": rng.integers(0, 255, (32, 32, 3, n), dtype=np.uint8),
+                                              "y": (np.arange(n) % 10 + 1).reshape(-1, 1)})  # SVHN labels 1..10
+
+
+@pytest.fixture
+def no_md5(monkeypatch):
+    """Fabricated files cannot match torchvision's md5 sums; everything else about the format is real."""
+    import torchvision.datasets.cifar
+    import torchvision.datasets.svhn
+
+    monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *a, **k: True)
+    monkeypatch.setattr(torchvision.datasets.svhn, "check_integrity", lambda *a, **k: True)
+
+
+@pytest.mark.parametrize("name,make,n_train,n_test", [
+    ("cifar10", _cifar10, 60, 30),
+    ("mnist", _mnist, 50, 20),
+    ("fashion_mnist", lambda r: _mnist(r, "FashionMNIST"), 50, 20),
+    ("svhn", _svhn, 40, 20),
+])
+def test_loaders_read_torchvision_layouts(tmp_path, no_md5, name, make, n_train, n_test):
+    make(tmp_path)
+    x, y = T.load_split(name, tmp_path, "train", 32, None, seed=0)
+    assert x.shape == (n_train, 3, 32, 32) and x.dtype == np.uint8 and len(y) == n_train
+    assert y.min() >= 0 and y.max() <= 9
+    xt, yt = T.load_split(name, tmp_path, "test", 16, 1, seed=0)  # resized, capped at 1 per class
+    assert xt.shape[1:] == (3, 16, 16) and np.bincount(yt).max() == 1
+    d = {"dataset": name, "root": str(tmp_path), "seed": 0, "val_fraction": 0.2, "max_per_class": None}
+    splits = T.load_dataset_target(d, 32)
+    assert sum(len(splits[s][1]) for s in ("train", "val")) == n_train and len(splits["test"][1]) == n_test
+
+
+def test_every_dataset_missing_fails_with_a_fetch_hint(tmp_path):
+    for name in T.DATASETS:
+        split = next(iter(T.DATASETS[name][1]))
+        with pytest.raises(T.MissingDatasetError, match=f"dataset {name} not found under .*download=true"):
+            T.open_split(name, tmp_path / "empty", split)
+
+
+def test_cifar10_target_end_to_end(tmp_path, no_md5, make_cfg):
+    _cifar10(tmp_path / "data", n_train=100, n_test=50)
+    cfg = make_cfg("target=cifar10", f"paths.data_dir={tmp_path / 'data'}", "target.data.max_per_class=8",
+                   "target.data.max_test_per_class=4", tiny="source")
+    r = execute(cfg, tmp_path / "run")
+    assert 0 <= r["metrics"]["target_score"] <= 1 and r["metrics"]["target_metric"] == "accuracy"
+
+
+def test_missing_dataset_cli_is_fast(tmp_path):
+    import time
+
+    from tests.conftest import run_cli
+
+    t0 = time.perf_counter()
+    r = run_cli("target=cifar10", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode != 0 and time.perf_counter() - t0 < 15
+    assert r.stderr.strip().splitlines()[-1].startswith(f"error: dataset cifar10 not found under {tmp_path}")
