@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install.stamp
 
-.PHONY: install run test test-fast tasks clean
+.PHONY: install run test test-fast tasks bench bench-smoke clean
 
 install: $(STAMP)
 
@@ -18,9 +18,18 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/python -m src.main
 
-# The whole suite, slow end-to-end cases included (CI runs this).
+# The whole suite, slow end-to-end cases included, then the benchmarks' smoke mode (CI runs this).
 test: install
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory bench-smoke
+
+# Every benchmark figure at full size (writes benchmarks/results/*.json and summary.md; ~15 min here).
+bench: install
+	$(BIN)/python -m benchmarks.run_all
+
+# Every benchmark at tiny sizes: checks they run (numbers mean little).
+bench-smoke: install
+	$(BIN)/python -m benchmarks.run_all --smoke
 
 # Without the slow end-to-end cases.
 test-fast: install

@@ -1,0 +1,86 @@
+"""P2 extraction efficiency: our all-tap extraction vs a bare inference loop, and achieved GFLOP/s vs GEMM peak.
+
+Model: alexnet width medium at 32x32, batch 256. Ours = `src.features.extract.extract_splits` (uint8 -> input,
+every tap through torchvision's feature extractor, conv taps pooled three ways, written to memory-mapped .npy);
+bare = `model(x)` under `torch.inference_mode` over the same images, already as float tensors.
+Goals: ours >= 0.9 x bare throughput; achieved >= 70% of this machine's fp32 GEMM peak (a large torch.mm).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from benchmarks.common import parser, write
+from src.features.extract import extract_splits
+from src.models.nets import build_model
+from src.models.spec import arch_spec
+from src.train.source import to_input
+
+
+def gemm_peak(n: int, reps: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(a, b)
+    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def best_of(fn, reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def main(argv=None) -> dict:
+    args = parser(__doc__).parse_args(argv)
+    n, batch, width = (512, 256, "tiny") if args.smoke else (4096, 256, "medium")
+    spec = arch_spec("alexnet", None, {"tiny": 0.125, "medium": 0.5}[width], 20)
+    model = build_model(spec).eval().to(memory_format=torch.channels_last)
+    images = np.random.default_rng(0).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    labels = np.zeros(n, dtype=np.int64)
+    tensors = [to_input(torch.from_numpy(images[i : i + batch])) for i in range(0, n, batch)]
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        model(tensors[0])
+    flops_per_image = fc.get_total_flops() / len(tensors[0])
+
+    @torch.inference_mode()
+    def bare():
+        for x in tensors:
+            model(x)
+
+    def ours():
+        with tempfile.TemporaryDirectory() as tmp:
+            extract_splits(model, model.tap_nodes(), {"train": (images, labels)}, Path(tmp), batch_size=batch)
+
+    bare(), ours()  # warm-up (allocator, FX tracing, oneDNN kernels)
+    reps = 1 if args.smoke else 3
+    t_bare, t_ours = best_of(bare, reps), best_of(ours, reps)
+    peak = gemm_peak(1024 if args.smoke else 4096)
+    achieved = flops_per_image * n / t_bare / 1e9
+    ratio = t_bare / t_ours
+    rows = [
+        {"path": "bare inference loop", "images_per_s": n / t_bare, "gflop_s": achieved},
+        {"path": "ours (all taps, pooled, written)", "images_per_s": n / t_ours, "gflop_s": flops_per_image * n / t_ours / 1e9},
+        {"path": "fp32 GEMM peak (torch.mm)", "gflop_s": peak},
+    ]
+    frac = achieved / peak
+    return write("p2_extraction", "P2 extraction: ours / bare throughput; bare GFLOP/s / GEMM peak", rows, ratio,
+                 ">= 0.9 (and >= 0.7 of GEMM peak)", ratio >= 0.9 and frac >= 0.7, args.smoke,
+                 raw={"t_bare_s": t_bare, "t_ours_s": t_ours, "images": n, "batch": batch,
+                      "flops_per_image": flops_per_image, "gemm_peak_gflops": peak, "fraction_of_peak": frac,
+                      "width": width})
+
+
+if __name__ == "__main__":
+    main()
