@@ -64,11 +64,15 @@ def main(argv=None) -> dict:
             extract_splits(model, model.tap_nodes(), {"train": (images, labels)}, Path(tmp), batch_size=batch)
 
     bare(), ours()  # warm-up (allocator, FX tracing, oneDNN kernels)
-    reps = 1 if args.smoke else 3
-    t_bare, t_ours = best_of(bare, reps), best_of(ours, reps)
+    # Interleaved rounds: this machine's speed drifts by tens of percent over seconds, so each round compares
+    # the two paths back to back and the ratio is the median of the rounds' ratios.
+    rounds = 1 if args.smoke else 7
+    pairs = [(best_of(bare, 1), best_of(ours, 1)) for _ in range(rounds)]
+    t_bare = float(np.median([b for b, _ in pairs]))
+    t_ours = float(np.median([o for _, o in pairs]))
+    ratio = float(np.median([b / o for b, o in pairs]))
     peak = gemm_peak(1024 if args.smoke else 4096)
     achieved = flops_per_image * n / t_bare / 1e9
-    ratio = t_bare / t_ours
     rows = [
         {"path": "bare inference loop", "images_per_s": n / t_bare, "gflop_s": achieved},
         {"path": "ours (all taps, pooled, written)", "images_per_s": n / t_ours, "gflop_s": flops_per_image * n / t_ours / 1e9},
@@ -77,7 +81,7 @@ def main(argv=None) -> dict:
     frac = achieved / peak
     return write("p2_extraction", "P2 extraction: ours / bare throughput; bare GFLOP/s / GEMM peak", rows, ratio,
                  ">= 0.9 (and >= 0.7 of GEMM peak)", ratio >= 0.9 and frac >= 0.7, args.smoke,
-                 raw={"t_bare_s": t_bare, "t_ours_s": t_ours, "images": n, "batch": batch,
+                 raw={"round_ratios": [b / o for b, o in pairs], "t_bare_s": t_bare, "t_ours_s": t_ours, "images": n, "batch": batch,
                       "flops_per_image": flops_per_image, "gemm_peak_gflops": peak, "fraction_of_peak": frac,
                       "width": width})
 

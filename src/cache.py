@@ -136,7 +136,7 @@ class Store:
 # --- What each stage's key hashes: exactly the config that determines the artifact ---------------------
 # Bump a stage's version when its code changes what it produces, so old entries are not reused.
 SOURCE_VERSION = 1
-FEATURES_VERSION = 1
+FEATURES_VERSION = 2  # 2: max pooling read from spp, no <tap>.max.npy
 FINETUNE_VERSION = 1
 
 

@@ -27,8 +27,12 @@ def test_every_arch_width_depth_builds_and_taps_with_expected_dims(family, depth
         tap = spec.resolve(layer)
         value = outs[tap]
         if spec.is_conv(tap):
-            for pooling, arr in pool_conv(value).items():
+            pooled = pool_conv(value)
+            for pooling, arr in pooled.items():
                 assert arr.shape == (2, spec.tap_dim(layer, pooling)), (layer, pooling)
+            # spp's first block is the global max over the whole map
+            c = spec.tap_dim(layer, "max")
+            assert torch.equal(pooled["spp"][:, :c], value.amax((2, 3)))
         else:
             assert value.shape == (2, spec.tap_dim(layer))
 

@@ -2,10 +2,10 @@
 
 One extraction serves a whole layer x pooling x dimred x classifier sweep: a feature-store entry holds,
 for each split of the target, every tap of the net, and for conv taps every spatial pooling
-(`avg`, `max`, `spp` = max over a 1x1 + 2x2 pyramid). Arrays go straight from each batch into memory-mapped
+(`avg`, `max`, `spp` = max over a 1x1 + 2x2 pyramid; `max` is read from spp's first block). Arrays go straight from each batch into memory-mapped
 `.npy` files, so the full feature matrix is never held twice in memory.
 
-Layout of an entry: `<split>/labels.npy`, `<split>/<tap>.npy` (fc taps), `<split>/<tap>.<pooling>.npy`.
+Layout of an entry: `<split>/labels.npy`, `<split>/<tap>.npy` (fc taps), `<split>/<tap>.{avg,spp}.npy`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,19 @@ from src.train.source import to_input
 
 
 def pool_conv(fmap: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Spatial poolings of a conv map (N, C, H, W): avg (N, C), max (N, C), spp (N, 5C) = [1x1 max, 2x2 max]."""
-    g_max = fmap.amax((2, 3))
-    grid = F.adaptive_max_pool2d(fmap, 2).flatten(1) if min(fmap.shape[2:]) >= 2 else g_max.repeat(1, 4)
-    return {"avg": fmap.mean((2, 3)), "max": g_max, "spp": torch.cat([g_max, grid], 1)}
+    """Spatial poolings of a conv map (N, C, H, W): avg (N, C) and spp (N, 5C) = [1x1 max, 2x2 max].
+
+    `max` pooling is spp's first C columns, so it is not stored twice (see `load_features`). The global max is
+    taken over the 2x2 grid's cells rather than the whole map again: one pass over the map for both.
+    """
+    if min(fmap.shape[2:]) >= 2:
+        grid = F.adaptive_max_pool2d(fmap, 2)
+        g_max = grid.amax((2, 3))
+        grid = grid.flatten(1)
+    else:
+        g_max = fmap.amax((2, 3))
+        grid = g_max.repeat_interleave(4, dim=1)
+    return {"avg": fmap.mean((2, 3)), "spp": torch.cat([g_max, grid], 1)}
 
 
 def _file(split_dir: Path, tap: str, pooling: str | None) -> Path:
@@ -75,5 +84,11 @@ def load_features(entry: Path, split: str, spec: ArchSpec, layer: str, pooling: 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
     split_dir = entry / split
-    x = np.load(_file(split_dir, tap, pooling if spec.is_conv(tap) else None), mmap_mode="r")
-    return np.asarray(x), np.load(split_dir / "labels.npy")
+    if not spec.is_conv(tap):
+        x = np.load(_file(split_dir, tap, None), mmap_mode="r")
+    elif pooling == "max":  # the first block of spp is the global max
+        spp = np.load(_file(split_dir, tap, "spp"), mmap_mode="r")
+        x = spp[:, : spp.shape[1] // 5]
+    else:
+        x = np.load(_file(split_dir, tap, pooling), mmap_mode="r")
+    return np.array(x), np.load(split_dir / "labels.npy")
