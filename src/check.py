@@ -16,8 +16,8 @@ from omegaconf import DictConfig
 from src.data.imagefolder import check_classes
 from src.models.spec import FAMILY_DEPTHS, POOLINGS, TORCHVISION_ARCHS, ArchSpec, arch_spec
 
-KNOWN_TASKS = ("objects_new", "finegrained", "attributes", "count", "scenes", "retrieval", "digits", "imagefolder",
-               "torchvision")
+KNOWN_TASKS = ("objects_new", "finegrained", "attributes", "count", "scenes", "retrieval", "multilabel", "digits",
+               "imagefolder", "torchvision")
 EVALUATORS = ("classification", "retrieval")
 DIGITS_MIN_PER_CLASS = 174  # the rarest digit in scikit-learn's set has 174 images
 METRICS = ("accuracy", "mean_per_class_accuracy")  # classification; retrieval targets use "map"
@@ -103,7 +103,7 @@ def _check_target(cfg: DictConfig) -> int | None:
         raise ConfigError(f"target.data.task={data.task!r} is unknown; valid tasks: {', '.join(KNOWN_TASKS)}")
     if tgt.evaluator not in EVALUATORS:
         raise ConfigError(f"target.evaluator={tgt.evaluator!r} is unknown; valid evaluators: {', '.join(EVALUATORS)}")
-    metrics = ("map",) if tgt.evaluator == "retrieval" else METRICS
+    metrics = ("map",) if tgt.evaluator == "retrieval" or data.task == "multilabel" else METRICS
     if tgt.metric not in metrics:
         raise ConfigError(f"target.metric={tgt.metric!r} is unknown; valid metrics: {', '.join(metrics)}")
     if (tgt.evaluator == "retrieval") != (data.task == "retrieval"):
@@ -120,6 +120,12 @@ def _check_target(cfg: DictConfig) -> int | None:
         for split in DATASETS[data.dataset][1]:  # fail now, not after training a source net
             open_split(data.dataset, data.root, split, data.get("download", False))
         return None
+    if data.task == "multilabel":
+        for field in ("num_classes", "train_images", "val_images", "test_images"):
+            _positive_int(f"target.data.{field}", data[field])
+        if data.num_classes < 3:
+            raise ConfigError(f"target.data.num_classes={data.num_classes} for multilabel; valid: 3 or more")
+        return data.train_images
     if data.task == "imagefolder":
         root = data.root
         split_root = f"{root}/train" if os.path.isdir(f"{root}/train") and os.path.isdir(f"{root}/test") else root

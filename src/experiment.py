@@ -21,7 +21,7 @@ from src.data.tasks import load_source, load_target
 from src.features.extract import extract_splits, load_features
 from src.probe.linear import METRICS, build_pipeline, fit_and_score
 from src.probe.retrieval import retrieval_score
-from src.transferability.estimators import ESTIMATORS, softmax
+from src.transferability.estimators import ESTIMATORS, logme, softmax
 from src.train.finetune import finetune, load_finetuned, predict
 from src.train.source import load_snapshot, to_input, train_source
 
@@ -31,6 +31,8 @@ def estimate_transferability(feat_entry: Path, plan: Plan, splits, names: list[s
     LEEP/NCE on the source head's class probabilities (its last tap, stored in the same feature entry)."""
     x = np.concatenate([splits[s][0] for s in names])
     y = np.concatenate([splits[s][1] for s in names])
+    if y.ndim == 2:  # multi-label: LogME per label column; the others are defined for single labels only
+        return {"logme": float(np.mean([logme(x, col) for col in y.T]))}
     head = plan.spec.taps()[-1]  # fc8 / logits
     logits = np.concatenate([load_features(feat_entry, s, plan.spec, head, "avg")[0] for s in names])
     inputs = {"features": x, "probs": softmax(logits)}
@@ -145,8 +147,9 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     elif retrieval:
         probe = {**retrieval_score(cfg, splits), "best_C": None, "val_scores": None}
     else:
+        multilabel = splits["train"][1].ndim == 2
         probe = fit_and_score(
-            build_pipeline(cfg), splits, list(cfg.classifier.C_grid), cfg.target.metric, cfg.classifier.C_param
+            build_pipeline(cfg, multilabel), splits, list(cfg.classifier.C_grid), cfg.target.metric, cfg.classifier.C_param
         )
     t_probe = time.perf_counter() - t0
 

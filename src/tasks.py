@@ -19,6 +19,8 @@ def task_rows() -> list[dict]:
             what = f"torchvision {data.dataset} (paths.data_dir)"
         elif data.task == "imagefolder":
             what = "ImageFolder tree (target.root)"
+        elif data.task == "multilabel":
+            what = f"multilabel: {data.num_classes} labels, {data.train_images}/{data.val_images}/{data.test_images} images"
         elif data.task == "retrieval":
             what = f"{data.num_instances} instances: {data.database_per_instance} database + {data.queries_per_instance} query views"
         else:

@@ -7,7 +7,7 @@ from src.features.extract import pool_conv
 from src.models.nets import build_model
 from src.models.spec import FAMILY_DEPTHS, POOLINGS, arch_spec
 
-WIDTHS = {"tiny": 0.125, "small": 0.25, "medium": 0.5}
+WIDTHS = {"tiny": 0.125, "small": 0.25, "medium": 0.5, "large": 1.0}
 COMBOS = [(f, d, w) for f, depths in FAMILY_DEPTHS.items() for d, w in itertools.product(depths, WIDTHS)]
 
 

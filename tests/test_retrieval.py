@@ -33,3 +33,17 @@ def test_retrieval_target_end_to_end(make_cfg, tmp_path):
     r = execute(cfg, tmp_path)
     assert r["metrics"]["target_metric"] == "map" and 0 < r["metrics"]["target_score"] <= 1
     assert set(r["metrics"]["transferability"]) == {"logme", "hscore", "leep", "nce"}
+
+
+def test_multilabel_target_scored_by_map(make_cfg, tmp_path):
+    from src.data.tasks import load_target
+
+    d = dict(task="multilabel", num_classes=5, train_images=30, val_images=10, test_images=20, seed=0)
+    s = load_target(d, 32)
+    y = s["train"][1]
+    assert y.shape == (30, 5) and set(np.unique(y)) <= {0, 1} and (1 <= y.sum(1)).all() and (y.sum(1) <= 3).all()
+    cfg = make_cfg("target=synth_multilabel", "target.data.train_images=60", "target.data.val_images=30",
+                   "target.data.test_images=40", tiny="source")
+    r = execute(cfg, tmp_path)
+    assert r["metrics"]["target_metric"] == "map" and 0 < r["metrics"]["target_score"] <= 1
+    assert set(r["metrics"]["transferability"]) == {"logme"}

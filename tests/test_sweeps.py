@@ -115,3 +115,14 @@ def test_resume_after_kill_finishes_only_missing_jobs(cache_dir, tmp_path):
     for k, mtime in done_before.items():  # finished jobs were skipped, not redone
         assert (sweep / k / "result.json").stat().st_mtime_ns == mtime
     assert "already done" in r.stderr + r.stdout
+
+
+def test_snapshot_sweep_trains_once(cache_dir, tmp_path):
+    sweep = tmp_path / "s"
+    r = run_cli("-m", "source.snapshot=1,2", f"hydra.sweep.dir={sweep}", *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = results(sweep)
+    assert sorted(x["cache"]["source_hit"] for x in res.values()) == [False, True]
+    assert sorted(x["factors"]["snapshot"] for x in res.values()) == [1, 2]
+    assert len({x["keys"]["source"] for x in res.values()}) == 1
+    assert len({x["keys"]["features"] for x in res.values()}) == 2

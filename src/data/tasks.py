@@ -11,6 +11,7 @@ Synthetic targets come from the same generator as the source, at a controlled di
   count        the label is how many objects (1..4) are in the image
   scenes       two objects per image; the label is which pair co-occurs
   retrieval    instances under new pose/scale/lighting: `query` and `database` splits, labels = instance ids
+  multilabel   1-3 objects per image; the label is which of the prototypes are present (scored by mAP)
 """
 
 from __future__ import annotations
@@ -120,6 +121,27 @@ def _retrieval(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     return out
 
 
+def _multilabel(d: Mapping[str, Any], size: int) -> dict[str, Split]:
+    """Multi-label objects (like PASCAL VOC classification): 1-3 of `num_classes` prototypes per image; the label
+    is the (N, num_classes) 0/1 presence matrix. Splits are `train_images`/`val_images`/`test_images` images."""
+    k = int(d["num_classes"])
+    protos = syn.make_prototypes(k, family_seed=d.get("family_seed", 8))
+    sizes = {"train": d["train_images"], "val": d["val_images"], "test": d["test_images"]}
+    rng = np.random.default_rng([d["seed"], 13])
+    n = sum(sizes.values())
+    n_obj = rng.integers(1, 4, n)
+    slot_labels = np.argsort(rng.random((n, k)), axis=1)[:, :3]  # three distinct prototypes per image
+    present = np.arange(3)[None, :] < n_obj[:, None]
+    labels = np.zeros((n, k), dtype=np.int64)
+    np.put_along_axis(labels, slot_labels, present.astype(np.int64), axis=1)
+    images = syn.render_multi(protos, slot_labels, present, size, seed=d["seed"])
+    out, start = {}, 0
+    for name, m in sizes.items():
+        out[name] = (images[start : start + m], labels[start : start + m])
+        start += m
+    return out
+
+
 def _digits(d: Mapping[str, Any], size: int) -> Split:
     """scikit-learn's bundled 8x8 handwritten digits, upsampled (bilinear) to the input size, grey as RGB."""
     from PIL import Image
@@ -166,6 +188,7 @@ TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Split]] = {
     "count": _count,
     "scenes": _scenes,
     "retrieval": _retrieval,
+    "multilabel": _multilabel,
     "digits": _digits,
     "imagefolder": _imagefolder,
     "torchvision": lambda d, size: __import__("src.data.torchvision_sets", fromlist=["x"]).load_dataset_target(d, size),

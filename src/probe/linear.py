@@ -14,27 +14,31 @@ import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import accuracy_score, balanced_accuracy_score
+from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score
 from sklearn.model_selection import GridSearchCV, PredefinedSplit
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
 
 METRICS = {"accuracy": accuracy_score, "mean_per_class_accuracy": balanced_accuracy_score}
-SCORERS = {"accuracy": "accuracy", "mean_per_class_accuracy": "balanced_accuracy"}
+SCORERS = {"accuracy": "accuracy", "mean_per_class_accuracy": "balanced_accuracy", "map": "average_precision"}
 
 
 # Config-controlled `_target_`s may only name scikit-learn or our own estimators.
 ALLOWED_TARGETS = ["sklearn.*", "src.probe.*"]
 
 
-def build_pipeline(cfg: DictConfig) -> Pipeline:
+def build_pipeline(cfg: DictConfig, multilabel: bool = False) -> Pipeline:
+    """norm -> dimred -> classifier; for multi-label targets the classifier is fit per label (one-vs-rest)."""
+
     def step(node: Any) -> Any:
         return "passthrough" if node is None else instantiate(node, _execution_whitelist_=ALLOWED_TARGETS)
 
+    clf = step(cfg.classifier.estimator)
     return Pipeline(
         [
             ("norm", step(cfg.norm.estimator)),
             ("dimred", step(cfg.dimred.estimator)),
-            ("clf", step(cfg.classifier.estimator)),
+            ("clf", OneVsRestClassifier(clf) if multilabel else clf),
         ]
     )
 
@@ -47,7 +51,10 @@ def fit_and_score(
     c_param: str = "C",
 ) -> dict[str, Any]:
     """Choose C on val, refit on train+val, score on test. `c_param` is C's path inside the classifier
-    (e.g. `estimator__C` when the SVM is wrapped in a OneVsOneClassifier)."""
+    (e.g. `estimator__C` when the SVM is wrapped in a OneVsOneClassifier). `metric="map"` is for multi-label
+    targets (labels an (N, K) 0/1 matrix, the classifier wrapped in OneVsRestClassifier by `build_pipeline`)."""
+    if metric == "map":
+        c_param = f"estimator__{c_param}"
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits["train"], splits["val"], splits["test"]
     x = np.concatenate([x_tr, x_va])
     y = np.concatenate([y_tr, y_va])
@@ -58,7 +65,10 @@ def fit_and_score(
         warnings.simplefilter("always", ConvergenceWarning)
         search.fit(x, y)
     fit_s = time.perf_counter() - t0
-    test_score = float(METRICS[metric](y_te, search.predict(x_te)))
+    if metric == "map":
+        test_score = float(average_precision_score(y_te, search.decision_function(x_te), average="macro"))
+    else:
+        test_score = float(METRICS[metric](y_te, search.predict(x_te)))
     return {
         "target_score": test_score,
         "best_C": float(search.best_params_[f"clf__{c_param}"]),
