@@ -82,6 +82,9 @@ def main(argv=None) -> dict:
     mem_ratio = ext[-1]["rss_growth_bytes"] / ext[-1]["features_bytes"]
     return write("scaling", "Scaling: peak RSS growth / feature bytes at the largest size", rows, mem_ratio,
                  "< 2 (extraction exponent ~1)", mem_ratio < 2, args.smoke,
+                 ours=f"+{ext[-1]['rss_growth_bytes'] / 2**20:.0f} MB RSS; exponents: extract {e_extract:.2f}, "
+                 f"probe vs n {e_probe_n:.2f}, vs dim {e_probe_d:.2f}",
+                 reference=f"features {ext[-1]['features_bytes'] / 2**20:.0f} MB ({sizes[-1]} images)",
                  exponents={"extract_vs_images": e_extract, "probe_vs_images": e_probe_n, "probe_vs_dim": e_probe_d})
 
 

@@ -175,6 +175,12 @@ def _imagefolder(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     return {"train": (x[idx["rest"]], y[idx["rest"]]), "val": (x[idx["held"]], y[idx["held"]]), "test": test}
 
 
+def _torchvision(d: Mapping[str, Any], size: int) -> dict[str, Split]:
+    from src.data.torchvision_sets import load_dataset_target  # imports torchvision: only when asked for
+
+    return load_dataset_target(d, size)
+
+
 def _hold_out(y: np.ndarray, fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Seeded per-class hold-out of `fraction` of the smallest class (at least one image per class)."""
     per_class = max(1, int(np.bincount(y).min() * fraction))
@@ -191,7 +197,7 @@ TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Split]] = {
     "multilabel": _multilabel,
     "digits": _digits,
     "imagefolder": _imagefolder,
-    "torchvision": lambda d, size: __import__("src.data.torchvision_sets", fromlist=["x"]).load_dataset_target(d, size),
+    "torchvision": _torchvision,
 }
 
 
