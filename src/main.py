@@ -102,6 +102,10 @@ def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[fl
     return values[0] if isinstance(cfg.objective, str) else values
 
 
+def hit_word(hit: bool) -> str:
+    return "hit" if hit else "miss"
+
+
 def _threads_per_job(hc) -> int | None:
     """Torch threads for one job of a parallel launcher, so that n_jobs jobs share the cores."""
     n_jobs = OmegaConf.select(hc, "launcher.n_jobs", default=None)
@@ -151,7 +155,7 @@ def main(cfg: DictConfig) -> float | list[float]:
     print(
         f"target {cfg.target.name} ({what} | layer {cfg.layer.name} of "
         f"{cfg.arch.name}/{cfg.width.name}, source val acc {src_acc} | "
-        f"cache source {'hit' if c['source_hit'] else 'miss'}, features {'hit' if c['features_hit'] else 'miss'} | "
+        f"cache: {', '.join(f'{k[:-4]} {hit_word(v)}' for k, v in c.items() if v is not None)} | "
         f"{result['timings_s']['total']:.1f}s | {out_dir / RESULT}"
     )
     return objective(cfg, result)

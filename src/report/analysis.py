@@ -71,7 +71,14 @@ def score_by_setting(df: pd.DataFrame, factor: str) -> pd.DataFrame:
 
 
 def matches(row: pd.Series, baseline: dict[str, Any], factors: list[str]) -> bool:
-    return all(str(row[f]) == str(baseline[f]) for f in factors if f in baseline)
+    """Whether a job is at the baseline setting of every swept factor (snapshot "last" = its final epoch)."""
+
+    def same(f: str) -> bool:
+        if f == "snapshot" and str(baseline[f]) == "last":
+            return str(row["snapshot"]) == str(row.get("source_epochs"))
+        return str(row[f]) == str(baseline[f])
+
+    return all(same(f) for f in factors if f in baseline)
 
 
 def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:

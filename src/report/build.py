@@ -32,7 +32,7 @@ def default_baseline() -> dict[str, Any]:
     return {
         "source": src_cfg.name, "source_num_classes": src_cfg.num_classes,
         "source_images_per_class": src_cfg.images_per_class, "source_epochs": src_cfg.epochs,
-        "snapshot": src_cfg.snapshot or src_cfg.epochs, "arch": g["arch"].name, "width": g["width"].name,
+        "snapshot": src_cfg.snapshot or "last", "arch": g["arch"].name, "width": g["width"].name,
         "depth": root.depth or DEFAULT_DEPTH[g["arch"].name], "layer": g["layer"].name, "pooling": g["pooling"].name,
         "norm": g["norm"].name, "dimred": g["dimred"].name, "n_components": None, "classifier": g["classifier"].name,
     }
@@ -134,7 +134,8 @@ def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
     ok = A.ok_rows(df).dropna(subset=["features_key"])
     rows = []
     for (source_key, target), jobs in ok.groupby(["source_key", "target"]):
-        entry = cache_dir / "features" / jobs["features_key"].iloc[0] / "train"
+        features = cache_dir / "features" / jobs["features_key"].iloc[0]
+        entry = features / "train" if (features / "train").is_dir() else features / "database"  # retrieval
         tap = next((entry / f"{t}.npy" for t in ("fc7", "pool") if (entry / f"{t}.npy").exists()), None)
         if tap is None:
             continue
@@ -165,7 +166,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     md = [f"# Transfer report\n", f"Sweeps: {', '.join(map(str, dirs))}  ",
           f"Jobs: {len(df)} ({n_ok} ok, {len(df) - n_ok} failed)  ",
           f"Swept factors: {', '.join(factors) or 'none'}  ",
-          "Baseline (standard setting): " + ", ".join(f"{f}={baseline.get(f)}" for f in factors) + "\n"]
+          "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a") + "\n"]
     analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors}}
     if n_ok and "target_score" in df:
         pt = A.per_task(df, baseline)
