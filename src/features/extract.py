@@ -28,8 +28,10 @@ def pool_conv(fmap: torch.Tensor) -> dict[str, torch.Tensor]:
     `max` pooling is spp's first C columns, so it is not stored twice (see `load_features`). The global max is
     taken over the 2x2 grid's cells rather than the whole map again: one pass over the map for both.
     """
-    if min(fmap.shape[2:]) >= 2:
-        grid = F.adaptive_max_pool2d(fmap, 2)
+    h, w = fmap.shape[2:]
+    if h >= 2 and w >= 2:
+        # A plain max pool with half-map kernels is the same 2x2 grid as the adaptive pool for even sizes, faster.
+        grid = F.max_pool2d(fmap, (h // 2, w // 2)) if h % 2 == 0 and w % 2 == 0 else F.adaptive_max_pool2d(fmap, 2)
         g_max = grid.amax((2, 3))
         grid = grid.flatten(1)
     else:
@@ -72,9 +74,9 @@ def extract_splits(
                         files[tap, pooling] = np.lib.format.open_memmap(
                             _file(split_dir, tap, pooling), mode="w+", dtype=np.float32, shape=(n, arr.shape[1])
                         )
-                    files[tap, pooling][start : start + len(arr)] = arr.float().numpy()
-        for mm in files.values():
-            mm.flush()
+                    files[tap, pooling][start : start + len(arr)] = arr.numpy()
+        # No msync here: the pages reach the disk in the background, and the cache's manifest (sizes and sha256,
+        # computed right after) makes a reader rebuild an entry whose files did not all arrive.
         del files
 
 
