@@ -1,6 +1,7 @@
 """Sweeps under Hydra's launchers and the Optuna sweeper (subprocesses, as users run them)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -92,6 +93,12 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(cache_dir, tmp_path):
     md = (sweep / "report" / "report.md").read_text()
     assert "## Failed jobs" in md and "conv9" in md
     assert (sweep / "report" / "score_vs_layer.png").stat().st_size > 1000
+    # The measured distance recomputes the source's val features from the job's saved config and cached net.
+    from src.report.build import build_report
+
+    out = build_report([sweep], tmp_path / "rep", distance=True, cache_dir=cache_dir)
+    dist = json.loads((out / "analysis.json").read_text())["measured_distance"]["table"]
+    assert len(dist) == 1 and dist[0]["layer"] == "fc7" and dist[0]["frechet"] > 0 and math.isfinite(dist[0]["logme"])
 
 
 def test_resume_after_kill_finishes_only_missing_jobs(cache_dir, tmp_path):

@@ -50,3 +50,17 @@ def test_logme_and_hscore_prefer_informative_features():
     # Also when there are more dimensions than examples (LogME's d > n branch).
     wide = rng.normal(size=(60, 200)) + np.eye(3, 200)[np.arange(60) % 3] * 3
     assert logme(wide, np.arange(60) % 3) > logme(wide, rng.permutation(np.arange(60) % 3))
+
+
+def test_frechet_distance_properties():
+    from src.transferability.estimators import frechet_distance
+
+    a = rng.normal(size=(400, 6))
+    b = rng.normal(size=(400, 6))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    shift = np.array([3.0, 0, 0, 0, 0, 0])
+    assert frechet_distance(a, a + shift) == pytest.approx(9.0, rel=1e-4)  # same covariance: ||shift||^2
+    assert frechet_distance(a, b) == pytest.approx(frechet_distance(b, a), rel=1e-6)
+    assert frechet_distance(a, 3 * b) > frechet_distance(a, b)
+    wide = rng.normal(size=(50, 80))  # fewer rows than dims: still finite
+    assert np.isfinite(frechet_distance(wide, wide + 1))

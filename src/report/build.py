@@ -126,13 +126,46 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
+def _source_val_features(job_dir: Path, tap: str) -> np.ndarray | None:
+    """The source net's own val images through its `tap` (fc7 / pool), recomputed from the job's saved config
+    (`.hydra/config.yaml`) and the cached snapshot; None for pretrained sources or when anything is missing."""
+    from omegaconf import OmegaConf
+
+    cfg_file = job_dir / ".hydra" / "config.yaml"
+    if not cfg_file.exists():
+        return None
+    import torch
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from src.cache import Store, make_key, source_payload
+    from src.check import validate
+    from src.data.tasks import load_source
+    from src.train.source import load_snapshot, to_input
+
+    cfg = OmegaConf.load(cfg_file)
+    plan = validate(cfg)
+    if plan.spec.pretrained:
+        return None
+    entry = Store(cfg.paths.cache_dir).lookup("source", make_key(source_payload(cfg, plan)))
+    if entry is None:
+        return None
+    model = load_snapshot(entry, plan.spec, plan.snapshot)
+    fx = create_feature_extractor(model, {model.tap_nodes()[tap]: tap})
+    x, _ = load_source(cfg.source, seed=int(cfg.seed))["val"]
+    with torch.inference_mode():
+        return np.concatenate([fx(to_input(torch.from_numpy(x[i : i + 256])))[tap].numpy()
+                               for i in range(0, len(x), 256)])
+
+
 def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
-    """Per source net and target: 1 - min-max normalised LogME of the target labels on the source's penultimate
-    layer (fc7, or pool for resnets), from the cached features of the sweep's jobs."""
+    """Per source net and target, from the cached features of the sweep's jobs at the penultimate layer (fc7, or
+    pool for resnets): 1 - min-max normalised LogME of the target's labels, and the Frechet distance between the
+    source task's val features and the target's features (how far the target's images sit from the source's)."""
     from src.transferability import logme
+    from src.transferability.estimators import frechet_distance
 
     ok = A.ok_rows(df).dropna(subset=["features_key"])
-    rows = []
+    rows, source_feats = [], {}
     for (source_key, target), jobs in ok.groupby(["source_key", "target"]):
         features = cache_dir / "features" / jobs["features_key"].iloc[0]
         entry = features / "train" if (features / "train").is_dir() else features / "database"  # retrieval
@@ -140,14 +173,21 @@ def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
         if tap is None:
             continue
         x, y = np.load(tap), np.load(entry / "labels.npy")
+        if source_key not in source_feats:
+            try:
+                source_feats[source_key] = _source_val_features(Path(jobs["job_dir"].iloc[0]), tap.stem)
+            except Exception:  # the distance table still has LogME without it
+                source_feats[source_key] = None
+        src_x = source_feats[source_key]
         rows.append({"source_key": source_key, "source": f"{jobs['arch'].iloc[0]}/{jobs['width'].iloc[0]}",
-                     "target": target, "distance_rank": int(jobs["distance_rank"].iloc[0]),
-                     "layer": tap.stem, "logme": logme(x, y)})
+                     "target": target, "distance_rank": int(jobs["distance_rank"].iloc[0]), "layer": tap.stem,
+                     "logme": logme(x, y) if y.ndim == 1 else math.nan,
+                     "frechet": frechet_distance(src_x, x) if src_x is not None else math.nan})
     out = pd.DataFrame(rows)
     if len(out):
         lo = out.groupby("source_key")["logme"].transform("min")
         hi = out.groupby("source_key")["logme"].transform("max")
-        out["measured_distance"] = 1 - (out["logme"] - lo) / (hi - lo).replace(0, np.nan)
+        out["logme_distance"] = 1 - (out["logme"] - lo) / (hi - lo).replace(0, np.nan)
     return out.sort_values(["source_key", "distance_rank"]).reset_index(drop=True)
 
 
@@ -203,15 +243,22 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         cache = Path(cache_dir or os.environ.get("TRANSFER_CACHE_DIR", src.REPO_ROOT / ".cache"))
         md_df = measured_distance(df, cache)
         if len(md_df):
-            rhos = {}
+            from scipy import stats
+
+            rhos: dict[str, dict] = {}
             for key, g in md_df.groupby("source_key"):
-                if len(g) >= 3:
-                    r = __import__("scipy").stats.spearmanr(g["distance_rank"], g["measured_distance"])
-                    rhos[key] = {"rho": float(r.statistic), "p": float(r.pvalue)}
+                for measure in ("logme_distance", "frechet"):
+                    sub = g[["distance_rank", measure]].dropna()
+                    if len(sub) >= 3:
+                        r = stats.spearmanr(sub["distance_rank"], sub[measure])
+                        rhos.setdefault(key, {})[measure] = {"rho": float(r.statistic), "p": float(r.pvalue)}
+            agreement = "; ".join(f"source {k[:8]} {m}: Spearman rho={v['rho']:.2f} (p={v['p']:.3g})"
+                                  for k, ms in rhos.items() for m, v in ms.items())
             md += ["## Measured distance from the source\n",
-                   "1 - normalised LogME of each target on the source net's penultimate layer, against the a priori "
-                   "distance_rank. " + "; ".join(f"source {k[:8]}: Spearman rho={v['rho']:.2f} (p={v['p']:.3g})"
-                                                  for k, v in rhos.items()) + "\n", md_table(md_df), ""]
+                   "Two distances computed from the source net itself at its penultimate layer: 1 - normalised LogME "
+                   "of the target (how well the features explain its labels) and the Frechet distance between the "
+                   "source task's val features and the target's (how far its images sit from the source's), against "
+                   "the a priori distance_rank. " + agreement + "\n", md_table(md_df), ""]
             analysis["measured_distance"] = {"table": md_df.to_dict("records"), "spearman": rhos}
     failed = df[df["status"] != "ok"]
     if len(failed):
