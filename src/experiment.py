@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig
+from threadpoolctl import threadpool_limits
 
 from src.cache import Store, features_payload, finetune_payload, make_key, source_payload
 from src.check import Plan
@@ -58,7 +59,9 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     """Run (or reuse) every stage; returns the `metrics`, `timings_s`, `cache` and `keys` parts of result.json."""
     t_start = time.perf_counter()
     if cfg.trainer.num_threads:
+        # Both torch's and the BLAS/OpenMP pools scikit-learn uses, so parallel jobs do not oversubscribe the cores.
         torch.set_num_threads(int(cfg.trainer.num_threads))
+        threadpool_limits(int(cfg.trainer.num_threads))
     store = Store(cfg.paths.cache_dir)
 
     # Stage 1: the source net (trained once per source key, every epoch snapshotted; pretrained nets: no training).
