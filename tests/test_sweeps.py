@@ -92,6 +92,7 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(cache_dir, tmp_path):
     # The callback also wrote the report, failed job included.
     md = (sweep / "report" / "report.md").read_text()
     assert "## Failed jobs" in md and "conv9" in md
+    assert len((sweep / "report" / "results.csv").read_text().splitlines()) == 1 + 3
     assert (sweep / "report" / "score_vs_layer.png").stat().st_size > 1000
     # The measured distance recomputes the source's val features from the job's saved config and cached net.
     from src.report.build import build_report
