@@ -100,3 +100,30 @@ def test_missing_dataset_cli_is_fast(tmp_path):
     r = run_cli("target=cifar10", f"paths.data_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}")
     assert r.returncode != 0 and time.perf_counter() - t0 < 15
     assert r.stderr.strip().splitlines()[-1].startswith(f"error: dataset cifar10 not found under {tmp_path}")
+
+
+def _dtd(root, classes=("banded", "dotted", "striped"), per_split=(4, 2, 3)):
+    """DTD's layout: dtd/dtd/images/<class>/<file>.jpg and dtd/dtd/labels/{train,val,test}1.txt."""
+    from PIL import Image
+
+    data = root / "dtd" / "dtd"
+    (data / "labels").mkdir(parents=True)
+    for split, n in zip(("train", "val", "test"), per_split):
+        lines = []
+        for c in classes:
+            (data / "images" / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                name = f"{c}_{split}_{i}.jpg"
+                Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(data / "images" / c / name)
+                lines.append(f"{c}/{name}")
+        (data / "labels" / f"{split}1.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_file_backed_dataset_dtd(tmp_path):
+    """A file-backed dataset (images decoded one by one with PIL, resized), with its own val split."""
+    _dtd(tmp_path)
+    d = {"dataset": "dtd", "root": str(tmp_path), "seed": 0, "max_per_class": 3, "max_test_per_class": None}
+    splits = T.load_dataset_target(d, 32)
+    assert splits["train"][0].shape == (9, 3, 32, 32) and splits["train"][0].dtype == np.uint8
+    assert np.bincount(splits["train"][1]).tolist() == [3, 3, 3]  # capped per class
+    assert len(splits["val"][1]) == 6 and len(splits["test"][1]) == 9
