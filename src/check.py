@@ -33,7 +33,6 @@ class Plan:
     tap: str  # canonical tap name (aliases such as conv_last resolved)
     snapshot: int  # epoch whose weights are used
     feature_dim: int  # dimension of the chosen layer after pooling
-    n_train: int  # target training examples (the fold PCA and the classifier are fit on)
 
 
 def _positive(name: str, value: Any, allow_none: bool = False) -> None:
@@ -219,4 +218,4 @@ def validate(cfg: DictConfig) -> Plan:
     grid = cfg.classifier.C_grid
     if not grid or any(not (isinstance(c, (int, float)) and c > 0) for c in grid):
         raise ConfigError(f"classifier.C_grid={list(grid) if grid else grid} must be a non-empty list of positive numbers")
-    return Plan(spec=spec, tap=tap, snapshot=int(snapshot), feature_dim=feature_dim, n_train=n_train or 0)
+    return Plan(spec=spec, tap=tap, snapshot=int(snapshot), feature_dim=feature_dim)

@@ -42,7 +42,8 @@ class TorchLinearSVC(ClassifierMixin, BaseEstimator):
         self.n_iter_ = 0
         # Phase 1 with float32 products gets close cheaply; phase 2 with float64 products finishes the job
         # (float32 rounding alone stalls L-BFGS a little short of the optimum on large-C problems).
-        for xm in dict.fromkeys([x, x.to(dtype)]):  # (one phase when matmul_dtype is already float64)
+        phases = [x] if x.dtype == dtype else [x, x.to(dtype)]
+        for xm in phases:
             self.n_iter_ += self._lbfgs(xm, signs, w, b, reg, self.max_iter - self.n_iter_)
         self.coef_ = w.detach().T.double().numpy()
         self.intercept_ = b.detach().double().numpy()

@@ -21,6 +21,8 @@ SHOWN = ["status", "arch", "width", "depth", "layer", "pooling", "dimred", "n_co
 
 
 def write_summary(sweep_dir: str | Path, echo: bool = True) -> Path | None:
+    import pandas as pd
+
     from src.report.collect import load_results
 
     sweep_dir = Path(sweep_dir)
@@ -36,7 +38,7 @@ def write_summary(sweep_dir: str | Path, echo: bool = True) -> Path | None:
     tmp.replace(out)
     if echo:
         cols = ["job"] + [c for c in SHOWN if c in df.columns and df[c].notna().any()]
-        with __import__("pandas").option_context("display.width", 200, "display.max_rows", 500):
+        with pd.option_context("display.width", 200, "display.max_rows", 500):
             print(df[cols].to_string(index=False))
         n_ok = int((df["status"] == "ok").sum())
         print(f"{len(df)} jobs ({n_ok} ok, {len(df) - n_ok} not ok); summary: {out}")
