@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install.stamp
 
-.PHONY: install run test test-fast tasks bench bench-smoke clean
+.PHONY: install run test test-fast tasks layers bench bench-smoke clean
 
 install: $(STAMP)
 
@@ -42,4 +42,8 @@ clean:
 
 # The table of target tasks (group, distance from the source, metric).
 tasks: install
-	$(BIN)/python -m src.tasks
+	$(BIN)/python -m src.data
+
+# Every arch's depths and the layer names layer= accepts.
+layers: install
+	$(BIN)/python -m src.models

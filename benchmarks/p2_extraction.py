@@ -21,7 +21,7 @@ from benchmarks.common import parser, write
 from src.features.extract import extract_splits
 from src.models.nets import build_model
 from src.models.spec import arch_spec
-from src.train.source import to_input
+from src.models.nets import to_input
 
 
 def gemm_peak(n: int, reps: int = 5) -> float:

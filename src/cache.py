@@ -197,3 +197,10 @@ def features_payload(cfg, plan, source_key: str, finetune_key: str | None = None
     if finetune_key is not None:
         payload["finetune"] = finetune_key
     return payload
+
+
+def source_val_payload(cfg, plan, source_key: str) -> dict[str, Any]:
+    """The source task's own val images through its net (`source_val_features=true`): which weights, nothing else
+    (the source key already hashes the source data)."""
+    return {"stage": "features", "version": FEATURES_VERSION, "source": source_key, "snapshot": plan.snapshot,
+            "images": "source_val"}

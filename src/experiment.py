@@ -1,62 +1,193 @@
-"""One experiment's stages: source net -> [fine-tuned net] -> features -> probe, each cached by its own key.
+"""One experiment's stages: source net -> [fine-tuned net] -> features -> estimates and probe, each cached by its
+own key (`src.cache`: what each key hashes).
 
-`run_experiment` is what `src.main` calls after the config check; it imports torch, so nothing that only
-composes or validates a config imports this module.
+Each stage is a function returning a small `Stage` artifact (cache entry, hit, key, seconds); how a target is
+scored is looked up in `EVALUATORS` by the target task's registered evaluator. `run_experiment` is what
+`src.main` calls after the config check; it imports torch, so nothing that only composes or validates a config
+imports this module.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
-from src.cache import Store, features_payload, finetune_payload, make_key, source_payload
+from src.cache import Store, features_payload, finetune_payload, make_key, source_payload, source_val_payload
 from src.check import Plan
 from src.data.tasks import load_source, load_target
 from src.features.extract import extract_splits, load_features
+from src.models.registry import get_arch
 from src.probe.linear import METRICS, build_pipeline, fit_and_score
+from src.probe.registry import CLASSIFIERS
 from src.probe.retrieval import retrieval_score
-from src.transferability.estimators import ESTIMATORS, logme, softmax
 from src.train.finetune import finetune, load_finetuned, predict
-from src.train.source import load_snapshot, to_input, train_source
+from src.train.source import snapshot_file, train_source
+from src.transferability.estimators import ESTIMATORS, softmax
 
 
-def estimate_transferability(feat_entry: Path, plan: Plan, splits, names: list[str]) -> dict[str, float]:
-    """Every estimator on the labelled target images of `names`: LogME/H-score on the chosen layer's features,
-    LEEP/NCE on the source head's class probabilities (its last tap, stored in the same feature entry)."""
+@dataclass(frozen=True)
+class Stage:
+    """What a stage leaves behind: its cache entry (None: nothing cached), whether it was a hit, its key, time."""
+
+    entry: Path | None = None
+    hit: bool | None = None
+    key: str | None = None
+    seconds: float = 0.0
+
+
+def _cached(store: Store, stage: str, payload: dict, build: Callable[[Path], None]) -> Stage:
+    t0 = time.perf_counter()
+    entry, hit = store.get_or_build(stage, payload, build)
+    return Stage(entry, hit, make_key(payload), time.perf_counter() - t0)
+
+
+def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
+    """The source net, trained once per source key with every epoch snapshotted (pretrained nets: nothing)."""
+    payload = source_payload(cfg, plan)
+    if plan.spec.pretrained:
+        return Stage(None, True, make_key(payload))
+
+    def build(tmp: Path) -> None:
+        splits = load_source(cfg.source, seed=int(cfg.seed))
+        train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed))
+
+    return _cached(store, "source", payload, build)
+
+
+def source_net(cfg: DictConfig, plan: Plan, source: Stage):
+    """(model in eval mode, tap -> graph node, uint8 batch -> input) of the configured source, via the arch registry."""
+    impl = get_arch(plan.spec.family).torch()
+    weights = snapshot_file(source.entry, plan.snapshot) if source.entry is not None else None
+    return impl.load(plan.spec, cfg.source, weights), impl.tap_nodes(plan.spec), impl.preprocess(plan.spec, cfg.source)
+
+
+def finetune_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -> Stage:
+    """A copy of the source net fine-tuned on the target (finetune=last|full), cached under its own key."""
+    if cfg.finetune.name == "none":
+        return Stage()
+
+    def build(tmp: Path) -> None:
+        model, _, prep = source_net(cfg, plan, source)
+        splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
+        if cfg.target.evaluator == "retrieval":  # learn the database's instances
+            splits = {"train": splits["database"], "val": splits["database"]}
+        finetune(tmp, model, plan.spec, splits, cfg.finetune, cfg.trainer, prep, seed=int(cfg.seed))
+
+    return _cached(store, "finetune", finetune_payload(cfg, plan, source.key), build)
+
+
+def tuned_net(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage):
+    """The source net as the later stages use it: fine-tuned if asked for."""
+    model, nodes, prep = source_net(cfg, plan, source)
+    if tuned.entry is not None:
+        n_classes = json.loads((tuned.entry / "metrics.json").read_text())["num_classes"]
+        model = load_finetuned(tuned.entry, model, plan.spec, n_classes)
+    return model, nodes, prep
+
+
+def features_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, tuned: Stage) -> Stage:
+    """Every tap (and every pooling) of the target's images, from one forward pass."""
+
+    def build(tmp: Path) -> None:
+        model, nodes, prep = tuned_net(cfg, plan, source, tuned)
+        splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
+        extract_splits(model, nodes, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep)
+
+    return _cached(store, "features", features_payload(cfg, plan, source.key, tuned.key), build)
+
+
+def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -> Stage:
+    """Every tap of the source task's own val images (split `val`), once per source net and snapshot: what the
+    report's measured distance compares the target's features with. Only with `source_val_features=true`."""
+    if not cfg.get("source_val_features") or plan.spec.pretrained:
+        return Stage()
+
+    def build(tmp: Path) -> None:
+        model, nodes, prep = source_net(cfg, plan, source)
+        val = load_source(cfg.source, seed=int(cfg.seed))["val"]
+        extract_splits(model, nodes, {"val": val}, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep)
+
+    return _cached(store, "features", source_val_payload(cfg, plan, source.key), build)
+
+
+def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, splits, names: list[str]) -> dict[str, float]:
+    """The registered estimators (cheap ones always, an expensive one when `estimator=` names it) on the labelled
+    target images of `names`: 'features' ones on the chosen layer, 'probs' ones on the source head's class
+    probabilities (its last tap, stored in the same feature entry)."""
+    chosen = [e for e in ESTIMATORS.values() if e.cost == "cheap" or e.name == cfg.estimator.name]
     x = np.concatenate([splits[s][0] for s in names])
     y = np.concatenate([splits[s][1] for s in names])
-    if y.ndim == 2:  # multi-label: LogME per label column; the others are defined for single labels only
-        return {"logme": float(np.mean([logme(x, col) for col in y.T]))}
-    head = plan.spec.taps()[-1]  # fc8 / logits
-    logits = np.concatenate([load_features(feat_entry, s, plan.spec, head, "avg")[0] for s in names])
-    inputs = {"features": x, "probs": softmax(logits)}
-    return {name: fn(inputs[kind], y) for name, (kind, fn) in ESTIMATORS.items()}
+    if y.ndim == 2:  # multi-label: per label column, for the estimators defined that way
+        return {e.name: float(np.mean([e.fn(x, col) for col in y.T])) for e in chosen
+                if e.multilabel and e.input == "features"}
+    inputs = {"features": x}
+    if any(e.input == "probs" for e in chosen):
+        head = plan.spec.taps()[-1]  # fc8 / logits
+        logits = np.concatenate([load_features(feat_entry, s, plan.spec, head, "avg")[0] for s in names])
+        inputs["probs"] = softmax(logits)
+    return {e.name: e.fn(inputs[e.input], y) for e in chosen}
 
 
-def source_model(cfg: DictConfig, plan: Plan, src_entry: Path | None):
-    """(model in eval mode, tap -> graph node, uint8 batch -> input) for the configured source."""
-    if plan.spec.pretrained:
-        from src.models import pretrained
+# --- evaluators: how a target is scored (the task registry names one per task) --------------------------------
 
-        arch = plan.spec.family
-        return (
-            pretrained.load_pretrained(arch, cfg.source),
-            pretrained.tap_nodes(arch),
-            pretrained.preprocess_for(arch, cfg.source),
-        )
-    model = load_snapshot(src_entry, plan.spec, plan.snapshot)
-    return model, model.tap_nodes(), to_input
+
+def _probe(cfg: DictConfig, plan: Plan, feat_entry: Path, names: tuple[str, ...], fit: Callable) -> dict[str, Any]:
+    """Shared by the feature-based evaluators: load the chosen layer, estimate, then fit (unless an estimator
+    replaces the probe: `estimator=logme` etc. scores without training anything)."""
+    splits = {s: load_features(feat_entry, s, plan.spec, plan.tap, cfg.pooling) for s in names}
+    # Estimators look at the labelled images a probe would be fit on.
+    labelled = [n for n in names if n in ("train", "val", "database")]
+    transfer = estimate_transferability(cfg, plan, feat_entry, splits, labelled)
+    out = {"transferability": transfer, "estimator": cfg.estimator.name,
+           "estimator_score": transfer.get(cfg.estimator.name)}
+    if cfg.estimator.name == "none":
+        out.update(fit(splits))
+    return out
+
+
+def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> dict[str, Any]:
+    """Linear probe: C chosen on val, refit on train+val, scored on test."""
+
+    def fit(splits):
+        multilabel = splits["train"][1].ndim == 2
+        probe = fit_and_score(build_pipeline(cfg, multilabel), splits, list(cfg.classifier.C_grid), cfg.target.metric,
+                              CLASSIFIERS[cfg.classifier.name].c_param)
+        return {k: probe[k] for k in ("target_score", "best_C", "val_scores", "convergence_warnings")}
+
+    return _probe(cfg, plan, feat_entry, ("train", "val", "test"), fit)
+
+
+def evaluate_retrieval(cfg: DictConfig, plan: Plan, feat_entry: Path) -> dict[str, Any]:
+    """Queries ranked against the database by L2 distance of normalised features; mAP."""
+    return _probe(cfg, plan, feat_entry, ("database", "query"), lambda splits: retrieval_score(cfg, splits))
+
+
+EVALUATORS: dict[str, Callable[[DictConfig, Plan, Path], dict[str, Any]]] = {
+    "classification": evaluate_classification,
+    "retrieval": evaluate_retrieval,
+}
+
+
+def evaluate_finetuned_classifier(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage) -> dict[str, Any]:
+    """A fine-tuned classifier is scored by its own predictions on the test split: no features, no probe."""
+    model, _, prep = tuned_net(cfg, plan, source, tuned)
+    test_x, test_y = load_target(cfg.target.data, image_size=int(cfg.source.image_size))["test"]
+    pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size))
+    ft = json.loads((tuned.entry / "metrics.json").read_text())
+    return {"target_score": float(METRICS[cfg.target.metric](test_y, pred)),
+            "finetune_val_acc": ft["val_acc"][str(ft["epochs"])], "feature_dim": None}
 
 
 def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
-    """Run (or reuse) every stage; returns the `metrics`, `timings_s`, `cache` and `keys` parts of result.json."""
+    """Run (or reuse) every stage; returns the `metrics`, `timings_s`, `cache` and `keys` parts of the Result."""
     t_start = time.perf_counter()
     if cfg.trainer.num_threads:
         # Both torch's and the BLAS/OpenMP pools scikit-learn uses, so parallel jobs do not oversubscribe the cores.
@@ -64,117 +195,33 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         threadpool_limits(int(cfg.trainer.num_threads))
     store = Store(cfg.paths.cache_dir)
 
-    # Stage 1: the source net (trained once per source key, every epoch snapshotted; pretrained nets: no training).
-    src_payload = source_payload(cfg, plan)
-    src_key = make_key(src_payload)
+    source = source_stage(cfg, plan, store)
+    tuned = finetune_stage(cfg, plan, store, source)
+    source_val = source_val_stage(cfg, plan, store, source)
+    metrics: dict[str, Any] = {
+        "target_score": None, "target_metric": cfg.target.metric, "source_val_acc": None,
+        "feature_dim": plan.feature_dim, "best_C": None, "val_scores": None, "estimator": cfg.estimator.name,
+        "estimator_score": None, "transferability": {},
+    }
+    if source.entry is not None:
+        metrics["source_val_acc"] = json.loads((source.entry / "metrics.json").read_text())["val_acc"][str(plan.snapshot)]
+
     t0 = time.perf_counter()
-    if plan.spec.pretrained:
-        src_entry, src_hit, source_val_acc = None, True, None
+    if tuned.entry is not None and cfg.target.evaluator == "classification":
+        features = Stage()
+        metrics.update(evaluate_finetuned_classifier(cfg, plan, source, tuned))
     else:
-
-        def build_source(tmp: Path) -> None:
-            splits = load_source(cfg.source, seed=int(cfg.seed))
-            train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed))
-
-        src_entry, src_hit = store.get_or_build("source", src_payload, build_source)
-        source_val_acc = json.loads((src_entry / "metrics.json").read_text())["val_acc"][str(plan.snapshot)]
-    t_source = time.perf_counter() - t0
-
-    # Stage 2 (optional): fine-tune a copy of the source net on the target, cached under its own key.
-    ft_entry, ft_hit, ft_key, t_finetune = None, None, None, 0.0
-    if cfg.finetune.name != "none":
-        ft_payload = finetune_payload(cfg, plan, src_key)
-        ft_key = make_key(ft_payload)
-
-        def build_finetune(tmp: Path) -> None:
-            model, _, prep = source_model(cfg, plan, src_entry)
-            splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
-            if cfg.target.evaluator == "retrieval":  # learn the database's instances
-                splits = {"train": splits["database"], "val": splits["database"]}
-            finetune(tmp, model, plan.spec, splits, cfg.finetune, cfg.trainer, prep, seed=int(cfg.seed))
-
+        features = features_stage(cfg, plan, store, source, tuned)
         t0 = time.perf_counter()
-        ft_entry, ft_hit = store.get_or_build("finetune", ft_payload, build_finetune)
-        t_finetune = time.perf_counter() - t0
-
-    def tuned_model():
-        """The source net as the later stages use it: fine-tuned if asked for."""
-        model, nodes, prep = source_model(cfg, plan, src_entry)
-        if ft_entry is not None:
-            n_classes = json.loads((ft_entry / "metrics.json").read_text())["num_classes"]
-            model = load_finetuned(ft_entry, model, plan.spec, n_classes)
-        return model, nodes, prep
-
-    if ft_entry is not None and cfg.target.evaluator == "classification":
-        # A fine-tuned classifier is scored by its own predictions: no features, no probe.
-        t0 = time.perf_counter()
-        model, _, prep = tuned_model()
-        test_x, test_y = load_target(cfg.target.data, image_size=int(cfg.source.image_size))["test"]
-        pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size))
-        score = float(METRICS[cfg.target.metric](test_y, pred))
-        ft_metrics = json.loads((ft_entry / "metrics.json").read_text())
-        return {
-            "metrics": {"target_score": score, "target_metric": cfg.target.metric, "source_val_acc": source_val_acc,
-                        "finetune_val_acc": ft_metrics["val_acc"][str(ft_metrics["epochs"])], "feature_dim": None,
-                        "best_C": None, "val_scores": None, "estimator": "none", "estimator_score": None,
-                        "transferability": {}},
-            "timings_s": {"source": t_source, "finetune": t_finetune, "extract": 0.0,
-                          "probe": time.perf_counter() - t0, "total": time.perf_counter() - t_start},
-            "cache": {"source_hit": src_hit, "finetune_hit": ft_hit, "features_hit": None},
-            "keys": {"source": src_key, "finetune": ft_key, "features": None},
-        }
-
-    # Stage 3: features of the target images at every tap of that snapshot (one forward pass).
-    feat_payload = features_payload(cfg, plan, src_key, ft_key)
-
-    def build_features(tmp: Path) -> None:
-        model, nodes, prep = tuned_model()
-        splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
-        extract_splits(model, nodes, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep)
-
-    t0 = time.perf_counter()
-    feat_entry, feat_hit = store.get_or_build("features", feat_payload, build_features)
-    t_extract = time.perf_counter() - t0
-
-    # Stage 4: transferability estimates (cheap, from the features alone) and the probe (unless an estimator
-    # replaces it: `estimator=logme` etc. scores without training anything).
-    t0 = time.perf_counter()
-    retrieval = cfg.target.evaluator == "retrieval"
-    names = ("database", "query") if retrieval else ("train", "val", "test")
-    splits = {s: load_features(feat_entry, s, plan.spec, plan.tap, cfg.pooling.name) for s in names}
-    # Estimators look at the labelled images a probe would be fit on.
-    transfer = estimate_transferability(feat_entry, plan, splits, ["database"] if retrieval else ["train", "val"])
-    estimator = cfg.estimator.name
-    if estimator != "none":
-        probe = {"target_score": None, "best_C": None, "val_scores": None}
-    elif retrieval:
-        probe = {**retrieval_score(cfg, splits), "best_C": None, "val_scores": None}
-    else:
-        multilabel = splits["train"][1].ndim == 2
-        probe = fit_and_score(
-            build_pipeline(cfg, multilabel), splits, list(cfg.classifier.C_grid), cfg.target.metric, cfg.classifier.C_param
-        )
+        metrics.update(EVALUATORS[cfg.target.evaluator](cfg, plan, features.entry))
     t_probe = time.perf_counter() - t0
 
+    stages = {"source": source, "finetune": tuned, "features": features, "source_val_features": source_val}
     return {
-        "metrics": {
-            "target_score": probe["target_score"],
-            "target_metric": cfg.target.metric,
-            "source_val_acc": source_val_acc,
-            "feature_dim": int(splits[names[0]][0].shape[1]),
-            "best_C": probe["best_C"],
-            "val_scores": probe["val_scores"],
-            "estimator": estimator,
-            "estimator_score": transfer.get(estimator),
-            "transferability": transfer,
-        },
-        "timings_s": {
-            "source": t_source,
-            "finetune": t_finetune,
-            "extract": t_extract,
-            "probe": t_probe,
-            "total": time.perf_counter() - t_start,
-        },
-        "cache": {"source_hit": src_hit, "finetune_hit": ft_hit, "features_hit": feat_hit},
-        "keys": {"source": src_key, "finetune": ft_key, "features": make_key(feat_payload)},
+        "metrics": metrics,
+        "timings_s": {"source": source.seconds, "finetune": tuned.seconds, "extract": features.seconds,
+                      "source_val_extract": source_val.seconds, "probe": t_probe,
+                      "total": time.perf_counter() - t_start},
+        "cache": {f"{name}_hit": s.hit for name, s in stages.items()},
+        "keys": {name: s.key for name, s in stages.items()},
     }

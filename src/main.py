@@ -26,61 +26,33 @@ from omegaconf import DictConfig, OmegaConf
 
 import src  # noqa: F401  (registers the ${repo_root:} resolver)
 from src.cache import atomic_write_text, make_key
-from src.check import ConfigError, Plan, validate
+from src.check import validate
+from src.errors import ConfigError
+from src.record import RESULT, Result, factors
 
 log = logging.getLogger("src.main")
 # Hydra 1.4 warns about every config-named _target_ without an execution whitelist; ours (src.*) are trusted.
 warnings.filterwarnings("ignore", message=r"hydra\.utils\.instantiate\(\) resolved _target_='src\.")
-RESULT = "result.json"
-
-
-def factors(cfg: DictConfig, plan: Plan | None) -> dict[str, Any]:
-    """The factor values of this run, as the report reads them."""
-    return {
-        "source": cfg.source.name,
-        "source_num_classes": plan.spec.num_classes if plan else cfg.source.get("num_classes"),
-        "source_images_per_class": cfg.source.get("images_per_class"),
-        "source_epochs": cfg.source.get("epochs"),
-        "snapshot": plan.snapshot if plan else cfg.source.get("snapshot"),
-        "arch": cfg.arch.name,
-        "width": cfg.width.name,
-        "depth": plan.spec.depth if plan else cfg.depth,
-        "layer": cfg.layer.name,
-        "pooling": cfg.pooling.name,
-        "norm": cfg.norm.name,
-        "dimred": cfg.dimred.name,
-        "n_components": cfg.dimred.n_components if cfg.dimred.name != "none" else None,
-        "classifier": cfg.classifier.name,
-        "estimator": cfg.estimator.name,
-        "finetune": cfg.finetune.name,
-        "target": cfg.target.name,
-        "group": cfg.target.group,
-        "distance_rank": cfg.target.distance_rank,
-        "seed": cfg.seed,
-    }
 
 
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
-    """Check and run one experiment, writing `out_dir/result.json` whether it succeeds or fails."""
+    """Check and run one experiment, writing `out_dir/result.json` (a `Result`) whether it succeeds or fails."""
     t0 = time.perf_counter()
-    result: dict[str, Any] = {"config_hash": make_key(OmegaConf.to_container(cfg, resolve=True))}
+    config_hash = make_key(OmegaConf.to_container(cfg, resolve=True))
     plan = None
     try:
         plan = validate(cfg)
         from src.experiment import run_experiment  # heavy imports (torch, lightning) only past the check
 
-        result.update(status="ok", factors=factors(cfg, plan), **run_experiment(cfg, plan))
+        result = Result(status="ok", config_hash=config_hash, factors=factors(cfg, plan), **run_experiment(cfg, plan))
     except Exception as e:
-        result.update(
-            status="failed",
-            factors=factors(cfg, plan),
-            error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()},
-            timings_s={"total": time.perf_counter() - t0},
-        )
-        atomic_write_text(out_dir / RESULT, json.dumps(result, indent=1, default=str))
+        result = Result(status="failed", config_hash=config_hash, factors=factors(cfg, plan),
+                        timings_s={"total": time.perf_counter() - t0},
+                        error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
+        atomic_write_text(out_dir / RESULT, result.to_json())
         raise
-    atomic_write_text(out_dir / RESULT, json.dumps(result, indent=1, default=str))
-    return result
+    atomic_write_text(out_dir / RESULT, result.to_json())
+    return json.loads(result.to_json())
 
 
 def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[float]:
@@ -153,7 +125,7 @@ def main(cfg: DictConfig) -> float | list[float]:
             else f"{m['estimator']} estimate): {m['estimator_score']:.4f}")
     src_acc = "n/a (pretrained)" if m["source_val_acc"] is None else f"{m['source_val_acc']:.3f}"
     print(
-        f"target {cfg.target.name} ({what} | layer {cfg.layer.name} of "
+        f"target {cfg.target.name} ({what} | layer {cfg.layer} of "
         f"{cfg.arch.name}/{cfg.width.name}, source val acc {src_acc} | "
         f"cache: {', '.join(f'{k[:-4]} {hit_word(v)}' for k, v in c.items() if v is not None)} | "
         f"{result['timings_s']['total']:.1f}s | {out_dir / RESULT}"

@@ -79,7 +79,7 @@ def test_cfg_job_and_help_do_not_import_torch():
 
 
 def test_task_table_lists_every_target_with_metadata():
-    from src.tasks import task_rows
+    from src.data.__main__ import task_rows
 
     rows = {r["target"]: r for r in task_rows()}
     assert {"synth_objects_new", "synth_scenes", "synth_finegrained", "synth_attributes", "synth_count",

@@ -185,13 +185,12 @@ def render_multi(
     size: int,
     seed: int,
     nuis: Nuisance = Nuisance(scale=(0.25, 0.38), distractors=1),
-    slot_centres: np.ndarray | None = None,
     chunk: int = 256,
 ) -> np.ndarray:
     """Several objects per image: slot j of image i shows prototype `slot_labels[i, j]` if `slot_present[i, j]`.
 
-    Without `slot_centres`, slots are placed in distinct cells of a 2x2 grid (jittered) so objects rarely
-    overlap, which keeps counts countable.
+    Slots are placed in distinct cells of a 2x2 grid (jittered) so objects rarely overlap, which keeps counts
+    countable.
     """
     n_img, n_slots = slot_labels.shape
     out = np.empty((n_img, 3, size, size), dtype=np.uint8)
@@ -202,11 +201,8 @@ def render_multi(
         lab, pres = slot_labels[sl], slot_present[sl]
         n = len(lab)
         img = _render_background(rng, n, size, nuis)
-        if slot_centres is None:
-            order = np.argsort(rng.random((n, len(cells))), axis=1)[:, :n_slots]
-            centres = cells[order] + rng.uniform(-0.12, 0.12, (n, n_slots, 2))
-        else:
-            centres = slot_centres[sl] + rng.uniform(-0.08, 0.08, (n, n_slots, 2))
+        order = np.argsort(rng.random((n, len(cells))), axis=1)[:, :n_slots]
+        centres = cells[order] + rng.uniform(-0.12, 0.12, (n, n_slots, 2))
         for j in range(n_slots):
             scale = rng.uniform(*nuis.scale, n)
             img = _composite_objects(img, protos.take(lab[:, j]), rng, nuis, centres[:, j], scale, pres[:, j])

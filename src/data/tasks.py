@@ -21,6 +21,9 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from src.data import synthetic as syn
+from src.data.imagefolder import check_classes
+from src.data.registry import SOURCES, TASKS, SourceKind, register_source, register_task
+from src.errors import ConfigError, positive, positive_int
 
 Split = tuple[np.ndarray, np.ndarray]
 SOURCE_FAMILY_SEED = 0
@@ -53,15 +56,108 @@ def _counts_total(d: Mapping[str, Any]) -> int:
     return int(d["train_per_class"]) + int(d["val_per_class"]) + int(d["test_per_class"])
 
 
+# --- config validation of each task (`cfg` is the composed config; returns the training images if known) -----
+
+DIGITS_MIN_PER_CLASS = 174  # the rarest digit in scikit-learn's set has 174 images
+
+
+def _per_class_task(extra: Callable[[Any], None] | None = None, test_optional: bool = False):
+    """Validator of a task split `*_per_class` (plus a task-specific `extra` check on `target.data`)."""
+
+    def validate(cfg) -> int:
+        data = cfg.target.data
+        for field in ("num_classes", "train_per_class", "val_per_class"):
+            positive_int(f"target.data.{field}", data[field])
+        positive_int("target.data.test_per_class", data.test_per_class, allow_none=test_optional)
+        if extra is not None:
+            extra(data)
+        n_train = data.train_per_class * data.num_classes
+        if data.get("train_examples") is None:
+            return n_train
+        positive_int("target.data.train_examples", data.train_examples)
+        if data.train_examples > n_train:
+            raise ConfigError(f"target.data.train_examples={data.train_examples} exceeds the task's {n_train} "
+                              f"training images; valid: 1..{n_train}")
+        return data.train_examples
+
+    return validate
+
+
+def _check_count(data) -> None:
+    if data.num_classes > 4:
+        raise ConfigError(f"target.data.num_classes={data.num_classes} for the count task; valid: 1..4 objects")
+
+
+def _check_scenes(data) -> None:
+    k = data.get("num_objects", 5)
+    if data.num_classes > k * (k - 1) // 2:
+        raise ConfigError(
+            f"target.data.num_classes={data.num_classes} for scenes of {k} objects; valid: 1..{k * (k - 1) // 2}"
+        )
+
+
+def _check_digits(data) -> None:
+    asked = data.train_per_class + data.val_per_class + (data.test_per_class or 0)
+    if asked > DIGITS_MIN_PER_CLASS:
+        raise ConfigError(f"digits splits ask for {asked} images per class; the set has at least {DIGITS_MIN_PER_CLASS}")
+
+
+def _check_retrieval(cfg) -> int:
+    data = cfg.target.data
+    for field in ("num_instances", "database_per_instance", "queries_per_instance"):
+        positive_int(f"target.data.{field}", data[field])
+    return data.num_instances * data.database_per_instance
+
+
+def _check_multilabel(cfg) -> int:
+    data = cfg.target.data
+    for field in ("num_classes", "train_images", "val_images", "test_images"):
+        positive_int(f"target.data.{field}", data[field])
+    if data.num_classes < 3:
+        raise ConfigError(f"target.data.num_classes={data.num_classes} for multilabel; valid: 3 or more")
+    return data.train_images
+
+
+def _check_imagefolder(cfg) -> None:
+    import os
+
+    root = cfg.target.data.root
+    split_root = f"{root}/train" if os.path.isdir(f"{root}/train") and os.path.isdir(f"{root}/test") else root
+    try:
+        check_classes(split_root, cfg.target.data.classes)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"target.data.root: {e}") from None
+    positive_int("target.data.max_per_class", cfg.target.data.max_per_class, allow_none=True)
+    return None
+
+
+def _check_torchvision(cfg) -> None:
+    from src.data.torchvision_sets import DATASETS, open_split
+
+    data = cfg.target.data
+    if data.dataset not in DATASETS:
+        raise ConfigError(f"target.data.dataset={data.dataset!r} is unknown; valid: {', '.join(DATASETS)}")
+    for split in DATASETS[data.dataset][1]:  # fail now, not after training a source net
+        open_split(data.dataset, data.root, split, data.get("download", False))
+    return None
+
+
+def _describe_per_class(d) -> str:
+    test = "rest" if d.get("test_per_class") is None else d.test_per_class
+    return f"{d.task}: {d.num_classes} classes, {d.train_per_class}/{d.val_per_class}/{test} per class"
+
+
 # --- synthetic task builders: (data cfg, image size) -> (images, labels) over all splits -----------------
 
 
+@register_task("objects_new", validate=_per_class_task(), describe=_describe_per_class)
 def _objects_new(d: Mapping[str, Any], size: int) -> Split:
     protos = syn.make_prototypes(d["num_classes"], family_seed=d.get("family_seed", 1))
     labels = syn.balanced_labels(d["num_classes"], _counts_total(d), d["seed"])
     return syn.render_single(protos, labels, size, seed=d["seed"]), labels
 
 
+@register_task("finegrained", validate=_per_class_task(), describe=_describe_per_class)
 def _finegrained(d: Mapping[str, Any], size: int) -> Split:
     base = syn.make_prototypes(1, family_seed=d.get("family_seed", 2))
     protos = syn.perturb_prototype(base, d["num_classes"], d.get("strength", 0.35), seed=d["seed"])
@@ -69,6 +165,7 @@ def _finegrained(d: Mapping[str, Any], size: int) -> Split:
     return syn.render_single(protos, labels, size, seed=d["seed"]), labels
 
 
+@register_task("attributes", validate=_per_class_task(), describe=_describe_per_class)
 def _attributes(d: Mapping[str, Any], size: int) -> Split:
     """Label = the fill colour pair; each image takes a random shape/texture from a pool of 64 prototypes."""
     colours = syn.make_prototypes(d["num_classes"], family_seed=d.get("family_seed", 3)).colour
@@ -80,6 +177,7 @@ def _attributes(d: Mapping[str, Any], size: int) -> Split:
     return syn.render_single(protos, np.arange(len(labels)), size, seed=d["seed"]), labels
 
 
+@register_task("count", validate=_per_class_task(_check_count), describe=_describe_per_class)
 def _count(d: Mapping[str, Any], size: int) -> Split:
     """Label = number of objects minus one; objects are random source-family prototypes."""
     n_max = int(d["num_classes"])
@@ -93,6 +191,7 @@ def _count(d: Mapping[str, Any], size: int) -> Split:
     return syn.render_multi(protos, slot_labels, present, size, seed=d["seed"]), labels
 
 
+@register_task("scenes", validate=_per_class_task(_check_scenes), describe=_describe_per_class)
 def _scenes(d: Mapping[str, Any], size: int) -> Split:
     """Label = which pair of objects co-occurs (C(k, 2) classes from k prototypes), placed in random cells."""
     from itertools import combinations
@@ -107,6 +206,8 @@ def _scenes(d: Mapping[str, Any], size: int) -> Split:
     return syn.render_multi(protos, pairs[labels], present, size, seed=d["seed"]), labels
 
 
+@register_task("retrieval", validate=_check_retrieval, evaluator="retrieval", metrics=("map",),
+               describe=lambda d: f"{d.num_instances} instances: {d.database_per_instance} database + {d.queries_per_instance} query views")
 def _retrieval(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     """Instance retrieval: `num_instances` objects, each a fixed prototype *and* fixed colours (no colour jitter),
     seen `database_per_instance` times in the database and `queries_per_instance` times as queries, under new
@@ -121,6 +222,8 @@ def _retrieval(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     return out
 
 
+@register_task("multilabel", validate=_check_multilabel, metrics=("map",),
+               describe=lambda d: f"multilabel: {d.num_classes} labels, {d.train_images}/{d.val_images}/{d.test_images} images")
 def _multilabel(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     """Multi-label objects (like PASCAL VOC classification): 1-3 of `num_classes` prototypes per image; the label
     is the (N, num_classes) 0/1 presence matrix. Splits are `train_images`/`val_images`/`test_images` images."""
@@ -142,6 +245,7 @@ def _multilabel(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     return out
 
 
+@register_task("digits", validate=_per_class_task(_check_digits, test_optional=True), describe=_describe_per_class)
 def _digits(d: Mapping[str, Any], size: int) -> Split:
     """scikit-learn's bundled 8x8 handwritten digits, upsampled (bilinear) to the input size, grey as RGB."""
     from PIL import Image
@@ -153,6 +257,7 @@ def _digits(d: Mapping[str, Any], size: int) -> Split:
     return np.repeat(big[:, None], 3, axis=1), ds.target.astype(np.int64)
 
 
+@register_task("imagefolder", validate=_check_imagefolder, describe=lambda d: "ImageFolder tree (target.root)")
 def _imagefolder(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     """`root/train` + `root/test` ImageFolder trees, or one tree from which a seeded test split is held out.
 
@@ -175,6 +280,8 @@ def _imagefolder(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     return {"train": (x[idx["rest"]], y[idx["rest"]]), "val": (x[idx["held"]], y[idx["held"]]), "test": test}
 
 
+@register_task("torchvision", validate=_check_torchvision,
+               describe=lambda d: f"torchvision {d.dataset} (paths.data_dir)")
 def _torchvision(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     from src.data.torchvision_sets import load_dataset_target  # imports torchvision: only when asked for
 
@@ -187,26 +294,12 @@ def _hold_out(y: np.ndarray, fraction: float, seed: int) -> dict[str, np.ndarray
     return stratified_split(y, {"held": per_class, "rest": None}, seed)
 
 
-TASK_BUILDERS: dict[str, Callable[[Mapping[str, Any], int], Split]] = {
-    "objects_new": _objects_new,
-    "finegrained": _finegrained,
-    "attributes": _attributes,
-    "count": _count,
-    "scenes": _scenes,
-    "retrieval": _retrieval,
-    "multilabel": _multilabel,
-    "digits": _digits,
-    "imagefolder": _imagefolder,
-    "torchvision": _torchvision,
-}
-
-
 def load_target(data_cfg: Mapping[str, Any], image_size: int) -> dict[str, Split]:
     """The train/val/test splits of a target task (sizes per class from the config, seeded)."""
     task = data_cfg["task"]
-    if task not in TASK_BUILDERS:
-        raise ValueError(f"target task={task!r} is unknown; valid tasks: {', '.join(TASK_BUILDERS)}")
-    built = TASK_BUILDERS[task](data_cfg, image_size)
+    if task not in TASKS:
+        raise ValueError(f"target task={task!r} is unknown; valid tasks: {', '.join(TASKS)}")
+    built = TASKS[task].builder(data_cfg, image_size)
     if isinstance(built, dict):  # the task comes with its own splits
         return built
     images, labels = built
@@ -222,29 +315,89 @@ def load_target(data_cfg: Mapping[str, Any], image_size: int) -> dict[str, Split
 
 
 def load_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
-    """The source task's train/val splits.
+    """The source task's train/val splits (the loader registered for `source.kind`)."""
+    return SOURCES[src_cfg["kind"]].loader(src_cfg, seed)
 
-    synthetic: `num_classes` prototypes, `images_per_class` train + `val_per_class` val images each;
-    imagefolder: `root`'s classes (or the `classes` subset), at most `max_per_class` each, `val_per_class` held out.
-    """
-    if src_cfg["kind"] == "torchvision_dataset":
-        from src.data.torchvision_sets import load_split
 
-        x, y = load_split(src_cfg["dataset"], src_cfg["root"], "train", src_cfg["image_size"],
-                          src_cfg.get("max_per_class"), seed, src_cfg.get("download", False))
-        parts = stratified_split(y, {"val": src_cfg["val_per_class"], "train": None}, seed)
-        return {name: (x[idx], y[idx]) for name, idx in parts.items()}
-    if src_cfg["kind"] == "imagefolder":
-        from src.data.imagefolder import load_imagefolder
+# --- source kinds: loader (source cfg, seed) -> train/val splits, and validation -> number of classes --------
 
-        x, y, _ = load_imagefolder(
-            src_cfg["root"], src_cfg.get("classes"), src_cfg.get("max_per_class"), src_cfg["image_size"], seed
-        )
-        parts = stratified_split(y, {"val": src_cfg["val_per_class"], "train": None}, seed)
-        return {name: (x[idx], y[idx]) for name, idx in parts.items()}
+
+def _check_trained_source(cfg) -> None:
+    """What every source trained here needs (pretrained weights need none of it)."""
+    for field in ("val_per_class", "image_size", "epochs"):
+        positive_int(f"source.{field}", cfg.source[field])
+    positive_int("trainer.optim.batch_size", cfg.trainer.optim.batch_size)
+    positive("trainer.optim.lr", cfg.trainer.optim.lr)
+
+
+def _check_synthetic_source(cfg) -> int:
+    _check_trained_source(cfg)
+    positive_int("source.num_classes", cfg.source.num_classes)
+    positive_int("source.images_per_class", cfg.source.images_per_class)
+    return cfg.source.num_classes
+
+
+@register_source("synthetic", validate=_check_synthetic_source)
+def _synthetic_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
+    """`num_classes` prototypes, `images_per_class` train + `val_per_class` val images each."""
     n_cls, n_train, n_val = src_cfg["num_classes"], src_cfg["images_per_class"], src_cfg["val_per_class"]
     protos = syn.make_prototypes(n_cls, family_seed=SOURCE_FAMILY_SEED)
     labels = syn.balanced_labels(n_cls, n_train + n_val, seed)
     images = syn.render_single(protos, labels, src_cfg["image_size"], seed=seed)
     parts = stratified_split(labels, {"train": n_train, "val": n_val}, seed)
     return {name: (images[idx], labels[idx]) for name, idx in parts.items()}
+
+
+def _check_imagefolder_source(cfg) -> int:
+    _check_trained_source(cfg)
+    positive_int("source.max_per_class", cfg.source.max_per_class, allow_none=True)
+    try:
+        return len(check_classes(cfg.source.root, cfg.source.classes))
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"source.root: {e}") from None
+
+
+@register_source("imagefolder", validate=_check_imagefolder_source)
+def _imagefolder_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
+    """`root`'s classes (or the `classes` subset), at most `max_per_class` each, `val_per_class` held out."""
+    from src.data.imagefolder import load_imagefolder
+
+    x, y, _ = load_imagefolder(
+        src_cfg["root"], src_cfg.get("classes"), src_cfg.get("max_per_class"), src_cfg["image_size"], seed
+    )
+    parts = stratified_split(y, {"val": src_cfg["val_per_class"], "train": None}, seed)
+    return {name: (x[idx], y[idx]) for name, idx in parts.items()}
+
+
+def _check_torchvision_source(cfg) -> int:
+    from src.data.torchvision_sets import DATASETS, _labels, open_split
+
+    _check_trained_source(cfg)
+    src = cfg.source
+    positive_int("source.max_per_class", src.max_per_class, allow_none=True)
+    if src.dataset not in DATASETS:
+        raise ConfigError(f"source.dataset={src.dataset!r} is unknown; valid: {', '.join(DATASETS)}")
+    if "train" not in DATASETS[src.dataset][1]:
+        raise ConfigError(f"source.dataset={src.dataset} has no official train split; use it as a target")
+    return int(_labels(open_split(src.dataset, src.root, "train", src.get("download", False))).max() + 1)
+
+
+@register_source("torchvision_dataset", validate=_check_torchvision_source)
+def _torchvision_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
+    from src.data.torchvision_sets import load_split
+
+    x, y = load_split(src_cfg["dataset"], src_cfg["root"], "train", src_cfg["image_size"],
+                      src_cfg.get("max_per_class"), seed, src_cfg.get("download", False))
+    parts = stratified_split(y, {"val": src_cfg["val_per_class"], "train": None}, seed)
+    return {name: (x[idx], y[idx]) for name, idx in parts.items()}
+
+
+def _check_pretrained_source(cfg) -> int:
+    if cfg.source.snapshot is not None:
+        raise ConfigError(f"source.snapshot={cfg.source.snapshot} is meaningless for pretrained weights; leave it null")
+    positive_int("source.image_size", cfg.source.image_size)
+    return 1000  # ImageNet's classes
+
+
+# Pretrained ImageNet weights (source=imagenet_torchvision): nothing to load or train here.
+SOURCES["torchvision"] = SourceKind("torchvision", None, _check_pretrained_source)

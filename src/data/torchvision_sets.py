@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from src.check import ConfigError
+from src.errors import ConfigError
 
 # name -> (torchvision class, {our split: constructor kwargs}); datasets without an official split list "all".
 DATASETS: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torchvision.models.feature_extraction import create_feature_extractor
 
 from src.models.spec import POOLINGS, ArchSpec
-from src.train.source import to_input
+from src.models.nets import to_input
 
 
 def pool_conv(fmap: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -9,11 +9,22 @@ construction.
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
 from src.models.spec import ArchSpec
+
+# Inputs are uint8 in [0, 255]; this maps them to roughly zero mean, unit variance.
+PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, H, W) -> normalised float32 in channels_last layout (faster convs on CPU)."""
+    x = (x.float() - PIXEL_MEAN) / PIXEL_STD
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def _conv_block(c_in: int, c_out: int, kernel: int) -> nn.Sequential:
@@ -58,10 +69,7 @@ class ConvNet(nn.Module):
         return self.fc8(x)
 
     def tap_nodes(self) -> dict[str, str]:
-        """Graph node name for every canonical tap (aliases such as conv_last are resolved by the spec)."""
-        nodes = {c.name: f"features.{c.name}" for c in self.spec.convs}
-        nodes.update(fc6="fc6", fc7="fc7", fc8="fc8")
-        return nodes
+        return tap_nodes(self.spec)
 
 
 class BasicBlock(nn.Module):
@@ -107,9 +115,37 @@ class ResNet(nn.Module):
         return self.logits(self.pool(x))
 
     def tap_nodes(self) -> dict[str, str]:
-        return {t: t for t, (c, _, _) in self.spec.vocab.items() if t == c}
+        return tap_nodes(self.spec)
 
 
 def build_model(spec: ArchSpec) -> nn.Module:
     """A freshly initialised net for one of our own families (pretrained ones: src.models.pretrained)."""
     return ResNet(spec) if spec.family == "resnet" else ConvNet(spec)
+
+
+# --- the arch registry's torch-side protocol (src.models.registry) for our own families ----------------------
+
+
+def load(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None, weights_file: Path | None = None) -> nn.Module:
+    """The net in eval mode, with the weights of `weights_file` (a snapshot state_dict) if given."""
+    model = build_model(spec)
+    if weights_file is not None:
+        model.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+    return model.eval().to(memory_format=torch.channels_last)
+
+
+def tap_nodes(spec: ArchSpec) -> dict[str, str]:
+    """Graph node name for every canonical tap (aliases such as conv_last are resolved by the spec)."""
+    if spec.family == "resnet":
+        return {t: t for t, (c, _, _) in spec.vocab.items() if t == c}
+    nodes = {c.name: f"features.{c.name}" for c in spec.convs}
+    nodes.update(fc6="fc6", fc7="fc7", fc8="fc8")
+    return nodes
+
+
+def preprocess(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    return to_input
+
+
+def head_path(spec: ArchSpec) -> str:
+    return spec.taps()[-1]  # fc8 / logits are top-level modules

@@ -15,8 +15,8 @@ from typing import Any, Callable, Mapping
 import torch
 import torchvision
 
-from src.check import ConfigError
-from src.models.spec import TORCHVISION_ARCHS
+from src.errors import ConfigError
+from src.models.spec import TORCHVISION_ARCHS, ArchSpec
 
 
 class MissingWeightsError(ConfigError, FileNotFoundError):
@@ -24,7 +24,7 @@ class MissingWeightsError(ConfigError, FileNotFoundError):
 
 
 def weights_enum(arch: str, weights_name: str = "DEFAULT"):
-    enum = getattr(torchvision.models, TORCHVISION_ARCHS[arch]["weights"])
+    enum = torchvision.models.get_model_weights(TORCHVISION_ARCHS[arch]["builder"])
     return enum[weights_name] if weights_name != "DEFAULT" else enum.DEFAULT
 
 
@@ -38,7 +38,7 @@ def weights_file(arch: str, source_cfg: Mapping[str, Any]) -> Path:
 
 def load_pretrained(arch: str, source_cfg: Mapping[str, Any]) -> torch.nn.Module:
     w = weights_enum(arch, source_cfg.get("weights", "DEFAULT"))
-    model = getattr(torchvision.models, TORCHVISION_ARCHS[arch]["builder"])(weights=None)
+    model = torchvision.models.get_model(TORCHVISION_ARCHS[arch]["builder"], weights=None)
     path = weights_file(arch, source_cfg)
     if path.is_file():
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -63,5 +63,22 @@ def preprocess_for(arch: str, source_cfg: Mapping[str, Any]) -> Callable[[torch.
     return prep
 
 
-def tap_nodes(arch: str) -> dict[str, str]:
-    return {tap: node for tap, (node, _, _) in TORCHVISION_ARCHS[arch]["taps"].items()}
+def tap_nodes(arch: str | ArchSpec) -> dict[str, str]:
+    """Our tap name -> torchvision's module path (`arch`: a name or its spec)."""
+    name = arch.family if isinstance(arch, ArchSpec) else arch
+    return {tap: node for tap, (node, _, _) in TORCHVISION_ARCHS[name]["taps"].items()}
+
+
+# --- the arch registry's torch-side protocol (src.models.registry) -----------------------------------------
+
+
+def load(spec: ArchSpec, source_cfg: Mapping[str, Any], weights_file: Path | None = None) -> torch.nn.Module:
+    return load_pretrained(spec.family, source_cfg)
+
+
+def preprocess(spec: ArchSpec, source_cfg: Mapping[str, Any]) -> Callable[[torch.Tensor], torch.Tensor]:
+    return preprocess_for(spec.family, source_cfg)
+
+
+def head_path(spec: ArchSpec) -> str:
+    return TORCHVISION_ARCHS[spec.family]["taps"][spec.taps()[-1]][0]

@@ -4,7 +4,7 @@ Same objective as scikit-learn's `LinearSVC` (L2-regularised squared hinge, one-
     min_W  1/2 ||W||^2 + C * sum_i sum_k max(0, 1 - y_ik (w_k . x_i + b_k))^2,   y_ik = +1 if y_i = k else -1
 except that the intercepts are not regularised. liblinear solves the k problems one after another by
 coordinate descent, which on wide features (thousands of dims, ~100 classes) takes minutes; here every
-problem shares each (n x d) @ (d x k) product, which is what the CPU's GEMM is good at. See benchmarks/probe.py.
+problem shares each (n x d) @ (d x k) product, which is what the CPU's GEMM is good at. See benchmarks/p4_probe.py.
 """
 
 from __future__ import annotations

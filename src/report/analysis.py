@@ -13,12 +13,22 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-# Factor columns of result.json, in the order reports list them.
-FACTORS = ["source", "source_num_classes", "source_images_per_class", "source_epochs", "snapshot", "arch", "width",
-           "depth", "layer", "pooling", "norm", "dimred", "n_components", "classifier", "finetune"]
-WIDTH_ORDER = ["tiny", "small", "medium", "large"]
-LAYER_ORDER = ([f"conv{i}" for i in range(1, 17)] + ["conv_last", "fc6", "fc7", "fc8"]
-               + [f"stage{i}" for i in range(1, 5)] + ["pool", "logits"])
+from src.models.registry import layer_order
+from src.record import FACTORS  # noqa: F401  (the factor columns the analyses search, in report order)
+
+
+def _width_order() -> list[str]:
+    """conf/width's options, narrowest first (by their multiplier)."""
+    from omegaconf import OmegaConf
+
+    import src
+
+    widths = [OmegaConf.load(p) for p in (src.REPO_ROOT / "conf" / "width").glob("*.yaml")]
+    return [w.name for w in sorted(widths, key=lambda w: w.multiplier)]
+
+
+WIDTH_ORDER = _width_order()
+LAYER_ORDER = layer_order()
 NUMERIC = {"source_num_classes", "source_images_per_class", "source_epochs", "snapshot", "depth", "n_components"}
 ORDINAL = {"layer", "width"} | NUMERIC
 

@@ -22,7 +22,7 @@ def default_baseline() -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     import src
-    from src.models.spec import DEFAULT_DEPTH
+    from src.models.registry import ARCHS
 
     conf = src.REPO_ROOT / "conf"
     root = OmegaConf.load(conf / "config.yaml")
@@ -33,7 +33,7 @@ def default_baseline() -> dict[str, Any]:
         "source": src_cfg.name, "source_num_classes": src_cfg.num_classes,
         "source_images_per_class": src_cfg.images_per_class, "source_epochs": src_cfg.epochs,
         "snapshot": src_cfg.snapshot or "last", "arch": g["arch"].name, "width": g["width"].name,
-        "depth": root.depth or DEFAULT_DEPTH[g["arch"].name], "layer": g["layer"].name, "pooling": g["pooling"].name,
+        "depth": root.depth or ARCHS[g["arch"].name].default_depth, "layer": root.layer, "pooling": root.pooling,
         "norm": g["norm"].name, "dimred": g["dimred"].name, "n_components": None, "classifier": g["classifier"].name,
     }
 
@@ -126,41 +126,22 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
-def _source_val_features(job_dir: Path, tap: str) -> np.ndarray | None:
-    """The source net's own val images through its `tap` (fc7 / pool), recomputed from the job's saved config
-    (`.hydra/config.yaml`) and the cached snapshot; None for pretrained sources or when anything is missing."""
-    from omegaconf import OmegaConf
-
-    cfg_file = job_dir / ".hydra" / "config.yaml"
-    if not cfg_file.exists():
-        return None
-    import torch
-    from torchvision.models.feature_extraction import create_feature_extractor
-
-    from src.cache import Store, make_key, source_payload
-    from src.check import validate
-    from src.data.tasks import load_source
-    from src.train.source import load_snapshot, to_input
-
-    cfg = OmegaConf.load(cfg_file)
-    plan = validate(cfg)
-    if plan.spec.pretrained:
-        return None
-    entry = Store(cfg.paths.cache_dir).lookup("source", make_key(source_payload(cfg, plan)))
-    if entry is None:
-        return None
-    model = load_snapshot(entry, plan.spec, plan.snapshot)
-    fx = create_feature_extractor(model, {model.tap_nodes()[tap]: tap})
-    x, _ = load_source(cfg.source, seed=int(cfg.seed))["val"]
-    with torch.inference_mode():
-        return np.concatenate([fx(to_input(torch.from_numpy(x[i : i + 256])))[tap].numpy()
-                               for i in range(0, len(x), 256)])
+def _source_val_features(cache_dir: Path, jobs: pd.DataFrame, tap: str) -> np.ndarray | None:
+    """The source task's val images through `tap`, as the pipeline cached them (`source_val_features=true`, key
+    `keys.source_val_features` in result.json); None when none of the jobs asked for them."""
+    keys = jobs["source_val_features_key"].dropna() if "source_val_features_key" in jobs else []
+    for key in keys:
+        path = cache_dir / "features" / key / "val" / f"{tap}.npy"
+        if path.is_file():
+            return np.load(path)
+    return None
 
 
 def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
     """Per source net and target, from the cached features of the sweep's jobs at the penultimate layer (fc7, or
     pool for resnets): 1 - min-max normalised LogME of the target's labels, and the Frechet distance between the
-    source task's val features and the target's features (how far the target's images sit from the source's)."""
+    source task's val features and the target's features (how far the target's images sit from the source's;
+    NaN unless the jobs ran with `source_val_features=true`). Reads cached files only."""
     from src.transferability import logme
     from src.transferability.estimators import frechet_distance
 
@@ -174,10 +155,7 @@ def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
             continue
         x, y = np.load(tap), np.load(entry / "labels.npy")
         if source_key not in source_feats:
-            try:
-                source_feats[source_key] = _source_val_features(Path(jobs["job_dir"].iloc[0]), tap.stem)
-            except Exception:  # the distance table still has LogME without it
-                source_feats[source_key] = None
+            source_feats[source_key] = _source_val_features(cache_dir, ok[ok["source_key"] == source_key], tap.stem)
         src_x = source_feats[source_key]
         rows.append({"source_key": source_key, "source": f"{jobs['arch'].iloc[0]}/{jobs['width'].iloc[0]}",
                      "target": target, "distance_rank": int(jobs["distance_rank"].iloc[0]), "layer": tap.stem,

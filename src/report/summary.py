@@ -15,9 +15,9 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from src.record import SUMMARY_COLUMNS
+
 log = logging.getLogger(__name__)
-SHOWN = ["status", "arch", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",
-         "target_score", "source_hit", "features_hit", "time_total_s", "error_type"]
 
 
 def write_summary(sweep_dir: str | Path, echo: bool = True) -> Path | None:
@@ -37,7 +37,7 @@ def write_summary(sweep_dir: str | Path, echo: bool = True) -> Path | None:
     df.to_csv(tmp, index=False)
     tmp.replace(out)
     if echo:
-        cols = ["job"] + [c for c in SHOWN if c in df.columns and df[c].notna().any()]
+        cols = ["job"] + [c for c in SUMMARY_COLUMNS if c in df.columns and df[c].notna().any()]
         with pd.option_context("display.width", 200, "display.max_rows", 500):
             print(df[cols].to_string(index=False))
         n_ok = int((df["status"] == "ok").sum())

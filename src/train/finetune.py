@@ -17,20 +17,13 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from src.models.spec import TORCHVISION_ARCHS, ArchSpec
+from src.models.registry import get_arch
+from src.models.spec import ArchSpec
 from src.train.source import ClassifierModule, fit
 
 
-def head_path(spec: ArchSpec) -> str:
-    """Module path of the net's classification head (the last tap of the vocabulary)."""
-    head = spec.taps()[-1]
-    if spec.pretrained:
-        return TORCHVISION_ARCHS[spec.family]["taps"][head][0]
-    return head  # fc8 / logits are top-level modules of our nets
-
-
 def replace_head(model: torch.nn.Module, spec: ArchSpec, num_classes: int) -> torch.nn.Linear:
-    path = head_path(spec)
+    path = get_arch(spec.family).torch().head_path(spec)
     parent_path, _, name = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     old = getattr(parent, name)

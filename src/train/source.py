@@ -26,7 +26,8 @@ import torch.nn.functional as F
 from pytorch_lightning.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
-from src.models.nets import build_model
+from src.models import nets
+from src.models.nets import build_model, to_input  # noqa: F401  (to_input: the input transform of our nets)
 from src.models.spec import ArchSpec
 
 # Lightning's start-up banners (GPU/TPU availability, tips) are noise in a sweep log.
@@ -34,16 +35,6 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARN
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # Fine-tuning with a frozen backbone starts in eval mode on purpose (see ClassifierModule.on_train_epoch_start).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-
-# Inputs are uint8 in [0, 255]; this maps them to roughly zero mean, unit variance.
-PIXEL_MEAN, PIXEL_STD = 127.5, 64.0
-
-
-def to_input(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> normalised float32 in channels_last layout (faster convs on CPU)."""
-    x = (x.float() - PIXEL_MEAN) / PIXEL_STD
-    return x.contiguous(memory_format=torch.channels_last)
-
 
 def augment_batch(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Random horizontal flip + random crop after mid-grey padding, vectorised over the (uint8) batch."""
@@ -225,6 +216,8 @@ def train_source(
 
 
 def load_snapshot(entry: Path, spec: ArchSpec, snapshot: int) -> torch.nn.Module:
-    model = build_model(spec)
-    model.load_state_dict(torch.load(entry / f"snapshot_{snapshot}.pt", map_location="cpu", weights_only=True))
-    return model.eval().to(memory_format=torch.channels_last)
+    return nets.load(spec, weights_file=snapshot_file(entry, snapshot))
+
+
+def snapshot_file(entry: Path, snapshot: int) -> Path:
+    return entry / f"snapshot_{snapshot}.pt"

@@ -7,6 +7,6 @@
 All are numpy, order-invariant in the rows, and higher = expected to transfer better.
 """
 
-from src.transferability.estimators import ESTIMATORS, hscore, leep, logme, nce
+from src.transferability.estimators import ESTIMATORS, Estimator, hscore, leep, logme, nce, register_estimator
 
-__all__ = ["ESTIMATORS", "hscore", "leep", "logme", "nce"]
+__all__ = ["ESTIMATORS", "Estimator", "register_estimator", "hscore", "leep", "logme", "nce"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 
@@ -110,5 +113,26 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return z / z.sum(1, keepdims=True)
 
 
-# name -> (needs "features" of the chosen layer or the source head's "probs", function)
-ESTIMATORS = {"logme": ("features", logme), "hscore": ("features", hscore), "leep": ("probs", leep), "nce": ("probs", nce)}
+@dataclass(frozen=True)
+class Estimator:
+    """A registered estimator: `fn(inputs, labels) -> float`, higher = expected to transfer better."""
+
+    name: str
+    fn: Callable[[np.ndarray, np.ndarray], float]
+    input: str  # "features" of the chosen layer, or "probs": the source head's class probabilities
+    cost: str = "cheap"  # cheap: every probe run records it; expensive: only when asked for (estimator=...)
+    multilabel: bool = False  # defined for (N, K) 0/1 labels (scored per label column and averaged)
+
+
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register_estimator(name: str, fn, input: str, cost: str = "cheap", multilabel: bool = False) -> None:
+    assert input in ("features", "probs") and cost in ("cheap", "expensive"), (input, cost)
+    ESTIMATORS[name] = Estimator(name, fn, input, cost, multilabel)
+
+
+register_estimator("logme", logme, "features", multilabel=True)
+register_estimator("hscore", hscore, "features")
+register_estimator("leep", leep, "probs")
+register_estimator("nce", nce, "probs")

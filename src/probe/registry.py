@@ -1,0 +1,42 @@
+"""The classifier registry: every `classifier=` option and where its regularisation parameter C sits.
+
+The estimator itself is built from the config group's `estimator` node (a scikit-learn-contract `_target_`,
+`src.probe.linear.build_pipeline`); this registry says what the probe needs beyond it. Torch- and sklearn-free,
+so the config check can import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from src.errors import ConfigError, one_of
+
+
+@dataclass(frozen=True)
+class Classifier:
+    name: str
+    c_param: str  # C's path inside the estimator (GridSearchCV's parameter name after `clf__`)
+    about: str
+
+
+CLASSIFIERS: dict[str, Classifier] = {}
+
+
+def register_classifier(name: str, c_param: str = "C", about: str = "") -> None:
+    CLASSIFIERS[name] = Classifier(name, c_param, about)
+
+
+register_classifier("linear_svm", about="one-vs-rest LinearSVC (liblinear)")
+register_classifier("linear_svm_ovr", about="one-vs-rest LinearSVC, explicitly wrapped")
+register_classifier("linear_svm_ovo", "estimator__C", "one-vs-one LinearSVCs, majority vote")
+register_classifier("logistic", about="multinomial logistic regression (lbfgs)")
+register_classifier("linear_svm_torch", about="LinearSVC's objective for all classes at once (torch L-BFGS)")
+
+
+def validate_classifier(cfg) -> Classifier:
+    """`cfg.classifier`: a registered name and a non-empty grid of positive C values."""
+    one_of("classifier", cfg.classifier.name, CLASSIFIERS)
+    grid = cfg.classifier.C_grid
+    if not grid or any(isinstance(c, bool) or not (isinstance(c, (int, float)) and c > 0) for c in grid):
+        raise ConfigError(f"classifier.C_grid={list(grid) if grid else grid} must be a non-empty list of positive numbers")
+    return CLASSIFIERS[cfg.classifier.name]

@@ -1,0 +1,128 @@
+"""The result record: what one run writes to `result.json` (`src.main`) and what the report reads (`src.report`).
+
+This is the one place that knows the schema: the factor table (which config value each factor column holds),
+the documented metric keys, the flat-table column names, and `RESULT`. A leaf module: no torch, no Hydra.
+
+To add a metric, add its key to `METRICS` (with a one-line meaning) and set it in the stage that computes it
+(`src.experiment`); scalar metrics become a column of the report's table by the same name, dict-valued ones a
+column per entry with the prefix given in `METRIC_PREFIX` (default `<key>_`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+RESULT = "result.json"
+
+
+@dataclass(frozen=True)
+class Factor:
+    name: str
+    read: Callable[[Any, Any], Any]  # (cfg, plan or None) -> value
+    analysed: bool = True  # a factor axis the report searches for the best setting (False: describes the task)
+
+
+def _get(cfg, path: str):
+    node = cfg
+    for part in path.split("."):
+        node = node.get(part) if node is not None else None
+    return node
+
+
+# Factor columns, in the order reports list them.
+FACTOR_TABLE: tuple[Factor, ...] = (
+    Factor("source", lambda c, p: c.source.name),
+    Factor("source_num_classes", lambda c, p: p.spec.num_classes if p else _get(c, "source.num_classes")),
+    Factor("source_images_per_class", lambda c, p: _get(c, "source.images_per_class")),
+    Factor("source_epochs", lambda c, p: _get(c, "source.epochs")),
+    Factor("snapshot", lambda c, p: p.snapshot if p else _get(c, "source.snapshot")),
+    Factor("arch", lambda c, p: c.arch.name),
+    Factor("width", lambda c, p: c.width.name),
+    Factor("depth", lambda c, p: p.spec.depth if p else c.depth),
+    Factor("layer", lambda c, p: c.layer),
+    Factor("pooling", lambda c, p: c.pooling),
+    Factor("norm", lambda c, p: c.norm.name),
+    Factor("dimred", lambda c, p: c.dimred.name),
+    Factor("n_components", lambda c, p: c.dimred.n_components if c.dimred.name != "none" else None),
+    Factor("classifier", lambda c, p: c.classifier.name),
+    Factor("estimator", lambda c, p: c.estimator.name, analysed=False),
+    Factor("finetune", lambda c, p: c.finetune.name),
+    Factor("target", lambda c, p: c.target.name, analysed=False),
+    Factor("group", lambda c, p: c.target.group, analysed=False),
+    Factor("distance_rank", lambda c, p: c.target.distance_rank, analysed=False),
+    Factor("seed", lambda c, p: c.seed, analysed=False),
+)
+FACTORS = [f.name for f in FACTOR_TABLE if f.analysed]  # what the report analyses
+
+# Documented metric keys (all optional: a stage sets what it computes).
+METRICS: dict[str, str] = {
+    "target_score": "the target's test score in `target_metric` (None when an estimator replaces the probe)",
+    "target_metric": "accuracy / mean_per_class_accuracy / map",
+    "source_val_acc": "the source net's val accuracy at the snapshot used (None: pretrained)",
+    "finetune_val_acc": "the fine-tuned net's val accuracy after its last epoch (finetune=last|full)",
+    "feature_dim": "dimension of the chosen layer after pooling, before PCA",
+    "best_C": "the C chosen on val",
+    "val_scores": "every C of classifier.C_grid -> its val score",
+    "convergence_warnings": "how many of the probe's fits stopped at max_iter",
+    "estimator": "the estimator that replaced the probe, or none",
+    "estimator_score": "that estimator's value",
+    "transferability": "every estimator's value (logme, hscore, leep, nce)",
+}
+METRIC_PREFIX = {"transferability": "tr_"}
+# Dict-valued metrics that stay out of the flat table (kept whole in result.json only).
+NOT_FLAT = {"val_scores"}
+TIMINGS = ("source", "finetune", "extract", "probe", "total")
+# Columns `python -m src.report.summary` prints, when present.
+SUMMARY_COLUMNS = ["status", "arch", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",
+                   "target_score", "source_hit", "features_hit", "time_total_s", "error_type"]
+
+
+def factors(cfg, plan=None) -> dict[str, Any]:
+    """The factor values of a run (`plan`: the validated plan, None when validation failed)."""
+    return {f.name: f.read(cfg, plan) for f in FACTOR_TABLE}
+
+
+@dataclass
+class Result:
+    """One run: `status` ok/failed, its factors and metrics, stage timings, cache hits and keys."""
+
+    status: str
+    config_hash: str
+    factors: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    timings_s: dict[str, float] = field(default_factory=dict)
+    cache: dict[str, bool | None] = field(default_factory=dict)  # <stage>_hit
+    keys: dict[str, str | None] = field(default_factory=dict)  # stage -> cache key
+    error: dict[str, str] | None = None  # type, message, traceback
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None or k == "error"}, indent=1,
+                          default=str)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Result":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and d[k] is not None}
+        return cls(**{"status": "unknown", "config_hash": "", **known})
+
+    @classmethod
+    def read(cls, path: Path) -> "Result":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def row(self, job_dir: str | Path) -> dict[str, Any]:
+        """One flat row of the report's table (`job_dir`, status, factors, metrics, time_*_s, hits, *_key)."""
+        row: dict[str, Any] = {"job_dir": str(job_dir), "status": self.status, **self.factors}
+        for k, v in self.metrics.items():
+            if isinstance(v, dict):
+                if k not in NOT_FLAT:
+                    row.update({f"{METRIC_PREFIX.get(k, k + '_')}{name}": x for name, x in v.items()})
+            else:
+                row[k] = v
+        row.update({f"time_{k}_s": v for k, v in self.timings_s.items()})
+        row.update(self.cache)
+        row.update({f"{k}_key": v for k, v in self.keys.items()})
+        err = self.error or {}
+        row["error_type"], row["error_message"] = err.get("type"), err.get("message")
+        return row
