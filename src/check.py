@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from src.data.registry import EVALUATORS
 from src.data.tasks import SOURCES, TASKS
@@ -95,6 +95,9 @@ def _dimred(cfg: DictConfig, feature_dim: int, n_train: int | None) -> None:
 
 
 def validate(cfg: DictConfig) -> Plan:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} is required (it is ??? in the config); set it, e.g. {missing[0]}=...")
     positive("width.multiplier", cfg.width.multiplier)
     n_classes = _source(cfg)
     spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes)

@@ -82,7 +82,7 @@ def test_slurm_preset_composes(make_cfg):
 
 def test_failing_job_is_recorded_and_the_sweep_goes_on(cache_dir, tmp_path):
     sweep = tmp_path / "s"
-    r = run_cli("-m", "layer=fc6,conv9,fc7", f"hydra.sweep.dir={sweep}", *TINY)
+    r = run_cli("-m", "layer=fc6,conv9,fc7", f"hydra.sweep.dir={sweep}", "source_val_features=true", *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
     assert [res[k]["status"] for k in ("0", "1", "2")] == ["ok", "failed", "ok"]
@@ -94,7 +94,7 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(cache_dir, tmp_path):
     assert "## Failed jobs" in md and "conv9" in md
     assert len((sweep / "report" / "results.csv").read_text().splitlines()) == 1 + 3
     assert (sweep / "report" / "score_vs_layer.png").stat().st_size > 1000
-    # The measured distance recomputes the source's val features from the job's saved config and cached net.
+    # The measured distance reads the source's val features the jobs cached (source_val_features=true).
     from src.report.build import build_report
 
     out = build_report([sweep], tmp_path / "rep", distance=True, cache_dir=cache_dir)

@@ -21,31 +21,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from src.data import synthetic as syn
+from src.data.splits import hold_out as _hold_out, stratified_split
 from src.data.imagefolder import check_classes
 from src.data.registry import SOURCES, TASKS, SourceKind, register_source, register_task
 from src.errors import ConfigError, positive, positive_int
 
 Split = tuple[np.ndarray, np.ndarray]
 SOURCE_FAMILY_SEED = 0
-
-
-def stratified_split(labels: np.ndarray, sizes: Mapping[str, int | None], seed: int) -> dict[str, np.ndarray]:
-    """Indices per split with `sizes[split]` examples of every class; a size of None takes all that is left."""
-    rng = np.random.default_rng([seed, 17])
-    out: dict[str, list[np.ndarray]] = {name: [] for name in sizes}
-    for c in np.unique(labels):
-        idx = rng.permutation(np.flatnonzero(labels == c))
-        start = 0
-        for name, n in sizes.items():
-            stop = len(idx) if n is None else start + int(n)
-            if stop > len(idx):
-                raise ValueError(
-                    f"class {c} has {len(idx)} examples, fewer than the {sum(v or 0 for v in sizes.values())} "
-                    f"the splits ask for ({dict(sizes)})"
-                )
-            out[name].append(idx[start:stop])
-            start = stop
-    return {name: np.sort(np.concatenate(parts)) for name, parts in out.items()}
 
 
 def _split_sizes(d: Mapping[str, Any]) -> dict[str, int | None]:
@@ -286,12 +268,6 @@ def _torchvision(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     from src.data.torchvision_sets import load_dataset_target  # imports torchvision: only when asked for
 
     return load_dataset_target(d, size)
-
-
-def _hold_out(y: np.ndarray, fraction: float, seed: int) -> dict[str, np.ndarray]:
-    """Seeded per-class hold-out of `fraction` of the smallest class (at least one image per class)."""
-    per_class = max(1, int(np.bincount(y).min() * fraction))
-    return stratified_split(y, {"held": per_class, "rest": None}, seed)
 
 
 def load_target(data_cfg: Mapping[str, Any], image_size: int) -> dict[str, Split]:

@@ -109,7 +109,7 @@ def load_split(name: str, root: str | Path, split: str, image_size: int, max_per
 def load_dataset_target(d: Mapping[str, Any], image_size: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """train/val/test of a torchvision dataset: its own val split if it has one, else a seeded hold-out of train
     (`val_fraction`); datasets without official splits also hold out a seeded test split (`test_fraction`)."""
-    from src.data.tasks import _hold_out
+    from src.data.splits import hold_out as _hold_out
 
     name, root, seed = d["dataset"], d["root"], d["seed"]
     splits = DATASETS[name][1]

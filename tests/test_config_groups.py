@@ -1,0 +1,118 @@
+"""Every option of every config group, every value an experiment or search overlay sweeps, composes and validates
+(lightning-hydra-template style); the conf groups and the registries list the same things."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from src.check import Plan, validate
+from src.data.registry import EVALUATORS
+from src.data.tasks import SOURCES, TASKS
+from src.errors import ConfigError
+from src.models.registry import ARCHS
+from src.probe.registry import CLASSIFIERS
+from src.transferability.estimators import ESTIMATORS
+from tests.conftest import REPO
+
+CONF = REPO / "conf"
+GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "search"))
+# Tasks and source kinds that read files: without the data they must fail with a one-line ConfigError.
+NEEDS_FILES = {"torchvision", "imagefolder", "torchvision_dataset"}
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def hydra_conf():
+    """One Hydra initialisation for the module (initialising per compose costs more than composing)."""
+    with initialize_config_dir(str(CONF)):
+        yield
+
+
+def compose_cfg(*overrides: str, hydra: bool = False):
+    return compose("config", overrides=list(overrides), return_hydra_config=hydra)
+
+
+def partners(group: str, option: str) -> list[str]:
+    """What an option needs alongside it: pretrained archs and the pretrained source go together, and an arch
+    without the default layer (fc6: resnets) is asked for one of its own."""
+    if group == "arch":
+        taps = ARCHS[option].spec(None, 1.0, 10).taps()
+        layer = [] if "fc6" in taps else [f"layer={taps[-2]}"]
+        return layer + (["source=imagenet_torchvision"] if ARCHS[option].pretrained else [])
+    if group == "source" and SOURCES[OmegaConf.load(CONF / "source" / f"{option}.yaml").kind].loader is None:
+        return ["arch=tv_alexnet"]
+    return []
+
+
+def check(cfg, needs_files: bool) -> None:
+    try:
+        assert isinstance(validate(cfg), Plan)
+    except ConfigError as e:
+        assert needs_files, f"{e}"
+        assert "\n" not in str(e) and str(e)
+
+
+def needs_files(cfg) -> bool:
+    return cfg.target.data.task in NEEDS_FILES or cfg.source.kind in NEEDS_FILES
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_every_option_of_a_group_composes_and_validates(group, cache_dir):
+    assert options(group), group
+    for option in options(group):
+        cfg = compose_cfg(f"{group}={option}", *partners(group, option))
+        check(cfg, needs_files(cfg))
+
+
+def sweep_values(spec) -> list[str]:
+    """The values of a sweeper param: `a,b,c` (basic sweeper) or `choice(a, b)` (Optuna)."""
+    text = str(spec).strip()
+    m = re.fullmatch(r"choice\((.*)\)", text)
+    return [v.strip() for v in (m.group(1) if m else text).split(",")]
+
+
+@pytest.mark.parametrize("overlay", [f"{g}={o}" for g in ("experiment", "search") for o in options(g)])
+def test_every_value_an_overlay_sweeps_validates(overlay, cache_dir):
+    params = compose_cfg(overlay, hydra=True).hydra.sweeper.params
+    assert params, overlay
+    for key, spec in params.items():
+        if key == "target":  # every target option is validated above; the overlays sweep the same seven
+            continue
+        for value in sweep_values(spec):
+            cfg = compose_cfg(overlay, f"{key}={value}")
+            check(cfg, needs_files(cfg))
+
+
+def test_conf_groups_and_registries_agree():
+    assert set(options("arch")) == set(ARCHS)
+    assert all(OmegaConf.load(CONF / "arch" / f"{a}.yaml").name == a for a in ARCHS)
+    assert set(options("classifier")) == set(CLASSIFIERS)
+    assert set(options("estimator")) == {"none", *ESTIMATORS}
+    targets = [OmegaConf.load(p) for p in (CONF / "target").glob("*.yaml")]
+    assert {t.data.task for t in targets} == set(TASKS)  # every task has a target, every target a task
+    assert all(t.evaluator == TASKS[t.data.task].evaluator and t.metric in TASKS[t.data.task].metrics for t in targets)
+    assert {OmegaConf.load(p).kind for p in (CONF / "source").glob("*.yaml")} == set(SOURCES)
+
+
+def test_experiment_implements_every_registered_evaluator():
+    """src.experiment's EVALUATORS table has a key per registered evaluator (read with ast: no torch import)."""
+    import ast
+
+    tree = ast.parse((REPO / "src" / "experiment.py").read_text())
+    table = next(n.value for n in tree.body if isinstance(n, ast.AnnAssign) and n.target.id == "EVALUATORS")
+    assert {k.value for k in table.keys} == set(EVALUATORS)
+
+
+def test_layer_and_pooling_are_plain_values_on_the_command_line(cache_dir):
+    cfg = compose_cfg("arch=vgg", "depth=16", "layer=conv13", "pooling=spp")
+    assert (cfg.layer, cfg.pooling) == ("conv13", "spp")
+    assert validate(cfg).tap == "conv13"
+    with pytest.raises(ConfigError, match="pooling='mean' is unknown; valid poolings: avg, max, spp"):
+        validate(compose_cfg("pooling=mean"))
