@@ -47,7 +47,10 @@ def test_width_scales_channels_and_fc_units():
 def test_vocabulary_and_errors_list_valid_choices():
     spec = arch_spec("vgg", 16, 0.25, 10)
     assert spec.taps()[:2] == ["conv1", "conv2"] and spec.resolve("conv_last") == "conv13"
-    assert spec.layer_index("fc7") > spec.layer_index("conv_last")
+    from src.models.registry import layer_order  # the report's layer ordinal: input side first, every arch
+
+    order = layer_order()
+    assert [order.index(t) for t in spec.taps()] == sorted(order.index(t) for t in spec.taps())
     with pytest.raises(ValueError, match="valid layers: conv1, .*conv13, conv_last, fc6, fc7, fc8"):
         spec.resolve("conv14")
     with pytest.raises(ValueError, match="valid depths: 8, 11, 13, 16, 19"):

@@ -1,9 +1,9 @@
 """Architecture specs and the tap (layer) vocabulary, without importing torch.
 
 This is the one place that knows, for each family, which depths exist, how wide each layer is and which
-layer names a user may tap. The torch builders (`src.models.nets`, `src.models.pretrained`) consume these
-specs, and the config check (`src.check`) uses them to validate `layer`, `depth` and PCA sizes before any
-expensive work.
+layer names a user may tap. The arch registry (`src.models.registry`) serves these specs to the torch builders
+(`src.models.nets`, `src.models.pretrained`) and to the config check, which validates `layer`, `depth` and PCA
+sizes with them before any expensive work.
 
 Families built by our code (width and depth are free axes; BatchNorm in every conv so short CPU schedules train):
   alexnet  5 conv layers + fc6, fc7, fc8; reference widths = torchvision's AlexNet (64, 192, 384, 256, 256; fc 4096)
@@ -138,11 +138,6 @@ class ArchSpec:
     def tap_dim(self, layer: str, pooling: str = "avg") -> int:
         _, dim, spatial = self.vocab[self.resolve(layer)]
         return dim * POOLINGS[pooling] if spatial else dim
-
-    def layer_index(self, layer: str) -> int:
-        """Position of a layer from the input (1-based); the ordinal used by reports."""
-        canonical = [name for name, (tap, _, _) in self.vocab.items() if tap == name]
-        return canonical.index(self.resolve(layer)) + 1
 
 
 def scaled(n: int, width: float) -> int:
