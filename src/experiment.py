@@ -216,12 +216,14 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         metrics.update(EVALUATORS[cfg.target.evaluator](cfg, plan, features.entry))
     t_probe = time.perf_counter() - t0
 
-    stages = {"source": source, "finetune": tuned, "features": features, "source_val_features": source_val}
+    stages = {"source": source, "finetune": tuned, "features": features}
+    timings = {"source": source.seconds, "finetune": tuned.seconds, "extract": features.seconds, "probe": t_probe}
+    if source_val.key is not None:  # only asked for with source_val_features=true
+        stages["source_val_features"] = source_val
+        timings["source_val_extract"] = source_val.seconds
     return {
         "metrics": metrics,
-        "timings_s": {"source": source.seconds, "finetune": tuned.seconds, "extract": features.seconds,
-                      "source_val_extract": source_val.seconds, "probe": t_probe,
-                      "total": time.perf_counter() - t_start},
+        "timings_s": {**timings, "total": time.perf_counter() - t_start},
         "cache": {f"{name}_hit": s.hit for name, s in stages.items()},
         "keys": {name: s.key for name, s in stages.items()},
     }
