@@ -55,6 +55,19 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     return json.loads(result.to_json())
 
 
+def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: str | None = None) -> None:
+    """A failed result.json for a job whose process was ended from outside (a scheduler's cancel or time
+    limit), written by whoever launched it, so that the sweep's summary and a rerun see it as failed."""
+    try:
+        job_factors = factors(cfg, None)
+    except Exception:  # a config that does not even resolve still gets its record
+        job_factors = {}
+    result = {"config_hash": None, "status": "failed", "factors": job_factors, "timings_s": {},
+              "error": {"type": "JobEnded", "message": message, "log": log_path}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / RESULT, json.dumps(result, indent=1, default=str))
+
+
 def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[float]:
     """What a sweeper optimises: `cfg.objective` names one metric, or a list of them (multi-objective).
 
@@ -157,4 +170,11 @@ def overlay_multirun_args(argv: list[str]) -> list[str]:
 
 if __name__ == "__main__":
     sys.argv = overlay_multirun_args(sys.argv)
+    if any(a.startswith("hydra.sweeper.storage=") for a in sys.argv):
+        from src.search.cli import StorageError, prepare_storage_args
+
+        try:  # before Hydra logs or saves the URL: its password goes to PGPASSWORD
+            sys.argv = prepare_storage_args(sys.argv)
+        except StorageError as e:
+            sys.exit(f"error: {e}")
     main()

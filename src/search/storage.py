@@ -1,0 +1,91 @@
+"""The Optuna storage of the search presets: an RDB storage whose running trials send heartbeats.
+
+Hydra's Optuna sweeper asks for trials and tells their values itself (no `study.optimize`), so Optuna's own
+heartbeat thread never runs. This storage starts one per trial it creates (Optuna's `get_heartbeat_thread`) and
+stops it when the trial is told; before creating a trial it fails the study's stale ones (as Optuna's
+`fail_stale_trials`). So when a worker process dies (`kill -9`, a lost node), its running trial is marked FAIL by
+the next worker that asks for a trial after `grace_period` seconds, and the study stays usable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from typing import Any
+
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import RDBStorage
+from optuna.storages._heartbeat import get_heartbeat_thread
+from optuna.trial import TrialState
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+log = logging.getLogger(__name__)
+# Optuna warns on every ask that heartbeats are meant for Study.optimize; this storage sends them itself.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+class HeartbeatStorage(RDBStorage):
+    def __init__(self, url: str, heartbeat_interval: int, grace_period: int, **kwargs: Any) -> None:
+        super().__init__(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **kwargs)
+        self._beats: dict[int, Any] = {}
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        state.pop("_beats", None)
+        return state
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        super().__setstate__(state)
+        self._beats = {}
+
+    def _create_new_trial(self, study_id: int, template_trial: Any = None) -> Any:
+        # Optuna's study cache calls this (not create_new_trial) for every study.ask().
+        self.fail_stale_trials(study_id)
+        frozen = super()._create_new_trial(study_id, template_trial)
+        if template_trial is None:  # a running trial (study.ask); enqueued (waiting) or finished ones: none yet
+            self._start_beat(frozen._trial_id)
+        return frozen
+
+    def fail_stale_trials(self, study_id: int) -> None:
+        """Optuna's `fail_stale_trials` without a Study: FAIL the running trials whose heartbeat stopped."""
+        for trial_id in self._get_stale_trial_ids(study_id):
+            try:
+                if super().set_trial_state_values(trial_id, TrialState.FAIL):
+                    log.warning("trial %d: no heartbeat for %s s (its worker died); marked failed",
+                                self.get_trial_number_from_id(trial_id), self.grace_period)
+            except UpdateFinishedTrialError:  # another worker failed it first
+                pass
+
+    def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+        try:
+            changed = super().set_trial_state_values(trial_id, state, values)
+        finally:
+            if state.is_finished() and trial_id in self._beats:
+                self._beats.pop(trial_id).join()
+        if changed and state == TrialState.RUNNING and trial_id not in self._beats:  # an enqueued trial taken
+            self._start_beat(trial_id)
+        return changed
+
+    def _start_beat(self, trial_id: int) -> None:
+        beat = get_heartbeat_thread(trial_id, self)
+        beat.start()
+        self._beats[trial_id] = beat
+
+
+def open_storage(url: str, heartbeat_interval: int, grace_period: int, attempts: int = 5) -> HeartbeatStorage:
+    """Open (and on first use create) the study database.
+
+    Workers started together on a fresh database race to create Optuna's schema: the loser's CREATE fails
+    (PostgreSQL: `type "studydirection" already exists`). The schema is there by then, so opening again works.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return HeartbeatStorage(url, heartbeat_interval, grace_period,
+                                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+        except (IntegrityError, ProgrammingError, OperationalError) as e:
+            if attempt == attempts:
+                raise
+            log.info("study storage: creating the schema raced another worker (%s); retrying", type(e).__name__)
+            time.sleep(0.2 * attempt)
+    raise AssertionError("unreachable")

@@ -1,0 +1,138 @@
+"""Optuna studies shared between worker processes through a real PostgreSQL server (tests/services/postgres.py).
+
+Workers are `python -m src.main search=factors_tpe ...` processes, as users start them (directly or through
+`python -m src.search.workers N`), on a search space cut down to one tiny source net so that trials take seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from tests.conftest import REPO, TINY, run_cli
+from tests.services import pip_ensure
+from tests.services.postgres import PostgresServer
+
+STUDY = "factors_tpe-synth_objects_new"
+# One source net (alexnet/tiny) and a layer choice with one that fails the config check for every arch (conv9).
+SPACE = ["hydra.sweeper.params.arch=alexnet", "hydra.sweeper.params.width=tiny", "hydra.sweeper.params.dimred=none",
+         "hydra.sweeper.params.layer='choice(fc6,fc7,conv9)'"]
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    pip_ensure({"psycopg": "psycopg[binary]"})  # the cluster extra; `make test` installs it
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+def load(url: str, env: dict):
+    import optuna
+
+    os.environ.update(env)  # libpq reads PGPASSWORD, as the workers do
+    return optuna.load_study(study_name=STUDY, storage=url)
+
+
+def results(root):
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("result.json"))]
+
+
+def grep_tree(root, needle: str) -> list[str]:
+    hits = []
+    for p in root.rglob("*"):
+        if p.is_file() and needle.encode() in p.read_bytes():
+            hits.append(str(p))
+    return hits
+
+
+def prewarm(cache_dir, tmp_path):
+    """Train the one source net of the space first, so that trials (and the kill window) are short."""
+    r = run_cli("arch=alexnet", f"hydra.run.dir={tmp_path / 'warm'}", *TINY)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_study_and_the_password_stays_out(postgres, cache_dir, tmp_path):
+    import optuna
+
+    url = postgres.create_database("two_workers")
+    prewarm(cache_dir, tmp_path)
+    # A trial that fails (layer conv9 exists in no alexnet), enqueued so that one worker surely gets it.
+    optuna.create_study(study_name=STUDY, storage=url.replace("@", f":{postgres.password}@"),
+                        direction="maximize").enqueue_trial({"layer": "conv9"})
+    # The password is given in the URL, as a user might: it must end up in no file and no output.
+    with_password = url.replace("@", f":{postgres.password}@")
+    sweep = tmp_path / "sweep"
+    t0 = time.perf_counter()
+    r = subprocess.run(
+        [sys.executable, "-m", "src.search.workers", "2", "search=factors_tpe", "hydra.sweeper.n_trials=3",
+         f"hydra.sweeper.storage={with_password}", f"hydra.sweep.dir={sweep}", *SPACE, *TINY],
+        cwd=REPO, capture_output=True, text=True, timeout=600, env={k: v for k, v in os.environ.items()
+                                                                    if k != "PGPASSWORD"})
+    wall = time.perf_counter() - t0
+    assert r.returncode == 0, r.stdout + r.stderr + "".join(p.read_text() for p in sweep.glob("*.log"))
+    print(f"two workers x 3 trials: {wall:.1f} s")
+
+    study = load(url, postgres.env())
+    trials = study.trials
+    assert len(trials) == 6  # 2 workers x 3 trials, the enqueued one among them
+    assert sorted(t.number for t in trials) == list(range(6))  # none lost, none duplicated
+    states = Counter(t.state.name for t in trials)
+    assert set(states) <= {"COMPLETE", "FAIL"} and states["FAIL"] >= 1
+    assert all((t.state.name == "FAIL") == (t.params["layer"] == "conv9") for t in trials)
+    # Each trial is one job of one worker; their records agree with the study's.
+    res = results(sweep)
+    assert len(res) == 6 and {len(results(sweep / f"worker{i}")) for i in (0, 1)} == {3}
+    assert Counter(x["factors"]["layer"] for x in res) == Counter(t.params["layer"] for t in trials)
+    assert Counter(x["status"] for x in res) == Counter({"ok": states["COMPLETE"], "failed": states["FAIL"]})
+    # No credential anywhere: sweep dirs (.hydra/*.yaml, result.json, reports, logs) and the output.
+    assert grep_tree(sweep, postgres.password) == []
+    assert postgres.password not in r.stdout + r.stderr
+    assert (sweep / "worker0" / ".hydra").exists() or any(sweep.glob("worker0/*/.hydra/hydra.yaml"))
+
+
+@pytest.mark.slow
+def test_killed_worker_leaves_the_study_usable(postgres, cache_dir, tmp_path):
+    url = postgres.create_database("kill_worker")
+    prewarm(cache_dir, tmp_path)
+    env = {**os.environ, **postgres.env()}
+    heartbeat = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
+
+    def worker(i: int, n_trials: int) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "src.main", "search=factors_tpe", f"hydra.sweeper.n_trials={n_trials}",
+             f"hydra.sweeper.storage={url}", f"hydra.sweep.dir={tmp_path / f'w{i}'}",
+             f"hydra.sweeper.sampler.seed={i}", "hydra.sweeper.params.layer='choice(fc6,fc7)'", *heartbeat,
+             *SPACE[:3], *TINY], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    victim, survivor = worker(0, 50), worker(1, 4)
+    # Kill the victim in the middle of a trial: its job dir exists and has no result yet (after one finished).
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        jobs = sorted((tmp_path / "w0").glob("[0-9]*"), key=lambda p: int(p.name))
+        if len(jobs) >= 2 and not (jobs[-1] / "result.json").exists():
+            break
+        time.sleep(0.05)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    _, err = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, err[-3000:]
+    # A new worker after the grace period fails the dead worker's trial (no heartbeat) and goes on.
+    time.sleep(3)
+    late = worker(2, 1)
+    _, err = late.communicate(timeout=600)
+    assert late.returncode == 0, err[-3000:]
+
+    study = load(url, postgres.env())
+    states = Counter(t.state.name for t in study.trials)
+    assert states["RUNNING"] == 0 and states["WAITING"] == 0
+    assert states["FAIL"] == 1  # the killed worker's trial, failed by the heartbeat check
+    assert states["COMPLETE"] == len(study.trials) - 1 >= 4 + 1 + 1  # survivor's 4, late's 1, victim's first
