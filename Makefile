@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install.stamp
 
-.PHONY: install run test test-fast tasks layers bench bench-smoke clean
+.PHONY: install run test test-fast tasks layers bench bench-smoke clean search-workers
 
 install: $(STAMP)
 
@@ -47,3 +47,8 @@ tasks: install
 # Every arch's depths and the layer names layer= accepts.
 layers: install
 	$(BIN)/python -m src.models
+
+# N Optuna search workers on one shared study (README, "Cluster"): make search-workers N=4 ARGS="search=factors_tpe hydra.sweeper.storage=postgresql://user@host/db"
+N ?= 2
+search-workers: install
+	$(BIN)/python -m src.search.workers $(N) $(ARGS)

@@ -136,3 +136,22 @@ def test_killed_worker_leaves_the_study_usable(postgres, cache_dir, tmp_path):
     assert states["RUNNING"] == 0 and states["WAITING"] == 0
     assert states["FAIL"] == 1  # the killed worker's trial, failed by the heartbeat check
     assert states["COMPLETE"] == len(study.trials) - 1 >= 4 + 1 + 1  # survivor's 4, late's 1, victim's first
+
+
+def test_url_password_moves_to_pgpassword_before_hydra_sees_it():
+    from src.search.cli import prepare_storage_args
+
+    env: dict[str, str] = {}
+    argv = prepare_storage_args(["search=factors_tpe", "hydra.sweeper.storage=postgresql://u:s3cr%40t@db:5432/st"],
+                                env)
+    assert argv == ["search=factors_tpe", "hydra.sweeper.storage=postgresql://u@db:5432/st"]
+    assert env == {"PGPASSWORD": "s3cr@t"}
+    assert prepare_storage_args(["hydra.sweeper.storage=sqlite:///x.db"], env) == ["hydra.sweeper.storage=sqlite:///x.db"]
+
+
+def test_missing_database_driver_is_one_line_naming_the_extra():
+    # pg8000 is a PostgreSQL driver this project does not install: the same path as psycopg missing.
+    r = run_cli("search=factors_tpe", "hydra.sweeper.storage=postgresql+pg8000://u:hidden@127.0.0.1:9/db")
+    assert r.returncode == 1
+    assert r.stderr.strip().count("\n") == 0 and ".[cluster]" in r.stderr and "pg8000" in r.stderr
+    assert "hidden" not in r.stderr + r.stdout

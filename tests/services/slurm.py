@@ -131,6 +131,8 @@ class SlurmCluster:
                           for p in sorted(self.root.glob("*.out")) + sorted(self.root.glob("*.log")))
 
     def stop(self, keep_logs: bool = False) -> None:
+        if self.conf.exists() and self.pids:  # this cluster's jobs, before its daemons
+            self.run("scancel", "--user", "root", check=False)
         for pid in reversed(self.pids):  # slurmd, slurmctld, then munged
             try:
                 os.killpg(pid, signal.SIGTERM)
