@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 from src.cache import Store, features_payload, finetune_payload, make_key, source_payload, source_val_payload
 from src.check import Plan
 from src.data.tasks import load_source, load_target
+from src.device import job_device
 from src.features.extract import extract_splits, load_features
 from src.models.registry import get_arch
 from src.probe.linear import METRICS, build_pipeline, fit_and_score
@@ -41,6 +42,11 @@ class Stage:
     hit: bool | None = None
     key: str | None = None
     seconds: float = 0.0
+
+
+def device_of(cfg: DictConfig) -> str:
+    """The torch device of this job's own computations: where Lightning trains (trainer.accelerator)."""
+    return job_device(str(cfg.trainer.accelerator))
 
 
 def _cached(store: Store, stage: str, payload: dict, build: Callable[[Path], None]) -> Stage:
@@ -99,7 +105,8 @@ def features_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, tun
     def build(tmp: Path) -> None:
         model, nodes, prep = tuned_net(cfg, plan, source, tuned)
         splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
-        extract_splits(model, nodes, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep)
+        extract_splits(model, nodes, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep,
+                       device=device_of(cfg))
 
     return _cached(store, "features", features_payload(cfg, plan, source.key, tuned.key), build)
 
@@ -113,7 +120,8 @@ def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -
     def build(tmp: Path) -> None:
         model, nodes, prep = source_net(cfg, plan, source)
         val = load_source(cfg.source, seed=int(cfg.seed))["val"]
-        extract_splits(model, nodes, {"val": val}, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep)
+        extract_splits(model, nodes, {"val": val}, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep,
+                       device=device_of(cfg))
 
     return _cached(store, "features", source_val_payload(cfg, plan, source.key), build)
 
@@ -158,7 +166,11 @@ def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> di
 
     def fit(splits):
         multilabel = splits["train"][1].ndim == 2
-        probe = fit_and_score(build_pipeline(cfg, multilabel), splits, list(cfg.classifier.C_grid), cfg.target.metric,
+        pipe = build_pipeline(cfg, multilabel)
+        for est in pipe.get_params().values():  # torch estimators (the torch SVM) run on the job's device
+            if hasattr(est, "device") and hasattr(est, "set_params"):
+                est.set_params(device=device_of(cfg))
+        probe = fit_and_score(pipe, splits, list(cfg.classifier.C_grid), cfg.target.metric,
                               CLASSIFIERS[cfg.classifier.name].c_param)
         return {k: probe[k] for k in ("target_score", "best_C", "val_scores", "convergence_warnings")}
 
@@ -167,7 +179,7 @@ def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> di
 
 def evaluate_retrieval(cfg: DictConfig, plan: Plan, feat_entry: Path) -> dict[str, Any]:
     """Queries ranked against the database by L2 distance of normalised features; mAP."""
-    return _probe(cfg, plan, feat_entry, ("database", "query"), lambda splits: retrieval_score(cfg, splits))
+    return _probe(cfg, plan, feat_entry, ("database", "query"), lambda splits: retrieval_score(cfg, splits, device_of(cfg)))
 
 
 EVALUATORS: dict[str, Callable[[DictConfig, Plan, Path], dict[str, Any]]] = {
@@ -180,7 +192,7 @@ def evaluate_finetuned_classifier(cfg: DictConfig, plan: Plan, source: Stage, tu
     """A fine-tuned classifier is scored by its own predictions on the test split: no features, no probe."""
     model, _, prep = tuned_net(cfg, plan, source, tuned)
     test_x, test_y = load_target(cfg.target.data, image_size=int(cfg.source.image_size))["test"]
-    pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size))
+    pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size), device=device_of(cfg))
     ft = json.loads((tuned.entry / "metrics.json").read_text())
     return {"target_score": float(METRICS[cfg.target.metric](test_y, pred)),
             "finetune_val_acc": ft["val_acc"][str(ft["epochs"])], "feature_dim": None}
@@ -194,6 +206,7 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         torch.set_num_threads(int(cfg.trainer.num_threads))
         threadpool_limits(int(cfg.trainer.num_threads))
     store = Store(cfg.paths.cache_dir)
+    device = device_of(cfg)  # checked before any stage runs
 
     source = source_stage(cfg, plan, store)
     tuned = finetune_stage(cfg, plan, store, source)
@@ -226,4 +239,5 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         "timings_s": {**timings, "total": time.perf_counter() - t_start},
         "cache": {f"{name}_hit": s.hit for name, s in stages.items()},
         "keys": {name: s.key for name, s in stages.items()},
+        "device": device,
     }

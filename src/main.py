@@ -62,10 +62,10 @@ def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: st
         job_factors = factors(cfg, None)
     except Exception:  # a config that does not even resolve still gets its record
         job_factors = {}
-    result = {"config_hash": None, "status": "failed", "factors": job_factors, "timings_s": {},
-              "error": {"type": "JobEnded", "message": message, "log": log_path}}
+    result = Result(status="failed", config_hash="", factors=job_factors,
+                    error={"type": "JobEnded", "message": message, "log": log_path})
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / RESULT, json.dumps(result, indent=1, default=str))
+    atomic_write_text(out_dir / RESULT, result.to_json())
 
 
 def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[float]:

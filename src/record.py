@@ -96,6 +96,7 @@ class Result:
     timings_s: dict[str, float] = field(default_factory=dict)
     cache: dict[str, bool | None] = field(default_factory=dict)  # <stage>_hit
     keys: dict[str, str | None] = field(default_factory=dict)  # stage -> cache key
+    device: str | None = None  # the torch device the job's stages ran on: cpu / cuda (src/device.py)
     error: dict[str, str] | None = None  # type, message, traceback
 
     def to_json(self) -> str:

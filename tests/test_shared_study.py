@@ -53,18 +53,11 @@ def grep_tree(root, needle: str) -> list[str]:
     return hits
 
 
-def prewarm(cache_dir, tmp_path):
-    """Train the one source net of the space first, so that trials (and the kill window) are short."""
-    r = run_cli("arch=alexnet", f"hydra.run.dir={tmp_path / 'warm'}", *TINY)
-    assert r.returncode == 0, r.stderr[-2000:]
-
-
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_the_password_stays_out(postgres, cache_dir, tmp_path):
     import optuna
 
     url = postgres.create_database("two_workers")
-    prewarm(cache_dir, tmp_path)
     # A trial that fails (layer conv9 exists in no alexnet), enqueued so that one worker surely gets it.
     optuna.create_study(study_name=STUDY, storage=url.replace("@", f":{postgres.password}@"),
                         direction="maximize").enqueue_trial({"layer": "conv9"})
@@ -102,7 +95,6 @@ def test_two_workers_share_one_study_and_the_password_stays_out(postgres, cache_
 @pytest.mark.slow
 def test_killed_worker_leaves_the_study_usable(postgres, cache_dir, tmp_path):
     url = postgres.create_database("kill_worker")
-    prewarm(cache_dir, tmp_path)
     env = {**os.environ, **postgres.env()}
     heartbeat = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
 

@@ -52,12 +52,13 @@ def extract_splits(
     out_dir: Path,
     batch_size: int = 256,
     preprocess: Callable[[torch.Tensor], torch.Tensor] = to_input,
+    device: str = "cpu",
 ) -> None:
     """Write every tap's features for every split under `out_dir` (a cache staging dir).
 
     `tap_nodes` maps our tap names to the model's graph nodes; `preprocess` turns a uint8 batch into inputs.
     """
-    extractor = create_feature_extractor(model, return_nodes={n: t for t, n in tap_nodes.items()}).eval()
+    extractor = create_feature_extractor(model, return_nodes={n: t for t, n in tap_nodes.items()}).eval().to(device)
     for split, (images, labels) in splits.items():
         split_dir = out_dir / split
         split_dir.mkdir(parents=True)
@@ -65,7 +66,7 @@ def extract_splits(
         files: dict[tuple[str, str | None], np.memmap] = {}
         n = len(images)
         for start in range(0, n, batch_size):
-            x = preprocess(torch.from_numpy(images[start : start + batch_size]))
+            x = preprocess(torch.from_numpy(images[start : start + batch_size]).to(device))
             outs = extractor(x)
             for tap, value in outs.items():
                 pooled = pool_conv(value) if value.dim() == 4 else {None: value}
@@ -74,7 +75,7 @@ def extract_splits(
                         files[tap, pooling] = np.lib.format.open_memmap(
                             _file(split_dir, tap, pooling), mode="w+", dtype=np.float32, shape=(n, arr.shape[1])
                         )
-                    files[tap, pooling][start : start + len(arr)] = arr.numpy()
+                    files[tap, pooling][start : start + len(arr)] = arr.float().cpu().numpy()
         # No msync here: the pages reach the disk in the background, and the cache's manifest (sizes and sha256,
         # computed right after) makes a reader rebuild an entry whose files did not all arrive.
         del files

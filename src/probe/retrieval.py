@@ -19,10 +19,17 @@ from sklearn.preprocessing import Normalizer
 from src.probe.linear import ALLOWED_TARGETS
 
 
-def mean_average_precision(query: np.ndarray, query_labels: np.ndarray, db: np.ndarray, db_labels: np.ndarray) -> float:
+def mean_average_precision(query: np.ndarray, query_labels: np.ndarray, db: np.ndarray, db_labels: np.ndarray,
+                           device: str = "cpu") -> float:
     """mAP of ranking `db` by L2 distance to each query; relevant = same label. Queries without any relevant
-    database item are skipped (AP is undefined for them)."""
-    dist = pairwise_distances(query, db, metric="euclidean")
+    database item are skipped (AP is undefined for them). On a GPU the (queries x database) distances are
+    computed there (torch.cdist); on the CPU with scikit-learn, as before."""
+    if device == "cpu":
+        dist = pairwise_distances(query, db, metric="euclidean")
+    else:
+        import torch
+
+        dist = torch.cdist(torch.as_tensor(query, device=device), torch.as_tensor(db, device=device)).cpu().numpy()
     aps = []
     for i, label in enumerate(query_labels):
         relevant = db_labels == label
@@ -31,7 +38,8 @@ def mean_average_precision(query: np.ndarray, query_labels: np.ndarray, db: np.n
     return float(np.mean(aps))
 
 
-def retrieval_score(cfg: DictConfig, splits: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:
+def retrieval_score(cfg: DictConfig, splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                    device: str = "cpu") -> dict[str, Any]:
     steps = []
     if cfg.norm.estimator is not None:
         steps.append(("norm", instantiate(cfg.norm.estimator, _execution_whitelist_=ALLOWED_TARGETS)))
@@ -43,4 +51,4 @@ def retrieval_score(cfg: DictConfig, splits: Mapping[str, tuple[np.ndarray, np.n
     if steps:
         pipe = Pipeline(steps).fit(db)
         db, q = pipe.transform(db), pipe.transform(q)
-    return {"target_score": mean_average_precision(q, q_y, db, db_y), "fit_s": time.perf_counter() - t0}
+    return {"target_score": mean_average_precision(q, q_y, db, db_y, device), "fit_s": time.perf_counter() - t0}

@@ -16,8 +16,10 @@ from sklearn.utils.validation import check_is_fitted
 
 
 class TorchLinearSVC(ClassifierMixin, BaseEstimator):
-    def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-6, matmul_dtype: str = "float32"):
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, tol: float = 1e-6, matmul_dtype: str = "float32",
+                 device: str = "cpu"):
         self.C = C
+        self.device = device  # the job's device (src/device.py); the fitted coef_ is numpy either way
         self.max_iter = max_iter
         self.tol = tol
         self.matmul_dtype = matmul_dtype
@@ -26,18 +28,18 @@ class TorchLinearSVC(ClassifierMixin, BaseEstimator):
         # Parameters, loss and L-BFGS state in float64 (float32 stalls the line search on large-C problems);
         # the (n x d) @ (d x k) products, which are all of the cost, in `matmul_dtype` (float32: twice as fast).
         dtype = torch.float64
-        x = torch.as_tensor(np.asarray(X), dtype=getattr(torch, self.matmul_dtype))
+        x = torch.as_tensor(np.asarray(X), dtype=getattr(torch, self.matmul_dtype), device=self.device)
         self.classes_, y_idx = np.unique(np.asarray(y), return_inverse=True)
         n, d = x.shape
         k = len(self.classes_)
         if k < 2:
             raise ValueError("TorchLinearSVC needs at least two classes")
-        signs = -torch.ones(n, k, dtype=dtype)
-        signs[torch.arange(n), torch.as_tensor(y_idx)] = 1.0
+        signs = -torch.ones(n, k, dtype=dtype, device=self.device)
+        signs[torch.arange(n), torch.as_tensor(y_idx, device=self.device)] = 1.0
         if k == 2:  # one problem, as LinearSVC does for binary targets
             signs = signs[:, 1:]
-        w = torch.zeros(d, signs.shape[1], dtype=dtype, requires_grad=True)
-        b = torch.zeros(signs.shape[1], dtype=dtype, requires_grad=True)
+        w = torch.zeros(d, signs.shape[1], dtype=dtype, device=self.device, requires_grad=True)
+        b = torch.zeros(signs.shape[1], dtype=dtype, device=self.device, requires_grad=True)
         reg = 0.5 / float(self.C)
         self.n_iter_ = 0
         # Phase 1 with float32 products gets close cheaply; phase 2 with float64 products finishes the job
@@ -45,8 +47,8 @@ class TorchLinearSVC(ClassifierMixin, BaseEstimator):
         phases = [x] if x.dtype == dtype else [x, x.to(dtype)]
         for xm in phases:
             self.n_iter_ += self._lbfgs(xm, signs, w, b, reg, self.max_iter - self.n_iter_)
-        self.coef_ = w.detach().T.double().numpy()
-        self.intercept_ = b.detach().double().numpy()
+        self.coef_ = w.detach().T.double().cpu().numpy()
+        self.intercept_ = b.detach().double().cpu().numpy()
         self.n_features_in_ = d
         return self
 

@@ -80,7 +80,9 @@ def load_finetuned(entry: Path, model: torch.nn.Module, spec: ArchSpec, num_clas
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, images: np.ndarray, preprocess, batch_size: int = 256) -> np.ndarray:
-    out = [model(preprocess(torch.from_numpy(images[i : i + batch_size]))).argmax(1).numpy()
+def predict(model: torch.nn.Module, images: np.ndarray, preprocess, batch_size: int = 256,
+            device: str = "cpu") -> np.ndarray:
+    model = model.to(device)
+    out = [model(preprocess(torch.from_numpy(images[i : i + batch_size]).to(device))).argmax(1).cpu().numpy()
            for i in range(0, len(images), batch_size)]
     return np.concatenate(out)
