@@ -32,10 +32,17 @@ POLL_S = 2.0
 RESULT_GRACE_S = 30.0
 
 
-def slurm_states(job_ids: list[str]) -> dict[str, str]:
-    """{job id: state} for the tasks SLURM still knows about (finished ones stay for MinJobAge)."""
-    r = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)],
-                       capture_output=True, text=True, timeout=60)
+def slurm_states(job_ids: list[str]) -> dict[str, str] | None:
+    """{job id: state} for the tasks SLURM still knows about (finished ones stay for MinJobAge); None when the
+    controller did not answer (busy, restarting), so that no task is taken for gone on a failed query."""
+    try:
+        r = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-o", "%i %T", "-j", ",".join(job_ids)],
+                           capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        return None
+    if r.returncode != 0 and "Invalid job id" not in r.stderr:
+        log.warning("squeue failed (%s); retrying", r.stderr.strip()[-200:])
+        return None
     states = dict(line.split(maxsplit=1) for line in r.stdout.splitlines() if " " in line)
     return {k: v.strip() for k, v in states.items()}
 
@@ -75,6 +82,9 @@ class IsolatingSlurmLauncher(SlurmLauncher):
             if not pending:
                 break
             states = slurm_states(list(pending))
+            if states is None:
+                time.sleep(POLL_S)
+                continue
             now = time.monotonic()
             for jid in list(pending):
                 state = states.get(jid, "UNKNOWN (no longer in squeue)").split()[0]
