@@ -65,15 +65,18 @@ METRICS: dict[str, str] = {
     "finetune_val_acc": "the fine-tuned net's val accuracy after its last epoch (finetune=last|full)",
     "feature_dim": "dimension of the chosen layer after pooling, before PCA",
     "best_C": "the C chosen on val",
-    "val_scores": "every C of classifier.C_grid -> its val score",
-    "convergence_warnings": "how many of the probe's fits stopped at max_iter",
+    "val_scores": "every C searched -> its val score",
+    "C_grid": "the Cs searched, ascending (the grid walked until patience ran out, plus any edge extension)",
+    "C_grid_extended": "the Cs added past the grid's edge because the edge was the val-best",
+    "probe_path": "path solver: per C searched, iterations, max |gradient|, converged, seconds, val score",
+    "convergence_warnings": "how many of the probe's fits stopped at max_iter (or short of tol)",
     "estimator": "the estimator that replaced the probe, or none",
     "estimator_score": "that estimator's value",
     "transferability": "every estimator's value (logme, hscore, leep, nce)",
 }
 METRIC_PREFIX = {"transferability": "tr_"}
 # Dict-valued metrics that stay out of the flat table (kept whole in result.json only).
-NOT_FLAT = {"val_scores"}
+NOT_FLAT = {"val_scores", "C_grid", "C_grid_extended", "probe_path"}
 TIMINGS = ("source", "finetune", "extract", "probe", "total")
 # Columns `python -m src.report.summary` prints, when present.
 SUMMARY_COLUMNS = ["status", "arch", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",
@@ -116,6 +119,8 @@ class Result:
         """One flat row of the report's table (`job_dir`, status, factors, metrics, time_*_s, hits, *_key)."""
         row: dict[str, Any] = {"job_dir": str(job_dir), "status": self.status, **self.factors}
         for k, v in self.metrics.items():
+            if k in NOT_FLAT and not isinstance(v, dict):
+                continue
             if isinstance(v, dict):
                 if k not in NOT_FLAT:
                     row.update({f"{METRIC_PREFIX.get(k, k + '_')}{name}": x for name, x in v.items()})

@@ -1,25 +1,32 @@
 """The linear probe: a scikit-learn Pipeline (normalise -> optional PCA -> classifier) built from config.
 
-Protocol: C is chosen on the target's val split from `classifier.C_grid` (every C's val score is kept for
-the log), then the pipeline is refit on train+val with that C and scored once on test.
+Protocol: the normalisation and PCA are fit on the target's train split; C is chosen on its val split by walking
+`classifier.C_grid` upwards (every C's val score is kept); the walk stops early once `classifier.patience` Cs in a
+row did not improve on the best, and is extended past the grid's edge (same log step, within `C_BOUNDS`) while the
+val-best C is the grid's edge. The pipeline is then refit on train+val at that C and scored once on test.
+A classifier with `fit_path` (src/probe/path.py) walks the grid with warm starts and starts the refit from its
+train-split solution; any other scikit-learn classifier is refit from scratch at each C.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score
-from sklearn.model_selection import GridSearchCV, PredefinedSplit
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
 
+from src.probe.path import LinearPathClassifier
+
 METRICS = {"accuracy": accuracy_score, "mean_per_class_accuracy": balanced_accuracy_score}
-SCORERS = {"accuracy": "accuracy", "mean_per_class_accuracy": "balanced_accuracy", "map": "average_precision"}
+C_BOUNDS = (1e-6, 1e6)  # how far an edge-extended C search may go
 
 
 # Config-controlled `_target_`s may only name scikit-learn or our own estimators.
@@ -33,13 +40,55 @@ def build_pipeline(cfg: DictConfig, multilabel: bool = False) -> Pipeline:
         return "passthrough" if node is None else instantiate(node, _execution_whitelist_=ALLOWED_TARGETS)
 
     clf = step(cfg.classifier.estimator)
+    native = isinstance(clf, LinearPathClassifier)  # fits every label of a multi-label target in one problem
     return Pipeline(
         [
             ("norm", step(cfg.norm.estimator)),
             ("dimred", step(cfg.dimred.estimator)),
-            ("clf", OneVsRestClassifier(clf) if multilabel else clf),
+            ("clf", OneVsRestClassifier(clf) if multilabel and not native else clf),
         ]
     )
+
+
+def score(metric: str, clf, x: np.ndarray, y: np.ndarray) -> float:
+    if metric == "map":
+        return float(average_precision_score(y, clf.decision_function(x), average="macro"))
+    return float(METRICS[metric](y, clf.predict(x)))
+
+
+def search_C(val_score: Callable[[float], float], grid: list[float], patience: int | None = None,
+             bounds: tuple[float, float] = C_BOUNDS, max_extra: int = 24) -> dict[float, float]:
+    """{C: val score}, ordered by C. The grid is walked upwards and the walk stops once `patience` Cs in a row did
+    not improve on the best. If it was walked to the end, it is extended one grid step at a time (at most
+    `max_extra` steps, within `bounds`): upwards while the top C scores the best (ties too: a flat val curve at
+    small C means C is too small to matter yet; again stopped by `patience`), downwards while the bottom C is the
+    unique best. The chosen C is the first best (the strongest regularisation on ties)."""
+    grid = sorted(float(c) for c in grid)
+    scores: dict[float, float] = {}
+    best, stale = -np.inf, 0
+
+    def ask(c: float) -> None:
+        nonlocal best, stale
+        scores[c] = val_score(c)
+        best, stale = (scores[c], 0) if scores[c] > best else (best, stale + 1)
+
+    for c in grid:
+        ask(c)
+        if patience and stale >= patience:
+            return dict(sorted(scores.items()))
+    up = grid[-1] / grid[-2] if len(grid) > 1 else 10.0
+    down = grid[1] / grid[0] if len(grid) > 1 else 10.0
+    stale = 0
+    for _ in range(max_extra):
+        lo, hi = min(scores), max(scores)
+        if scores[hi] >= best and hi * up <= bounds[1] * (1 + 1e-9) and not (patience and stale >= patience):
+            ask(hi * up)
+        elif len(scores) > 1 and scores[lo] > max(v for c, v in scores.items() if c != lo) \
+                and lo / down >= bounds[0] * (1 - 1e-9):
+            ask(lo / down)
+        else:
+            break
+    return dict(sorted(scores.items()))
 
 
 def fit_and_score(
@@ -48,27 +97,63 @@ def fit_and_score(
     c_grid: list[float],
     metric: str,
     c_param: str = "C",
+    patience: int | None = None,
 ) -> dict[str, Any]:
-    """Choose C on val, refit on train+val, score on test. `c_param` is C's path inside the classifier
-    (e.g. `estimator__C` when the SVM is wrapped in a OneVsOneClassifier). `metric="map"` is for multi-label
-    targets (labels an (N, K) 0/1 matrix, the classifier wrapped in OneVsRestClassifier by `build_pipeline`)."""
-    if metric == "map":
-        c_param = f"estimator__{c_param}"
+    """Choose C on val (see the module doc), refit on train+val, score on test. `c_param` is C's path inside the
+    classifier (e.g. `estimator__C` when the SVM is wrapped in a OneVsOneClassifier). `metric="map"` is for
+    multi-label targets (labels an (N, K) 0/1 matrix)."""
     (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = splits["train"], splits["val"], splits["test"]
-    x = np.concatenate([x_tr, x_va])
-    y = np.concatenate([y_tr, y_va])
-    fold = PredefinedSplit(np.r_[np.full(len(y_tr), -1), np.zeros(len(y_va))])
-    search = GridSearchCV(pipe, {f"clf__{c_param}": list(c_grid)}, cv=fold, scoring=SCORERS[metric], refit=True)
+    clf = pipe.steps[-1][1]
+    if isinstance(clf, OneVsRestClassifier):  # multi-label with a classifier that fits one label at a time
+        c_param = f"estimator__{c_param}"
+    t0 = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ConvergenceWarning)
-        search.fit(x, y)
-    if metric == "map":
-        test_score = float(average_precision_score(y_te, search.decision_function(x_te), average="macro"))
-    else:
-        test_score = float(METRICS[metric](y_te, search.predict(x_te)))
+        pre = Pipeline(pipe.steps[:-1]) if len(pipe.steps) > 1 else None
+        f_tr = pre.fit_transform(x_tr, y_tr) if pre is not None else x_tr
+        f_va = pre.transform(x_va) if pre is not None else x_va
+        path: dict[float, dict] = {}
+        if isinstance(clf, LinearPathClassifier):
+            val_score = _path_scorer(clf, f_tr, y_tr, f_va, y_va, metric, path)
+        else:
+            def val_score(c: float) -> float:
+                return score(metric, clone(clf).set_params(**{c_param: c}).fit(f_tr, y_tr), f_va, y_va)
+        val_scores = search_C(val_score, c_grid, patience)
+        best_c = max(val_scores, key=lambda c: (val_scores[c], -c))
+        pipe.set_params(**{f"clf__{c_param}": best_c})
+        if path:  # the refit on train+val starts from the train split's solution at that C
+            clf.set_params(warm_start=True)
+            clf.coef_, clf.intercept_ = path[best_c].pop("coef"), path[best_c].pop("intercept")
+        pipe.fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]))
+    fit_s = time.perf_counter() - t0
+    grid = [float(c) for c in c_grid]
     return {
-        "target_score": test_score,
-        "best_C": float(search.best_params_[f"clf__{c_param}"]),
-        "val_scores": {str(c): float(s) for c, s in zip(c_grid, search.cv_results_["mean_test_score"])},
-        "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught),
+        "target_score": score(metric, pipe, x_te, y_te),
+        "best_C": float(best_c),
+        "val_scores": {str(c): float(s) for c, s in val_scores.items()},
+        "C_grid": list(val_scores),
+        "C_grid_extended": [c for c in val_scores if not any(np.isclose(c, g) for g in grid)],
+        "probe_path": [{k: v for k, v in path[c].items() if k not in ("coef", "intercept")} for c in sorted(path)] or None,
+        "fit_s": fit_s,
+        "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught)
+        + sum(not info["converged"] for info in path.values()),
     }
+
+
+def _path_scorer(clf: LinearPathClassifier, x, y, x_val, y_val, metric: str, path: dict) -> Callable[[float], float]:
+    """val_score(C) for the path solver: one solver on the train split, each C warm-started from the solution at
+    the nearest C already solved. Records every C's diagnostics and solution in `path`."""
+    model = clone(clf)
+    solver = model._solver(x, y)
+    thetas: dict[float, Any] = {}
+
+    def val_score(c: float) -> float:
+        near = min(thetas, key=lambda s: abs(np.log(s / c)), default=None)
+        theta, info = solver.solve(c, None if near is None else thetas[near])
+        thetas[c] = theta
+        model._set_coef(solver, theta)
+        info["val_score"] = score(metric, model, x_val, y_val)
+        path[c] = {**info, "coef": model.coef_, "intercept": model.intercept_}
+        return info["val_score"]
+
+    return val_score

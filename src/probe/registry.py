@@ -26,17 +26,21 @@ def register_classifier(name: str, c_param: str = "C", about: str = "") -> None:
     CLASSIFIERS[name] = Classifier(name, c_param, about)
 
 
-register_classifier("linear_svm", about="one-vs-rest LinearSVC (liblinear)")
-register_classifier("linear_svm_ovr", about="one-vs-rest LinearSVC, explicitly wrapped")
+register_classifier("linear_svm", about="one-vs-rest squared hinge (LinearSVC's objective), whole C path in torch")
+register_classifier("linear_svm_ovr", about="the same as linear_svm (which is one-vs-rest), by its explicit name")
+register_classifier("linear_svm_liblinear", about="scikit-learn's LinearSVC (liblinear): the reference")
 register_classifier("linear_svm_ovo", "estimator__C", "one-vs-one LinearSVCs, majority vote")
-register_classifier("logistic", about="multinomial logistic regression (lbfgs)")
-register_classifier("linear_svm_torch", about="LinearSVC's objective for all classes at once (torch L-BFGS)")
+register_classifier("logistic", about="multinomial logistic regression, whole C path in torch")
+register_classifier("logistic_lbfgs", about="scikit-learn's LogisticRegression (lbfgs): the reference")
 
 
 def validate_classifier(cfg) -> Classifier:
-    """`cfg.classifier`: a registered name and a non-empty grid of positive C values."""
+    """`cfg.classifier`: a registered name, a non-empty grid of positive C values, patience a positive int or null."""
     one_of("classifier", cfg.classifier.name, CLASSIFIERS)
     grid = cfg.classifier.C_grid
     if not grid or any(isinstance(c, bool) or not (isinstance(c, (int, float)) and c > 0) for c in grid):
         raise ConfigError(f"classifier.C_grid={list(grid) if grid else grid} must be a non-empty list of positive numbers")
+    patience = cfg.classifier.get("patience")
+    if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+        raise ConfigError(f"classifier.patience={patience!r} must be a positive integer or null")
     return CLASSIFIERS[cfg.classifier.name]

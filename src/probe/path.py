@@ -1,0 +1,346 @@
+"""Linear probes solved along a whole C path at once: every class in one problem, warm starts from strong to weak
+regularisation, in torch (CPU or the job's GPU).
+
+Objectives (n rows, L2-regularised, the same as scikit-learn's):
+    squared_hinge  1/2 ||W||^2 + C sum_i sum_k max(0, 1 - s_ik (w_k . x_i + b_k))^2   (LinearSVC, one-vs-rest;
+                   s_ik = +1 if row i has label k else -1; one problem for a binary target; multi-label: per label)
+    log            1/2 ||W||^2 + C sum_i -log softmax(W x_i + b)_{y_i}                 (LogisticRegression,
+                   multinomial; a binary target or a multi-label one: per-label sigmoid)
+Intercepts: by default NOT regularised (as LogisticRegression). liblinear (LinearSVC) regularises its intercept as
+the weight of a constant feature `intercept_scaling`; pass the same `intercept_scaling` to solve that objective
+exactly (tests/test_probe_path.py compares both against scikit-learn).
+
+Why it is fast: liblinear solves the k problems one after another by coordinate descent and scikit-learn refits
+from scratch at every C. Here an iteration is two float32 GEMMs shared by all k problems (X @ D for the search
+direction, X^T @ G for the gradient); the line search along X @ D is exact-ish and needs no more GEMMs; with an
+unregularised intercept the features are centred (an exact reparametrisation) which removes their dominant
+eigenvalue; and the solver moves from one C to the next keeping its L-BFGS memory, corrected exactly for the
+change of the regulariser. Parameters and losses are float64; a float64 GEMM phase finishes a solve that float32
+rounding stalls short of `tol`. Convergence: max |gradient| of the objective divided by C * n (scikit-learn's
+`tol` convention for lbfgs), reported per C in `path_`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+LOSSES = ("squared_hinge", "log")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class _Loss:
+    """Loss of the decision values Z (n x k) against targets T; value, dL/dZ, and the first two derivatives of
+    t -> L(Z + t A) (for the line search). Everything is summed over rows and divided by n."""
+
+    def __init__(self, kind: str, targets: torch.Tensor, multinomial: bool):
+        self.kind, self.t, self.multinomial = kind, targets, multinomial
+        self.n = targets.shape[0]
+
+    def value_grad(self, z: torch.Tensor) -> tuple[float, torch.Tensor]:
+        if self.kind == "squared_hinge":  # targets: signs +-1
+            m = torch.clamp_min(1 - self.t * z, 0)
+            return float((m * m).sum()) / self.n, (-2 / self.n) * self.t * m
+        if self.multinomial:  # targets: one-hot
+            lse = torch.logsumexp(z, 1)
+            val = float((lse - (z * self.t).sum(1)).sum()) / self.n
+            return val, (torch.softmax(z, 1) - self.t) / self.n
+        u = -self.t * z  # per-column sigmoid, targets: signs
+        return float(torch.nn.functional.softplus(u).sum()) / self.n, (-self.t * torch.sigmoid(u)) / self.n
+
+    def along(self, z: torch.Tensor, a: torch.Tensor, t: float) -> tuple[float, float, float]:
+        zt = z + t * a
+        if self.kind == "squared_hinge":
+            m = torch.clamp_min(1 - self.t * zt, 0)
+            act = (m > 0).to(a.dtype)
+            return (float((m * m).sum()) / self.n, float((-2 * self.t * m * a).sum()) / self.n,
+                    float((2 * act * a * a).sum()) / self.n)
+        if self.multinomial:
+            p = torch.softmax(zt, 1)
+            pa = (p * a).sum(1)
+            val = float((torch.logsumexp(zt, 1) - (zt * self.t).sum(1)).sum())
+            return val / self.n, float((pa - (a * self.t).sum(1)).sum()) / self.n, \
+                float(((p * a * a).sum(1) - pa * pa).sum()) / self.n
+        u = -self.t * zt
+        s = torch.sigmoid(u)
+        return (float(torch.nn.functional.softplus(u).sum()) / self.n, float((-self.t * s * a).sum()) / self.n,
+                float((s * (1 - s) * a * a).sum()) / self.n)
+
+
+@dataclass
+class _Memory:
+    """L-BFGS curvature pairs (s, y) of the objective at regularisation `lam`; carried from one C to the next."""
+
+    size: int
+    lam: float = 0.0
+    pairs: list = field(default_factory=list)
+
+    def retarget(self, lam: float, reg_mask: torch.Tensor) -> None:
+        """The loss part of y is unchanged by C, the regulariser's part is lam * s: swap it for the new lam."""
+        kept = []
+        for s, y in self.pairs:
+            y = y + (lam - self.lam) * reg_mask * s
+            if float(s @ y) > 1e-12 * float(y @ y):
+                kept.append((s, y))
+        self.pairs, self.lam = kept, lam
+
+    def push(self, s: torch.Tensor, y: torch.Tensor) -> None:
+        if float(s @ y) > 1e-12 * float(y @ y):
+            self.pairs.append((s, y))
+            self.pairs = self.pairs[-self.size:]
+
+    def direction(self, g: torch.Tensor, fallback_scale: float) -> torch.Tensor:
+        q, alphas = -g.clone(), []
+        for s, y in reversed(self.pairs):
+            a = float(s @ q) / float(s @ y)
+            q -= a * y
+            alphas.append(a)
+        if self.pairs:
+            s, y = self.pairs[-1]
+            q *= float(s @ y) / float(y @ y)
+        else:
+            q *= fallback_scale
+        for (s, y), a in zip(self.pairs, reversed(alphas)):
+            q += (a - float(y @ q) / float(s @ y)) * s
+        return q
+
+
+class PathSolver:
+    """One training set, solved at any C (warm-started from a previous solution). Parameters are a flat float64
+    vector theta = [W (d x k) row-major, b (k)]; with `intercept_scaling` set, b is the weight of the constant
+    column and so is regularised (liblinear), otherwise it is free and the features are centred."""
+
+    def __init__(self, x: np.ndarray, targets: np.ndarray, loss: str, multinomial: bool, device: torch.device,
+                 intercept_scaling: float | None = None, tol: float = 1e-4, max_iter: int = 1000, history: int = 20):
+        self.dev, self.tol, self.max_iter, self.scaling = device, tol, max_iter, intercept_scaling
+        x = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+        self.n, self.d = x.shape
+        self.mean = x.mean(0) if intercept_scaling is None else torch.zeros(self.d, device=device)
+        self.x32 = x - self.mean if intercept_scaling is None else x
+        self._x64 = None
+        t = torch.as_tensor(targets, dtype=torch.float64, device=device)
+        self.k = t.shape[1]
+        self.loss = _Loss(loss, t, multinomial)
+        self.reg_mask = torch.ones((self.d + 1) * self.k, dtype=torch.float64, device=device)
+        if intercept_scaling is None:
+            self.reg_mask[self.d * self.k:] = 0
+        self.memory = _Memory(history)
+
+    def x(self, dtype: torch.dtype) -> torch.Tensor:
+        if dtype == torch.float32:
+            return self.x32
+        if self._x64 is None:
+            self._x64 = self.x32.double()
+        return self._x64
+
+    def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return theta[: self.d * self.k].view(self.d, self.k), theta[self.d * self.k:]
+
+    def _bias_col(self, theta_b: torch.Tensor) -> torch.Tensor:
+        return theta_b * (1.0 if self.scaling is None else self.scaling)
+
+    def decisions(self, theta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        w, b = self.split(theta)
+        return (self.x(dtype) @ w.to(dtype)).double() + self._bias_col(b)
+
+    def grad(self, theta: torch.Tensor, z: torch.Tensor, lam: float, dtype: torch.dtype) -> tuple[float, torch.Tensor]:
+        val, gz = self.loss.value_grad(z)
+        gw = (self.x(dtype).T @ gz.to(dtype)).double()
+        gb = gz.sum(0) * (1.0 if self.scaling is None else self.scaling)
+        g = torch.cat([gw.reshape(-1), gb]) + lam * self.reg_mask * theta
+        return val + 0.5 * lam * float((self.reg_mask * theta * theta).sum()), g
+
+    def solve(self, C: float, theta: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Minimise the objective / (C n) from `theta` (zeros if None); returns (theta, diagnostics)."""
+        t0 = time.perf_counter()
+        lam = 1.0 / (C * self.n)
+        theta = torch.zeros((self.d + 1) * self.k, dtype=torch.float64, device=self.dev) if theta is None \
+            else theta.clone()
+        self.memory.retarget(lam, self.reg_mask)
+        info = {"C": float(C), "n_iter": 0, "float64_iter": 0}
+        gmax = math.inf
+        for dtype in (torch.float32, torch.float64):
+            z = self.decisions(theta, dtype)
+            f, g = self.grad(theta, z, lam, dtype)
+            gmax = float(g.abs().max())
+            while gmax > self.tol and info["n_iter"] < self.max_iter:
+                d = self.memory.direction(g, 1.0 / max(float(g.abs().sum()), 1.0))
+                dw, db = self.split(d)
+                a = (self.x(dtype) @ dw.to(dtype)).double() + self._bias_col(db)
+                step = self._line_search(theta, d, z, a, lam, f, float(g @ d))
+                if step is None:  # no decrease possible at this precision
+                    break
+                theta_new = theta + step * d
+                z = z + step * a
+                f, g_new = self.grad(theta_new, z, lam, dtype)
+                self.memory.push(theta_new - theta, g_new - g)
+                theta, g = theta_new, g_new
+                gmax = float(g.abs().max())
+                info["n_iter"] += 1
+                info["float64_iter"] += dtype == torch.float64
+            if gmax <= self.tol or info["n_iter"] >= self.max_iter:
+                break
+        info.update(grad_max=gmax, converged=gmax <= self.tol, objective=f, fit_s=time.perf_counter() - t0)
+        return theta, info
+
+    def _line_search(self, theta, d, z, a, lam, f0, g0) -> float | None:
+        """A step satisfying Armijo, refined by Newton steps on the 1-D (cheap: no GEMM) restriction."""
+        if g0 >= 0:
+            return None
+        mask = self.reg_mask
+        td, dd, tt = float((mask * theta * d).sum()), float((mask * d * d).sum()), float((mask * theta * theta).sum())
+
+        def phi(t):
+            v, d1, d2 = self.loss.along(z, a, t)
+            return v + 0.5 * lam * (tt + 2 * t * td + t * t * dd), d1 + lam * (td + t * dd), d2 + lam * dd
+
+        t, best_t, best_v = 1.0, None, math.inf
+        for _ in range(30):
+            v, d1, d2 = phi(t)
+            if math.isfinite(v) and v <= f0 + 1e-4 * t * g0:  # Armijo holds: keep it, try the 1-D Newton step
+                if v < best_v:
+                    best_t, best_v = t, v
+                if abs(d1) <= 0.1 * abs(g0) or d2 <= 0:
+                    break
+                t_new = max(t - d1 / d2, 0.1 * t)
+                if abs(t_new - t) <= 1e-3 * t:
+                    break
+                t = t_new
+            elif best_t is not None:  # the Newton step overshot: keep the best accepted step
+                break
+            else:
+                t *= 0.5
+        return best_t
+
+
+def encode_targets(y: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(classes_, targets n x k, multinomial?) as the solver wants them. 2-D 0/1 y: multi-label, one column per
+    label. Binary y: one column (as LinearSVC and LogisticRegression do)."""
+    y = np.asarray(y)
+    if y.ndim == 2:
+        return np.arange(y.shape[1]), 2.0 * (y > 0) - 1, False
+    classes, idx = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"need at least two classes, got {list(classes)}")
+    onehot = np.eye(len(classes))[idx]
+    if len(classes) == 2:
+        return classes, 2.0 * onehot[:, 1:] - 1, False
+    if loss == "log":
+        return classes, onehot, True
+    return classes, 2.0 * onehot - 1, False
+
+
+class LinearPathClassifier(ClassifierMixin, BaseEstimator):
+    """A scikit-learn classifier (drop-in for LinearSVC / LogisticRegression at one C) that can also fit a whole
+    C path: `fit_path(X, y, Cs, X_val, y_val)` returns every C's val decision values with warm starts, and
+    `fit(X, y)` with `warm_start=True` starts from the current `coef_` / `intercept_` (the refit at the chosen C).
+
+    loss: "squared_hinge" (LinearSVC's default) or "log" (multinomial LogisticRegression).
+    intercept_scaling: None = unregularised intercept; a number = liblinear's regularised constant feature.
+    device: "auto" (the GPU if there is one), "cpu", "cuda", ...
+    """
+
+    def __init__(self, loss: str = "squared_hinge", C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000,
+                 intercept_scaling: float | None = None, device: str = "auto", warm_start: bool = False):
+        self.loss = loss
+        self.C = C
+        self.tol = tol
+        self.max_iter = max_iter
+        self.intercept_scaling = intercept_scaling
+        self.device = device
+        self.warm_start = warm_start
+
+    def _solver(self, X, y) -> PathSolver:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} is unknown; valid: {', '.join(LOSSES)}")
+        self.classes_, targets, multinomial = encode_targets(y, self.loss)
+        self.multilabel_ = np.asarray(y).ndim == 2
+        self.n_features_in_ = np.asarray(X).shape[1]
+        return PathSolver(X, targets, self.loss, multinomial, _device(self.device), self.intercept_scaling,
+                          self.tol, self.max_iter)
+
+    def _theta_from_coef(self, s: PathSolver) -> torch.Tensor | None:
+        """The current coef_/intercept_ as the solver's parameters (for a warm start), if shapes agree."""
+        coef = getattr(self, "coef_", None)
+        if coef is None or coef.shape != (s.k, s.d):
+            return None
+        w = torch.as_tensor(coef.T, dtype=torch.float64, device=s.dev)
+        b = torch.as_tensor(self.intercept_, dtype=torch.float64, device=s.dev)
+        if s.scaling is None:
+            b = b + s.mean.double() @ w  # centred features: b_c = b + mean . w
+        else:
+            b = b / s.scaling
+        return torch.cat([w.reshape(-1), b])
+
+    def _set_coef(self, s: PathSolver, theta: torch.Tensor) -> None:
+        w, b = s.split(theta)
+        if s.scaling is None:
+            b = b - s.mean.double() @ w
+        else:
+            b = b * s.scaling
+        self.coef_ = w.T.cpu().numpy().copy()
+        self.intercept_ = b.cpu().numpy().copy()
+
+    def fit(self, X, y):
+        warm = self.warm_start and hasattr(self, "coef_")
+        old = (self.coef_, self.intercept_) if warm else None
+        s = self._solver(X, y)
+        theta0 = None
+        if old is not None:
+            self.coef_, self.intercept_ = old
+            theta0 = self._theta_from_coef(s)
+        theta, info = s.solve(float(self.C), theta0)
+        self._set_coef(s, theta)
+        self.n_iter_, self.converged_, self.grad_max_ = info["n_iter"], info["converged"], info["grad_max"]
+        self.path_ = [info]
+        return self
+
+    def fit_path(self, X, y, Cs, X_val=None):
+        """Fit at every C of `Cs` in the given order, each warm-started from the previous solution (give them
+        in increasing order). Returns a list of diagnostics dicts (C, n_iter, grad_max, converged, fit_s, and
+        `val_decision`: decision values on X_val, if given). Ends fitted at the last C."""
+        s = self._solver(X, y)
+        theta, out = None, []
+        for C in Cs:
+            theta, info = s.solve(float(C), theta)
+            self._set_coef(s, theta)
+            if X_val is not None:
+                info["val_decision"] = self.decision_function(X_val)
+            out.append(info)
+        self.C = float(Cs[-1])
+        self.n_iter_, self.converged_, self.grad_max_ = out[-1]["n_iter"], out[-1]["converged"], out[-1]["grad_max"]
+        self.path_ = out
+        return out
+
+    def decision_function(self, X):
+        check_is_fitted(self, "coef_")
+        scores = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+        return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
+
+    def predict(self, X):
+        scores = self.decision_function(X)
+        if self.multilabel_:
+            return (scores > 0).astype(int)
+        if scores.ndim == 1:
+            return self.classes_[(scores > 0).astype(int)]
+        return self.classes_[scores.argmax(1)]
+
+    def predict_proba(self, X):
+        if self.loss != "log":
+            raise AttributeError("predict_proba needs loss='log'")
+        z = torch.as_tensor(self.decision_function(X))
+        if z.ndim == 1:
+            p1 = torch.sigmoid(z)
+            return torch.stack([1 - p1, p1], 1).numpy()
+        return (torch.sigmoid(z) if self.multilabel_ else torch.softmax(z, 1)).numpy()

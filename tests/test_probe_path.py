@@ -1,0 +1,172 @@
+"""The C-path solver (src/probe/path.py) against converged scikit-learn references, and the C search protocol."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
+from sklearn.svm import LinearSVC
+
+from src.probe.linear import search_C
+from src.probe.path import LinearPathClassifier
+
+
+def blobs(n=300, d=16, k=4, seed=0):
+    """Overlapping classes with a non-zero mean (so the intercept matters)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    x = rng.normal(size=(n, d)) + 0.8 * rng.normal(size=(k, d))[y] + 1.0
+    return x, y
+
+
+def svm_objective(coef, intercept, x, y, C, classes, intercept_scaling=None):
+    """LinearSVC's primal (one-vs-rest squared hinge); intercept_scaling set: liblinear's regularised intercept."""
+    s = np.where(y[:, None] == classes[None, :], 1.0, -1.0) if len(classes) > 2 else np.where(y == classes[1], 1.0, -1.0)[:, None]
+    margin = np.maximum(0, 1 - s * (x @ coef.T + intercept))
+    reg = (coef**2).sum() + (0 if intercept_scaling is None else ((intercept / intercept_scaling) ** 2).sum())
+    return 0.5 * reg + C * (margin**2).sum()
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 10.0])
+def test_squared_hinge_matches_linearsvc_with_its_regularised_intercept(C):
+    x, y = blobs()
+    ref = LinearSVC(C=C, tol=1e-10, max_iter=100000, dual=True).fit(x, y)
+    ours = LinearPathClassifier(C=C, intercept_scaling=1.0, tol=1e-7, device="cpu").fit(x, y)
+    assert ours.converged_
+    f_ours = svm_objective(ours.coef_, ours.intercept_, x, y, C, ours.classes_, 1.0)
+    f_ref = svm_objective(ref.coef_, ref.intercept_, x, y, C, ref.classes_, 1.0)
+    assert f_ours <= f_ref * (1 + 1e-6)
+    scale = np.abs(ref.decision_function(x)).max()
+    assert np.abs(ours.decision_function(x) - ref.decision_function(x)).max() <= 1e-3 * scale
+    assert np.abs(ours.coef_ - ref.coef_).max() <= 1e-3 * np.abs(ref.coef_).max()
+    assert (ours.predict(x) == ref.predict(x)).mean() >= 0.99
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0])
+def test_squared_hinge_with_free_intercept_is_optimal(C):
+    """Default: intercept not regularised. Its objective is at most LinearSVC's solution's (which is feasible for
+    it), and the gradient of the exact float64 objective vanishes at our solution."""
+    x, y = blobs(seed=1)
+    ours = LinearPathClassifier(C=C, tol=1e-7, device="cpu").fit(x, y)
+    ref = LinearSVC(C=C, tol=1e-10, max_iter=100000, dual=True).fit(x, y)
+    assert svm_objective(ours.coef_, ours.intercept_, x, y, C, ours.classes_) <= \
+        svm_objective(ref.coef_, ref.intercept_, x, y, C, ref.classes_) + 1e-9
+    s = np.where(y[:, None] == ours.classes_[None, :], 1.0, -1.0)
+    gz = -2 * C * s * np.maximum(0, 1 - s * (x @ ours.coef_.T + ours.intercept_))
+    grad_w, grad_b = ours.coef_ + gz.T @ x, gz.sum(0)
+    assert np.abs(grad_w).max() <= 1e-4 * C * len(x) and np.abs(grad_b).max() <= 1e-4 * C * len(x)
+    assert (ours.predict(x) == ref.predict(x)).mean() >= 0.97
+
+
+@pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
+def test_log_loss_matches_logisticregression(C):
+    x, y = blobs(seed=2)
+    ref = LogisticRegression(C=C, tol=1e-10, max_iter=10000).fit(x, y)
+    ours = LinearPathClassifier(loss="log", C=C, tol=1e-8, device="cpu").fit(x, y)
+    assert ours.converged_
+    assert np.abs(ours.coef_ - ref.coef_).max() <= 1e-4 * max(1.0, np.abs(ref.coef_).max())
+    assert np.abs(ours.predict_proba(x) - ref.predict_proba(x)).max() <= 1e-5
+    assert (ours.predict(x) == ref.predict(x)).all()
+
+
+def test_binary_targets_are_one_problem_like_scikit_learn():
+    x, y = blobs(k=2, seed=3)
+    y = np.where(y == 1, "yes", "no")
+    svm = LinearPathClassifier(C=1.0, intercept_scaling=1.0, tol=1e-8, device="cpu").fit(x, y)
+    ref = LinearSVC(C=1.0, tol=1e-10, max_iter=100000, dual=True).fit(x, y)
+    assert svm.coef_.shape == ref.coef_.shape == (1, x.shape[1])
+    assert np.abs(svm.decision_function(x) - ref.decision_function(x)).max() <= 1e-3 * np.abs(ref.decision_function(x)).max()
+    log = LinearPathClassifier(loss="log", C=1.0, tol=1e-8, device="cpu").fit(x, y)
+    ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(x, y)
+    assert np.abs(log.predict_proba(x) - ref.predict_proba(x)).max() <= 1e-5
+    assert set(log.predict(x)) <= {"yes", "no"}
+
+
+def test_multilabel_is_one_binary_problem_per_label():
+    x, _ = blobs(seed=4)
+    rng = np.random.default_rng(4)
+    y = (x[:, :3] + 0.5 * rng.normal(size=(len(x), 3)) > 1.0).astype(int)
+    ours = LinearPathClassifier(loss="log", C=0.5, tol=1e-8, device="cpu").fit(x, y)
+    ref = OneVsRestClassifier(LogisticRegression(C=0.5, tol=1e-10, max_iter=10000)).fit(x, y)
+    assert np.abs(ours.decision_function(x) - ref.decision_function(x)).max() <= 1e-4
+    assert ours.predict(x).shape == y.shape
+
+
+def test_the_path_reaches_the_same_solutions_as_cold_fits():
+    x, y = blobs(seed=5)
+    Cs = [0.001, 0.01, 0.1, 1.0, 10.0]
+    path = LinearPathClassifier(tol=1e-7, device="cpu")
+    infos = path.fit_path(x, y, Cs, X_val=x[:50])
+    assert [i["C"] for i in infos] == Cs and all(i["converged"] for i in infos)
+    for C, info in zip(Cs, infos):
+        cold = LinearPathClassifier(C=C, tol=1e-7, device="cpu").fit(x, y)
+        assert np.abs(info["val_decision"] - cold.decision_function(x[:50])).max() <= 1e-3
+    # Warm starts: the whole path costs fewer iterations than the cold fit at its weakest regularisation alone
+    # plus the others.
+    cold_iters = sum(LinearPathClassifier(C=C, tol=1e-7, device="cpu").fit(x, y).n_iter_ for C in Cs)
+    assert sum(i["n_iter"] for i in infos) < cold_iters
+
+
+def test_warm_start_refit_starts_from_the_given_solution():
+    x, y = blobs(seed=6)
+    m = LinearPathClassifier(C=1.0, tol=1e-6, device="cpu").fit(x, y)
+    cold = m.n_iter_
+    m.set_params(warm_start=True).fit(x, y)
+    assert m.n_iter_ <= 1 < cold
+
+
+def test_bad_loss_is_one_clear_error():
+    with pytest.raises(ValueError, match="loss='hinge' is unknown; valid: squared_hinge, log"):
+        LinearPathClassifier(loss="hinge").fit(*blobs())
+
+
+def peaked(at: float):
+    """A val score peaked at log10(C) = at, recording the order Cs were asked for."""
+    asked = []
+
+    def val_score(c):
+        asked.append(c)
+        return -abs(np.log10(c) - at)
+
+    return val_score, asked
+
+
+def test_search_extends_the_grid_past_a_best_edge_until_it_is_interior():
+    val_score, asked = peaked(2.2)
+    scores = search_C(val_score, [0.01, 0.1, 1.0])
+    assert np.allclose(list(scores), [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0])
+    assert max(scores, key=scores.get) == pytest.approx(100.0)
+    val_score, _ = peaked(-4.3)
+    scores = search_C(val_score, [0.01, 0.1, 1.0], bounds=(1e-6, 1e6))
+    assert min(scores) == pytest.approx(1e-5) and max(scores, key=scores.get) == pytest.approx(1e-4)
+    flat_then_peaked = lambda c: max(-abs(np.log10(c) - 1.1), -2.0)  # noqa: E731 - flat below C = 0.1
+    scores = search_C(flat_then_peaked, [1e-4, 1e-3])
+    assert max(scores, key=scores.get) == pytest.approx(10.0) and max(scores) == pytest.approx(100.0)
+    val_score, _ = peaked(9.0)  # bounded: stops at the bound even though the edge is still the best
+    assert max(search_C(val_score, [1.0, 10.0], bounds=(1e-6, 1e6))) == pytest.approx(1e6)
+
+
+def test_search_stops_after_patience_cs_without_improvement():
+    val_score, asked = peaked(-1.0)
+    grid = [10.0**e for e in range(-4, 5)]
+    scores = search_C(val_score, grid, patience=2)
+    assert np.allclose(asked, [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
+    assert list(scores) == asked
+
+
+def test_result_records_an_edge_extended_grid(make_cfg, tmp_path):
+    """Acceptance (issue 15 item 4): the val-best C at the edge of a short grid extends the grid, and
+    result.json records every C searched, its val score and the solver's convergence."""
+    from src.main import execute
+
+    cfg = make_cfg("classifier.C_grid=[1e-6,3e-6]", "classifier.patience=null")
+    execute(cfg, tmp_path)
+    m = json.loads((tmp_path / "result.json").read_text())["metrics"]
+    assert m["C_grid"][:2] == pytest.approx([1e-6, 3e-6]) and len(m["C_grid"]) > 2
+    assert m["C_grid_extended"] == pytest.approx(m["C_grid"][2:])
+    assert m["best_C"] in m["C_grid"] and len(m["val_scores"]) == len(m["C_grid"])
+    top = m["C_grid"][-1]  # the extension ended because the top C was no longer the best (or at the bound)
+    assert m["val_scores"][str(top)] < max(m["val_scores"].values()) or top >= 1e6 / 3
+    assert [p["C"] for p in m["probe_path"]] == pytest.approx(m["C_grid"])
+    assert all({"n_iter", "grad_max", "converged", "val_score"} <= set(p) for p in m["probe_path"])
