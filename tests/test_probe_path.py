@@ -153,6 +153,8 @@ def test_search_stops_after_patience_cs_without_improvement():
     scores = search_C(val_score, grid, patience=2)
     assert np.allclose(asked, [1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0])
     assert list(scores) == asked
+    flat_then_peaked = lambda c: max(-abs(np.log10(c) - 1.0), -3.0)  # noqa: E731 - ties do not use up patience
+    assert max(search_C(flat_then_peaked, grid, patience=2)) == pytest.approx(1e3)
 
 
 def test_result_records_an_edge_extended_grid(make_cfg, tmp_path):

@@ -58,8 +58,8 @@ def score(metric: str, clf, x: np.ndarray, y: np.ndarray) -> float:
 
 def search_C(val_score: Callable[[float], float], grid: list[float], patience: int | None = None,
              bounds: tuple[float, float] = C_BOUNDS, max_extra: int = 24) -> dict[float, float]:
-    """{C: val score}, ordered by C. The grid is walked upwards and the walk stops once `patience` Cs in a row did
-    not improve on the best. If it was walked to the end, it is extended one grid step at a time (at most
+    """{C: val score}, ordered by C. The grid is walked upwards and the walk stops once `patience` Cs since the last
+    improvement scored below the best. If it was walked to the end, it is extended one grid step at a time (at most
     `max_extra` steps, within `bounds`): upwards while the top C scores the best (ties too: a flat val curve at
     small C means C is too small to matter yet; again stopped by `patience`), downwards while the bottom C is the
     unique best. The chosen C is the first best (the strongest regularisation on ties)."""
@@ -70,7 +70,8 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
     def ask(c: float) -> None:
         nonlocal best, stale
         scores[c] = val_score(c)
-        best, stale = (scores[c], 0) if scores[c] > best else (best, stale + 1)
+        # Ties do not count against patience: at small C a whole run of Cs gives the same (nearest-mean) classifier.
+        best, stale = (scores[c], 0) if scores[c] > best else (best, stale + (scores[c] < best))
 
     for c in grid:
         ask(c)
