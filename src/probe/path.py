@@ -41,88 +41,99 @@ def _device(name: str) -> torch.device:
 
 
 class _Loss:
-    """Loss of the decision values Z (n x k) against targets T; value, dL/dZ, and the first two derivatives of
-    t -> L(Z + t A) (for the line search). Everything is summed over rows and divided by n."""
+    """Loss of the decision values Z (n x k) against targets T, summed over rows and divided by n: per group (one
+    group per column for the separable losses, one group for the multinomial), its gradient in Z, and the first two
+    derivatives of t -> L(Z + t A) for a step t per group (the line search)."""
 
     def __init__(self, kind: str, targets: torch.Tensor, multinomial: bool):
         self.kind, self.t, self.multinomial = kind, targets, multinomial
         self.n = targets.shape[0]
 
-    def value_grad(self, z: torch.Tensor) -> tuple[float, torch.Tensor]:
+    def red(self, v: torch.Tensor) -> torch.Tensor:
+        """Sum within each group: columns stay separate unless the loss couples them."""
+        return v.sum().reshape(1) if self.multinomial else v.sum(0)
+
+    def value_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.kind == "squared_hinge":  # targets: signs +-1
             m = torch.clamp_min(1 - self.t * z, 0)
-            return float((m * m).sum()) / self.n, (-2 / self.n) * self.t * m
+            return (m * m).sum(0) / self.n, (-2 / self.n) * self.t * m
         if self.multinomial:  # targets: one-hot
-            lse = torch.logsumexp(z, 1)
-            val = float((lse - (z * self.t).sum(1)).sum()) / self.n
+            val = (torch.logsumexp(z, 1) - (z * self.t).sum(1)).sum().reshape(1) / self.n
             return val, (torch.softmax(z, 1) - self.t) / self.n
         u = -self.t * z  # per-column sigmoid, targets: signs
-        return float(torch.nn.functional.softplus(u).sum()) / self.n, (-self.t * torch.sigmoid(u)) / self.n
+        return torch.nn.functional.softplus(u).sum(0) / self.n, (-self.t * torch.sigmoid(u)) / self.n
 
-    def along(self, z: torch.Tensor, a: torch.Tensor, t: float) -> tuple[float, float, float]:
+    def along(self, z: torch.Tensor, a: torch.Tensor, t: torch.Tensor):
         zt = z + t * a
         if self.kind == "squared_hinge":
             m = torch.clamp_min(1 - self.t * zt, 0)
-            act = (m > 0).to(a.dtype)
-            return (float((m * m).sum()) / self.n, float((-2 * self.t * m * a).sum()) / self.n,
-                    float((2 * act * a * a).sum()) / self.n)
+            return (m * m).sum(0) / self.n, (-2 * self.t * m * a).sum(0) / self.n, \
+                (2 * (m > 0) * a * a).sum(0) / self.n
         if self.multinomial:
             p = torch.softmax(zt, 1)
             pa = (p * a).sum(1)
-            val = float((torch.logsumexp(zt, 1) - (zt * self.t).sum(1)).sum())
-            return val / self.n, float((pa - (a * self.t).sum(1)).sum()) / self.n, \
-                float(((p * a * a).sum(1) - pa * pa).sum()) / self.n
+            val = (torch.logsumexp(zt, 1) - (zt * self.t).sum(1)).sum()
+            return (val / self.n).reshape(1), ((pa - (a * self.t).sum(1)).sum() / self.n).reshape(1), \
+                (((p * a * a).sum(1) - pa * pa).sum() / self.n).reshape(1)
         u = -self.t * zt
         s = torch.sigmoid(u)
-        return (float(torch.nn.functional.softplus(u).sum()) / self.n, float((-self.t * s * a).sum()) / self.n,
-                float((s * (1 - s) * a * a).sum()) / self.n)
+        return torch.nn.functional.softplus(u).sum(0) / self.n, (-self.t * s * a).sum(0) / self.n, \
+            (s * (1 - s) * a * a).sum(0) / self.n
 
 
 @dataclass
 class _Memory:
-    """L-BFGS curvature pairs (s, y) of the objective at regularisation `lam`; carried from one C to the next."""
+    """L-BFGS curvature pairs (s, y, 1/(s.y)) per group, of the objective at regularisation `lam`; carried from one
+    C to the next. A pair whose curvature is not positive in some group has 1/(s.y) = 0 there (no effect)."""
 
     size: int
+    red: object
     lam: float = 0.0
     pairs: list = field(default_factory=list)
+    gamma: torch.Tensor | None = None  # initial inverse Hessian scale per group
+
+    def _rho(self, s, y):
+        sy, yy = self.red(s * y), self.red(y * y)
+        ok = sy > 1e-12 * yy
+        return torch.where(ok, 1 / torch.where(ok, sy, torch.ones_like(sy)), torch.zeros_like(sy)), ok, sy, yy
 
     def retarget(self, lam: float, reg_mask: torch.Tensor) -> None:
         """The loss part of y is unchanged by C, the regulariser's part is lam * s: swap it for the new lam."""
-        kept = []
-        for s, y in self.pairs:
+        pairs = []
+        for s, y, _ in self.pairs:
             y = y + (lam - self.lam) * reg_mask * s
-            if float(s @ y) > 1e-12 * float(y @ y):
-                kept.append((s, y))
-        self.pairs, self.lam = kept, lam
+            pairs.append((s, y, self._rho(s, y)[0]))
+        self.pairs, self.lam = pairs, lam
 
     def push(self, s: torch.Tensor, y: torch.Tensor) -> None:
-        if float(s @ y) > 1e-12 * float(y @ y):
-            self.pairs.append((s, y))
-            self.pairs = self.pairs[-self.size:]
+        rho, ok, sy, yy = self._rho(s, y)
+        if not bool(ok.any()):
+            return
+        self.pairs = (self.pairs + [(s, y, rho)])[-self.size:]
+        scale = sy / torch.where(ok, yy, torch.ones_like(yy))
+        self.gamma = torch.where(ok, scale, self.gamma if self.gamma is not None else scale)
 
-    def direction(self, g: torch.Tensor, fallback_scale: float) -> torch.Tensor:
-        q, alphas = -g.clone(), []
-        for s, y in reversed(self.pairs):
-            a = float(s @ q) / float(s @ y)
-            q -= a * y
+    def direction(self, g: torch.Tensor) -> torch.Tensor:
+        q, alphas = -g, []
+        for s, y, rho in reversed(self.pairs):
+            a = rho * self.red(s * q)
+            q = q - a * y
             alphas.append(a)
-        if self.pairs:
-            s, y = self.pairs[-1]
-            q *= float(s @ y) / float(y @ y)
-        else:
-            q *= fallback_scale
-        for (s, y), a in zip(self.pairs, reversed(alphas)):
-            q += (a - float(y @ q) / float(s @ y)) * s
+        q = q * (self.gamma if self.gamma is not None else 1.0 / torch.clamp_min(self.red(g.abs()), 1.0))
+        for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
+            q = q + (a - rho * self.red(y * q)) * s
         return q
 
 
 class PathSolver:
-    """One training set, solved at any C (warm-started from a previous solution). Parameters are a flat float64
-    vector theta = [W (d x k) row-major, b (k)]; with `intercept_scaling` set, b is the weight of the constant
-    column and so is regularised (liblinear), otherwise it is free and the features are centred."""
+    """One training set, solved at any C (warm-started from a previous solution). Parameters are a float64
+    (d + 1) x k matrix theta = [W; b]; with `intercept_scaling` set, b is the weight of the constant column and so
+    is regularised (liblinear), otherwise it is free and the features are centred. The separable losses (one-vs-rest
+    squared hinge, per-label sigmoid) run one L-BFGS per class in lockstep (own curvature pairs and step per
+    column, shared GEMMs); the multinomial loss couples the classes and runs one L-BFGS."""
 
     def __init__(self, x: np.ndarray, targets: np.ndarray, loss: str, multinomial: bool, device: torch.device,
-                 intercept_scaling: float | None = None, tol: float = 1e-4, max_iter: int = 1000, history: int = 20):
+                 intercept_scaling: float | None = None, tol: float = 1e-4, max_iter: int = 1000, history: int = 10):
         self.dev, self.tol, self.max_iter, self.scaling = device, tol, max_iter, intercept_scaling
         x = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
         self.n, self.d = x.shape
@@ -132,10 +143,10 @@ class PathSolver:
         t = torch.as_tensor(targets, dtype=torch.float64, device=device)
         self.k = t.shape[1]
         self.loss = _Loss(loss, t, multinomial)
-        self.reg_mask = torch.ones((self.d + 1) * self.k, dtype=torch.float64, device=device)
+        self.reg_mask = torch.ones(self.d + 1, 1, dtype=torch.float64, device=device)
         if intercept_scaling is None:
-            self.reg_mask[self.d * self.k:] = 0
-        self.memory = _Memory(history)
+            self.reg_mask[self.d] = 0
+        self.memory = _Memory(history, self.loss.red)
 
     def x(self, dtype: torch.dtype) -> torch.Tensor:
         if dtype == torch.float32:
@@ -145,40 +156,41 @@ class PathSolver:
         return self._x64
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return theta[: self.d * self.k].view(self.d, self.k), theta[self.d * self.k:]
+        return theta[: self.d], theta[self.d]
 
-    def _bias_col(self, theta_b: torch.Tensor) -> torch.Tensor:
-        return theta_b * (1.0 if self.scaling is None else self.scaling)
+    def _bias(self, b: torch.Tensor) -> torch.Tensor:
+        return b * (1.0 if self.scaling is None else self.scaling)
 
     def decisions(self, theta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         w, b = self.split(theta)
-        return (self.x(dtype) @ w.to(dtype)).double() + self._bias_col(b)
+        return (self.x(dtype) @ w.to(dtype)).double() + self._bias(b)
 
-    def grad(self, theta: torch.Tensor, z: torch.Tensor, lam: float, dtype: torch.dtype) -> tuple[float, torch.Tensor]:
+    def grad(self, theta, z, lam: float, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         val, gz = self.loss.value_grad(z)
         gw = (self.x(dtype).T @ gz.to(dtype)).double()
-        gb = gz.sum(0) * (1.0 if self.scaling is None else self.scaling)
-        g = torch.cat([gw.reshape(-1), gb]) + lam * self.reg_mask * theta
-        return val + 0.5 * lam * float((self.reg_mask * theta * theta).sum()), g
+        g = torch.cat([gw, self._bias(gz.sum(0))[None]]) + lam * self.reg_mask * theta
+        return val + 0.5 * lam * self.loss.red(self.reg_mask * theta * theta), g
 
     def solve(self, C: float, theta: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         """Minimise the objective / (C n) from `theta` (zeros if None); returns (theta, diagnostics)."""
         t0 = time.perf_counter()
         lam = 1.0 / (C * self.n)
-        theta = torch.zeros((self.d + 1) * self.k, dtype=torch.float64, device=self.dev) if theta is None \
+        theta = torch.zeros(self.d + 1, self.k, dtype=torch.float64, device=self.dev) if theta is None \
             else theta.clone()
         self.memory.retarget(lam, self.reg_mask)
         info = {"C": float(C), "n_iter": 0, "float64_iter": 0}
-        gmax = math.inf
+        gmax, f = math.inf, None
         for dtype in (torch.float32, torch.float64):
             z = self.decisions(theta, dtype)
             f, g = self.grad(theta, z, lam, dtype)
             gmax = float(g.abs().max())
             while gmax > self.tol and info["n_iter"] < self.max_iter:
-                d = self.memory.direction(g, 1.0 / max(float(g.abs().sum()), 1.0))
+                d = self.memory.direction(g)
+                if not self.loss.multinomial:  # columns already converged stay put
+                    d = d * (g.abs().amax(0) > self.tol)
                 dw, db = self.split(d)
-                a = (self.x(dtype) @ dw.to(dtype)).double() + self._bias_col(db)
-                step = self._line_search(theta, d, z, a, lam, f, float(g @ d))
+                a = (self.x(dtype) @ dw.to(dtype)).double() + self._bias(db)
+                step = self._line_search(theta, d, z, a, lam, f, self.loss.red(g * d))
                 if step is None:  # no decrease possible at this precision
                     break
                 theta_new = theta + step * d
@@ -191,37 +203,32 @@ class PathSolver:
                 info["float64_iter"] += dtype == torch.float64
             if gmax <= self.tol or info["n_iter"] >= self.max_iter:
                 break
-        info.update(grad_max=gmax, converged=gmax <= self.tol, objective=f, fit_s=time.perf_counter() - t0)
+        info.update(grad_max=gmax, converged=gmax <= self.tol, objective=float(f.sum()),
+                    fit_s=time.perf_counter() - t0)
         return theta, info
 
-    def _line_search(self, theta, d, z, a, lam, f0, g0) -> float | None:
-        """A step satisfying Armijo, refined by Newton steps on the 1-D (cheap: no GEMM) restriction."""
-        if g0 >= 0:
-            return None
-        mask = self.reg_mask
-        td, dd, tt = float((mask * theta * d).sum()), float((mask * d * d).sum()), float((mask * theta * theta).sum())
-
-        def phi(t):
-            v, d1, d2 = self.loss.along(z, a, t)
-            return v + 0.5 * lam * (tt + 2 * t * td + t * t * dd), d1 + lam * (td + t * dd), d2 + lam * dd
-
-        t, best_t, best_v = 1.0, None, math.inf
+    def _line_search(self, theta, d, z, a, lam, f0, g0) -> torch.Tensor | None:
+        """A step per group satisfying Armijo, refined by Newton steps on the 1-D restriction (no GEMM needed: the
+        decision values move along a = X d). Groups without a descent direction get step 0; None if all do."""
+        red, mask = self.loss.red, self.reg_mask
+        tt, td, dd = red(mask * theta * theta), red(mask * theta * d), red(mask * d * d)
+        active = g0 < 0
+        t = torch.ones_like(g0)
+        best_t, best_v = torch.zeros_like(g0), torch.full_like(g0, math.inf)
+        done = ~active
         for _ in range(30):
-            v, d1, d2 = phi(t)
-            if math.isfinite(v) and v <= f0 + 1e-4 * t * g0:  # Armijo holds: keep it, try the 1-D Newton step
-                if v < best_v:
-                    best_t, best_v = t, v
-                if abs(d1) <= 0.1 * abs(g0) or d2 <= 0:
-                    break
-                t_new = max(t - d1 / d2, 0.1 * t)
-                if abs(t_new - t) <= 1e-3 * t:
-                    break
-                t = t_new
-            elif best_t is not None:  # the Newton step overshot: keep the best accepted step
+            v, d1, d2 = self.loss.along(z, a, t)
+            v, d1, d2 = v + 0.5 * lam * (tt + 2 * t * td + t * t * dd), d1 + lam * (td + t * dd), d2 + lam * dd
+            armijo = active & torch.isfinite(v) & (v <= f0 + 1e-4 * t * g0)
+            better = armijo & (v < best_v)
+            best_t, best_v = torch.where(better, t, best_t), torch.where(better, v, best_v)
+            newton = torch.clamp_min(t - d1 / torch.where(d2 > 0, d2, torch.ones_like(d2)), 0.1 * t)
+            settled = (d1.abs() <= 0.1 * g0.abs()) | (d2 <= 0) | ((newton - t).abs() <= 1e-3 * t)
+            done = done | (armijo & settled) | (~armijo & (best_t > 0))  # or the Newton step overshot
+            if bool(done.all()):
                 break
-            else:
-                t *= 0.5
-        return best_t
+            t = torch.where(done, t, torch.where(armijo, newton, 0.5 * t))
+        return None if not bool((best_t > 0).any()) else best_t
 
 
 def encode_targets(y: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -281,7 +288,7 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
             b = b + s.mean.double() @ w  # centred features: b_c = b + mean . w
         else:
             b = b / s.scaling
-        return torch.cat([w.reshape(-1), b])
+        return torch.cat([w, b[None]])
 
     def _set_coef(self, s: PathSolver, theta: torch.Tensor) -> None:
         w, b = s.split(theta)
