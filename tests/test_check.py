@@ -28,6 +28,7 @@ def test_default_config_is_valid(make_cfg):
         (["arch=vgg", "source.image_size=16"], "source.image_size=16 is too small for arch=vgg"),
         (["target=synth_count", "target.data.num_classes=6"], "valid: 1..4"),
         (["classifier.C_grid=[]"], "classifier.C_grid"),
+        (["classifier.patience=0"], "classifier.patience=0 must be a positive integer"),
         (["target.metric=f1"], "valid metrics: accuracy, mean_per_class_accuracy"),
     ],
 )
