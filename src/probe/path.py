@@ -12,7 +12,9 @@ exactly (tests/test_probe_path.py compares both against scikit-learn).
 
 Why it is fast: liblinear solves the k problems one after another by coordinate descent and scikit-learn refits
 from scratch at every C. Here an iteration is two float32 GEMMs shared by all k problems (X @ D for the search
-direction, X^T @ G for the gradient); the line search along X @ D is exact-ish and needs no more GEMMs; with an
+direction, X^T @ G for the gradient); the one-vs-rest problems each keep their own L-BFGS memory and step (one
+L-BFGS per class in lockstep: 6x fewer iterations than one L-BFGS over all classes on a 17-C path); the Newton line
+search along X @ D needs no more GEMMs; the next C starts from the last decision values and gradient; with an
 unregularised intercept the features are centred (an exact reparametrisation) which removes their dominant
 eigenvalue; and the solver moves from one C to the next keeping its L-BFGS memory, corrected exactly for the
 change of the regulariser. Parameters and losses are float64; a float64 GEMM phase finishes a solve that float32
