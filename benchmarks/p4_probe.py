@@ -73,7 +73,7 @@ def main(argv=None) -> dict:
     ours = runs[0]
     times = [r["wall_s"] for r in runs]
     path = [{"C": p["C"], "n_iter": p["n_iter"], "grad_max": p["grad_max"], "converged": p["converged"],
-             "fit_s": round(p["fit_s"], 3), "val": p["val_score"]} for p in ours["path"]]
+             "fit_s": round(p["fit_s"], 3), "val": p["val_score"]} for p in ours["probe_path"]]
     rows = [{"solver": "ours (path)", "Cs": len(ours["C_grid"]), "wall_s": statistics.median(times),
              "best_C": ours["best_C"], "test_acc": ours["target_score"], "note": f"median of {rounds}"}]
     if args.smoke:  # the reference path for real
