@@ -22,7 +22,10 @@ def blobs(n=300, d=16, k=4, seed=0):
 
 def svm_objective(coef, intercept, x, y, C, classes, intercept_scaling=None):
     """LinearSVC's primal (one-vs-rest squared hinge); intercept_scaling set: liblinear's regularised intercept."""
-    s = np.where(y[:, None] == classes[None, :], 1.0, -1.0) if len(classes) > 2 else np.where(y == classes[1], 1.0, -1.0)[:, None]
+    if len(classes) > 2:
+        s = np.where(y[:, None] == classes[None, :], 1.0, -1.0)
+    else:
+        s = np.where(y == classes[1], 1.0, -1.0)[:, None]
     margin = np.maximum(0, 1 - s * (x @ coef.T + intercept))
     reg = (coef**2).sum() + (0 if intercept_scaling is None else ((intercept / intercept_scaling) ** 2).sum())
     return 0.5 * reg + C * (margin**2).sum()
@@ -76,7 +79,8 @@ def test_binary_targets_are_one_problem_like_scikit_learn():
     svm = LinearPathClassifier(C=1.0, intercept_scaling=1.0, tol=1e-8, device="cpu").fit(x, y)
     ref = LinearSVC(C=1.0, tol=1e-10, max_iter=100000, dual=True).fit(x, y)
     assert svm.coef_.shape == ref.coef_.shape == (1, x.shape[1])
-    assert np.abs(svm.decision_function(x) - ref.decision_function(x)).max() <= 1e-3 * np.abs(ref.decision_function(x)).max()
+    ref_dec = ref.decision_function(x)
+    assert np.abs(svm.decision_function(x) - ref_dec).max() <= 1e-3 * np.abs(ref_dec).max()
     log = LinearPathClassifier(loss="log", C=1.0, tol=1e-8, device="cpu").fit(x, y)
     ref = LogisticRegression(C=1.0, tol=1e-10, max_iter=10000).fit(x, y)
     assert np.abs(log.predict_proba(x) - ref.predict_proba(x)).max() <= 1e-5

@@ -134,7 +134,8 @@ def fit_and_score(
         "val_scores": {str(c): float(s) for c, s in val_scores.items()},
         "C_grid": list(val_scores),
         "C_grid_extended": [c for c in val_scores if not any(np.isclose(c, g) for g in grid)],
-        "probe_path": [{k: v for k, v in path[c].items() if k not in ("coef", "intercept")} for c in sorted(path)] or None,
+        "probe_path": [{k: v for k, v in path[c].items() if k not in ("coef", "intercept")}
+                       for c in sorted(path)] or None,
         "fit_s": fit_s,
         "convergence_warnings": sum(issubclass(w.category, ConvergenceWarning) for w in caught)
         + sum(not info["converged"] for info in path.values()),
