@@ -34,7 +34,7 @@ echo "== default experiment, warm cache"
 stages "$WORK/default_warm"
 echo "== 12-job sweep (2 archs x 3 layers x 2 classifiers)"
 /usr/bin/time -f "wall %e s" "$PY" -m src.main -m arch=alexnet,vgg layer=conv_last,fc6,fc7 \
-  classifier=linear_svm,linear_svm_torch hydra.sweep.dir="$WORK/sweep12" > "$WORK/sweep12.log" 2>&1
+  classifier=linear_svm,linear_svm_liblinear hydra.sweep.dir="$WORK/sweep12" > "$WORK/sweep12.log" 2>&1
 stages "$WORK/sweep12"
 echo "== fine-tuning (last) and retrieval"
 "$PY" -m src.main finetune=last hydra.run.dir="$WORK/finetune" > /dev/null 2>&1 && stages "$WORK/finetune"

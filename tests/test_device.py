@@ -21,9 +21,9 @@ def test_accelerator_resolves_to_what_this_machine_has():
 
 
 def test_result_records_the_device_and_cpu_runs_stay_on_the_cpu(make_cfg, tmp_path):
-    auto = execute(make_cfg("classifier=linear_svm_torch"), tmp_path / "auto")
+    auto = execute(make_cfg("classifier=linear_svm"), tmp_path / "auto")
     assert auto["device"] == job_device("auto")
-    cpu = execute(make_cfg("classifier=linear_svm_torch", "trainer.accelerator=cpu"), tmp_path / "cpu")
+    cpu = execute(make_cfg("classifier=linear_svm", "trainer.accelerator=cpu"), tmp_path / "cpu")
     assert cpu["device"] == "cpu"
     if auto["device"] == "cpu":  # a CPU-only machine: the same numbers either way
         assert cpu["metrics"]["target_score"] == auto["metrics"]["target_score"]
