@@ -9,7 +9,8 @@ import time
 
 from benchmarks.common import RESULTS
 
-FIGURES = ["p6_cli", "p2_extraction", "p3_pretraining", "p1_sweep_reuse", "p5_search", "p4_probe", "layer_study_split", "scaling"]
+FIGURES = ["p6_cli", "p2_extraction", "p3_pretraining", "p1_sweep_reuse", "p5_search", "p4_probe", "layer_study_split",
+           "p7_estimators", "scaling"]
 
 
 def table(results: dict) -> str:

@@ -8,44 +8,75 @@ from typing import Callable
 import numpy as np
 
 
-def logme(features: np.ndarray, labels: np.ndarray, max_iter: int = 100, tol: float = 1e-3) -> float:
-    """LogME: average over classes (one-vs-rest targets) of the maximised log evidence per example.
+def logme(features, labels: np.ndarray, max_iter: int = 100, tol: float = 1e-3) -> float:
+    """LogME (You et al., ICML 2021): mean over classes (one-vs-rest 0/1 targets) of the maximised log evidence
+    per example of a Bayesian linear model on the features.
 
+    Inputs: features (n, d) of the chosen layer (numpy, or a torch tensor: its device does the heavy part).
     For targets y (n,) and features F (n, d), the evidence of y = F w + noise with w ~ N(0, 1/alpha),
-    noise ~ N(0, 1/beta) is maximised over (alpha, beta) by the fixed-point updates of You et al., computed
-    in the SVD basis of F so that each iteration is O(min(n, d)).
+    noise ~ N(0, 1/beta) is maximised over (alpha, beta) by the paper's fixed-point updates, in F's singular
+    basis. Cost: one Gram matrix (d x d, or n x n when n < d) and its eigendecomposition, O(n min(n,d)^2 +
+    min(n,d)^3), instead of the SVD of the n x d matrix; then O(C min(n,d)) per iteration for all C classes at once.
     """
-    f = np.asarray(features, dtype=np.float64)
-    y = np.asarray(labels)
-    n, d = f.shape
-    u, s, _ = np.linalg.svd(f, full_matrices=False)
-    sigma = s**2  # non-zero part of F^T F's spectrum (the other d - r eigenvalues are 0)
-    r = len(sigma)
-    evidences = []
-    for k in np.unique(y):
-        yk = (y == k).astype(np.float64)
-        x2 = (u.T @ yk) ** 2
-        res_x2 = max(float(yk @ yk - x2.sum()), 0.0)  # the part of y outside F's column space
-        alpha, beta = 1.0, 1.0
-        for _ in range(max_iter):
-            t = alpha / beta
-            gamma = float((sigma / (sigma + t)).sum())
-            m2 = float((sigma * x2 / (t + sigma) ** 2).sum())
-            res2 = float((x2 / (1 + sigma / t) ** 2).sum()) + res_x2
-            alpha = gamma / (m2 + 1e-10)
-            beta = max(n - gamma, 1e-10) / (res2 + 1e-10)
-            if abs(alpha / beta - t) / t <= tol:
-                break
+    y = np.unique(np.asarray(labels), return_inverse=True)[1].reshape(-1)
+    n, d = features.shape
+    sigma, x2 = _spectrum_and_projections(features, np.eye(y.max() + 1)[y])  # (r,), (r, C)
+    counts = np.bincount(y).astype(np.float64)
+    res_x2 = np.maximum(counts - x2.sum(0), 0.0)  # the part of each y_k outside F's column space (y_k.y_k = n_k)
+    s = sigma[:, None]
+    alpha, beta = np.ones(len(counts)), np.ones(len(counts))
+    active = np.ones(len(counts), dtype=bool)  # classes still iterating (each stops at its own tolerance)
+    for _ in range(max_iter):
         t = alpha / beta
-        m2 = float((sigma * x2 / (t + sigma) ** 2).sum())
-        res2 = float((x2 / (1 + sigma / t) ** 2).sum()) + res_x2
-        log_det = float(np.log(alpha + beta * sigma).sum()) + (d - r) * np.log(alpha)
-        evidence = (
-            d / 2 * np.log(alpha) + n / 2 * np.log(beta) - 0.5 * log_det
-            - beta / 2 * res2 - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi)
-        )
-        evidences.append(evidence / n)
-    return float(np.mean(evidences))
+        gamma = (s / (s + t)).sum(0)
+        m2 = (s * x2 / (t + s) ** 2).sum(0)
+        res2 = (x2 / (1 + s / t) ** 2).sum(0) + res_x2
+        new_alpha = gamma / (m2 + 1e-10)
+        new_beta = np.maximum(n - gamma, 1e-10) / (res2 + 1e-10)
+        alpha, beta = np.where(active, new_alpha, alpha), np.where(active, new_beta, beta)
+        active &= np.abs(new_alpha / new_beta - t) / t > tol
+        if not active.any():
+            break
+    t = alpha / beta
+    m2 = (s * x2 / (t + s) ** 2).sum(0)
+    res2 = (x2 / (1 + s / t) ** 2).sum(0) + res_x2
+    log_det = np.log(alpha + beta * s).sum(0) + (d - len(sigma)) * np.log(alpha)
+    evidence = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - 0.5 * log_det
+                - beta / 2 * res2 - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi))
+    return float(np.mean(evidence / n))
+
+
+def _spectrum_and_projections(features, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The non-zero squared singular values sigma (r,) of F and (U^T Y)^2 (r, C) for targets Y (n, C), from the
+    eigendecomposition of the smaller Gram matrix (F^T F when n >= d, else F F^T): U^T Y = V^T F^T Y / s."""
+    if _is_torch(features):
+        import torch
+
+        f = features.to(torch.float64)
+        yt = torch.as_tensor(targets, dtype=torch.float64, device=f.device)
+        gram = f.T @ f if f.shape[0] >= f.shape[1] else f @ f.T
+        sigma, vecs = torch.linalg.eigh(gram)
+        keep = sigma > sigma.max() * max(f.shape) * torch.finfo(torch.float64).eps
+        sigma, vecs = sigma[keep], vecs[:, keep]
+        proj = (vecs.T @ (f.T @ yt)) / sigma.sqrt()[:, None] if f.shape[0] >= f.shape[1] else vecs.T @ yt
+        return sigma.cpu().numpy(), (proj**2).cpu().numpy()
+    f = np.asarray(features, dtype=np.float64)
+    if f.shape[0] >= f.shape[1]:
+        gram = f.T @ f
+    else:
+        gram = f @ f.T
+    sigma, vecs = np.linalg.eigh(gram)
+    keep = sigma > sigma.max() * max(f.shape) * np.finfo(np.float64).eps  # numerically zero: outside the span
+    sigma, vecs = sigma[keep], vecs[:, keep]
+    if f.shape[0] >= f.shape[1]:
+        proj = (vecs.T @ (f.T @ targets)) / np.sqrt(sigma)[:, None]
+    else:
+        proj = vecs.T @ targets
+    return sigma, proj**2
+
+
+def _is_torch(x) -> bool:
+    return type(x).__module__.startswith("torch")
 
 
 def hscore(features: np.ndarray, labels: np.ndarray) -> float:
