@@ -71,6 +71,10 @@ def main(argv=None) -> dict:
     from src.transferability.discriminant import etran_energy, etran_lda, gbc, sfda
     from src.transferability.neighbours import knn_loo, nleep
 
+    import sklearn.decomposition  # noqa: F401  (imported by gbc / nleep on first use: keep imports out of timings)
+    import sklearn.mixture  # noqa: F401
+    import torch  # noqa: F401  (knn_loo)
+
     args = parser(__doc__).parse_args(argv)
     n, d, k, n_nleep, k_nleep = (800, 128, 10, 400, 4) if args.smoke else (10000, 2048, 100, 2000, 10)
     x, y = make_data(n, d, k)

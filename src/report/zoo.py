@@ -1,0 +1,127 @@
+"""Estimators judged on a model zoo, as in the transferability papers: for each target, rank the source nets by
+each estimator and compare with the ranking by the measured score (the ground truth), by weighted Kendall tau
+(scipy's `weightedtau`, hyperbolic weights: the top of the ranking counts most, as in SFDA's and ETran's
+evaluation code) and plain Kendall tau; the mean over targets with a bootstrap CI (resampling targets); each
+estimator's margin over the static baselines (rank by source val accuracy, by parameter count) with a paired
+bootstrap CI; and the regret of picking the net the estimator ranks first.
+
+Reads the report's flat table only (one row per job: factor columns, `target_score`, `tr_<estimator>` columns).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+# The columns that identify a source net (whatever of them a sweep has); jobs that share them and the target are
+# the same (net, target) pair and are averaged.
+NET_COLUMNS = ["source", "source_num_classes", "source_images_per_class", "source_epochs", "snapshot", "arch",
+               "width", "depth", "layer", "pooling", "seed"]
+# Static rankers that need no target data: a good estimator has to beat them.
+STATIC = {"source_val_acc": "source val accuracy", "source_num_params": "parameter count"}
+# ETran's published score combines its parts after min-max scaling them across the zoo, per target
+# (mgholamikn/ETran tw.py: 0.85 * LDA + 0.15 * energy).
+ETRAN_WEIGHTS = {"etran_lda": 0.85, "etran_energy": 0.15}
+
+
+def _minmax(s: pd.Series) -> pd.Series:
+    span = s.max() - s.min()
+    return (s - s.min()) / span if span > 0 else s * 0.0
+
+
+def per_target_scores(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """target -> one row per source net: `truth` (mean measured score) and one column per estimator / baseline."""
+    ok = df[(df.get("status") == "ok") & df["target_score"].notna()] if "status" in df else df
+    nets = [c for c in NET_COLUMNS if c in ok.columns and ok[c].notna().any()]
+    scores = [c for c in ok.columns if c.startswith("tr_")] + [c for c in STATIC if c in ok.columns]
+    out = {}
+    for target, g in ok.groupby("target"):
+        keyed = g[nets].astype(str).agg("|".join, axis=1) if nets else pd.Series(range(len(g)), index=g.index)
+        table = g[scores].apply(pd.to_numeric, errors="coerce").groupby(keyed).mean()
+        table.columns = [c[3:] if c.startswith("tr_") else c for c in table.columns]
+        table.insert(0, "truth", g["target_score"].astype(float).groupby(keyed).mean())
+        if all(p in table for p in ETRAN_WEIGHTS):
+            table["etran"] = sum(w * _minmax(table[p]) for p, w in ETRAN_WEIGHTS.items())
+        out[str(target)] = table
+    return out
+
+
+def _bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return math.nan, math.nan, math.nan
+    draws = rng.choice(values, size=(n_boot, len(values)), replace=True).mean(1)
+    return float(values.mean()), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+
+
+def zoo_agreement(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, min_nets: int = 3) -> dict:
+    """Weighted and plain Kendall tau of every estimator per target, their means over targets with 95% bootstrap
+    CIs, margins over the static baselines, and top-1 regret. Targets with fewer than `min_nets` source nets are
+    left out (a ranking of two says little)."""
+    tables = {t: tab for t, tab in per_target_scores(df).items() if len(tab) >= min_nets}
+    if not tables:
+        return {}
+    rng = np.random.default_rng(seed)
+    names = sorted({c for tab in tables.values() for c in tab.columns if c != "truth"})
+    wtau = pd.DataFrame(index=names, columns=list(tables), dtype=float)
+    ktau, regret = wtau.copy(), wtau.copy()
+    for target, tab in tables.items():
+        for name in names:
+            if name not in tab:
+                continue
+            sub = tab[["truth", name]].dropna()
+            if len(sub) < min_nets or sub[name].nunique() < 2 or sub["truth"].nunique() < 2:
+                continue
+            wtau.loc[name, target] = stats.weightedtau(sub[name], sub["truth"]).statistic
+            ktau.loc[name, target] = stats.kendalltau(sub[name], sub["truth"]).statistic
+            regret.loc[name, target] = float(sub["truth"].max() - sub.loc[sub[name].idxmax(), "truth"])
+    summary = []
+    for name in names:
+        mean, lo, hi = _bootstrap_mean(wtau.loc[name].to_numpy(float), n_boot, rng)
+        summary.append({"estimator": name, "weighted_tau_mean": mean, "ci_low": lo, "ci_high": hi,
+                        "kendall_tau_mean": float(np.nanmean(ktau.loc[name])) if ktau.loc[name].notna().any()
+                        else math.nan,
+                        "top1_regret_mean": float(np.nanmean(regret.loc[name])) if regret.loc[name].notna().any()
+                        else math.nan,
+                        "targets": int(wtau.loc[name].notna().sum()), "static": name in STATIC})
+    margins = []
+    for base in [b for b in STATIC if b in names]:
+        for name in [n for n in names if n not in STATIC]:
+            diff = (wtau.loc[name] - wtau.loc[base]).to_numpy(float)  # paired by target
+            mean, lo, hi = _bootstrap_mean(diff, n_boot, rng)
+            margins.append({"estimator": name, "baseline": base, "margin_mean": mean, "ci_low": lo, "ci_high": hi,
+                            "beats_baseline": bool(lo > 0) if not math.isnan(lo) else False})
+    return {"weighted_tau": wtau, "kendall_tau": ktau, "regret": regret,
+            "summary": pd.DataFrame(summary).sort_values("weighted_tau_mean", ascending=False, na_position="last"),
+            "margins": pd.DataFrame(margins), "nets_per_target": {t: len(tab) for t, tab in tables.items()}}
+
+
+def zoo_markdown(res: dict) -> list[str]:
+    """The report's section: the per-target weighted-tau table (papers' layout), the summary and the margins."""
+    if not res:
+        return []
+    wtau, summary, margins = res["weighted_tau"], res["summary"], res["margins"]
+    targets = list(wtau.columns)
+    nets = ", ".join(f"{t}: {n}" for t, n in res["nets_per_target"].items())
+    md = ["## Estimators on the source-net zoo\n",
+          f"Ground truth: each (net, target)'s measured `target_score` (the tuned linear probe unless the sweep "
+          f"fine-tuned). Nets per target: {nets}. Weighted Kendall tau (scipy `weightedtau`), mean over targets "
+          "with a 95% bootstrap CI over targets; `etran` = 0.85 minmax(LDA) + 0.15 minmax(energy) per target.\n",
+          "| estimator | " + " | ".join(targets) + " | mean wtau [95% CI] | mean Kendall tau | top-1 regret |",
+          "|---" * (len(targets) + 4) + "|"]
+    for _, r in summary.iterrows():
+        cells = " | ".join("" if math.isnan(v) else f"{v:.2f}" for v in wtau.loc[r["estimator"]].to_numpy(float))
+        label = f"{r['estimator']} (static)" if r["static"] else r["estimator"]
+        md.append(f"| {label} | {cells} | {r['weighted_tau_mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
+                  f"{r['kendall_tau_mean']:.3f} | {r['top1_regret_mean']:.4f} |")
+    if len(margins):
+        md += ["", "Margin over the static baselines (mean per-target difference in weighted tau, paired 95% "
+               "bootstrap CI; *yes* = the CI excludes 0):\n",
+               "| estimator | baseline | margin [95% CI] | beats it |", "|---|---|---|---|"]
+        for _, m in margins.sort_values(["baseline", "margin_mean"], ascending=[True, False]).iterrows():
+            md.append(f"| {m['estimator']} | {STATIC[m['baseline']]} | {m['margin_mean']:+.3f} "
+                      f"[{m['ci_low']:+.3f}, {m['ci_high']:+.3f}] | {'yes' if m['beats_baseline'] else 'no'} |")
+    return md + [""]

@@ -1,0 +1,53 @@
+"""The zoo table: weighted/plain Kendall tau per target, bootstrap CIs, margins over static baselines, regret."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from src.report.zoo import zoo_agreement, zoo_markdown
+
+
+def _zoo_frame():
+    rows = []
+    truth = {"t1": [0.5, 0.6, 0.7, 0.8], "t2": [0.9, 0.4, 0.6, 0.5], "t3": [0.3, 0.2, 0.1, 0.4]}
+    for target, scores in truth.items():
+        for net, score in enumerate(scores):
+            rows.append({"status": "ok", "target": target, "arch": "vgg", "width": ["tiny", "small"][net % 2],
+                         "depth": 8 + 3 * (net // 2), "target_score": score, "tr_oracle": 10 * score,
+                         "tr_reversed": -score, "tr_etran_lda": score, "tr_etran_energy": 1.0,
+                         "source_val_acc": [0.1, 0.2, 0.3, 0.4][net]})
+    rows.append({"status": "failed", "target": "t1", "arch": "vgg", "width": "tiny", "depth": 8})
+    return pd.DataFrame(rows)
+
+
+def test_taus_regret_and_margins():
+    res = zoo_agreement(_zoo_frame(), n_boot=200)
+    wtau, ktau, regret = res["weighted_tau"], res["kendall_tau"], res["regret"]
+    assert res["nets_per_target"] == {"t1": 4, "t2": 4, "t3": 4}
+    assert np.allclose(wtau.loc["oracle"], 1.0) and np.allclose(ktau.loc["oracle"], 1.0)
+    assert np.allclose(wtau.loc["reversed"], -1.0) and np.allclose(ktau.loc["reversed"], -1.0)
+    assert np.allclose(regret.loc["oracle"], 0.0)
+    # Picking the reversed ranking's top net = the worst net: regret = best - worst per target.
+    assert regret.loc["reversed"].to_dict() == pytest.approx({"t1": 0.3, "t2": 0.5, "t3": 0.3})
+    # ETran's combination: energy constant, so it ranks like its LDA part.
+    assert np.allclose(wtau.loc["etran"], 1.0)
+    # Static baseline: source val accuracy 0.1..0.4 increases with the net index, the truth only on t1.
+    assert ktau.loc["source_val_acc", "t1"] == pytest.approx(1.0)
+    assert ktau.loc["source_val_acc", "t2"] == pytest.approx(stats_tau([0.1, 0.2, 0.3, 0.4], [0.9, 0.4, 0.6, 0.5]))
+    m = res["margins"].set_index("estimator")
+    assert m.loc["reversed", "margin_mean"] < 0 and not m.loc["reversed", "beats_baseline"]
+    summary = res["summary"].set_index("estimator")
+    assert summary.loc["oracle", "ci_low"] == pytest.approx(1.0) and summary.loc["oracle", "ci_high"] == pytest.approx(1.0)
+    md = "\n".join(zoo_markdown(res))
+    assert "| oracle |" in md and "source_val_acc (static)" in md and "source val accuracy" in md
+
+
+def stats_tau(a, b):
+    from scipy import stats
+
+    return stats.kendalltau(a, b).statistic
+
+
+def test_too_few_nets_gives_no_table():
+    df = _zoo_frame()
+    assert zoo_agreement(df[df["width"] == "tiny"], min_nets=3) == {}
