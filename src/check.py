@@ -113,6 +113,8 @@ def validate(cfg: DictConfig) -> Plan:
     n_train = _target(cfg)
     _finetune(cfg)
     one_of("estimator", cfg.estimator.name, ("none", *ESTIMATORS))
+    for name in cfg.estimator.get("extra") or []:
+        one_of("estimator.extra", name, ("all", *ESTIMATORS))
     feature_dim = spec.tap_dim(tap, cfg.pooling)
     _dimred(cfg, feature_dim, n_train)
     validate_classifier(cfg)

@@ -75,6 +75,12 @@ def source_net(cfg: DictConfig, plan: Plan, source: Stage):
     return impl.load(plan.spec, cfg.source, weights), impl.tap_nodes(plan.spec), impl.preprocess(plan.spec, cfg.source)
 
 
+def source_num_params(cfg: DictConfig, plan: Plan, source: Stage) -> int:
+    """The source net's parameter count: a static baseline the estimators must beat (rank nets by size)."""
+    model, _, _ = source_net(cfg, plan, source)
+    return int(sum(p.numel() for p in model.parameters()))
+
+
 def finetune_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -> Stage:
     """A copy of the source net fine-tuned on the target (finetune=last|full), cached under its own key."""
     if cfg.finetune.name == "none":
@@ -127,10 +133,15 @@ def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -
 
 
 def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, splits, names: list[str]) -> dict[str, float]:
-    """The registered estimators (cheap ones always, an expensive one when `estimator=` names it) on the labelled
+    """The registered estimators (cheap ones always; an expensive one when `estimator=` or `estimator.extra=[...]`
+    names it, or all with `estimator.extra=[all]`) on the labelled
     target images of `names`: 'features' ones on the chosen layer, 'probs' ones on the source head's class
     probabilities (its last tap, stored in the same feature entry)."""
-    chosen = [e for e in ESTIMATORS.values() if e.cost == "cheap" or e.name == cfg.estimator.name]
+    extra = set(cfg.estimator.get("extra") or [])
+    objective = cfg.get("objective")
+    extra |= {objective} if isinstance(objective, str) else set(objective or [])  # objective=<an estimator>
+    chosen = [e for e in ESTIMATORS.values()
+              if e.cost == "cheap" or e.name == cfg.estimator.name or e.name in extra or "all" in extra]
     x = np.concatenate([splits[s][0] for s in names])
     y = np.concatenate([splits[s][1] for s in names])
     if y.ndim == 2:  # multi-label: per label column, for the estimators defined that way
@@ -141,7 +152,10 @@ def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, spli
         head = plan.spec.taps()[-1]  # fc8 / logits
         logits = np.concatenate([load_features(feat_entry, s, plan.spec, head, "avg")[0] for s in names])
         inputs["probs"] = softmax(logits)
-    return {e.name: e.fn(inputs[e.input], y) for e in chosen}
+    if torch.cuda.is_available() and any(e.torch for e in chosen):  # the heavy linear algebra on the GPU
+        inputs["features_gpu"] = torch.from_numpy(np.ascontiguousarray(x)).cuda()
+    return {e.name: e.fn(inputs["features_gpu" if e.torch and "features_gpu" in inputs else e.input], y)
+            for e in chosen}
 
 
 # --- evaluators: how a target is scored (the task registry names one per task) --------------------------------
@@ -219,6 +233,7 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     }
     if source.entry is not None:
         metrics["source_val_acc"] = json.loads((source.entry / "metrics.json").read_text())["val_acc"][str(plan.snapshot)]
+        metrics["source_num_params"] = source_num_params(cfg, plan, source)
 
     t0 = time.perf_counter()
     if tuned.entry is not None and cfg.target.evaluator == "classification":

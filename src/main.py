@@ -72,7 +72,9 @@ def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[fl
     """What a sweeper optimises: `cfg.objective` names one metric, or a list of them (multi-objective).
 
     A failed job gives NaN, which Optuna records as a failed trial without stopping the study. With an
-    `estimator` (no probe is trained), `target_score` stands for the estimator's score.
+    `estimator` (no probe is trained), `target_score` stands for the estimator's score. An estimator's name
+    (`objective=sfda`) optimises that estimate while the probe still measures each trial, so the report can give
+    the regret of the estimator's choice in probe score.
     """
     names = [cfg.objective] if isinstance(cfg.objective, str) else list(cfg.objective)
     values = []
@@ -83,7 +85,7 @@ def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[fl
             metrics = result["metrics"]
             if name == "target_score" and metrics.get("target_score") is None:
                 name = "estimator_score"
-            values.append(float({**result["timings_s"], **metrics}[name]))
+            values.append(float({**result["timings_s"], **metrics, **(metrics.get("transferability") or {})}[name]))
     return values[0] if isinstance(cfg.objective, str) else values
 
 

@@ -62,6 +62,7 @@ METRICS: dict[str, str] = {
     "target_score": "the target's test score in `target_metric` (None when an estimator replaces the probe)",
     "target_metric": "accuracy / mean_per_class_accuracy / map",
     "source_val_acc": "the source net's val accuracy at the snapshot used (None: pretrained)",
+    "source_num_params": "the source net's parameter count (None: pretrained); a static baseline for the estimators",
     "finetune_val_acc": "the fine-tuned net's val accuracy after its last epoch (finetune=last|full)",
     "feature_dim": "dimension of the chosen layer after pooling, before PCA",
     "best_C": "the C chosen on val",
@@ -72,7 +73,7 @@ METRICS: dict[str, str] = {
     "convergence_warnings": "how many of the probe's fits stopped at max_iter (or short of tol)",
     "estimator": "the estimator that replaced the probe, or none",
     "estimator_score": "that estimator's value",
-    "transferability": "every estimator's value (logme, hscore, leep, nce)",
+    "transferability": "every computed estimator's value (src.transferability.estimators.ESTIMATORS)",
 }
 METRIC_PREFIX = {"transferability": "tr_"}
 # Dict-valued metrics that stay out of the flat table (kept whole in result.json only).

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from src.report import analysis as A
+from src.report import zoo as Z
 from src.report.collect import load_results
 
 
@@ -211,6 +212,18 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                    md_table(ea), ""]
         analysis.update(per_task=pt.to_dict("records"), best_practice=bp.to_dict("records"), factor_distance=fd,
                         estimator_agreement=ea.to_dict("records"))
+        zoo = Z.zoo_agreement(df)  # several source nets per target: the papers' ranking table
+        md += Z.zoo_markdown(zoo)
+        analysis["estimator_zoo"] = Z.zoo_json(zoo)
+        regret = Z.selection_regret(df)
+        if len(regret):
+            mean = regret.groupby("estimator")["regret"].mean().sort_values()
+            md += ["## Picking by an estimator instead of the probe
+",
+                   "Per target, the job an estimator ranks first (what `objective=<estimator>` in a search picks) "
+                   "and its regret: best probe score minus the picked job's probe score. Mean regret: "
+                   + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()) + "\n", md_table(regret), ""]
+            analysis["selection_regret"] = regret.to_dict("records")
         plots = _plots(df, out, fd)
         md += ["## Plots\n"] + [f"![{p}]({p})" for p in plots] + [""]
     if distance:

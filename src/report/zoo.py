@@ -125,3 +125,30 @@ def zoo_markdown(res: dict) -> list[str]:
             md.append(f"| {m['estimator']} | {STATIC[m['baseline']]} | {m['margin_mean']:+.3f} "
                       f"[{m['ci_low']:+.3f}, {m['ci_high']:+.3f}] | {'yes' if m['beats_baseline'] else 'no'} |")
     return md + [""]
+
+
+def selection_regret(df: pd.DataFrame) -> pd.DataFrame:
+    """For any sweep or search that recorded estimates next to the probe: per target, the job each estimator
+    ranks first (what a search with `objective=<estimator>` picks) and its regret in probe score, best measured
+    score minus the picked job's score (0 = the estimator picks what the probe would)."""
+    ok = df[(df["status"] == "ok") & df["target_score"].notna()] if "status" in df else df
+    rows = []
+    for col in [c for c in ok.columns if c.startswith("tr_")]:
+        for target, g in ok.groupby("target"):
+            sub = g[[col, "target_score"]].apply(pd.to_numeric, errors="coerce").dropna()
+            if len(sub) < 2:
+                continue
+            best, picked = float(sub["target_score"].max()), float(sub.loc[sub[col].idxmax(), "target_score"])
+            rows.append({"estimator": col[3:], "target": target, "jobs": len(sub), "best_probe_score": best,
+                         "picked_probe_score": picked, "regret": best - picked})
+    return pd.DataFrame(rows)
+
+
+def zoo_json(res: dict) -> dict:
+    """The zoo analysis in plain JSON types (analysis.json)."""
+    if not res:
+        return {}
+    frames = ("weighted_tau", "kendall_tau", "regret")
+    return {**{k: res[k].astype(object).where(res[k].notna(), None).to_dict() for k in frames},
+            "summary": res["summary"].to_dict("records"), "margins": res["margins"].to_dict("records"),
+            "nets_per_target": res["nets_per_target"]}

@@ -1,14 +1,13 @@
 """Class-separability estimators on the chosen layer's features: SFDA, ETran's LDA and energy parts, GBC.
 
 Each takes features (n, d) and labels (n,) (any hashable labels; they are re-indexed, so a permutation of the
-label names gives the same score) and returns a float, higher = expected to transfer better.
+label names gives the same score) and returns a float, higher = expected to transfer better. scipy is imported
+where used: the config check imports the estimator registry and stays light.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
-from scipy.special import logsumexp, softmax
 
 
 def _indexed(labels: np.ndarray, n_min: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -57,6 +56,9 @@ def _lda_posteriors(x, y, counts, shrinkage):
     SFDA's code takes the generalised eigenvectors V of (Sb, Sw_shrunk) (normalised so V^T Sw_shrunk V = I) and
     forms coef = M V V^T; with all d eigenvectors V V^T = Sw_shrunk^-1, so coef = M Sw_shrunk^-1 exactly and Sb
     drops out: a Cholesky solve gives the same posteriors for a fraction of the cost of the eigenproblem."""
+    from scipy import linalg
+    from scipy.special import softmax
+
     means, cov, shrinkage = _shrunk_within_cov(x, y, counts, shrinkage)
     coef = linalg.cho_solve(linalg.cho_factor(cov), means.T)  # (d, C) = Sw^-1 M^T
     intercept = -0.5 * np.einsum("kd,dk->k", means, coef) + np.log(counts / counts.sum())
@@ -76,6 +78,8 @@ def sfda(features: np.ndarray, labels: np.ndarray) -> float:
     log (the code's comment: "the log function is ignored in case of instability"), and the softmax in step 2.
     Not scale-invariant (the shrinkage depends on the covariance's scale, as in the code).
     """
+    from scipy.special import softmax
+
     x = np.array(features, dtype=np.float64)  # a copy: ConfMix rewrites it (the reference mutates its input)
     y, counts = _indexed(labels)
     n, c = len(y), len(counts)
@@ -100,6 +104,8 @@ def etran_lda(features: np.ndarray, labels: np.ndarray) -> float:
     that directly: the paper describes a Fisher projection, but the published numbers come from this code.
     Not scale-invariant (the logits grow with the features' scale, as in the code).
     """
+    from scipy.special import softmax
+
     x = np.asarray(features, dtype=np.float64)
     y, counts = _indexed(labels)
     means = _class_means(x, y, counts)
@@ -116,6 +122,8 @@ def etran_energy(features: np.ndarray, labels: np.ndarray | None = None, percent
     Inputs: features (n, d). Cost: O(n d). The code keeps int(percent * 10) * n // 1000 images, which is 0 (a NaN
     score) for n < 200; we keep at least one image there.
     """
+    from scipy.special import logsumexp
+
     energy = logsumexp(np.asarray(features, dtype=np.float64), axis=1)
     keep = max(int(percent * 10) * len(energy) // 1000, 1)
     return float(np.sort(energy)[:keep].mean())

@@ -7,6 +7,10 @@ from typing import Callable
 
 import numpy as np
 
+from src.transferability.coding_rate import transrate
+from src.transferability.discriminant import etran_energy, etran_lda, gbc, sfda
+from src.transferability.neighbours import knn_loo, nleep
+
 
 def logme(features, labels: np.ndarray, max_iter: int = 100, tol: float = 1e-3) -> float:
     """LogME (You et al., ICML 2021): mean over classes (one-vs-rest 0/1 targets) of the maximised log evidence
@@ -153,17 +157,26 @@ class Estimator:
     input: str  # "features" of the chosen layer, or "probs": the source head's class probabilities
     cost: str = "cheap"  # cheap: every probe run records it; expensive: only when asked for (estimator=...)
     multilabel: bool = False  # defined for (N, K) 0/1 labels (scored per label column and averaged)
+    torch: bool = False  # also takes a torch tensor and computes on its device (given a GPU one when there is one)
 
 
 ESTIMATORS: dict[str, Estimator] = {}
 
 
-def register_estimator(name: str, fn, input: str, cost: str = "cheap", multilabel: bool = False) -> None:
+def register_estimator(name: str, fn, input: str, cost: str = "cheap", multilabel: bool = False,
+                       torch: bool = False) -> None:
     assert input in ("features", "probs") and cost in ("cheap", "expensive"), (input, cost)
-    ESTIMATORS[name] = Estimator(name, fn, input, cost, multilabel)
+    ESTIMATORS[name] = Estimator(name, fn, input, cost, multilabel, torch)
 
 
-register_estimator("logme", logme, "features", multilabel=True)
+register_estimator("logme", logme, "features", multilabel=True, torch=True)
 register_estimator("hscore", hscore, "features")
 register_estimator("leep", leep, "probs")
 register_estimator("nce", nce, "probs")
+register_estimator("sfda", sfda, "features")
+register_estimator("transrate", transrate, "features")
+register_estimator("gbc", gbc, "features")
+register_estimator("etran_lda", etran_lda, "features")
+register_estimator("etran_energy", etran_energy, "features", multilabel=True)  # label-free
+register_estimator("knn", knn_loo, "features", torch=True)
+register_estimator("nleep", nleep, "features", cost="expensive")  # a 5C-component GMM: minutes for C = 100
