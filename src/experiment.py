@@ -10,6 +10,7 @@ imports this module.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,8 @@ from src.probe.retrieval import retrieval_score
 from src.train.finetune import finetune, load_finetuned, predict
 from src.train.source import snapshot_file, train_source
 from src.transferability.estimators import ESTIMATORS, softmax
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -133,10 +136,10 @@ def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -
 
 
 def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, splits, names: list[str]) -> dict[str, float]:
-    """The registered estimators (cheap ones always; an expensive one when `estimator=` or `estimator.extra=[...]`
-    names it, or all with `estimator.extra=[all]`) on the labelled
-    target images of `names`: 'features' ones on the chosen layer, 'probs' ones on the source head's class
-    probabilities (its last tap, stored in the same feature entry)."""
+    """The registered estimators (cheap ones always; an expensive one when `estimator=`, `estimator.extra=[...]` or
+    `objective=` names it; all with `estimator.extra=[all]`) on the labelled target images of `names`: 'features'
+    ones on the chosen layer, 'probs' ones on the source head's class probabilities (its last tap, stored in the
+    same feature entry). One that cannot score these inputs is recorded as NaN with a warning; the probe still runs."""
     extra = set(cfg.estimator.get("extra") or [])
     objective = cfg.get("objective")
     extra |= {objective} if isinstance(objective, str) else set(objective or [])  # objective=<an estimator>
@@ -145,7 +148,7 @@ def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, spli
     x = np.concatenate([splits[s][0] for s in names])
     y = np.concatenate([splits[s][1] for s in names])
     if y.ndim == 2:  # multi-label: per label column, for the estimators defined that way
-        return {e.name: float(np.mean([e.fn(x, col) for col in y.T])) for e in chosen
+        return {e.name: float(np.mean([_estimate(e, x, col) for col in y.T])) for e in chosen
                 if e.multilabel and e.input == "features"}
     inputs = {"features": x}
     if any(e.input == "probs" for e in chosen):
@@ -154,8 +157,16 @@ def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, spli
         inputs["probs"] = softmax(logits)
     if torch.cuda.is_available() and any(e.torch for e in chosen):  # the heavy linear algebra on the GPU
         inputs["features_gpu"] = torch.from_numpy(np.ascontiguousarray(x)).cuda()
-    return {e.name: e.fn(inputs["features_gpu" if e.torch and "features_gpu" in inputs else e.input], y)
+    return {e.name: _estimate(e, inputs["features_gpu" if e.torch and "features_gpu" in inputs else e.input], y)
             for e in chosen}
+
+
+def _estimate(e, inputs, labels) -> float:
+    try:
+        return float(e.fn(inputs, labels))
+    except (ValueError, np.linalg.LinAlgError) as err:  # e.g. one class in the labelled split
+        log.warning("estimator %s could not score this target (%s); recorded as NaN", e.name, err)
+        return float("nan")
 
 
 # --- evaluators: how a target is scored (the task registry names one per task) --------------------------------

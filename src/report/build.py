@@ -218,8 +218,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         regret = Z.selection_regret(df)
         if len(regret):
             mean = regret.groupby("estimator")["regret"].mean().sort_values()
-            md += ["## Picking by an estimator instead of the probe
-",
+            md += ["## Picking by an estimator instead of the probe\n",
                    "Per target, the job an estimator ranks first (what `objective=<estimator>` in a search picks) "
                    "and its regret: best probe score minus the picked job's probe score. Mean regret: "
                    + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()) + "\n", md_table(regret), ""]

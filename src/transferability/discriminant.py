@@ -60,7 +60,10 @@ def _lda_posteriors(x, y, counts, shrinkage):
     from scipy.special import softmax
 
     means, cov, shrinkage = _shrunk_within_cov(x, y, counts, shrinkage)
-    coef = linalg.cho_solve(linalg.cho_factor(cov), means.T)  # (d, C) = Sw^-1 M^T
+    try:
+        coef = linalg.cho_solve(linalg.cho_factor(cov), means.T)  # (d, C) = Sw^-1 M^T
+    except linalg.LinAlgError:  # numerically singular at the 1e-10 floor (d > n): the pseudo-inverse's solution
+        coef = linalg.pinvh(cov) @ means.T
     intercept = -0.5 * np.einsum("kd,dk->k", means, coef) + np.log(counts / counts.sum())
     return softmax(x @ coef + intercept, axis=1), shrinkage
 
