@@ -51,3 +51,20 @@ def stats_tau(a, b):
 def test_too_few_nets_gives_no_table():
     df = _zoo_frame()
     assert zoo_agreement(df[df["width"] == "tiny"], min_nets=3) == {}
+
+
+def test_fine_tuning_is_a_second_ground_truth_for_the_same_estimates():
+    from src.report.zoo import ground_truths
+
+    df = _zoo_frame()
+    df["finetune"] = "none"
+    tuned = df[df["status"] == "ok"].copy()
+    tuned["finetune"] = "last"
+    tuned["target_score"] = -tuned["target_score"]  # fine-tuning reverses every ranking here
+    tuned = tuned.drop(columns=[c for c in tuned if c.startswith("tr_")])  # fine-tuned runs record no estimates
+    both = pd.concat([df, tuned], ignore_index=True)
+    assert ground_truths(both) == ["finetune=last", "probe"]
+    probe, ft = zoo_agreement(both, "probe", n_boot=50), zoo_agreement(both, "finetune=last", n_boot=50)
+    assert np.allclose(probe["weighted_tau"].loc["oracle"], 1.0)
+    assert np.allclose(ft["weighted_tau"].loc["oracle"], -1.0)
+    assert "(ground truth: finetune=last)" in "\n".join(zoo_markdown(ft))

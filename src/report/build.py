@@ -212,9 +212,11 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                    md_table(ea), ""]
         analysis.update(per_task=pt.to_dict("records"), best_practice=bp.to_dict("records"), factor_distance=fd,
                         estimator_agreement=ea.to_dict("records"))
-        zoo = Z.zoo_agreement(df)  # several source nets per target: the papers' ranking table
-        md += Z.zoo_markdown(zoo)
-        analysis["estimator_zoo"] = Z.zoo_json(zoo)
+        for truth in Z.ground_truths(df):  # several source nets per target: the papers' ranking table
+            zoo = Z.zoo_agreement(df, truth)
+            md += Z.zoo_markdown(zoo)
+            if zoo:
+                analysis.setdefault("estimator_zoo", {})[truth] = Z.zoo_json(zoo)
         regret = Z.selection_regret(df)
         if len(regret):
             mean = regret.groupby("estimator")["regret"].mean().sort_values()

@@ -32,17 +32,35 @@ def _minmax(s: pd.Series) -> pd.Series:
     return (s - s.min()) / span if span > 0 else s * 0.0
 
 
-def per_target_scores(df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """target -> one row per source net: `truth` (mean measured score) and one column per estimator / baseline."""
-    ok = df[(df.get("status") == "ok") & df["target_score"].notna()] if "status" in df else df
+def ground_truths(df: pd.DataFrame) -> list[str]:
+    """The ground truths a sweep measured: `probe` (finetune=none rows), and `finetune=<kind>` for each fine-tuning
+    it ran (the estimates always come from the probe rows: a fine-tuned run records none)."""
+    kinds = sorted(set(df["finetune"].dropna())) if "finetune" in df else ["none"]
+    return ["probe" if k == "none" else f"finetune={k}" for k in kinds]
+
+
+def per_target_scores(df: pd.DataFrame, truth: str = "probe") -> dict[str, pd.DataFrame]:
+    """target -> one row per source net: `truth` (the mean measured score under the chosen ground truth) and one
+    column per estimator / static baseline (from the probe rows)."""
+    ok = df[(df["status"] == "ok") & df["target_score"].notna()] if "status" in df else df
+    kind = "none" if truth == "probe" else truth.split("=", 1)[1]
+    if "finetune" in ok:
+        probe_rows, truth_rows = ok[ok["finetune"].fillna("none") == "none"], ok[ok["finetune"].fillna("none") == kind]
+    else:
+        probe_rows = truth_rows = ok
     nets = [c for c in NET_COLUMNS if c in ok.columns and ok[c].notna().any()]
     scores = [c for c in ok.columns if c.startswith("tr_")] + [c for c in STATIC if c in ok.columns]
+
+    def key(g):
+        return g[nets].astype(str).agg("|".join, axis=1) if nets else pd.Series(range(len(g)), index=g.index)
+
     out = {}
-    for target, g in ok.groupby("target"):
-        keyed = g[nets].astype(str).agg("|".join, axis=1) if nets else pd.Series(range(len(g)), index=g.index)
-        table = g[scores].apply(pd.to_numeric, errors="coerce").groupby(keyed).mean()
+    for target, g in probe_rows.groupby("target"):
+        table = g[scores].apply(pd.to_numeric, errors="coerce").groupby(key(g)).mean()
         table.columns = [c[3:] if c.startswith("tr_") else c for c in table.columns]
-        table.insert(0, "truth", g["target_score"].astype(float).groupby(keyed).mean())
+        t = truth_rows[truth_rows["target"] == target]
+        table.insert(0, "truth", t["target_score"].astype(float).groupby(key(t)).mean() if len(t) else np.nan)
+        table = table[table["truth"].notna()]
         if all(p in table for p in ETRAN_WEIGHTS):
             table["etran"] = sum(w * _minmax(table[p]) for p, w in ETRAN_WEIGHTS.items())
         out[str(target)] = table
@@ -57,11 +75,12 @@ def _bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator) -
     return float(values.mean()), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
 
 
-def zoo_agreement(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, min_nets: int = 3) -> dict:
-    """Weighted and plain Kendall tau of every estimator per target, their means over targets with 95% bootstrap
-    CIs, margins over the static baselines, and top-1 regret. Targets with fewer than `min_nets` source nets are
-    left out (a ranking of two says little)."""
-    tables = {t: tab for t, tab in per_target_scores(df).items() if len(tab) >= min_nets}
+def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, seed: int = 0,
+                  min_nets: int = 3) -> dict:
+    """Weighted and plain Kendall tau of every estimator per target against `truth` (see `ground_truths`), their
+    means over targets with 95% bootstrap CIs, margins over the static baselines, and top-1 regret. Targets with
+    fewer than `min_nets` source nets are left out (a ranking of two says little)."""
+    tables = {t: tab for t, tab in per_target_scores(df, truth).items() if len(tab) >= min_nets}
     if not tables:
         return {}
     rng = np.random.default_rng(seed)
@@ -94,7 +113,7 @@ def zoo_agreement(df: pd.DataFrame, n_boot: int = 2000, seed: int = 0, min_nets:
             mean, lo, hi = _bootstrap_mean(diff, n_boot, rng)
             margins.append({"estimator": name, "baseline": base, "margin_mean": mean, "ci_low": lo, "ci_high": hi,
                             "beats_baseline": bool(lo > 0) if not math.isnan(lo) else False})
-    return {"weighted_tau": wtau, "kendall_tau": ktau, "regret": regret,
+    return {"truth": truth, "weighted_tau": wtau, "kendall_tau": ktau, "regret": regret,
             "summary": pd.DataFrame(summary).sort_values("weighted_tau_mean", ascending=False, na_position="last"),
             "margins": pd.DataFrame(margins), "nets_per_target": {t: len(tab) for t, tab in tables.items()}}
 
@@ -106,9 +125,11 @@ def zoo_markdown(res: dict) -> list[str]:
     wtau, summary, margins = res["weighted_tau"], res["summary"], res["margins"]
     targets = list(wtau.columns)
     nets = ", ".join(f"{t}: {n}" for t, n in res["nets_per_target"].items())
-    md = ["## Estimators on the source-net zoo\n",
-          f"Ground truth: each (net, target)'s measured `target_score` (the tuned linear probe unless the sweep "
-          f"fine-tuned). Nets per target: {nets}. Weighted Kendall tau (scipy `weightedtau`), mean over targets "
+    what = ("the tuned linear probe's test score (C chosen on val)" if res["truth"] == "probe"
+            else f"the test score after fine-tuning ({res['truth']})")
+    md = [f"## Estimators on the source-net zoo (ground truth: {res['truth']})\n",
+          f"Ground truth: {what}, per (net, target); the estimates come from the probe runs' features. "
+          f"Nets per target: {nets}. Weighted Kendall tau (scipy `weightedtau`), mean over targets "
           "with a 95% bootstrap CI over targets; `etran` = 0.85 minmax(LDA) + 0.15 minmax(energy) per target.\n",
           "| estimator | " + " | ".join(targets) + " | mean wtau [95% CI] | mean Kendall tau | top-1 regret |",
           "|---" * (len(targets) + 4) + "|"]
@@ -149,6 +170,6 @@ def zoo_json(res: dict) -> dict:
     if not res:
         return {}
     frames = ("weighted_tau", "kendall_tau", "regret")
-    return {**{k: res[k].astype(object).where(res[k].notna(), None).to_dict() for k in frames},
+    return {"truth": res["truth"], **{k: res[k].astype(object).where(res[k].notna(), None).to_dict() for k in frames},
             "summary": res["summary"].to_dict("records"), "margins": res["margins"].to_dict("records"),
             "nets_per_target": res["nets_per_target"]}
