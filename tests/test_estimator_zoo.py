@@ -2,6 +2,7 @@
 and the report's zoo table (weighted Kendall tau per target, CI, margins over the static baselines)."""
 
 import json
+import math
 
 import pytest
 
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 TINY_ZOO_SOURCE = ["source.images_per_class=40", "source.val_per_class=10", "source.epochs=2",
                    "trainer.optim.batch_size=32", "trainer.num_threads=1"]
-NETS = "alexnet_tiny,alexnet_small_epoch2,vgg_tiny_8,resnet_tiny_10"
+NETS = "alexnet_tiny,vgg_tiny_8,resnet_tiny_10"
 
 
 def test_tiny_zoo_records_every_estimator_and_reports_the_tau_table(cache_dir, tmp_path):
@@ -21,19 +22,20 @@ def test_tiny_zoo_records_every_estimator_and_reports_the_tau_table(cache_dir, t
                 "source.num_classes=4", *TINY_ZOO_SOURCE, *TINY_TARGET, f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in sweep.glob("*/result.json")]
-    assert len(results) == 8 and all(res["status"] == "ok" for res in results)
+    assert len(results) == 6 and all(res["status"] == "ok" for res in results)
     cheap = {name for name, e in ESTIMATORS.items() if e.cost == "cheap"}
     for res in results:
         assert cheap <= set(res["metrics"]["transferability"])
         assert res["metrics"]["source_num_params"] > 0
-    # The four nets are four different sizes (arch and width differ).
-    assert len({res["metrics"]["source_num_params"] for res in results}) == 4
+    # The three nets are three different sizes.
+    assert len({res["metrics"]["source_num_params"] for res in results}) == 3
     report = (sweep / "report" / "report.md").read_text()
     assert "## Estimators on the source-net zoo (ground truth: probe)" in report
     assert "| sfda |" in report and "source_val_acc (static)" in report and "parameter count" in report
     zoo = json.loads((sweep / "report" / "analysis.json").read_text())["estimator_zoo"]["probe"]
-    assert zoo["nets_per_target"] == {"synth_objects_new": 4, "synth_count": 4}
+    assert zoo["nets_per_target"] == {"synth_objects_new": 3, "synth_count": 3}
     names = {row["estimator"] for row in zoo["summary"]}
     assert cheap | {"etran", "source_val_acc", "source_num_params"} <= names
     for row in zoo["summary"]:  # taus are taus (or NaN where an estimator was constant over the nets)
-        assert row["weighted_tau_mean"] is None or -1 <= row["weighted_tau_mean"] <= 1 or row["weighted_tau_mean"] != row["weighted_tau_mean"]
+        tau = row["weighted_tau_mean"]
+        assert tau is None or math.isnan(tau) or -1 <= tau <= 1
