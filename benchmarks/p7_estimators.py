@@ -1,7 +1,8 @@
 """P7 estimators: LogME (Gram eigendecomposition) vs the same formula through the n x d SVD, and every
 estimator's time on n = 10,000 features of d = 2,048 with 100 classes.
 
-Goal: LogME / straightforward SVD LogME <= 1 (the same value), and every cheap estimator <= 10 s here.
+Goal: LogME / straightforward SVD LogME <= 1 in CPU time (the same value), and every cheap estimator <= 10 s
+wall here.
 N-LEEP (a 500-component full-covariance mixture) is the expensive one, only computed when asked for; it is timed
 on a 10-class subset instead (its cost grows with the classes).
 """
@@ -58,9 +59,11 @@ def make_data(n: int, d: int, k: int, seed: int = 0):
 
 
 def timed(fn, *args, **kw):
-    t0 = time.perf_counter()
+    """(value, wall seconds, CPU seconds of this process: all threads). On a shared machine the CPU time is the
+    steadier measure of the work; wall time is what a user waits for."""
+    t0, c0 = time.perf_counter(), time.process_time()
     value = fn(*args, **kw)
-    return value, time.perf_counter() - t0
+    return value, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main(argv=None) -> dict:
@@ -79,25 +82,29 @@ def main(argv=None) -> dict:
     n, d, k, n_nleep, k_nleep = (800, 128, 10, 400, 4) if args.smoke else (10000, 2048, 100, 2000, 10)
     x, y = make_data(n, d, k)
     probs = softmax(x[:, :k] * 3.0, axis=1)  # stand-in source-head probabilities (LEEP/NCE cost only)
-    ours, ours_s = timed(logme, x, y)
-    straight, straight_s = timed(logme_svd, x, y)
-    rows = [{"estimator": "logme (Gram eigh)", "seconds": ours_s, "value": ours},
-            {"estimator": "logme (n x d SVD, straightforward)", "seconds": straight_s, "value": straight}]
+    ours, ours_s, ours_cpu = timed(logme, x, y)
+    straight, straight_s, straight_cpu = timed(logme_svd, x, y)
+    rows = [{"estimator": "logme (Gram eigh)", "seconds": ours_s, "cpu_seconds": ours_cpu, "value": ours},
+            {"estimator": "logme (n x d SVD, straightforward)", "seconds": straight_s, "cpu_seconds": straight_cpu,
+             "value": straight}]
     for name, fn, inp in [("hscore", hscore, x), ("leep", leep, probs), ("nce", nce, probs), ("sfda", sfda, x),
                           ("transrate", transrate, x), ("gbc", gbc, x), ("etran_lda", etran_lda, x),
                           ("etran_energy", etran_energy, x), ("knn_loo", knn_loo, x)]:
-        value, secs = timed(fn, inp, y)
-        rows.append({"estimator": name, "seconds": secs, "value": value})
+        value, secs, cpu = timed(fn, inp, y)
+        rows.append({"estimator": name, "seconds": secs, "cpu_seconds": cpu, "value": value})
     xs, ys = make_data(n_nleep, d, k_nleep, seed=1)
-    value, secs = timed(nleep, xs, ys)
-    rows.append({"estimator": f"nleep (expensive; n={n_nleep}, {k_nleep} classes)", "seconds": secs, "value": value})
-    ratio = ours_s / straight_s
+    value, secs, cpu = timed(nleep, xs, ys)
+    rows.append({"estimator": f"nleep (expensive; n={n_nleep}, {k_nleep} classes)", "seconds": secs,
+                 "cpu_seconds": cpu, "value": value})
+    # The ratio on CPU time: both run in this process back to back, but other jobs' load varies between them.
+    ratio = ours_cpu / straight_cpu
     cheap_max = max(r["seconds"] for r in rows if not r["estimator"].startswith(("nleep", "logme (n x d")))
     met = ratio <= 1.0 and abs(ours - straight) < 1e-6 and cheap_max <= 10.0
     return write("p7_estimators", f"P7 estimators (n={n}, d={d}, {k} classes): LogME / straightforward SVD LogME",
                  rows, ratio, "<= 1 with the same value; every cheap estimator <= 10 s", met, args.smoke,
-                 ours=f"LogME {ours_s:.2f} s; slowest cheap estimator {cheap_max:.2f} s",
-                 reference=f"SVD LogME {straight_s:.2f} s", logme_abs_diff=abs(ours - straight))
+                 ours=f"LogME {ours_s:.2f} s wall / {ours_cpu:.2f} s CPU; slowest cheap estimator {cheap_max:.2f} s wall",
+                 reference=f"SVD LogME {straight_s:.2f} s wall / {straight_cpu:.2f} s CPU",
+                 logme_abs_diff=abs(ours - straight))
 
 
 if __name__ == "__main__":
