@@ -18,7 +18,7 @@ NETS = "alexnet_tiny,vgg_tiny_8,resnet_tiny_10"
 
 def test_tiny_zoo_records_every_estimator_and_reports_the_tau_table(cache_dir, tmp_path):
     sweep = tmp_path / "zoo"
-    r = run_cli("experiment=estimator_zoo", f"+zoo_net={NETS}", "target=synth_objects_new,synth_count",
+    r = run_cli("experiment=estimator_zoo", f"zoo_net={NETS}", "target=synth_objects_new,synth_count",
                 "source.num_classes=4", *TINY_ZOO_SOURCE, *TINY_TARGET, f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr[-3000:]
     results = [json.loads(p.read_text()) for p in sweep.glob("*/result.json")]
