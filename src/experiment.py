@@ -155,8 +155,9 @@ def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, spli
         head = plan.spec.taps()[-1]  # fc8 / logits
         logits = np.concatenate([load_features(feat_entry, s, plan.spec, head, "avg")[0] for s in names])
         inputs["probs"] = softmax(logits)
-    if torch.cuda.is_available() and any(e.torch for e in chosen):  # the heavy linear algebra on the GPU
-        inputs["features_gpu"] = torch.from_numpy(np.ascontiguousarray(x)).cuda()
+    device = device_of(cfg)
+    if device != "cpu" and any(e.torch for e in chosen):  # the heavy linear algebra on the job's GPU
+        inputs["features_gpu"] = torch.from_numpy(np.ascontiguousarray(x)).to(device)
     return {e.name: _estimate(e, inputs["features_gpu" if e.torch and "features_gpu" in inputs else e.input], y)
             for e in chosen}
 
