@@ -30,6 +30,7 @@ from src.models.registry import get_arch
 from src.probe.linear import METRICS, build_pipeline, fit_and_score
 from src.probe.registry import CLASSIFIERS
 from src.probe.retrieval import retrieval_score
+from src.tracking import training_loggers
 from src.train.finetune import finetune, load_finetuned, predict
 from src.train.source import snapshot_file, train_source
 from src.transferability.estimators import ESTIMATORS, softmax
@@ -66,7 +67,8 @@ def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
 
     def build(tmp: Path) -> None:
         splits = load_source(cfg.source, seed=int(cfg.seed))
-        train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed))
+        loggers = training_loggers(cfg, "source", make_key(payload), f"{cfg.arch.name}/{cfg.width.name}")
+        train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed), loggers=loggers)
 
     return _cached(store, "source", payload, build)
 
@@ -94,9 +96,12 @@ def finetune_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -> 
         splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
         if cfg.target.evaluator == "retrieval":  # learn the database's instances
             splits = {"train": splits["database"], "val": splits["database"]}
-        finetune(tmp, model, plan.spec, splits, cfg.finetune, cfg.trainer, prep, seed=int(cfg.seed))
+        loggers = training_loggers(cfg, "finetune", make_key(payload), f"{cfg.finetune.name} {cfg.target.name}")
+        finetune(tmp, model, plan.spec, splits, cfg.finetune, cfg.trainer, prep, seed=int(cfg.seed),
+                 loggers=loggers)
 
-    return _cached(store, "finetune", finetune_payload(cfg, plan, source.key), build)
+    payload = finetune_payload(cfg, plan, source.key)
+    return _cached(store, "finetune", payload, build)
 
 
 def tuned_net(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage):

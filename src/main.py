@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import src  # noqa: F401  (registers the ${repo_root:} resolver)
+from src import tracking
 from src.cache import atomic_write_text, make_key
 from src.check import validate
 from src.errors import ConfigError
@@ -41,6 +42,7 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     config_hash = make_key(OmegaConf.to_container(cfg, resolve=True))
     plan = None
     try:
+        tracking.check(cfg)
         plan = validate(cfg)
         from src.experiment import run_experiment  # heavy imports (torch, lightning) only past the check
 
@@ -50,9 +52,24 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         timings_s={"total": time.perf_counter() - t0},
                         error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
         atomic_write_text(out_dir / RESULT, result.to_json())
+        _track(cfg, json.loads(result.to_json()), out_dir)
         raise
     atomic_write_text(out_dir / RESULT, result.to_json())
-    return json.loads(result.to_json())
+    record = json.loads(result.to_json())
+    _track(cfg, record, out_dir)
+    return record
+
+
+def _track(cfg: DictConfig, result: dict[str, Any], out_dir: Path) -> None:
+    """One tracker run per job (logger=tensorboard|mlflow), named by the job's overrides."""
+    if OmegaConf.select(cfg, "logger.name", default="csv") == "csv":
+        return
+    run_name = version = out_dir.name
+    if HydraConfig.initialized():  # not when tests call execute directly
+        job = HydraConfig.get().job
+        run_name = job.override_dirname or job.name
+        version = str(job.num) if OmegaConf.select(job, "num", default=None) is not None else out_dir.name
+    tracking.log_job(cfg, result, run_name, version)
 
 
 def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: str | None = None) -> None:
@@ -119,6 +136,8 @@ def main(cfg: DictConfig) -> float | list[float]:
     multirun = hc.mode == RunMode.MULTIRUN
     if multirun and cfg.trainer.num_threads is None:
         OmegaConf.update(cfg, "trainer.num_threads", _threads_per_job(hc))
+    if OmegaConf.select(cfg, "logger.save_dir", default="unset") is None:  # a tracker's default home
+        OmegaConf.update(cfg, "logger.save_dir", hc.sweep.dir if multirun else str(out_dir))
     if multirun and (prev := _previous_result(out_dir, cfg)) is not None:
         log.info("job %s: already done with this config, skipping (%s)", hc.job.num, out_dir / RESULT)
         return objective(cfg, prev)

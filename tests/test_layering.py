@@ -18,7 +18,7 @@ SRC = REPO / "src"
 LAYERS = {
     "src": 0, "src.errors": 0, "src.record": 0, "src.cache": 0, "src.device": 0,
     "src.data": 1, "src.models": 1, "src.probe": 1, "src.transferability": 1,
-    "src.features": 2, "src.train": 2, "src.check": 2,
+    "src.features": 2, "src.train": 2, "src.check": 2, "src.tracking": 2,
     "src.experiment": 3,
     "src.main": 4, "src.report": 4, "src.search": 4,
 }

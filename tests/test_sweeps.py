@@ -27,6 +27,7 @@ def test_optuna_search_persists_and_continues_its_study(cache_dir, tmp_path):
     r = run_cli(*args, f"hydra.sweep.dir={tmp_path / 's1'}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(results(tmp_path / "s1")) == 4
+    assert "[sweep] trial 4 of 4 | elapsed" in r.stdout and "best so far target_score=" in r.stdout
     study = optuna.load_study(study_name="factors_tpe-synth_objects_new", storage=storage)
     assert len(study.trials) == 4
     # Running the same command again adds trials to the same study.
@@ -58,6 +59,7 @@ def test_joblib_parallel_jobs_share_one_source_training(cache_dir, tmp_path):
     res = results(sweep)
     assert len(res) == 2 and all(x["status"] == "ok" for x in res.values())
     assert sorted(x["cache"]["source_hit"] for x in res.values()) == [False, True]
+    assert "[sweep] job 2/2" in r.stdout  # jobs in two worker processes, counted together
     assert len(list((cache_dir / "source").glob("*/manifest.json"))) == 1
 
 

@@ -1,7 +1,8 @@
 """python -m src.report <sweep dir> [<sweep dir> ...] [--out DIR] [--baseline factor=value ...] [--distance]
 
-Reads every result.json (ok and failed) under the sweep dirs and writes results.csv, report.md, analysis.json
-and PNG plots to --out (default: the first sweep dir's report/).
+Reads every result.json (ok and failed) under the sweep dirs and writes results.csv, report.md, report.html
+(self-contained: open it in any browser), analysis.json and PNG plots to --out (default: the first sweep dir's
+report/).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir)
-    print(f"report written to {out}/report.md ({time.perf_counter() - t0:.1f}s)")
+    print(f"report written to {out}/report.md and {out}/report.html ({time.perf_counter() - t0:.1f}s)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Write a sweep's report: results.csv, report.md, analysis.json and PNG plots (see `python -m src.report -h`)."""
+"""Write a sweep's report: results.csv, report.md, report.html, analysis.json and PNG plots
+(see `python -m src.report -h`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import pandas as pd
 from src.report import analysis as A
 from src.report import zoo as Z
 from src.report.collect import load_results
+from src.report.html import write_html
+from src.report.plots import write_plots
 
 
 def default_baseline() -> dict[str, Any]:
@@ -58,73 +61,6 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
     lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines)
-
-
-def _plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    files = []
-    tasks = A.task_table(df)
-    ranks = tasks.set_index("target")["distance_rank"]
-    cmap = plt.get_cmap("viridis")
-    norm = matplotlib.colors.Normalize(vmin=ranks.min(), vmax=max(ranks.max(), ranks.min() + 1))
-    for factor in A.swept_factors(df):
-        table = A.score_by_setting(df, factor)
-        labels = [str(c) for c in table.columns]
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        for target, row in table.iterrows():
-            ax.plot(labels, row.to_numpy(dtype=float), marker="o", color=cmap(norm(ranks[target])),
-                    label=f"{target} (d={ranks[target]})")
-        ax.set_xlabel(factor)
-        ax.set_ylabel("target score (best over other factors)")
-        ax.set_title(f"Score vs {factor}; colour = distance from source")
-        ax.legend(fontsize=7, loc="best")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        files.append(_save(fig, out / f"score_vs_{factor}.png"))
-
-        fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 1.2 + 0.45 * len(table)))
-        im = ax.imshow(table.to_numpy(dtype=float), cmap="magma", aspect="auto")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_yticks(range(len(table)), [f"{t} ({ranks[t]})" for t in table.index])
-        for i in range(len(table)):
-            for j in range(len(labels)):
-                v = table.iat[i, j]
-                if not (isinstance(v, float) and math.isnan(v)):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="grey")
-        fig.colorbar(im, ax=ax, label="score")
-        ax.set_title(f"task x {factor}")
-        fig.tight_layout()
-        files.append(_save(fig, out / f"heatmap_{factor}.png"))
-
-    for factor, entry in fd.items():
-        targets = list(entry["optimal"])
-        x = [entry["distance_rank"][t] for t in targets]
-        y = [A.ordinal(factor, entry["optimal"][t]) for t in targets]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        ax.scatter(x, y, c=[norm(v) for v in x], cmap=cmap, s=50)
-        for t, xi, yi in zip(targets, x, y):
-            ax.annotate(t, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        values = A.sort_values(factor, {entry["optimal"][t] for t in targets})
-        ax.set_yticks([A.ordinal(factor, v) for v in values], [str(v) for v in values])
-        ax.set_xlabel("distance_rank (a priori distance from the source task)")
-        ax.set_ylabel(f"optimal {factor}")
-        ax.set_title(f"Optimal {factor} vs distance: Spearman rho={entry['rho']:.2f}, p={entry['p']:.3g}")
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        files.append(_save(fig, out / f"optimal_{factor}_vs_distance.png"))
-    return files
-
-
-def _save(fig, path: Path) -> str:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path.name
 
 
 def _source_val_features(cache_dir: Path, jobs: pd.DataFrame, tap: str) -> np.ndarray | None:
@@ -225,7 +161,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                    "and its regret: best probe score minus the picked job's probe score. Mean regret: "
                    + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()) + "\n", md_table(regret), ""]
             analysis["selection_regret"] = regret.to_dict("records")
-        plots = _plots(df, out, fd)
+        plots = write_plots(df, out, fd)
         md += ["## Plots\n"] + [f"![{p}]({p})" for p in plots] + [""]
     if distance:
         import os
@@ -258,4 +194,5 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         md += ["## Failed jobs\n", md_table(failed[cols]), ""]
     (out / "report.md").write_text("\n".join(md))
     (out / "analysis.json").write_text(json.dumps(analysis, indent=1, default=A._plain))
+    write_html(out, dirs)
     return out

@@ -58,7 +58,8 @@ class SummaryCallback(Callback):
         try:
             from src.report.build import build_report
 
-            print(f"report: {build_report([sweep_dir])}/report.md")
+            out = build_report([sweep_dir])
+            print(f"report: {out}/report.md, {out}/report.html")
         except Exception as e:  # a report problem must not turn a finished sweep into a failure
             log.warning("could not build the report for %s (%s: %s); run python -m src.report %s",
                         sweep_dir, type(e).__name__, e, sweep_dir)

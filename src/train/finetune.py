@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -41,6 +41,7 @@ def finetune(
     trainer_cfg: Mapping[str, Any],
     preprocess: Callable[[torch.Tensor], torch.Tensor],
     seed: int,
+    loggers: Sequence = (),
 ) -> dict[str, Any]:
     """Fine-tune `model` on splits["train"] (val for monitoring) into `out_dir`; writes weights + metrics."""
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -62,7 +63,7 @@ def finetune(
         model, optim, ft_cfg.get("augment", "flip_crop"), int(ft_cfg["epochs"]) * steps, preprocess, trainable,
         what="fine-tuning", lr_key="finetune.lr",
     )
-    metrics = fit(module, splits, out_dir, int(ft_cfg["epochs"]), ft_cfg["batch_size"], trainer_cfg, seed)
+    metrics = fit(module, splits, out_dir, int(ft_cfg["epochs"]), ft_cfg["batch_size"], trainer_cfg, seed, loggers)
     # Only the final weights are kept: the per-epoch snapshots of a fine-tuning run are not an axis.
     last = out_dir / f"snapshot_{ft_cfg['epochs']}.pt"
     last.rename(out_dir / "finetuned.pt")

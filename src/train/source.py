@@ -17,13 +17,13 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 from torch.utils.data import DataLoader, TensorDataset
 
 from src.models import nets
@@ -164,8 +164,11 @@ def fit(
     batch_size: int,
     trainer_cfg: Mapping[str, Any],
     seed: int,
+    loggers: Sequence[Logger] = (),
 ) -> dict[str, Any]:
-    """Train `module` with Lightning, saving a state_dict per epoch into `out_dir`; returns (and writes) metrics."""
+    """Train `module` with Lightning, saving a state_dict per epoch into `out_dir`; returns (and writes) metrics.
+
+    The CSV log always goes into `out_dir/logs`; `loggers` adds trackers (`src.tracking.training_loggers`)."""
     dm = ArrayDataModule(splits, batch_size=batch_size, seed=seed)
     steps = math.ceil(len(splits["train"][1]) / batch_size)
     snap = SnapshotEveryEpoch(out_dir)
@@ -175,11 +178,12 @@ def fit(
         accelerator=trainer_cfg.get("accelerator", "auto"),
         devices=1,
         precision=trainer_cfg.get("precision", "32-true"),
-        logger=CSVLogger(str(out_dir), name="logs", version=""),
+        logger=[CSVLogger(str(out_dir), name="logs", version=""), *loggers],
         callbacks=[snap],
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=sys.stderr.isatty() if progress is None else bool(progress),
+        # Lightning's bar writes to stdout: on for a terminal, off when stdout goes to a file or a pipe.
+        enable_progress_bar=sys.stdout.isatty() if progress is None else bool(progress),
         num_sanity_val_steps=0,
         log_every_n_steps=max(1, min(50, steps)),
         deterministic=False,
@@ -205,6 +209,7 @@ def train_source(
     source_cfg: Mapping[str, Any],
     trainer_cfg: Mapping[str, Any],
     seed: int,
+    loggers: Sequence[Logger] = (),
 ) -> dict[str, Any]:
     """Train the source net into `out_dir` (a cache staging dir); returns the metrics written to metrics.json."""
     pl.seed_everything(seed, workers=True, verbose=False)
@@ -212,7 +217,7 @@ def train_source(
     epochs = int(source_cfg["epochs"])
     steps = math.ceil(len(splits["train"][1]) / optim["batch_size"])
     module = ClassifierModule(build_model(spec), optim, source_cfg["augment"], epochs * steps)
-    return fit(module, splits, out_dir, epochs, optim["batch_size"], trainer_cfg, seed)
+    return fit(module, splits, out_dir, epochs, optim["batch_size"], trainer_cfg, seed, loggers)
 
 
 def load_snapshot(entry: Path, spec: ArchSpec, snapshot: int) -> torch.nn.Module:

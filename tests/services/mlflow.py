@@ -1,0 +1,48 @@
+"""A real MLflow tracking server on a free loopback port (`mlflow server`, SQLite backend in a temp dir)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from tests.services import ServiceUnavailable, free_port, pip_ensure, port_open, wait_until
+
+
+@contextlib.contextmanager
+def mlflow_server(workdir: Path, timeout: float = 120) -> Iterator[str]:
+    """Start `mlflow server` on 127.0.0.1:<free port>, yield its URI, stop it (and only it) afterwards."""
+    pip_ensure({"mlflow": "mlflow"})
+    exe = shutil.which("mlflow", path=str(Path(sys.executable).parent)) or shutil.which("mlflow")
+    if exe is None:
+        raise ServiceUnavailable("the mlflow command is missing after installing mlflow")
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = (workdir / "mlflow-server.log").open("w")
+    proc = subprocess.Popen(
+        [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+         "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+         "--artifacts-destination", str(workdir / "artifacts")],
+        stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env={**os.environ, "MLFLOW_TRACKING_URI": ""},
+        start_new_session=True,
+    )
+    try:
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise ServiceUnavailable(f"mlflow server exited: {(workdir / 'mlflow-server.log').read_text()[-800:]}")
+            return port_open(port)
+
+        wait_until(ready, timeout, f"mlflow server on 127.0.0.1:{port}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)  # its own session: the server's workers, nothing else
+            proc.wait()
+        log.close()
