@@ -23,6 +23,7 @@ def load_results(dirs: Iterable[str | Path]) -> pd.DataFrame:
     for p in find_results(dirs):
         try:
             rows.append(Result.read(p).row(p.parent))
-        except json.JSONDecodeError:
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, AttributeError, KeyError):
+            # damaged or not ours (a JSON list, a number): listed as unreadable, not fatal
             rows.append({"job_dir": str(p.parent), "status": "unreadable"})
     return pd.DataFrame(rows)
