@@ -71,8 +71,8 @@ CASES: list[tuple[str, str]] = [
     ("width.multiplier=0", "width.multiplier=0"),
     ("width.multiplier=100", "width.multiplier=100"),
     ("arch=vgg depth=7", "depth"),
-    ("layer.name=conv9", "valid layers"),
-    ("pooling.name=median", "valid poolings"),
+    ("layer=conv9", "valid layers"),
+    ("pooling=median", "valid poolings"),
     # trainer
     ("trainer.optim.name=foo", "trainer.optim.name='foo' is unknown; valid: sgd, adamw"),
     ("trainer.optim.lr=0", "trainer.optim.lr=0"),
