@@ -1,33 +1,43 @@
-"""Content-addressed artifact store: keys, per-key locks, atomic complete-or-absent entries.
+"""Content-addressed artifact store: keys, per-key locks, atomic complete-or-absent, self-healing entries.
 
 An entry is a directory `<root>/<stage>/<key>/` holding the stage's files plus two files of ours:
   key.json       the exact config payload the key hashes (provenance: what determined this artifact)
   manifest.json  name, size and sha256 of every other file; written last, so its presence means "complete"
-An entry is built in a temporary sibling directory and renamed into place, so a crash leaves at most a
-stray `.tmp-*` directory, never a half-written entry. A per-key `filelock` lock makes a second process that
-wants the same entry wait for the first and then reuse it. A reader that finds an entry whose files do not
-match the manifest (truncated, edited) warns, deletes it and rebuilds it.
+An entry is built in a staging sibling `.<key>.tmp-*` and renamed into place, so a crash leaves at most a
+staging dir, never a half-written entry. Everything that changes an entry happens under its per-key lock
+(`<key>.lock`, a `filelock` flock): a second process that wants the same entry waits and then reuses it.
+
+Self-healing: an entry that fails `verify` (missing, empty or malformed manifest, wrong sizes or hashes, a file
+not listed or outside the entry, a key.json of another key) is renamed into `<root>/.quarantine/` under its lock
+and rebuilt; quarantined copies are deleted best-effort then and on later builds, so an old copy that cannot be
+deleted never blocks the rebuild. Staging dirs whose builder is gone (its lock is free) are removed. The lock
+file itself is unlinked just before release (filelock re-opens a lock file that was unlinked under it), so a
+failed or killed run leaves no empty `.lock` files behind once the key is built again.
 
 No torch import here: keys are computed by the config check too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 KEY_FILE = "key.json"
+QUARANTINE = ".quarantine"
+STAGING = ".tmp-"  # staging dirs are `.<key>.tmp-<random>`
 
 
 def canonical_json(payload: Any) -> str:
@@ -59,30 +69,75 @@ def _sha256(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _listed_files(entry: Path) -> list[Path]:
+    """Every file (and symlink) in the entry but the manifest itself."""
+    files = (p for p in entry.rglob("*") if p.is_file() or p.is_symlink())
+    return sorted(p for p in files if p.relative_to(entry) != Path(MANIFEST))
+
+
 def _write_manifest(entry: Path) -> None:
-    files = sorted(p for p in entry.rglob("*") if p.is_file() and p.name != MANIFEST)
+    files = _listed_files(entry)
     manifest = {str(p.relative_to(entry)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
     atomic_write_text(entry / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))
 
 
-def verify(entry: Path) -> str | None:
-    """None if the entry is complete and intact, else a short reason."""
-    mf = entry / MANIFEST
-    if not mf.is_file():
-        return "no manifest (incomplete entry)"
+def _bad_name(entry: Path, name: Any) -> bool:
+    """A manifest name that is not a plain relative path inside the entry (absolute, `..`, or via a symlink)."""
+    if not isinstance(name, str) or not name or Path(name).is_absolute() or ".." in Path(name).parts:
+        return True
+    p = entry / name
+    return p.is_symlink() or not p.resolve().is_relative_to(entry.resolve())
+
+
+def verify(entry: Path, key: str | None = None) -> str | None:
+    """None if the entry is complete and intact (and, given `key`, holds that key's payload), else a reason."""
     try:
-        manifest = json.loads(mf.read_text())
-    except json.JSONDecodeError:
+        manifest = json.loads((entry / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "no manifest (incomplete entry)"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return "unreadable manifest"
-    for name, meta in manifest.items():
-        p = entry / name
-        if not p.is_file():
-            return f"missing file {name}"
-        if p.stat().st_size != meta["size"]:
-            return f"{name} has {p.stat().st_size} bytes, manifest says {meta['size']}"
-        if _sha256(p) != meta["sha256"]:
-            return f"{name} content hash differs from the manifest"
+    if not isinstance(manifest, dict) or KEY_FILE not in manifest:
+        return f"malformed manifest (a {type(manifest).__name__} without {KEY_FILE})"
+    try:
+        for name, meta in manifest.items():
+            if _bad_name(entry, name):
+                return f"manifest names {name!r}, which is not a file inside the entry"
+            if not isinstance(meta, dict) or not isinstance(meta.get("size"), int) \
+                    or not isinstance(meta.get("sha256"), str):
+                return f"malformed manifest record for {name}"
+            p = entry / name
+            if not p.is_file():
+                return f"missing file {name}"
+            if p.stat().st_size != meta["size"]:
+                return f"{name} has {p.stat().st_size} bytes, manifest says {meta['size']}"
+            if _sha256(p) != meta["sha256"]:
+                return f"{name} content hash differs from the manifest"
+        extra = [str(p.relative_to(entry)) for p in _listed_files(entry) if str(p.relative_to(entry)) not in manifest]
+        if extra:
+            return f"files not in the manifest: {', '.join(extra[:3])}"
+        if key is not None and make_key(json.loads((entry / KEY_FILE).read_text())) != key:
+            return f"{KEY_FILE} holds another key's config"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:  # e.g. renamed away by a concurrent repair
+        return f"unreadable ({type(e).__name__}: {e})"
     return None
+
+
+@contextlib.contextmanager
+def key_lock(lock_path: Path, timeout: float = -1) -> Iterator[None]:
+    """Hold the per-key lock; unlink the lock file just before releasing it.
+
+    Safe because filelock (>= 3.13) discards a flock it won on an inode that was unlinked meanwhile and
+    re-opens the path, so two holders can never coexist; what it buys is no empty `.lock` debris.
+    Raises filelock.Timeout if not acquired within `timeout` seconds (-1 waits forever).
+    """
+    lock = FileLock(str(lock_path), timeout=timeout)
+    with lock:
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
 
 
 class Store:
@@ -95,16 +150,9 @@ class Store:
         return self.root / stage / key
 
     def lookup(self, stage: str, key: str) -> Path | None:
-        """The entry if it is complete and intact; a damaged entry is removed with a warning."""
+        """The entry if it is complete and intact, else None (read-only: repairs happen in `get_or_build`)."""
         entry = self.path(stage, key)
-        if not entry.exists():
-            return None
-        problem = verify(entry)
-        if problem is None:
-            return entry
-        warnings.warn(f"cache entry {stage}/{key} is damaged ({problem}); rebuilding it", RuntimeWarning)
-        shutil.rmtree(entry, ignore_errors=True)
-        return None
+        return entry if entry.is_dir() and verify(entry, key) is None else None
 
     def get_or_build(
         self, stage: str, payload: dict[str, Any], build: Callable[[Path], None]
@@ -116,11 +164,16 @@ class Store:
             return entry, True
         entry = self.path(stage, key)
         entry.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(entry) + ".lock"):
-            # Another process may have built it while we waited for the lock.
-            if self.lookup(stage, key) is not None:
-                return entry, True
-            tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}.tmp-"))
+        with key_lock(entry.parent / f"{key}.lock"):
+            self._remove_staging(entry.parent, key)  # we hold the lock, so their builders are gone
+            if entry.exists() or entry.is_symlink():
+                problem = verify(entry, key)
+                if problem is None:  # another process built it while we waited for the lock
+                    return entry, True
+                warnings.warn(f"cache entry {stage}/{key} is damaged ({problem}); rebuilding it", RuntimeWarning)
+                self._quarantine(entry, f"{stage}-{key}")
+            tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}{STAGING}"))
+            log.info("cache: building %s/%s", stage, key)
             try:
                 (tmp / KEY_FILE).write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
                 build(tmp)
@@ -130,7 +183,46 @@ class Store:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
         log.info("cache: built %s/%s", stage, key)
+        self.tidy(stage)
         return entry, False
+
+    def _quarantine(self, entry: Path, name: str) -> None:
+        """Move a damaged entry out of the way (a rename never fails on what it holds), then try to delete it."""
+        qdir = self.root / QUARANTINE
+        qdir.mkdir(exist_ok=True)
+        os.rename(entry, qdir / f"{name}-{uuid.uuid4().hex[:8]}")
+        self.purge_quarantine()
+
+    def purge_quarantine(self) -> list[Path]:
+        """Delete quarantined entries (nobody uses them); returns those that could not be deleted yet."""
+        qdir = self.root / QUARANTINE
+        if not qdir.is_dir():
+            return []
+        for item in qdir.iterdir():
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    item.unlink()
+        left = list(qdir.iterdir())
+        if not left:
+            with contextlib.suppress(OSError):
+                qdir.rmdir()
+        return left
+
+    @staticmethod
+    def _remove_staging(stage_dir: Path, key: str) -> None:
+        for tmp in stage_dir.glob(f".{key}{STAGING}*"):
+            log.info("cache: removing the staging dir of an interrupted build: %s", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def tidy(self, stage: str) -> None:
+        """Remove staging dirs of any key whose lock is free (their builder died) and the quarantine."""
+        stage_dir = self.root / stage
+        for key in sorted({p.name[1:].split(STAGING)[0] for p in stage_dir.glob(f".*{STAGING}*")}):
+            with contextlib.suppress(Timeout), key_lock(stage_dir / f"{key}.lock", timeout=0):
+                self._remove_staging(stage_dir, key)
+        self.purge_quarantine()
 
 
 # --- What each stage's key hashes: exactly the config that determines the artifact ---------------------
@@ -140,19 +232,37 @@ FEATURES_VERSION = 2  # 2: max pooling read from spp, no <tap>.max.npy
 FINETUNE_VERSION = 1
 
 
-def source_payload(cfg, plan) -> dict[str, Any]:
+def file_digest(path: Path, memo_root: Path) -> str:
+    """sha256 of a file's content, memoised under `memo_root/.digests/` by (path, mtime, size).
+
+    Pretrained weights are keyed by what the file holds, not by its name, so replacing the file at the same path
+    gives a new key; the memo saves re-hashing hundreds of MB on every run.
+    """
+    st = path.stat()
+    identity = {"path": str(path.resolve()), "mtime_ns": st.st_mtime_ns, "size": st.st_size}
+    memo = memo_root / ".digests" / make_key(identity)
+    with contextlib.suppress(OSError):
+        digest = memo.read_text().strip()
+        if len(digest) == 64:
+            return digest
+    digest = _sha256(path)
+    atomic_write_text(memo, digest)
+    return digest
+
+
+def source_payload(cfg, plan, weights_sha256: str | None = None) -> dict[str, Any]:
     """Source net: its data, architecture (resolved family/depth/width), optimisation and seed.
 
     Not the snapshot (every epoch is kept), not the layer/pooling/dimred/classifier/target, and not how it is
-    run (accelerator, threads, progress bar).
+    run (accelerator, threads, progress bar). Pretrained nets: the weights file's content hash (`file_digest`).
     """
     from omegaconf import OmegaConf
 
     source = OmegaConf.to_container(cfg.source, resolve=True)
     source.pop("snapshot", None)
-    if plan.spec.pretrained:  # nothing is trained: the weights identify the source
+    if plan.spec.pretrained:  # nothing is trained: the weights' content identifies the source
         return {"stage": "source", "version": SOURCE_VERSION, "arch": plan.spec.family, "weights": source["weights"],
-                "weights_path": source.get("weights_path"), "image_size": source["image_size"]}
+                "weights_sha256": weights_sha256, "image_size": source["image_size"]}
     return {
         "stage": "source",
         "version": SOURCE_VERSION,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.check_run import check_run
 from src.data.registry import EVALUATORS
 from src.data.tasks import SOURCES, TASKS
 from src.errors import ConfigError, one_of, positive, positive_int
@@ -98,6 +99,7 @@ def validate(cfg: DictConfig) -> Plan:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"{missing[0]} is required (it is ??? in the config); set it, e.g. {missing[0]}=...")
+    check_run(cfg)  # seed, paths, trainer and the numeric bounds of every group
     positive("width.multiplier", cfg.width.multiplier)
     n_classes = _source(cfg)
     spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes)

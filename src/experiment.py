@@ -21,7 +21,8 @@ import torch
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
-from src.cache import Store, features_payload, finetune_payload, make_key, source_payload, source_val_payload
+from src.cache import (Store, features_payload, file_digest, finetune_payload, make_key, source_payload,
+                       source_val_payload)
 from src.check import Plan
 from src.data.tasks import load_source, load_target
 from src.device import job_device
@@ -61,9 +62,12 @@ def _cached(store: Store, stage: str, payload: dict, build: Callable[[Path], Non
 
 def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
     """The source net, trained once per source key with every epoch snapshotted (pretrained nets: nothing)."""
+    if plan.spec.pretrained:  # keyed by the weights file's content, so a replaced file is not silently reused
+        from src.models.pretrained import ensure_weights
+
+        digest = file_digest(ensure_weights(plan.spec.family, cfg.source), store.root)
+        return Stage(None, True, make_key(source_payload(cfg, plan, digest)))
     payload = source_payload(cfg, plan)
-    if plan.spec.pretrained:
-        return Stage(None, True, make_key(payload))
 
     def build(tmp: Path) -> None:
         splits = load_source(cfg.source, seed=int(cfg.seed))
@@ -181,6 +185,8 @@ def _estimate(e, inputs, labels) -> float:
 def _probe(cfg: DictConfig, plan: Plan, feat_entry: Path, names: tuple[str, ...], fit: Callable) -> dict[str, Any]:
     """Shared by the feature-based evaluators: load the chosen layer, estimate, then fit (unless an estimator
     replaces the probe: `estimator=logme` etc. scores without training anything)."""
+    log.info("probe: %s on %s of %s", cfg.classifier.name if cfg.estimator.name == "none" else cfg.estimator.name,
+             plan.tap, cfg.target.name)
     splits = {s: load_features(feat_entry, s, plan.spec, plan.tap, cfg.pooling) for s in names}
     # Estimators look at the labelled images a probe would be fit on.
     labelled = [n for n in names if n in ("train", "val", "database")]

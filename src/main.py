@@ -34,21 +34,32 @@ from src.record import RESULT, Result, factors
 log = logging.getLogger("src.main")
 # Hydra 1.4 warns about every config-named _target_ without an execution whitelist; ours (src.*) are trusted.
 warnings.filterwarnings("ignore", message=r"hydra\.utils\.instantiate\(\) resolved _target_='src\.")
+FULL_ERROR_ASKED = "TRANSFER_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, kept by run_cli (which sets Hydra's to 1)
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of the resolved config that decides whether a sweep job is already done (resume).
+
+    Without `paths.cache_dir`: where the cache is mounted does not change what a job computes.
+    """
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    resolved.get("paths", {}).pop("cache_dir", None)
+    return make_key(resolved)
 
 
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Check and run one experiment, writing `out_dir/result.json` (a `Result`) whether it succeeds or fails."""
     t0 = time.perf_counter()
-    config_hash = make_key(OmegaConf.to_container(cfg, resolve=True))
+    digest = config_hash(cfg)
     plan = None
     try:
         tracking.check(cfg)
         plan = validate(cfg)
         from src.experiment import run_experiment  # heavy imports (torch, lightning) only past the check
 
-        result = Result(status="ok", config_hash=config_hash, factors=factors(cfg, plan), **run_experiment(cfg, plan))
+        result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), **run_experiment(cfg, plan))
     except Exception as e:
-        result = Result(status="failed", config_hash=config_hash, factors=factors(cfg, plan),
+        result = Result(status="failed", config_hash=digest, factors=factors(cfg, plan),
                         timings_s={"total": time.perf_counter() - t0},
                         error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
         atomic_write_text(out_dir / RESULT, result.to_json())
@@ -125,7 +136,7 @@ def _previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         prev = json.loads((out_dir / RESULT).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    same = prev.get("config_hash") == make_key(OmegaConf.to_container(cfg, resolve=True))
+    same = prev.get("config_hash") == config_hash(cfg)
     return prev if same and prev.get("status") == "ok" else None
 
 
@@ -153,7 +164,10 @@ def main(cfg: DictConfig) -> float | list[float]:
             # One failed job must not end a sweep; result.json records it and the sweeper sees a NaN.
             log.error("job %s failed (%s: %s); recorded in %s", hc.job.num, type(e).__name__, e, out_dir / RESULT)
             return objective(cfg, None)
-        raise
+        if os.environ.get(FULL_ERROR_ASKED) == "1":
+            raise
+        # Exit here: re-raised, Hydra would add its own "Error executing job" line.
+        sys.exit(f"error: {one_line(e)} (traceback in {out_dir / RESULT}; HYDRA_FULL_ERROR=1 prints it)")
     m, c = result["metrics"], result["cache"]
     what = (f"{cfg.target.metric}): {m['target_score']:.4f}" if m["target_score"] is not None
             else f"{m['estimator']} estimate): {m['estimator_score']:.4f}")
@@ -189,6 +203,48 @@ def overlay_multirun_args(argv: list[str]) -> list[str]:
     return argv
 
 
+def one_line(e: BaseException) -> str:
+    """An exception as one line: Hydra's multi-line messages (e.g. the available options) joined with '; '."""
+    text = str(e).split("Config search path")[0]  # Hydra's search path is noise for a user
+    parts: list[str] = []
+    listing = False  # after a line ending in ':', the lines are list items (e.g. Hydra's available options)
+    for ln in filter(None, (ln.strip() for ln in text.splitlines())):
+        if listing:
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + ln
+        else:
+            parts.append(ln)
+            listing = ln.endswith(":")
+    text = "; ".join(parts) or type(e).__name__
+    ours = isinstance(e, ConfigError) or type(e).__module__.startswith("hydra")  # their messages say it all
+    return text if ours else f"{type(e).__name__}: {text}"
+
+
+def run_cli() -> None:
+    """`main()` with every failure as one line on stderr and exit code 1 (the traceback is in result.json).
+
+    Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR=1, so we set it for Hydra and print one
+    line ourselves; a user who sets HYDRA_FULL_ERROR=1 gets the full traceback as usual.
+    """
+    from src.check_run import check_sweeper_overrides
+
+    try:
+        check_sweeper_overrides(sys.argv[1:])
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    os.environ[FULL_ERROR_ASKED] = os.environ.get("HYDRA_FULL_ERROR", "0")
+    if os.environ[FULL_ERROR_ASKED] == "1":
+        main()
+        return
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        main()
+    except Exception as e:  # noqa: BLE001  (the one place every error reaches the user)
+        if "Record does not exist" in str(e):  # Optuna's study.best_trial when no trial finished
+            sys.exit("error: every trial of the Optuna study failed, so it has no best trial; each job's "
+                     "result.json under the sweep dir says why (hydra.sweeper.n_trials=... to try more)")
+        sys.exit(f"error: {one_line(e)} (HYDRA_FULL_ERROR=1 for the traceback)")
+
+
 if __name__ == "__main__":
     sys.argv = overlay_multirun_args(sys.argv)
     if any(a.startswith("hydra.sweeper.storage=") for a in sys.argv):
@@ -198,4 +254,4 @@ if __name__ == "__main__":
             sys.argv = prepare_storage_args(sys.argv)
         except StorageError as e:
             sys.exit(f"error: {e}")
-    main()
+    run_cli()

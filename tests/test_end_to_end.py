@@ -83,7 +83,7 @@ def test_convnet_features_beat_raw_pixels(make_cfg, tmp_path, capsys):
 
 
 def test_diverging_training_stops_with_a_clear_error(make_cfg, tmp_path, cache_dir):
-    cfg = make_cfg("trainer.optim.lr=1e12")
+    cfg = make_cfg("trainer.optim.lr=10")  # the largest valid lr (src/check_run.py); larger is refused up front
     with pytest.raises(FloatingPointError, match="source training loss is (nan|inf).*lower trainer.optim.lr"):
         execute(cfg, tmp_path)
     assert json.loads((tmp_path / "result.json").read_text())["error"]["type"] == "FloatingPointError"

@@ -15,6 +15,10 @@ import numpy as np
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
+class UnreadableImageError(ValueError):
+    """An image file PIL cannot decode (truncated, corrupt); the message names the file."""
+
+
 def list_classes(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
@@ -25,25 +29,39 @@ def list_classes(root: str | Path) -> list[str]:
     return classes
 
 
+def image_files(class_dir: Path) -> list[Path]:
+    return sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
 def check_classes(root: str | Path, wanted: Sequence[str] | None) -> list[str]:
-    """The classes to use; raises ValueError naming unknown ones and the valid choices."""
+    """The classes to use (at least 2, each with an image); ValueError naming what is wrong and the choices.
+
+    Lists directories only (no image is decoded), so it is cheap enough for the config check.
+    """
     available = list_classes(root)
-    if not wanted:
-        return available
-    missing = [c for c in wanted if c not in available]
+    chosen = list(wanted) if wanted else available
+    missing = [c for c in chosen if c not in available]
     if missing:
         raise ValueError(f"classes {missing} are not in {root}; valid classes: {', '.join(available)}")
-    return list(wanted)
+    if len(chosen) < 2:
+        raise ValueError(f"{root} has {len(chosen)} class ({', '.join(chosen)}); a classification task needs 2 or more")
+    for name in chosen:
+        if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in (Path(root) / name).iterdir()):
+            raise ValueError(f"class folder {Path(root) / name} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return chosen
 
 
 def _load(path: Path, size: int) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
-        return np.asarray(im).transpose(2, 0, 1)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if im.size != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            return np.asarray(im).transpose(2, 0, 1)
+    except (OSError, ValueError, SyntaxError) as e:  # PIL's truncated/corrupt-file errors name no file
+        raise UnreadableImageError(f"cannot read image {path} ({e}); remove or replace the file") from None
 
 
 def load_imagefolder(
@@ -56,7 +74,7 @@ def load_imagefolder(
     paths: list[Path] = []
     labels: list[int] = []
     for label, name in enumerate(names):
-        files = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = image_files(root / name)
         if max_per_class is not None and len(files) > max_per_class:
             files = [files[i] for i in np.sort(rng.choice(len(files), max_per_class, replace=False))]
         paths += files

@@ -36,20 +36,30 @@ def weights_file(arch: str, source_cfg: Mapping[str, Any]) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(w.url).name
 
 
-def load_pretrained(arch: str, source_cfg: Mapping[str, Any]) -> torch.nn.Module:
+def ensure_weights(arch: str, source_cfg: Mapping[str, Any]) -> Path:
+    """The weights file on disk: downloaded into torch hub's cache only if `download=true`, else a one-line error."""
     w = weights_enum(arch, source_cfg.get("weights", "DEFAULT"))
-    model = torchvision.models.get_model(TORCHVISION_ARCHS[arch]["builder"], weights=None)
     path = weights_file(arch, source_cfg)
-    if path.is_file():
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    elif source_cfg.get("download") and not source_cfg.get("weights_path"):
-        state = w.get_state_dict(progress=True)
-    else:
+    if not path.is_file() and source_cfg.get("download") and not source_cfg.get("weights_path"):
+        w.get_state_dict(progress=True)  # torch hub saves it at `path`
+    if not path.is_file():
         raise MissingWeightsError(
             f"pretrained weights for arch={arch} not found at {path}; put the file there (download {w.url}), "
             f"set source.weights_path=..., or run once with source.download=true"
         )
-    model.load_state_dict(state)
+    return path
+
+
+def load_pretrained(arch: str, source_cfg: Mapping[str, Any]) -> torch.nn.Module:
+    model = torchvision.models.get_model(TORCHVISION_ARCHS[arch]["builder"], weights=None)
+    path = ensure_weights(arch, source_cfg)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # not a state dict, another arch's, truncated: name the file, not torch's internals
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"{path} is not a usable state dict for arch={arch} ({first[:200]}); "
+                          f"point source.weights_path at torchvision's {arch[3:]} weights") from None
     return model.eval()
 
 

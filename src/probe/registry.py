@@ -7,6 +7,8 @@ so the config check can import it.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from src.errors import ConfigError, one_of
@@ -38,8 +40,11 @@ def validate_classifier(cfg) -> Classifier:
     """`cfg.classifier`: a registered name, a non-empty grid of positive C values, patience a positive int or null."""
     one_of("classifier", cfg.classifier.name, CLASSIFIERS)
     grid = cfg.classifier.C_grid
-    if not grid or any(isinstance(c, bool) or not (isinstance(c, (int, float)) and c > 0) for c in grid):
-        raise ConfigError(f"classifier.C_grid={list(grid) if grid else grid} must be a non-empty list of positive numbers")
+    if not isinstance(grid, Sequence) or isinstance(grid, str) or len(grid) == 0:  # e.g. C_grid=1
+        raise ConfigError(f"classifier.C_grid={grid!r} must be a non-empty list of positive numbers, e.g. [0.1,1,10]")
+    for c in grid:
+        if isinstance(c, bool) or not isinstance(c, (int, float)) or not 0 < c < math.inf:
+            raise ConfigError(f"classifier.C_grid has {c!r}; every C must be a positive finite number")
     patience = cfg.classifier.get("patience")
     if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
         raise ConfigError(f"classifier.patience={patience!r} must be a positive integer or null")

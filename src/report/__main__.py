@@ -8,6 +8,8 @@ report/).
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 from src.report.build import build_report, parse_baseline
@@ -24,7 +26,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache-dir", default=None, help="artifact cache (default: $TRANSFER_CACHE_DIR or .cache)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir)
+    try:
+        out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir)
+    except Exception as e:  # noqa: BLE001  (one line for the user; HYDRA_FULL_ERROR=1 as for src.main)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        sys.exit(f"error: {type(e).__name__}: {' '.join(str(e).split())}")
     print(f"report written to {out}/report.md and {out}/report.html ({time.perf_counter() - t0:.1f}s)")
 
 

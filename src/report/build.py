@@ -109,11 +109,14 @@ def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
 def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict[str, Any] | None = None,
                  distance: bool = False, cache_dir: Path | None = None) -> Path:
     dirs = [Path(d) for d in dirs]
+    missing = [str(d) for d in dirs if not d.exists()]
+    if missing:
+        raise SystemExit(f"error: {', '.join(missing)} does not exist; give sweep dirs holding result.json files")
+    df = load_results(dirs)
+    if df.empty:  # checked before creating the output dir, so a failed report leaves nothing behind
+        raise SystemExit(f"error: no result.json under {', '.join(map(str, dirs))}")
     out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
-    df = load_results(dirs)
-    if df.empty:
-        raise SystemExit(f"error: no result.json under {', '.join(map(str, dirs))}")
     df.to_csv(out / "results.csv", index=False)
     baseline = baseline if baseline is not None else default_baseline()
     factors = A.swept_factors(df)

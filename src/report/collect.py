@@ -22,7 +22,11 @@ def load_results(dirs: Iterable[str | Path]) -> pd.DataFrame:
     rows = []
     for p in find_results(dirs):
         try:
-            rows.append(Result.read(p).row(p.parent))
-        except json.JSONDecodeError:
+            raw = json.loads(p.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            raw = None
+        if isinstance(raw, dict):
+            rows.append(Result.from_dict(raw).row(p.parent))
+        else:  # damaged or not ours (a JSON list, a number): listed as unreadable, not fatal
             rows.append({"job_dir": str(p.parent), "status": "unreadable"})
     return pd.DataFrame(rows)

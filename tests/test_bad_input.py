@@ -1,0 +1,271 @@
+"""Bad input, as a new user types it: one line naming the value and the valid range or fix, exit code 1, before any
+expensive work, and nothing written to the cache dir.
+
+Most cases are checked in-process (compose + the config check: what `python -m src.main` runs first, in
+milliseconds); `test_cli_*` runs a few through the real CLI to prove that path prints the same one line.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from src.check import ConfigError, validate
+from src.main import one_line
+from tests.conftest import REPO, TINY, run_cli
+
+# Each case must cost < 15 s. Measured as CPU time (ours, or the CLI child's), not wall time: on the shared 2-core
+# machine neighbours' load stretches wall time several-fold without any change in the work a case does.
+MAX_SECONDS = 15
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def jpeg(path: Path, colour: int) -> Path:
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (16, 16), (colour, 255 - colour, 0)).save(path, "JPEG")
+    return path
+
+
+def tree(root: Path, classes: dict[str, int]) -> Path:
+    """An ImageFolder tree: {class: n_images}."""
+    for c, (name, n) in enumerate(classes.items()):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            jpeg(root / name / f"{i}.jpg", 40 * c + i)
+    return root
+
+
+# (overrides, text the one-line message must contain). {tmp} is the test's tmp dir (see `fixtures` below).
+CASES: list[tuple[str, str]] = [
+    # source
+    ("source.num_classes=1", "source.num_classes=1 is out of range; valid: 2..1000"),
+    ("source.num_classes=0", "source.num_classes=0"),
+    ("source.num_classes=5000", "source.num_classes=5000"),
+    ("source.images_per_class=0", "source.images_per_class=0"),
+    ("source.val_per_class=0", "source.val_per_class=0"),
+    ("source.image_size=4", "source.image_size=4"),
+    ("source.image_size=4096", "source.image_size=4096"),
+    ("source.epochs=0", "source.epochs=0"),
+    ("source.epochs=100000", "source.epochs=100000"),
+    ("source.snapshot=0", "source.snapshot=0"),
+    ("source.snapshot=9", "source.snapshot=9 is past source.epochs=2"),
+    ("source.kind=foo", "source.kind='foo' is unknown"),
+    ("source=imagefolder source.root={tmp}/nowhere", "does not exist"),
+    ("source=imagefolder source.root={tmp}/one_class", "needs 2 or more"),
+    ("source=imagenet_torchvision", "needs a pretrained arch"),
+    # architecture, width, layer, pooling
+    ("arch=tv_alexnet", "use it with source=imagenet_torchvision"),
+    ("width.multiplier=0", "width.multiplier=0"),
+    ("width.multiplier=100", "width.multiplier=100"),
+    ("arch=vgg depth=7", "depth"),
+    ("layer=conv9", "valid layers"),
+    ("pooling=median", "valid poolings"),
+    # trainer
+    ("trainer.optim.name=foo", "trainer.optim.name='foo' is unknown; valid: sgd, adamw"),
+    ("trainer.optim.lr=0", "trainer.optim.lr=0"),
+    ("trainer.optim.lr=1e9", "trainer.optim.lr=1000000000.0 is out of range"),
+    ("trainer.optim.momentum=-0.1", "trainer.optim.momentum=-0.1"),
+    ("trainer.optim.momentum=1.5", "trainer.optim.momentum=1.5"),
+    ("trainer.optim.weight_decay=-1", "trainer.optim.weight_decay=-1"),
+    ("trainer.optim.batch_size=0", "trainer.optim.batch_size=0"),
+    ("trainer.optim.label_smoothing=1", "trainer.optim.label_smoothing=1"),
+    ("trainer.num_threads=0", "trainer.num_threads=0"),
+    ("trainer.extract_batch_size=0", "trainer.extract_batch_size=0"),
+    ("trainer.accelerator=tpu", "trainer.accelerator='tpu' is unknown"),
+    ("trainer.precision=8", "trainer.precision=8 is unknown"),
+    # seed
+    ("seed=-1", "seed=-1 is out of range; valid: 0..4294967295"),
+    ("seed=abc", "seed='abc' must be an integer"),
+    ("seed=99999999999", "seed=99999999999"),
+    ("seed=1.5", "seed=1.5 must be an integer"),
+    # probe
+    ("classifier.C_grid=1", "classifier.C_grid=1 must be a non-empty list"),
+    ("classifier.C_grid=[]", "classifier.C_grid=[] must be a non-empty list"),
+    ("classifier.C_grid=[0,1]", "classifier.C_grid has 0"),
+    ("classifier.C_grid=[-1]", "classifier.C_grid has -1"),
+    ("dimred=pca dimred.n_components=0", "dimred.n_components=0"),
+    ("dimred=pca dimred.n_components=5000", "dimred.n_components=5000 exceeds"),
+    ("finetune=full finetune.lr=0", "finetune.lr=0"),
+    ("finetune=full finetune.epochs=0", "finetune.epochs=0"),
+    ("finetune=full estimator=logme", "cannot be combined"),
+    # target
+    ("target.data.num_classes=0", "target.data.num_classes=0"),
+    ("target.data.num_classes=1", "target.data.num_classes=1 is out of range; valid: 2..1000"),
+    ("target.data.train_per_class=1000000", "target.data.train_per_class=1000000 is out of range"),
+    ("target=synth_retrieval target.data.num_instances=1", "target.data.num_instances=1"),
+    ("target.data.train_per_class=0", "target.data.train_per_class=0"),
+    ("target.data.val_per_class=0", "target.data.val_per_class=0"),
+    ("target.data.test_per_class=0", "target.data.test_per_class=0"),
+    ("target=synth_count target.data.num_classes=9", "valid: 1..4 objects"),
+    ("target.data.train_examples=100000", "target.data.train_examples=100000 exceeds"),
+    ("target.data.seed=-1", "target.data.seed=-1"),
+    ("target=digits target.data.train_per_class=500", "digits splits ask for"),
+    ("target.data.task=foo", "target.data.task='foo' is unknown"),
+    ("target=imagefolder target.root={tmp}/nowhere", "does not exist"),
+    ("target=imagefolder target.root={tmp}/one_class", "needs 2 or more"),
+    ("target=imagefolder target.root={tmp}/empty_class", "has no images"),
+    ("target=imagefolder target.root={tmp}/two_class target.data.classes=[nope]", "valid classes: a, b"),
+    ("target=imagefolder target.root={tmp}/two_class target.data.val_fraction=0", "target.data.val_fraction=0"),
+    ("target=cifar10 paths.data_dir={tmp}/no_data", "cifar10"),
+    # paths
+    ("paths.cache_dir=''", "paths.cache_dir='' is empty"),
+    ("paths.cache_dir={tmp}/a_file", "is a file"),
+    ("paths.cache_dir={tmp}/a_file/sub", "has a file in its path"),
+]
+
+
+@pytest.fixture
+def fixtures(tmp_path) -> Path:
+    tree(tmp_path / "one_class", {"a": 2})
+    tree(tmp_path / "two_class", {"a": 2, "b": 2})
+    tree(tmp_path / "empty_class", {"a": 2, "b": 0})
+    (tmp_path / "a_file").write_text("not a directory")
+    return tmp_path
+
+
+def compose_and_check(overrides: list[str]):
+    with initialize_config_dir(str(REPO / "conf")):
+        return validate(compose("config", overrides=overrides))
+
+
+def test_at_least_45_cases():
+    assert len(CASES) >= 45 and len({c for c, _ in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("overrides,expected", CASES, ids=[c for c, _ in CASES])
+def test_bad_input_is_one_line_before_any_work(fixtures, cache_dir, overrides, expected):
+    args = [o.replace("{tmp}", str(fixtures)) for o in overrides.split()]
+    # The tiny sizes are keys of the synthetic source and targets only.
+    other_source = any(a.startswith("source=") for a in args)
+    other_target = any(a.startswith(("target=imagefolder", "target=cifar", "target=synth_retrieval")) for a in args)
+    drop = ("source." if other_source else "@", "target." if other_target else "@")
+    base = [o for o in TINY if not o.startswith(drop)]
+    t0 = time.process_time()
+    with pytest.raises((ConfigError, HydraException, OmegaConfBaseException)) as e:
+        compose_and_check(base + args)
+    assert time.process_time() - t0 < MAX_SECONDS
+    line = one_line(e.value)
+    assert expected.replace("{tmp}", str(fixtures)) in line and "\n" not in line
+    assert isinstance(e.value, ConfigError), f"a ConfigError, not {type(e.value).__name__}: {line}"
+    assert not cache_dir.exists()  # nothing was written to the cache
+
+
+def test_defaults_and_tiny_config_pass(make_cfg):
+    assert validate(make_cfg()).snapshot == 2 and validate(make_cfg(tiny=False)).snapshot == 10
+
+
+# --- Detected later, still one line naming the file or the setting ------------------------------------------
+
+
+def test_corrupt_and_truncated_images_are_named(tmp_path):
+    from src.data.imagefolder import UnreadableImageError, load_imagefolder
+
+    root = tree(tmp_path / "t", {"a": 2, "b": 2})
+    good = (root / "a" / "0.jpg").read_bytes()
+    for bad, content in (("b/1.jpg", good[: len(good) // 3]), ("a/1.jpg", b"\xff\xd8 not a jpeg at all")):
+        (root / bad).write_bytes(content)
+        with pytest.raises(UnreadableImageError) as e:
+            load_imagefolder(root, None, None, 32, 0)
+        assert str(root / bad) in str(e.value) and "\n" not in one_line(e.value)
+        jpeg(root / bad, 7)
+
+
+def test_weights_of_another_arch_name_the_file(tmp_path):
+    import torch
+    import torchvision
+
+    from src.models.pretrained import load_pretrained
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    with pytest.raises(ConfigError, match=f"{path} is not a usable state dict for arch=tv_alexnet") as e:
+        load_pretrained("tv_alexnet", {"weights": "DEFAULT", "weights_path": str(path)})
+    assert "\n" not in str(e.value)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ConfigError, match=f"{path} is not a usable state dict"):
+        load_pretrained("tv_alexnet", {"weights": "DEFAULT", "weights_path": str(path)})
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is out of range; valid: 1..100000"),
+    (["hydra.sweeper.n_trials=many"], "hydra.sweeper.n_trials='many' must be an integer"),
+    (["hydra.sweeper.storage=postgresql+nosuchdriver://u:pw@host/db"], "needs the Python driver 'nosuchdriver'"),
+])
+def test_sweeper_overrides(argv, expected):
+    from src.check_run import check_sweeper_overrides
+
+    with pytest.raises(ConfigError, match=expected) as e:
+        check_sweeper_overrides(argv)
+    assert "pw" not in str(e.value)  # the password is masked
+
+
+def test_report_on_bad_dirs_is_one_line_and_leaves_no_report_dir(tmp_path):
+    from src.report.__main__ import main as report_main
+
+    (tmp_path / "empty").mkdir()
+    for d in (tmp_path / "empty", tmp_path / "missing"):
+        with pytest.raises(SystemExit) as e:
+            report_main([str(d)])
+        assert str(e.value).startswith("error: ") and "\n" not in str(e.value)
+        assert not (d / "report").exists()
+    (tmp_path / "s" / "0").mkdir(parents=True)
+    (tmp_path / "s" / "0" / "result.json").write_text("[1, 2]")  # JSON, but not a result
+    report_main([str(tmp_path / "s")])
+    assert "unreadable" in (tmp_path / "s" / "report" / "results.csv").read_text()
+
+
+# --- The real CLI: one line on stderr, exit code 1, nothing in the cache ------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,expected", [
+    (["source.num_classes=1"], "error: source.num_classes=1 is out of range; valid: 2..1000"),
+    (["classifier.C_grid=1"], "error: classifier.C_grid=1 must be a non-empty list"),
+    (["arch=foo"], "error: In 'config': Could not find 'arch/foo'; Available options in 'arch': alexnet, resnet"),
+    (["search=factors_tpe", "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0 is out of range"),
+    (["source=imagefolder", "source.root={tmp}/corrupt"],
+     "error: UnreadableImageError: cannot read image {tmp}/corrupt/b/1.jpg"),
+])
+def test_cli_prints_one_line_and_exits_1(tmp_path, args, expected):
+    root = tree(tmp_path / "corrupt", {"a": 3, "b": 3})
+    (root / "b" / "1.jpg").write_bytes((root / "b" / "0.jpg").read_bytes()[:200])  # truncated
+    cache = tmp_path / "cache"
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    t0, cpu0 = time.perf_counter(), children_cpu()
+    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                env={"TRANSFER_CACHE_DIR": str(cache)}, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith(expected.replace("{tmp}", str(tmp_path))), lines[0]
+    assert "Traceback" not in r.stderr + r.stdout
+    cpu = children_cpu() - cpu0
+    print(f"{args}: wall {time.perf_counter() - t0:.1f}s, cpu {cpu:.1f}s")
+    assert cpu < MAX_SECONDS
+    assert not [p for p in cache.rglob("*") if not p.is_dir()]  # no file: no lock, staging dir or entry
+
+
+@pytest.mark.slow
+def test_cli_optuna_study_whose_trials_all_failed(tmp_path):
+    """Optuna's own "Record does not exist" (no best trial) becomes a line saying what happened and where to look."""
+    r = run_cli("search=factors_tpe", "hydra.sweeper.n_trials=2", "source.num_classes=1",
+                f"hydra.sweeper.storage=sqlite:///{tmp_path}/optuna.db", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                env={"TRANSFER_CACHE_DIR": str(tmp_path / "cache")}, timeout=300)
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 1 and errors == r.stderr.strip().splitlines()[-1:], r.stderr[-3000:]
+    assert errors[0].startswith("error: every trial of the Optuna study failed") and "Traceback" not in r.stderr
+    failed = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json")]
+    assert len(failed) == 2 and all("source.num_classes=1" in f["error"]["message"] for f in failed)
+    assert not (tmp_path / "cache").exists()

@@ -1,0 +1,113 @@
+"""Crash safety across processes: a sweep killed with SIGKILL again and again, and 4 processes racing for one
+cache entry. Both run real `python -m src.main` processes on a private cache (slow: CI runs them)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from src.cache import verify
+from tests.conftest import REPO, TINY
+
+pytestmark = pytest.mark.slow
+
+# 2 source nets (seeds) x 3 targets: every source is shared by 3 jobs.
+SWEEP = ["-m", "seed=0,1", "target=synth_objects_new,synth_count,synth_scenes", *TINY]
+# What each kill waits for before a random extra delay: the stage it aims at ("any": a random moment).
+SCHEDULE = ["source", "features", "probe", "source", "features", "any", "any"]
+MIN_KILLS = 5
+
+
+def staging(cache: Path, stage: str) -> list[Path]:
+    return list((cache / stage).glob(".*.tmp-*")) if (cache / stage).is_dir() else []
+
+
+def last_log_line(sweep: Path) -> str:
+    logs = sorted(sweep.glob("*/main.log"), key=lambda p: p.stat().st_mtime_ns)
+    lines = logs[-1].read_text().strip().splitlines() if logs else []
+    return lines[-1] if lines else ""
+
+
+def reached(want: str, cache: Path, sweep: Path, started: float, at: float) -> bool:
+    if want in ("source", "features"):
+        return bool(staging(cache, want))
+    if want == "probe":
+        return "probe:" in last_log_line(sweep)
+    return time.time() - started >= at
+
+
+def log_events(sweep: Path, verb: str, stage: str) -> Counter:
+    pattern = re.compile(rf"cache: {verb} {stage}/(\w+)")
+    return Counter(m.group(1) for log in sweep.glob("*/main.log") for m in pattern.finditer(log.read_text()))
+
+
+def test_sweep_survives_repeated_sigkill(tmp_path):
+    cache, sweep = tmp_path / "cache", tmp_path / "sweep"
+    env = {**os.environ, "TRANSFER_CACHE_DIR": str(cache)}
+    args = [sys.executable, "-m", "src.main", *SWEEP, f"hydra.sweep.dir={sweep}"]
+    seed = int(os.environ.get("SOAK_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
+    kills: list[str] = []  # what each kill interrupted
+    interrupted_training: Counter = Counter()  # source key -> kills that hit its training
+    for want in SCHEDULE:
+        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        started, at = time.time(), rng.uniform(4, 20)
+        while proc.poll() is None and not reached(want, cache, sweep, started, at):
+            time.sleep(0.01)
+        if proc.poll() is not None:  # the sweep finished before reaching that stage: nothing left to kill
+            break
+        time.sleep(rng.uniform(0, 0.5))
+        doing = last_log_line(sweep)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # A build the kill interrupted leaves its staging dir (a dead process cleans nothing up).
+        for tmp in staging(cache, "source"):
+            interrupted_training[tmp.name[1:].split(".tmp-")[0]] += 1
+        hit = ("training" if staging(cache, "source") else "extraction" if staging(cache, "features")
+               else "probe" if "probe:" in doing else "other (start-up, loading, result writing)")
+        kills.append(hit)
+    final = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    print(f"soak seed {seed}: {len(kills)} kills {Counter(kills)}, {len(kills) + 1} runs")
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert len(kills) >= MIN_KILLS and {"training", "extraction"} <= set(kills), (seed, kills)
+
+    results = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
+    assert sorted(results) == [str(i) for i in range(6)] and all(r["status"] == "ok" for r in results.values())
+    source_keys = {r["keys"]["source"] for r in results.values()}
+    assert len(source_keys) == 2
+    built, building = log_events(sweep, "built", "source"), log_events(sweep, "building", "source")
+    print(f"soak seed {seed}: trainings started {dict(building)}, completed {dict(built)}")
+    for key in source_keys:  # one completed training per source; every other start was a killed one
+        assert built[key] == 1 and building[key] == 1 + interrupted_training[key], (seed, key, building, built)
+    # The cache holds complete entries only: no staging dir, quarantine, lock file or unlisted file.
+    names = [p.name for p in cache.rglob("*")]
+    assert not [n for n in names if ".tmp-" in n or n.endswith(".lock") or n == ".quarantine"], names
+    entries = [e for stage in ("source", "features") for e in (cache / stage).iterdir()]
+    assert len(entries) == 2 + 6 and all(verify(e, e.name) is None for e in entries)
+
+
+def test_four_processes_on_one_config_train_once_and_agree(tmp_path):
+    env = {**os.environ, "TRANSFER_CACHE_DIR": str(tmp_path / "cache")}
+    procs = [subprocess.Popen([sys.executable, "-m", "src.main", *TINY, f"hydra.run.dir={tmp_path / f'run{i}'}"],
+                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(4)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    results = [json.loads((tmp_path / f"run{i}" / "result.json").read_text()) for i in range(4)]
+    assert sorted(r["cache"]["source_hit"] for r in results) == [False, True, True, True]
+    assert sorted(r["cache"]["features_hit"] for r in results) == [False, True, True, True]
+    metrics = [{k: r["metrics"][k] for k in ("target_score", "source_val_acc", "best_C", "val_scores")} for r in results]
+    assert all(m == metrics[0] for m in metrics)
+    assert sum(log_events(tmp_path, "building", "source").values()) == 1
