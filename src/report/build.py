@@ -12,6 +12,7 @@ import pandas as pd
 
 from src.report import analysis as A
 from src.report import zoo as Z
+from src.report import findings as F
 from src.report.collect import load_results
 
 
@@ -68,7 +69,7 @@ def _plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
 
     files = []
     tasks = A.task_table(df)
-    ranks = tasks.set_index("target")["distance_rank"]
+    ranks = tasks.set_index("target")[A.distance_column(tasks)].astype(float)
     cmap = plt.get_cmap("viridis")
     norm = matplotlib.colors.Normalize(vmin=ranks.min(), vmax=max(ranks.max(), ranks.min() + 1))
     for factor in A.swept_factors(df):
@@ -77,7 +78,7 @@ def _plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
         fig, ax = plt.subplots(figsize=(7, 4.2))
         for target, row in table.iterrows():
             ax.plot(labels, row.to_numpy(dtype=float), marker="o", color=cmap(norm(ranks[target])),
-                    label=f"{target} (d={ranks[target]})")
+                    label=f"{target} (d={ranks[target]:.3g})")
         ax.set_xlabel(factor)
         ax.set_ylabel("target score (best over other factors)")
         ax.set_title(f"Score vs {factor}; colour = distance from source")
@@ -89,7 +90,7 @@ def _plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
         fig, ax = plt.subplots(figsize=(1.2 + 0.8 * len(labels), 1.2 + 0.45 * len(table)))
         im = ax.imshow(table.to_numpy(dtype=float), cmap="magma", aspect="auto")
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_yticks(range(len(table)), [f"{t} ({ranks[t]})" for t in table.index])
+        ax.set_yticks(range(len(table)), [f"{t} ({ranks[t]:.3g})" for t in table.index])
         for i in range(len(table)):
             for j in range(len(labels)):
                 v = table.iat[i, j]
@@ -102,7 +103,7 @@ def _plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
 
     for factor, entry in fd.items():
         targets = list(entry["optimal"])
-        x = [entry["distance_rank"][t] for t in targets]
+        x = [entry["distance"][t] for t in targets]
         y = [A.ordinal(factor, entry["optimal"][t]) for t in targets]
         fig, ax = plt.subplots(figsize=(6, 4))
         ax.scatter(x, y, c=[norm(v) for v in x], cmap=cmap, s=50)
@@ -110,7 +111,7 @@ def _plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
             ax.annotate(t, (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
         values = A.sort_values(factor, {entry["optimal"][t] for t in targets})
         ax.set_yticks([A.ordinal(factor, v) for v in values], [str(v) for v in values])
-        ax.set_xlabel("distance_rank (a priori distance from the source task)")
+        ax.set_xlabel(df.attrs.get("distance_axis", "distance_rank (a priori distance from the source task)"))
         ax.set_ylabel(f"optimal {factor}")
         ax.set_title(f"Optimal {factor} vs distance: Spearman rho={entry['rho']:.2f}, p={entry['p']:.3g}")
         ax.grid(alpha=0.3)
@@ -159,7 +160,7 @@ def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
             source_feats[source_key] = _source_val_features(cache_dir, ok[ok["source_key"] == source_key], tap.stem)
         src_x = source_feats[source_key]
         rows.append({"source_key": source_key, "source": f"{jobs['arch'].iloc[0]}/{jobs['width'].iloc[0]}",
-                     "target": target, "distance_rank": int(jobs["distance_rank"].iloc[0]), "layer": tap.stem,
+                     "target": target, "distance_rank": jobs["distance_rank"].iloc[0], "layer": tap.stem,
                      "logme": logme(x, y) if y.ndim == 1 else math.nan,
                      "frechet": frechet_distance(src_x, x) if src_x is not None else math.nan})
     out = pd.DataFrame(rows)
@@ -178,6 +179,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     df = load_results(dirs)
     if df.empty:
         raise SystemExit(f"error: no result.json under {', '.join(map(str, dirs))}")
+    df = F.with_task_axes(df)  # each synth_shift shift is a task; tasks ordered by shift or measured distance
     df.to_csv(out / "results.csv", index=False)
     baseline = baseline if baseline is not None else default_baseline()
     factors = A.swept_factors(df)
@@ -200,7 +202,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         fd = A.factor_distance(df)
         if fd:
             md += ["## Optimal setting vs distance from the source\n",
-                   "Spearman correlation between a task's distance_rank and the ordinal of its optimal setting "
+                   f"Spearman correlation between a task's distance ({df.attrs.get('distance_axis', 'distance_rank')}) "
+                   "and the ordinal of its optimal setting "
                    "(positive: farther tasks prefer later layers / wider / deeper / more components).\n",
                    md_table(pd.DataFrame([{"factor": f, "rho": e["rho"], "p": e["p"],
                                            "optimal per task": ", ".join(f"{t}={v}" for t, v in e["optimal"].items())}
@@ -225,6 +228,9 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                    "and its regret: best probe score minus the picked job's probe score. Mean regret: "
                    + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()) + "\n", md_table(regret), ""]
             analysis["selection_regret"] = regret.to_dict("records")
+        f_md, f_analysis = F.findings_section(df, baseline, out)
+        md += f_md
+        analysis.update(f_analysis)
         plots = _plots(df, out, fd)
         md += ["## Plots\n"] + [f"![{p}]({p})" for p in plots] + [""]
     if distance:
