@@ -228,7 +228,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                    "and its regret: best probe score minus the picked job's probe score. Mean regret: "
                    + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()) + "\n", md_table(regret), ""]
             analysis["selection_regret"] = regret.to_dict("records")
-        f_md, f_analysis = F.findings_section(df, baseline, out)
+        f_md, f_analysis = F.findings_section(df, baseline, out, md_table)
         md += f_md
         analysis.update(f_analysis)
         plots = _plots(df, out, fd)

@@ -277,9 +277,10 @@ def with_task_axes(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def findings_section(df: pd.DataFrame, baseline: dict[str, Any], out: Path) -> tuple[list[str], dict[str, Any]]:
-    """report.md lines and analysis.json entries for replicates, CIs and the findings table."""
-    from src.report.build import md_table
+def findings_section(df: pd.DataFrame, baseline: dict[str, Any], out: Path,
+                     md_table: Callable[[pd.DataFrame], str]) -> tuple[list[str], dict[str, Any]]:
+    """report.md lines (tables rendered by the report's `md_table`) and analysis.json entries for replicates, CIs
+    and the findings table."""
     from src.report.findings_plots import findings_plots
 
     ok, kind = add_axes(df)
