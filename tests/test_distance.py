@@ -32,7 +32,7 @@ def test_measured_distance_orders_the_shift_family(make_cfg, tmp_path, cache_dir
     assert rho >= 0.9, f"proxy A-distance vs shift: rho={rho:.2f}, distances {measured}"
     # Another layer of the same (source, target) pair reuses the cached distance (the layer probed is irrelevant).
     again = execute(make_cfg(*SMALL_SHIFT, "target.data.shift=1.0", "layer=conv1", tiny="source"), tmp_path / "again")
-    assert again["metrics"]["distance"]["key"] == result["metrics"]["distance"]["key"]
+    assert again["keys"]["distance"] == result["keys"]["distance"] and again["cache"]["distance_hit"] is True
     assert again["metrics"]["distance"]["pad"] == measured[-1]
 
 
