@@ -5,7 +5,8 @@ key = the source-val features key (the source task's own val images through ever
 src.experiment) + the target's features key + layer + version. The layer is fixed per source architecture
 (`DISTANCE_LAYERS`), never the probed layer, so every job of a sweep reports the same distance for the same pair,
 and the number looks at images only, never at the probe or the labels. Pretrained sources have no source images
-here (ImageNet is not read) and retrieval targets no train/val/test splits, so neither gets a measured distance.
+here (ImageNet is not read), so they get no measured distance; nor do fine-tuned runs (the report takes the pair's
+distance from the sweep's probe jobs).
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ PRIMARY = "pad"  # the measure the report orders and correlates by (see README: 
 
 
 def distance_defined(cfg, plan) -> bool:
-    """Whether this run's (source, target) pair gets a measured distance."""
-    return (not plan.spec.pretrained and plan.spec.family in DISTANCE_LAYERS
-            and cfg.target.evaluator == "classification")
+    """Whether this run's (source, target) pair gets a measured distance (every target; trained source nets)."""
+    return not plan.spec.pretrained and plan.spec.family in DISTANCE_LAYERS
 
 
 def measure_distance(store: Store, plan, source_val: Path, features: Path,
@@ -44,9 +44,9 @@ def measure_distance(store: Store, plan, source_val: Path, features: Path,
 
     def build(tmp: Path) -> None:
         source_x, _ = load_features(source_val, "val", plan.spec, layer, "avg")
-        # Every labelled target image the probe could see, labels unused.
-        target_x = np.concatenate([load_features(features, s, plan.spec, layer, "avg")[0]
-                                   for s in ("train", "val", "test")])
+        # Every target image of every split (train/val/test, or database/query), labels unused.
+        splits = sorted(p.name for p in features.iterdir() if p.is_dir())
+        target_x = np.concatenate([load_features(features, s, plan.spec, layer, "avg")[0] for s in splits])
         values = domain_distances(source_x, target_x, seed=0)
         (tmp / "distance.json").write_text(json.dumps({"layer": layer, "primary": PRIMARY, **values,
                                                        "n_source": len(source_x), "n_target": len(target_x)}))
