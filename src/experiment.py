@@ -27,6 +27,7 @@ from src.check import Plan
 from src.data.tasks import load_source, load_target
 from src.device import job_device
 from src.features.extract import extract_splits, load_features
+from src.features.source_distance import distance_defined, measure_distance
 from src.models.registry import get_arch
 from src.probe.linear import METRICS, build_pipeline, fit_and_score
 from src.probe.registry import CLASSIFIERS
@@ -129,10 +130,10 @@ def features_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, tun
     return _cached(store, "features", features_payload(cfg, plan, source.key, tuned.key), build)
 
 
-def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -> Stage:
+def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, always: bool = False) -> Stage:
     """Every tap of the source task's own val images (split `val`), once per source net and snapshot: what the
-    report's measured distance compares the target's features with. Only with `source_val_features=true`."""
-    if not cfg.get("source_val_features") or plan.spec.pretrained:
+    measured distance compares the target's features with. With `source_val_features=true` or `always`."""
+    if not (cfg.get("source_val_features") or always) or plan.spec.pretrained:
         return Stage()
 
     def build(tmp: Path) -> None:
@@ -210,7 +211,7 @@ def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> di
         probe = fit_and_score(pipe, splits, list(cfg.classifier.C_grid), cfg.target.metric,
                               CLASSIFIERS[cfg.classifier.name].c_param, cfg.classifier.get("patience"))
         return {k: probe[k] for k in ("target_score", "best_C", "val_scores", "C_grid", "C_grid_extended",
-                                      "probe_path", "convergence_warnings")}
+                                      "probe_path", "convergence_warnings", "test_correct")}
 
     return _probe(cfg, plan, feat_entry, ("train", "val", "test"), fit)
 
@@ -233,7 +234,18 @@ def evaluate_finetuned_classifier(cfg: DictConfig, plan: Plan, source: Stage, tu
     pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size), device=device_of(cfg))
     ft = json.loads((tuned.entry / "metrics.json").read_text())
     return {"target_score": float(METRICS[cfg.target.metric](test_y, pred)),
-            "finetune_val_acc": ft["val_acc"][str(ft["epochs"])], "feature_dim": None}
+            "finetune_val_acc": ft["val_acc"][str(ft["epochs"])], "feature_dim": None,
+            "test_correct": (np.asarray(pred) == test_y).astype(np.uint8)}
+
+
+def distance_stage(plan: Plan, store: Store, source_val: Stage, features: Stage) -> tuple[Stage, dict | None]:
+    """(stage, value): the measured (source, target) distance at a fixed early layer, cached per pair
+    (`src.features.source_distance`); images only, so it never looks at the probe or the labels."""
+    if source_val.entry is None or features.entry is None:
+        return Stage(), None
+    t0 = time.perf_counter()
+    value, entry, hit, key = measure_distance(store, plan, source_val.entry, features.entry, features.key)
+    return Stage(entry, hit, key, time.perf_counter() - t0), value
 
 
 def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
@@ -248,7 +260,9 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
 
     source = source_stage(cfg, plan, store)
     tuned = finetune_stage(cfg, plan, store, source)
-    source_val = source_val_stage(cfg, plan, store, source)
+    # The measured distance needs the source task's val features; it is defined for the untuned net's features.
+    want_distance = distance_defined(cfg, plan) and tuned.entry is None
+    source_val = source_val_stage(cfg, plan, store, source, always=want_distance)
     metrics: dict[str, Any] = {
         "target_score": None, "target_metric": cfg.target.metric, "source_val_acc": None,
         "feature_dim": plan.feature_dim, "best_C": None, "val_scores": None, "estimator": cfg.estimator.name,
@@ -259,24 +273,32 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         metrics["source_num_params"] = source_num_params(cfg, plan, source)
 
     t0 = time.perf_counter()
+    distance = Stage()
     if tuned.entry is not None and cfg.target.evaluator == "classification":
         features = Stage()
         metrics.update(evaluate_finetuned_classifier(cfg, plan, source, tuned))
     else:
         features = features_stage(cfg, plan, store, source, tuned)
+        if want_distance:
+            distance, metrics["distance"] = distance_stage(plan, store, source_val, features)
         t0 = time.perf_counter()
         metrics.update(EVALUATORS[cfg.target.evaluator](cfg, plan, features.entry))
     t_probe = time.perf_counter() - t0
+    test_correct = metrics.pop("test_correct", None)  # per test image: written next to result.json by src.main
 
     stages = {"source": source, "finetune": tuned, "features": features}
     timings = {"source": source.seconds, "finetune": tuned.seconds, "extract": features.seconds, "probe": t_probe}
-    if source_val.key is not None:  # only asked for with source_val_features=true
+    if source_val.key is not None:  # for the measured distance, or asked for with source_val_features=true
         stages["source_val_features"] = source_val
         timings["source_val_extract"] = source_val.seconds
+    if metrics.get("distance") is not None:
+        stages["distance"] = distance
+        timings["distance"] = distance.seconds
     return {
         "metrics": metrics,
         "timings_s": {**timings, "total": time.perf_counter() - t_start},
         "cache": {f"{name}_hit": s.hit for name, s in stages.items()},
         "keys": {name: s.key for name, s in stages.items()},
         "device": device,
+        "per_image": {"test_correct": test_correct},
     }

@@ -29,7 +29,7 @@ from src import tracking
 from src.cache import atomic_write_text, make_key
 from src.check import validate
 from src.errors import ConfigError
-from src.record import RESULT, Result, factors
+from src.record import PER_IMAGE, RESULT, Result, factors
 
 log = logging.getLogger("src.main")
 # Hydra 1.4 warns about every config-named _target_ without an execution whitelist; ours (src.*) are trusted.
@@ -47,6 +47,20 @@ def config_hash(cfg: DictConfig) -> str:
     return make_key(resolved)
 
 
+def save_per_image(out_dir: Path, per_image: dict[str, Any] | None) -> None:
+    """Write the per-test-image correctness (when the evaluator has one) atomically: temp file, then rename."""
+    import numpy as np
+
+    arr = (per_image or {}).get("test_correct")
+    if arr is None:
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / f".{PER_IMAGE}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        np.save(f, np.asarray(arr, dtype=np.uint8))
+    os.replace(tmp, out_dir / PER_IMAGE)
+
+
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Check and run one experiment, writing `out_dir/result.json` (a `Result`) whether it succeeds or fails."""
     t0 = time.perf_counter()
@@ -57,7 +71,9 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         plan = validate(cfg)
         from src.experiment import run_experiment  # heavy imports (torch, lightning) only past the check
 
-        result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), **run_experiment(cfg, plan))
+        run = run_experiment(cfg, plan)
+        save_per_image(out_dir, run.pop("per_image", None))
+        result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), **run)
     except Exception as e:
         result = Result(status="failed", config_hash=digest, factors=factors(cfg, plan),
                         timings_s={"total": time.perf_counter() - t0},

@@ -53,7 +53,10 @@ FACTOR_TABLE: tuple[Factor, ...] = (
     Factor("target", lambda c, p: c.target.name, analysed=False),
     Factor("group", lambda c, p: c.target.group, analysed=False),
     Factor("distance_rank", lambda c, p: c.target.distance_rank, analysed=False),
-    Factor("seed", lambda c, p: c.seed, analysed=False),
+    # synth_shift's numeric distance from the source (None for other targets): the report's x-axis when present.
+    Factor("shift", lambda c, p: _get(c, "target.data.shift"), analysed=False),
+    Factor("seed", lambda c, p: c.seed, analysed=False),  # a replicate (source net), averaged over by the report
+    Factor("target_seed", lambda c, p: _get(c, "target.data.seed"), analysed=False),  # a replicate (target sample)
 )
 FACTORS = [f.name for f in FACTOR_TABLE if f.analysed]  # what the report analyses
 
@@ -74,11 +77,14 @@ METRICS: dict[str, str] = {
     "estimator": "the estimator that replaced the probe, or none",
     "estimator_score": "that estimator's value",
     "transferability": "every computed estimator's value (src.transferability.estimators.ESTIMATORS)",
+    "distance": "the measured (source, target) distance: pad, frechet at a fixed early layer (src.features."
+                "source_distance); None for pretrained sources and fine-tuned runs",
 }
 METRIC_PREFIX = {"transferability": "tr_"}
 # Dict-valued metrics that stay out of the flat table (kept whole in result.json only).
 NOT_FLAT = {"val_scores", "C_grid", "C_grid_extended", "probe_path"}
-TIMINGS = ("source", "finetune", "extract", "probe", "total")
+TIMINGS = ("source", "finetune", "extract", "distance", "probe", "total")
+PER_IMAGE = "test_correct.npy"  # next to result.json: 1/0 per test image (classification), for the report's bootstrap
 # Columns `python -m src.report.summary` prints, when present.
 SUMMARY_COLUMNS = ["status", "arch", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",
                    "target_score", "source_hit", "features_hit", "time_total_s", "error_type"]

@@ -16,8 +16,12 @@ def test_tiny_experiment_writes_result_and_reuses_the_cache(make_cfg, cache_dir,
     m = on_disk["metrics"]
     assert 0.0 <= m["target_score"] <= 1.0 and m["target_metric"] == "accuracy"
     assert 0.0 <= m["source_val_acc"] <= 1.0 and m["feature_dim"] == 32
-    assert set(on_disk["timings_s"]) == {"source", "finetune", "extract", "probe", "total"}
-    assert on_disk["cache"] == {"source_hit": False, "finetune_hit": None, "features_hit": False}
+    # The measured (source, target) distance adds the source task's val features and the distance itself.
+    assert set(on_disk["timings_s"]) == {"source", "finetune", "extract", "source_val_extract", "distance", "probe",
+                                         "total"}
+    assert on_disk["cache"] == {"source_hit": False, "finetune_hit": None, "features_hit": False,
+                                "source_val_features_hit": False, "distance_hit": False}
+    assert 0.0 <= m["distance"]["pad"] <= 2.0 and m["distance"]["layer"] == "conv2"
     f = on_disk["factors"]
     assert (f["arch"], f["width"], f["depth"], f["layer"], f["dimred"], f["n_components"]) == (
         "alexnet", "tiny", 8, "conv_last", "pca", 8)

@@ -18,7 +18,8 @@ def task_rows() -> list[dict]:
         what = TASKS[cfg.data.task].describe(cfg.data)
         rows.append({"target": cfg.name, "group": cfg.group, "distance_rank": cfg.distance_rank,
                      "metric": cfg.metric, "evaluator": cfg.evaluator, "data": what})
-    return sorted(rows, key=lambda r: (r["distance_rank"], r["target"]))
+    # synth_shift has no rank (its distance is target.data.shift): listed last.
+    return sorted(rows, key=lambda r: (r["distance_rank"] is None, r["distance_rank"] or 0, r["target"]))
 
 
 def main() -> None:

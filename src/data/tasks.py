@@ -12,6 +12,8 @@ Synthetic targets come from the same generator as the source, at a controlled di
   scenes       two objects per image; the label is which pair co-occurs
   retrieval    instances under new pose/scale/lighting: `query` and `database` splits, labels = instance ids
   multilabel   1-3 objects per image; the label is which of the prototypes are present (scored by mAP)
+  shift        new prototypes whose distributions move from the source's toward another world by `shift` in
+               [0, 1] (src/data/shift.py): a numeric, controlled distance
 """
 
 from __future__ import annotations
@@ -225,6 +227,24 @@ def _multilabel(d: Mapping[str, Any], size: int) -> dict[str, Split]:
         out[name] = (images[start : start + m], labels[start : start + m])
         start += m
     return out
+
+
+def _check_shift(data) -> None:
+    from src.data.shift import check_shift
+
+    try:
+        check_shift(data.get("shift"))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+@register_task("shift", validate=_per_class_task(_check_shift),
+               describe=lambda d: f"shift {d.shift} (0..1): {_describe_per_class(d)}")
+def _shift(d: Mapping[str, Any], size: int) -> Split:
+    """The synth_shift family: distance from the source = `shift` in [0, 1] (src/data/shift.py)."""
+    from src.data.shift import build_shift_task
+
+    return build_shift_task(d, size)
 
 
 @register_task("digits", validate=_per_class_task(_check_digits, test_optional=True), describe=_describe_per_class)

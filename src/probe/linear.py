@@ -130,6 +130,8 @@ def fit_and_score(
     grid = [float(c) for c in c_grid]
     return {
         "target_score": score(metric, pipe, x_te, y_te),
+        # per test image (single-label): the report's bootstrap over images
+        "test_correct": None if metric == "map" else (pipe.predict(x_te) == y_te).astype(np.uint8),
         "best_C": float(best_c),
         "val_scores": {str(c): float(s) for c, s in val_scores.items()},
         "C_grid": list(val_scores),

@@ -65,10 +65,19 @@ def swept_factors(df: pd.DataFrame) -> list[str]:
 
 
 def task_table(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per target: group and distance_rank, ordered by distance."""
+    """One row per target: group, distance_rank and (when the report added it) the measured/controlled `distance`,
+    ordered by `distance` if there is one, else by distance_rank."""
     ok = ok_rows(df)
-    tasks = ok.groupby("target", as_index=False).agg(group=("group", "first"), distance_rank=("distance_rank", "first"))
-    return tasks.sort_values(["distance_rank", "target"]).reset_index(drop=True)
+    agg = {"group": ("group", "first"), "distance_rank": ("distance_rank", "first")}
+    if "distance" in ok:
+        agg["distance"] = ("distance", "first")
+    tasks = ok.groupby("target", as_index=False).agg(**agg)
+    return tasks.sort_values([distance_column(tasks), "target"]).reset_index(drop=True)
+
+
+def distance_column(tasks: pd.DataFrame) -> str:
+    """`distance` (shift or measured, see src.report.findings) where known, else the a priori distance_rank."""
+    return "distance" if "distance" in tasks and tasks["distance"].notna().all() else "distance_rank"
 
 
 def score_by_setting(df: pd.DataFrame, factor: str) -> pd.DataFrame:
@@ -102,6 +111,7 @@ def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
         base_score = float(base["target_score"].max()) if len(base) else math.nan
         rows.append({
             "target": task["target"], "group": task["group"], "distance_rank": task["distance_rank"],
+            **({"distance": task["distance"]} if "distance" in task else {}),
             **{f: best[f] for f in factors},
             "best_score": float(best["target_score"]), "baseline_score": base_score,
             "rel_error_reduction": relative_error_reduction(base_score, float(best["target_score"])),
@@ -131,13 +141,13 @@ def best_practice(df: pd.DataFrame) -> pd.DataFrame:
                              "mean_score": float(means.max()), "tasks": len(sub)})
     out = pd.DataFrame(rows)
     if len(out):
-        order = {g: i for i, g in enumerate(tasks.sort_values("distance_rank")["group"].unique())}
+        order = {g: i for i, g in enumerate(tasks.sort_values(distance_column(tasks))["group"].unique())}
         out = out.sort_values(["group", "factor"], key=lambda s: s.map(order) if s.name == "group" else s)
     return out.reset_index(drop=True)
 
 
 def factor_distance(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """For each swept ordinal factor: Spearman rho (and p) between distance_rank and the optimal setting."""
+    """For each swept ordinal factor: Spearman rho (and p) between distance and the optimal setting."""
     out = {}
     tasks = task_table(df).set_index("target")
     for factor in swept_factors(df):
@@ -145,10 +155,10 @@ def factor_distance(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
             continue
         table = score_by_setting(df, factor)
         optimal = table.idxmax(axis=1)
-        x = tasks.loc[optimal.index, "distance_rank"].astype(float).to_numpy()
+        x = tasks.loc[optimal.index, distance_column(tasks)].astype(float).to_numpy()
         y = np.array([ordinal(factor, v) for v in optimal])
         entry = {"optimal": {t: _plain(v) for t, v in optimal.items()},
-                 "distance_rank": {t: int(d) for t, d in zip(optimal.index, x)}, "rho": math.nan, "p": math.nan}
+                 "distance": {t: float(d) for t, d in zip(optimal.index, x)}, "rho": math.nan, "p": math.nan}
         if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
             res = stats.spearmanr(x, y)
             entry.update(rho=float(res.statistic), p=float(res.pvalue))

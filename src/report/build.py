@@ -13,6 +13,7 @@ import pandas as pd
 
 from src.report import analysis as A
 from src.report import zoo as Z
+from src.report import findings as F
 from src.report.collect import load_results
 from src.report.html import write_html
 from src.report.plots import write_plots
@@ -95,7 +96,7 @@ def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
             source_feats[source_key] = _source_val_features(cache_dir, ok[ok["source_key"] == source_key], tap.stem)
         src_x = source_feats[source_key]
         rows.append({"source_key": source_key, "source": f"{jobs['arch'].iloc[0]}/{jobs['width'].iloc[0]}",
-                     "target": target, "distance_rank": int(jobs["distance_rank"].iloc[0]), "layer": tap.stem,
+                     "target": target, "distance_rank": jobs["distance_rank"].iloc[0], "layer": tap.stem,
                      "logme": logme(x, y) if y.ndim == 1 else math.nan,
                      "frechet": frechet_distance(src_x, x) if src_x is not None else math.nan})
     out = pd.DataFrame(rows)
@@ -117,6 +118,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         raise SystemExit(f"error: no result.json under {', '.join(map(str, dirs))}")
     out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
+    df = F.with_task_axes(df)  # each synth_shift shift is a task; tasks ordered by shift or measured distance
     df.to_csv(out / "results.csv", index=False)
     baseline = baseline if baseline is not None else default_baseline()
     factors = A.swept_factors(df)
@@ -139,7 +141,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         fd = A.factor_distance(df)
         if fd:
             md += ["## Optimal setting vs distance from the source\n",
-                   "Spearman correlation between a task's distance_rank and the ordinal of its optimal setting "
+                   f"Spearman correlation between a task's distance ({df.attrs.get('distance_axis', 'distance_rank')}) "
+                   "and the ordinal of its optimal setting "
                    "(positive: farther tasks prefer later layers / wider / deeper / more components).\n",
                    md_table(pd.DataFrame([{"factor": f, "rho": e["rho"], "p": e["p"],
                                            "optimal per task": ", ".join(f"{t}={v}" for t, v in e["optimal"].items())}
@@ -164,6 +167,9 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                    "and its regret: best probe score minus the picked job's probe score. Mean regret: "
                    + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()) + "\n", md_table(regret), ""]
             analysis["selection_regret"] = regret.to_dict("records")
+        f_md, f_analysis = F.findings_section(df, baseline, out, md_table)
+        md += f_md
+        analysis.update(f_analysis)
         plots = write_plots(df, out, fd)
         md += ["## Plots\n"] + [f"![{p}]({p})" for p in plots] + [""]
     if distance:

@@ -70,7 +70,9 @@ def write_plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
 def figures(df: pd.DataFrame, fd: dict[str, dict]):
     """(name, matplotlib figure) for each plot of the report."""
     plt = _plt()
-    ranks = A.task_table(df).set_index("target")["distance_rank"]
+    tasks = A.task_table(df)
+    axis_name = A.distance_column(tasks)  # shift or measured distance where known, else distance_rank
+    ranks = tasks.set_index("target")[axis_name].map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
     styles = {t: (c, m) for t, c, m in _targets(ranks)}
     for factor in A.swept_factors(df):
         table = A.score_by_setting(df, factor)
@@ -127,21 +129,25 @@ def _optimal_vs_distance(plt, df: pd.DataFrame, factor: str, entry: dict, styles
     pos = (lambda v: float(v)) if axis is None else (lambda v: float(axis.index(v)))
     points: dict[tuple, list[str]] = {}
     for t in targets:
-        points.setdefault((entry["distance_rank"][t], pos(optimal[t])), []).append(t)
+        points.setdefault((entry["distance"][t], pos(optimal[t])), []).append(t)
+    xs = sorted(set(entry["distance"].values()))
+    span = (max(xs) - min(xs)) or 1.0
+    integral = all(float(x).is_integer() for x in xs)  # a priori ranks: one tick per rank
     fig, ax = plt.subplots(figsize=(6.5, max(3.6, 0.28 * len(axis or []) + 1.5)))
     for (x, y), group in points.items():
         for i, t in enumerate(group):
-            dx = (i - (len(group) - 1) / 2) * 0.12  # side by side, not on top of each other
+            dx = (i - (len(group) - 1) / 2) * (0.12 if integral else 0.02 * span)  # side by side, not on top
             c, m = styles[t]
-            ax.scatter([x + dx], [y], color=c, marker=m, s=55, label=f"{t} ({entry['distance_rank'][t]})",
+            ax.scatter([x + dx], [y], color=c, marker=m, s=55, label=f"{t} ({entry['distance'][t]:.3g})",
                        edgecolor="black", linewidth=0.4, zorder=3)
     if axis is not None:
         ax.set_yticks(range(len(axis)), axis)
         ax.set_ylim(-0.6, len(axis) - 0.4)
-    ranks = sorted(set(entry["distance_rank"].values()))
-    ax.set_xticks(ranks)
-    ax.set_xlim(min(ranks) - 0.6, max(ranks) + 0.6)
-    ax.set_xlabel("distance_rank (a priori distance from the source task)")
+    if integral:
+        ax.set_xticks(xs)
+    pad = 0.6 if integral else 0.08 * span
+    ax.set_xlim(min(xs) - pad, max(xs) + pad)
+    ax.set_xlabel(df.attrs.get("distance_axis", "distance_rank (a priori distance from the source task)"))
     ax.set_ylabel(f"optimal {factor}")
     rho = "n/a" if math.isnan(entry["rho"]) else f"{entry['rho']:.2f}, p={entry['p']:.3g}"
     ax.set_title(f"Optimal {factor} vs distance (Spearman rho={rho})")

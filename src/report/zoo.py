@@ -85,6 +85,8 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, se
         return {}
     rng = np.random.default_rng(seed)
     names = sorted({c for tab in tables.values() for c in tab.columns if c != "truth"})
+    if not names:  # no estimator values in these results (e.g. jobs that recorded none): nothing to rank
+        return {}
     wtau = pd.DataFrame(index=names, columns=list(tables), dtype=float)
     ktau, regret = wtau.copy(), wtau.copy()
     for target, tab in tables.items():
