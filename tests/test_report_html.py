@@ -48,7 +48,7 @@ def test_report_html_renders_every_section_and_image_in_chromium(sweep, tmp_path
     check = re.search(r'id="render-check"[^>]*data-images-ok="(\d+)" data-images-total="(\d+)"', dom)
     assert check, "the page's render check did not run"
     n_png = len(list(out.glob("*.png")))
-    assert n_png == 3 and int(check.group(1)) == int(check.group(2)) == n_png
+    assert n_png >= 3 and int(check.group(1)) == int(check.group(2)) == n_png  # every plot the report wrote
     parsed = Sections()
     parsed.feed(dom)
     assert list(parsed.text) == [sid for sid, _, _ in SECTIONS]
@@ -56,7 +56,7 @@ def test_report_html_renders_every_section_and_image_in_chromium(sweep, tmp_path
     assert "farthest" in text["per-task"] and "conv3" in text["per-task"]
     assert "structured" in text["best-practice"]
     assert "-1" in text["factor-distance"]  # rho of the fixture's optimal layers vs distance
-    assert "No findings" in text["findings"]
+    assert "1 replicate: no CI" in text["findings"] and "not resolved" in text["findings"]  # one seed: no verdict
     assert "logme" in text["estimator-agreement"] and "nce" in text["estimator-agreement"]
     assert "layer='conv9' does not exist" in text["failed-jobs"]
     assert "python -m src.main -m layer=conv3,conv5,fc6,fc7 target=near" in text["command"]
