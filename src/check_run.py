@@ -133,32 +133,9 @@ def check_run(cfg: DictConfig) -> None:
 
 
 # --- Sweeper settings given on the command line (Hydra builds the sweeper before any job runs) ----------
-PG_DRIVERS = {"": "psycopg2", "psycopg2": "psycopg2", "psycopg": "psycopg", "pg8000": "pg8000", "asyncpg": "asyncpg"}
-
-
-def _masked(url: str) -> str:
-    head, sep, tail = url.rpartition("@")
-    return f"{head.split('//')[0]}//***@{tail}" if sep else url
-
-
-def check_storage_url(url: str) -> None:
-    """A PostgreSQL storage URL whose SQLAlchemy driver is not installed fails in one line, naming the fix."""
-    import importlib.util
-
-    scheme = url.split("://", 1)[0].lower()
-    if not scheme.startswith(("postgresql", "postgres")):
-        return
-    driver = scheme.partition("+")[2]
-    module = PG_DRIVERS.get(driver, driver)
-    if importlib.util.find_spec(module) is None:
-        installed = [d for d in ("psycopg", "psycopg2", "pg8000") if importlib.util.find_spec(d)]
-        alt = f", or write postgresql+{installed[0]}://... to use the installed {installed[0]}" if installed else ""
-        raise ConfigError(f"hydra.sweeper.storage={_masked(url)} needs the Python driver {module!r}, which is not "
-                         f"installed (pip install {'psycopg2-binary' if module == 'psycopg2' else module}{alt})")
-
-
 def check_sweeper_overrides(argv: list[str]) -> None:
-    """`hydra.sweeper.n_trials` and `hydra.sweeper.storage` from the command line, before Hydra starts a study."""
+    """`hydra.sweeper.n_trials` from the command line, before Hydra starts a study (a storage URL's driver is checked
+    by `src.search.cli.prepare_storage_args`, which also takes any password out of the URL)."""
     for arg in argv:
         key, _, value = arg.lstrip("+~").partition("=")
         if key == "hydra.sweeper.n_trials":
@@ -167,5 +144,3 @@ def check_sweeper_overrides(argv: list[str]) -> None:
             except ValueError:
                 raise ConfigError(f"hydra.sweeper.n_trials={value!r} must be an integer; valid: 1..100000") from None
             check_value("hydra.sweeper.n_trials", n, 1, 100_000, True, True)
-        elif key == "hydra.sweeper.storage" and value not in ("", "null"):
-            check_storage_url(value)

@@ -74,8 +74,10 @@ def test_convnet_features_beat_raw_pixels(make_cfg, tmp_path, capsys):
     from src.data.tasks import load_target
     from src.probe.linear import build_pipeline, fit_and_score
 
+    # Threads set explicitly: results are bitwise reproducible per thread count, and an earlier in-process test may
+    # have left torch at 1 thread (TINY sets trainer.num_threads=1).
     overrides = ["source.num_classes=20", "source.images_per_class=100", "source.epochs=6", "width=small",
-                 "trainer.optim.batch_size=64", "classifier=logistic"]
+                 "trainer.optim.batch_size=64", "classifier=logistic", "trainer.num_threads=2"]
     cfg = make_cfg(*overrides, tiny=False)
     convnet = execute(cfg, tmp_path)["metrics"]["target_score"]
     splits = load_target(cfg.target.data, image_size=32)

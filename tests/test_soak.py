@@ -67,7 +67,8 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
             time.sleep(0.01)
         if proc.poll() is not None:  # the sweep finished before reaching that stage: nothing left to kill
             break
-        time.sleep(rng.uniform(0, 0.5))
+        # A tiny source trains in about a second on a quiet machine: aim at it with a short delay.
+        time.sleep(rng.uniform(0, 0.05 if want == "source" else 0.5))
         doing = last_log_line(sweep)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -42,6 +42,9 @@ DIRECTIONS = {
 def add_axes(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """ok rows with `task`, `replicate` and `distance` columns; returns (rows, what the distance is)."""
     ok = A.ok_rows(df).copy()
+    if ok.empty or "target" not in ok:  # nothing finished (e.g. only unreadable result files)
+        empty = pd.Series(index=ok.index, dtype=object)
+        return ok.assign(task=empty, replicate=empty, distance=np.nan), "none (no finished jobs)"
     shift = ok["shift"] if "shift" in ok else pd.Series(np.nan, index=ok.index)
     has_shift = shift.notna()
     ok["task"] = np.where(has_shift, ok["target"].astype(str) + "@" + shift.astype(str), ok["target"].astype(str))

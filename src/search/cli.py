@@ -35,8 +35,14 @@ def redact(url: str) -> tuple[str, str | None]:
 def check_driver(url: str) -> None:
     """Raise StorageError (one line) if the URL's database driver cannot be imported."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import NoSuchModuleError
 
-    dialect = make_url(url).get_dialect()
+    parsed = make_url(url)
+    try:
+        dialect = parsed.get_dialect()
+    except NoSuchModuleError:
+        raise StorageError(f"{STORAGE_ARG}{url}: SQLAlchemy has no driver {parsed.drivername!r}; "
+                           f"for PostgreSQL use postgresql:// (psycopg 3: {EXTRA})") from None
     try:
         dialect.import_dbapi()
     except ImportError as e:
