@@ -67,8 +67,9 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
             time.sleep(0.01)
         if proc.poll() is not None:  # the sweep finished before reaching that stage: nothing left to kill
             break
-        # A tiny source trains in about a second on a quiet machine: aim at it with a short delay.
-        time.sleep(rng.uniform(0, 0.05 if want == "source" else 0.5))
+        # A tiny source trains (and its features extract) in about a second on a quiet machine: aim at those builds
+        # with a short delay, so a kill lands inside them.
+        time.sleep(rng.uniform(0, 0.02 if want in ("source", "features") else 0.5))
         doing = last_log_line(sweep)
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -94,8 +95,14 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
     # The cache holds complete entries only: no staging dir, quarantine, lock file or unlisted file.
     names = [p.name for p in cache.rglob("*")]
     assert not [n for n in names if ".tmp-" in n or n.endswith(".lock") or n == ".quarantine"], names
-    entries = [e for stage in ("source", "features") for e in (cache / stage).iterdir()]
-    assert len(entries) == 2 + 6 and all(verify(e, e.name) is None for e in entries)
+    # Exactly the entries the results name (2 sources, 6 target feature sets, each source's val features and the 6
+    # measured distances), each complete.
+    stages = ("source", "features", "distance")
+    entries = [e for stage in stages for e in (cache / stage).iterdir()]
+    named = {r["keys"][k] for r in results.values() for k in ("source", "features", "source_val_features", "distance")
+             if r["keys"].get(k)}
+    assert sorted(e.name for e in entries) == sorted(named) and len(named) == 2 + 6 + 2 + 6
+    assert all(verify(e, e.name) is None for e in entries)
 
 
 def test_four_processes_on_one_config_train_once_and_agree(tmp_path):
