@@ -30,6 +30,7 @@ from src.cache import atomic_write_text, make_key
 from src.check import validate
 from src.errors import ConfigError
 from src.record import PER_IMAGE, RESULT, Result, factors
+from src.search.cli import overlay_multirun_args
 
 log = logging.getLogger("src.main")
 # Hydra 1.4 warns about every config-named _target_ without an execution whitelist; ours (src.*) are trusted.
@@ -195,28 +196,6 @@ def main(cfg: DictConfig) -> float | list[float]:
         f"{result['timings_s']['total']:.1f}s | {out_dir / RESULT}"
     )
     return objective(cfg, result)
-
-
-OVERLAY_GROUPS = ("search", "experiment")
-
-
-def overlay_multirun_args(argv: list[str]) -> list[str]:
-    """Add `hydra.mode=MULTIRUN` when a chosen overlay (search=..., experiment=...) declares it.
-
-    Hydra 1.4 only honours `hydra.mode` from the primary config or the command line, not from a config group,
-    so `python -m src.main search=factors_tpe` would otherwise run a single job. The overlays keep
-    `hydra.mode: MULTIRUN` (it documents them and agrees with this), and this makes it take effect.
-    """
-    if any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv):
-        return argv
-    for arg in argv:
-        group, _, option = arg.partition("=")
-        path = src.REPO_ROOT / "conf" / group / f"{option}.yaml"
-        if group in OVERLAY_GROUPS and path.is_file():
-            mode = OmegaConf.select(OmegaConf.load(path), "hydra.mode", default=None)
-            if str(mode) == "MULTIRUN":
-                return argv + ["hydra.mode=MULTIRUN"]
-    return argv
 
 
 def one_line(e: BaseException) -> str:

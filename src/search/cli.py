@@ -10,6 +10,10 @@ from __future__ import annotations
 import os
 from typing import MutableMapping
 
+from omegaconf import OmegaConf
+
+import src
+
 STORAGE_ARG = "hydra.sweeper.storage="
 EXTRA = "pip install -e '.[cluster]'"
 
@@ -64,3 +68,25 @@ def prepare_storage_args(argv: list[str], environ: MutableMapping[str, str] = os
             arg = STORAGE_ARG + url
         out.append(arg)
     return out
+
+
+OVERLAY_GROUPS = ("search", "experiment")
+
+
+def overlay_multirun_args(argv: list[str]) -> list[str]:
+    """Add `hydra.mode=MULTIRUN` when a chosen overlay (search=..., experiment=...) declares it.
+
+    Hydra 1.4 only honours `hydra.mode` from the primary config or the command line, not from a config group,
+    so `python -m src.main search=factors_tpe` would otherwise run a single job. The overlays keep
+    `hydra.mode: MULTIRUN` (it documents them and agrees with this), and this makes it take effect.
+    """
+    if any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv):
+        return argv
+    for arg in argv:
+        group, _, option = arg.partition("=")
+        path = src.REPO_ROOT / "conf" / group / f"{option}.yaml"
+        if group in OVERLAY_GROUPS and path.is_file():
+            mode = OmegaConf.select(OmegaConf.load(path), "hydra.mode", default=None)
+            if str(mode) == "MULTIRUN":
+                return argv + ["hydra.mode=MULTIRUN"]
+    return argv

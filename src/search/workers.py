@@ -21,8 +21,7 @@ import time
 from pathlib import Path
 
 import src
-from src.main import overlay_multirun_args
-from src.search.cli import StorageError, prepare_storage_args
+from src.search.cli import StorageError, overlay_multirun_args, prepare_storage_args
 
 
 def worker_args(args: list[str], i: int, base_dir: Path) -> list[str]:
