@@ -51,6 +51,10 @@ class _Loss:
         self.kind, self.t, self.multinomial = kind, targets, multinomial
         self.n = targets.shape[0]
 
+    def subset(self, cols: torch.Tensor) -> "_Loss":
+        """The same (separable) loss on some columns only: the classes not yet converged."""
+        return _Loss(self.kind, self.t[:, cols], self.multinomial)
+
     def red(self, v: torch.Tensor) -> torch.Tensor:
         """Sum within each group: columns stay separate unless the loss couples them."""
         return v.sum().reshape(1) if self.multinomial else v.sum(0)
@@ -65,12 +69,21 @@ class _Loss:
         u = -self.t * z  # per-column sigmoid, targets: signs
         return torch.nn.functional.softplus(u).sum(0) / self.n, (-self.t * torch.sigmoid(u)) / self.n
 
-    def along(self, z: torch.Tensor, a: torch.Tensor, t: torch.Tensor):
+    def prepare(self, z: torch.Tensor, a: torch.Tensor) -> tuple:
+        """What `along` needs of the line z + t a, computed once per line search (each trial step then costs a few
+        elementwise passes over the n x k decision values)."""
         if self.kind == "squared_hinge":
             ta = self.t * a
-            m = torch.clamp_min(1 - self.t * z - t * ta, 0)
+            return 1 - self.t * z, ta, ta * ta
+        return z, a
+
+    def along(self, line: tuple, t: torch.Tensor):
+        if self.kind == "squared_hinge":
+            r, ta, ta2 = line
+            m = torch.addcmul(r, ta, -t).clamp_min_(0)
             return (m * m).sum(0) / self.n, (-2 / self.n) * (m * ta).sum(0), \
-                (2 / self.n) * ((m > 0) * (ta * ta)).sum(0)
+                (2 / self.n) * torch.where(m > 0, ta2, 0).sum(0)
+        z, a = line
         zt = z + t * a
         if self.multinomial:
             p = torch.softmax(zt, 1)
@@ -141,8 +154,11 @@ class PathSolver:
         x = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
         self.n, self.d = x.shape
         self.mean = x.mean(0) if intercept_scaling is None else torch.zeros(self.d, device=device)
-        self.x32 = x - self.mean if intercept_scaling is None else x
-        self._x64 = None
+        # Stored transposed (d x n, contiguous): both GEMMs of an iteration, X @ D through the transposed view and
+        # X^T @ G directly, run ~25% faster on this layout with MKL than on the n x d one (measured, 2-core AVX2).
+        self.xt32 = (x - self.mean if intercept_scaling is None else x).T.contiguous()
+        del x
+        self._xt64 = None
         t = torch.as_tensor(targets, dtype=torch.float64, device=device)
         self.k = t.shape[1]
         self.loss = _Loss(loss, t, multinomial)
@@ -154,11 +170,12 @@ class PathSolver:
         self._last = None  # (theta, z, loss value, loss gradient) of the last float32 solve, for the next warm start
 
     def x(self, dtype: torch.dtype) -> torch.Tensor:
+        """The (centred) n x d features, as a view of the stored transpose."""
         if dtype == torch.float32:
-            return self.x32
-        if self._x64 is None:
-            self._x64 = self.x32.double()
-        return self._x64
+            return self.xt32.T
+        if self._xt64 is None:
+            self._xt64 = self.xt32.double()
+        return self._xt64.T
 
     def split(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return theta[: self.d], theta[self.d]
@@ -170,9 +187,9 @@ class PathSolver:
         w, b = self.split(theta)
         return (self.x(dtype) @ w.to(dtype)).double() + self._bias(b)
 
-    def loss_grad(self, z, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss_grad(self, z, dtype, loss: _Loss | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss part of the objective and its gradient in theta (the GEMM X^T dL/dZ)."""
-        val, gz = self.loss.value_grad(z)
+        val, gz = (loss or self.loss).value_grad(z)
         gw = (self.x(dtype).T @ gz.to(dtype)).double()
         return val, torch.cat([gw, self._bias(gz.sum(0))[None]])
 
@@ -202,16 +219,28 @@ class PathSolver:
             gmax = float(g.abs().max())
             while gmax > self.tol and info["n_iter"] < self.max_iter:
                 d = self.memory.direction(g)
-                if not self.loss.multinomial:  # columns already converged stay put
-                    d = d * (g.abs().amax(0) > self.tol)
-                dw, db = self.split(d)
+                cols = None
+                if not self.loss.multinomial:  # columns already converged stay put ...
+                    active = g.abs().amax(0) > self.tol
+                    d = d * active
+                    if not bool(active.all()):  # ... and leave the GEMMs: about half the columns on a long path
+                        cols = active.nonzero().squeeze(1)
+                loss = self.loss if cols is None else self.loss.subset(cols)
+                on = (lambda m: m) if cols is None else (lambda m: m[..., cols])
+                dw, db = self.split(on(d))
                 a = (self.x(dtype) @ dw.to(dtype)).double() + self._bias(db)
-                step = self._line_search(theta, d, z, a, lam, f, self.loss.red(g * d))
+                step = self._line_search(loss, on(theta), on(d), on(z), a, lam, on(f), loss.red(on(g) * on(d)))
                 if step is None:  # no decrease possible at this precision
                     break
-                theta_new = theta + step * d
-                z = z + step * a
-                lv, lg = self.loss_grad(z, dtype)
+                if cols is None:
+                    theta_new, z = theta + step * d, z + step * a
+                    lv, lg = self.loss_grad(z, dtype)
+                else:  # the converged columns' z, loss and gradient are unchanged
+                    theta_new = theta + torch.zeros_like(f).index_copy_(0, cols, step) * d
+                    zc = on(z) + step * a
+                    z = z.index_copy(1, cols, zc)
+                    lvc, lgc = self.loss_grad(zc, dtype, loss)
+                    lv, lg = lv.index_copy(0, cols, lvc), lg.index_copy(1, cols, lgc)
                 f, g_new = self.with_reg(theta_new, lv, lg, lam)
                 self.memory.push(theta_new - theta, g_new - g)
                 theta, g = theta_new, g_new
@@ -226,17 +255,18 @@ class PathSolver:
         self._last = (theta, z, lv, lg)
         return theta, info
 
-    def _line_search(self, theta, d, z, a, lam, f0, g0) -> torch.Tensor | None:
+    def _line_search(self, loss: _Loss, theta, d, z, a, lam, f0, g0) -> torch.Tensor | None:
         """A step per group satisfying Armijo, refined by Newton steps on the 1-D restriction (no GEMM needed: the
         decision values move along a = X d). Groups without a descent direction get step 0; None if all do."""
-        red, mask = self.loss.red, self.reg_mask
+        red, mask = loss.red, self.reg_mask
         tt, td, dd = red(mask * theta * theta), red(mask * theta * d), red(mask * d * d)
         active = g0 < 0
         t = torch.ones_like(g0)
         best_t, best_v = torch.zeros_like(g0), torch.full_like(g0, math.inf)
         done = ~active
+        line = loss.prepare(z, a)
         for _ in range(30):
-            v, d1, d2 = self.loss.along(z, a, t)
+            v, d1, d2 = loss.along(line, t)
             v, d1, d2 = v + 0.5 * lam * (tt + 2 * t * td + t * t * dd), d1 + lam * (td + t * dd), d2 + lam * dd
             armijo = active & torch.isfinite(v) & (v <= f0 + 1e-4 * t * g0)
             better = armijo & (v < best_v)
@@ -337,12 +367,17 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
         in increasing order). Returns a list of diagnostics dicts (C, n_iter, grad_max, converged, fit_s, and
         `val_decision`: decision values on X_val, if given). Ends fitted at the last C."""
         s = self._solver(X, y)
+        # Val rows once, as float32 on the solver's device: each C's val scores are then one small GEMM there.
+        xv = None if X_val is None else torch.as_tensor(np.asarray(X_val, dtype=np.float32), device=s.dev)
         theta, out = None, []
         for C in Cs:
             theta, info = s.solve(float(C), theta)
             self._set_coef(s, theta)
-            if X_val is not None:
-                info["val_decision"] = self.decision_function(X_val)
+            if xv is not None:
+                w, b = s.split(theta)
+                scores = (xv @ w.float()).double() + (s._bias(b) - s.mean.double() @ w)
+                scores = scores.cpu().numpy()
+                info["val_decision"] = scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
             out.append(info)
         self.C = float(Cs[-1])
         self.n_iter_, self.converged_, self.grad_max_ = out[-1]["n_iter"], out[-1]["converged"], out[-1]["grad_max"]
