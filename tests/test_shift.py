@@ -28,11 +28,17 @@ def test_everything_listed_moves_monotonically_with_shift():
     nuis = [shift_nuisance(s) for s in shifts]
     high_k = [p.amp[:, 3:].mean() / p.amp[:, :2].mean() for p in protos]  # outline spectrum toward high harmonics
     freq = [p.freq.mean() for p in protos]
-    sat = [np.ptp(p.colour, axis=-1).mean() for p in protos]  # colour saturation
-    for series in (high_k, freq, [n.distractors for n in nuis], [n.noise for n in nuis]):
+    chroma = [p.colour - p.colour.mean(-1, keepdims=True) for p in protos]
+    cos = [(c * chroma[0]).sum(-1) / np.maximum(np.linalg.norm(c, axis=-1) * np.linalg.norm(chroma[0], axis=-1), 1e-9)
+           for c in chroma]
+    hue_turn = [np.degrees(np.arccos(np.clip(c, -1, 1))).mean() for c in cos]  # vs the same draw at shift 0
+    for series in (high_k, freq, hue_turn, [n.distractors for n in nuis], [n.noise for n in nuis]):
         assert np.all(np.diff(series) >= 0) and series[-1] > series[0]
-    for series in (sat, [n.scale[1] for n in nuis]):
-        assert np.all(np.diff(series) < 0)
+    assert np.all(np.diff([n.scale[1] for n in nuis]) < 0)
+    assert hue_turn[-1] > 150  # about 180 degrees: the complementary hue
+    # The hue turns, the saturation stays (bar clipping to [0, 1]): colour still tells classes apart at shift 1.
+    sat = [np.ptp(p.colour, axis=-1).mean() for p in protos]
+    assert sat[-1] >= 0.8 * sat[0]
 
 
 def test_only_the_distance_changes_between_shifts():

@@ -56,6 +56,13 @@ def score(metric: str, clf, x: np.ndarray, y: np.ndarray) -> float:
     return float(METRICS[metric](y, clf.predict(x)))
 
 
+def score_decisions(metric: str, clf: LinearPathClassifier, scores: np.ndarray, y: np.ndarray) -> float:
+    """score() from the classifier's decision values."""
+    if metric == "map":
+        return float(average_precision_score(y, scores, average="macro"))
+    return float(METRICS[metric](y, clf.labels(scores)))
+
+
 def search_C(val_score: Callable[[float], float], grid: list[float], patience: int | None = None,
              bounds: tuple[float, float] = C_BOUNDS, max_extra: int = 24) -> dict[float, float]:
     """{C: val score}, ordered by C. The grid is walked upwards and the walk stops once `patience` Cs since the last
@@ -149,6 +156,7 @@ def _path_scorer(clf: LinearPathClassifier, x, y, x_val, y_val, metric: str, pat
     the nearest C already solved. Records every C's diagnostics and solution in `path`."""
     model = clone(clf)
     solver = model._solver(x, y)
+    xv = model.on_device(solver, x_val)
     thetas: dict[float, Any] = {}
 
     def val_score(c: float) -> float:
@@ -156,7 +164,7 @@ def _path_scorer(clf: LinearPathClassifier, x, y, x_val, y_val, metric: str, pat
         theta, info = solver.solve(c, None if near is None else thetas[near])
         thetas[c] = theta
         model._set_coef(solver, theta)
-        info["val_score"] = score(metric, model, x_val, y_val)
+        info["val_score"] = score_decisions(metric, model, model.decisions_at(solver, theta, xv), y_val)
         path[c] = {**info, "coef": model.coef_, "intercept": model.intercept_}
         return info["val_score"]
 

@@ -36,9 +36,16 @@ from sklearn.utils.validation import check_is_fitted
 LOSSES = ("squared_hinge", "log")
 
 
-def _device(name: str) -> torch.device:
+# "auto" puts a problem on the GPU only from this many multiply-adds per GEMM (n x d x k) on: below it an iteration is
+# a few milliseconds of kernel launches and host syncs there, slower than the CPU. Measured on an H100 (16-core host)
+# vs this 2-core CPU: at ~4e7 (the default run's probe) the GPU took 2.1-3.8 s per probe against 0.1-2 s here; at
+# 3.3e9 (P4) 1.1 s against 15 s.
+GPU_MIN_WORK = 3e8
+
+
+def _device(name: str, work: float = math.inf) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and work >= GPU_MIN_WORK else "cpu")
     return torch.device(name)
 
 
@@ -251,7 +258,7 @@ class PathSolver:
             if gmax <= self.tol or info["n_iter"] >= self.max_iter:
                 break
         info.update(grad_max=gmax, converged=gmax <= self.tol, objective=float(f.sum()),
-                    fit_s=time.perf_counter() - t0)
+                    fit_s=time.perf_counter() - t0, device=self.dev.type)
         self._last = (theta, z, lv, lg)
         return theta, info
 
@@ -304,7 +311,8 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
 
     loss: "squared_hinge" (LinearSVC's default) or "log" (multinomial LogisticRegression).
     intercept_scaling: None = unregularised intercept; a number = liblinear's regularised constant feature.
-    device: "auto" (the GPU if there is one), "cpu", "cuda", ...
+    device: "auto" (the GPU if there is one and the problem is big enough to gain from it: GPU_MIN_WORK), "cpu",
+    "cuda", ... (forced).
     """
 
     def __init__(self, loss: str = "squared_hinge", C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000,
@@ -323,7 +331,8 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, targets, multinomial = encode_targets(y, self.loss)
         self.multilabel_ = np.asarray(y).ndim == 2
         self.n_features_in_ = np.asarray(X).shape[1]
-        return PathSolver(X, targets, self.loss, multinomial, _device(self.device), self.intercept_scaling,
+        work = float(np.asarray(X).shape[0]) * self.n_features_in_ * targets.shape[1]
+        return PathSolver(X, targets, self.loss, multinomial, _device(self.device, work), self.intercept_scaling,
                           self.tol, self.max_iter)
 
     def _theta_from_coef(self, s: PathSolver) -> torch.Tensor | None:
@@ -367,22 +376,30 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
         in increasing order). Returns a list of diagnostics dicts (C, n_iter, grad_max, converged, fit_s, and
         `val_decision`: decision values on X_val, if given). Ends fitted at the last C."""
         s = self._solver(X, y)
-        # Val rows once, as float32 on the solver's device: each C's val scores are then one small GEMM there.
-        xv = None if X_val is None else torch.as_tensor(np.asarray(X_val, dtype=np.float32), device=s.dev)
+        xv = None if X_val is None else self.on_device(s, X_val)
         theta, out = None, []
         for C in Cs:
             theta, info = s.solve(float(C), theta)
             self._set_coef(s, theta)
             if xv is not None:
-                w, b = s.split(theta)
-                scores = (xv @ w.float()).double() + (s._bias(b) - s.mean.double() @ w)
-                scores = scores.cpu().numpy()
-                info["val_decision"] = scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
+                info["val_decision"] = self.decisions_at(s, theta, xv)
             out.append(info)
         self.C = float(Cs[-1])
         self.n_iter_, self.converged_, self.grad_max_ = out[-1]["n_iter"], out[-1]["converged"], out[-1]["grad_max"]
         self.path_ = out
         return out
+
+    @staticmethod
+    def on_device(s: PathSolver, X) -> torch.Tensor:
+        """Rows to score at many Cs (the val split), once, as float32 on the solver's device."""
+        return torch.as_tensor(np.asarray(X, dtype=np.float32), device=s.dev)
+
+    def decisions_at(self, s: PathSolver, theta: torch.Tensor, xv: torch.Tensor) -> np.ndarray:
+        """decision_function of the solver's parameters `theta` on `on_device` rows: one float32 GEMM on the solver's
+        device (no float64 copy of the rows per C)."""
+        w, b = s.split(theta)
+        scores = ((xv @ w.float()).double() + (s._bias(b) - s.mean.double() @ w)).cpu().numpy()
+        return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
     def decision_function(self, X):
         check_is_fitted(self, "coef_")
@@ -390,7 +407,10 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
     def predict(self, X):
-        scores = self.decision_function(X)
+        return self.labels(self.decision_function(X))
+
+    def labels(self, scores: np.ndarray) -> np.ndarray:
+        """predict() from decision values."""
         if self.multilabel_:
             return (scores > 0).astype(int)
         if scores.ndim == 1:

@@ -80,11 +80,20 @@ def distance_column(tasks: pd.DataFrame) -> str:
     return "distance" if "distance" in tasks and tasks["distance"].notna().all() else "distance_rank"
 
 
+def replicate(ok: pd.DataFrame) -> pd.Series:
+    """A job's replicate: its (seed, target_seed) pair (one replicate if neither is recorded)."""
+    seed = ok["seed"].astype(str) if "seed" in ok else pd.Series("0", index=ok.index)
+    tseed = ok["target_seed"].astype(str) if "target_seed" in ok else pd.Series("-", index=ok.index)
+    return seed + "/" + tseed
+
+
 def score_by_setting(df: pd.DataFrame, factor: str) -> pd.DataFrame:
-    """target x setting matrix: the best score over every other factor, for each setting of `factor`."""
+    """target x setting matrix: the best score over every other factor, for each setting of `factor` and each
+    replicate, averaged over replicates (a setting is never 'best' because one seed happened to be lucky)."""
     ok = ok_rows(df).copy()
-    ok["_setting"] = ok[factor].astype(object)
-    table = ok.pivot_table(index="target", columns="_setting", values="target_score", aggfunc="max")
+    ok["_setting"], ok["_rep"] = ok[factor].astype(object), replicate(ok)
+    best = ok.groupby(["target", "_setting", "_rep"])["target_score"].max()
+    table = best.groupby(level=["target", "_setting"]).mean().unstack("_setting")
     order = [t for t in task_table(df)["target"] if t in table.index]
     return table.loc[order, sort_values(factor, list(table.columns))]
 
@@ -101,14 +110,25 @@ def matches(row: pd.Series, baseline: dict[str, Any], factors: list[str]) -> boo
 
 
 def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
-    """Per target: the best job's settings and score, the baseline's score, the relative error reduction."""
-    ok, factors = ok_rows(df), swept_factors(df)
+    """Per target: the best setting (of every swept factor together) and its score, the baseline's score, the
+    relative error reduction; with replicates, scores are means over them."""
+    ok, factors = ok_rows(df).copy(), swept_factors(df)
+    ok["_rep"] = replicate(ok)
     rows = []
     for _, task in task_table(df).iterrows():
         jobs = ok[ok["target"] == task["target"]]
-        best = jobs.loc[jobs["target_score"].idxmax()]
+        keys = [f for f in factors if f in jobs]
+        # One score per setting: the mean over replicates (of the best job per replicate, for unswept duplicates).
+        if keys:
+            per_rep = jobs.groupby([*keys, "_rep"], dropna=False)["target_score"].max()
+            means = per_rep.groupby(level=keys, dropna=False).mean()
+            top = means.idxmax()
+            top = top if isinstance(top, tuple) else (top,)
+            best = {**dict(zip(keys, top)), "target_score": float(means.max())}
+        else:
+            best = {"target_score": float(jobs.groupby("_rep")["target_score"].max().mean())}
         base = jobs[jobs.apply(matches, axis=1, baseline=baseline, factors=factors)]
-        base_score = float(base["target_score"].max()) if len(base) else math.nan
+        base_score = float(base.groupby("_rep")["target_score"].max().mean()) if len(base) else math.nan
         rows.append({
             "target": task["target"], "group": task["group"], "distance_rank": task["distance_rank"],
             **({"distance": task["distance"]} if "distance" in task else {}),

@@ -131,8 +131,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     if n_ok and "target_score" in df:
         pt = A.per_task(df, baseline)
         md += ["## Per task (ordered by distance from the source)\n",
-               "Best setting of each swept factor (the best job), its score, the baseline's score, and the relative "
-               "error reduction (err_base - err_best) / err_base.\n", md_table(pt), ""]
+               "Best setting of each swept factor (with replicates: the best mean over them), its score, the baseline's "
+               "score, and the relative error reduction (err_base - err_best) / err_base.\n", md_table(pt), ""]
         bp = A.best_practice(df)
         if len(bp):
             md += ["## Best practice per task group\n",

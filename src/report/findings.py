@@ -47,7 +47,8 @@ def add_axes(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         return ok.assign(task=empty, replicate=empty, distance=np.nan), "none (no finished jobs)"
     shift = ok["shift"] if "shift" in ok else pd.Series(np.nan, index=ok.index)
     has_shift = shift.notna()
-    ok["task"] = np.where(has_shift, ok["target"].astype(str) + "@" + shift.astype(str), ok["target"].astype(str))
+    name = (ok["target_name"] if "target_name" in ok else ok["target"]).astype(str)  # with_task_axes ran: no 2nd @
+    ok["task"] = np.where(has_shift, name + "@" + shift.astype(str), name)
     seed = ok["seed"].astype(str) if "seed" in ok else "0"
     tseed = ok["target_seed"].astype(str) if "target_seed" in ok else "-"
     ok["replicate"] = "s" + seed + "/t" + tseed

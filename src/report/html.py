@@ -23,8 +23,8 @@ import pandas as pd
 SECTIONS = [
     ("summary", "Sweep", ""),
     ("per-task", "Per task (ordered by distance from the source)",
-     "Best setting of each swept factor (the best job), its score, the baseline's score, and the relative error "
-     "reduction (err_base - err_best) / err_base."),
+     "Best setting of each swept factor (with replicates: the best mean over them), its score, the baseline's score, "
+     "and the relative error reduction (err_base - err_best) / err_base."),
     ("best-practice", "Best practice per task group",
      "For each factor, the setting with the highest mean score over the group's tasks (other factors at their best)."),
     ("factor-distance", "Optimal setting vs distance from the source",
