@@ -3,11 +3,18 @@
 Model: alexnet width medium at 32x32, batch 256. Ours = `src.features.extract.extract_splits` (uint8 -> input,
 every tap through torchvision's feature extractor, conv taps pooled three ways, written to memory-mapped .npy);
 bare = `model(x)` under `torch.inference_mode` over the same images, already as float tensors.
-Goals: ours >= 0.9 x bare throughput; achieved >= 70% of this machine's fp32 GEMM peak (a large torch.mm).
+Goals: ours >= 0.9 x bare throughput; the bare loop's achieved GFLOP/s against this CPU's fp32 peak.
+
+The peak comes from the CPU, not from a library call that may itself fall short of it: cores x FMA pipes per core
+(2 on every x86 core with FMA since Haswell / Zen) x fp32 lanes per FMA (16 with AVX-512, 8 with AVX2, 4 else, read
+from /proc/cpuinfo's flags) x 2 FLOPs x clock (cpufreq's max if the kernel exposes it, else /proc/cpuinfo's MHz:
+on a VM that is the nominal clock, and a turbo clock can beat it). A large torch.mm is measured as well; if it
+beats the formula (turbo), it is the peak: nothing can run faster than a kernel that was measured.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -22,6 +29,20 @@ from src.features.extract import extract_splits
 from src.models.nets import build_model
 from src.models.spec import arch_spec
 from src.models.nets import to_input
+
+
+def cpu_peak() -> dict:
+    """This CPU's fp32 peak by the formula in the module doc, with its inputs."""
+    cores = len(os.sched_getaffinity(0))
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    lanes = 16 if "avx512f" in flags else 8 if "avx2" in flags else 4
+    fma = 2 if "fma" in flags or "avx512f" in flags else 1
+    max_khz = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    mhz = [float(line.split(":")[1]) for line in info.splitlines() if line.startswith("cpu MHz")]
+    ghz = int(max_khz.read_text()) / 1e6 if max_khz.exists() else (max(mhz) / 1e3 if mhz else float("nan"))
+    return {"cores": cores, "fma_pipes": fma, "fp32_lanes": lanes, "clock_ghz": ghz,
+            "gflops": cores * fma * lanes * 2 * ghz}
 
 
 def gemm_peak(n: int, reps: int = 5) -> float:
@@ -75,22 +96,28 @@ def main(argv=None) -> dict:
     t_ours = float(np.median([o for _, o in pairs]))
     ratio = float(np.median([b / o for b, o in pairs]))
     shutil.rmtree(scratch, ignore_errors=True)
-    peak = gemm_peak(1024 if args.smoke else 4096)
+    mm = gemm_peak(1024 if args.smoke else 4096)
+    cpu = cpu_peak()
+    peak = max(cpu["gflops"], mm)
     achieved = flops_per_image * n / t_bare / 1e9
     rows = [
         {"path": "bare inference loop", "images_per_s": n / t_bare, "gflop_s": achieved},
-        {"path": "ours (all taps, pooled, written)", "images_per_s": n / t_ours, "gflop_s": flops_per_image * n / t_ours / 1e9},
-        {"path": "fp32 GEMM peak (torch.mm)", "gflop_s": peak},
+        {"path": "ours (all taps, pooled, written)", "images_per_s": n / t_ours,
+         "gflop_s": flops_per_image * n / t_ours / 1e9},
+        {"path": f"CPU fp32 peak: {cpu['cores']} cores x {cpu['fma_pipes']} FMA x {cpu['fp32_lanes']} lanes x 2 x "
+                 f"{cpu['clock_ghz']:.2f} GHz", "gflop_s": cpu["gflops"]},
+        {"path": "fp32 GEMM, 4096^2 torch.mm (measured)", "gflop_s": mm},
     ]
     frac = achieved / peak
-    return write("p2_extraction", "P2 extraction: ours / bare throughput; bare GFLOP/s / GEMM peak", rows, ratio,
-                 ">= 0.9 (and >= 0.7 of GEMM peak)", ratio >= 0.9 and frac >= 0.7, args.smoke,
+    return write("p2_extraction", "P2 extraction: ours / bare throughput; bare GFLOP/s / CPU fp32 peak", rows, ratio,
+                 ">= 0.9 (and >= 0.7 of the CPU's fp32 peak)", ratio >= 0.9 and frac >= 0.7, args.smoke,
                  ours=f"{n / t_ours:.0f} img/s (ratio spread {min(b / o for b, o in pairs):.2f}-"
-                      f"{max(b / o for b, o in pairs):.2f}, {rounds} rounds)", reference=f"bare {n / t_bare:.0f} img/s = {achieved:.0f} GFLOP/s, "
-                 f"{frac:.0%} of {peak:.0f} GFLOP/s GEMM peak",
-                 raw={"round_ratios": [b / o for b, o in pairs], "t_bare_s": t_bare, "t_ours_s": t_ours, "images": n, "batch": batch,
-                      "flops_per_image": flops_per_image, "gemm_peak_gflops": peak, "fraction_of_peak": frac,
-                      "width": width})
+                      f"{max(b / o for b, o in pairs):.2f}, {rounds} rounds)",
+                 reference=f"bare {n / t_bare:.0f} img/s = {achieved:.0f} GFLOP/s, {frac:.0%} of {peak:.0f} GFLOP/s peak"
+                           f" ({'measured torch.mm beat the formula: turbo' if mm > cpu['gflops'] else 'formula'})",
+                 raw={"round_ratios": [b / o for b, o in pairs], "t_bare_s": t_bare, "t_ours_s": t_ours, "images": n,
+                      "batch": batch, "flops_per_image": flops_per_image, "cpu_peak": cpu, "gemm_gflops": mm,
+                      "peak_gflops": peak, "fraction_of_peak": frac, "width": width})
 
 
 if __name__ == "__main__":
