@@ -205,11 +205,9 @@ def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> di
     def fit(splits):
         multilabel = splits["train"][1].ndim == 2
         pipe = build_pipeline(cfg, multilabel)
-        # Torch estimators (the C-path solver) may use the job's GPU ("auto": when the problem is big enough to
-        # gain from it), never a GPU the job was not given.
-        for est in pipe.get_params().values():
+        for est in pipe.get_params().values():  # torch estimators (the C-path solver) run on the job's device
             if hasattr(est, "device") and hasattr(est, "set_params"):
-                est.set_params(device="cpu" if device_of(cfg) == "cpu" else "auto")
+                est.set_params(device=device_of(cfg))
         probe = fit_and_score(pipe, splits, list(cfg.classifier.C_grid), cfg.target.metric,
                               CLASSIFIERS[cfg.classifier.name].c_param, cfg.classifier.get("patience"))
         return {k: probe[k] for k in ("target_score", "best_C", "val_scores", "C_grid", "C_grid_extended",

@@ -36,16 +36,9 @@ from sklearn.utils.validation import check_is_fitted
 LOSSES = ("squared_hinge", "log")
 
 
-# "auto" puts a problem on the GPU only from this many multiply-adds per GEMM (n x d x k) on: below it an iteration is
-# a few milliseconds of kernel launches and host syncs there, slower than the CPU. Measured on an H100 (16-core host)
-# vs this 2-core CPU: at ~4e7 (the default run's probe) the GPU took 2.1-3.8 s per probe against 0.1-2 s here; at
-# 3.3e9 (P4) 1.1 s against 15 s.
-GPU_MIN_WORK = 3e8
-
-
-def _device(name: str, work: float = math.inf) -> torch.device:
+def _device(name: str) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() and work >= GPU_MIN_WORK else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
@@ -311,8 +304,7 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
 
     loss: "squared_hinge" (LinearSVC's default) or "log" (multinomial LogisticRegression).
     intercept_scaling: None = unregularised intercept; a number = liblinear's regularised constant feature.
-    device: "auto" (the GPU if there is one and the problem is big enough to gain from it: GPU_MIN_WORK), "cpu",
-    "cuda", ... (forced).
+    device: "auto" (the GPU if there is one), "cpu", "cuda", ...
     """
 
     def __init__(self, loss: str = "squared_hinge", C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000,
@@ -331,8 +323,7 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, targets, multinomial = encode_targets(y, self.loss)
         self.multilabel_ = np.asarray(y).ndim == 2
         self.n_features_in_ = np.asarray(X).shape[1]
-        work = float(np.asarray(X).shape[0]) * self.n_features_in_ * targets.shape[1]
-        return PathSolver(X, targets, self.loss, multinomial, _device(self.device, work), self.intercept_scaling,
+        return PathSolver(X, targets, self.loss, multinomial, _device(self.device), self.intercept_scaling,
                           self.tol, self.max_iter)
 
     def _theta_from_coef(self, s: PathSolver) -> torch.Tensor | None:
