@@ -50,7 +50,7 @@ def test_three_replicates_support_the_layer_direction_with_a_ci(tmp_path):
     row = table.set_index("factor").loc["layer"]
     assert row["effect"] == pytest.approx(-1.0, abs=0.05)
     lo, hi = details["layer"]["ci"]
-    assert hi < 0 and row["verdict"] == "supported" and row["CI basis"] == "3 replicates"
+    assert hi < 0 and row["verdict"] == "supported" and row["CI basis"].startswith("3 replicates (3 source seeds)")
     # The band of the optimal layer per shift: fc7 (ordinal of fc7) at shift 0, conv1 at shift 1.
     band = details["layer"]["optimal_band"]
     assert band["synth_shift@0.0"][0] > band["synth_shift@1.0"][0]
@@ -101,3 +101,20 @@ def test_verdict_rules():
     assert S.verdict(0.3, 0.1, 0.5, -1, replicates=3) == "contradicted"
     assert S.verdict(0.3, -0.1, 0.5, +1, replicates=3) == "not resolved (CI includes 0)"
     assert S.verdict(0.3, 0.1, 0.5, +1, replicates=1) == "not resolved (1 replicate)"
+
+
+def test_few_replicates_get_a_t_interval_not_their_range():
+    """3 replicates: a percentile bootstrap would return min..max (~75% coverage); the t interval is wider."""
+    mean, lo, hi = S.mean_ci(np.array([0.1, 0.5, 0.9]))
+    assert mean == pytest.approx(0.5) and lo < 0.1 and hi > 0.9
+    assert (hi - mean) == pytest.approx(4.303 * 0.4 / np.sqrt(3), rel=1e-3)  # t(0.975, 2) x sd / sqrt(n)
+    assert np.isnan(S.mean_ci(np.array([0.7]))[1:]).all()  # one value: no CI
+
+
+def test_undefined_effects_and_single_source_seeds_get_no_verdict():
+    assert S.verdict(float("nan"), 0.2, 0.8, +1, replicates=3) == "not resolved (no CI)"
+    assert S.verdict(0.5, 0.2, 0.8, +1, replicates=3, source_seeds=1) == "not resolved (1 source seed)"
+    assert S.verdict(-0.1, 0.2, 0.8, +1, replicates=3, source_seeds=3) == "supported"  # the CI's side decides
+    # Too many undefined resamples (a constant optimum gives a NaN rho): no CI rather than one from the survivors.
+    assert np.isnan(S.percentile_ci(np.r_[np.full(10, np.nan), np.linspace(0.1, 0.9, 90)])[0])
+    assert np.isfinite(S.percentile_ci(np.r_[np.full(2, np.nan), np.linspace(0.1, 0.9, 98)])[0])

@@ -93,6 +93,15 @@ class Cube:
     def n_rep(self) -> int:
         return len(self.replicates)
 
+    @property
+    def n_seeds(self) -> int:
+        """Distinct source seeds among the replicates ("s<seed>/t<target seed>")."""
+        return len({r.split("/")[0] for r in self.replicates})
+
+    def replicate(self, j: int) -> dict[str, np.ndarray]:
+        """Every task's per-setting scores in replicate j alone."""
+        return {t: self.scores[t][:, j] for t in self.tasks}
+
     def point(self) -> dict[str, np.ndarray]:
         return {t: np.nanmean(self.scores[t], axis=1) for t in self.tasks}
 
@@ -141,10 +150,16 @@ def build_cube(ok: pd.DataFrame, factor: str) -> Cube:
 
 
 def _optimal_ordinals(cube: Cube, scores: dict[str, np.ndarray]) -> dict[str, float]:
+    """Per task, the ordinal of the best setting; tied best settings count as their mean ordinal (taking the
+    first would push ties - common near chance - toward early layers, one of the directions tested)."""
     out = {}
     for t, s in scores.items():
-        out[t] = (A.ordinal(cube.factor, cube.values[t][int(np.nanargmax(s))])
-                  if np.isfinite(s).any() else math.nan)
+        s = np.asarray(s, dtype=float)
+        if not np.isfinite(s).any():
+            out[t] = math.nan
+            continue
+        tied = np.flatnonzero(s == np.nanmax(s))
+        out[t] = float(np.mean([A.ordinal(cube.factor, cube.values[t][i]) for i in tied]))
     return out
 
 
@@ -190,20 +205,26 @@ def findings(df: pd.DataFrame, n_boot: int = S.N_BOOT) -> tuple[pd.DataFrame, di
             continue
         cube = build_cube(ok, factor)
         fn = effect_fn(cube)
-        effect = fn(cube.point())
         draw = cube.resampler()
-        boots = np.array([fn(draw()) for _ in range(n_boot)])
-        lo, hi = S.percentile_ci(boots)
         direction, measure, sign = DIRECTIONS[factor]
+        if 2 <= cube.n_rep < S.SMALL_N:  # too few replicates to bootstrap: t interval of per-replicate effects
+            per_rep = [fn(cube.replicate(j)) for j in range(cube.n_rep)]
+            effect, lo, hi = S.t_ci(per_rep)
+            basis = (f"{cube.n_rep} replicates ({cube.n_seeds} source seeds): mean of per-replicate effects, t "
+                     f"interval ({int(np.isfinite(per_rep).sum())} defined)")
+        else:
+            effect = fn(cube.point())
+            lo, hi = S.percentile_ci(np.array([fn(draw()) for _ in range(n_boot)]))
         if cube.n_rep >= 2:
-            basis = f"{cube.n_rep} replicates"
+            if cube.n_rep >= S.SMALL_N:
+                basis = f"{cube.n_rep} replicates ({cube.n_seeds} source seeds): percentile bootstrap"
         elif any(c is not None for cs in cube.correct.values() for c in cs):
             basis = f"test images only: {S.fmt_ci(lo, hi, 2)}"
         else:
             basis, lo, hi = "n/a (no per-image results)", math.nan, math.nan
         rows.append({"direction": direction, "factor": factor, "effect measured as": measure,
                      "effect": effect, "95% CI": S.fmt_ci(lo, hi, cube.n_rep), "CI basis": basis,
-                     "verdict": S.verdict(effect, lo, hi, sign, cube.n_rep), "tasks": len(cube.tasks)})
+                     "verdict": S.verdict(effect, lo, hi, sign, cube.n_rep, cube.n_seeds), "tasks": len(cube.tasks)})
         details[factor] = {"effect": effect, "ci": [lo, hi], "replicates": cube.replicates,
                            "optimal_band": _optimal_band(cube, draw, n_boot) if factor in A.ORDINAL else None,
                            "curves": {t: {"values": [A._plain(v) for v in cube.values[t]],
@@ -213,9 +234,13 @@ def findings(df: pd.DataFrame, n_boot: int = S.N_BOOT) -> tuple[pd.DataFrame, di
 
 
 def _optimal_band(cube: Cube, draw: Callable, n_boot: int) -> dict[str, list[float]]:
-    """Per task: [point optimal ordinal, CI lo, CI hi] of the optimal setting over bootstrap samples."""
-    samples = [_optimal_ordinals(cube, draw()) for _ in range(n_boot)]
+    """Per task: [point optimal ordinal, CI lo, CI hi] of the optimal setting: a t interval of the replicates'
+    own optima below SMALL_N replicates, else over bootstrap samples."""
     point = _optimal_ordinals(cube, cube.point())
+    if 2 <= cube.n_rep < S.SMALL_N:
+        own = [_optimal_ordinals(cube, cube.replicate(j)) for j in range(cube.n_rep)]
+        return {t: [point[t], *S.t_ci([o[t] for o in own])[1:]] for t in cube.tasks}
+    samples = [_optimal_ordinals(cube, draw()) for _ in range(n_boot)]
     return {t: [point[t], *S.percentile_ci(np.array([s[t] for s in samples]))] for t in cube.tasks}
 
 
@@ -293,8 +318,10 @@ def findings_section(df: pd.DataFrame, baseline: dict[str, Any], out: Path,
     n_rep = ok["replicate"].nunique()
     table, details = findings(df)
     settings = setting_table(df, baseline)
-    rep_note = (f"{n_rep} replicates ({', '.join(sorted(ok['replicate'].unique()))}): CIs are percentile bootstrap "
-                f"over replicates" if n_rep >= 2 else
+    how = (f"Student's t intervals (fewer than {S.SMALL_N} replicates: a bootstrap of so few gives their range, "
+           "not a 95% CI)" if n_rep < S.SMALL_N else "percentile bootstrap over replicates")
+    rep_note = (f"{n_rep} replicates ({', '.join(sorted(ok['replicate'].unique()))}): CIs are {how}; a direction is "
+                "called supported only with 2 or more source seeds" if n_rep >= 2 else
                 f"{S.NO_CI} (one seed and one target sample); the CIs shown are over the test images only and say "
                 "nothing about another source seed, so no direction is called supported")
     md = ["## Findings\n", f"Distance axis: {kind}. {rep_note}.\n"]
@@ -306,7 +333,8 @@ def findings_section(df: pd.DataFrame, baseline: dict[str, Any], out: Path,
     if len(settings):
         md += ["## Per setting, with 95% CIs\n",
                "Mean score per task and setting over replicates; `best - baseline` is the paired difference "
-               "(same replicates, or the same test images) between the best setting and the standard one.\n",
+               "(same replicates, or the same test images) between the best setting and the standard one; the best is "
+               "chosen on the same data, so that difference is optimistic.\n",
                md_table(settings), ""]
     plots = findings_plots(details, out)
     if plots:

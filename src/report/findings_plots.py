@@ -55,7 +55,8 @@ def findings_plots(details: dict[str, Any], out: Path) -> list[str]:
             fig, ax = plt.subplots(figsize=(6, 4))
             ax.plot(x, y, marker="o", color="C0", label="optimal (mean over replicates)")
             if len(d["replicates"]) >= 2 or any(math.isfinite(v) for v in lo):
-                ax.fill_between(x, lo, hi, color="C0", alpha=0.25, label="95% bootstrap CI")
+                what = "95% CI" if len(d["replicates"]) >= 2 else "95% CI (test images only)"
+                ax.fill_between(x, lo, hi, color="C0", alpha=0.25, label=what)
             ordinals = sorted({A.ordinal(factor, v) for v in all_values})
             ax.set_yticks(ordinals, [str(v) for v in all_values if A.ordinal(factor, v) in ordinals])
             ax.set_xlabel(axis)

@@ -1,9 +1,10 @@
 """Estimators judged on a model zoo, as in the transferability papers: for each target, rank the source nets by
 each estimator and compare with the ranking by the measured score (the ground truth), by weighted Kendall tau
 (scipy's `weightedtau`, hyperbolic weights: the top of the ranking counts most, as in SFDA's and ETran's
-evaluation code) and plain Kendall tau; the mean over targets with a bootstrap CI (resampling targets); each
-estimator's margin over the static baselines (rank by source val accuracy, by parameter count) with a paired
-bootstrap CI; and the regret of picking the net the estimator ranks first.
+evaluation code) and plain Kendall tau; the mean over targets with a 95% CI (src.report.stats.mean_ci: bootstrap
+over targets, Student's t below 5); each estimator's margin over the static baselines (rank by source val accuracy,
+by parameter count), paired by target and computed on the nets where both are known, with its CI; and the regret
+of picking the net the estimator ranks first.
 
 Reads the report's flat table only (one row per job: factor columns, `target_score`, `tr_<estimator>` columns).
 """
@@ -15,6 +16,8 @@ import math
 import numpy as np
 import pandas as pd
 from scipy import stats
+
+from src.report import stats as S
 
 # The columns that identify a source net (whatever of them a sweep has); jobs that share them and the target are
 # the same (net, target) pair and are averaged.
@@ -67,12 +70,13 @@ def per_target_scores(df: pd.DataFrame, truth: str = "probe") -> dict[str, pd.Da
     return out
 
 
-def _bootstrap_mean(values: np.ndarray, n_boot: int, rng: np.random.Generator) -> tuple[float, float, float]:
-    values = values[~np.isnan(values)]
-    if len(values) == 0:
-        return math.nan, math.nan, math.nan
-    draws = rng.choice(values, size=(n_boot, len(values)), replace=True).mean(1)
-    return float(values.mean()), float(np.percentile(draws, 2.5)), float(np.percentile(draws, 97.5))
+def _taus(tab: pd.DataFrame, cols: list[str], min_nets: int) -> dict[str, float] | None:
+    """Weighted Kendall tau of each column against truth, all on the same nets (rows where truth and every column
+    are known); None if too few nets or a constant column."""
+    sub = tab[["truth", *cols]].dropna()
+    if len(sub) < min_nets or sub["truth"].nunique() < 2 or any(sub[c].nunique() < 2 for c in cols):
+        return None
+    return {c: stats.weightedtau(sub[c], sub["truth"]).statistic for c in cols}
 
 
 def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, seed: int = 0,
@@ -83,7 +87,6 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, se
     tables = {t: tab for t, tab in per_target_scores(df, truth).items() if len(tab) >= min_nets}
     if not tables:
         return {}
-    rng = np.random.default_rng(seed)
     names = sorted({c for tab in tables.values() for c in tab.columns if c != "truth"})
     if not names:  # no estimator values in these results (e.g. jobs that recorded none): nothing to rank
         return {}
@@ -101,7 +104,7 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, se
             regret.loc[name, target] = float(sub["truth"].max() - sub.loc[sub[name].idxmax(), "truth"])
     summary = []
     for name in names:
-        mean, lo, hi = _bootstrap_mean(wtau.loc[name].to_numpy(float), n_boot, rng)
+        mean, lo, hi = S.mean_ci(wtau.loc[name].to_numpy(float), n_boot, seed)
         summary.append({"estimator": name, "weighted_tau_mean": mean, "ci_low": lo, "ci_high": hi,
                         "kendall_tau_mean": float(np.nanmean(ktau.loc[name])) if ktau.loc[name].notna().any()
                         else math.nan,
@@ -111,8 +114,13 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, se
     margins = []
     for base in [b for b in STATIC if b in names]:
         for name in [n for n in names if n not in STATIC]:
-            diff = (wtau.loc[name] - wtau.loc[base]).to_numpy(float)  # paired by target
-            mean, lo, hi = _bootstrap_mean(diff, n_boot, rng)
+            # Paired by target and, within a target, on the same nets (a baseline is undefined for pretrained
+            # nets, an estimator can fail on some): both taus over the nets where both are known.
+            diff = []
+            for tab in tables.values():
+                both = _taus(tab, [name, base], min_nets) if name in tab and base in tab else None
+                diff.append(both[name] - both[base] if both else math.nan)
+            mean, lo, hi = S.mean_ci(np.array(diff, dtype=float), n_boot, seed)
             margins.append({"estimator": name, "baseline": base, "margin_mean": mean, "ci_low": lo, "ci_high": hi,
                             "beats_baseline": bool(lo > 0) if not math.isnan(lo) else False})
     return {"truth": truth, "weighted_tau": wtau, "kendall_tau": ktau, "regret": regret,
@@ -132,7 +140,8 @@ def zoo_markdown(res: dict) -> list[str]:
     md = [f"## Estimators on the source-net zoo (ground truth: {res['truth']})\n",
           f"Ground truth: {what}, per (net, target); the estimates come from the probe runs' features. "
           f"Nets per target: {nets}. Weighted Kendall tau (scipy `weightedtau`), mean over targets "
-          "with a 95% bootstrap CI over targets; `etran` = 0.85 minmax(LDA) + 0.15 minmax(energy) per target.\n",
+          "with a 95% CI over targets (a percentile bootstrap; Student's t below 5 targets); `etran` = 0.85 "
+          "minmax(LDA) + 0.15 minmax(energy) per target.\n",
           "| estimator | " + " | ".join(targets) + " | mean wtau [95% CI] | mean Kendall tau | top-1 regret |",
           "|---" * (len(targets) + 4) + "|"]
     for _, r in summary.iterrows():
@@ -141,8 +150,8 @@ def zoo_markdown(res: dict) -> list[str]:
         md.append(f"| {label} | {cells} | {r['weighted_tau_mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
                   f"{r['kendall_tau_mean']:.3f} | {r['top1_regret_mean']:.4f} |")
     if len(margins):
-        md += ["", "Margin over the static baselines (mean per-target difference in weighted tau, paired 95% "
-               "bootstrap CI; *yes* = the CI excludes 0):\n",
+        md += ["", "Margin over the static baselines (mean per-target difference in weighted tau, both on the same "
+               "nets; 95% CI over targets; *yes* = the CI excludes 0):\n",
                "| estimator | baseline | margin [95% CI] | beats it |", "|---|---|---|---|"]
         for _, m in margins.sort_values(["baseline", "margin_mean"], ascending=[True, False]).iterrows():
             md.append(f"| {m['estimator']} | {STATIC[m['baseline']]} | {m['margin_mean']:+.3f} "
