@@ -87,13 +87,17 @@ def hscore(features: np.ndarray, labels: np.ndarray) -> float:
     """H-score: how much of the features' covariance is explained by the class means (pseudo-inverse for rank)."""
     f = np.asarray(features, dtype=np.float64)
     f = f - f.mean(0)
-    y = np.asarray(labels)
+    _, y, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
     cov_f = f.T @ f / len(f)
-    class_means = np.zeros_like(f)
-    for k in np.unique(y):
-        class_means[y == k] = f[y == k].mean(0)
-    cov_g = class_means.T @ class_means / len(f)
-    return float(np.trace(np.linalg.pinv(cov_f, rcond=1e-10, hermitian=True) @ cov_g))
+    means = np.zeros((len(counts), f.shape[1]))
+    np.add.at(means, y.reshape(-1), f)
+    means /= counts[:, None]
+    # tr(pinv(cov_f) cov_g) with cov_g = sum_k n_k mu_k mu_k^T / n, through cov_f's eigenbasis: no d x d products
+    # beyond the eigendecomposition (the same cut-off as pinv(rcond=1e-10, hermitian=True)).
+    w, v = np.linalg.eigh(cov_f)
+    inv = np.where(np.abs(w) > 1e-10 * np.abs(w).max(), 1.0 / np.where(w == 0, 1.0, w), 0.0)
+    b = v.T @ (means.T * np.sqrt(counts))
+    return float((inv[:, None] * b * b).sum() / len(f))
 
 
 def _joint(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
