@@ -72,11 +72,11 @@ def per_target_scores(df: pd.DataFrame, truth: str = "probe") -> dict[str, pd.Da
 
 def _taus(tab: pd.DataFrame, cols: list[str], min_nets: int) -> dict[str, float] | None:
     """Weighted Kendall tau of each column against truth, all on the same nets (rows where truth and every column
-    are known); None if too few nets or a constant column."""
+    are known); None if too few nets or a constant truth. A constant column ranks nothing: tau 0."""
     sub = tab[["truth", *cols]].dropna()
-    if len(sub) < min_nets or sub["truth"].nunique() < 2 or any(sub[c].nunique() < 2 for c in cols):
+    if len(sub) < min_nets or sub["truth"].nunique() < 2:
         return None
-    return {c: stats.weightedtau(sub[c], sub["truth"]).statistic for c in cols}
+    return {c: stats.weightedtau(sub[c], sub["truth"]).statistic if sub[c].nunique() > 1 else 0.0 for c in cols}
 
 
 def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, seed: int = 0,
@@ -97,7 +97,12 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, se
             if name not in tab:
                 continue
             sub = tab[["truth", name]].dropna()
-            if len(sub) < min_nets or sub[name].nunique() < 2 or sub["truth"].nunique() < 2:
+            if len(sub) < min_nets or sub["truth"].nunique() < 2:
+                continue
+            if sub[name].nunique() < 2:  # a constant estimate ranks nothing (e.g. a saturated score): tau 0, and
+                # its pick is arbitrary: the expected regret of a random net (leaving the target out would flatter it)
+                wtau.loc[name, target] = ktau.loc[name, target] = 0.0
+                regret.loc[name, target] = float(sub["truth"].max() - sub["truth"].mean())
                 continue
             wtau.loc[name, target] = stats.weightedtau(sub[name], sub["truth"]).statistic
             ktau.loc[name, target] = stats.kendalltau(sub[name], sub["truth"]).statistic
