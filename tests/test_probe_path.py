@@ -177,3 +177,14 @@ def test_result_records_an_edge_extended_grid(make_cfg, tmp_path):
     assert m["val_scores"][str(top)] < max(m["val_scores"].values()) or top >= 1e6 / 3
     assert [p["C"] for p in m["probe_path"]] == pytest.approx(m["C_grid"])
     assert all({"n_iter", "grad_max", "converged", "val_score"} <= set(p) for p in m["probe_path"])
+
+
+def test_a_noisy_plateau_at_small_c_does_not_stop_the_walk():
+    """The digits case: val 0.64 at the plateau's best, wiggles within noise below it, then the rise at large C."""
+    plateau = {1e-6: 0.613, 1e-5: 0.64, 1e-4: 0.613, 1e-3: 0.613, 1e-2: 0.62}
+    curve = lambda c: plateau.get(c, min(0.97, 0.62 + 0.1 * np.log10(c / 1e-2)))  # noqa: E731
+    grid = [10.0**e for e in range(-6, 6)]
+    scores = search_C(curve, grid, patience=3, n_val=300)  # SE at 0.64 with 300 val images: 0.028
+    assert max(scores, key=scores.get) >= 100.0 and max(scores.values()) == pytest.approx(0.97)
+    # Without the noise allowance the same walk stops on the plateau (the old behaviour).
+    assert max(search_C(curve, grid, patience=3), key=search_C(curve, grid, patience=3).get) == pytest.approx(1e-5)
