@@ -210,6 +210,8 @@ def findings(df: pd.DataFrame, n_boot: int = S.N_BOOT) -> tuple[pd.DataFrame, di
         if 2 <= cube.n_rep < S.SMALL_N:  # too few replicates to bootstrap: t interval of per-replicate effects
             per_rep = [fn(cube.replicate(j)) for j in range(cube.n_rep)]
             effect, lo, hi = S.t_ci(per_rep)
+            if measure.startswith("Spearman"):  # a t interval can leave rho's range; what lies outside is not rho
+                lo, hi = max(lo, -1.0), min(hi, 1.0)
             basis = (f"{cube.n_rep} replicates ({cube.n_seeds} source seeds): mean of per-replicate effects, t "
                      f"interval ({int(np.isfinite(per_rep).sum())} defined)")
         else:
