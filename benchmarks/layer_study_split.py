@@ -2,7 +2,7 @@
 (classifier=linear_svm, the C-path solver) and once with the reference (classifier=linear_svm_liblinear).
 
 Each run goes to its own temp cache and sweep dir; the stage times are summed from the jobs' result.json
-`timings_s`. Goals (issue 14): the probe's share of the jobs' time <= 15%, and the study's wall time
+`timings_s` (`estimate`, the cheap transferability estimates every job records, apart from `probe`). Goals (issue 14): the probe's share of the jobs' time <= 15%, and the study's wall time
 <= 1.5 x (source training + one extraction per target). `--smoke`: 1 target x 2 layers, tiny sizes.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from benchmarks.common import parser, run_main, write
 from benchmarks.p1_sweep_reuse import SMOKE
 
-STAGES = ("source", "extract", "probe")
+STAGES = ("source", "extract", "estimate", "probe")  # estimate: the cheap transferability estimates every job records
 
 
 def study(classifier: str, tmp: Path, smoke: bool) -> dict:
