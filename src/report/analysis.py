@@ -81,10 +81,10 @@ def distance_column(tasks: pd.DataFrame) -> str:
 
 
 def replicate(ok: pd.DataFrame) -> pd.Series:
-    """A job's replicate: its (seed, target_seed) pair (one replicate if neither is recorded)."""
+    """A job's replicate, "s<seed>/t<target seed>" (one replicate if neither is recorded)."""
     seed = ok["seed"].astype(str) if "seed" in ok else pd.Series("0", index=ok.index)
     tseed = ok["target_seed"].astype(str) if "target_seed" in ok else pd.Series("-", index=ok.index)
-    return seed + "/" + tseed
+    return "s" + seed + "/t" + tseed
 
 
 def score_by_setting(df: pd.DataFrame, factor: str) -> pd.DataFrame:

@@ -49,9 +49,7 @@ def add_axes(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     has_shift = shift.notna()
     name = (ok["target_name"] if "target_name" in ok else ok["target"]).astype(str)  # with_task_axes ran: no 2nd @
     ok["task"] = np.where(has_shift, name + "@" + shift.astype(str), name)
-    seed = ok["seed"].astype(str) if "seed" in ok else "0"
-    tseed = ok["target_seed"].astype(str) if "target_seed" in ok else "-"
-    ok["replicate"] = "s" + seed + "/t" + tseed
+    ok["replicate"] = A.replicate(ok)
     if len(ok) and has_shift.all():
         ok["distance"], kind = shift.astype(float), "shift (target.data.shift)"
     elif PRIMARY_DISTANCE in ok and ok.groupby("task")[PRIMARY_DISTANCE].apply(lambda s: s.notna().any()).all():
