@@ -18,9 +18,11 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/python -m src.main
 
-# The whole suite, slow end-to-end cases included, then the benchmarks' smoke mode (CI runs this).
+# The whole suite, slow end-to-end cases included, then the benchmarks' smoke mode (CI runs this). Two workers:
+# about half the suite's time is spent waiting (SLURM's scheduler, service start-up, single-threaded tiny jobs).
+# Tests that share a session service (the SLURM cluster, the PostgreSQL server) stay on one worker (xdist_group).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 	$(MAKE) --no-print-directory bench-smoke
 
 # Every benchmark figure at full size (writes benchmarks/results/*.json and summary.md; ~15 min here).
@@ -33,7 +35,7 @@ bench-smoke: install
 
 # Without the slow end-to-end cases.
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 clean:
 	rm -rf outputs .cache .pytest_cache lightning_logs

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -34,6 +37,17 @@ TINY_TARGET = [
 TINY = TINY_SOURCE + TINY_TARGET
 
 
+_CLI_ROOT: list[str] = []
+
+
+def _cli_root() -> str:
+    """One temp dir per test process for run_cli's default output dirs, removed at exit."""
+    if not _CLI_ROOT:
+        _CLI_ROOT.append(tempfile.mkdtemp(prefix="transferfactors-cli-"))
+        atexit.register(shutil.rmtree, _CLI_ROOT[0], True)
+    return _CLI_ROOT[0]
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch) -> Path:
     d = tmp_path / "cache"
@@ -57,7 +71,13 @@ def make_cfg(cache_dir):
 
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m src.main ARGS` in a subprocess (the way users run it)."""
+    """`python -m src.main ARGS` in a subprocess (the way users run it). Without an explicit hydra.run.dir /
+    hydra.sweep.dir the output goes to a private temp dir, not outputs/<time>: the suite runs in parallel workers
+    (`make test`: pytest -n 2), and two runs started in the same second would share Hydra's default dir."""
+    own = tempfile.mkdtemp(prefix="cli-", dir=_cli_root())
+    for key in ("hydra.run.dir", "hydra.sweep.dir"):
+        if not any(a.startswith(f"{key}=") for a in args):
+            args = (*args, f"{key}={own}/{key.split('.')[1]}")
     return subprocess.run(
         [sys.executable, "-m", "src.main", *args],
         cwd=cwd,

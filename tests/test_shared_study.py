@@ -20,6 +20,9 @@ from tests.conftest import REPO, TINY, run_cli
 from tests.services import pip_ensure
 from tests.services.postgres import PostgresServer
 
+# One PostgreSQL server per test process: under `pytest -n` (make test) these tests share a worker.
+pytestmark = pytest.mark.xdist_group("postgres")
+
 STUDY = "factors_tpe-synth_objects_new"
 # One source net (alexnet/tiny) and a layer choice with one that fails the config check for every arch (conv9).
 SPACE = ["hydra.sweeper.params.arch=alexnet", "hydra.sweeper.params.width=tiny", "hydra.sweeper.params.dimred=none",

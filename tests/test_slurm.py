@@ -19,7 +19,8 @@ from filelock import FileLock
 from tests.conftest import REPO, TINY, run_cli
 from tests.services.slurm import PARTITION, SlurmCluster
 
-pytestmark = pytest.mark.slow
+# One cluster per test process: under `pytest -n` (make test) every SLURM test runs on the same worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 LAUNCHER = ["hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.gpus_per_node=0",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
