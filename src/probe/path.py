@@ -129,15 +129,19 @@ class _Memory:
         scale = sy / torch.where(ok, yy, torch.ones_like(yy))
         self.gamma = torch.where(ok, scale, self.gamma if self.gamma is not None else scale)
 
-    def direction(self, g: torch.Tensor) -> torch.Tensor:
-        q, alphas = -g, []
-        for s, y, rho in reversed(self.pairs):
+    def direction(self, g: torch.Tensor, cols: torch.Tensor | None = None) -> torch.Tensor:
+        """-H g by the two-loop recursion; with `cols` (separable losses), for those columns only: the others have
+        converged, and each vector operation then costs len(cols) / k of the full one."""
+        pick = (lambda m: m) if cols is None else (lambda m: m.index_select(-1, cols))
+        q, alphas = -pick(g), []
+        pairs = [(pick(s), pick(y), pick(rho)) for s, y, rho in self.pairs]
+        for s, y, rho in reversed(pairs):
             a = rho * self.red(s * q)
-            q = q - a * y
+            q = q.addcmul_(y, a, value=-1)
             alphas.append(a)
-        q = q * (self.gamma if self.gamma is not None else 1.0 / torch.clamp_min(self.red(g.abs()), 1.0))
-        for (s, y, rho), a in zip(self.pairs, reversed(alphas)):
-            q = q + (a - rho * self.red(y * q)) * s
+        q = q * (pick(self.gamma) if self.gamma is not None else 1.0 / torch.clamp_min(self.red(q.abs()), 1.0))
+        for (s, y, rho), a in zip(pairs, reversed(alphas)):
+            q = q.addcmul_(s, a - rho * self.red(y * q))
         return q
 
 
@@ -218,25 +222,24 @@ class PathSolver:
             f, g = self.with_reg(theta, lv, lg, lam)
             gmax = float(g.abs().max())
             while gmax > self.tol and info["n_iter"] < self.max_iter:
-                d = self.memory.direction(g)
                 cols = None
-                if not self.loss.multinomial:  # columns already converged stay put ...
-                    active = g.abs().amax(0) > self.tol
-                    d = d * active
-                    if not bool(active.all()):  # ... and leave the GEMMs: about half the columns on a long path
+                if not self.loss.multinomial:  # columns already converged stay put and leave the GEMMs and the
+                    active = g.abs().amax(0) > self.tol  # vector work: about half the columns on a long path
+                    if not bool(active.all()):
                         cols = active.nonzero().squeeze(1)
+                d = self.memory.direction(g, cols)  # for the active columns only
                 loss = self.loss if cols is None else self.loss.subset(cols)
                 on = (lambda m: m) if cols is None else (lambda m: m[..., cols])
-                dw, db = self.split(on(d))
+                dw, db = self.split(d)
                 a = (self.x(dtype) @ dw.to(dtype)).double() + self._bias(db)
-                step = self._line_search(loss, on(theta), on(d), on(z), a, lam, on(f), loss.red(on(g) * on(d)))
+                step = self._line_search(loss, on(theta), d, on(z), a, lam, on(f), loss.red(on(g) * d))
                 if step is None:  # no decrease possible at this precision
                     break
                 if cols is None:
                     theta_new, z = theta + step * d, z + step * a
                     lv, lg = self.loss_grad(z, dtype)
                 else:  # the converged columns' z, loss and gradient are unchanged
-                    theta_new = theta + torch.zeros_like(f).index_copy_(0, cols, step) * d
+                    theta_new = theta.index_add(1, cols, step * d)
                     zc = on(z) + step * a
                     z = z.index_copy(1, cols, zc)
                     lvc, lgc = self.loss_grad(zc, dtype, loss)
