@@ -188,3 +188,17 @@ def test_a_noisy_plateau_at_small_c_does_not_stop_the_walk():
     assert max(scores, key=scores.get) >= 100.0 and max(scores.values()) == pytest.approx(0.97)
     # Without the noise allowance the same walk stops on the plateau (the old behaviour).
     assert max(search_C(curve, grid, patience=3), key=search_C(curve, grid, patience=3).get) == pytest.approx(1e-5)
+
+
+def test_a_flat_top_after_the_rise_stops_the_walk():
+    """Once the val curve has risen above its small-C level, Cs that only tie the best count against patience: a
+    saturated curve (1.0 from C=1 on) is not walked to the grid's end, where each C costs the most iterations."""
+    curve = lambda c: 0.1 if c < 1e-2 else min(1.0, 0.5 + 0.25 * np.log10(c / 1e-2))  # noqa: E731
+    grid = [10.0**e for e in range(-6, 6)]
+    asked = []
+    scores = search_C(lambda c: asked.append(c) or curve(c), grid, patience=3, n_val=200)
+    assert max(scores, key=lambda c: (scores[c], -c)) == pytest.approx(1.0)
+    assert max(asked) == pytest.approx(1e3)  # 1.0 at C=1, then three ties
+    # A plateau at small C (ties at its level) is still walked through: the rise comes later.
+    late = lambda c: 0.1 if c < 10 else 0.8  # noqa: E731
+    assert max(search_C(late, grid, patience=3, n_val=200).items(), key=lambda kv: (kv[1], -kv[0]))[0] == 10.0

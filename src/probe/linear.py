@@ -67,11 +67,13 @@ def score_decisions(metric: str, clf: LinearPathClassifier, scores: np.ndarray, 
 def search_C(val_score: Callable[[float], float], grid: list[float], patience: int | None = None,
              bounds: tuple[float, float] = C_BOUNDS, max_extra: int = 24, n_val: int | None = None) -> dict[float, float]:
     """{C: val score}, ordered by C. The grid is walked upwards and the walk stops once `patience` Cs since the last
-    improvement scored clearly below the best: by more than the val score's standard error sqrt(b (1 - b) / n_val)
-    at the best b (with `n_val` val examples; any drop if n_val is None). A dip within noise does not stop the walk:
-    at small C the val curve is a plateau whose wiggles (a few val images) otherwise stopped the walk before the
-    rise that large C brings (seen on digits: 0.64 at C=1e-5, then 0.61 three times -> stopped at 0.6 instead of
-    0.97 at C=316). If it was walked to the end, it is extended one grid step at a time (at most
+    improvement did not improve on the best. While the curve is still at its small-C level (the best is not above
+    the smallest C's score by more than the val score's standard error sqrt(b (1 - b) / n_val) at the best b, with
+    `n_val` val examples; by anything if n_val is None), only Cs that score clearly below the best (by more than
+    that error) count: at small C the val curve is a plateau whose wiggles (a few val images) otherwise stopped the
+    walk before the rise that large C brings (seen on digits: 0.64 at C=1e-5, then 0.61 three times -> stopped at
+    0.6 instead of 0.97 at C=316). After the rise, ties count too: a flat top otherwise walked the grid to its end
+    (1e5) at the Cs that cost the most iterations. If it was walked to the end, it is extended one grid step at a time (at most
     `max_extra` steps, within `bounds`): upwards while the top C scores the best (ties too: a flat val curve at
     small C means C is too small to matter yet; again stopped by `patience`), downwards while the bottom C is the
     unique best. The chosen C is the first best (the strongest regularisation on ties)."""
@@ -79,15 +81,20 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
     scores: dict[float, float] = {}
     best, stale = -np.inf, 0
 
+    def noise(b: float) -> float:
+        return math.sqrt(max(b * (1 - b), 0.0) / n_val) if n_val else 0.0
+
     def ask(c: float) -> None:
         nonlocal best, stale
         scores[c] = val_score(c)
         if scores[c] > best:
             best, stale = scores[c], 0
             return
-        # Ties and drops within noise do not count against patience (a plateau at small C is not a peak).
-        noise = math.sqrt(max(best * (1 - best), 0.0) / n_val) if n_val else 0.0
-        stale += scores[c] < best - noise
+        # Until the curve has risen clearly above its level at the smallest C, ties and drops within noise do not
+        # count against patience (a plateau at small C is not a peak); once it has, every C that does not improve
+        # on the best counts (a flat top: larger C, the costliest to fit, cannot change the choice of the first best).
+        risen = best > scores[min(scores)] + noise(best)
+        stale += risen or scores[c] < best - noise(best)
 
     for c in grid:
         ask(c)
