@@ -20,6 +20,14 @@ def blobs(n=300, d=16, k=4, seed=0):
     return x, y
 
 
+@pytest.fixture(params=["newton-primal", "lbfgs"])
+def solver(request, monkeypatch):
+    """Both direction methods of the path solver on the same problems: Newton (small problems: the default here,
+    d = 16) and L-BFGS (large ones, e.g. P4's 10,000 x 4,096 x 100)."""
+    monkeypatch.setattr("src.probe.path.NEWTON_FLOPS", float("inf") if request.param != "lbfgs" else 0.0)
+    return request.param
+
+
 def svm_objective(coef, intercept, x, y, C, classes, intercept_scaling=None):
     """LinearSVC's primal (one-vs-rest squared hinge); intercept_scaling set: liblinear's regularised intercept."""
     if len(classes) > 2:
@@ -32,11 +40,11 @@ def svm_objective(coef, intercept, x, y, C, classes, intercept_scaling=None):
 
 
 @pytest.mark.parametrize("C", [0.01, 1.0, 10.0])
-def test_squared_hinge_matches_linearsvc_with_its_regularised_intercept(C):
+def test_squared_hinge_matches_linearsvc_with_its_regularised_intercept(C, solver):
     x, y = blobs()
     ref = LinearSVC(C=C, tol=1e-10, max_iter=100000, dual=True).fit(x, y)
     ours = LinearPathClassifier(C=C, intercept_scaling=1.0, tol=1e-7, device="cpu").fit(x, y)
-    assert ours.converged_
+    assert ours.converged_ and ours.path_[0]["method"] == solver
     f_ours = svm_objective(ours.coef_, ours.intercept_, x, y, C, ours.classes_, 1.0)
     f_ref = svm_objective(ref.coef_, ref.intercept_, x, y, C, ref.classes_, 1.0)
     assert f_ours <= f_ref * (1 + 1e-6)
@@ -47,7 +55,7 @@ def test_squared_hinge_matches_linearsvc_with_its_regularised_intercept(C):
 
 
 @pytest.mark.parametrize("C", [0.01, 1.0])
-def test_squared_hinge_with_free_intercept_is_optimal(C):
+def test_squared_hinge_with_free_intercept_is_optimal(C, solver):
     """Default: intercept not regularised. Its objective is at most LinearSVC's solution's (which is feasible for
     it), and the gradient of the exact float64 objective vanishes at our solution."""
     x, y = blobs(seed=1)
@@ -62,6 +70,27 @@ def test_squared_hinge_with_free_intercept_is_optimal(C):
     assert (ours.predict(x) == ref.predict(x)).mean() >= 0.97
 
 
+@pytest.mark.parametrize("scaling", [None, 1.0])
+@pytest.mark.parametrize("loss", ["squared_hinge", "log"])
+def test_kernel_newton_on_wide_features_matches_lbfgs(loss, scaling, monkeypatch):
+    """More features than rows (an fc layer on a small target): Newton through the n x n kernel reaches the same
+    optimum as L-BFGS, in a few iterations; with liblinear's regularised intercept, LinearSVC's."""
+    x, y = blobs(n=60, d=150, k=3, seed=7)
+    fit = dict(loss=loss, C=10.0, intercept_scaling=scaling, tol=1e-8, device="cpu")
+    y2 = np.stack([y == 0, y == 1], 1).astype(int) if loss == "log" else y  # log: per-label sigmoids (separable)
+    ours = LinearPathClassifier(**fit).fit(x, y2)
+    assert ours.converged_ and ours.path_[0]["method"] == "newton-kernel" and ours.n_iter_ <= 20
+    monkeypatch.setattr("src.probe.path.NEWTON_FLOPS", 0.0)
+    ref = LinearPathClassifier(**fit).fit(x, y2)
+    assert ref.path_[0]["method"] == "lbfgs" and ours.path_[0]["objective"] <= ref.path_[0]["objective"] * (1 + 1e-6)
+    dec = ref.decision_function(x)
+    assert np.abs(ours.decision_function(x) - dec).max() <= 1e-4 * np.abs(dec).max()
+    if loss == "squared_hinge" and scaling is not None:
+        svc = LinearSVC(C=10.0, tol=1e-10, max_iter=100000, dual=True).fit(x, y)
+        assert svm_objective(ours.coef_, ours.intercept_, x, y, 10.0, ours.classes_, 1.0) <= \
+            svm_objective(svc.coef_, svc.intercept_, x, y, 10.0, svc.classes_, 1.0) * (1 + 1e-6)
+
+
 @pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
 def test_log_loss_matches_logisticregression(C):
     x, y = blobs(seed=2)
@@ -73,7 +102,7 @@ def test_log_loss_matches_logisticregression(C):
     assert (ours.predict(x) == ref.predict(x)).all()
 
 
-def test_binary_targets_are_one_problem_like_scikit_learn():
+def test_binary_targets_are_one_problem_like_scikit_learn(solver):
     x, y = blobs(k=2, seed=3)
     y = np.where(y == 1, "yes", "no")
     svm = LinearPathClassifier(C=1.0, intercept_scaling=1.0, tol=1e-8, device="cpu").fit(x, y)
@@ -87,7 +116,7 @@ def test_binary_targets_are_one_problem_like_scikit_learn():
     assert set(log.predict(x)) <= {"yes", "no"}
 
 
-def test_multilabel_is_one_binary_problem_per_label():
+def test_multilabel_is_one_binary_problem_per_label(solver):
     x, _ = blobs(seed=4)
     rng = np.random.default_rng(4)
     y = (x[:, :3] + 0.5 * rng.normal(size=(len(x), 3)) > 1.0).astype(int)
@@ -97,7 +126,7 @@ def test_multilabel_is_one_binary_problem_per_label():
     assert ours.predict(x).shape == y.shape
 
 
-def test_the_path_reaches_the_same_solutions_as_cold_fits():
+def test_the_path_reaches_the_same_solutions_as_cold_fits(solver):
     x, y = blobs(seed=5)
     Cs = [0.001, 0.01, 0.1, 1.0, 10.0]
     path = LinearPathClassifier(tol=1e-7, device="cpu")
@@ -113,7 +142,7 @@ def test_the_path_reaches_the_same_solutions_as_cold_fits():
     assert sum(i["n_iter"] for i in infos) < cold_iters
 
 
-def test_warm_start_refit_starts_from_the_given_solution():
+def test_warm_start_refit_starts_from_the_given_solution(solver):
     x, y = blobs(seed=6)
     m = LinearPathClassifier(C=1.0, tol=1e-6, device="cpu").fit(x, y)
     cold = m.n_iter_
