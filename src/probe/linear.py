@@ -68,15 +68,15 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
              bounds: tuple[float, float] = C_BOUNDS, max_extra: int = 24, n_val: int | None = None) -> dict[float, float]:
     """{C: val score}, ordered by C. The grid is walked upwards and the walk stops once `patience` Cs since the last
     improvement did not improve on the best. While the curve is still at its small-C level (the best is not above
-    the smallest C's score by more than the val score's standard error sqrt(b (1 - b) / n_val) at the best b, with
-    `n_val` val examples; by anything if n_val is None), only Cs that score clearly below the best (by more than
-    that error) count: at small C the val curve is a plateau whose wiggles (a few val images) otherwise stopped the
+    the smallest C's score by more than two of the val score's standard errors, sqrt(b (1 - b) / n_val) at the best
+    b with `n_val` val examples; by anything if n_val is None), only Cs that score clearly below the best (by more
+    than one error) count: at small C the val curve is a plateau whose wiggles (a few val images) otherwise stopped the
     walk before the rise that large C brings (seen on digits: 0.64 at C=1e-5, then 0.61 three times -> stopped at
-    0.6 instead of 0.97 at C=316). After the rise, ties count too: a flat top otherwise walked the grid to its end
-    (1e5) at the Cs that cost the most iterations. If it was walked to the end, it is extended one grid step at a time (at most
-    `max_extra` steps, within `bounds`): upwards while the top C scores the best (ties too: a flat val curve at
-    small C means C is too small to matter yet; again stopped by `patience`), downwards while the bottom C is the
-    unique best. The chosen C is the first best (the strongest regularisation on ties)."""
+    0.6 instead of 0.97 at C=316). After the rise every C that does not improve counts (ties too: a flat top
+    otherwise walked the grid to its end, 1e5, at the Cs that cost the most iterations). If it was walked to the
+    end, it is extended one grid step at a time (at most `max_extra` steps, within `bounds`): upwards while the
+    top C scores the best (ties too: a flat val curve at small C means C is too small to matter yet; again stopped
+    by `patience`), downwards while the bottom C is the unique best. The chosen C is the first best (the strongest regularisation on ties)."""
     grid = sorted(float(c) for c in grid)
     scores: dict[float, float] = {}
     best, stale = -np.inf, 0
@@ -93,7 +93,7 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
         # Until the curve has risen clearly above its level at the smallest C, ties and drops within noise do not
         # count against patience (a plateau at small C is not a peak); once it has, every C that does not improve
         # on the best counts (a flat top: larger C, the costliest to fit, cannot change the choice of the first best).
-        risen = best > scores[min(scores)] + noise(best)
+        risen = best > scores[min(scores)] + 2 * noise(best)  # two SEs: a wiggle of the plateau is not a rise
         stale += risen or scores[c] < best - noise(best)
 
     for c in grid:

@@ -272,7 +272,8 @@ class PathSolver:
                     lvc, lgc = self.loss_grad(zc, dtype, loss)
                     lv, lg = lv.index_copy(0, cols, lvc), lg.index_copy(1, cols, lgc)
                 f, g_new = self.with_reg(theta_new, lv, lg, lam)
-                self.memory.push(theta_new - theta, g_new - g)
+                if self.newton is None:  # Newton steps need no curvature pairs
+                    self.memory.push(theta_new - theta, g_new - g)
                 theta, g = theta_new, g_new
                 gmax = float(g.abs().max())
                 info["n_iter"] += 1
@@ -280,9 +281,9 @@ class PathSolver:
                 info["float64_iter"] += dtype == torch.float64
             if gmax <= self.tol or info["n_iter"] >= self.max_iter:
                 break
-        info.update(method="lbfgs" if self.newton is None else f"newton-{self.newton}", grad_max=gmax, converged=gmax <= self.tol,
-                    objective=float(f.sum()),
-                    fit_s=time.perf_counter() - t0, device=self.dev.type)
+        info.update(method="lbfgs" if self.newton is None else f"newton-{self.newton}", grad_max=gmax,
+                    converged=gmax <= self.tol, objective=float(f.sum()), fit_s=time.perf_counter() - t0,
+                    device=self.dev.type)
         self._last = (theta, z, lv, lg)
         return theta, info
 
@@ -316,7 +317,10 @@ class PathSolver:
         sw = w.sqrt()
         b = self._gram[None] * sw.T[:, :, None] * sw.T[:, None, :]
         b.diagonal(dim1=1, dim2=2).add_(lam)
-        chol = torch.linalg.cholesky(b)
+        chol, bad = torch.linalg.cholesky_ex(b)  # lam I + PSD: fails only when extremely ill-conditioned
+        if bool(bad.any()):
+            ridge = 1e-10 * b.diagonal(dim1=1, dim2=2).sum(1) / b.shape[1]
+            chol, bad = torch.linalg.cholesky_ex(b + torch.diag_embed(ridge[:, None].expand(-1, b.shape[1])))
 
         def solve(v: torch.Tensor) -> torch.Tensor:  # v: regularised rows of theta x columns
             xv = x @ v[: self.d] + (0.0 if self.scaling is None else self.scaling * v[self.d :])
@@ -327,14 +331,16 @@ class PathSolver:
             return (v - back) / lam
 
         if self.scaling is not None:
-            return -solve(g)
-        gw, gb = g[: self.d], g[self.d]
-        hwb, hbb = x.T @ w, w.sum(0)  # the intercept's Hessian column
-        a, c = solve(gw), solve(hwb)
-        schur = hbb - (hwb * c).sum(0)
-        ok = schur > 1e-12 * hbb.clamp_min(1e-300)
-        db = torch.where(ok, (-gb + (hwb * a).sum(0)) / torch.where(ok, schur, 1.0), 0.0)
-        return -torch.cat([a + c * db, -db[None]])
+            d = -solve(g)
+        else:
+            gw, gb = g[: self.d], g[self.d]
+            hwb, hbb = x.T @ w, w.sum(0)  # the intercept's Hessian column
+            a, c = solve(gw), solve(hwb)
+            schur = hbb - (hwb * c).sum(0)
+            ok = schur > 1e-12 * hbb.clamp_min(1e-300)
+            db = torch.where(ok, (-gb + (hwb * a).sum(0)) / torch.where(ok, schur, 1.0), 0.0)
+            d = -torch.cat([a + c * db, -db[None]])
+        return torch.where(bad[None] == 0, d, -g)  # still not factorised: a gradient step
 
     def _line_search(self, loss: _Loss, theta, d, z, a, lam, f0, g0) -> torch.Tensor | None:
         """A step per group satisfying Armijo, refined by Newton steps on the 1-D restriction (no GEMM needed: the
