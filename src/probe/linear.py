@@ -76,7 +76,8 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
     otherwise walked the grid to its end, 1e5, at the Cs that cost the most iterations). If it was walked to the
     end, it is extended one grid step at a time (at most `max_extra` steps, within `bounds`): upwards while the
     top C scores the best (ties too: a flat val curve at small C means C is too small to matter yet; again stopped
-    by `patience`), downwards while the bottom C is the unique best. The chosen C is the first best (the strongest regularisation on ties)."""
+    by `patience`), downwards while the bottom C is the unique best. The chosen C is the first best (the strongest
+    regularisation on ties)."""
     grid = sorted(float(c) for c in grid)
     scores: dict[float, float] = {}
     best, stale = -np.inf, 0

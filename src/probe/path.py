@@ -180,15 +180,12 @@ class PathSolver:
         if intercept_scaling is None:
             self.reg_mask[self.d] = 0
         self.memory = _Memory(history, self.loss.red)
-        # Few features (conv layers, logits): Newton steps with each column's exact (d+1) x (d+1) Hessian, a handful
-        # per C where L-BFGS needs hundreds on these ill-conditioned (pooled, correlated) features. Wide features
-        # keep L-BFGS: the Hessians' cost grows as k (d+1)^2 n.
-        # More features than rows (fc layers of a small target): the same Newton step through the n x n kernel
-        # (Woodbury), one n x n Cholesky per column.
-        # Costs per step, weighted by what runs slowly here (batched float64 Cholesky ~12 GFLOP/s on 2 cores vs
-        # ~100 for the GEMMs): an L-BFGS step costs ~3 ms of operator overhead on these small problems, and Newton
-        # needs ~5-10x fewer steps, so Newton only where a step stays within a few times that (measured on
-        # layer_study: fc layers with n = 400-900 rows are faster with L-BFGS, conv layers with Newton).
+        # Small problems take Newton steps: a handful per C where L-BFGS needs hundreds on ill-conditioned (pooled,
+        # correlated) conv features. The step solves each column's (d+1) x (d+1) Hessian ("primal") or, with fewer
+        # rows than features, an n x n system ("kernel", Woodbury), whichever costs less. Newton is used only where a
+        # step costs a few L-BFGS steps (~3 ms of operator overhead each on these sizes; batched float64 Cholesky
+        # runs at ~12 GFLOP/s on 2 cores): measured on layer_study, conv layers are faster with Newton, fc layers
+        # (d = 1,024, n = 400-900) with L-BFGS.
         q, n, k = self.d + 1, self.n, self.k
         primal, kernel = k * q * q * (q + n / 2), k * n ** 3 + 4 * n * q * k
         self.newton = None if multinomial or min(primal, kernel) > NEWTON_FLOPS else \
