@@ -2,8 +2,9 @@
 (classifier=linear_svm, the C-path solver) and once with the reference (classifier=linear_svm_liblinear).
 
 Each run goes to its own temp cache and sweep dir; the stage times are summed from the jobs' result.json
-`timings_s` (`estimate`, the cheap transferability estimates every job records, apart from `probe`). Goals (issue 14): the probe's share of the jobs' time <= 15%, and the study's wall time
-<= 1.5 x (source training + one extraction per target). `--smoke`: 1 target x 2 layers, tiny sizes.
+`timings_s` (`estimate`, the cheap transferability estimates every job records, apart from `probe`). Goals
+(issue 14): the probe's share of the jobs' time <= 15%, and the study's wall time <= 1.5 x (source training + one
+extraction per target). `--smoke`: 1 target x 2 layers, tiny sizes.
 """
 
 from __future__ import annotations

@@ -295,10 +295,7 @@ class PathSolver:
             self._xq = torch.cat([self.xt32.double(), ones])
         xq, k, w = self._xq, z.shape[1], loss.curvature(z)
         h = (xq[None] * w.T[:, None, :]) @ xq.T + torch.diag_embed((lam * self.reg_mask[:, 0]).expand(k, -1))
-        chol, bad = torch.linalg.cholesky_ex(h)
-        if bool(bad.any()):
-            ridge = 1e-10 * h.diagonal(dim1=1, dim2=2).sum(1).clamp_min(1.0) / h.shape[1]
-            chol, bad = torch.linalg.cholesky_ex(h + torch.diag_embed(ridge[:, None].expand(-1, h.shape[1])))
+        chol, bad = _factor(h, floor=1.0)
         d = -torch.cholesky_solve(g.T[..., None], chol)[..., 0].T
         return torch.where(bad[None] == 0, d, -g)  # still singular: a gradient step
 
@@ -314,10 +311,7 @@ class PathSolver:
         sw = w.sqrt()
         b = self._gram[None] * sw.T[:, :, None] * sw.T[:, None, :]
         b.diagonal(dim1=1, dim2=2).add_(lam)
-        chol, bad = torch.linalg.cholesky_ex(b)  # lam I + PSD: fails only when extremely ill-conditioned
-        if bool(bad.any()):
-            ridge = 1e-10 * b.diagonal(dim1=1, dim2=2).sum(1) / b.shape[1]
-            chol, bad = torch.linalg.cholesky_ex(b + torch.diag_embed(ridge[:, None].expand(-1, b.shape[1])))
+        chol, bad = _factor(b, floor=0.0)  # lam I + PSD: fails only when extremely ill-conditioned
 
         def solve(v: torch.Tensor) -> torch.Tensor:  # v: regularised rows of theta x columns
             xv = x @ v[: self.d] + (0.0 if self.scaling is None else self.scaling * v[self.d :])
@@ -362,6 +356,16 @@ class PathSolver:
                 break
             t = torch.where(done, t, torch.where(armijo, newton, 0.5 * t))
         return None if not bool((best_t > 0).any()) else best_t
+
+
+def _factor(m: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched Cholesky of symmetric matrices; those that fail are retried with a ridge of 1e-10 x their mean
+    diagonal (the trace at least `floor`). Returns (factors, info): info != 0 where even that failed."""
+    chol, bad = torch.linalg.cholesky_ex(m)
+    if bool(bad.any()):
+        ridge = 1e-10 * m.diagonal(dim1=1, dim2=2).sum(1).clamp_min(floor) / m.shape[1]
+        chol, bad = torch.linalg.cholesky_ex(m + torch.diag_embed(ridge[:, None].expand(-1, m.shape[1])))
+    return chol, bad
 
 
 def encode_targets(y: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray, bool]:
