@@ -96,6 +96,29 @@ def test_kernel_newton_on_wide_features_matches_lbfgs(loss, scaling, monkeypatch
             svm_objective(svc.coef_, svc.intercept_, x, y, 10.0, svc.classes_, 1.0) * (1 + 1e-6)
 
 
+def test_active_set_newton_along_a_path_matches_lbfgs(monkeypatch):
+    """Squared hinge where a full kernel Newton step costs too much ("active" mode): L-BFGS while many rows are
+    inside the margin (small C), kernel Newton on just those rows once few are; every C reaches L-BFGS's optimum."""
+    x, y = blobs(n=60, d=150, k=3, seed=7)
+    Cs = [1e-2, 1e-1, 10.0, 1e3]
+    # 3 x 60^3 (a full kernel step) > 3e5 >= 4 n (d + 1) k: Newton steps only with <= 39 rows inside the margin
+    monkeypatch.setattr("src.probe.path.NEWTON_FLOPS", 3e5)
+    ours = LinearPathClassifier(tol=1e-8, device="cpu")
+    path = ours.fit_path(x, y, Cs)
+    methods = [p["method"] for p in path]
+    assert methods[0].startswith("lbfgs") and methods[-1] == "newton-kernel", methods
+    monkeypatch.setattr("src.probe.path.NEWTON_FLOPS", 0.0)
+    ref = LinearPathClassifier(tol=1e-8, device="cpu")
+    ref_path = ref.fit_path(x, y, Cs)
+    assert all(p["method"] == "lbfgs" for p in ref_path)
+    for p, r in zip(path, ref_path):
+        assert p["converged"] and p["objective"] <= r["objective"] * (1 + 1e-6) + 1e-12
+    s = np.where(y[:, None] == ours.classes_[None, :], 1.0, -1.0)  # exact optimality at the last C
+    gz = -2 * Cs[-1] * s * np.maximum(0, 1 - s * (x @ ours.coef_.T + ours.intercept_))
+    bound = 1e-6 * Cs[-1] * len(x)
+    assert np.abs(ours.coef_ + gz.T @ x).max() <= bound and np.abs(gz.sum(0)).max() <= bound
+
+
 @pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
 def test_log_loss_matches_logisticregression(C):
     x, y = blobs(seed=2)

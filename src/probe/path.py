@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 
 LOSSES = ("squared_hinge", "log")
 NEWTON_FLOPS = 3e8  # Newton steps when their weighted cost (PathSolver.__init__) is at most this; L-BFGS above
+KERNEL_ROWS = 4096  # the kernel Newton step keeps an n x n float64 Gram matrix: at most 128 MB
 
 
 def _device(name: str) -> torch.device:
@@ -117,6 +118,10 @@ class _Memory:
     lam: float = 0.0
     pairs: list = field(default_factory=list)
     gamma: torch.Tensor | None = None  # initial inverse Hessian scale per group
+    # The pairs restricted to the active columns `cols`, kept in step with `pairs` while `cols` stays the same (it
+    # changes a few times per C): picking every pair's columns afresh at each iteration cost ~7% of a P4 path.
+    cols: torch.Tensor | None = None
+    picked: list = field(default_factory=list)
 
     def _rho(self, s, y):
         sy, yy = self.red(s * y), self.red(y * y)
@@ -129,13 +134,15 @@ class _Memory:
         for s, y, _ in self.pairs:
             y = y + (lam - self.lam) * reg_mask * s
             pairs.append((s, y, self._rho(s, y)[0]))
-        self.pairs, self.lam = pairs, lam
+        self.pairs, self.lam, self.cols, self.picked = pairs, lam, None, []
 
     def push(self, s: torch.Tensor, y: torch.Tensor) -> None:
         rho, ok, sy, yy = self._rho(s, y)
         if not bool(ok.any()):
             return
         self.pairs = (self.pairs + [(s, y, rho)])[-self.size:]
+        if self.cols is not None:
+            self.picked = (self.picked + [tuple(m.index_select(-1, self.cols) for m in (s, y, rho))])[-self.size:]
         scale = sy / torch.where(ok, yy, torch.ones_like(yy))
         self.gamma = torch.where(ok, scale, self.gamma if self.gamma is not None else scale)
 
@@ -144,7 +151,12 @@ class _Memory:
         converged, and each vector operation then costs len(cols) / k of the full one."""
         pick = (lambda m: m) if cols is None else (lambda m: m.index_select(-1, cols))
         q, alphas = -pick(g), []
-        pairs = [(pick(s), pick(y), pick(rho)) for s, y, rho in self.pairs]
+        if cols is None:
+            pairs, self.cols, self.picked = self.pairs, None, []
+        else:
+            if self.cols is None or not torch.equal(cols, self.cols):
+                self.cols, self.picked = cols, [(pick(s), pick(y), pick(rho)) for s, y, rho in self.pairs]
+            pairs = self.picked
         for s, y, rho in reversed(pairs):
             a = rho * self.red(s * q)
             q = q.addcmul_(y, a, value=-1)
@@ -184,12 +196,17 @@ class PathSolver:
         # correlated) conv features. The step solves each column's (d+1) x (d+1) Hessian ("primal") or, with fewer
         # rows than features, an n x n system ("kernel", Woodbury), whichever costs less. Newton is used only where a
         # step costs a few L-BFGS steps (~3 ms of operator overhead each on these sizes; batched float64 Cholesky
-        # runs at ~12 GFLOP/s on 2 cores): measured on layer_study, conv layers are faster with Newton, fc layers
-        # (d = 1,024, n = 400-900) with L-BFGS.
+        # runs at ~12 GFLOP/s on 2 cores): measured on layer_study, conv layers are faster with Newton; fc layers
+        # (d = 1,024, n = 400-900) were faster with L-BFGS than with a full kernel step, and faster still in
+        # "active" mode (fc6 + fc7 probes 18.6 -> 11.1 s, iterations 180-500 -> 35-90 per probe).
+        # Larger squared-hinge problems ("active") choose at each iteration: the kernel Newton step needs only the
+        # rows inside the margin (the others have zero curvature), so once C is large enough that few rows are
+        # (where L-BFGS is slowest: fc layers took 30-100 iterations per C there), a Newton step costs little.
         q, n, k = self.d + 1, self.n, self.k
         primal, kernel = k * q * q * (q + n / 2), k * n ** 3 + 4 * n * q * k
-        self.newton = None if multinomial or min(primal, kernel) > NEWTON_FLOPS else \
-            "primal" if primal <= kernel else "kernel"
+        self.newton = None if multinomial else "primal" if primal <= min(kernel, NEWTON_FLOPS) else \
+            "kernel" if kernel <= NEWTON_FLOPS else \
+            "active" if loss == "squared_hinge" and n <= KERNEL_ROWS and 4 * n * q * k < NEWTON_FLOPS else None
         self._xq = None  # for Newton: the float64 (d + 1) x n features with the intercept's row
         self._gram = None  # for the kernel form: X~ X~^T of the regularised columns (n x n, float64)
         self._drift = 0  # steps since z was last computed exactly
@@ -230,7 +247,7 @@ class PathSolver:
         theta = torch.zeros(self.d + 1, self.k, dtype=torch.float64, device=self.dev) if theta is None \
             else theta.clone()
         self.memory.retarget(lam, self.reg_mask)
-        info = {"C": float(C), "n_iter": 0, "float64_iter": 0}
+        info = {"C": float(C), "n_iter": 0, "float64_iter": 0, "newton_iter": 0}
         gmax, f = math.inf, None
         # z is updated as z + t X d: recompute it exactly every 100 steps so rounding cannot pile up along the path.
         warm = self._last if self._last is not None and theta0 is self._last[0] and self._drift < 100 else None
@@ -252,8 +269,10 @@ class PathSolver:
                 loss = self.loss if cols is None else self.loss.subset(cols)
                 on = (lambda m: m) if cols is None else (lambda m: m[..., cols])
                 # for the active columns only
-                d = self.memory.direction(g, cols) if self.newton is None else \
-                    (self._newton if self.newton == "primal" else self._newton_kernel)(loss, on(z), on(g), lam)
+                method = self._method(loss, on(z))
+                d = self.memory.direction(g, cols) if method is None else \
+                    (self._newton if method == "primal" else self._newton_kernel)(loss, on(z), on(g), lam)
+                info["newton_iter"] += method is not None
                 dw, db = self.split(d)
                 a = (self.x(dtype) @ dw.to(dtype)).double() + self._bias(db)
                 step = self._line_search(loss, on(theta), d, on(z), a, lam, on(f), loss.red(on(g) * d))
@@ -269,7 +288,7 @@ class PathSolver:
                     lvc, lgc = self.loss_grad(zc, dtype, loss)
                     lv, lg = lv.index_copy(0, cols, lvc), lg.index_copy(1, cols, lgc)
                 f, g_new = self.with_reg(theta_new, lv, lg, lam)
-                if self.newton is None:  # Newton steps need no curvature pairs
+                if self.newton in (None, "active"):  # only L-BFGS steps use the curvature pairs
                     self.memory.push(theta_new - theta, g_new - g)
                 theta, g = theta_new, g_new
                 gmax = float(g.abs().max())
@@ -278,11 +297,22 @@ class PathSolver:
                 info["float64_iter"] += dtype == torch.float64
             if gmax <= self.tol or info["n_iter"] >= self.max_iter:
                 break
-        info.update(method="lbfgs" if self.newton is None else f"newton-{self.newton}", grad_max=gmax,
+        newton = "newton-primal" if self.newton == "primal" else "newton-kernel"
+        method = newton if info["newton_iter"] == info["n_iter"] > 0 else \
+            "lbfgs" if info["newton_iter"] == 0 else f"lbfgs+{newton}"
+        info.update(method=method if info["n_iter"] or self.newton in (None, "active") else newton, grad_max=gmax,
                     converged=gmax <= self.tol, objective=float(f.sum()), fit_s=time.perf_counter() - t0,
                     device=self.dev.type)
         self._last = (theta, z, lv, lg)
         return theta, info
+
+    def _method(self, loss: _Loss, z: torch.Tensor) -> str | None:
+        """This iteration's step: "primal" or "kernel" Newton, or None (L-BFGS). In "active" mode: kernel Newton
+        when its cost over the rows inside the margin (the most of any column) is within NEWTON_FLOPS."""
+        if self.newton != "active":
+            return self.newton
+        rows = int((loss.t * z < 1).sum(0).max())
+        return "kernel" if z.shape[1] * rows ** 3 + 4 * self.n * (self.d + 1) * z.shape[1] <= NEWTON_FLOPS else None
 
     def _newton(self, loss: _Loss, z: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
         """-H^-1 g per column, H = lam diag(reg_mask) + X~^T diag(curvature) X~ (X~: the features and the intercept's
@@ -309,13 +339,23 @@ class PathSolver:
             self._gram = x @ x.T + (0.0 if self.scaling is None else self.scaling ** 2)
         w = loss.curvature(z)
         sw = w.sqrt()
-        b = self._gram[None] * sw.T[:, :, None] * sw.T[:, None, :]
+        # Rows with zero curvature (squared hinge: outside the margin) have B's identity rows and a zero right-hand
+        # side: each column's system is its rows inside the margin, padded with outside rows to the largest count.
+        inside = w > 0
+        rows = max(int(inside.sum(0).max()), 1)
+        order = None if rows == self.n else torch.sort((~inside).to(torch.uint8), dim=0, stable=True)[1][:rows]
+        swo = sw if order is None else sw.gather(0, order)  # rows x columns; padding rows have 0
+        gram = self._gram[None] if order is None else self._gram[order.T[:, :, None], order.T[:, None, :]]
+        b = gram * swo.T[:, :, None] * swo.T[:, None, :]
         b.diagonal(dim1=1, dim2=2).add_(lam)
         chol, bad = _factor(b, floor=0.0)  # lam I + PSD: fails only when extremely ill-conditioned
 
         def solve(v: torch.Tensor) -> torch.Tensor:  # v: regularised rows of theta x columns
             xv = x @ v[: self.d] + (0.0 if self.scaling is None else self.scaling * v[self.d :])
-            u = sw * torch.cholesky_solve((sw * xv).T[..., None], chol)[..., 0].T
+            rhs = sw * xv if order is None else swo * xv.gather(0, order)
+            u = swo * torch.cholesky_solve(rhs.T[..., None], chol)[..., 0].T
+            if order is not None:
+                u = torch.zeros_like(xv).scatter_(0, order, u)
             back = x.T @ u
             if self.scaling is not None:
                 back = torch.cat([back, self.scaling * u.sum(0, keepdim=True)])
