@@ -268,3 +268,17 @@ def test_a_flat_top_after_the_rise_stops_the_walk():
     # A plateau at small C (ties at its level) is still walked through: the rise comes later.
     late = lambda c: 0.1 if c < 10 else 0.8  # noqa: E731
     assert max(search_C(late, grid, patience=3, n_val=200).items(), key=lambda kv: (kv[1], -kv[0]))[0] == 10.0
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "mean_per_class_accuracy"])
+def test_val_scores_on_the_path_equal_scikit_learns_metrics(metric):
+    """score_decisions computes the single-label val metrics directly (speed); they equal scikit-learn's, with
+    string labels, unbalanced classes and a class the classifier never predicts."""
+    from src.probe.linear import METRICS, score_decisions
+
+    rng = np.random.default_rng(3)
+    names = np.array(["cat", "dog", "emu", "fox"])
+    y = names[rng.choice(4, 300, p=[0.5, 0.3, 0.15, 0.05])]
+    clf = LinearPathClassifier(tol=1e-6, device="cpu").fit(rng.normal(size=(300, 5)), y)
+    scores = rng.normal(size=(300, 4)) * [1, 1, 1, 0.01] + [0, 0, 0, -5]  # "fox" never predicted
+    assert score_decisions(metric, clf, scores, y) == pytest.approx(METRICS[metric](y, clf.labels(scores)), abs=1e-12)

@@ -58,10 +58,19 @@ def score(metric: str, clf, x: np.ndarray, y: np.ndarray) -> float:
 
 
 def score_decisions(metric: str, clf: LinearPathClassifier, scores: np.ndarray, y: np.ndarray) -> float:
-    """score() from the classifier's decision values."""
+    """score() from the classifier's decision values, for the val split at every C of a path. The two
+    single-label metrics are computed directly (equal to scikit-learn's, tests/test_probe_path.py): its input
+    validation took ~3 ms a call, 13% of layer_study's probe time at ~19 Cs per probe."""
     if metric == "map":
         return float(average_precision_score(y, scores, average="macro"))
-    return float(METRICS[metric](y, clf.labels(scores)))
+    pred = clf.labels(scores)
+    if metric == "accuracy":
+        return float(np.mean(pred == y))
+    if metric == "mean_per_class_accuracy":  # the mean recall over the classes present in y (balanced accuracy)
+        classes, idx = np.unique(y, return_inverse=True)
+        hits = np.bincount(idx.reshape(-1), weights=(pred == y), minlength=len(classes))
+        return float(np.mean(hits / np.bincount(idx.reshape(-1), minlength=len(classes))))
+    return float(METRICS[metric](y, pred))
 
 
 def search_C(val_score: Callable[[float], float], grid: list[float], patience: int | None = None,
