@@ -220,12 +220,14 @@ def run_cli() -> None:
     Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR=1, so we set it for Hydra and print one
     line ourselves; a user who sets HYDRA_FULL_ERROR=1 gets the full traceback as usual.
     """
+    from src import compose_once
     from src.check_run import check_sweeper_overrides
 
     try:
         check_sweeper_overrides(sys.argv[1:])
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    compose_once.install()  # a sweep job's config is composed once, not twice (sweeper check + launcher)
     os.environ[FULL_ERROR_ASKED] = os.environ.get("HYDRA_FULL_ERROR", "0")
     if os.environ[FULL_ERROR_ASKED] == "1":
         main()
