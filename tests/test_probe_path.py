@@ -270,6 +270,24 @@ def test_a_flat_top_after_the_rise_stops_the_walk():
     assert max(search_C(late, grid, patience=3, n_val=200).items(), key=lambda kv: (kv[1], -kv[0]))[0] == 10.0
 
 
+def test_a_clear_fall_past_the_peak_ends_the_walk_at_once():
+    """P4's curve (2,000 val images, SE 0.0097 at 0.25): after the peak at C=0.316 the next C falls 4.3 SEs, more
+    than FALL = 3: the walk ends there instead of spending patience on two more (costly, large) Cs. A fall within
+    3 SEs only counts against patience as before."""
+    curve = {1e-2: 0.19, 0.0316: 0.234, 0.1: 0.2475, 0.316: 0.25, 1.0: 0.208, 3.16: 0.2265, 10.0: 0.223,
+             31.6: 0.26}
+    grid = sorted(curve)
+    asked = []
+    scores = search_C(lambda c: asked.append(c) or curve[c], grid, patience=3, n_val=2000)
+    assert asked[-1] == 1.0 and max(scores, key=scores.get) == 0.316
+    gentle = {**curve, 1.0: 0.235}  # 1.5 SEs below the best: the walk goes on (patience 3: up to C=10)
+    asked = []
+    search_C(lambda c: asked.append(c) or gentle[c], grid, patience=3, n_val=2000)
+    assert asked[-1] == 10.0
+    walked = search_C(lambda c: curve.get(c, 0.2), grid, patience=None, n_val=2000)  # patience=None: walk it all
+    assert set(grid) <= set(walked)
+
+
 @pytest.mark.parametrize("metric", ["accuracy", "mean_per_class_accuracy"])
 def test_val_scores_on_the_path_equal_scikit_learns_metrics(metric):
     """score_decisions computes the single-label val metrics directly (speed); they equal scikit-learn's, with

@@ -35,6 +35,7 @@ from sklearn.utils.validation import check_is_fitted
 
 LOSSES = ("squared_hinge", "log")
 NEWTON_FLOPS = 3e8  # Newton steps when their weighted cost (PathSolver.__init__) is at most this; L-BFGS above
+XT_BLOCK = 1024  # feature rows per block of the gradient's GEMM X^T G on the CPU (PathSolver._xt_mm)
 KERNEL_ROWS = 4096  # the kernel Newton step keeps an n x n float64 Gram matrix: at most 128 MB
 
 
@@ -233,8 +234,19 @@ class PathSolver:
     def loss_grad(self, z, dtype, loss: _Loss | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss part of the objective and its gradient in theta (the GEMM X^T dL/dZ)."""
         val, gz = (loss or self.loss).value_grad(z)
-        gw = (self.x(dtype).T @ gz.to(dtype)).double()
+        gw = self._xt_mm(gz.to(dtype)).double()
         return val, torch.cat([gw, self._bias(gz.sum(0))[None]])
+
+    def _xt_mm(self, m: torch.Tensor) -> torch.Tensor:
+        """X^T m (d x columns), in m's dtype. On the CPU in blocks of 1,024 feature rows: MKL shares this skinny
+        product between the cores less well than the blocks (13-16% faster at P4's sizes on 2 cores, measured)."""
+        xt = self.x(m.dtype).T
+        if xt.device.type != "cpu" or self.d <= XT_BLOCK:
+            return xt @ m
+        out = torch.empty(self.d, m.shape[1], dtype=m.dtype, device=xt.device)
+        for j in range(0, self.d, XT_BLOCK):
+            torch.mm(xt[j : j + XT_BLOCK], m, out=out[j : j + XT_BLOCK])
+        return out
 
     def with_reg(self, theta, val, g, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
         return val + 0.5 * lam * self.loss.red(self.reg_mask * theta * theta), g + lam * self.reg_mask * theta
