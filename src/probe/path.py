@@ -267,8 +267,10 @@ class PathSolver:
         for dtype in (torch.float32, torch.float64):
             # Warm-started from the previous solve: its decision values and loss gradient still hold (2 GEMMs saved).
             z, lv, lg = warm[1:] if warm is not None and dtype == torch.float32 else (None, None, None)
-            if z is None:
-                z, self._drift = self.decisions(theta, dtype), 0
+            if z is None:  # (from zeros: z = 0 without a GEMM)
+                z = self.decisions(theta, dtype) if theta0 is not None or info["n_iter"] else \
+                    torch.zeros(self.n, self.k, dtype=torch.float64, device=self.dev)
+                self._drift = 0
                 lv, lg = self.loss_grad(z, dtype)
             f, g = self.with_reg(theta, lv, lg, lam)
             gmax = float(g.abs().max())
