@@ -64,3 +64,17 @@ def test_frechet_distance_properties():
     assert frechet_distance(a, 3 * b) > frechet_distance(a, b)
     wide = rng.normal(size=(50, 80))  # fewer rows than dims: still finite
     assert np.isfinite(frechet_distance(wide, wide + 1))
+
+
+@pytest.mark.parametrize("n, d", [(300, 40), (60, 200)])
+def test_hscore_equals_its_definition_with_the_pseudo_inverse(n, d):
+    """tr(pinv(cov_f) cov_g) computed literally (d x d), against ours (the smaller Gram matrix's eigenvectors),
+    with more rows than features and fewer (an fc layer on a small target: cov_f is singular)."""
+    labels = rng.integers(0, 4, n)
+    f = np.maximum(rng.normal(size=(n, d)) + rng.normal(size=(4, d))[labels], 0)
+    fc = f - f.mean(0)
+    cov_f = fc.T @ fc / n
+    means = np.stack([fc[labels == k].mean(0) for k in range(4)])
+    cov_g = sum((labels == k).sum() * np.outer(means[k], means[k]) for k in range(4)) / n
+    literal = np.trace(np.linalg.pinv(cov_f, rcond=1e-10, hermitian=True) @ cov_g)
+    assert hscore(f, labels) == pytest.approx(literal, rel=1e-8)

@@ -84,20 +84,15 @@ def _is_torch(x) -> bool:
 
 
 def hscore(features: np.ndarray, labels: np.ndarray) -> float:
-    """H-score: how much of the features' covariance is explained by the class means (pseudo-inverse for rank)."""
+    """H-score: how much of the features' covariance is explained by the class means (pseudo-inverse for rank).
+
+    tr(pinv(cov_f) cov_g), cov_g = sum_k n_k mu_k mu_k^T / n, on centred features F = U S V^T equals
+    sum_k |U^T y_k|^2 / n_k (y_k: class k's 0/1 column; U over the non-zero singular values): the eigenvectors of
+    the smaller Gram matrix suffice (for an fc layer on a small target, n x n instead of d x d)."""
     f = np.asarray(features, dtype=np.float64)
-    f = f - f.mean(0)
     _, y, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
-    cov_f = f.T @ f / len(f)
-    means = np.zeros((len(counts), f.shape[1]))
-    np.add.at(means, y.reshape(-1), f)
-    means /= counts[:, None]
-    # tr(pinv(cov_f) cov_g) with cov_g = sum_k n_k mu_k mu_k^T / n, through cov_f's eigenbasis: no d x d products
-    # beyond the eigendecomposition (the same cut-off as pinv(rcond=1e-10, hermitian=True)).
-    w, v = np.linalg.eigh(cov_f)
-    inv = np.where(np.abs(w) > 1e-10 * np.abs(w).max(), 1.0 / np.where(w == 0, 1.0, w), 0.0)
-    b = v.T @ (means.T * np.sqrt(counts))
-    return float((inv[:, None] * b * b).sum() / len(f))
+    _, x2 = _spectrum_and_projections(f - f.mean(0), np.eye(len(counts))[y.reshape(-1)])
+    return float((x2 / counts).sum())
 
 
 def _joint(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
