@@ -89,8 +89,37 @@ def _bad_name(entry: Path, name: Any) -> bool:
     return p.is_symlink() or not p.resolve().is_relative_to(entry.resolve())
 
 
+# Entries this process hashed and found intact -> the stat signature of their files then. A sweep's jobs look up
+# the same source and feature entries again and again (layer_study: 56 jobs x ~0.13 s of sha256 over ~75 MB);
+# an entry whose files all keep their size, mtime, ctime and inode is not re-hashed. Any write, truncation,
+# replacement or rename changes ctime or the inode (neither can be set back), and a new process hashes afresh.
+_intact: dict[tuple[str, str | None], tuple] = {}
+
+
+def _signature(entry: Path) -> tuple | None:
+    try:
+        files = sorted(p for p in entry.rglob("*") if p.is_file() or p.is_symlink())
+        return tuple((str(p.relative_to(entry)), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+                     for p in files for st in (p.lstat(),))
+    except OSError:
+        return None
+
+
 def verify(entry: Path, key: str | None = None) -> str | None:
-    """None if the entry is complete and intact (and, given `key`, holds that key's payload), else a reason."""
+    """None if the entry is complete and intact (and, given `key`, holds that key's payload), else a reason.
+    The files' hashes are checked once per process while their stat signature stays the same (see `_intact`)."""
+    memo, signature = (str(entry), key), _signature(entry)
+    if signature is not None and _intact.get(memo) == signature:
+        return None
+    problem = _check(entry, key)
+    if problem is None and signature is not None and _signature(entry) == signature:
+        _intact[memo] = signature
+    else:
+        _intact.pop(memo, None)
+    return problem
+
+
+def _check(entry: Path, key: str | None) -> str | None:
     try:
         manifest = json.loads((entry / MANIFEST).read_text())
     except FileNotFoundError:

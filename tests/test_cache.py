@@ -1,4 +1,5 @@
 import json
+import os
 import threading
 import time
 
@@ -97,3 +98,18 @@ def test_concurrent_builders_build_once(tmp_path):
         t.join()
     assert len(calls) == 1
     assert sorted(hit for _, hit in results) == [False, True, True]
+
+
+def test_a_verified_entry_is_rehashed_after_any_write_even_with_its_mtime_set_back(tmp_path):
+    """verify() skips re-hashing an entry this process found intact while its files' stat signature is unchanged
+    (a sweep looks the same entries up once per job); a same-size overwrite whose mtime is put back still
+    changes ctime, so the damage is found."""
+    store = Store(tmp_path)
+    entry, _ = store.get_or_build("s", {"x": 1}, lambda d: (d / "w.bin").write_bytes(b"x" * 1000))
+    key = make_key({"x": 1})
+    assert verify(entry, key) is None and verify(entry, key) is None  # the second from the memo
+    before = (entry / "w.bin").stat()
+    (entry / "w.bin").write_bytes(b"y" * 1000)
+    os.utime(entry / "w.bin", ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert "hash" in verify(entry, key)
+    assert store.lookup("s", key) is None
