@@ -86,10 +86,16 @@ def source_net(cfg: DictConfig, plan: Plan, source: Stage):
     return impl.load(plan.spec, cfg.source, weights), impl.tap_nodes(plan.spec), impl.preprocess(plan.spec, cfg.source)
 
 
+_NUM_PARAMS: dict[str, int] = {}  # source key -> parameter count (a sweep's jobs share a few sources)
+
+
 def source_num_params(cfg: DictConfig, plan: Plan, source: Stage) -> int:
-    """The source net's parameter count: a static baseline the estimators must beat (rank nets by size)."""
-    model, _, _ = source_net(cfg, plan, source)
-    return int(sum(p.numel() for p in model.parameters()))
+    """The source net's parameter count: a static baseline the estimators must beat (rank nets by size). Counted
+    once per source and process (it meant building the net and loading its weights in every job)."""
+    if source.key not in _NUM_PARAMS:
+        model, _, _ = source_net(cfg, plan, source)
+        _NUM_PARAMS[source.key] = int(sum(p.numel() for p in model.parameters()))
+    return _NUM_PARAMS[source.key]
 
 
 def finetune_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -> Stage:

@@ -86,11 +86,11 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
     otherwise walked the grid to its end, 1e5, at the Cs that cost the most iterations), and a C that falls more
     than `FALL` errors below the best ends the walk at once: the curve has clearly passed its peak (on P4's 2,000
     val images the fall at C=1 was 4.3 errors; the two more Cs that patience walked cost 35% of the path's
-    iterations; on layer_study's 48 probes, walked to the end, no C after such a fall beat the best). If it was walked to the
-    end, it is extended one grid step at a time (at most `max_extra` steps, within `bounds`): upwards while the
-    top C scores the best (ties too: a flat val curve at small C means C is too small to matter yet; again stopped
-    by `patience`), downwards while the bottom C is the unique best. The chosen C is the first best (the strongest
-    regularisation on ties)."""
+    iterations; on layer_study's 48 probes, walked to the end, no C after such a fall beat the best). If it was
+    walked to the end, it is extended one grid step at a time (at most `max_extra` steps, within `bounds`): upwards
+    while the top C scores the best (ties too: a flat val curve at small C means C is too small to matter yet; again
+    stopped by `patience`), downwards while the bottom C is the unique best. The chosen C is the first best (the
+    strongest regularisation on ties)."""
     grid = sorted(float(c) for c in grid)
     scores: dict[float, float] = {}
     best, stale = -np.inf, 0
@@ -174,7 +174,7 @@ def fit_and_score(
         "best_C": float(best_c),
         "val_scores": {str(c): float(s) for c, s in val_scores.items()},
         "C_grid": list(val_scores),
-        "C_grid_extended": [c for c in val_scores if not any(np.isclose(c, g) for g in grid)],
+        "C_grid_extended": [c for c, on in zip(val_scores, np.isclose(list(val_scores), np.c_[grid]).any(0)) if not on],
         "probe_path": [{k: v for k, v in path[c].items() if k not in ("coef", "intercept")}
                        for c in sorted(path)] or None,
         "fit_s": fit_s,
