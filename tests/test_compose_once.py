@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
 from hydra._internal.utils import create_config_search_path
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
@@ -22,7 +23,8 @@ def test_each_job_is_composed_once_and_gets_its_own_overrides(monkeypatch):
     original = ConfigLoaderImpl._load_configuration
     monkeypatch.setattr(ConfigLoaderImpl, "_load_configuration",
                         lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    sweeper = SimpleNamespace(hydra_context=SimpleNamespace(config_loader=loader), config=master)
+    sweeper = SimpleNamespace(hydra_context=SimpleNamespace(config_loader=loader), config=master,
+                              launcher=BasicLauncher())
     batch = [["layer=fc6", "target=digits"], ["layer=fc7", "target=digits"]]
     Sweeper.validate_batch_is_legal(sweeper, batch)  # what every Hydra sweeper calls before launching
     assert len(calls) == 2
@@ -32,3 +34,8 @@ def test_each_job_is_composed_once_and_gets_its_own_overrides(monkeypatch):
     assert jobs[0] is not jobs[1]
     again = loader.load_sweep_config(master, list(batch[0]))  # handed over once only: a second call composes
     assert len(calls) == 3 and again is not jobs[0] and again.layer == "fc6"
+
+    # A launcher that runs the jobs elsewhere (joblib, SLURM) composes them there: nothing is kept for it.
+    sweeper.launcher = object()
+    Sweeper.validate_batch_is_legal(sweeper, batch)
+    assert len(calls) == 5 and not compose_once._composed
