@@ -357,30 +357,39 @@ class PathSolver:
         # side: each column's system is its rows inside the margin, padded with outside rows to the largest count.
         inside = w > 0
         rows = max(int(inside.sum(0).max()), 1)
+        kc = z.shape[1]
         order = None if rows == self.n else torch.sort((~inside).to(torch.uint8), dim=0, stable=True)[1][:rows]
         swo = sw if order is None else sw.gather(0, order)  # rows x columns; padding rows have 0
-        gram = self._gram[None] if order is None else self._gram[order.T[:, :, None], order.T[:, None, :]]
+        if order is None:
+            gram = self._gram[None]
+        else:  # each column's principal submatrix (two gathers: 2x faster than one 2-D advanced index)
+            gram = self._gram.index_select(0, order.T.reshape(-1)).view(kc, rows, self.n)
+            gram = gram.gather(2, order.T[:, None, :].expand(kc, rows, rows))
         b = gram * swo.T[:, :, None] * swo.T[:, None, :]
         b.diagonal(dim1=1, dim2=2).add_(lam)
         chol, bad = _factor(b, floor=0.0)  # lam I + PSD: fails only when extremely ill-conditioned
 
-        def solve(v: torch.Tensor) -> torch.Tensor:  # v: regularised rows of theta x columns
-            xv = x @ v[: self.d] + (0.0 if self.scaling is None else self.scaling * v[self.d :])
-            rhs = sw * xv if order is None else swo * xv.gather(0, order)
-            u = swo * torch.cholesky_solve(rhs.T[..., None], chol)[..., 0].T
+        def solve(v: torch.Tensor) -> torch.Tensor:  # v: regularised rows of theta x columns x right-hand sides
+            r = v.shape[2]
+            xv = (x @ v[: self.d].reshape(self.d, -1)).view(self.n, kc, r)
+            if self.scaling is not None:
+                xv = xv + self.scaling * v[self.d :]
+            xo = xv if order is None else xv.gather(0, order[..., None].expand(rows, kc, r))
+            u = swo[..., None] * torch.cholesky_solve((swo[..., None] * xo).permute(1, 0, 2), chol).permute(1, 0, 2)
             if order is not None:
-                u = torch.zeros_like(xv).scatter_(0, order, u)
-            back = x.T @ u
+                u = torch.zeros_like(xv).scatter_(0, order[..., None].expand(rows, kc, r), u)
+            back = (x.T @ u.reshape(self.n, -1)).view(self.d, kc, r)
             if self.scaling is not None:
                 back = torch.cat([back, self.scaling * u.sum(0, keepdim=True)])
             return (v - back) / lam
 
         if self.scaling is not None:
-            d = -solve(g)
-        else:
+            d = -solve(g[..., None])[..., 0]
+        else:  # both solves (the gradient's and the intercept's Hessian column) in one
             gw, gb = g[: self.d], g[self.d]
             hwb, hbb = x.T @ w, w.sum(0)  # the intercept's Hessian column
-            a, c = solve(gw), solve(hwb)
+            both = solve(torch.stack([gw, hwb], 2))
+            a, c = both[..., 0], both[..., 1]
             schur = hbb - (hwb * c).sum(0)
             ok = schur > 1e-12 * hbb.clamp_min(1e-300)
             db = torch.where(ok, (-gb + (hwb * a).sum(0)) / torch.where(ok, schur, 1.0), 0.0)
