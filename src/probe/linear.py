@@ -60,8 +60,8 @@ def score(metric: str, clf, x: np.ndarray, y: np.ndarray) -> float:
 
 def score_decisions(metric: str, clf: LinearPathClassifier, scores: np.ndarray, y: np.ndarray) -> float:
     """score() from the classifier's decision values, for the val split at every C of a path. The two
-    single-label metrics are computed directly (equal to scikit-learn's, tests/test_probe_path.py): its input
-    validation took ~3 ms a call, 13% of layer_study's probe time at ~19 Cs per probe."""
+    single-label metrics are computed directly (equal to scikit-learn's, tests/test_probe_path.py): scikit-learn's
+    input validation took ~3 ms a call, 13% of layer_study's probe time at ~19 Cs per probe."""
     if metric == "map":
         return float(average_precision_score(y, scores, average="macro"))
     pred = clf.labels(scores)
@@ -85,7 +85,7 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
     0.6 instead of 0.97 at C=316). After the rise every C that does not improve counts (ties too: a flat top
     otherwise walked the grid to its end, 1e5, at the Cs that cost the most iterations), and a C that falls more
     than `FALL` errors below the best ends the walk at once: the curve has clearly passed its peak (on P4's 2,000
-    val images the fall at C=1 was 4.3 errors; the two more Cs that patience walked cost 35% of the path's
+    val images the fall at C=1 was 4.3 errors; the two more Cs that patience walked cost 26 of the path's 66
     iterations; on layer_study's 48 probes, walked to the end, no C after such a fall beat the best). If it was
     walked to the end, it is extended one grid step at a time (at most `max_extra` steps, within `bounds`): upwards
     while the top C scores the best (ties too: a flat val curve at small C means C is too small to matter yet; again
