@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from src.main import execute
-from src.probe.retrieval import mean_average_precision
+from src.probe.retrieval import average_precision, mean_average_precision
 from src.transferability.estimators import ESTIMATORS
 
 
@@ -16,6 +16,23 @@ def test_map_matches_a_hand_computed_example():
     q_y = np.array([0, 1, 1])
     expected = ((1 + 2 / 3) / 2 + (1 + 2 / 3) / 2 + 0.5) / 3
     assert mean_average_precision(q, q_y, db, db_y) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_average_precision_equals_scikit_learns(ties):
+    """Our per-query AP (no per-call validation: speed) against scikit-learn's, on random rankings, with tied
+    scores (grouped as one threshold by both) and with a single relevant item."""
+    from sklearn.metrics import average_precision_score
+
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n = int(rng.integers(2, 60))
+        scores = rng.integers(0, 6, n).astype(float) if ties else rng.normal(size=n)
+        relevant = rng.random(n) < rng.uniform(0.05, 0.6)
+        if not relevant.any():
+            relevant[rng.integers(n)] = True
+        assert average_precision(relevant, scores) == pytest.approx(average_precision_score(relevant, scores),
+                                                                    abs=1e-12)
 
 
 def test_perfect_and_shuffled_features():

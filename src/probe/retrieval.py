@@ -1,7 +1,7 @@
 """Retrieval evaluator: rank the database for each query by L2 distance, score mean average precision.
 
 Features are L2-normalised (the `norm` group), optionally PCA-projected/whitened with the projection fitted on
-the database (the `dimred` group), and L2-normalised again; AP per query comes from scikit-learn.
+the database (the `dimred` group), and L2-normalised again; AP per query is scikit-learn's definition (`average_precision`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from sklearn.metrics import average_precision_score, pairwise_distances
+from sklearn.metrics import pairwise_distances
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
@@ -34,8 +34,20 @@ def mean_average_precision(query: np.ndarray, query_labels: np.ndarray, db: np.n
     for i, label in enumerate(query_labels):
         relevant = db_labels == label
         if relevant.any():
-            aps.append(average_precision_score(relevant, -dist[i]))
+            aps.append(average_precision(relevant, -dist[i]))
     return float(np.mean(aps))
+
+
+def average_precision(relevant: np.ndarray, scores: np.ndarray) -> float:
+    """scikit-learn's `average_precision_score(relevant, scores)` for one query (tied scores form one threshold
+    there too: sum over distinct thresholds, highest first, of the recall gained times the precision), without
+    its input validation, which took ~2 ms of a query's ~2.1 ms (tests/test_retrieval.py checks equality)."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, hits = scores[order], relevant[order].astype(np.float64)
+    ends = np.r_[np.flatnonzero(np.diff(ranked)), len(ranked) - 1]  # the last rank of each distinct score
+    tp = np.cumsum(hits)[ends]
+    recall, precision = tp / tp[-1], tp / (ends + 1)
+    return float(np.sum(np.diff(recall, prepend=0.0) * precision))
 
 
 def retrieval_score(cfg: DictConfig, splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
