@@ -1,7 +1,8 @@
 """Retrieval evaluator: rank the database for each query by L2 distance, score mean average precision.
 
 Features are L2-normalised (the `norm` group), optionally PCA-projected/whitened with the projection fitted on
-the database (the `dimred` group), and L2-normalised again; AP per query is scikit-learn's definition (`average_precision`).
+the database (the `dimred` group), and L2-normalised again; AP per query is scikit-learn's definition
+(`average_precision`).
 """
 
 from __future__ import annotations
