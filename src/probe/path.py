@@ -204,10 +204,11 @@ class PathSolver:
         # rows inside the margin (the others have zero curvature), so once C is large enough that few rows are
         # (where L-BFGS is slowest: fc layers took 30-100 iterations per C there), a Newton step costs little.
         q, n, k = self.d + 1, self.n, self.k
-        primal, kernel = k * q * q * (q + n / 2), k * n ** 3 + 4 * n * q * k
+        primal, kernel = k * q * q * (q + n / 2), self._kernel_cost(n, k)
         self.newton = None if multinomial else "primal" if primal <= min(kernel, NEWTON_FLOPS) else \
             "kernel" if kernel <= NEWTON_FLOPS else \
-            "active" if loss == "squared_hinge" and n <= KERNEL_ROWS and 4 * n * q * k < NEWTON_FLOPS else None
+            "active" if loss == "squared_hinge" and n <= KERNEL_ROWS and self._kernel_cost(0, k) < NEWTON_FLOPS \
+            else None
         self._xq = None  # for Newton: the float64 (d + 1) x n features with the intercept's row
         self._gram = None  # for the kernel form: X~ X~^T of the regularised columns (n x n, float64)
         self._drift = 0  # steps since z was last computed exactly
@@ -312,11 +313,12 @@ class PathSolver:
             if gmax <= self.tol or info["n_iter"] >= self.max_iter:
                 break
         newton = "newton-primal" if self.newton == "primal" else "newton-kernel"
-        method = newton if info["newton_iter"] == info["n_iter"] > 0 else \
-            "lbfgs" if info["newton_iter"] == 0 else f"lbfgs+{newton}"
-        info.update(method=method if info["n_iter"] or self.newton in (None, "active") else newton, grad_max=gmax,
-                    converged=gmax <= self.tol, objective=float(f.sum()), fit_s=time.perf_counter() - t0,
-                    device=self.dev.type)
+        if info["newton_iter"] == 0:  # no step taken, or L-BFGS steps only
+            method = newton if self.newton in ("primal", "kernel") else "lbfgs"
+        else:
+            method = newton if info["newton_iter"] == info["n_iter"] else f"lbfgs+{newton}"
+        info.update(method=method, grad_max=gmax, converged=gmax <= self.tol, objective=float(f.sum()),
+                    fit_s=time.perf_counter() - t0, device=self.dev.type)
         self._last = (theta, z, lv, lg)
         return theta, info
 
@@ -326,7 +328,11 @@ class PathSolver:
         if self.newton != "active":
             return self.newton
         rows = int((loss.t * z < 1).sum(0).max())
-        return "kernel" if z.shape[1] * rows ** 3 + 4 * self.n * (self.d + 1) * z.shape[1] <= NEWTON_FLOPS else None
+        return "kernel" if self._kernel_cost(rows, z.shape[1]) <= NEWTON_FLOPS else None
+
+    def _kernel_cost(self, rows: int, columns: int) -> float:
+        """The cost model of a kernel Newton step: a rows x rows Cholesky per column, plus the n x (d + 1) products."""
+        return columns * rows ** 3 + 4 * self.n * (self.d + 1) * columns
 
     def _newton(self, loss: _Loss, z: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
         """-H^-1 g per column, H = lam diag(reg_mask) + X~^T diag(curvature) X~ (X~: the features and the intercept's
