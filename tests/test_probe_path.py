@@ -119,6 +119,42 @@ def test_active_set_newton_along_a_path_matches_lbfgs(monkeypatch):
     assert np.abs(ours.coef_ + gz.T @ x).max() <= bound and np.abs(gz.sum(0)).max() <= bound
 
 
+def test_primal_newton_over_the_margin_rows_matches_the_full_product_along_a_path(monkeypatch):
+    """The primal Newton Hessian summed over each column's rows inside the margin only (once at most 2/3 of them
+    are) equals the product over all rows, and a path using it reaches the same optimum at every C as one that
+    sums over all rows; a tight tol (float32 stalls short of it) ends in a few float64 steps, not hundreds."""
+    import torch
+
+    from src.probe.path import PathSolver
+
+    x, y = blobs(n=240, d=12, k=4, seed=3)
+    Cs = [1e-3, 1e-1, 10.0, 1e3]
+    gathered = []
+
+    def product_over_all_rows(self, w):
+        return (self._xq[None] * w.T[:, None, :]) @ self._xq.T
+
+    def spy(self, w, margin_rows=PathSolver._curvature_gram):
+        gathered.append(int((w > 0).sum(0).max()) <= 2 * self.n // 3)
+        out = margin_rows(self, w)
+        assert torch.allclose(out, product_over_all_rows(self, w), rtol=1e-10, atol=1e-12)
+        return out
+
+    monkeypatch.setattr(PathSolver, "_curvature_gram", spy)
+    ours = LinearPathClassifier(tol=1e-8, device="cpu")
+    path = ours.fit_path(x, y, Cs)
+    assert all(p["method"] == "newton-primal" for p in path) and any(gathered) and not all(gathered)
+    assert all(p["converged"] and p["n_iter"] <= 20 for p in path), [p["n_iter"] for p in path]
+    monkeypatch.setattr(PathSolver, "_curvature_gram", product_over_all_rows)
+    ref_path = LinearPathClassifier(tol=1e-8, device="cpu").fit_path(x, y, Cs)
+    for p, r in zip(path, ref_path):
+        assert r["converged"] and abs(p["objective"] - r["objective"]) <= 1e-7 * abs(r["objective"])
+    s = np.where(y[:, None] == ours.classes_[None, :], 1.0, -1.0)  # exact optimality at the last C
+    gz = -2 * Cs[-1] * s * np.maximum(0, 1 - s * (x @ ours.coef_.T + ours.intercept_))
+    bound = 1e-6 * Cs[-1] * len(x)
+    assert np.abs(ours.coef_ + gz.T @ x).max() <= bound and np.abs(gz.sum(0)).max() <= bound
+
+
 @pytest.mark.parametrize("C", [0.01, 1.0, 100.0])
 def test_log_loss_matches_logisticregression(C):
     x, y = blobs(seed=2)
