@@ -39,3 +39,31 @@ def test_each_job_is_composed_once_and_gets_its_own_overrides(monkeypatch):
     sweeper.launcher = object()
     Sweeper.validate_batch_is_legal(sweeper, batch)
     assert len(calls) == 5 and not compose_once._composed
+
+
+def test_config_files_are_parsed_once_per_version_and_each_composition_gets_its_own_copy(tmp_path, monkeypatch):
+    """A sweep's compositions share each YAML file's parse (PyYAML's pure-Python loader was a quarter of every
+    composition); a file edited on disk is parsed again, and mutating one composition's config leaves the rest."""
+    import os
+
+    import yaml
+    from hydra._internal.core_plugins.file_config_source import FileConfigSource
+
+    compose_once.install()
+    (tmp_path / "config.yaml").write_text("a: 1\nb: {c: 2}\n")
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(tmp_path)))
+    parses = []
+    original = yaml.load
+    monkeypatch.setattr(yaml, "load", lambda *a, **k: parses.append(1) or original(*a, **k))
+    first = loader.load_configuration("config", overrides=[], run_mode=RunMode.RUN)
+    parsed = len(parses)  # ours and Hydra's own (hydra/config, its launcher, sweeper, logging, ...)
+    second = loader.load_configuration("config", overrides=["b.c=3"], run_mode=RunMode.RUN)
+    assert (first.a, first.b.c, second.b.c) == (1, 2, 3) and len(parses) == parsed, "a file was parsed twice"
+    second.a = 7
+    assert loader.load_configuration("config", overrides=[], run_mode=RunMode.RUN).a == 1
+    assert getattr(FileConfigSource.load_config, "_compose_once", False)
+    stat = os.stat(tmp_path / "config.yaml")
+    (tmp_path / "config.yaml").write_text("a: 5\nb: {c: 2}\n")  # same size: the mtime/inode tell the edit
+    os.utime(tmp_path / "config.yaml", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    third = loader.load_configuration("config", overrides=[], run_mode=RunMode.RUN)
+    assert third.a == 5 and len(parses) == parsed + 1
