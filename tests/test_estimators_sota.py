@@ -107,6 +107,24 @@ def test_nleep_and_sfda_are_near_one_for_tight_clusters_and_near_chance_for_rand
     assert etran_lda(f, y) > etran_lda(f, shuffled) + 0.3
 
 
+@pytest.mark.parametrize("n,d", [(300, 100), (80, 150)])  # more rows than features, and a wide fc-like layer
+def test_gbc_pca_is_scikit_learns_exact_pca(n, d):
+    """GBC's 64-component PCA (the smaller Gram's eigenvectors) gives scikit-learn's exact PCA scores up to each
+    component's sign, so GBC equals GBC on those scores (both Gaussians: signs do not change either)."""
+    from sklearn.decomposition import PCA
+
+    from src.transferability.discriminant import _pca
+
+    y = rng.integers(0, 5, n)
+    f = rng.normal(size=(n, d)) * np.linspace(3, 0.1, d) + 2 * np.eye(5, d)[y] + 1.0
+    ref = PCA(n_components=64, svd_solver="full").fit_transform(f)
+    ours = _pca(f, 64)
+    signs = np.sign((ours * ref).sum(0))
+    assert np.abs(ours * signs - ref).max() <= 1e-8 * np.abs(ref).max()
+    for gaussian in ("spherical", "diagonal"):
+        assert gbc(f, y, gaussian=gaussian) == pytest.approx(gbc(ref, y, gaussian=gaussian), rel=1e-9)
+
+
 def test_single_class_is_a_clear_error():
     with pytest.raises(ValueError, match="at least 2 target classes"):
         sfda(np.ones((5, 2)), np.zeros(5))
