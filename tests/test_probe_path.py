@@ -336,3 +336,21 @@ def test_val_scores_on_the_path_equal_scikit_learns_metrics(metric):
     clf = LinearPathClassifier(tol=1e-6, device="cpu").fit(rng.normal(size=(300, 5)), y)
     scores = rng.normal(size=(300, 4)) * [1, 1, 1, 0.01] + [0, 0, 0, -5]  # "fox" never predicted
     assert score_decisions(metric, clf, scores, y) == pytest.approx(METRICS[metric](y, clf.labels(scores)), abs=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_skinny_products_take_the_faster_orientation_with_the_same_values(dtype):
+    """`_mm` (the solver's feature GEMMs) computes b^T a^T for few columns / float64 (MKL's cliff below 12 columns):
+    the same product either way, for X @ D and X^T G through the stored transpose."""
+    import torch
+
+    from src.probe.path import _mm
+
+    g = torch.Generator().manual_seed(0)
+    xt = torch.randn(96, 300, generator=g, dtype=getattr(torch, dtype))  # d x n, as the solver stores X
+    for cols in (1, 10, 11, 12, 40):
+        d = torch.randn(96, cols, generator=g, dtype=xt.dtype)
+        gz = torch.randn(300, cols, generator=g, dtype=xt.dtype)
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+        assert torch.allclose(_mm(xt.T, d), xt.T @ d, **tol) and _mm(xt.T, d).shape == (300, cols)
+        assert torch.allclose(_mm(xt, gz), xt @ gz, **tol) and _mm(xt, gz).shape == (96, cols)
