@@ -46,9 +46,11 @@ def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     cores: 400 x 1,024 @ 1,024 x 10 0.64 vs 0.18 ms; P4's X @ D on 10 active columns 330 vs 45 ms; 12 columns:
     25 vs 44 ms); in float64 the transposed product is faster at every width (P4's X^T G, 100 columns: 277 vs
     120 ms). Those take the transposed product (the result is its .T view)."""
-    if a.device.type == "cpu" and (a.dtype == torch.float64 or b.shape[1] < 12):
-        return (b.T @ a.T).T
-    return a @ b
+    return (b.T @ a.T).T if _transposed_is_faster(a, b) else a @ b
+
+
+def _transposed_is_faster(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.device.type == "cpu" and (a.dtype == torch.float64 or b.shape[1] < 12)
 
 
 def _device(name: str) -> torch.device:
@@ -255,7 +257,7 @@ class PathSolver:
         """X^T m (d x columns), in m's dtype. On the CPU in blocks of 1,024 feature rows: MKL shares this skinny
         product between the cores less well than the blocks (13-16% faster at P4's sizes on 2 cores, measured)."""
         xt = self.x(m.dtype).T
-        if xt.device.type != "cpu" or self.d <= XT_BLOCK or m.dtype == torch.float64 or m.shape[1] < 12:
+        if xt.device.type != "cpu" or self.d <= XT_BLOCK or _transposed_is_faster(xt, m):
             return _mm(xt, m)
         out = torch.empty(self.d, m.shape[1], dtype=m.dtype, device=xt.device)
         for j in range(0, self.d, XT_BLOCK):
