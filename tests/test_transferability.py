@@ -78,3 +78,19 @@ def test_hscore_equals_its_definition_with_the_pseudo_inverse(n, d):
     cov_g = sum((labels == k).sum() * np.outer(means[k], means[k]) for k in range(4)) / n
     literal = np.trace(np.linalg.pinv(cov_f, rcond=1e-10, hermitian=True) @ cov_g)
     assert hscore(f, labels) == pytest.approx(literal, rel=1e-8)
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "20"), ("28", "28")])
+def test_openblas_workers_stop_spinning_unless_the_user_says_otherwise(preset, expected):
+    """`import src` shortens OpenBLAS's idle spin before numpy loads (the estimators ran ~2x slower against spinning
+    workers of another BLAS pool); a value already in the environment is kept."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if preset is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+    code = "import src, sys, os; assert 'numpy' not in sys.modules; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == expected
