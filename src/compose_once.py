@@ -12,6 +12,10 @@ Each composition also re-read and re-parsed every YAML file of the config tree (
 PyYAML's pure-Python loader, ~1/4 of a composition): `install()` keeps each file's parsed config, keyed by its
 path, size, mtime and inode (an edited file is parsed again; a packaged one by package and name), and hands every
 composition its own deep copy.
+
+Within one batch's validation, jobs that differ only in plain values (`layer=fc6,fc7`: one defaults list) also share
+the merge of their config files (60% of a composition): it is done once per distinct defaults list and each job
+gets a deep copy before its own value overrides are applied. layer_study's 56 jobs have 7 defaults lists.
 """
 
 from __future__ import annotations
@@ -45,6 +49,22 @@ def _package_identity(source, config_path: str) -> tuple:
     return type(source).__name__, source.path, config_path
 
 
+_merged: dict[tuple, Any] | None = None  # during a batch's validation: defaults list -> the merge of its files
+
+
+def _merge_once(merge):
+    def compose(self, defaults, repo):
+        if _merged is None:  # outside a batch's validation: as Hydra does
+            return merge(self, defaults, repo)
+        key = tuple((d.config_path, d.parent, d.package, d.is_self, d.primary) for d in defaults)
+        if key not in _merged:
+            _merged[key] = merge(self, defaults, repo)
+        return copy.deepcopy(_merged[key])  # each job's own (its value overrides are applied to it next)
+
+    compose._compose_once = True
+    return compose
+
+
 def _parse_once(load, identity):
     def load_config(self, config_path: str):
         key = identity(self, config_path)
@@ -71,12 +91,18 @@ def install() -> None:
     compose, check = ConfigLoaderImpl.load_sweep_config, Sweeper.validate_batch_is_legal
 
     def validate_batch_is_legal(self, batch) -> None:
+        global _merged
         _composed.clear()
-        if not isinstance(getattr(self, "launcher", None), BasicLauncher):  # jobs composed in other processes
-            return check(self, batch)  # (joblib, SLURM): keep nothing
-        loader = self.hydra_context.config_loader
-        for overrides in batch:
-            _composed[_key(loader, self.config, overrides)] = loader.load_sweep_config(self.config, list(overrides))
+        _merged = {}  # the files cannot change between the compositions of one batch: share their merges
+        try:
+            if not isinstance(getattr(self, "launcher", None), BasicLauncher):  # jobs composed in other processes
+                return check(self, batch)  # (joblib, SLURM): keep no config
+            loader = self.hydra_context.config_loader
+            for overrides in batch:
+                _composed[_key(loader, self.config, overrides)] = loader.load_sweep_config(self.config,
+                                                                                          list(overrides))
+        finally:
+            _merged = None
 
     def load_sweep_config(self, master_config, sweep_overrides):
         cfg = _composed.pop(_key(self, master_config, sweep_overrides), None)
@@ -88,3 +114,5 @@ def install() -> None:
                                                              _package_identity)
     Sweeper.validate_batch_is_legal = validate_batch_is_legal
     ConfigLoaderImpl.load_sweep_config = load_sweep_config
+    merge = ConfigLoaderImpl._compose_config_from_defaults_list
+    ConfigLoaderImpl._compose_config_from_defaults_list = _merge_once(merge)
