@@ -35,6 +35,7 @@ from src.probe.retrieval import retrieval_score
 from src.tracking import training_loggers
 from src.train.finetune import finetune, load_finetuned, predict
 from src.train.source import snapshot_file, train_source
+from src.transferability import spectra
 from src.transferability.estimators import ESTIMATORS, softmax
 
 ESTIMATE_S = "_estimate_s"  # seconds spent on the transferability estimates (moved to timings_s["estimate"])
@@ -164,6 +165,11 @@ def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, spli
               if e.cost == "cheap" or e.name == cfg.estimator.name or e.name in extra or "all" in extra]
     x = np.concatenate([splits[s][0] for s in names])
     y = np.concatenate([splits[s][1] for s in names])
+    with spectra.shared():  # H-score, GBC and TransRate factor the same centred Gram matrix of x: once
+        return _estimate_all(cfg, plan, feat_entry, names, chosen, x, y)
+
+
+def _estimate_all(cfg: DictConfig, plan: Plan, feat_entry: Path, names: list[str], chosen, x, y) -> dict[str, float]:
     if y.ndim == 2:  # multi-label: per label column, for the estimators defined that way
         return {e.name: float(np.mean([_estimate(e, x, col) for col in y.T])) for e in chosen
                 if e.multilabel and e.input == "features"}

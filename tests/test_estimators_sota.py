@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from benchmarks.p7_estimators import logme_svd
-from src.transferability import logme
+from src.transferability import hscore, logme
 from src.transferability.coding_rate import coding_rate, transrate
 from src.transferability.discriminant import etran_energy, etran_lda, gbc, sfda
 from src.transferability.neighbours import knn_loo, nleep
@@ -177,3 +177,24 @@ def test_logme_rank_deficient_features():
 def test_knn_torch_path_matches_numpy():
     f, y = _separable(n=120, d=8, c=3, margin=1.0)
     assert knn_loo(torch.from_numpy(f), y, chunk=50) == knn_loo(f, y)
+
+
+@pytest.mark.parametrize("n, d", [(300, 40), (60, 200)])
+def test_one_jobs_estimators_share_the_centred_gram_decomposition(n, d, monkeypatch):
+    """Inside `spectra.shared()` (a job's estimates) H-score, GBC and TransRate factor the centred features' Gram
+    matrix once between them, and score exactly what each computes alone; outside, nothing is kept."""
+    from src.transferability import spectra
+
+    rng = np.random.default_rng(3)
+    y = np.arange(n) % 6
+    f = rng.normal(size=(n, d)).astype(np.float32) + y[:, None] * 0.3
+    alone = [est(f, y) for est in (hscore, lambda a, b: gbc(a, b, pca_dims=16), transrate)]
+    calls = []
+    eigh = np.linalg.eigh
+    monkeypatch.setattr(np.linalg, "eigh", lambda m: calls.append(m.shape) or eigh(m))
+    with spectra.shared():
+        together = [est(f, y) for est in (hscore, lambda a, b: gbc(a, b, pca_dims=16), transrate)]
+    assert calls == [(min(n, d), min(n, d))], "one decomposition of the smaller Gram matrix for the three"
+    assert together == pytest.approx(alone, rel=1e-9)
+    hscore(f, y)
+    assert len(calls) == 2 and spectra._kept is None

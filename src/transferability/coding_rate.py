@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from src.transferability.spectra import centred_gram_eigh
 
-def coding_rate(z: np.ndarray, eps: float = 1e-4) -> float:
+
+def coding_rate(z: np.ndarray, eps: float = 1e-4, eig: np.ndarray | None = None) -> float:
     """R(Z, eps) = 1/2 logdet(I_d + Z^T Z / (n eps)) for Z (n, d); by Sylvester's identity the same as
-    1/2 logdet(I_n + Z Z^T / (n eps)), so we factor whichever Gram matrix is smaller."""
+    1/2 logdet(I_n + Z Z^T / (n eps)), so we factor whichever Gram matrix is smaller (`eig`: its eigenvalues, if
+    already computed)."""
     n, d = z.shape
-    gram = z.T @ z if n >= d else z @ z.T
-    eig = np.linalg.eigvalsh(gram)
+    if eig is None:
+        eig = np.linalg.eigvalsh(z.T @ z if n >= d else z @ z.T)
     return float(0.5 * np.log1p(np.maximum(eig, 0.0) / (n * eps)).sum())
 
 
@@ -22,8 +25,7 @@ def transrate(features: np.ndarray, labels: np.ndarray, eps: float = 1e-4) -> fl
     The code averages the class terms with weight 1/K (K = number of classes), not n_k / n; we follow the code
     (the two agree for balanced classes). Label-permutation invariant; not scale-invariant (eps is absolute).
     """
-    z = np.asarray(features, dtype=np.float64)
-    z = z - z.mean(0, keepdims=True)
+    z, eig, _ = centred_gram_eigh(features)  # (its decomposition is shared with H-score and GBC within a job)
     y = np.unique(np.asarray(labels), return_inverse=True)[1].reshape(-1)
     classes = np.unique(y)
-    return coding_rate(z, eps) - sum(coding_rate(z[y == k], eps) for k in classes) / len(classes)
+    return coding_rate(z, eps, eig) - sum(coding_rate(z[y == k], eps) for k in classes) / len(classes)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from src.transferability.spectra import centred_gram_eigh
+
 
 def _indexed(labels: np.ndarray, n_min: int = 2) -> tuple[np.ndarray, np.ndarray]:
     """(labels as 0..C-1, counts); a one-class target has no separability to measure."""
@@ -27,12 +29,11 @@ def _class_means(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> np.ndarray
 def _pca(x: np.ndarray, k: int) -> np.ndarray:
     """x's scores on its top-k principal components (exact PCA: what scikit-learn's PCA(k).fit_transform computes,
     up to each component's sign), from the eigendecomposition of the smaller Gram matrix of the centred rows
-    (d x d, or n x n on a wide fc layer) instead of a randomised SVD (3-10x slower here, and approximate)."""
-    xc = x - x.mean(0)
+    (d x d, or n x n on a wide fc layer; shared with H-score and TransRate within a job) instead of a randomised
+    SVD (3-10x slower here, and approximate)."""
+    xc, vals, vecs = centred_gram_eigh(x)
     if xc.shape[0] >= xc.shape[1]:
-        vecs = np.linalg.eigh(xc.T @ xc)[1][:, ::-1][:, :k]  # top-k right singular vectors
-        return xc @ vecs
-    vals, vecs = np.linalg.eigh(xc @ xc.T)
+        return xc @ vecs[:, ::-1][:, :k]  # top-k right singular vectors
     return vecs[:, ::-1][:, :k] * np.sqrt(np.maximum(vals[::-1][:k], 0.0))  # U S = X V
 
 
@@ -158,11 +159,9 @@ def gbc(features: np.ndarray, labels: np.ndarray, pca_dims: int = 64, gaussian: 
     """
     if gaussian not in ("spherical", "diagonal"):
         raise ValueError(f"gaussian={gaussian!r}: choose spherical or diagonal")
-    x = np.asarray(features, dtype=np.float64)
     y, counts = _indexed(labels)
-    k = min(pca_dims, x.shape[0], x.shape[1])
-    if k < x.shape[1]:
-        x = _pca(x, k)
+    k = min(pca_dims, *np.shape(features))
+    x = _pca(features, k) if k < np.shape(features)[1] else np.asarray(features, dtype=np.float64)
     means = _class_means(x, y, counts)
     var = np.maximum(_class_means((x - means[y]) ** 2, y, counts), 1e-4)  # (C, k) population variances
     if gaussian == "spherical":

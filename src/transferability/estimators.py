@@ -10,6 +10,7 @@ import numpy as np
 from src.transferability.coding_rate import transrate
 from src.transferability.discriminant import etran_energy, etran_lda, gbc, sfda
 from src.transferability.neighbours import knn_loo, nleep
+from src.transferability.spectra import centred_gram_eigh
 
 
 def logme(features, labels: np.ndarray, max_iter: int = 100, tol: float = 1e-3) -> float:
@@ -50,9 +51,10 @@ def logme(features, labels: np.ndarray, max_iter: int = 100, tol: float = 1e-3) 
     return float(np.mean(evidence / n))
 
 
-def _spectrum_and_projections(features, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _spectrum_and_projections(features, targets: np.ndarray, eig=None) -> tuple[np.ndarray, np.ndarray]:
     """The non-zero squared singular values sigma (r,) of F and (U^T Y)^2 (r, C) for targets Y (n, C), from the
-    eigendecomposition of the smaller Gram matrix (F^T F when n >= d, else F F^T): U^T Y = V^T F^T Y / s."""
+    eigendecomposition of the smaller Gram matrix (F^T F when n >= d, else F F^T): U^T Y = V^T F^T Y / s.
+    `eig`: that decomposition (eigenvalues, eigenvectors) of the numpy F, if already computed."""
     if _is_torch(features):
         import torch
 
@@ -65,11 +67,7 @@ def _spectrum_and_projections(features, targets: np.ndarray) -> tuple[np.ndarray
         proj = (vecs.T @ (f.T @ yt)) / sigma.sqrt()[:, None] if f.shape[0] >= f.shape[1] else vecs.T @ yt
         return sigma.cpu().numpy(), (proj**2).cpu().numpy()
     f = np.asarray(features, dtype=np.float64)
-    if f.shape[0] >= f.shape[1]:
-        gram = f.T @ f
-    else:
-        gram = f @ f.T
-    sigma, vecs = np.linalg.eigh(gram)
+    sigma, vecs = eig if eig is not None else np.linalg.eigh(f.T @ f if f.shape[0] >= f.shape[1] else f @ f.T)
     keep = sigma > sigma.max() * max(f.shape) * np.finfo(np.float64).eps  # numerically zero: outside the span
     sigma, vecs = sigma[keep], vecs[:, keep]
     if f.shape[0] >= f.shape[1]:
@@ -88,10 +86,11 @@ def hscore(features: np.ndarray, labels: np.ndarray) -> float:
 
     tr(pinv(cov_f) cov_g), cov_g = sum_k n_k mu_k mu_k^T / n, on centred features F = U S V^T equals
     sum_k |U^T y_k|^2 / n_k (y_k: class k's 0/1 column; U over the non-zero singular values): the eigenvectors of
-    the smaller Gram matrix suffice (for an fc layer on a small target, n x n instead of d x d)."""
-    f = np.asarray(features, dtype=np.float64)
+    the smaller Gram matrix suffice (for an fc layer on a small target, n x n instead of d x d; the decomposition is
+    shared with GBC and TransRate within a job: `spectra`)."""
     _, y, counts = np.unique(np.asarray(labels), return_inverse=True, return_counts=True)
-    _, x2 = _spectrum_and_projections(f - f.mean(0), np.eye(len(counts))[y.reshape(-1)])
+    xc, vals, vecs = centred_gram_eigh(features)
+    _, x2 = _spectrum_and_projections(xc, np.eye(len(counts))[y.reshape(-1)], eig=(vals, vecs))
     return float((x2 / counts).sum())
 
 
