@@ -15,6 +15,8 @@ import numpy as np
 
 from benchmarks.common import parser, write
 
+JOB = "all cheap, as one job (shared decomposition)"
+
 
 def logme_svd(features, labels, max_iter: int = 100, tol: float = 1e-3) -> float:
     """LogME straight from the formula: thin SVD of the n x d features, then each class's fixed point in turn.
@@ -97,17 +99,29 @@ def main(argv=None) -> dict:
                           ("etran_energy", etran_energy, x), ("knn_loo", knn_loo, x)]:
         value, secs, cpu = timed(fn, inp, y)
         rows.append({"estimator": name, "seconds": secs, "cpu_seconds": cpu, "value": value})
+    # What a job spends: every cheap estimator in one go, H-score, GBC and TransRate sharing one decomposition.
+    from src.transferability import spectra
+    from src.transferability.estimators import ESTIMATORS
+
+    def one_job():
+        with spectra.shared():
+            return [e.fn(probs if e.input == "probs" else x, y) for e in ESTIMATORS.values() if e.cost == "cheap"]
+
+    _, job_s, job_cpu = timed(one_job)
+    alone_s = sum(r["seconds"] for r in rows if r["estimator"] != "logme (n x d SVD, straightforward)")
+    rows.append({"estimator": JOB, "seconds": job_s, "cpu_seconds": job_cpu, "value": None})
     xs, ys = make_data(n_nleep, d, k_nleep, seed=1)
     value, secs, cpu = timed(nleep, xs, ys)
     rows.append({"estimator": f"nleep (expensive; n={n_nleep}, {k_nleep} classes)", "seconds": secs,
                  "cpu_seconds": cpu, "value": value})
     # The ratio on CPU time: both run in this process back to back, but other jobs' load varies between them.
     ratio = ours_cpu / straight_cpu
-    cheap_max = max(r["seconds"] for r in rows if not r["estimator"].startswith(("nleep", "logme (n x d")))
+    cheap_max = max(r["seconds"] for r in rows if not r["estimator"].startswith(("nleep", "logme (n x d", JOB)))
     met = ratio <= 1.0 and abs(ours - straight) < 1e-6 and cheap_max <= 10.0
     return write("p7_estimators", f"P7 estimators (n={n}, d={d}, {k} classes): LogME / straightforward SVD LogME",
                  rows, ratio, "<= 1 with the same value; every cheap estimator <= 10 s", met, args.smoke,
-                 ours=f"LogME {ours_s:.2f} s wall / {ours_cpu:.2f} s CPU; slowest cheap estimator {cheap_max:.2f} s wall",
+                 ours=f"LogME {ours_s:.2f} s wall / {ours_cpu:.2f} s CPU; slowest cheap estimator {cheap_max:.2f} s "
+                      f"wall; all cheap ones as a job computes them {job_s:.1f} s (one by one {alone_s:.1f} s)",
                  reference=f"SVD LogME {straight_s:.2f} s wall / {straight_cpu:.2f} s CPU",
                  logme_abs_diff=abs(ours - straight))
 

@@ -25,7 +25,7 @@ def transrate(features: np.ndarray, labels: np.ndarray, eps: float = 1e-4) -> fl
     The code averages the class terms with weight 1/K (K = number of classes), not n_k / n; we follow the code
     (the two agree for balanced classes). Label-permutation invariant; not scale-invariant (eps is absolute).
     """
-    z, eig, _ = centred_gram_eigh(features)  # (its decomposition is shared with H-score and GBC within a job)
+    z, eig, _ = centred_gram_eigh(features, vectors=False)  # (shared with H-score and GBC within a job)
     y = np.unique(np.asarray(labels), return_inverse=True)[1].reshape(-1)
     classes = np.unique(y)
     return coding_rate(z, eps, eig) - sum(coding_rate(z[y == k], eps) for k in classes) / len(classes)
