@@ -40,5 +40,7 @@ def centred_gram_eigh(features, vectors: bool = True) -> tuple[np.ndarray, np.nd
         return xc, np.linalg.eigvalsh(gram), None
     vals, vecs = np.linalg.eigh(gram)
     if _kept is not None:  # (the array is kept with it, so its id cannot be reused by another one meanwhile)
+        for a in (xc, vals, vecs):  # handed to several estimators: none may change them
+            a.flags.writeable = False
         _kept[id(features)] = (features, (xc, vals, vecs))
     return xc, vals, vecs
