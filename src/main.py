@@ -220,7 +220,7 @@ def run_cli() -> None:
     Hydra prints its own multi-line reports unless HYDRA_FULL_ERROR=1, so we set it for Hydra and print one
     line ourselves; a user who sets HYDRA_FULL_ERROR=1 gets the full traceback as usual.
     """
-    from src import compose_once
+    from src import compose_once, config_copy
     from src.check_run import check_sweeper_overrides
 
     try:
@@ -228,6 +228,7 @@ def run_cli() -> None:
     except ConfigError as e:
         sys.exit(f"error: {e}")
     compose_once.install()  # a sweep job's config is composed once, not twice (sweeper check + launcher)
+    config_copy.install()  # Hydra deep-copies each job's config 4-5 times: without OmegaConf's node constructors
     os.environ[FULL_ERROR_ASKED] = os.environ.get("HYDRA_FULL_ERROR", "0")
     if os.environ[FULL_ERROR_ASKED] == "1":
         main()
