@@ -9,6 +9,7 @@ Every problem raises `ConfigError` with one line naming the bad value and the va
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -95,8 +96,22 @@ def _dimred(cfg: DictConfig, feature_dim: int, n_train: int | None) -> None:
         raise ConfigError(f"dimred.n_components={n} exceeds what layer {cfg.layer} allows here: valid 1..{limit} ({why})")
 
 
+def _has_marker(value: Any) -> bool:
+    if isinstance(value, str):
+        return "???" in value  # a missing value, or an interpolation that may resolve to one
+    if isinstance(value, dict):
+        return any(_has_marker(v) for v in value.values())
+    return isinstance(value, list) and any(_has_marker(v) for v in value)
+
+
+def missing_keys(cfg: DictConfig) -> list[str]:
+    """OmegaConf.missing_keys, sorted; walked only when the config's plain copy has a ??? anywhere (the walk resolves
+    every node: 3-6 ms a job config, the plain copy ~1 ms)."""
+    return sorted(OmegaConf.missing_keys(cfg)) if _has_marker(OmegaConf.to_container(cfg, resolve=False)) else []
+
+
 def validate(cfg: DictConfig) -> Plan:
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = missing_keys(cfg)
     if missing:
         raise ConfigError(f"{missing[0]} is required (it is ??? in the config); set it, e.g. {missing[0]}=...")
     check_run(cfg)  # seed, paths, trainer and the numeric bounds of every group

@@ -14,8 +14,10 @@ path, size, mtime and inode (an edited file is parsed again; a packaged one by p
 composition its own deep copy.
 
 Within one batch's validation, jobs that differ only in plain values (`layer=fc6,fc7`: one defaults list) also share
-the merge of their config files (60% of a composition): it is done once per distinct defaults list and each job
-gets a deep copy before its own value overrides are applied. layer_study's 56 jobs have 7 defaults lists.
+the defaults list Hydra builds from their group choices and the merge of their config files (together ~3/4 of a
+composition): each is done once per distinct set of group overrides, and each job gets its own value overrides
+and a deep copy of the merge before they are applied. layer_study's 56 jobs have 7 defaults lists: validating
+its batch took 2.8-4.3 s, 1.7-2.5 s with the defaults lists shared.
 """
 
 from __future__ import annotations
@@ -50,6 +52,30 @@ def _package_identity(source, config_path: str) -> tuple:
 
 
 _merged: dict[tuple, Any] | None = None  # during a batch's validation: defaults list -> the merge of its files
+_trees: dict[tuple, Any] | None = None  # during a batch's validation: group overrides -> their defaults list
+
+
+def _defaults_once(create):
+    """Hydra's `create_defaults_list`, shared by the jobs of a batch whose overrides differ only in plain values:
+    the defaults tree depends on the config name and the group overrides, not on value overrides (`layer=fc6`),
+    which it only passes through (`config_overrides`). Each job gets the shared result with its own value
+    overrides, classified as Hydra does (its `Overrides`)."""
+    from hydra._internal.defaults_list import Overrides
+
+    def create_defaults_list(repo, config_name, overrides_list, prepend_hydra, skip_missing):
+        if _trees is None or any(o.input_line is None for o in overrides_list):  # as Hydra does
+            return create(repo, config_name, overrides_list, prepend_hydra, skip_missing)
+        values = Overrides(repo=repo, overrides_list=overrides_list).config_overrides
+        plain = {id(o) for o in values}
+        key = (config_name, prepend_hydra, skip_missing,
+               tuple(o.input_line for o in overrides_list if id(o) not in plain))
+        if key not in _trees:
+            _trees[key] = create(repo, config_name, overrides_list, prepend_hydra, skip_missing)
+        shared = _trees[key]
+        return dataclasses.replace(shared, defaults=list(shared.defaults), config_overrides=values)
+
+    create_defaults_list._compose_once = True
+    return create_defaults_list
 
 
 def _merge_once(merge):
@@ -80,6 +106,7 @@ def _parse_once(load, identity):
 
 
 def install() -> None:
+    from hydra._internal import config_loader_impl
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.file_config_source import FileConfigSource
     from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
@@ -91,9 +118,9 @@ def install() -> None:
     compose, check = ConfigLoaderImpl.load_sweep_config, Sweeper.validate_batch_is_legal
 
     def validate_batch_is_legal(self, batch) -> None:
-        global _merged
+        global _merged, _trees
         _composed.clear()
-        _merged = {}  # the files cannot change between the compositions of one batch: share their merges
+        _merged, _trees = {}, {}  # the files cannot change between the compositions of one batch: share them
         try:
             if not isinstance(getattr(self, "launcher", None), BasicLauncher):  # jobs composed in other processes
                 return check(self, batch)  # (joblib, SLURM): keep no config
@@ -102,7 +129,7 @@ def install() -> None:
                 _composed[_key(loader, self.config, overrides)] = loader.load_sweep_config(self.config,
                                                                                           list(overrides))
         finally:
-            _merged = None
+            _merged = _trees = None
 
     def load_sweep_config(self, master_config, sweep_overrides):
         cfg = _composed.pop(_key(self, master_config, sweep_overrides), None)
@@ -116,3 +143,4 @@ def install() -> None:
     ConfigLoaderImpl.load_sweep_config = load_sweep_config
     merge = ConfigLoaderImpl._compose_config_from_defaults_list
     ConfigLoaderImpl._compose_config_from_defaults_list = _merge_once(merge)
+    config_loader_impl.create_defaults_list = _defaults_once(config_loader_impl.create_defaults_list)

@@ -11,6 +11,22 @@ def test_default_config_is_valid(make_cfg):
     assert plan.tap == "fc6" and plan.snapshot == 10 and plan.feature_dim == 1024
 
 
+def test_missing_values_are_named_as_omegaconf_finds_them(make_cfg):
+    """The cheap scan before OmegaConf's walk finds every kind of ??? the walk finds (plain, nested, in a list, an
+    interpolation to one); a config without any needs no walk."""
+    from omegaconf import OmegaConf
+
+    from src.check import missing_keys
+
+    assert missing_keys(make_cfg()) == []
+    cfg = OmegaConf.create({"a": 1, "b": {"c": "???"}, "d": [1, "???"], "e": "${b.c}", "f": "x"})
+    assert missing_keys(cfg) == sorted(OmegaConf.missing_keys(cfg)) == ["b.c", "d[1]", "e"]
+    cfg = make_cfg()
+    cfg.target.data.seed = "???"
+    with pytest.raises(ConfigError, match=r"^target.data.seed is required \(it is \?\?\? in the config\)"):
+        validate(cfg)
+
+
 @pytest.mark.parametrize(
     "overrides,message",
     [

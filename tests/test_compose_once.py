@@ -70,14 +70,18 @@ def test_config_files_are_parsed_once_per_version_and_each_composition_gets_its_
 
 
 def test_jobs_with_one_defaults_list_share_its_merge_and_compose_as_without(monkeypatch):
-    """In a batch's validation, jobs that differ only in plain values merge their config files once; each still
-    gets exactly the config Hydra composes for it alone, as its own copy."""
+    """In a batch's validation, jobs that differ only in plain values build their defaults list and merge their
+    config files once; each still gets exactly the config Hydra composes for it alone, as its own copy."""
+    from hydra._internal import config_loader_impl, defaults_list
     from omegaconf import OmegaConf
 
     compose_once.install()
     loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(REPO_ROOT / "conf")))
     master = loader.load_configuration("config", overrides=["hydra.sweep.dir=/tmp/unused"],
                                        run_mode=RunMode.MULTIRUN)
+    trees = []
+    monkeypatch.setattr(config_loader_impl, "create_defaults_list", compose_once._defaults_once(
+        lambda *a: trees.append(1) or defaults_list.create_defaults_list(*a)))  # Hydra's own, counted
     merges = []
     inner = ConfigLoaderImpl._compose_config_from_defaults_list.__closure__[0].cell_contents  # Hydra's own merge
     monkeypatch.setattr(ConfigLoaderImpl, "_compose_config_from_defaults_list",
@@ -85,14 +89,15 @@ def test_jobs_with_one_defaults_list_share_its_merge_and_compose_as_without(monk
     sweeper = SimpleNamespace(hydra_context=SimpleNamespace(config_loader=loader), config=master,
                               launcher=BasicLauncher())
     batch = [[f"layer={layer}", f"target={target}"] for target in ("digits", "synth_scenes")
-             for layer in ("conv1", "fc6", "fc7")]
+             for layer in ("conv1", "fc6", "fc7")] + [["layer=fc6", "target=digits", "seed=3"]]
     Sweeper.validate_batch_is_legal(sweeper, batch)
-    assert len(merges) == 2, "one merge per distinct defaults list (two targets)"
+    assert len(merges) == len(trees) == 2, "one defaults list and one merge per distinct group choices (targets)"
     jobs = [loader.load_sweep_config(master, list(o)) for o in batch]  # handed over by the validation
     alone = [loader.load_sweep_config(master, list(o)) for o in batch]  # outside a batch: composed as Hydra does
-    assert len(merges) == 2 + len(batch)
+    assert len(merges) == len(trees) == 2 + len(batch)
     for job, ref in zip(jobs, alone):
         assert OmegaConf.to_container(job, resolve=False) == OmegaConf.to_container(ref, resolve=False)
     assert [(c.layer, c.target.name) for c in jobs[:3]] == [("conv1", "digits"), ("fc6", "digits"), ("fc7", "digits")]
+    assert jobs[-1].seed == 3 and jobs[-1].hydra.overrides.task == ["layer=fc6", "target=digits", "seed=3"]
     jobs[0].target.name = "changed"  # a job's config is its own (the first two share their merge)
-    assert jobs[1].target.name == "digits" and compose_once._merged is None
+    assert jobs[1].target.name == "digits" and compose_once._merged is None and compose_once._trees is None
