@@ -354,3 +354,31 @@ def test_skinny_products_take_the_faster_orientation_with_the_same_values(dtype)
         tol = dict(rtol=1e-5, atol=1e-5) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
         assert torch.allclose(_mm(xt.T, d), xt.T @ d, **tol) and _mm(xt.T, d).shape == (300, cols)
         assert torch.allclose(_mm(xt, gz), xt @ gz, **tol) and _mm(xt, gz).shape == (96, cols)
+
+
+def test_lbfgs_directions_on_shrinking_active_columns_match_a_fresh_pick():
+    """The L-BFGS memory re-picks its pairs from the columns it already picked when columns only converged: the
+    directions equal those of a memory that picks every pair afresh."""
+    import torch
+
+    from src.probe.path import _Memory
+
+    gen = torch.Generator().manual_seed(0)
+    d, k = 7, 6
+
+    def memory():
+        m = _Memory(size=4, red=lambda v: v.sum(0))
+        for _ in range(5):
+            s = torch.randn(d, k, generator=gen, dtype=torch.float64)
+            m.push(s, s * 2.0 + 0.1 * torch.randn(d, k, generator=gen, dtype=torch.float64))
+        return m
+
+    g = torch.randn(d, k, dtype=torch.float64, generator=gen)
+    state = gen.get_state()
+    walked = memory()
+    gen.set_state(state)
+    fresh = memory()
+    for cols in ([0, 1, 2, 4, 5], [0, 2, 5], [2, 5], [1, 2, 5]):  # shrinking, then a column back
+        cols = torch.tensor(cols)
+        fresh.cols = None  # forces a pick from every pair
+        assert torch.allclose(walked.direction(g, cols), fresh.direction(g, cols), rtol=0, atol=0)

@@ -170,7 +170,13 @@ class _Memory:
             pairs, self.cols, self.picked = self.pairs, None, []
         else:
             if self.cols is None or not torch.equal(cols, self.cols):
-                self.cols, self.picked = cols, [(pick(s), pick(y), pick(rho)) for s, y, rho in self.pairs]
+                if self.cols is not None and len(self.picked) == len(self.pairs) and _subset(cols, self.cols):
+                    # (columns only converged: pick from the pairs already picked, fewer columns to read)
+                    at = torch.searchsorted(self.cols, cols)
+                    self.picked = [tuple(m.index_select(-1, at) for m in pair) for pair in self.picked]
+                else:
+                    self.picked = [(pick(s), pick(y), pick(rho)) for s, y, rho in self.pairs]
+                self.cols = cols
             pairs = self.picked
         for s, y, rho in reversed(pairs):
             a = rho * self.red(s * q)
@@ -180,6 +186,14 @@ class _Memory:
         for (s, y, rho), a in zip(pairs, reversed(alphas)):
             q = q.addcmul_(s, a - rho * self.red(y * q))
         return q
+
+
+def _subset(cols: torch.Tensor, of: torch.Tensor) -> bool:
+    """Whether the sorted column indices `cols` are all in the sorted `of`."""
+    if len(cols) > len(of):
+        return False
+    at = torch.searchsorted(of, cols).clamp_max(len(of) - 1)
+    return bool((of[at] == cols).all())
 
 
 class PathSolver:
