@@ -4,7 +4,8 @@ Hydra deep-copies a job's whole config (~240 nodes: the job's and Hydra's own) f
 the launcher's process (`run_job`: the task config, the `hydra` node, and `HydraConfig.set_config`'s masked copy,
 twice), and the sweep's composition copies it again. OmegaConf's `__deepcopy__` builds every copied node through
 its validating constructor and copies each node's metadata dataclass through `copy`'s generic reduce protocol:
-~60 us a node, ~45 ms a job on the 2-core CPU, 2.5 s of `experiment=layer_study`'s 56 jobs.
+~80 us a node, 20 ms a job config on the 2-core CPU (2.5 ms here); with it, the work `experiment=layer_study`'s 56
+jobs spend outside the science (composing, starting and checking them) fell from 10-13 s to 6-8 s.
 
 `install()` replaces the `__deepcopy__` of OmegaConf's dict and list containers and of its plain value nodes by
 one that copies a node's attributes directly: the same classes, the same metadata field by field (its flag dict and

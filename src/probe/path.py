@@ -190,8 +190,8 @@ class _Memory:
 
 def _subset(cols: torch.Tensor, of: torch.Tensor) -> bool:
     """Whether the sorted column indices `cols` are all in the sorted `of`."""
-    if len(cols) > len(of):
-        return False
+    if len(cols) > len(of) or not len(of):
+        return not len(cols)
     at = torch.searchsorted(of, cols).clamp_max(len(of) - 1)
     return bool((of[at] == cols).all())
 
