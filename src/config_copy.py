@@ -75,11 +75,10 @@ def _copy_container(self: Any, memo: dict) -> Any:
     cache = self.__dict__["_flags_cache"]
     fields["_flags_cache"] = None if cache is None else dict(cache)
     content = self.__dict__["_content"]
-    if isinstance(content, (dict, list)):  # (otherwise None, "???" or an interpolation string: kept as is)
-        if isinstance(content, dict):
-            fields["_content"] = dict(zip(content, _copy_children(res, content.values(), memo)))
-        else:
-            fields["_content"] = list(_copy_children(res, content, memo))
+    if isinstance(content, dict):  # (otherwise a list, or None, "???" or an interpolation string: kept as is)
+        fields["_content"] = dict(zip(content, _copy_children(res, content.values(), memo)))
+    elif isinstance(content, list):
+        fields["_content"] = list(_copy_children(res, content, memo))
     return res
 
 

@@ -55,22 +55,21 @@ def assert_same_tree(ref, new, original, path="cfg"):
         assert_same_tree(rc[k], nc[k], oc[k], f"{path}.{k}")
 
 
-def job_configs():
-    """Real job configs as the launcher gets them: ours and Hydra's own node (structured, with flags set)."""
-    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(REPO_ROOT / "conf")))
-    def master(*overrides):
-        return loader.load_configuration("config", overrides=["hydra.sweep.dir=/tmp/unused", *overrides],
-                                         run_mode=RunMode.MULTIRUN)
-
-    yield master()
-    yield loader.load_sweep_config(master("experiment=layer_study"), ["target=digits", "layer=fc6", "experiment=layer_study"])
-    yield loader.load_sweep_config(master(), ["classifier=logistic", "dimred=pca", "layer=conv3"])
+JOBS = [  # (the sweep's overrides, the job's): real job configs as the launcher gets them, Hydra's node included
+    ([], []),
+    (["experiment=layer_study"], ["target=digits", "layer=fc6", "experiment=layer_study"]),
+    ([], ["classifier=logistic", "dimred=pca", "layer=conv3"]),
+]
 
 
-@pytest.mark.parametrize("index", range(3))
-def test_the_copy_is_omegaconfs_copy_node_for_node(index):
+@pytest.mark.parametrize("sweep,job", JOBS)
+def test_the_copy_is_omegaconfs_copy_node_for_node(sweep, job):
     config_copy.install()
-    cfg = list(job_configs())[index]
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(REPO_ROOT / "conf")))
+    cfg = loader.load_configuration("config", overrides=["hydra.sweep.dir=/tmp/unused", *sweep],
+                                    run_mode=RunMode.MULTIRUN)
+    if job:
+        cfg = loader.load_sweep_config(cfg, job)
     OmegaConf.set_readonly(cfg.hydra, True)  # as HydraConfig.set_config leaves it
     with omegaconf_own_copy():
         ref = copy.deepcopy(cfg)
