@@ -27,6 +27,8 @@ import dataclasses
 import os
 from typing import Any
 
+from src.patching import Guard
+
 _composed: dict[tuple, Any] = {}  # (loader, master config, overrides) -> the config the validation composed
 
 
@@ -74,7 +76,6 @@ def _defaults_once(create):
         shared = _trees[key]
         return dataclasses.replace(shared, defaults=list(shared.defaults), config_overrides=values)
 
-    create_defaults_list._compose_once = True
     return create_defaults_list
 
 
@@ -87,7 +88,6 @@ def _merge_once(merge):
             _merged[key] = merge(self, defaults, repo)
         return copy.deepcopy(_merged[key])  # each job's own (its value overrides are applied to it next)
 
-    compose._compose_once = True
     return compose
 
 
@@ -101,11 +101,23 @@ def _parse_once(load, identity):
         kept = _parsed[key]  # (Hydra's repository sets fields of what it gets: a copy each time)
         return dataclasses.replace(kept, config=copy.deepcopy(kept.config), header=dict(kept.header))
 
-    load_config._compose_once = True
     return load_config
 
 
-def install() -> None:
+GUARD = Guard("compose_once", "hydra-core", ("1.4.0rc3",), "every sweep job is composed by Hydra itself")
+_ORIGINAL: dict[tuple[Any, str], Any] = {}  # (owner, attribute) -> Hydra's own, while installed
+
+
+def installed() -> bool:
+    return bool(_ORIGINAL)
+
+
+def install() -> bool:
+    """Patch Hydra (once per process) if `GUARD` allows it; returns whether the patch is in place."""
+    if installed():
+        return True
+    if not GUARD.allowed():
+        return False
     from hydra._internal import config_loader_impl
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.file_config_source import FileConfigSource
@@ -113,8 +125,6 @@ def install() -> None:
     from hydra._internal.core_plugins.basic_launcher import BasicLauncher
     from hydra.plugins.sweeper import Sweeper
 
-    if getattr(Sweeper.validate_batch_is_legal, "_compose_once", False):
-        return
     compose, check = ConfigLoaderImpl.load_sweep_config, Sweeper.validate_batch_is_legal
 
     def validate_batch_is_legal(self, batch) -> None:
@@ -135,12 +145,26 @@ def install() -> None:
         cfg = _composed.pop(_key(self, master_config, sweep_overrides), None)
         return cfg if cfg is not None else compose(self, master_config, sweep_overrides)
 
-    validate_batch_is_legal._compose_once = True
-    FileConfigSource.load_config = _parse_once(FileConfigSource.load_config, _file_identity)
-    ImportlibResourcesConfigSource.load_config = _parse_once(ImportlibResourcesConfigSource.load_config,
-                                                             _package_identity)
-    Sweeper.validate_batch_is_legal = validate_batch_is_legal
-    ConfigLoaderImpl.load_sweep_config = load_sweep_config
     merge = ConfigLoaderImpl._compose_config_from_defaults_list
-    ConfigLoaderImpl._compose_config_from_defaults_list = _merge_once(merge)
-    config_loader_impl.create_defaults_list = _defaults_once(config_loader_impl.create_defaults_list)
+    replacements = {
+        (FileConfigSource, "load_config"): _parse_once(FileConfigSource.load_config, _file_identity),
+        (ImportlibResourcesConfigSource, "load_config"): _parse_once(ImportlibResourcesConfigSource.load_config,
+                                                                     _package_identity),
+        (Sweeper, "validate_batch_is_legal"): validate_batch_is_legal,
+        (ConfigLoaderImpl, "load_sweep_config"): load_sweep_config,
+        (ConfigLoaderImpl, "_compose_config_from_defaults_list"): _merge_once(merge),
+        (config_loader_impl, "create_defaults_list"): _defaults_once(config_loader_impl.create_defaults_list),
+    }
+    for (owner, name), fn in replacements.items():
+        _ORIGINAL[(owner, name)] = getattr(owner, name)
+        setattr(owner, name, fn)
+    return True
+
+
+def uninstall() -> None:
+    """Hydra's own composition again (tests compare both); forgets every kept config."""
+    for (owner, name), fn in _ORIGINAL.items():
+        setattr(owner, name, fn)
+    _ORIGINAL.clear()
+    _composed.clear()
+    _parsed.clear()

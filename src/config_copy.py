@@ -24,7 +24,9 @@ import enum
 from collections import defaultdict
 from typing import Any
 
-ORIGINAL: dict[type, Any] = {}  # class -> OmegaConf's own __deepcopy__, as found by install()
+from src.patching import Guard
+
+ORIGINAL: dict[type, Any] = {}  # class -> OmegaConf's own __deepcopy__, while the patch is installed
 _IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, type, enum.Enum)
 
 
@@ -47,11 +49,18 @@ def _copy_metadata(meta: Any, memo: dict) -> Any:
     return new
 
 
+_OWN_COPY = ("_val", "_parent", "_metadata", "_flags_cache")  # set below, or shared (the value, the parent link)
+
+
 def _copy_value_node(self: Any, memo: dict) -> Any:
     res = object.__new__(type(self))
-    res.__dict__.update(self.__dict__)  # the value is shared, as OmegaConf's own copy does
-    res.__dict__["_metadata"] = _copy_metadata(self.__dict__["_metadata"], memo)
-    res.__dict__["_flags_cache"] = None
+    fields = res.__dict__
+    for name, value in self.__dict__.items():
+        if name not in _OWN_COPY and not _shared(value):  # e.g. an EnumNode's member table
+            value = copy.deepcopy(value, memo)
+        fields[name] = value  # the value is shared, as OmegaConf's own copy does
+    fields["_metadata"] = _copy_metadata(self.__dict__["_metadata"], memo)
+    fields["_flags_cache"] = None
     return res
 
 
@@ -82,15 +91,31 @@ def _copy_container(self: Any, memo: dict) -> Any:
     return res
 
 
-def install() -> None:
-    """Patch OmegaConf's deep copies (once per process)."""
+GUARD = Guard("config_copy", "omegaconf", ("2.4.1rc1",), "OmegaConf's own deep copies")
+
+
+def installed() -> bool:
+    return bool(ORIGINAL)
+
+
+def install() -> bool:
+    """Patch OmegaConf's deep copies (once per process) if `GUARD` allows it; returns whether it is in place."""
+    if installed():
+        return True
+    if not GUARD.allowed():
+        return False
     from omegaconf import DictConfig, ListConfig, nodes
 
-    if getattr(DictConfig.__deepcopy__, "_config_copy", False):
-        return
-    _copy_container._config_copy = True
     values = (nodes.AnyNode, nodes.StringNode, nodes.PathNode, nodes.IntegerNode, nodes.BytesNode, nodes.FloatNode,
               nodes.BooleanNode, nodes.EnumNode, nodes.LiteralNode, nodes.NoneNode)
     for cls in (DictConfig, ListConfig, *values):
         ORIGINAL[cls] = cls.__dict__["__deepcopy__"]
         cls.__deepcopy__ = _copy_container if cls in (DictConfig, ListConfig) else _copy_value_node
+    return True
+
+
+def uninstall() -> None:
+    """OmegaConf's own deep copies again (tests compare both)."""
+    for cls, original in ORIGINAL.items():
+        cls.__deepcopy__ = original
+    ORIGINAL.clear()

@@ -11,7 +11,14 @@ from hydra._internal.utils import create_config_search_path
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import RunMode
 
-from src import REPO_ROOT, compose_once
+from src import REPO_ROOT, compose_once, patching
+
+
+def _loader_and_master(overrides=()):
+    loader = ConfigLoaderImpl(config_search_path=create_config_search_path(str(REPO_ROOT / "conf")))
+    master = loader.load_configuration("config", overrides=["hydra.sweep.dir=/tmp/unused", *overrides],
+                                       run_mode=RunMode.MULTIRUN)
+    return loader, master
 
 
 def test_each_job_is_composed_once_and_gets_its_own_overrides(monkeypatch):
@@ -61,7 +68,7 @@ def test_config_files_are_parsed_once_per_version_and_each_composition_gets_its_
     assert (first.a, first.b.c, second.b.c) == (1, 2, 3) and len(parses) == parsed, "a file was parsed twice"
     second.a = 7
     assert loader.load_configuration("config", overrides=[], run_mode=RunMode.RUN).a == 1
-    assert getattr(FileConfigSource.load_config, "_compose_once", False)
+    assert compose_once.installed()
     stat = os.stat(tmp_path / "config.yaml")
     (tmp_path / "config.yaml").write_text("a: 5\nb: {c: 2}\n")  # same size: the mtime/inode tell the edit
     os.utime(tmp_path / "config.yaml", ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
@@ -101,3 +108,51 @@ def test_jobs_with_one_defaults_list_share_its_merge_and_compose_as_without(monk
     assert jobs[-1].seed == 3 and jobs[-1].hydra.overrides.task == ["layer=fc6", "target=digits", "seed=3"]
     jobs[0].target.name = "changed"  # a job's config is its own (the first two share their merge)
     assert jobs[1].target.name == "digits" and compose_once._merged is None and compose_once._trees is None
+
+
+BATCHES = [  # (the sweep's own overrides, its jobs): group and value overrides, overlays, seeds, interpolations
+    ([], [["layer=fc6", "target=digits"], ["layer=conv2", "target=digits"], ["layer=fc6", "target=synth_scenes"]]),
+    (["experiment=distance_study"], [[f"seed={s}", f"target.data.shift={x}", "layer=fc7", "experiment=distance_study"]
+                                     for s in (0, 1) for x in (0.0, 0.6)]),
+    (["experiment=width_study"], [[f"width={w}", "target=synth_count", "experiment=width_study"]
+                                  for w in ("tiny", "small")] + [["width=tiny", "target=digits", "seed=2",
+                                                                  "experiment=width_study"]]),
+]
+
+
+def test_patched_compositions_equal_stock_hydras():
+    """The reference is Hydra with the patch removed: every job's config (the hydra node included) is what stock
+    Hydra composes for that job alone."""
+    from omegaconf import OmegaConf
+
+    for sweep_overrides, batch in BATCHES:
+        compose_once.uninstall()
+        loader, master = _loader_and_master(sweep_overrides)
+        stock = [OmegaConf.to_container(loader.load_sweep_config(master, list(o)), resolve=False) for o in batch]
+        assert compose_once.install()
+        loader, master = _loader_and_master(sweep_overrides)
+        sweeper = SimpleNamespace(hydra_context=SimpleNamespace(config_loader=loader), config=master,
+                                  launcher=BasicLauncher())
+        Sweeper.validate_batch_is_legal(sweeper, batch)
+        patched = [OmegaConf.to_container(loader.load_sweep_config(master, list(o)), resolve=False) for o in batch]
+        assert patched == stock, sweep_overrides
+
+
+def test_guard_leaves_stock_hydra_when_switched_off_or_on_an_unchecked_version(monkeypatch, caplog):
+    compose_once.uninstall()
+    stock = Sweeper.validate_batch_is_legal, ConfigLoaderImpl.load_sweep_config
+    monkeypatch.setattr(patching, "_said", set())
+    monkeypatch.setenv("TRANSFER_PATCH_COMPOSE_ONCE", "0")
+    assert not compose_once.install() and not compose_once.installed()
+    assert (Sweeper.validate_batch_is_legal, ConfigLoaderImpl.load_sweep_config) == stock
+    monkeypatch.delenv("TRANSFER_PATCH_COMPOSE_ONCE")
+    monkeypatch.setattr(compose_once, "GUARD", compose_once.GUARD.__class__(
+        "compose_once", "hydra-core", ("0.0.1",), "every sweep job is composed by Hydra itself"))
+    monkeypatch.setattr(patching, "_said", set())
+    with caplog.at_level("WARNING", logger="src.patching"):
+        assert not compose_once.install()
+    assert Sweeper.validate_batch_is_legal is stock[0]
+    lines = [r.getMessage() for r in caplog.records if r.name == "src.patching"]
+    assert len(lines) == 1 and "hydra-core 1.4.0rc3 is not among the versions" in lines[0], lines
+    monkeypatch.undo()
+    assert compose_once.install() and Sweeper.validate_batch_is_legal is not stock[0]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import copy
+import enum
 from contextlib import contextmanager
 
 import pytest
@@ -18,21 +19,39 @@ from src import REPO_ROOT, config_copy
 
 @contextmanager
 def omegaconf_own_copy():
-    """OmegaConf's own __deepcopy__ for the duration (the reference)."""
-    patched = {cls: cls.__dict__["__deepcopy__"] for cls in config_copy.ORIGINAL}
+    """OmegaConf's own __deepcopy__ for the duration (the reference): the patch removed, then put back."""
+    config_copy.uninstall()
     try:
-        for cls, original in config_copy.ORIGINAL.items():
-            cls.__deepcopy__ = original
         yield
     finally:
-        for cls, fast in patched.items():
-            cls.__deepcopy__ = fast
+        assert config_copy.install()
+
+
+_IMMUTABLE = (type(None), bool, int, float, complex, str, bytes, type, enum.Enum, frozenset)
+
+
+def _mutable(value) -> bool:
+    return not isinstance(value, _IMMUTABLE) and type(value).__module__ != "typing"
+
+
+def assert_nothing_mutable_shared(new, original, path):
+    """No mutable attribute of a copied node (or of its metadata) is the original's object: a later change to
+    either could not leak into the other. Values are the exception OmegaConf makes itself (shared, immutable)."""
+    for name, value in new.__dict__.items():
+        if name in ("_parent", "_val"):
+            continue
+        if _mutable(value):
+            assert value is not original.__dict__[name], (path, name)
+    for name, value in new.__dict__["_metadata"].__dict__.items():
+        if _mutable(value):
+            assert value is not original.__dict__["_metadata"].__dict__[name], (path, "_metadata", name)
 
 
 def assert_same_tree(ref, new, original, path="cfg"):
     """`new` (fast copy) is node for node what `ref` (OmegaConf's copy) is, and shares no node with `original`."""
     assert type(new) is type(ref), path
     assert new is not original, path
+    assert_nothing_mutable_shared(new, original, path)
     dr, dn = ref.__dict__, new.__dict__
     assert set(dn) == set(dr), path
     assert dn["_metadata"] == dr["_metadata"], path  # every field: types, key, optional, flags, resolver cache
@@ -108,3 +127,15 @@ def test_resolver_caches_are_copied_and_shared_nodes_stay_shared():
     assert new.a == 1 and cfg.b[1].c is None and OmegaConf.is_missing(new, "d")
     pair = copy.deepcopy([cfg, cfg])  # one memo: a node met twice is copied once
     assert pair[0] is pair[1] and pair[0] is not cfg
+
+
+def test_guard_leaves_omegaconfs_copy_when_switched_off(monkeypatch):
+    from src import patching
+
+    config_copy.uninstall()
+    stock = DictConfig.__dict__["__deepcopy__"]
+    monkeypatch.setattr(patching, "_said", set())
+    monkeypatch.setenv("TRANSFER_PATCHES", "0")
+    assert not config_copy.install() and DictConfig.__dict__["__deepcopy__"] is stock
+    monkeypatch.delenv("TRANSFER_PATCHES")
+    assert config_copy.install() and DictConfig.__dict__["__deepcopy__"] is not stock

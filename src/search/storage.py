@@ -14,20 +14,30 @@ import time
 import warnings
 from typing import Any
 
-from optuna.exceptions import UpdateFinishedTrialError
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.storages import RDBStorage
-from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import TrialState
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from src.patching import Guard
+
 log = logging.getLogger(__name__)
-# Optuna warns on every ask that heartbeats are meant for Study.optimize; this storage sends them itself.
-warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+# Optuna warns on every ask (inside Hydra's sweeper loop) that heartbeats are meant for Study.optimize; this storage
+# sends them itself. Only that message, from Optuna's study module.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize",
+                        category=UserWarning, module="optuna")
+# It overrides Optuna's private `_create_new_trial` (what the study cache calls on every ask) and uses
+# `_get_stale_trial_ids` and `optuna.storages._heartbeat.get_heartbeat_thread`.
+GUARD = Guard("optuna_storage", "optuna", ("5.1.0",),
+              "a plain RDB storage: the trial of a worker that dies stays RUNNING instead of being marked failed")
 
 
 class HeartbeatStorage(RDBStorage):
     def __init__(self, url: str, heartbeat_interval: int, grace_period: int, **kwargs: Any) -> None:
-        super().__init__(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **kwargs)
+        with warnings.catch_warnings():  # the argument is experimental in Optuna; we rely on it knowingly
+            warnings.filterwarnings("ignore", message="Argument ``heartbeat_interval`` is an experimental",
+                                    category=ExperimentalWarning)
+            super().__init__(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **kwargs)
         self._beats: dict[int, Any] = {}
 
     def __getstate__(self) -> dict[Any, Any]:
@@ -68,21 +78,26 @@ class HeartbeatStorage(RDBStorage):
         return changed
 
     def _start_beat(self, trial_id: int) -> None:
+        from optuna.storages._heartbeat import get_heartbeat_thread
+
         beat = get_heartbeat_thread(trial_id, self)
         beat.start()
         self._beats[trial_id] = beat
 
 
-def open_storage(url: str, heartbeat_interval: int, grace_period: int, attempts: int = 5) -> HeartbeatStorage:
-    """Open (and on first use create) the study database.
+def open_storage(url: str, heartbeat_interval: int, grace_period: int, attempts: int = 5) -> RDBStorage:
+    """Open (and on first use create) the study database: a `HeartbeatStorage`, or Optuna's own RDB storage where
+    `GUARD` turns the heartbeats off.
 
     Workers started together on a fresh database race to create Optuna's schema: the loser's CREATE fails
     (PostgreSQL: `type "studydirection" already exists`). The schema is there by then, so opening again works.
     """
     for attempt in range(1, attempts + 1):
         try:
-            return HeartbeatStorage(url, heartbeat_interval, grace_period,
-                                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+            engine = {"pool_pre_ping": True} if not url.startswith("sqlite") else None
+            if GUARD.allowed():
+                return HeartbeatStorage(url, heartbeat_interval, grace_period, engine_kwargs=engine)
+            return RDBStorage(url, engine_kwargs=engine)
         except (IntegrityError, ProgrammingError, OperationalError) as e:
             if attempt == attempts:
                 raise
