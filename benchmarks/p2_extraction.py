@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import parser, write
 from src.features.extract import extract_splits
 from src.models.nets import build_model
-from src.models.spec import arch_spec
+from src.models.registry import arch_spec
 from src.models.nets import to_input
 
 
@@ -85,7 +85,7 @@ def main(argv=None) -> dict:
     runs = iter(range(10**6))
 
     def ours():  # into a fresh directory each time; removing it is the harness's cost, not extraction's
-        extract_splits(model, model.tap_nodes(), {"train": (images, labels)}, scratch / str(next(runs)), batch_size=batch)
+        extract_splits(model, model.spec.nodes, {"train": (images, labels)}, scratch / str(next(runs)), batch_size=batch)
 
     bare(), ours()  # warm-up (allocator, FX tracing, oneDNN kernels)
     # Interleaved rounds: this machine's speed drifts by tens of percent over seconds, so each round compares

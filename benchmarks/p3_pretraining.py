@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from benchmarks.common import parser, write
 from src.data.tasks import load_source
 from src.models.nets import build_model
-from src.models.spec import arch_spec
+from src.models.registry import arch_spec
 from src.train.source import augment_batch, to_input, train_source
 
 OPTIM = {"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4, "batch_size": 128, "label_smoothing": 0.0}

@@ -25,18 +25,18 @@ from pathlib import Path
 import numpy as np, torch
 from src.features.extract import extract_splits
 from src.models.nets import build_model
-from src.models.spec import arch_spec
+from src.models.registry import arch_spec
 n = int(sys.argv[1])
 model = build_model(arch_spec("alexnet", None, 0.25, 20)).eval().to(memory_format=torch.channels_last)
 images = np.random.default_rng(0).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
-extract_splits(model, model.tap_nodes(), {"w": (images[:256], np.zeros(256, dtype=np.int64))}, Path(tempfile.mkdtemp()))
+extract_splits(model, model.spec.nodes, {"w": (images[:256], np.zeros(256, dtype=np.int64))}, Path(tempfile.mkdtemp()))
 def status_kb(field):
     return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith(field)))
 before = status_kb("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to now: measure this extraction only
 with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
-    extract_splits(model, model.tap_nodes(), {"train": (images, np.zeros(n, dtype=np.int64))}, Path(tmp))
+    extract_splits(model, model.spec.nodes, {"train": (images, np.zeros(n, dtype=np.int64))}, Path(tmp))
     t = time.perf_counter() - t0
     size = sum(p.stat().st_size for p in Path(tmp).rglob("*.npy"))
 peak = status_kb("VmHWM")

@@ -14,7 +14,6 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from src.check_run import check_run
-from src.data.registry import EVALUATORS
 from src.data.tasks import SOURCES, TASKS
 from src.errors import ConfigError, one_of, positive, positive_int
 from src.models.registry import ARCHS, get_arch
@@ -64,7 +63,6 @@ def _target(cfg: DictConfig) -> int | None:
     tgt = cfg.target
     one_of("target.data.task", tgt.data.task, TASKS, "tasks")
     task = TASKS[tgt.data.task]
-    one_of("target.evaluator", tgt.evaluator, EVALUATORS, "evaluators")
     if tgt.evaluator != task.evaluator:
         raise ConfigError(f"target.evaluator={tgt.evaluator} does not fit target.data.task={task.name}; "
                           f"valid: {task.evaluator}")

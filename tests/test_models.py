@@ -5,7 +5,10 @@ import torch
 
 from src.features.extract import pool_conv
 from src.models.nets import build_model
-from src.models.spec import FAMILY_DEPTHS, POOLINGS, arch_spec
+from src.models.registry import ARCHS, arch_spec
+from src.models.spec import POOLINGS
+
+FAMILY_DEPTHS = {a.name: a.depths for a in ARCHS.values() if not a.pretrained}
 
 WIDTHS = {"tiny": 0.125, "small": 0.25, "medium": 0.5, "large": 1.0}
 COMBOS = [(f, d, w) for f, depths in FAMILY_DEPTHS.items() for d, w in itertools.product(depths, WIDTHS)]
@@ -19,7 +22,7 @@ def test_every_arch_width_depth_builds_and_taps_with_expected_dims(family, depth
     model = build_model(spec).eval()
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    fx = create_feature_extractor(model, return_nodes={n: t for t, n in model.tap_nodes().items()})
+    fx = create_feature_extractor(model, return_nodes={n: t for t, n in spec.nodes.items()})
     with torch.inference_mode():
         outs = fx(torch.randn(2, 3, 32, 32))
         assert model(torch.randn(2, 3, 32, 32)).shape == (2, 7)

@@ -47,7 +47,7 @@ def test_tv_resnet50_and_vgg16_load_from_weights_path(tmp_path):
     from torchvision.models.feature_extraction import create_feature_extractor
 
     from src.models.pretrained import load_pretrained, tap_nodes
-    from src.models.spec import arch_spec
+    from src.models.registry import arch_spec
 
     for arch, builder in (("tv_resnet50", torchvision.models.resnet50), ("tv_vgg16", torchvision.models.vgg16)):
         p = tmp_path / f"{arch}.pth"

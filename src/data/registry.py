@@ -4,10 +4,11 @@ A target task is registered once, with everything the rest of the code asks abou
   builder    (data cfg, image size) -> (images, labels) over all splits, or a dict of ready splits
   validate   (composed cfg) -> the number of training images when known without reading data, else None;
              raises ConfigError (one line, naming the bad value and the valid choices)
-  evaluator  how the experiment scores it: one of EVALUATORS
+  evaluator  how the experiment scores it: a name in `src.experiment.EVALUATORS`
   metrics    the `target.metric` values that make sense for it
   describe   (data cfg) -> one line for `python -m src.data` (the task table)
-A source kind likewise: loader (source cfg, seed) -> train/val splits, validate (cfg) -> its number of classes.
+A source kind likewise: loader (source cfg, seed) -> train/val splits (None: pretrained weights, nothing to
+train on), validate (cfg) -> its number of classes. A name is registered once (`src.registry.Registry`).
 Torch-free: the config check imports this.
 """
 
@@ -16,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-EVALUATORS = ("classification", "retrieval")  # src.experiment.EVALUATORS implements each
+from src.registry import Registry
+
 CLASSIFICATION_METRICS = ("accuracy", "mean_per_class_accuracy")
 
 
@@ -37,17 +39,16 @@ class SourceKind:
     validate: Callable[[Any], int]
 
 
-TASKS: dict[str, Task] = {}
-SOURCES: dict[str, SourceKind] = {}
+TASKS = Registry("target.data.task", "tasks")
+SOURCES = Registry("source.kind", "kinds")
 
 
 def register_task(name: str, *, validate, describe, evaluator: str = "classification",
                   metrics: tuple[str, ...] = CLASSIFICATION_METRICS):
     """Decorator: register a task builder under `name` (`target.data.task`)."""
-    assert evaluator in EVALUATORS, evaluator
 
     def deco(builder):
-        TASKS[name] = Task(name, builder, validate, describe, evaluator, metrics)
+        TASKS.register(name, Task(name, builder, validate, describe, evaluator, metrics))
         return builder
 
     return deco
@@ -57,7 +58,12 @@ def register_source(name: str, *, validate):
     """Decorator: register a source loader under `name` (`source.kind`)."""
 
     def deco(loader):
-        SOURCES[name] = SourceKind(name, loader, validate)
+        SOURCES.register(name, SourceKind(name, loader, validate))
         return loader
 
     return deco
+
+
+def register_pretrained_source(name: str, *, validate) -> None:
+    """Register a source kind whose nets come with their weights (`source.kind`; nothing is trained)."""
+    SOURCES.register(name, SourceKind(name, None, validate))

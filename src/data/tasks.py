@@ -25,7 +25,7 @@ import numpy as np
 from src.data import synthetic as syn
 from src.data.splits import hold_out as _hold_out, stratified_split
 from src.data.imagefolder import check_classes
-from src.data.registry import SOURCES, TASKS, SourceKind, register_source, register_task
+from src.data.registry import SOURCES, TASKS, register_pretrained_source, register_source, register_task
 from src.errors import ConfigError, positive, positive_int
 
 Split = tuple[np.ndarray, np.ndarray]
@@ -396,4 +396,4 @@ def _check_pretrained_source(cfg) -> int:
 
 
 # Pretrained ImageNet weights (source=imagenet_torchvision): nothing to load or train here.
-SOURCES["torchvision"] = SourceKind("torchvision", None, _check_pretrained_source)
+register_pretrained_source("torchvision", validate=_check_pretrained_source)

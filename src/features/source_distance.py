@@ -3,7 +3,7 @@
 `distance/<key>` holds {"layer", "primary", "pad", "frechet", ...} for one (source, target) pair at a fixed layer;
 key = the source-val features key (the source task's own val images through every tap: `source_val_stage` in
 src.experiment) + the target's features key + layer + version. The layer is fixed per source architecture
-(`DISTANCE_LAYERS`), never the probed layer, so every job of a sweep reports the same distance for the same pair,
+(the registered family's `distance_layer`), never the probed layer, so every job of a sweep reports the same distance for the same pair,
 and the number looks at images only, never at the probe or the labels. Pretrained sources have no source images
 here (ImageNet is not read), so they get no measured distance; nor do fine-tuned runs (the report takes the pair's
 distance from the sweep's probe jobs).
@@ -19,26 +19,26 @@ import numpy as np
 
 from src.cache import Store, make_key
 from src.features.extract import load_features
+from src.models.registry import get_arch
 from src.transferability.distance import DISTANCES, domain_distances
 
 DISTANCE_VERSION = 1
-# The fixed layer the distance is measured at, per family: an early conv layer, global-average pooled. Early
-# layers see what the shift family moves (colour, texture frequency, outline, clutter) and are shared by every
-# class, so a target's distance does not depend on whether its classes happen to resemble the source's; on the
-# shift family the domain classifier's separability grows monotonically with shift there (README: measured).
-DISTANCE_LAYERS = {"alexnet": "conv2", "vgg": "conv2", "resnet": "stage2"}
+# The layer is the family's `distance_layer` (src.models.registry): an early conv layer, global-average pooled.
+# Early layers see what the shift family moves (colour, texture frequency, outline, clutter) and are shared by
+# every class, so a target's distance does not depend on whether its classes happen to resemble the source's
+# (docs/statistics.md: why the proxy A-distance at conv2).
 PRIMARY = "pad"  # the measure the report orders and correlates by (see README: why)
 
 
 def distance_defined(cfg, plan) -> bool:
     """Whether this run's (source, target) pair gets a measured distance (every target; trained source nets)."""
-    return not plan.spec.pretrained and plan.spec.family in DISTANCE_LAYERS
+    return not plan.spec.pretrained
 
 
 def measure_distance(store: Store, plan, source_val: Path, features: Path,
                      features_key: str) -> tuple[dict[str, Any], Path, bool, str]:
     """(value, entry, hit, key): the (source, target) distances at the family's fixed layer, cached."""
-    layer = DISTANCE_LAYERS[plan.spec.family]
+    layer = get_arch(plan.spec.family).distance_layer
     payload = {"stage": "distance", "version": DISTANCE_VERSION, "source_val_features": source_val.name,
                "features": features_key, "layer": layer, "measures": list(DISTANCES)}
 

@@ -1,9 +1,10 @@
-"""Torch builders for the ConvNet families described in `src.models.spec`.
+"""Torch side of the families trained here: the ConvNet and ResNet modules our registered families build, and the
+arch registry's torch-side protocol (load / tap_nodes / preprocess / head_path) for every trained family.
 
 Module names are the tap vocabulary: `features.conv3` is the output of conv3's block (after its ReLU),
-`fc6`/`fc7` the outputs after their ReLUs, `fc8` the logits; for resnet `stage1`..`stage4`, `pool`, `logits`. Feature extraction asks torchvision's
-`create_feature_extractor` for exactly these node names, so the spec's vocabulary and the modules agree by
-construction.
+`fc6`/`fc7` the outputs after their ReLUs, `fc8` the logits; for resnet `stage1`..`stage4`, `pool`, `logits`.
+Feature extraction asks torchvision's `create_feature_extractor` for the spec's graph nodes (`ArchSpec.nodes`), so
+the spec's vocabulary and the modules agree by construction.
 """
 
 from __future__ import annotations
@@ -68,9 +69,6 @@ class ConvNet(nn.Module):
         x = self.drop7(self.fc7(x))
         return self.fc8(x)
 
-    def tap_nodes(self) -> dict[str, str]:
-        return tap_nodes(self.spec)
-
 
 class BasicBlock(nn.Module):
     """3x3-3x3 residual block with a 1x1 projection shortcut when the shape changes."""
@@ -114,16 +112,15 @@ class ResNet(nn.Module):
             x = getattr(self, f"stage{i + 1}")(x)
         return self.logits(self.pool(x))
 
-    def tap_nodes(self) -> dict[str, str]:
-        return tap_nodes(self.spec)
-
 
 def build_model(spec: ArchSpec) -> nn.Module:
-    """A freshly initialised net for one of our own families (pretrained ones: src.models.pretrained)."""
-    return ResNet(spec) if spec.family == "resnet" else ConvNet(spec)
+    """A freshly initialised net of a trained family, by its registered builder (pretrained ones: src.models.pretrained)."""
+    from src.models.registry import get_arch
+
+    return get_arch(spec.family).build(spec)
 
 
-# --- the arch registry's torch-side protocol (src.models.registry) for our own families ----------------------
+# --- the arch registry's torch-side protocol (src.models.registry) for every family trained here --------------
 
 
 def load(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None, weights_file: Path | None = None) -> nn.Module:
@@ -136,11 +133,7 @@ def load(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None, weights_fi
 
 def tap_nodes(spec: ArchSpec) -> dict[str, str]:
     """Graph node name for every canonical tap (aliases such as conv_last are resolved by the spec)."""
-    if spec.family == "resnet":
-        return {t: t for t, (c, _, _) in spec.vocab.items() if t == c}
-    nodes = {c.name: f"features.{c.name}" for c in spec.convs}
-    nodes.update(fc6="fc6", fc7="fc7", fc8="fc8")
-    return nodes
+    return dict(spec.nodes)
 
 
 def preprocess(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -148,4 +141,4 @@ def preprocess(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None) -> C
 
 
 def head_path(spec: ArchSpec) -> str:
-    return spec.taps()[-1]  # fc8 / logits are top-level modules
+    return spec.head

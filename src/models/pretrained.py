@@ -3,7 +3,7 @@
 Weights come from `source.weights_path` or from torch hub's cache (`$TORCH_HOME/hub/checkpoints/`, the file name
 torchvision's weights enum gives). Nothing is downloaded unless `source.download=true`. Inputs get the weights'
 own preprocessing (resize, centre crop, ImageNet mean/std). Our layer vocabulary maps onto their modules through
-`src.models.spec.TORCHVISION_ARCHS`.
+`src.models.spec.TORCHVISION_NETS`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ import torch
 import torchvision
 
 from src.errors import ConfigError
-from src.models.spec import TORCHVISION_ARCHS, ArchSpec
+from src.models.registry import arch_spec
+from src.models.spec import TORCHVISION_NETS, ArchSpec
 
 
 class MissingWeightsError(ConfigError, FileNotFoundError):
@@ -24,7 +25,7 @@ class MissingWeightsError(ConfigError, FileNotFoundError):
 
 
 def weights_enum(arch: str, weights_name: str = "DEFAULT"):
-    enum = torchvision.models.get_model_weights(TORCHVISION_ARCHS[arch]["builder"])
+    enum = torchvision.models.get_model_weights(TORCHVISION_NETS[arch][0])
     return enum[weights_name] if weights_name != "DEFAULT" else enum.DEFAULT
 
 
@@ -51,7 +52,7 @@ def ensure_weights(arch: str, source_cfg: Mapping[str, Any]) -> Path:
 
 
 def load_pretrained(arch: str, source_cfg: Mapping[str, Any]) -> torch.nn.Module:
-    model = torchvision.models.get_model(TORCHVISION_ARCHS[arch]["builder"], weights=None)
+    model = torchvision.models.get_model(TORCHVISION_NETS[arch][0], weights=None)
     path = ensure_weights(arch, source_cfg)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -75,8 +76,7 @@ def preprocess_for(arch: str, source_cfg: Mapping[str, Any]) -> Callable[[torch.
 
 def tap_nodes(arch: str | ArchSpec) -> dict[str, str]:
     """Our tap name -> torchvision's module path (`arch`: a name or its spec)."""
-    name = arch.family if isinstance(arch, ArchSpec) else arch
-    return {tap: node for tap, (node, _, _) in TORCHVISION_ARCHS[name]["taps"].items()}
+    return dict((arch if isinstance(arch, ArchSpec) else arch_spec(arch, None, 1.0, 1000)).nodes)
 
 
 # --- the arch registry's torch-side protocol (src.models.registry) -----------------------------------------
@@ -91,4 +91,4 @@ def preprocess(spec: ArchSpec, source_cfg: Mapping[str, Any]) -> Callable[[torch
 
 
 def head_path(spec: ArchSpec) -> str:
-    return TORCHVISION_ARCHS[spec.family]["taps"][spec.taps()[-1]][0]
+    return spec.head

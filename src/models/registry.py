@@ -1,14 +1,17 @@
-"""The architecture registry: every `arch=` option, what it is and where its torch side lives (no torch here).
+"""The architecture registry: one record per `arch=` option, the single place that says what a family is (no torch).
 
-Each entry knows its depths (None: fixed, as for pretrained nets), whether it is pretrained, how to build its
-`ArchSpec` (the layer vocabulary, dims; `src.models.spec`) and which module implements its torch side. That
-module provides the same four functions, so the stages never branch on the family:
-  load(spec, source_cfg, weights_file)   the net in eval mode (our nets: a snapshot file; pretrained: ImageNet's)
-  tap_nodes(spec)                        our tap name -> the model's graph node (torchvision feature extraction)
-  preprocess(spec, source_cfg)           uint8 batch -> the net's input
-  head_path(spec)                        module path of the classification head (fine-tuning replaces it)
-Ours are `src.models.nets`; torchvision's ImageNet nets (`get_model` / `get_model_weights`) `src.models.pretrained`.
-`python -m src.models` lists every arch's layers.
+A family is added by one `register_arch(Arch(...))` call and one `conf/arch/<name>.yaml` (`name: <name>`):
+  name            the `arch=` value (and `ArchSpec.family`)
+  about           one line for `python -m src.models`
+  spec            (depth, width multiplier, num_classes) -> ArchSpec, torch-free (`src.models.spec` has ours):
+                  the layer vocabulary, dims, graph nodes and head the check and the stages use
+  builder         "module:callable" taking the ArchSpec and returning the freshly initialised nn.Module (trained
+                  families; imported only when a net is built)
+  depths          the valid depths (None: fixed, as for pretrained nets), and default_depth
+  distance_layer  the early layer the measured (source, target) distance is taken at (trained families)
+  pretrained      weights come from a file (torchvision's ImageNet nets, `src.models.pretrained`)
+Everything else (training, tapping, fine-tuning, the measured distance, `python -m src.models`, the report's layer
+order) reads these records, so a new family needs no other edit (tests/test_arch_family.py registers a toy one).
 """
 
 from __future__ import annotations
@@ -16,49 +19,78 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Callable
 
 from src.errors import ConfigError
-from src.models.spec import DEFAULT_DEPTH, FAMILY_DEPTHS, TORCHVISION_ARCHS, ArchSpec, arch_spec
+from src.models.spec import TORCHVISION_NETS, ArchSpec, alexnet_spec, resnet_spec, torchvision_spec, vgg_spec
+from src.registry import Registry
 
 
 @dataclass(frozen=True)
 class Arch:
     name: str
-    depths: tuple[int, ...] | None  # None: fixed by the weights
-    default_depth: int | None
-    pretrained: bool
-    impl: str  # module with load / tap_nodes / preprocess / head_path
     about: str
+    spec_fn: Callable[[int | None, float, int], ArchSpec]
+    builder: str | None = None  # "module:callable" -> nn.Module from the spec (trained families)
+    depths: tuple[int, ...] | None = None
+    default_depth: int | None = None
+    distance_layer: str | None = None
+    pretrained: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.pretrained and (self.builder is None or self.distance_layer is None):
+            raise ValueError(f"arch {self.name!r}: a trained family needs a builder and a distance_layer")
 
     def spec(self, depth: int | None, width: float, num_classes: int) -> ArchSpec:
-        """The spec at `depth` (None: the default) and width multiplier; ConfigError listing valid values."""
-        try:
-            return arch_spec(self.name, depth, width, num_classes)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        """The spec at `depth` (None: the default) and width multiplier; ConfigError listing the valid values."""
+        if self.depths is None:
+            if depth is not None:
+                raise ConfigError(f"depth={depth} cannot be set for arch={self.name} (fixed by its weights); "
+                                  "leave depth=null")
+        else:
+            depth = self.default_depth if depth is None else depth
+            if isinstance(depth, bool) or not isinstance(depth, int) or depth not in self.depths:
+                raise ConfigError(f"depth={depth} is not available for arch={self.name}; valid depths: "
+                                  f"{', '.join(map(str, self.depths))}")
+        spec = self.spec_fn(depth, float(width), num_classes)
+        if spec.family != self.name:
+            raise ValueError(f"arch {self.name!r}: its spec says family {spec.family!r}")
+        return spec
 
     def torch(self) -> ModuleType:
-        """The module implementing this arch's torch side (imports torch)."""
-        return importlib.import_module(self.impl)
+        """The module implementing the torch side (load, tap_nodes, preprocess, head_path; imports torch)."""
+        return importlib.import_module("src.models.pretrained" if self.pretrained else "src.models.nets")
+
+    def build(self, spec: ArchSpec):
+        """A freshly initialised net of this (trained) family (imports torch)."""
+        module, _, fn = str(self.builder).partition(":")
+        return getattr(importlib.import_module(module), fn)(spec)
 
 
-ABOUT = {
-    "alexnet": "5 conv + fc6, fc7, fc8 (torchvision AlexNet's widths at width=large)",
-    "vgg": "3x3 conv stacks + fc6, fc7, fc8",
-    "resnet": "basic-block residual net, 4 stages",
-}
-ARCHS: dict[str, Arch] = {
-    **{name: Arch(name, depths, DEFAULT_DEPTH[name], False, "src.models.nets", ABOUT[name])
-       for name, depths in FAMILY_DEPTHS.items()},
-    **{name: Arch(name, None, None, True, "src.models.pretrained", f"torchvision's ImageNet {tv['builder']}")
-       for name, tv in TORCHVISION_ARCHS.items()},
-}
+ARCHS = Registry("arch", "archs")
+
+
+def register_arch(arch: Arch) -> Arch:
+    return ARCHS.register(arch.name, arch)
 
 
 def get_arch(name: str) -> Arch:
-    if name not in ARCHS:
-        raise ConfigError(f"arch={name!r} is unknown; valid archs: {', '.join(ARCHS)}")
-    return ARCHS[name]
+    return ARCHS.get_valid(name)
+
+
+def arch_spec(name: str, depth: int | None, width: float, num_classes: int) -> ArchSpec:
+    """`get_arch(name).spec(...)`: the spec of a registered arch."""
+    return get_arch(name).spec(depth, width, num_classes)
+
+
+register_arch(Arch("alexnet", "5 conv + fc6, fc7, fc8 (torchvision AlexNet's widths at width=large)", alexnet_spec,
+                   "src.models.nets:ConvNet", depths=(8,), default_depth=8, distance_layer="conv2"))
+register_arch(Arch("vgg", "3x3 conv stacks + fc6, fc7, fc8", vgg_spec, "src.models.nets:ConvNet",
+                   depths=(8, 11, 13, 16, 19), default_depth=11, distance_layer="conv2"))
+register_arch(Arch("resnet", "basic-block residual net, 4 stages", resnet_spec, "src.models.nets:ResNet",
+                   depths=(10, 18, 26), default_depth=10, distance_layer="stage2"))
+for _name, (_model, _, _) in TORCHVISION_NETS.items():
+    register_arch(Arch(_name, f"torchvision's ImageNet {_model}", torchvision_spec(_name), pretrained=True))
 
 
 def layer_table() -> list[dict]:
@@ -66,7 +98,7 @@ def layer_table() -> list[dict]:
     rows = []
     for arch in ARCHS.values():
         for depth in arch.depths or (None,):
-            spec = arch.spec(depth if arch.depths else None, 1.0, 1000)
+            spec = arch.spec(depth, 1.0, 1000)
             rows.append({"arch": arch.name, "depth": depth if depth is not None else "-",
                          "layers": " ".join(spec.taps())})
     return rows

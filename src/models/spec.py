@@ -1,9 +1,10 @@
 """Architecture specs and the tap (layer) vocabulary, without importing torch.
 
-This is the one place that knows, for each family, which depths exist, how wide each layer is and which
-layer names a user may tap. The arch registry (`src.models.registry`) serves these specs to the torch builders
-(`src.models.nets`, `src.models.pretrained`) and to the config check, which validates `layer`, `depth` and PCA
-sizes with them before any expensive work.
+An `ArchSpec` is what the config check and the stages know of one net: its family (the `arch=` name), depth,
+width-scaled layer sizes, the layer names a user may tap (with their dims and whether they are spatial maps), the
+graph node behind each tap (torchvision's feature extraction asks for exactly these) and the module path of the
+classification head (fine-tuning replaces it). Each family registered in `src.models.registry` builds its spec with
+one of the functions here (or its own, for a family added elsewhere).
 
 Families built by our code (width and depth are free axes; BatchNorm in every conv so short CPU schedules train):
   alexnet  5 conv layers + fc6, fc7, fc8; reference widths = torchvision's AlexNet (64, 192, 384, 256, 256; fc 4096)
@@ -33,8 +34,6 @@ VGG_STAGES = {
     19: (2, 2, 4, 4, 4),
 }
 RESNET_BLOCKS = {10: 1, 18: 2, 26: 3}  # basic blocks per stage; depth = 2 * 4 * blocks + 2
-FAMILY_DEPTHS = {"alexnet": (8,), "vgg": tuple(VGG_STAGES), "resnet": tuple(RESNET_BLOCKS)}
-DEFAULT_DEPTH = {"alexnet": 8, "vgg": 11, "resnet": 10}
 POOL_OUT = {"alexnet": 2, "vgg": 1}  # spatial size of the adaptive pool before fc6
 POOLINGS = {"avg": 1, "max": 1, "spp": 5}  # feature-dim factor of each conv pooling (spp = 1x1 + 2x2 grid)
 
@@ -56,37 +55,29 @@ def _tv_vgg16_taps() -> dict[str, tuple[str, int, bool]]:
     return taps
 
 
-TORCHVISION_ARCHS: dict[str, dict] = {
-    "tv_alexnet": {
-        "builder": "alexnet",
-        "weights": "AlexNet_Weights",
-        "taps": {
-            "conv1": ("features.1", 64, True),
-            "conv2": ("features.4", 192, True),
-            "conv3": ("features.7", 384, True),
-            "conv4": ("features.9", 256, True),
-            "conv5": ("features.11", 256, True),
-            "conv_last": ("features.12", 256, True),  # pool5, after the last ReLU
-            "fc6": ("classifier.2", 4096, False),
-            "fc7": ("classifier.5", 4096, False),
-            "fc8": ("classifier.6", 1000, False),
-        },
-    },
-    "tv_vgg16": {"builder": "vgg16", "weights": "VGG16_Weights", "taps": _tv_vgg16_taps()},
-    "tv_resnet50": {
-        "builder": "resnet50",
-        "weights": "ResNet50_Weights",
-        "taps": {
-            "stage1": ("layer1", 256, True),
-            "stage2": ("layer2", 512, True),
-            "stage3": ("layer3", 1024, True),
-            "stage4": ("layer4", 2048, True),
-            "pool": ("flatten", 2048, False),
-            "logits": ("fc", 1000, False),
-        },
-    },
+# torchvision model name, its weights enum and our taps on it
+TORCHVISION_NETS: dict[str, tuple[str, str, dict[str, tuple[str, int, bool]]]] = {
+    "tv_alexnet": ("alexnet", "AlexNet_Weights", {
+        "conv1": ("features.1", 64, True),
+        "conv2": ("features.4", 192, True),
+        "conv3": ("features.7", 384, True),
+        "conv4": ("features.9", 256, True),
+        "conv5": ("features.11", 256, True),
+        "conv_last": ("features.12", 256, True),  # pool5, after the last ReLU
+        "fc6": ("classifier.2", 4096, False),
+        "fc7": ("classifier.5", 4096, False),
+        "fc8": ("classifier.6", 1000, False),
+    }),
+    "tv_vgg16": ("vgg16", "VGG16_Weights", _tv_vgg16_taps()),
+    "tv_resnet50": ("resnet50", "ResNet50_Weights", {
+        "stage1": ("layer1", 256, True),
+        "stage2": ("layer2", 512, True),
+        "stage3": ("layer3", 1024, True),
+        "stage4": ("layer4", 2048, True),
+        "pool": ("flatten", 2048, False),
+        "logits": ("fc", 1000, False),
+    }),
 }
-ARCHS = tuple(FAMILY_DEPTHS) + tuple(TORCHVISION_ARCHS)
 
 
 @dataclass(frozen=True)
@@ -99,11 +90,14 @@ class ConvSpec:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    family: str
+    family: str  # the registered arch name
     depth: int | None
     num_classes: int
     # Ordered vocabulary: layer name -> (canonical tap, dim, spatial?). Aliases map to another tap's entry.
     vocab: dict[str, tuple[str, int, bool]] = field(hash=False)
+    nodes: dict[str, str] = field(hash=False, default_factory=dict)  # canonical tap -> the model's graph node
+    head: str = ""  # module path of the classification head (its last tap's module)
+    pretrained: bool = False  # weights come from a file (nothing is trained here)
     convs: tuple[ConvSpec, ...] = ()  # alexnet / vgg
     fc_units: int = 0
     pool_out: int = 1
@@ -113,10 +107,6 @@ class ArchSpec:
     @property
     def fc_in(self) -> int:
         return self.convs[-1].out_channels * self.pool_out**2
-
-    @property
-    def pretrained(self) -> bool:
-        return self.family in TORCHVISION_ARCHS
 
     def taps(self) -> list[str]:
         """Every layer name a user may ask for, input side first."""
@@ -144,56 +134,46 @@ def scaled(n: int, width: float) -> int:
     return max(4, int(round(n * width)))
 
 
-def _conv_vocab(convs: tuple[ConvSpec, ...], fc_units: int, num_classes: int) -> dict:
+def _conv_spec(family: str, depth: int, convs: tuple[ConvSpec, ...], width: float, num_classes: int) -> ArchSpec:
+    fc = scaled(FC_UNITS, width)
     vocab = {c.name: (c.name, c.out_channels, True) for c in convs}
     vocab["conv_last"] = (convs[-1].name, convs[-1].out_channels, True)
-    vocab.update(fc6=("fc6", fc_units, False), fc7=("fc7", fc_units, False), fc8=("fc8", num_classes, False))
-    return vocab
+    vocab.update(fc6=("fc6", fc, False), fc7=("fc7", fc, False), fc8=("fc8", num_classes, False))
+    nodes = {c.name: f"features.{c.name}" for c in convs} | {"fc6": "fc6", "fc7": "fc7", "fc8": "fc8"}
+    return ArchSpec(family, depth, num_classes, vocab, nodes=nodes, head="fc8", convs=convs, fc_units=fc,
+                    pool_out=POOL_OUT[family], min_input=2 ** sum(c.pool_after for c in convs))
 
 
-def arch_spec(family: str, depth: int | None, width: float, num_classes: int) -> ArchSpec:
-    """The spec for a family at a given depth (None = the family's default) and width multiplier."""
-    if family in TORCHVISION_ARCHS:
-        taps = TORCHVISION_ARCHS[family]["taps"]
-        if depth is not None:
-            raise ValueError(f"depth={depth} cannot be set for the pretrained arch={family}; leave depth=null")
-        return ArchSpec(family, None, 1000, {k: (k, d, s) for k, (_, d, s) in taps.items()}, min_input=32)
-    if family not in FAMILY_DEPTHS:
-        raise ValueError(f"arch={family!r} is unknown; valid archs: {', '.join(ARCHS)}")
-    depth = DEFAULT_DEPTH[family] if depth is None else int(depth)
-    if depth not in FAMILY_DEPTHS[family]:
-        raise ValueError(
-            f"depth={depth} is not available for arch={family}; valid depths: "
-            f"{', '.join(map(str, FAMILY_DEPTHS[family]))}"
-        )
-    if not width > 0:
-        raise ValueError(f"width multiplier must be positive, got {width}")
-    if family == "resnet":
-        stages = tuple((scaled(c, width), RESNET_BLOCKS[depth]) for c in RESNET_CHANNELS)
-        vocab = {f"stage{i + 1}": (f"stage{i + 1}", c, True) for i, (c, _) in enumerate(stages)}
-        vocab.update(pool=("pool", stages[-1][0], False), logits=("logits", num_classes, False))
-        return ArchSpec(family, depth, num_classes, vocab, stages=stages, min_input=8)
-    if family == "alexnet":
-        kernels = (5, 5, 3, 3, 3)
-        pools = (True, True, False, False, True)
-        convs = tuple(
-            ConvSpec(f"conv{i + 1}", scaled(c, width), k, p)
-            for i, (c, k, p) in enumerate(zip(ALEXNET_CHANNELS, kernels, pools))
-        )
-    else:
-        convs_list = []
-        for channels, n in zip(VGG_CHANNELS, VGG_STAGES[depth]):
-            for j in range(n):
-                convs_list.append(ConvSpec(f"conv{len(convs_list) + 1}", scaled(channels, width), 3, j == n - 1))
-        convs = tuple(convs_list)
-    fc = scaled(FC_UNITS, width)
-    return ArchSpec(
-        family,
-        depth,
-        num_classes,
-        _conv_vocab(convs, fc, num_classes),
-        convs=convs,
-        fc_units=fc,
-        pool_out=POOL_OUT[family],
-        min_input=2 ** sum(c.pool_after for c in convs),
-    )
+def alexnet_spec(depth: int, width: float, num_classes: int) -> ArchSpec:
+    kernels, pools = (5, 5, 3, 3, 3), (True, True, False, False, True)
+    convs = tuple(ConvSpec(f"conv{i + 1}", scaled(c, width), k, p)
+                  for i, (c, k, p) in enumerate(zip(ALEXNET_CHANNELS, kernels, pools)))
+    return _conv_spec("alexnet", depth, convs, width, num_classes)
+
+
+def vgg_spec(depth: int, width: float, num_classes: int) -> ArchSpec:
+    convs: list[ConvSpec] = []
+    for channels, n in zip(VGG_CHANNELS, VGG_STAGES[depth]):
+        for j in range(n):
+            convs.append(ConvSpec(f"conv{len(convs) + 1}", scaled(channels, width), 3, j == n - 1))
+    return _conv_spec("vgg", depth, tuple(convs), width, num_classes)
+
+
+def resnet_spec(depth: int, width: float, num_classes: int) -> ArchSpec:
+    stages = tuple((scaled(c, width), RESNET_BLOCKS[depth]) for c in RESNET_CHANNELS)
+    vocab = {f"stage{i + 1}": (f"stage{i + 1}", c, True) for i, (c, _) in enumerate(stages)}
+    vocab.update(pool=("pool", stages[-1][0], False), logits=("logits", num_classes, False))
+    return ArchSpec("resnet", depth, num_classes, vocab, nodes={t: t for t in vocab}, head="logits", stages=stages,
+                    min_input=8)
+
+
+def torchvision_spec(name: str):
+    """The spec builder of one of torchvision's ImageNet nets (fixed depth and width, 1000 classes)."""
+    taps = TORCHVISION_NETS[name][2]
+
+    def build(depth: None, width: float, num_classes: int) -> ArchSpec:
+        return ArchSpec(name, None, 1000, {k: (k, d, s) for k, (_, d, s) in taps.items()},
+                        nodes={k: node for k, (node, _, _) in taps.items()},
+                        head=taps[list(taps)[-1]][0], pretrained=True, min_input=32)
+
+    return build

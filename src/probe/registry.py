@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from src.errors import ConfigError, one_of
+from src.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -21,11 +22,11 @@ class Classifier:
     about: str
 
 
-CLASSIFIERS: dict[str, Classifier] = {}
+CLASSIFIERS = Registry("classifier", "classifiers")
 
 
 def register_classifier(name: str, c_param: str = "C", about: str = "") -> None:
-    CLASSIFIERS[name] = Classifier(name, c_param, about)
+    CLASSIFIERS.register(name, Classifier(name, c_param, about))
 
 
 register_classifier("linear_svm", about="one-vs-rest squared hinge (LinearSVC's objective), whole C path in torch")

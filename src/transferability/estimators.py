@@ -7,6 +7,7 @@ from typing import Callable
 
 import numpy as np
 
+from src.registry import Registry
 from src.transferability.coding_rate import transrate
 from src.transferability.discriminant import etran_energy, etran_lda, gbc, sfda
 from src.transferability.neighbours import knn_loo, nleep
@@ -158,13 +159,14 @@ class Estimator:
     torch: bool = False  # also takes a torch tensor and computes on its device (given a GPU one when there is one)
 
 
-ESTIMATORS: dict[str, Estimator] = {}
+ESTIMATORS = Registry("estimator", "estimators")
 
 
 def register_estimator(name: str, fn, input: str, cost: str = "cheap", multilabel: bool = False,
                        torch: bool = False) -> None:
-    assert input in ("features", "probs") and cost in ("cheap", "expensive"), (input, cost)
-    ESTIMATORS[name] = Estimator(name, fn, input, cost, multilabel, torch)
+    if input not in ("features", "probs") or cost not in ("cheap", "expensive"):
+        raise ValueError(f"estimator {name!r}: input must be features/probs and cost cheap/expensive")
+    ESTIMATORS.register(name, Estimator(name, fn, input, cost, multilabel, torch))
 
 
 register_estimator("logme", logme, "features", multilabel=True, torch=True)
