@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from src.data.registry import SOURCES, TASKS
+from src.data.tasks import SOURCES, TASKS  # (the entries are registered there)
 from src.errors import ConfigError
 from src.models.registry import ARCHS
 from src.probe.registry import CLASSIFIERS
