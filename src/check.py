@@ -1,27 +1,25 @@
 """Config validation before any expensive work (no torch import: it runs in a fraction of a second).
 
-`validate(cfg)` asks each registry entry the config names to check its own part (source kind and target task:
-`src.data.tasks`; arch: `src.models.registry`; classifier: `src.probe.registry`; estimator:
-`src.transferability`), then checks what spans several of them, and returns a `Plan` with what the stages need.
-Every problem raises `ConfigError` with one line naming the bad value and the valid choices.
+`validate(cfg)` first checks every key against the schema (`src.schema`: known keys, types, ranges, choices), then
+asks each registry entry the config names to check what spans its fields (source kind and target task:
+`src.data.tasks`; arch: `src.models.registry`), then checks what spans several of them, and returns a `Plan`
+with what the stages need. Every problem raises `ConfigError` with one line naming the bad value and what is valid.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.check_run import check_run
 from src.data.tasks import SOURCES, TASKS
-from src.errors import ConfigError, one_of, positive, positive_int
+from src.errors import ConfigError
 from src.models.registry import ARCHS, get_arch
-from src.models.spec import POOLINGS, ArchSpec
-from src.probe.registry import validate_classifier
-from src.transferability.estimators import ESTIMATORS
-
-FINETUNES = ("none", "last", "full")
+from src.models.spec import ArchSpec
+from src.schema import check_config
 
 
 @dataclass(frozen=True)
@@ -34,7 +32,6 @@ class Plan:
 
 def _source(cfg: DictConfig) -> int:
     """The source kind (and its fit with the arch); returns the source task's number of classes."""
-    one_of("source.kind", cfg.source.kind, SOURCES, "kinds")
     arch = get_arch(cfg.arch.name)
     pretrained_kind = SOURCES[cfg.source.kind].loader is None
     if pretrained_kind and not arch.pretrained:
@@ -52,7 +49,6 @@ def _snapshot(cfg: DictConfig, spec: ArchSpec) -> int:
         return 0  # the pretrained weights themselves
     src = cfg.source
     snapshot = src.epochs if src.snapshot is None else src.snapshot
-    positive_int("source.snapshot", snapshot)
     if snapshot > src.epochs:
         raise ConfigError(f"source.snapshot={snapshot} is past source.epochs={src.epochs}; valid: 1..{src.epochs}")
     return int(snapshot)
@@ -61,24 +57,19 @@ def _snapshot(cfg: DictConfig, spec: ArchSpec) -> int:
 def _target(cfg: DictConfig) -> int | None:
     """The target task's own check; returns its number of training images when known without reading it."""
     tgt = cfg.target
-    one_of("target.data.task", tgt.data.task, TASKS, "tasks")
     task = TASKS[tgt.data.task]
     if tgt.evaluator != task.evaluator:
         raise ConfigError(f"target.evaluator={tgt.evaluator} does not fit target.data.task={task.name}; "
                           f"valid: {task.evaluator}")
-    one_of("target.metric", tgt.metric, task.metrics, "metrics")
+    if tgt.metric not in task.metrics:
+        raise ConfigError(f"target.metric={tgt.metric} does not fit target.data.task={task.name}; "
+                          f"valid: {', '.join(task.metrics)}")
     return task.validate(cfg)
 
 
 def _finetune(cfg: DictConfig) -> None:
     ft = cfg.finetune
-    one_of("finetune", ft.name, FINETUNES)
-    if ft.name == "none":
-        return
-    for field in ("epochs", "batch_size"):
-        positive_int(f"finetune.{field}", ft[field])
-    positive("finetune.lr", ft.lr)
-    if cfg.estimator.name != "none":
+    if ft.name != "none" and cfg.estimator.name != "none":
         raise ConfigError(f"estimator={cfg.estimator.name} scores features without training; it cannot be combined "
                           f"with finetune={ft.name}")
 
@@ -87,7 +78,8 @@ def _dimred(cfg: DictConfig, feature_dim: int, n_train: int | None) -> None:
     if cfg.dimred.name != "pca":
         return
     n = cfg.dimred.n_components
-    positive_int("dimred.n_components", n)
+    if n is None:
+        raise ConfigError("dimred.n_components=null with dimred=pca; set the number of components, e.g. 64")
     limit = min(feature_dim, n_train or feature_dim)
     if n > limit:
         why = f"feature dim {feature_dim}" + (f", {n_train} target training images" if n_train else "")
@@ -108,29 +100,37 @@ def missing_keys(cfg: DictConfig) -> list[str]:
     return sorted(OmegaConf.missing_keys(cfg)) if _has_marker(OmegaConf.to_container(cfg, resolve=False)) else []
 
 
+def check_writable_dir(key: str, value: Any) -> None:
+    """A directory we will write into: not a file, creatable and writable. Creates nothing."""
+    path = Path(os.path.expanduser(str(value)))
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    if existing is None:
+        raise ConfigError(f"{key}={path}: none of its parents exists")
+    if not existing.is_dir():
+        what = "is a file" if existing == path else f"has a file in its path ({existing})"
+        raise ConfigError(f"{key}={path} {what}; point it at a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"{key}={path} is not writable ({existing} is read-only for this user)")
+
+
 def validate(cfg: DictConfig) -> Plan:
     missing = missing_keys(cfg)
     if missing:
         raise ConfigError(f"{missing[0]} is required (it is ??? in the config); set it, e.g. {missing[0]}=...")
-    check_run(cfg)  # seed, paths, trainer and the numeric bounds of every group
-    positive("width.multiplier", cfg.width.multiplier)
+    check_config(cfg)  # every key known, every value of its type, range or choices
+    check_writable_dir("paths.cache_dir", cfg.paths.cache_dir)
     n_classes = _source(cfg)
     spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes)
     try:
         tap = spec.resolve(cfg.layer)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    one_of("pooling", cfg.pooling, POOLINGS, "poolings")
     if cfg.source.image_size < spec.min_input:
         raise ConfigError(f"source.image_size={cfg.source.image_size} is too small for arch={spec.family} "
                           f"depth={spec.depth}; it needs at least {spec.min_input}")
     snapshot = _snapshot(cfg, spec)
     n_train = _target(cfg)
     _finetune(cfg)
-    one_of("estimator", cfg.estimator.name, ("none", *ESTIMATORS))
-    for name in cfg.estimator.get("extra") or []:
-        one_of("estimator.extra", name, ("all", *ESTIMATORS))
     feature_dim = spec.tap_dim(tap, cfg.pooling)
     _dimred(cfg, feature_dim, n_train)
-    validate_classifier(cfg)
     return Plan(spec=spec, tap=tap, snapshot=snapshot, feature_dim=feature_dim)

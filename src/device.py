@@ -3,7 +3,7 @@ the one Lightning trains on, from `trainer.accelerator`. Imports torch: call it 
 
 from __future__ import annotations
 
-ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")  # trainer.accelerator (src.schema reads them from here)
 
 
 def job_device(accelerator: str) -> str:

@@ -1,5 +1,5 @@
 """One experiment's stages: source net -> [fine-tuned net] -> features -> estimates and probe, each cached by its
-own key (`src.cache`: what each key hashes).
+own key (`src.keys`: what each key hashes).
 
 Each stage is a function returning a small `Stage` artifact (cache entry, hit, key, seconds); how a target is
 scored is looked up in `EVALUATORS` by the target task's registered evaluator. `run_experiment` is what
@@ -21,8 +21,8 @@ import torch
 from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
-from src.cache import (Store, features_payload, file_digest, finetune_payload, make_key, source_payload,
-                       source_val_payload)
+from src.cache import Store, file_digest, make_key
+from src.keys import features_payload, finetune_payload, source_payload, source_val_payload
 from src.check import Plan
 from src.data.tasks import load_source, load_target
 from src.device import job_device

@@ -30,7 +30,6 @@ from src.cache import atomic_write_text, make_key
 from src.check import validate
 from src.errors import ConfigError
 from src.record import PER_IMAGE, RESULT, Result, factors
-from src.search.cli import overlay_multirun_args
 
 log = logging.getLogger("src.main")
 # Hydra 1.4 warns about every config-named _target_ without an execution whitelist; ours (src.*) are trusted.
@@ -221,10 +220,10 @@ def run_cli() -> None:
     line ourselves; a user who sets HYDRA_FULL_ERROR=1 gets the full traceback as usual.
     """
     from src import compose_once, config_copy
-    from src.check_run import check_sweeper_overrides
+    from src.argv import prepare
 
-    try:
-        check_sweeper_overrides(sys.argv[1:])
+    try:  # before Hydra prints or saves the overrides (a storage URL's password goes to PGPASSWORD)
+        sys.argv = [sys.argv[0], *prepare(sys.argv[1:])]
     except ConfigError as e:
         sys.exit(f"error: {e}")
     compose_once.install()  # a sweep job's config is composed once, not twice (sweeper check + launcher)
@@ -244,12 +243,4 @@ def run_cli() -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = overlay_multirun_args(sys.argv)
-    if any(a.startswith("hydra.sweeper.storage=") for a in sys.argv):
-        from src.search.cli import StorageError, prepare_storage_args
-
-        try:  # before Hydra logs or saves the URL: its password goes to PGPASSWORD
-            sys.argv = prepare_storage_args(sys.argv)
-        except StorageError as e:
-            sys.exit(f"error: {e}")
     run_cli()

@@ -83,7 +83,11 @@ METRICS: dict[str, str] = {
 METRIC_PREFIX = {"transferability": "tr_"}
 # Dict-valued metrics that stay out of the flat table (kept whole in result.json only).
 NOT_FLAT = {"val_scores", "C_grid", "C_grid_extended", "probe_path"}
-TIMINGS = ("source", "finetune", "extract", "distance", "probe", "total")
+# Stage timings a run records in `timings_s` (seconds; the ones its stages ran).
+TIMINGS = ("source", "finetune", "extract", "source_val_extract", "distance", "estimate", "probe", "total")
+# What `objective=` may name (src.main.objective): a scalar metric or a timing (or an estimator's name).
+OBJECTIVES = ("target_score", "estimator_score", "source_val_acc", "source_num_params", "finetune_val_acc",
+              "feature_dim", "best_C", *TIMINGS)
 PER_IMAGE = "test_correct.npy"  # next to result.json: 1/0 per test image (classification), for the report's bootstrap
 # Columns `python -m src.report.summary` prints, when present.
 SUMMARY_COLUMNS = ["status", "arch", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",

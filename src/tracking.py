@@ -25,7 +25,8 @@ LOGGERS = {"csv": None, "tensorboard": "tensorboard", "mlflow": "mlflow"}
 
 
 def check(cfg: DictConfig) -> None:
-    """One-line ConfigError for an unknown logger or a tracker whose package is missing."""
+    """One-line ConfigError for an unknown logger, a tracker whose package is missing or a tracking server that
+    does not answer."""
     from src.errors import ConfigError
 
     name = OmegaConf.select(cfg, "logger.name", default="csv")
@@ -34,6 +35,12 @@ def check(cfg: DictConfig) -> None:
     package = LOGGERS[name]
     if package and importlib.util.find_spec(package) is None:
         raise ConfigError(f"logger={name} needs the {package} package: pip install -e '.[tracking]'")
+    uri = OmegaConf.select(cfg, "logger.tracking_uri", default=None)
+    if name == "mlflow" and isinstance(uri, str) and uri.startswith(("http://", "https://")):
+        from src.services import check_http  # a server that does not answer: one line now, not retries for minutes
+
+        check_http("logger.tracking_uri", uri, "start the server (mlflow server --host 127.0.0.1 --port 5000) or "
+                   "leave logger.tracking_uri=null for a local store in the sweep dir")
 
 
 def _name(cfg: DictConfig) -> str:

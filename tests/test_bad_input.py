@@ -72,7 +72,7 @@ CASES: list[tuple[str, str]] = [
     ("width.multiplier=100", "width.multiplier=100"),
     ("arch=vgg depth=7", "depth"),
     ("layer=conv9", "valid layers"),
-    ("pooling=median", "valid poolings"),
+    ("pooling=median", "pooling='median' is unknown; valid: avg, max, spp"),
     # trainer
     ("trainer.optim.name=foo", "trainer.optim.name='foo' is unknown; valid: sgd, adamw"),
     ("trainer.optim.lr=0", "trainer.optim.lr=0"),
@@ -201,10 +201,10 @@ def test_weights_of_another_arch_name_the_file(tmp_path):
 
 @pytest.mark.parametrize("argv,expected", [
     (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is out of range; valid: 1..100000"),
-    (["hydra.sweeper.n_trials=many"], "hydra.sweeper.n_trials='many' must be an integer"),
+    (["hydra.sweeper.n_trials=many"], "hydra.sweeper.n_trials=.many. must be an integer"),
 ])
 def test_sweeper_overrides(argv, expected):
-    from src.check_run import check_sweeper_overrides
+    from src.argv import check_sweeper_overrides
 
     with pytest.raises(ConfigError, match=expected) as e:
         check_sweeper_overrides(argv)

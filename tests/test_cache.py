@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from src.cache import Store, features_payload, make_key, source_payload, verify
+from src.cache import Store, make_key, verify
+from src.keys import features_payload, source_payload
 from src.check import validate
 
 

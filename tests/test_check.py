@@ -44,8 +44,10 @@ def test_missing_values_are_named_as_omegaconf_finds_them(make_cfg):
         (["arch=vgg", "source.image_size=16"], "source.image_size=16 is too small for arch=vgg"),
         (["target=synth_count", "target.data.num_classes=6"], "valid: 1..4"),
         (["classifier.C_grid=[]"], "classifier.C_grid"),
-        (["classifier.patience=0"], "classifier.patience=0 must be a positive integer"),
-        (["target.metric=f1"], "valid metrics: accuracy, mean_per_class_accuracy"),
+        (["classifier.patience=0"], "classifier.patience=0 is out of range; valid: 1..1000, or null"),
+        (["target.metric=f1"], "target.metric='f1' is unknown; valid: accuracy, mean_per_class_accuracy, map"),
+        (["target.metric=map"], "target.metric=map does not fit target.data.task=objects_new; valid: accuracy, "
+                                "mean_per_class_accuracy"),
     ],
 )
 def test_bad_input_fails_with_one_clear_line(make_cfg, overrides, message):

@@ -113,5 +113,5 @@ def test_layer_and_pooling_are_plain_values_on_the_command_line(cache_dir):
     cfg = compose_cfg("arch=vgg", "depth=16", "layer=conv13", "pooling=spp")
     assert (cfg.layer, cfg.pooling) == ("conv13", "spp")
     assert validate(cfg).tap == "conv13"
-    with pytest.raises(ConfigError, match="pooling='mean' is unknown; valid poolings: avg, max, spp"):
+    with pytest.raises(ConfigError, match="pooling='mean' is unknown; valid: avg, max, spp"):
         validate(compose_cfg("pooling=mean"))

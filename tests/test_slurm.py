@@ -38,7 +38,8 @@ def results(sweep) -> dict[str, dict]:
 
 
 def source_key(make_cfg, *overrides: str) -> str:
-    from src.cache import make_key, source_payload
+    from src.cache import make_key
+    from src.keys import source_payload
     from src.check import validate
 
     cfg = make_cfg(*overrides)

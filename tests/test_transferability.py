@@ -53,7 +53,7 @@ def test_logme_and_hscore_prefer_informative_features():
 
 
 def test_frechet_distance_properties():
-    from src.transferability.estimators import frechet_distance
+    from src.transferability.distance import frechet_distance
 
     a = rng.normal(size=(400, 6))
     b = rng.normal(size=(400, 6))

@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from src.cache import Store, make_key
+from src.keys import distance_payload
 from src.features.extract import load_features
 from src.models.registry import get_arch
 from src.transferability.distance import DISTANCES, domain_distances
 
-DISTANCE_VERSION = 1
 # The layer is the family's `distance_layer` (src.models.registry): an early conv layer, global-average pooled.
 # Early layers see what the shift family moves (colour, texture frequency, outline, clutter) and are shared by
 # every class, so a target's distance does not depend on whether its classes happen to resemble the source's
@@ -39,8 +39,7 @@ def measure_distance(store: Store, plan, source_val: Path, features: Path,
                      features_key: str) -> tuple[dict[str, Any], Path, bool, str]:
     """(value, entry, hit, key): the (source, target) distances at the family's fixed layer, cached."""
     layer = get_arch(plan.spec.family).distance_layer
-    payload = {"stage": "distance", "version": DISTANCE_VERSION, "source_val_features": source_val.name,
-               "features": features_key, "layer": layer, "measures": list(DISTANCES)}
+    payload = distance_payload(source_val.name, features_key, layer, list(DISTANCES))
 
     def build(tmp: Path) -> None:
         source_x, _ = load_features(source_val, "val", plan.spec, layer, "avg")

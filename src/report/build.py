@@ -81,7 +81,7 @@ def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
     source task's val features and the target's features (how far the target's images sit from the source's;
     NaN unless the jobs ran with `source_val_features=true`). Reads cached files only."""
     from src.transferability import logme
-    from src.transferability.estimators import frechet_distance
+    from src.transferability.distance import frechet_distance
 
     ok = A.ok_rows(df).dropna(subset=["features_key"])
     rows, source_feats = [], {}

@@ -1,4 +1,5 @@
-"""Command-line handling of `hydra.sweeper.storage=URL`, before Hydra sees (prints, saves) the URL.
+"""Command-line handling of `hydra.sweeper.storage=URL`, before Hydra sees (prints, saves) the URL (called by
+`src.argv.prepare`).
 
 A password in the URL is moved to `PGPASSWORD` (libpq reads it, as it reads `~/.pgpass`; SLURM jobs inherit the
 environment) and removed from the URL, so it is in no `.hydra/*.yaml`, log line, `result.json` or report. A URL
@@ -10,15 +11,13 @@ from __future__ import annotations
 import os
 from typing import MutableMapping
 
-from omegaconf import OmegaConf
-
-import src
+from src.errors import ConfigError
 
 STORAGE_ARG = "hydra.sweeper.storage="
 EXTRA = "pip install -e '.[cluster]'"
 
 
-class StorageError(ValueError):
+class StorageError(ConfigError):
     """A storage URL the installed drivers cannot open; the message is one line."""
 
 
@@ -68,25 +67,3 @@ def prepare_storage_args(argv: list[str], environ: MutableMapping[str, str] = os
             arg = STORAGE_ARG + url
         out.append(arg)
     return out
-
-
-OVERLAY_GROUPS = ("search", "experiment")
-
-
-def overlay_multirun_args(argv: list[str]) -> list[str]:
-    """Add `hydra.mode=MULTIRUN` when a chosen overlay (search=..., experiment=...) declares it.
-
-    Hydra 1.4 only honours `hydra.mode` from the primary config or the command line, not from a config group,
-    so `python -m src.main search=factors_tpe` would otherwise run a single job. The overlays keep
-    `hydra.mode: MULTIRUN` (it documents them and agrees with this), and this makes it take effect.
-    """
-    if any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv):
-        return argv
-    for arg in argv:
-        group, _, option = arg.partition("=")
-        path = src.REPO_ROOT / "conf" / group / f"{option}.yaml"
-        if group in OVERLAY_GROUPS and path.is_file():
-            mode = OmegaConf.select(OmegaConf.load(path), "hydra.mode", default=None)
-            if str(mode) == "MULTIRUN":
-                return argv + ["hydra.mode=MULTIRUN"]
-    return argv

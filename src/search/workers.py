@@ -21,7 +21,8 @@ import time
 from pathlib import Path
 
 import src
-from src.search.cli import StorageError, overlay_multirun_args, prepare_storage_args
+from src.argv import prepare
+from src.errors import ConfigError
 
 
 def worker_args(args: list[str], i: int, base_dir: Path) -> list[str]:
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"n={ns.n}: need at least 1 worker")
     env = dict(os.environ)
     try:
-        args = overlay_multirun_args(prepare_storage_args(list(ns.overrides), env))
-    except StorageError as e:
+        args = prepare(list(ns.overrides), env)
+    except ConfigError as e:
         p.error(str(e))
     given = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.sweep.dir=")), None)
     base = Path(given) if given else src.REPO_ROOT / "multirun" / "workers" / time.strftime("%Y-%m-%d_%H-%M-%S")

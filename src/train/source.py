@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from src.models import nets
 from src.models.nets import build_model, to_input  # noqa: F401  (to_input: the input transform of our nets)
 from src.models.spec import ArchSpec
+from src.train.registry import OPTIMIZERS, augmentation
 
 # Lightning's start-up banners (GPU/TPU availability, tips) are noise in a sweep log.
 logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARNING)
@@ -89,7 +90,7 @@ class ClassifierModule(pl.LightningModule):
         super().__init__()
         self.model = model.to(memory_format=torch.channels_last)
         self.optim = dict(optim)
-        self.augment = augment
+        self.augment = augmentation(augment)
         self.total_steps = total_steps
         self.preprocess = preprocess or to_input
         self.trainable = trainable
@@ -105,8 +106,8 @@ class ClassifierModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        if self.augment == "flip_crop":
-            x = augment_batch(x)
+        if self.augment is not None:
+            x = self.augment(x)
         logits = self.model(self.preprocess(x))
         loss = F.cross_entropy(logits, y, label_smoothing=self.optim.get("label_smoothing", 0.0))
         if not torch.isfinite(loss):
@@ -125,14 +126,7 @@ class ClassifierModule(pl.LightningModule):
     def configure_optimizers(self):
         o = self.optim
         params = self.trainable if self.trainable is not None else list(self.parameters())
-        if o["name"] == "sgd":
-            opt = torch.optim.SGD(
-                params, lr=o["lr"], momentum=o.get("momentum", 0.9), nesterov=True, weight_decay=o["weight_decay"]
-            )
-        elif o["name"] == "adamw":
-            opt = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
-        else:
-            raise ValueError(f"optimizer name={o['name']!r}; valid: sgd, adamw")
+        opt = OPTIMIZERS.get_valid(o["name"])(params, o)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=o["lr"], total_steps=max(1, self.total_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -126,21 +126,6 @@ def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
     return float((joint[mask] * np.log(cond[mask])).sum())
 
 
-def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Frechet distance between Gaussians fitted to two feature sets (rows = examples), as in FID:
-    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2))."""
-    from scipy import linalg
-
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    mu = a.mean(0) - b.mean(0)
-    s_a, s_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    # With fewer examples than dims the covariances are singular; a tiny ridge keeps the square root defined.
-    ridge = 1e-6 * max(np.trace(s_a), np.trace(s_b), 1e-12) / len(mu) * np.eye(len(mu))
-    root = linalg.sqrtm((s_a + ridge) @ (s_b + ridge))
-    root = root.real if np.iscomplexobj(root) else root
-    return float(max(mu @ mu + np.trace(s_a + s_b - 2 * root), 0.0))
-
-
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = np.asarray(logits, dtype=np.float64)
     z = np.exp(z - z.max(1, keepdims=True))

@@ -1,0 +1,42 @@
+"""What source training and fine-tuning may be configured with: optimisers (`trainer.optim.name`,
+`finetune.optimizer`) and batch augmentations (`source.augment`, `finetune.augment`). Torch-free registries (the
+config check reads the names); an entry's torch code is imported only when a net is trained.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, Callable, Mapping
+
+from src.registry import Registry
+
+OPTIMIZERS = Registry("trainer.optim.name", "optimizers")  # name -> (params, optim cfg) -> torch optimizer
+AUGMENTS = Registry("source.augment", "augmentations")  # name -> "module:function" on a uint8 batch, or None
+
+
+def _sgd(params, o: Mapping[str, Any]):
+    import torch
+
+    return torch.optim.SGD(params, lr=o["lr"], momentum=o.get("momentum", 0.9), nesterov=True,
+                           weight_decay=o["weight_decay"])
+
+
+def _adamw(params, o: Mapping[str, Any]):
+    import torch
+
+    return torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
+
+
+OPTIMIZERS.register("sgd", _sgd)  # Nesterov momentum
+OPTIMIZERS.register("adamw", _adamw)
+AUGMENTS.register("flip_crop", "src.train.source:augment_batch")  # random horizontal flip + padded random crop
+AUGMENTS.register("none", None)
+
+
+def augmentation(name: str) -> Callable | None:
+    """The batch function of a registered augmentation (None: the batch as it is)."""
+    target = AUGMENTS.get_valid(name)
+    if target is None:
+        return None
+    module, _, fn = target.partition(":")
+    return getattr(importlib.import_module(module), fn)
