@@ -24,6 +24,7 @@ from threadpoolctl import threadpool_limits
 from src.cache import Store, file_digest, make_key
 from src.keys import features_payload, finetune_payload, source_payload, source_val_payload
 from src.check import Plan
+from src.record import METRICS as RECORD_METRICS
 from src.data.tasks import load_source, load_target
 from src.device import job_device
 from src.features.extract import extract_splits, load_features
@@ -38,7 +39,6 @@ from src.train.source import snapshot_file, train_source
 from src.transferability import spectra
 from src.transferability.estimators import ESTIMATORS, softmax
 
-ESTIMATE_S = "_estimate_s"  # seconds spent on the transferability estimates (moved to timings_s["estimate"])
 log = logging.getLogger(__name__)
 
 
@@ -196,7 +196,23 @@ def _estimate(e, inputs, labels) -> float:
 # --- evaluators: how a target is scored (the task registry names one per task) --------------------------------
 
 
-def _probe(cfg: DictConfig, plan: Plan, feat_entry: Path, names: tuple[str, ...], fit: Callable) -> dict[str, Any]:
+@dataclass
+class Evaluation:
+    """What scoring a target gives: its metrics (documented keys of `src.record.METRICS`), the seconds the
+    transferability estimates took (timed apart from the probe) and the per-test-image correctness, which
+    `src.main` writes next to result.json (classification targets)."""
+
+    metrics: dict[str, Any]
+    estimate_s: float = 0.0
+    test_correct: np.ndarray | None = None
+
+
+def _documented(out: dict[str, Any]) -> dict[str, Any]:
+    """The result-record metrics among what a scorer returned (its timings and per-image arrays are not)."""
+    return {k: v for k, v in out.items() if k in RECORD_METRICS}
+
+
+def _probe(cfg: DictConfig, plan: Plan, feat_entry: Path, names: tuple[str, ...], fit: Callable) -> Evaluation:
     """Shared by the feature-based evaluators: load the chosen layer, estimate, then fit (unless an estimator
     replaces the probe: `estimator=logme` etc. scores without training anything)."""
     log.info("probe: %s on %s of %s", cfg.classifier.name if cfg.estimator.name == "none" else cfg.estimator.name,
@@ -206,14 +222,16 @@ def _probe(cfg: DictConfig, plan: Plan, feat_entry: Path, names: tuple[str, ...]
     labelled = [n for n in names if n in ("train", "val", "database")]
     t0 = time.perf_counter()
     transfer = estimate_transferability(cfg, plan, feat_entry, splits, labelled)
-    out = {"transferability": transfer, "estimator": cfg.estimator.name,
-           "estimator_score": transfer.get(cfg.estimator.name), ESTIMATE_S: time.perf_counter() - t0}
+    done = Evaluation({"transferability": transfer, "estimator": cfg.estimator.name,
+                       "estimator_score": transfer.get(cfg.estimator.name)}, time.perf_counter() - t0)
     if cfg.estimator.name == "none":
-        out.update(fit(splits))
-    return out
+        out = fit(splits)
+        done.metrics.update(_documented(out))
+        done.test_correct = out.get("test_correct")
+    return done
 
 
-def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> dict[str, Any]:
+def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> Evaluation:
     """Linear probe: C chosen on val, refit on train+val, scored on test."""
 
     def fit(splits):
@@ -222,34 +240,32 @@ def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> di
         for est in pipe.get_params().values():  # torch estimators (the C-path solver) run on the job's device
             if hasattr(est, "device") and hasattr(est, "set_params"):
                 est.set_params(device=device_of(cfg))
-        probe = fit_and_score(pipe, splits, list(cfg.classifier.C_grid), cfg.target.metric,
-                              CLASSIFIERS[cfg.classifier.name].c_param, cfg.classifier.get("patience"))
-        return {k: probe[k] for k in ("target_score", "best_C", "val_scores", "C_grid", "C_grid_extended",
-                                      "probe_path", "convergence_warnings", "test_correct")}
+        return fit_and_score(pipe, splits, list(cfg.classifier.C_grid), cfg.target.metric,
+                             CLASSIFIERS[cfg.classifier.name].c_param, cfg.classifier.get("patience"))
 
     return _probe(cfg, plan, feat_entry, ("train", "val", "test"), fit)
 
 
-def evaluate_retrieval(cfg: DictConfig, plan: Plan, feat_entry: Path) -> dict[str, Any]:
+def evaluate_retrieval(cfg: DictConfig, plan: Plan, feat_entry: Path) -> Evaluation:
     """Queries ranked against the database by L2 distance of normalised features; mAP."""
     return _probe(cfg, plan, feat_entry, ("database", "query"), lambda splits: retrieval_score(cfg, splits, device_of(cfg)))
 
 
-EVALUATORS: dict[str, Callable[[DictConfig, Plan, Path], dict[str, Any]]] = {
+EVALUATORS: dict[str, Callable[[DictConfig, Plan, Path], Evaluation]] = {
     "classification": evaluate_classification,
     "retrieval": evaluate_retrieval,
 }
 
 
-def evaluate_finetuned_classifier(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage) -> dict[str, Any]:
+def evaluate_finetuned_classifier(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage) -> Evaluation:
     """A fine-tuned classifier is scored by its own predictions on the test split: no features, no probe."""
     model, _, prep = tuned_net(cfg, plan, source, tuned)
     test_x, test_y = load_target(cfg.target.data, image_size=int(cfg.source.image_size))["test"]
     pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size), device=device_of(cfg))
     ft = json.loads((tuned.entry / "metrics.json").read_text())
-    return {"target_score": float(METRICS[cfg.target.metric](test_y, pred)),
-            "finetune_val_acc": ft["val_acc"][str(ft["epochs"])], "feature_dim": None,
-            "test_correct": (np.asarray(pred) == test_y).astype(np.uint8)}
+    return Evaluation({"target_score": float(METRICS[cfg.target.metric](test_y, pred)),
+                       "finetune_val_acc": ft["val_acc"][str(ft["epochs"])], "feature_dim": None},
+                      test_correct=(np.asarray(pred) == test_y).astype(np.uint8))
 
 
 def distance_stage(plan: Plan, store: Store, source_val: Stage, features: Stage) -> tuple[Stage, dict | None]:
@@ -290,20 +306,19 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     distance = Stage()
     if tuned.entry is not None and cfg.target.evaluator == "classification":
         features = Stage()
-        metrics.update(evaluate_finetuned_classifier(cfg, plan, source, tuned))
+        scored = evaluate_finetuned_classifier(cfg, plan, source, tuned)
     else:
         features = features_stage(cfg, plan, store, source, tuned)
         if want_distance:
             distance, metrics["distance"] = distance_stage(plan, store, source_val, features)
         t0 = time.perf_counter()
-        metrics.update(EVALUATORS[cfg.target.evaluator](cfg, plan, features.entry))
-    t_estimate = metrics.pop(ESTIMATE_S, 0.0)  # the transferability estimates: timed apart from the probe
-    t_probe = time.perf_counter() - t0 - t_estimate
-    test_correct = metrics.pop("test_correct", None)  # per test image: written next to result.json by src.main
+        scored = EVALUATORS[cfg.target.evaluator](cfg, plan, features.entry)
+    metrics.update(scored.metrics)
+    t_probe = time.perf_counter() - t0 - scored.estimate_s
 
     stages = {"source": source, "finetune": tuned, "features": features}
     timings = {"source": source.seconds, "finetune": tuned.seconds, "extract": features.seconds,
-               "estimate": t_estimate, "probe": t_probe}
+               "estimate": scored.estimate_s, "probe": t_probe}
     if source_val.key is not None:  # for the measured distance, or asked for with source_val_features=true
         stages["source_val_features"] = source_val
         timings["source_val_extract"] = source_val.seconds
@@ -316,5 +331,5 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         "cache": {f"{name}_hit": s.hit for name, s in stages.items()},
         "keys": {name: s.key for name, s in stages.items()},
         "device": device,
-        "per_image": {"test_correct": test_correct},
+        "per_image": {"test_correct": scored.test_correct},
     }
