@@ -5,10 +5,9 @@ from pathlib import Path
 
 # numpy and scipy each bring their own OpenBLAS, and torch its OpenMP pool. OpenBLAS's idle workers spin for 2^28
 # cycles (~0.1 s) after every threaded call, so on a few cores the next library's threads (scipy's Cholesky after
-# numpy's GEMM, the torch probe after the numpy estimators) run against busy-waiting ones: SFDA on an fc layer took
-# 306 ms instead of 112, layer_study's cheap estimates 7.6-8.8 s instead of 4.4-4.8 (2 cores). 2^20 cycles (~0.4 ms)
-# keeps back-to-back calls of one library warm. Read when OpenBLAS loads, so it is set before anything imports
-# numpy; a value the user set wins.
+# numpy's GEMM, the torch probe after the numpy estimators) run against busy-waiting ones and a job's estimates and
+# probe slow down by up to 2x. 2^20 cycles (~0.4 ms) keeps back-to-back calls of one library warm. Read when
+# OpenBLAS loads, so it is set before anything imports numpy; a value the user set wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "20")
 
 from omegaconf import OmegaConf  # noqa: E402  (after the environment above)

@@ -96,7 +96,7 @@ def _has_marker(value: Any) -> bool:
 
 def missing_keys(cfg: DictConfig) -> list[str]:
     """OmegaConf.missing_keys, sorted; walked only when the config's plain copy has a ??? anywhere (the walk resolves
-    every node: 3-6 ms a job config, the plain copy ~1 ms)."""
+    every node, several times the cost of the plain copy, on every job of a sweep)."""
     return sorted(OmegaConf.missing_keys(cfg)) if _has_marker(OmegaConf.to_container(cfg, resolve=False)) else []
 
 

@@ -1,9 +1,8 @@
 """Compose each sweep job's config once, not twice.
 
 Hydra's basic sweeper first composes every job of a batch to fail early on a bad override
-(`Sweeper.validate_batch_is_legal`), then the launcher composes each job again to run it: with this config tree a
-composition takes ~0.18 s on the 2-core CPU, so `experiment=layer_study` (56 jobs) spent ~10 s composing configs
-it had already composed. `install()` keeps the configs the validation composed and hands each to the launcher's
+(`Sweeper.validate_batch_is_legal`), then the launcher composes each job again to run it, so a study of a few
+dozen jobs spent seconds composing configs it had already composed. `install()` keeps the configs the validation composed and hands each to the launcher's
 identical `load_sweep_config` call, once, when the launcher runs the jobs in this process (Hydra's basic one);
 anything else (another override list, a second call, joblib or SLURM jobs) composes as before. The validation
 itself is unchanged, so bad input still fails before any job runs.
@@ -16,8 +15,11 @@ composition its own deep copy.
 Within one batch's validation, jobs that differ only in plain values (`layer=fc6,fc7`: one defaults list) also share
 the defaults list Hydra builds from their group choices and the merge of their config files (together ~3/4 of a
 composition): each is done once per distinct set of group overrides, and each job gets its own value overrides
-and a deep copy of the merge before they are applied. layer_study's 56 jobs have 7 defaults lists: validating
-its batch took 2.8-4.3 s, 1.7-2.5 s with the defaults lists shared.
+and a deep copy of the merge before they are applied (layer_study's 56 jobs have 7 defaults lists).
+
+A guarded patch of Hydra's internals (`GUARD`, src/patching.py): `TRANSFER_PATCH_COMPOSE_ONCE=0` turns it off, and
+Hydra versions it was not checked against leave Hydra as it is. What it saves: `python -m
+benchmarks.framework_patches` (layer_study's sweep overhead with and without it).
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 H-score, GBC's PCA and TransRate's overall coding rate each factor the same matrix (Xc^T Xc, or Xc Xc^T when there
 are fewer rows than features; Xc the float64 features minus their mean): inside `shared()` (one job's estimates,
-`src.experiment.estimate_transferability`) it is computed once per feature array, not three times (n=10,000,
-d=2,048: a 42 GFLOP Gram and a 2,048^2 eigh, ~1.5 s each time on 2 cores). Outside, every call computes its own.
+`src.experiment.estimate_transferability`) it is computed once per feature array, not three times (at n=10,000,
+d=2,048 the Gram matrix alone is 42 GFLOP). Outside, every call computes its own.
 """
 
 from __future__ import annotations
