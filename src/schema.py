@@ -15,144 +15,18 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from dataclasses import replace
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.data.shift import SHIFT_RANGE
 from src.device import ACCELERATORS
 from src.errors import ConfigError
+from src.fields import Bool, Choice, Field, Float, Int, List, Node, Path, Str
 
 SEED_MAX = 2**32 - 1  # numpy and torch accept seeds in 0..2**32-1
 PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")  # Lightning's precision names
 DEVICES = ("auto", "cpu", "cuda")  # the torch probe's own `device` (src.probe.path)
-
-
-@dataclass(frozen=True)
-class Field:
-    """One key: `kind` int / float / bool / str / path / choice / list / node, and what it accepts."""
-
-    kind: str
-    doc: str = ""
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # low itself is not valid
-    choices: tuple | Callable[[], Iterable[Any]] | None = None
-    null: bool = False  # None is valid (it means "the default" or "none", as the doc says)
-    item: "Field | None" = None  # list: the field of every item (None: items are nodes declared as key[].x)
-    min_items: int = 0
-    scalar_ok: bool = False  # list: a single item without the brackets is valid too (objective)
-
-    def valid(self) -> str:
-        """What is valid, as the error messages and the reference say it."""
-        null = ", or null" if self.null else ""
-        if self.kind == "choice":
-            return ", ".join(str(o).lower() if isinstance(o, bool) else str(o) for o in self.options()) + null
-        if self.kind in ("int", "float"):
-            if self.low is None:
-                return ("an integer" if self.kind == "int" else "a number") + null
-            if self.high is None or math.isinf(self.high):
-                return f"{'>' if self.low_open else '>='} {_show(self.low)}{null}"
-            if self.low_open:
-                return f"> {_show(self.low)} and <= {_show(self.high)}{null}"
-            return f"{_show(self.low)}..{_show(self.high)}{null}"
-        if self.kind == "list":
-            return f"a {'non-empty ' if self.min_items else ''}list of {self._entries()}{null}"
-        return {"bool": "true or false", "str": "a string", "path": "a path", "node": "a group of keys"}[self.kind] + null
-
-    def _entries(self) -> str:
-        item = self.item
-        if item is None:
-            return "groups of keys"
-        if item.kind in ("int", "float") and item.low is not None:
-            return f"{'integers' if item.kind == 'int' else 'numbers'} {item.valid()}"
-        return {"choice": f"entries among {item.valid()}", "str": "strings", "path": "paths"}.get(item.kind, item.kind)
-
-    def options(self) -> tuple:
-        return tuple(self.choices() if callable(self.choices) else self.choices or ())
-
-    def check(self, key: str, value: Any) -> None:
-        if value is None:
-            if not self.null:
-                raise ConfigError(f"{key}=null is not allowed; valid: {self.valid()}")
-            return
-        typed = {
-            "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-            "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
-            "bool": lambda v: isinstance(v, bool),
-            "str": lambda v: isinstance(v, str),
-            "path": lambda v: isinstance(v, str) and v.strip() != "",
-            "choice": lambda v: not isinstance(v, (dict, list)) and v in self.options(),
-            "list": lambda v: isinstance(v, list) or (self.scalar_ok and not isinstance(v, dict)),
-            "node": lambda v: isinstance(v, dict),
-        }[self.kind](value)
-        if not typed:
-            if self.kind == "list":
-                raise ConfigError(f"{key}={_show(value)} must be {self.valid()}")
-            if self.kind == "path":
-                raise ConfigError(f"{key}={_show(value)} is empty or not a path; set a directory")
-            if self.kind == "bool":
-                raise ConfigError(f"{key}={_show(value)} must be true or false{' (or null)' if self.null else ''}")
-            word = {"choice": "is unknown", "int": "must be an integer", "float": "must be a number"}.get(
-                self.kind, "has the wrong type")
-            raise ConfigError(f"{key}={_show(value)} {word}; valid: {self.valid()}")
-        if self.kind in ("int", "float") and self.low is not None:
-            if not ((value > self.low if self.low_open else value >= self.low)
-                    and (self.high is None or value <= self.high)):
-                raise ConfigError(f"{key}={_show(value)} is out of range; valid: {self.valid()}")
-        if self.kind == "list":
-            items = value if isinstance(value, list) else [value]
-            if len(items) < self.min_items:
-                raise ConfigError(f"{key}={_show(value)} must be {self.valid()}")
-            if self.item is not None:
-                for item in items:
-                    try:
-                        self.item.check(key, item)
-                    except ConfigError:
-                        if not isinstance(value, list):
-                            raise
-                        raise ConfigError(f"{key} has {_show(item)}; every entry must be {self.item.valid()}") from None
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, str):
-        return repr(v)
-    return "null" if v is None else str(v)
-
-
-def Int(low=None, high=None, doc="", null=False, low_open=False) -> Field:
-    return Field("int", doc, low, high, low_open, null=null)
-
-
-def Float(low=None, high=None, doc="", null=False, low_open=False) -> Field:
-    return Field("float", doc, low, high, low_open, null=null)
-
-
-def Bool(doc="", null=False) -> Field:
-    return Field("bool", doc, null=null)
-
-
-def Str(doc="", null=False) -> Field:
-    return Field("str", doc, null=null)
-
-
-def Path(doc="", null=False) -> Field:
-    return Field("path", doc, null=null)
-
-
-def Choice(choices, doc="", null=False) -> Field:
-    return Field("choice", doc, choices=choices if callable(choices) else tuple(choices), null=null)
-
-
-def List(item: Field | None, doc="", null=False, min_items=0, scalar_ok=False) -> Field:
-    return Field("list", doc, item=item, min_items=min_items, null=null, scalar_ok=scalar_ok)
-
-
-def Node(doc="", null=False) -> Field:
-    return Field("node", doc, null=null)
 
 
 # --- choice sets owned by registries (read when asked, so registering an entry needs no edit here) ----------------
@@ -348,10 +222,6 @@ SCHEMA: dict[str, Field] = {
     "target.data.num_instances": Int(2, COUNT, "retrieval: instances"),
     "target.data.database_per_instance": Int(1, 10_000, "retrieval: database views per instance"),
     "target.data.queries_per_instance": Int(1, 10_000, "retrieval: query views per instance"),
-    "target.data.num_objects": Int(2, 64, "scenes: objects whose pairs are the classes"),
-    "target.data.pool_size": Int(1, 10_000, "count: prototypes the objects are drawn from"),
-    "target.data.strength": Float(0, 1, "finegrained: how far the variants move from their prototype"),
-    "target.data.shift": Float(*SHIFT_RANGE, "synth_shift: distance from the source's world (0) to another (1)"),
     "target.data.max_per_class": Int(1, 10**7, "cap on training images per class", null=True),
     "target.data.max_test_per_class": Int(1, 10**7, "cap on test images per class", null=True),
     "target.data.val_fraction": Float(0, 0.9, "imagefolder: val share of train, per class", low_open=True),
@@ -368,31 +238,45 @@ SCHEMA: dict[str, Field] = {
 }
 
 
-def _walk(node: Any, path: str, out: list[tuple[str, Any]]) -> None:
+def declared() -> dict[str, Field]:
+    """`SCHEMA` plus the keys registry entries declare for themselves (a task's own `target.data` options, an
+    arch's own `arch` options), each documented as the entry's."""
+    from src.data.tasks import TASKS
+    from src.models.registry import ARCHS
+
+    keys = dict(SCHEMA)
+    for prefix, entries in (("target.data", TASKS), ("arch", ARCHS)):
+        for entry in entries.values():
+            for key, f in getattr(entry, "fields", {}).items():
+                keys.setdefault(f"{prefix}.{key}", replace(f, doc=f"{entry.name}: {f.doc}"))
+    return keys
+
+
+def _walk(node: Any, path: str, out: list[tuple[str, Any]], keys: dict[str, Field]) -> None:
     """(key, value) of every declared key in a plain config; raises on an undeclared one."""
-    spec = SCHEMA.get(path)
+    spec = keys.get(path)
     if spec is not None:
         out.append((path, node))
         if spec.kind == "list" and spec.item is None and isinstance(node, list):
             for item in node:
-                _walk(item, f"{path}[]", out)
+                _walk(item, f"{path}[]", out, keys)
         elif spec.kind == "node" and isinstance(node, dict):
             for k, v in node.items():
-                _walk(v, f"{path}.{k}", out)
+                _walk(v, f"{path}.{k}", out, keys)
         return
-    if isinstance(node, dict) and (path == "" or any(k.startswith(path + ".") for k in SCHEMA)):
+    if isinstance(node, dict) and (path == "" or any(k.startswith(path + ".") for k in keys)):
         for k, v in node.items():
-            _walk(v, f"{path}.{k}" if path else str(k), out)
+            _walk(v, f"{path}.{k}" if path else str(k), out, keys)
         return
-    raise ConfigError(f"{path} is not a config key{_nearest(path)}")
+    raise ConfigError(f"{path} is not a config key{_nearest(path, keys)}")
 
 
-def _nearest(path: str) -> str:
+def _nearest(path: str, keys: dict[str, Field]) -> str:
     """The valid key nearest to an unknown one: the same last part under another group (source.lr ->
     trainer.optim.lr), else the closest spelling."""
     last = path.rsplit(".", 1)[-1]
-    near = ([k for k in SCHEMA if k.rsplit(".", 1)[-1] == last][:1]
-            or difflib.get_close_matches(path, SCHEMA, n=1, cutoff=0.0))
+    near = ([k for k in keys if k.rsplit(".", 1)[-1] == last][:1]
+            or difflib.get_close_matches(path, keys, n=1, cutoff=0.0))
     return f"; nearest valid key: {near[0]} (`python -m src.schema` lists every key)"
 
 
@@ -400,10 +284,11 @@ def check_config(cfg: DictConfig | dict) -> None:
     """Every key declared and every value of its declared type, range or choices (the `hydra` node is Hydra's)."""
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     plain.pop("hydra", None)
+    keys = declared()
     found: list[tuple[str, Any]] = []
-    _walk(plain, "", found)
+    _walk(plain, "", found, keys)
     for key, value in found:
-        SCHEMA[key].check(key, value)
+        keys[key].check(key, value)
 
 
 def reference() -> str:
@@ -414,7 +299,7 @@ def reference() -> str:
              "choices, stops a run before anything is built, with one line naming the key and what is valid. "
              "`[]` stands for every item of a list.", "",
              "| key | valid | meaning |", "|---|---|---|"]
-    for key, f in SCHEMA.items():
+    for key, f in declared().items():
         lines.append(f"| `{key}` | {f.valid().replace('|', '/')} | {f.doc} |")
     return "\n".join(lines) + "\n"
 

@@ -7,6 +7,8 @@ A target task is registered once, with everything the rest of the code asks abou
   evaluator  how the experiment scores it: a name in `src.experiment.EVALUATORS`
   metrics    the `target.metric` values that make sense for it
   describe   (data cfg) -> one line for `python -m src.data` (the task table)
+  fields     the task's own `target.data.<key>` options with their types and ranges (`src.fields`), beyond the
+             ones every task shares (`src.schema`): the config check knows them without an edit of the schema
 A source kind likewise: loader (source cfg, seed) -> train/val splits (None: pretrained weights, nothing to
 train on), validate (cfg) -> its number of classes. A name is registered once (`src.registry.Registry`).
 Torch-free: the config check imports this.
@@ -14,7 +16,7 @@ Torch-free: the config check imports this.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from src.registry import Registry
@@ -30,6 +32,7 @@ class Task:
     describe: Callable[[Any], str]
     evaluator: str = "classification"
     metrics: tuple[str, ...] = CLASSIFICATION_METRICS
+    fields: dict[str, Any] = field(default_factory=dict)  # key under target.data -> src.fields.Field
 
 
 @dataclass(frozen=True)
@@ -44,11 +47,11 @@ SOURCES = Registry("source.kind", "kinds")
 
 
 def register_task(name: str, *, validate, describe, evaluator: str = "classification",
-                  metrics: tuple[str, ...] = CLASSIFICATION_METRICS):
+                  metrics: tuple[str, ...] = CLASSIFICATION_METRICS, fields: dict[str, Any] | None = None):
     """Decorator: register a task builder under `name` (`target.data.task`)."""
 
     def deco(builder):
-        TASKS.register(name, Task(name, builder, validate, describe, evaluator, metrics))
+        TASKS.register(name, Task(name, builder, validate, describe, evaluator, metrics, dict(fields or {})))
         return builder
 
     return deco

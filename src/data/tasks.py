@@ -26,7 +26,9 @@ from src.data import synthetic as syn
 from src.data.splits import hold_out as _hold_out, stratified_split
 from src.data.imagefolder import check_classes
 from src.data.registry import SOURCES, TASKS, register_pretrained_source, register_source, register_task
+from src.data.shift import SHIFT_RANGE
 from src.errors import ConfigError
+from src.fields import Float, Int
 
 Split = tuple[np.ndarray, np.ndarray]
 SOURCE_FAMILY_SEED = 0
@@ -132,7 +134,8 @@ def _objects_new(d: Mapping[str, Any], size: int) -> Split:
     return syn.render_single(protos, labels, size, seed=d["seed"]), labels
 
 
-@register_task("finegrained", validate=_per_class_task(), describe=_describe_per_class)
+@register_task("finegrained", validate=_per_class_task(), describe=_describe_per_class,
+               fields={"strength": Float(0, 1, "how far the variants move from their prototype")})
 def _finegrained(d: Mapping[str, Any], size: int) -> Split:
     base = syn.make_prototypes(1, family_seed=d.get("family_seed", 2))
     protos = syn.perturb_prototype(base, d["num_classes"], d.get("strength", 0.35), seed=d["seed"])
@@ -152,7 +155,8 @@ def _attributes(d: Mapping[str, Any], size: int) -> Split:
     return syn.render_single(protos, np.arange(len(labels)), size, seed=d["seed"]), labels
 
 
-@register_task("count", validate=_per_class_task(_check_count), describe=_describe_per_class)
+@register_task("count", validate=_per_class_task(_check_count), describe=_describe_per_class,
+               fields={"pool_size": Int(1, 10_000, "prototypes the objects are drawn from")})
 def _count(d: Mapping[str, Any], size: int) -> Split:
     """Label = number of objects minus one; objects are random source-family prototypes."""
     n_max = int(d["num_classes"])
@@ -164,7 +168,8 @@ def _count(d: Mapping[str, Any], size: int) -> Split:
     return syn.render_multi(protos, slot_labels, present, size, seed=d["seed"]), labels
 
 
-@register_task("scenes", validate=_per_class_task(_check_scenes), describe=_describe_per_class)
+@register_task("scenes", validate=_per_class_task(_check_scenes), describe=_describe_per_class,
+               fields={"num_objects": Int(2, 64, "objects whose pairs are the classes")})
 def _scenes(d: Mapping[str, Any], size: int) -> Split:
     """Label = which pair of objects co-occurs (C(k, 2) classes from k prototypes), placed in random cells."""
     from itertools import combinations
@@ -216,6 +221,7 @@ def _multilabel(d: Mapping[str, Any], size: int) -> dict[str, Split]:
 
 
 @register_task("shift", validate=_per_class_task(),
+               fields={"shift": Float(*SHIFT_RANGE, "distance from the source's world (0) to another (1)")},
                describe=lambda d: f"shift {d.shift} (0..1): {_describe_per_class(d)}")
 def _shift(d: Mapping[str, Any], size: int) -> Split:
     """The synth_shift family: distance from the source = `shift` in [0, 1] (src/data/shift.py)."""

@@ -10,14 +10,15 @@ A family is added by one `register_arch(Arch(...))` call and one `conf/arch/<nam
   depths          the valid depths (None: fixed, as for pretrained nets), and default_depth
   distance_layer  the early layer the measured (source, target) distance is taken at (trained families)
   pretrained      weights come from a file (torchvision's ImageNet nets, `src.models.pretrained`)
+  fields          the family's own `arch.<key>` options with their types (`src.fields`), if it has any
 Everything else (training, tapping, fine-tuning, the measured distance, `python -m src.models`, the report's layer
-order) reads these records, so a new family needs no other edit (tests/test_arch_family.py registers a toy one).
+order) reads these records, so a new family needs no other edit (tests/test_extending.py registers a toy one).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Callable
 
@@ -36,6 +37,7 @@ class Arch:
     default_depth: int | None = None
     distance_layer: str | None = None
     pretrained: bool = False
+    fields: dict = field(default_factory=dict)  # the family's own `arch.<key>` options (src.fields), if any
 
     def __post_init__(self) -> None:
         if not self.pretrained and (self.builder is None or self.distance_layer is None):
