@@ -29,7 +29,7 @@ test: install
 	wait $$smoke; bench=$$?; cat $$log; rm -f $$log; \
 	echo "pytest exit $$tests, bench-smoke exit $$bench"; [ $$tests -eq 0 ] && [ $$bench -eq 0 ]
 
-# Every benchmark figure at full size (writes benchmarks/results/*.json and summary.md; ~15 min here).
+# Every benchmark figure at full size (writes benchmarks/results/*.json and benchmarks/README.md).
 bench: install
 	$(BIN)/python -m benchmarks.run_all
 

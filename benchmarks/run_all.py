@@ -60,7 +60,7 @@ def main() -> None:
     smoke = "--smoke" in sys.argv
     only = [a for a in sys.argv[1:] if not a.startswith("--")] or FIGURES
     t0 = time.perf_counter()
-    if "--summarize" not in sys.argv:  # --summarize: only rebuild summary.md from the latest JSON files
+    if "--summarize" not in sys.argv:  # --summarize: only rebuild README.md from the latest JSON files
         for name in only:
             t = time.perf_counter()
             importlib.import_module(f"benchmarks.{name}").main(["--smoke"] if smoke else [])
