@@ -29,7 +29,7 @@ from src.device import job_device
 from src.features.extract import extract_splits, load_features
 from src.features.source_distance import distance_defined, measure_distance
 from src.models.registry import get_arch
-from src.probe.linear import METRICS, build_pipeline, fit_and_score
+from src.probe.linear import SCORERS, build_pipeline, fit_and_score
 from src.probe.registry import CLASSIFIERS
 from src.probe.retrieval import retrieval_score
 from src.tracking import training_loggers
@@ -247,7 +247,7 @@ def evaluate_finetuned_classifier(cfg: DictConfig, plan: Plan, source: Stage, tu
     test_x, test_y = load_target(cfg.target.data, image_size=int(cfg.source.image_size))["test"]
     pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size), device=device_of(cfg))
     ft = json.loads((tuned.entry / "metrics.json").read_text())
-    return {"target_score": float(METRICS[cfg.target.metric](test_y, pred)),
+    return {"target_score": float(SCORERS[cfg.target.metric](test_y, pred)),
             "finetune_val_acc": ft["val_acc"][str(ft["epochs"])], "feature_dim": None,
             "test_correct": (np.asarray(pred) == test_y).astype(np.uint8)}
 

@@ -214,9 +214,16 @@ def test_warm_start_refit_starts_from_the_given_solution(solver):
     assert m.n_iter_ <= 1 < cold
 
 
-def test_bad_loss_is_one_clear_error():
-    with pytest.raises(ValueError, match="loss='hinge' is unknown; valid: squared_hinge, log"):
+def test_bad_parameters_are_one_clear_error_before_any_work():
+    """scikit-learn's parameter validation (`_parameter_constraints`): one line naming the parameter, the valid
+    values and the bad one, from fit and from start_path."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=r"'loss' parameter of LinearPathClassifier must be a str among "
+                                                    r"\{.*'squared_hinge'.*\}\. Got 'hinge' instead"):
         LinearPathClassifier(loss="hinge").fit(*blobs())
+    with pytest.raises(InvalidParameterError, match=r"'C' parameter .* must be a float in the range \(0\.0, inf\)\. Got 0\.0 instead"):
+        LinearPathClassifier(C=0.0).start_path(*blobs())
 
 
 def peaked(at: float):
@@ -328,14 +335,14 @@ def test_a_clear_fall_past_the_peak_ends_the_walk_at_once():
 def test_val_scores_on_the_path_equal_scikit_learns_metrics(metric):
     """score_decisions computes the single-label val metrics directly (speed); they equal scikit-learn's, with
     string labels, unbalanced classes and a class the classifier never predicts."""
-    from src.probe.linear import METRICS, score_decisions
+    from src.probe.linear import SCORERS, score_decisions
 
     rng = np.random.default_rng(3)
     names = np.array(["cat", "dog", "emu", "fox"])
     y = names[rng.choice(4, 300, p=[0.5, 0.3, 0.15, 0.05])]
     clf = LinearPathClassifier(tol=1e-6, device="cpu").fit(rng.normal(size=(300, 5)), y)
     scores = rng.normal(size=(300, 4)) * [1, 1, 1, 0.01] + [0, 0, 0, -5]  # "fox" never predicted
-    assert score_decisions(metric, clf, scores, y) == pytest.approx(METRICS[metric](y, clf.labels(scores)), abs=1e-12)
+    assert score_decisions(metric, clf, scores, y) == pytest.approx(SCORERS[metric](y, clf.labels(scores)), abs=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -4,8 +4,9 @@ Protocol: the normalisation and PCA are fit on the target's train split; C is ch
 `classifier.C_grid` upwards (every C's val score is kept); the walk stops early once `classifier.patience` Cs in a
 row did not improve on the best, and is extended past the grid's edge (same log step, within `C_BOUNDS`) while the
 val-best C is the grid's edge. The pipeline is then refit on train+val at that C and scored once on test.
-A classifier with `fit_path` (src/probe/path.py) walks the grid with warm starts and starts the refit from its
-train-split solution; any other scikit-learn classifier is refit from scratch at each C.
+`LinearPathClassifier` (src/probe/path.py) walks the grid as one C path (`start_path`: each C warm-started from the
+nearest C solved) and starts the refit from its train-split solution (`coef_init`); any other scikit-learn
+classifier is refit from scratch at each C.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from sklearn.pipeline import Pipeline
 
 from src.probe.path import LinearPathClassifier
 
-METRICS = {"accuracy": accuracy_score, "mean_per_class_accuracy": balanced_accuracy_score}
+# metric name -> scikit-learn scorer of (y_true, y_pred) for the single-label metrics ("map" is scored from decision
+# values); the metrics themselves are documented in src/record.py
+SCORERS = {"accuracy": accuracy_score, "mean_per_class_accuracy": balanced_accuracy_score}
 C_BOUNDS = (1e-6, 1e6)  # how far an edge-extended C search may go
 FALL = 3.0  # val standard errors below the best that end a C walk at once (search_C)
 
@@ -55,7 +58,7 @@ def build_pipeline(cfg: DictConfig, multilabel: bool = False) -> Pipeline:
 def score(metric: str, clf, x: np.ndarray, y: np.ndarray) -> float:
     if metric == "map":
         return float(average_precision_score(y, clf.decision_function(x), average="macro"))
-    return float(METRICS[metric](y, clf.predict(x)))
+    return float(SCORERS[metric](y, clf.predict(x)))
 
 
 def score_decisions(metric: str, clf: LinearPathClassifier, scores: np.ndarray, y: np.ndarray) -> float:
@@ -71,7 +74,7 @@ def score_decisions(metric: str, clf: LinearPathClassifier, scores: np.ndarray, 
         classes, idx = np.unique(y, return_inverse=True)
         hits = np.bincount(idx.reshape(-1), weights=(pred == y), minlength=len(classes))
         return float(np.mean(hits / np.bincount(idx.reshape(-1), minlength=len(classes))))
-    return float(METRICS[metric](y, pred))
+    return float(SCORERS[metric](y, pred))
 
 
 def search_C(val_score: Callable[[float], float], grid: list[float], patience: int | None = None,
@@ -161,15 +164,15 @@ def fit_and_score(
         val_scores = search_C(val_score, c_grid, patience, n_val=len(y_va))
         best_c = max(val_scores, key=lambda c: (val_scores[c], -c))
         pipe.set_params(**{f"clf__{c_param}": best_c})
-        if path:  # the refit on train+val starts from the train split's solution at that C
-            clf.set_params(warm_start=True)
-            clf.coef_, clf.intercept_ = path[best_c].pop("coef"), path[best_c].pop("intercept")
-        pipe.fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]))
+        # the refit on train+val starts from the train split's solution at that C
+        init = {"clf__coef_init": path[best_c].pop("coef"), "clf__intercept_init": path[best_c].pop("intercept")} \
+            if path else {}
+        pipe.fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), **init)
     fit_s = time.perf_counter() - t0
     grid = [float(c) for c in c_grid]
     pred = None if metric == "map" else pipe.predict(x_te)  # once: the score and the per-image record
     return {
-        "target_score": score(metric, pipe, x_te, y_te) if pred is None else float(METRICS[metric](y_te, pred)),
+        "target_score": score(metric, pipe, x_te, y_te) if pred is None else float(SCORERS[metric](y_te, pred)),
         # per test image (single-label): the report's bootstrap over images
         "test_correct": None if pred is None else (pred == y_te).astype(np.uint8),
         "best_C": float(best_c),
@@ -185,19 +188,15 @@ def fit_and_score(
 
 
 def _path_scorer(clf: LinearPathClassifier, x, y, x_val, y_val, metric: str, path: dict) -> Callable[[float], float]:
-    """val_score(C) for the path solver: one solver on the train split, each C warm-started from the solution at
-    the nearest C already solved. Records every C's diagnostics and solution in `path`."""
+    """val_score(C) along a C path of the classifier (`LinearPathClassifier.start_path`) on the train split: each C
+    is warm-started from the solution at the nearest C already solved. Records every C's diagnostics and solution
+    in `path`."""
     model = clone(clf)
-    solver = model._solver(x, y)
-    xv = model.on_device(solver, x_val)
-    thetas: dict[float, Any] = {}
+    walk = model.start_path(x, y, X_val=x_val)
 
     def val_score(c: float) -> float:
-        near = min(thetas, key=lambda s: abs(np.log(s / c)), default=None)
-        theta, info = solver.solve(c, None if near is None else thetas[near])
-        thetas[c] = theta
-        model._set_coef(solver, theta)
-        info["val_score"] = score_decisions(metric, model, model.decisions_at(solver, theta, xv), y_val)
+        info = walk.solve(c)
+        info["val_score"] = score_decisions(metric, model, info.pop("val_decision"), y_val)
         path[c] = {**info, "coef": model.coef_, "intercept": model.intercept_}
         return info["val_score"]
 

@@ -28,10 +28,16 @@ import math
 import time
 from dataclasses import dataclass, field
 
+from numbers import Integral, Real
+
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from scipy.sparse import issparse
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 LOSSES = ("squared_hinge", "log")
 NEWTON_FLOPS = 3e8  # Newton steps when their weighted cost (PathSolver.__init__) is at most this; L-BFGS above
@@ -491,32 +497,54 @@ def _factor(m: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
     return chol, bad
 
 
-def encode_targets(y: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(classes_, targets n x k, multinomial?) as the solver wants them. 2-D 0/1 y: multi-label, one column per
-    label. Binary y: one column (as LinearSVC and LogisticRegression do)."""
-    y = np.asarray(y)
-    if y.ndim == 2:
-        return np.arange(y.shape[1]), 2.0 * (y > 0) - 1, False
+def _encode_targets(y, loss: str) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """(classes_, targets n x k, multinomial?, multi-label?) as the solver wants them, from a validated y. A 0/1
+    indicator matrix: multi-label, one column per label. Binary y: one column (as LinearSVC and LogisticRegression
+    do). A column vector is raveled (with scikit-learn's DataConversionWarning)."""
+    if issparse(y):
+        y = y.toarray()
+    kind = type_of_target(y, input_name="y")
+    if kind == "multilabel-indicator":
+        return np.arange(y.shape[1]), 2.0 * (y > 0) - 1, False, True
+    check_classification_targets(y)
+    if kind not in ("binary", "multiclass"):
+        raise ValueError(f"y is {kind}; valid: class labels (1-D) or a 0/1 multi-label indicator matrix")
+    y = column_or_1d(y, warn=True)
     classes, idx = np.unique(y, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"need at least two classes, got {list(classes)}")
+        raise ValueError(f"y has one class ({classes[0]!r}); a classifier needs at least two")
     onehot = np.eye(len(classes))[idx]
     if len(classes) == 2:
-        return classes, 2.0 * onehot[:, 1:] - 1, False
+        return classes, 2.0 * onehot[:, 1:] - 1, False, False
     if loss == "log":
-        return classes, onehot, True
-    return classes, 2.0 * onehot - 1, False
+        return classes, onehot, True, False
+    return classes, 2.0 * onehot - 1, False, False
 
 
 class LinearPathClassifier(ClassifierMixin, BaseEstimator):
-    """A scikit-learn classifier (drop-in for LinearSVC / LogisticRegression at one C) that can also fit a whole
-    C path: `fit_path(X, y, Cs, X_val, y_val)` returns every C's val decision values with warm starts, and
-    `fit(X, y)` with `warm_start=True` starts from the current `coef_` / `intercept_` (the refit at the chosen C).
+    """A scikit-learn classifier (drop-in for LinearSVC / LogisticRegression at one C) that can also walk a C path.
+
+    `fit(X, y)` fits at `C`; `coef_init` / `intercept_init` (or `warm_start=True`, from the current `coef_`) start
+    it from given parameters (the probe's refit at the chosen C starts from the train split's solution there).
+    `start_path(X, y, X_val)` returns a `CPath`: its `solve(C)` fits this estimator at any C, warm-started from a C
+    already solved (the probe's C search, src/probe/linear.py); `fit_path(X, y, Cs)` solves a list of Cs in order.
 
     loss: "squared_hinge" (LinearSVC's default) or "log" (multinomial LogisticRegression).
     intercept_scaling: None = unregularised intercept; a number = liblinear's regularised constant feature.
     device: "auto" (the GPU if there is one), "cpu", "cuda", ...
+    y: class labels (1-D), or a 0/1 indicator matrix (n_samples, n_labels) for multi-label targets (one binary
+    problem per label, as OneVsRestClassifier would fit them).
     """
+
+    _parameter_constraints: dict = {
+        "loss": [StrOptions(set(LOSSES))],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "intercept_scaling": [None, Interval(Real, 0, None, closed="neither")],
+        "device": [str, torch.device],
+        "warm_start": ["boolean"],
+    }
 
     def __init__(self, loss: str = "squared_hinge", C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000,
                  intercept_scaling: float | None = None, device: str = "auto", warm_start: bool = False):
@@ -528,29 +556,33 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.warm_start = warm_start
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True  # a 0/1 indicator y: one binary problem per label
+        tags.target_tags.multi_output = True
+        return tags
+
     def _solver(self, X, y) -> PathSolver:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss={self.loss!r} is unknown; valid: {', '.join(LOSSES)}")
-        self.classes_, targets, multinomial = encode_targets(y, self.loss)
-        self.multilabel_ = np.asarray(y).ndim == 2
-        self.n_features_in_ = np.asarray(X).shape[1]
+        """The solver on validated training data; sets classes_, multilabel_, n_features_in_."""
+        X, y = validate_data(self, X, y, dtype=(np.float32, np.float64), multi_output=True)
+        self.classes_, targets, multinomial, self.multilabel_ = _encode_targets(y, self.loss)
         return PathSolver(X, targets, self.loss, multinomial, _device(self.device), self.intercept_scaling,
                           self.tol, self.max_iter)
 
-    def _theta_from_coef(self, s: PathSolver) -> torch.Tensor | None:
-        """The current coef_/intercept_ as the solver's parameters (for a warm start), if shapes agree."""
-        coef = getattr(self, "coef_", None)
-        if coef is None or coef.shape != (s.k, s.d):
+    def _theta_from_coef(self, s: PathSolver, coef, intercept) -> torch.Tensor | None:
+        """coef / intercept (this estimator's layout) as the solver's parameters, if their shapes agree."""
+        if coef is None or np.shape(coef) != (s.k, s.d):
             return None
-        w = torch.as_tensor(coef.T, dtype=torch.float64, device=s.dev)
-        b = torch.as_tensor(self.intercept_, dtype=torch.float64, device=s.dev)
+        w = torch.as_tensor(np.asarray(coef).T, dtype=torch.float64, device=s.dev)
+        b = torch.as_tensor(np.zeros(s.k) if intercept is None else intercept, dtype=torch.float64, device=s.dev)
         if s.scaling is None:
             b = b + s.mean.double() @ w  # centred features: b_c = b + mean . w
         else:
             b = b / s.scaling
         return torch.cat([w, b[None]])
 
-    def _set_coef(self, s: PathSolver, theta: torch.Tensor) -> None:
+    def _set_coef(self, s: PathSolver, theta: torch.Tensor, info: dict) -> None:
+        """Leave this estimator fitted at the solver's parameters `theta` (info: that solve's diagnostics)."""
         w, b = s.split(theta)
         if s.scaling is None:
             b = b - s.mean.double() @ w
@@ -558,72 +590,124 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
             b = b * s.scaling
         self.coef_ = w.T.cpu().numpy().copy()
         self.intercept_ = b.cpu().numpy().copy()
-
-    def fit(self, X, y):
-        warm = self.warm_start and hasattr(self, "coef_")
-        old = (self.coef_, self.intercept_) if warm else None
-        s = self._solver(X, y)
-        theta0 = None
-        if old is not None:
-            self.coef_, self.intercept_ = old
-            theta0 = self._theta_from_coef(s)
-        theta, info = s.solve(float(self.C), theta0)
-        self._set_coef(s, theta)
         self.n_iter_, self.converged_, self.grad_max_ = info["n_iter"], info["converged"], info["grad_max"]
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, coef_init=None, intercept_init=None):
+        """Fit at `C`. coef_init (n_classes or 1, n_features) / intercept_init: the starting point (as
+        SGDClassifier's); without them, `warm_start=True` starts from the current coef_ / intercept_ when their
+        shapes fit, otherwise the start is zero."""
+        if coef_init is not None:
+            init = (coef_init, intercept_init)
+        elif intercept_init is not None:
+            raise ValueError("intercept_init needs coef_init")
+        else:
+            init = (self.coef_, self.intercept_) if self.warm_start and hasattr(self, "coef_") else None
+        s = self._solver(X, y)
+        theta0 = None if init is None else self._theta_from_coef(s, *init)
+        if theta0 is None and coef_init is not None:
+            raise ValueError(f"coef_init has shape {np.shape(coef_init)}; expected {(s.k, s.d)} for this X and y")
+        if intercept_init is not None and np.shape(intercept_init) != (s.k,):
+            raise ValueError(f"intercept_init has shape {np.shape(intercept_init)}; expected {(s.k,)}")
+        theta, info = s.solve(float(self.C), theta0)
+        self._set_coef(s, theta, info)
         self.path_ = [info]
         return self
 
-    def fit_path(self, X, y, Cs, X_val=None):
-        """Fit at every C of `Cs` in the given order, each warm-started from the previous solution (give them
-        in increasing order). Returns a list of diagnostics dicts (C, n_iter, grad_max, converged, fit_s, and
-        `val_decision`: decision values on X_val, if given). Ends fitted at the last C."""
+    @_fit_context(prefer_skip_nested_validation=True)
+    def start_path(self, X, y, X_val=None) -> "CPath":
+        """A C path on the training set (X, y): see `CPath`. With `X_val`, every solve also returns the decision
+        values on those rows (validated and moved to the solver's device once, for the whole path)."""
         s = self._solver(X, y)
-        xv = None if X_val is None else self.on_device(s, X_val)
-        theta, out = None, []
+        self.path_ = []
+        if X_val is not None:
+            X_val = validate_data(self, X_val, reset=False, dtype=(np.float32, np.float64))
+        return CPath(self, s, X_val)
+
+    def fit_path(self, X, y, Cs, X_val=None) -> list[dict]:
+        """Fit at every C of `Cs` in the given order, each warm-started from the previous solution (give them in
+        increasing order). Returns each C's diagnostics (see `CPath.solve`; `val_decision` if X_val is given).
+        Ends fitted at the last C."""
+        path, previous = self.start_path(X, y, X_val), None
         for C in Cs:
-            theta, info = s.solve(float(C), theta)
-            self._set_coef(s, theta)
-            if xv is not None:
-                info["val_decision"] = self.decisions_at(s, theta, xv)
-            out.append(info)
-        self.C = float(Cs[-1])
-        self.n_iter_, self.converged_, self.grad_max_ = out[-1]["n_iter"], out[-1]["converged"], out[-1]["grad_max"]
-        self.path_ = out
-        return out
+            path.solve(C, warm_from=previous)
+            previous = float(C)
+        return self.path_
 
-    @staticmethod
-    def on_device(s: PathSolver, X) -> torch.Tensor:
-        """Rows to score at many Cs (the val split), once, as float32 on the solver's device."""
-        return torch.as_tensor(np.asarray(X, dtype=np.float32), device=s.dev)
-
-    def decisions_at(self, s: PathSolver, theta: torch.Tensor, xv: torch.Tensor) -> np.ndarray:
-        """decision_function of the solver's parameters `theta` on `on_device` rows: one float32 GEMM on the solver's
-        device (no float64 copy of the rows per C)."""
+    def _decisions_at(self, s: PathSolver, theta: torch.Tensor, xv: torch.Tensor) -> np.ndarray:
+        """decision_function of the solver's parameters `theta` on float32 rows on the solver's device: one float32
+        GEMM there (no float64 copy of the rows per C)."""
         w, b = s.split(theta)
         scores = (_mm(xv, w.float()).double() + (s._bias(b) - s.mean.double() @ w)).cpu().numpy()
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
     def decision_function(self, X):
         check_is_fitted(self, "coef_")
-        scores = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        scores = X @ self.coef_.T + self.intercept_
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
     def predict(self, X):
         return self.labels(self.decision_function(X))
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
-        """predict() from decision values."""
+        """predict() from decision values (e.g. a path's `val_decision`)."""
         if self.multilabel_:
             return (scores > 0).astype(int)
         if scores.ndim == 1:
             return self.classes_[(scores > 0).astype(int)]
         return self.classes_[scores.argmax(1)]
 
+    @available_if(lambda self: self.loss == "log")
     def predict_proba(self, X):
-        if self.loss != "log":
-            raise AttributeError("predict_proba needs loss='log'")
+        """Class probabilities (loss="log" only): softmax, or per-label sigmoids for a multi-label target."""
         z = torch.as_tensor(self.decision_function(X))
         if z.ndim == 1:
             p1 = torch.sigmoid(z)
             return torch.stack([1 - p1, p1], 1).numpy()
         return (torch.sigmoid(z) if self.multilabel_ else torch.softmax(z, 1)).numpy()
+
+
+class CPath:
+    """A C path of a `LinearPathClassifier` on one training set (`LinearPathClassifier.start_path`).
+
+    `solve(C)` fits the estimator at any C, warm-started from the solution at a C already solved, and leaves it
+    fitted at C (`coef_`, `intercept_`, `C`, `n_iter_`, ...; `path_` lists every solve's diagnostics). The training
+    rows stay on the solver's device and every solution is kept, so Cs may come in any order (the probe's C search
+    walks the grid upwards and may then extend it downwards)."""
+
+    def __init__(self, estimator: LinearPathClassifier, solver: PathSolver, X_val=None):
+        self.estimator = estimator
+        self._solver = solver
+        self._val = None if X_val is None else torch.as_tensor(np.asarray(X_val, dtype=np.float32), device=solver.dev)
+        self._thetas: dict[float, torch.Tensor] = {}
+
+    @property
+    def Cs(self) -> list[float]:
+        """The Cs solved so far, in the order first solved."""
+        return list(self._thetas)
+
+    @property
+    def device(self) -> str:
+        """Where the solver runs ("cpu", "cuda")."""
+        return self._solver.dev.type
+
+    def solve(self, C: float, warm_from: float | str | None = "nearest") -> dict:
+        """Fit at C, starting from the solution at `warm_from`: a C already solved, "nearest" (the solved C
+        nearest in log C; zeros for the first) or None (zeros). Returns the diagnostics: C, n_iter, float64_iter,
+        newton_iter, method, grad_max, converged, objective, fit_s, device, and `val_decision` (decision values on
+        the path's X_val) if it has one."""
+        C = float(C)
+        if warm_from == "nearest":
+            warm_from = min(self._thetas, key=lambda s: abs(np.log(s / C)), default=None)
+        elif warm_from is not None and float(warm_from) not in self._thetas:
+            raise ValueError(f"warm_from={warm_from!r} has not been solved; solved: {self.Cs}")
+        est, s = self.estimator, self._solver
+        theta, info = s.solve(C, None if warm_from is None else self._thetas[float(warm_from)])
+        self._thetas[C] = theta
+        est.C = C
+        est._set_coef(s, theta, info)
+        est.path_.append(info)
+        if self._val is not None:
+            info["val_decision"] = est._decisions_at(s, theta, self._val)
+        return info
