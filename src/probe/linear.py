@@ -64,7 +64,8 @@ def score(metric: str, clf, x: np.ndarray, y: np.ndarray) -> float:
 def score_decisions(metric: str, clf: LinearPathClassifier, scores: np.ndarray, y: np.ndarray) -> float:
     """score() from the classifier's decision values, for the val split at every C of a path. The two
     single-label metrics are computed directly (equal to scikit-learn's, tests/test_probe_path.py): scikit-learn's
-    input validation took ~3 ms a call, 13% of layer_study's probe time at ~19 Cs per probe."""
+    metrics validate their input on every call, a fixed cost per C that is a visible share of a small probe, whose
+    every C takes only a few Newton steps."""
     if metric == "map":
         return float(average_precision_score(y, scores, average="macro"))
     pred = clf.labels(scores)
@@ -83,13 +84,14 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
     improvement did not improve on the best. While the curve is still at its small-C level (the best is not above
     the smallest C's score by more than two of the val score's standard errors, sqrt(b (1 - b) / n_val) at the best
     b with `n_val` val examples; by anything if n_val is None), only Cs that score clearly below the best (by more
-    than one error) count: at small C the val curve is a plateau whose wiggles (a few val images) otherwise stopped the
-    walk before the rise that large C brings (seen on digits: 0.64 at C=1e-5, then 0.61 three times -> stopped at
-    0.6 instead of 0.97 at C=316). After the rise every C that does not improve counts (ties too: a flat top
-    otherwise walked the grid to its end, 1e5, at the Cs that cost the most iterations), and a C that falls more
-    than `FALL` errors below the best ends the walk at once: the curve has clearly passed its peak (on P4's 2,000
-    val images the fall at C=1 was 4.3 errors; the two more Cs that patience walked cost 26 of the path's 66
-    iterations; on layer_study's 48 probes, walked to the end, no C after such a fall beat the best). If it was
+    than one error) count: at small C the val curve is a plateau whose wiggles (a few val images) would otherwise stop
+    the walk before the rise that large C brings (a small target's curve can sit flat for several decades of C and
+    then rise far above it; tests/test_probe_path.py has such a case). After the rise every C that does not improve
+    counts (ties too: a flat top would otherwise be walked to the grid's end, at the Cs that cost the most
+    iterations), and a C that falls more than `FALL` errors below the best ends the walk at once: the curve has
+    clearly passed its peak, and patience would only spend the largest, costliest Cs confirming it (to re-check on
+    a study: run it with `classifier.patience=null`, which walks every C, and see in result.json's `val_scores`
+    whether any C after such a fall beats the best). If it was
     walked to the end, it is extended one grid step at a time (at most `max_extra` steps, within `bounds`): upwards
     while the top C scores the best (ties too: a flat val curve at small C means C is too small to matter yet; again
     stopped by `patience`), downwards while the bottom C is the unique best. The chosen C is the first best (the

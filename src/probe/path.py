@@ -13,7 +13,8 @@ exactly (tests/test_probe_path.py compares both against scikit-learn).
 Why it is fast: liblinear solves the k problems one after another by coordinate descent and scikit-learn refits
 from scratch at every C. Here an iteration is two float32 GEMMs shared by all k problems (X @ D for the search
 direction, X^T @ G for the gradient); the one-vs-rest problems each keep their own L-BFGS memory and step (one
-L-BFGS per class in lockstep: 6x fewer iterations than one L-BFGS over all classes on a 17-C path); the Newton line
+L-BFGS per class in lockstep: the k problems are independent and differently scaled, and one L-BFGS over all of them
+would take one compromise step and curvature model for all, needing several times more iterations); the Newton line
 search along X @ D needs no more GEMMs; the next C starts from the last decision values and gradient; with an
 unregularised intercept the features are centred (an exact reparametrisation) which removes their dominant
 eigenvalue; and the solver moves from one C to the next keeping its L-BFGS memory, corrected exactly for the
@@ -40,23 +41,41 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 LOSSES = ("squared_hinge", "log")
-NEWTON_FLOPS = 3e8  # Newton steps when their weighted cost (PathSolver.__init__) is at most this; L-BFGS above
+
+# Solver constants. Each one chooses between two ways of computing the same step or product, so it changes the
+# speed, never the solution (within `tol`: tests/test_probe_path.py solves with both sides of each switch). The values
+# suit a 2-core AVX2 CPU with MKL (and do no harm on a GPU, where the CPU-only switches are off). On other hardware,
+#     python -m benchmarks.solver_constants            (--quick: smaller shapes, a minute or so)
+# times both sides of each switch on the machine it runs on and prints where they cross.
+NEWTON_FLOPS = 3e8  # Newton steps when their modelled cost in flops (PathSolver.__init__) is at most this; L-BFGS above
 XT_BLOCK = 1024  # feature rows per block of the gradient's GEMM X^T G on the CPU (PathSolver._xt_mm)
-STALLED_NEWTON = 4  # Newton steps in a row that do not halve the gradient end the float32 phase
-KERNEL_ROWS = 4096  # the kernel Newton step keeps an n x n float64 Gram matrix: at most 128 MB
+SKINNY_COLUMNS = 12  # on the CPU, a float32 feature product with fewer columns than this runs transposed (_mm)
+STALLED_NEWTON = 4  # Newton steps in a row that do not halve the gradient end the float32 phase (PathSolver.solve)
+# Not a speed setting but a memory bound: "active" kernel Newton keeps an n x n float64 Gram matrix, so only targets
+# with at most this many training rows use it (4,096^2 x 8 bytes = 128 MB); larger ones stay with L-BFGS.
+KERNEL_ROWS = 4096
+
+
+def newton_costs(n: int, d: int, k: int, rows: int | None = None) -> tuple[float, float]:
+    """The cost model (flops) of one Newton step on n rows, d features and k columns, compared with NEWTON_FLOPS:
+    (primal: each column's (d+1) x (d+1) Hessian and its Cholesky; kernel: a rows x rows Cholesky per column, rows
+    inside the margin (all n by default), plus the n x (d + 1) products)."""
+    q, rows = d + 1, n if rows is None else rows
+    return k * q * q * (q + n / 2), k * rows ** 3 + 4 * n * q * k
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b for features a (either orientation) and a parameter-like b (one column per class). On the CPU MKL's
-    float32 GEMM falls off a cliff below 12 columns: 3-8x slower than the transposed product b^T a^T (2 Zen 3
-    cores: 400 x 1,024 @ 1,024 x 10 0.64 vs 0.18 ms; P4's X @ D on 10 active columns 330 vs 45 ms; 12 columns:
-    25 vs 44 ms); in float64 the transposed product is faster at every width (P4's X^T G, 100 columns: 277 vs
-    120 ms). Those take the transposed product (the result is its .T view)."""
+    float32 GEMM with a skinny right-hand side (fewer than SKINNY_COLUMNS columns: few classes, or few not yet
+    converged) is several times slower than the same product transposed, b^T a^T, which puts the skinny operand
+    on the left where MKL's kernels handle it well; in float64 the transposed product is the faster one at every
+    width. Those take the transposed product (the result is its .T view; the same values up to rounding).
+    `python -m benchmarks.solver_constants` times both orientations per width on the machine at hand."""
     return (b.T @ a.T).T if _transposed_is_faster(a, b) else a @ b
 
 
 def _transposed_is_faster(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.device.type == "cpu" and (a.dtype == torch.float64 or b.shape[1] < 12)
+    return a.device.type == "cpu" and (a.dtype == torch.float64 or b.shape[1] < SKINNY_COLUMNS)
 
 
 def _device(name: str) -> torch.device:
@@ -140,7 +159,7 @@ class _Memory:
     pairs: list = field(default_factory=list)
     gamma: torch.Tensor | None = None  # initial inverse Hessian scale per group
     # The pairs restricted to the active columns `cols`, kept in step with `pairs` while `cols` stays the same (it
-    # changes a few times per C): picking every pair's columns afresh at each iteration cost ~7% of a P4 path.
+    # changes a few times per C): picking every pair's columns afresh would copy the whole memory every iteration.
     cols: torch.Tensor | None = None
     picked: list = field(default_factory=list)
 
@@ -215,10 +234,10 @@ class PathSolver:
         x = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
         self.n, self.d = x.shape
         self.mean = x.mean(0) if intercept_scaling is None else torch.zeros(self.d, device=device)
-        # Stored transposed (d x n, contiguous): both GEMMs of an iteration, X @ D through the transposed view and
-        # X^T @ G directly, run ~25% faster on this layout with MKL than on the n x d one (measured, 2-core AVX2).
-        # (a transposed copy, always one: the rows may be the caller's array; then centred in place: 217 vs 282 ms
-        # at P4's 10,000 x 4,096)
+        # Stored transposed (d x n, contiguous): MKL runs both GEMMs of an iteration, X @ D through the transposed
+        # view and X^T @ G directly, faster on this layout than on the n x d one (both are skinny products whose
+        # long dimension, n, is then the contiguous one). Always a copy (the rows may be the caller's array), then
+        # centred in place: no second d x n temporary.
         self.xt32 = x.T.clone(memory_format=torch.contiguous_format)
         del x
         if intercept_scaling is None:
@@ -233,16 +252,16 @@ class PathSolver:
         self.memory = _Memory(history, self.loss.red)
         # Small problems take Newton steps: a handful per C where L-BFGS needs hundreds on ill-conditioned (pooled,
         # correlated) conv features. The step solves each column's (d+1) x (d+1) Hessian ("primal") or, with fewer
-        # rows than features, an n x n system ("kernel", Woodbury), whichever costs less. Newton is used only where a
-        # step costs a few L-BFGS steps (~3 ms of operator overhead each on these sizes; batched float64 Cholesky
-        # runs at ~12 GFLOP/s on 2 cores): measured on layer_study, conv layers are faster with Newton; fc layers
-        # (d = 1,024, n = 400-900) were faster with L-BFGS than with a full kernel step, and faster still in
-        # "active" mode (fc6 + fc7 probes 18.6 -> 11.1 s, iterations 180-500 -> 35-90 per probe).
+        # rows than features, an n x n system ("kernel", Woodbury), whichever costs less. Newton is used only where
+        # the modelled cost of a step (the flops of its batched Cholesky and products) is within NEWTON_FLOPS: there
+        # a Newton step takes about as long as the few L-BFGS steps (each a fixed operator overhead plus two GEMMs)
+        # that it replaces, so its far fewer iterations win; above it, L-BFGS's cheap steps do (e.g. conv layers
+        # with few features take Newton; fc layers, d = 1,024 with a few hundred rows, L-BFGS or "active").
         # Larger squared-hinge problems ("active") choose at each iteration: the kernel Newton step needs only the
         # rows inside the margin (the others have zero curvature), so once C is large enough that few rows are
-        # (where L-BFGS is slowest: fc layers took 30-100 iterations per C there), a Newton step costs little.
-        q, n, k = self.d + 1, self.n, self.k
-        primal, kernel = k * q * q * (q + n / 2), self._kernel_cost(n, k)
+        # (where L-BFGS is slowest: tens of iterations per C), a Newton step costs little.
+        n, k = self.n, self.k
+        primal, kernel = newton_costs(n, self.d, k)
         self.newton = None if multinomial else "primal" if primal <= min(kernel, NEWTON_FLOPS) else \
             "kernel" if kernel <= NEWTON_FLOPS else \
             "active" if loss == "squared_hinge" and n <= KERNEL_ROWS and self._kernel_cost(0, k) < NEWTON_FLOPS \
@@ -278,8 +297,9 @@ class PathSolver:
         return val, torch.cat([gw, self._bias(gz.sum(0))[None]])
 
     def _xt_mm(self, m: torch.Tensor) -> torch.Tensor:
-        """X^T m (d x columns), in m's dtype. On the CPU in blocks of 1,024 feature rows: MKL shares this skinny
-        product between the cores less well than the blocks (13-16% faster at P4's sizes on 2 cores, measured)."""
+        """X^T m (d x columns), in m's dtype. On the CPU in blocks of XT_BLOCK feature rows: MKL splits one skinny
+        product with a long inner dimension (n) between the cores less evenly than it runs a few such blocks (each
+        output row is the same dot product either way)."""
         xt = self.x(m.dtype).T
         if xt.device.type != "cpu" or self.d <= XT_BLOCK or _transposed_is_faster(xt, m):
             return _mm(xt, m)
@@ -350,7 +370,8 @@ class PathSolver:
                 self._drift += 1
                 info["float64_iter"] += dtype == torch.float64
                 # Newton steps at least halve the gradient until float32 rounding of the GEMMs stalls them short of
-                # a tight tol: then finish in float64 (it took 670 float32 steps to the line search's end at 1e-8).
+                # a tight tol: then finish in float64 (left alone, float32 would take many steps that barely move
+                # until its line search finds no decrease).
                 stalled = stalled + 1 if method is not None and gmax > 0.5 * last else 0
                 if dtype == torch.float32 and stalled >= STALLED_NEWTON:
                     break
@@ -375,8 +396,7 @@ class PathSolver:
         return "kernel" if self._kernel_cost(rows, z.shape[1]) <= NEWTON_FLOPS else None
 
     def _kernel_cost(self, rows: int, columns: int) -> float:
-        """The cost model of a kernel Newton step: a rows x rows Cholesky per column, plus the n x (d + 1) products."""
-        return columns * rows ** 3 + 4 * self.n * (self.d + 1) * columns
+        return newton_costs(self.n, self.d, columns, rows)[1]
 
     def _newton(self, loss: _Loss, z: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
         """-H^-1 g per column, H = lam diag(reg_mask) + X~^T diag(curvature) X~ (X~: the features and the intercept's
@@ -399,7 +419,7 @@ class PathSolver:
         """X~^T diag(w_k) X~ for each column k of the curvature w (n x columns): columns x (d+1) x (d+1). Rows with
         zero curvature add nothing (squared hinge: the rows outside the margin, most of them at large C), so when
         every column has at most 2/3 of its rows inside, each column's product runs over those rows only (padded
-        with zero-weight rows to the largest count): 1.5-10x fewer flops on layer_study's conv probes."""
+        with zero-weight rows to the largest count): at large C most rows are outside, so several times fewer flops."""
         xq, kc = self._xq, w.shape[1]
         inside = w > 0
         rows = max(int(inside.sum(0).max()), 1)
@@ -428,7 +448,8 @@ class PathSolver:
         swo = sw if order is None else sw.gather(0, order)  # rows x columns; padding rows have 0
         if order is None:
             gram = self._gram[None]
-        else:  # each column's principal submatrix (two gathers: 2x faster than one 2-D advanced index)
+        else:  # each column's principal submatrix (two 1-D gathers: a 2-D advanced index would first build a
+            # broadcast index tensor of the same size as the result)
             gram = self._gram.index_select(0, order.T.reshape(-1)).view(kc, rows, self.n)
             gram = gram.gather(2, order.T[:, None, :].expand(kc, rows, rows))
         b = gram * swo.T[:, :, None] * swo.T[:, None, :]
