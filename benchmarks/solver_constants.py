@@ -5,7 +5,8 @@ give the same solution); this times both ways on synthetic features and prints w
 the timings suggest. It writes nothing: if a crossing moved, edit the constant in src/probe/path.py.
 
     python -m benchmarks.solver_constants            # P4-sized products (10,000 x 4,096), layer_study-sized paths
-    python -m benchmarks.solver_constants --quick    # smaller sizes, about a minute
+    python -m benchmarks.solver_constants --quick    # smaller sizes, a few minutes
+    python -m benchmarks.solver_constants --device cuda   # NEWTON_FLOPS and STALLED_NEWTON on a GPU
 
 Timings are medians of `--repeat` runs; run it on an otherwise idle machine.
 """
@@ -76,15 +77,15 @@ def xt_block(n: int, d: int, repeat: int) -> None:
     print(f"  fastest: {min(times, key=times.get)} (now {solver.XT_BLOCK}; one GEMM when d <= XT_BLOCK)")
 
 
-def path_ms(x, y, Cs, repeat: int, tol: float = 1e-4, **constants) -> tuple[float, str, int, int]:
+def path_ms(x, y, Cs, repeat: int, device: str, tol: float = 1e-4, **constants) -> tuple[float, str, int, int]:
     """Median ms of a C path with the solver's module constants set as given; its methods, iterations and float64
     iterations."""
     saved = {k: getattr(solver, k) for k in constants}
     try:
         for k, v in constants.items():
             setattr(solver, k, v)
-        info = LinearPathClassifier(tol=tol, device="cpu").fit_path(x, y, Cs)
-        ms = timed(lambda: LinearPathClassifier(tol=tol, device="cpu").fit_path(x, y, Cs), repeat)
+        info = LinearPathClassifier(tol=tol, device=device).fit_path(x, y, Cs)
+        ms = timed(lambda: LinearPathClassifier(tol=tol, device=device).fit_path(x, y, Cs), repeat)
     finally:
         for k, v in saved.items():
             setattr(solver, k, v)
@@ -92,7 +93,7 @@ def path_ms(x, y, Cs, repeat: int, tol: float = 1e-4, **constants) -> tuple[floa
     return ms, "/".join(methods), sum(p["n_iter"] for p in info), sum(p["float64_iter"] for p in info)
 
 
-def newton(shapes, repeat: int) -> None:
+def newton(shapes, repeat: int, device: str) -> None:
     """NEWTON_FLOPS: a squared-hinge C path with Newton steps (the cheaper of primal and kernel) vs L-BFGS."""
     Cs = [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0]
     print(f"\nNEWTON_FLOPS: squared-hinge path over {len(Cs)} Cs (tol 1e-4), ms (iterations)")
@@ -101,9 +102,9 @@ def newton(shapes, repeat: int) -> None:
     for n, d, k in shapes:
         x, y, _, _ = make_data(n, d, k, 0)
         cost = min(newton_costs(n, d, k))
-        nt, _, ni, _ = path_ms(x, y, Cs, repeat, NEWTON_FLOPS=float("inf"))
-        lt, _, li, _ = path_ms(x, y, Cs, repeat, NEWTON_FLOPS=0.0)
-        dt, dm, di, _ = path_ms(x, y, Cs, repeat)
+        nt, _, ni, _ = path_ms(x, y, Cs, repeat, device, NEWTON_FLOPS=float("inf"))
+        lt, _, li, _ = path_ms(x, y, Cs, repeat, device, NEWTON_FLOPS=0.0)
+        dt, dm, di, _ = path_ms(x, y, Cs, repeat, device)
         (won if nt <= lt else lost).append(cost)
         print(f"  {n:5} {d:5} {k:4}  {cost:11.3g}  {nt:9.0f} ({ni:4})  {lt:9.0f} ({li:4})  {dt:9.0f} ({di:4}) {dm}")
     lo = max(won, default=0.0)
@@ -115,14 +116,14 @@ def newton(shapes, repeat: int) -> None:
           "within NEWTON_FLOPS (the default column).")
 
 
-def stalled(n: int, d: int, k: int, repeat: int) -> None:
+def stalled(n: int, d: int, k: int, repeat: int, device: str) -> None:
     """STALLED_NEWTON: a Newton path at a tol beyond float32's reach, for several values."""
     x, y, _, _ = make_data(n, d, k, 0)
     Cs = [1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0]
     print(f"\nSTALLED_NEWTON: Newton path {n} x {d} x {k} over {len(Cs)} Cs at tol 1e-10, ms (iterations, of them "
           "float64)")
     for value in (1, 2, 4, 8, 16):
-        ms, _, it, it64 = path_ms(x, y, Cs, repeat, tol=1e-10, STALLED_NEWTON=value)
+        ms, _, it, it64 = path_ms(x, y, Cs, repeat, device, tol=1e-10, STALLED_NEWTON=value)
         print(f"  {value:3} {ms:9.0f} ({it}, {it64})")
     print(f"  (now {solver.STALLED_NEWTON})")
 
@@ -131,16 +132,18 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="where the paths run; the product switches are CPU-only")
     args = ap.parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, paths on {args.device}")
     n, d = (2000, 1024) if args.quick else (10000, 4096)
-    orientation(n, d, args.repeat)
-    xt_block(n, d, args.repeat)
+    if args.device == "cpu":
+        orientation(n, d, args.repeat)
+        xt_block(n, d, args.repeat)
     shapes = [(400, 64, 20), (400, 256, 20), (400, 1024, 20)]
     if not args.quick:
         shapes += [(900, 512, 20), (900, 1024, 20), (2000, 256, 50)]
-    newton(shapes, args.repeat)
-    stalled(400, 64, 20, args.repeat)
+    newton(shapes, args.repeat, args.device)
+    stalled(400, 64, 20, args.repeat, args.device)
 
 
 if __name__ == "__main__":

@@ -222,7 +222,8 @@ def test_bad_parameters_are_one_clear_error_before_any_work():
     with pytest.raises(InvalidParameterError, match=r"'loss' parameter of LinearPathClassifier must be a str among "
                                                     r"\{.*'squared_hinge'.*\}\. Got 'hinge' instead"):
         LinearPathClassifier(loss="hinge").fit(*blobs())
-    with pytest.raises(InvalidParameterError, match=r"'C' parameter .* must be a float in the range \(0\.0, inf\)\. Got 0\.0 instead"):
+    with pytest.raises(InvalidParameterError,
+                       match=r"'C' parameter .* must be a float in the range \(0\.0, inf\)\. Got 0\.0 instead"):
         LinearPathClassifier(C=0.0).start_path(*blobs())
 
 

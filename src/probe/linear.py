@@ -27,8 +27,8 @@ from sklearn.pipeline import Pipeline
 
 from src.probe.path import LinearPathClassifier
 
-# metric name -> scikit-learn scorer of (y_true, y_pred) for the single-label metrics ("map" is scored from decision
-# values); the metrics themselves are documented in src/record.py
+# target.metric -> scikit-learn's score of (y_true, y_pred), for the single-label metrics ("map" is scored from decision
+# values). Not to be confused with src/record.METRICS, the documented keys of a result's metrics.
 SCORERS = {"accuracy": accuracy_score, "mean_per_class_accuracy": balanced_accuracy_score}
 C_BOUNDS = (1e-6, 1e6)  # how far an edge-extended C search may go
 FALL = 3.0  # val standard errors below the best that end a C walk at once (search_C)

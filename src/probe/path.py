@@ -28,7 +28,6 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-
 from numbers import Integral, Real
 
 import numpy as np
@@ -42,10 +41,10 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_dat
 
 LOSSES = ("squared_hinge", "log")
 
-# Solver constants. Each one chooses between two ways of computing the same step or product, so it changes the
-# speed, never the solution (within `tol`: tests/test_probe_path.py solves with both sides of each switch). The values
-# suit a 2-core AVX2 CPU with MKL (and do no harm on a GPU, where the CPU-only switches are off). On other hardware,
-#     python -m benchmarks.solver_constants            (--quick: smaller shapes, a minute or so)
+# Solver constants. Each one chooses how a step or product is computed, so it changes the speed, never the solution
+# (within `tol`: tests/test_probe_path.py solves with both sides of each switch). The values suit a 2-core AVX2 CPU
+# with MKL; XT_BLOCK and SKINNY_COLUMNS act on the CPU only. On other hardware,
+#     python -m benchmarks.solver_constants            (--quick: smaller shapes; --device cuda: the GPU's side)
 # times both sides of each switch on the machine it runs on and prints where they cross.
 NEWTON_FLOPS = 3e8  # Newton steps when their modelled cost in flops (PathSolver.__init__) is at most this; L-BFGS above
 XT_BLOCK = 1024  # feature rows per block of the gradient's GEMM X^T G on the CPU (PathSolver._xt_mm)
