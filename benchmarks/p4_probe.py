@@ -111,7 +111,7 @@ def main(argv=None) -> dict:
                  ours=f"{statistics.median(times):.1f} s (spread {min(times):.1f}-{max(times):.1f}, {rounds} rounds), "
                       f"{len(ours['C_grid'])} Cs, acc {ours['target_score']:.3f}",
                  reference=f"LinearSVC {ref_s:.1f} s ({how}), acc {ref_acc}", path=path, round_times_s=times,
-                 device=LinearPathClassifier(**est)._solver(x[:4], y[:4]).dev.type)
+                 device=LinearPathClassifier(**est).start_path(x[:4], y[:4]).device)
 
 
 def gpu(splits, est, cfg, rounds, n, d, k, smoke) -> dict:

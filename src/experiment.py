@@ -24,13 +24,13 @@ from threadpoolctl import threadpool_limits
 from src.cache import Store, file_digest, make_key
 from src.keys import features_payload, finetune_payload, source_payload, source_val_payload
 from src.check import Plan
-from src.record import METRICS as RECORD_METRICS
+from src.record import METRICS
 from src.data.tasks import load_source, load_target
 from src.device import job_device
 from src.features.extract import extract_splits, load_features
 from src.features.source_distance import distance_defined, measure_distance
 from src.models.registry import get_arch
-from src.probe.linear import METRICS, build_pipeline, fit_and_score
+from src.probe.linear import SCORERS, build_pipeline, fit_and_score
 from src.probe.registry import CLASSIFIERS
 from src.probe.retrieval import retrieval_score
 from src.tracking import training_loggers
@@ -209,7 +209,7 @@ class Evaluation:
 
 def _documented(out: dict[str, Any]) -> dict[str, Any]:
     """The result-record metrics among what a scorer returned (its timings and per-image arrays are not)."""
-    return {k: v for k, v in out.items() if k in RECORD_METRICS}
+    return {k: v for k, v in out.items() if k in METRICS}
 
 
 def _probe(cfg: DictConfig, plan: Plan, feat_entry: Path, names: tuple[str, ...], fit: Callable) -> Evaluation:
@@ -263,7 +263,7 @@ def evaluate_finetuned_classifier(cfg: DictConfig, plan: Plan, source: Stage, tu
     test_x, test_y = load_target(cfg.target.data, image_size=int(cfg.source.image_size))["test"]
     pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size), device=device_of(cfg))
     ft = json.loads((tuned.entry / "metrics.json").read_text())
-    return Evaluation({"target_score": float(METRICS[cfg.target.metric](test_y, pred)),
+    return Evaluation({"target_score": float(SCORERS[cfg.target.metric](test_y, pred)),
                        "finetune_val_acc": ft["val_acc"][str(ft["epochs"])], "feature_dim": None},
                       test_correct=(np.asarray(pred) == test_y).astype(np.uint8))
 

@@ -214,9 +214,17 @@ def test_warm_start_refit_starts_from_the_given_solution(solver):
     assert m.n_iter_ <= 1 < cold
 
 
-def test_bad_loss_is_one_clear_error():
-    with pytest.raises(ValueError, match="loss='hinge' is unknown; valid: squared_hinge, log"):
+def test_bad_parameters_are_one_clear_error_before_any_work():
+    """scikit-learn's parameter validation (`_parameter_constraints`): one line naming the parameter, the valid
+    values and the bad one, from fit and from start_path."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    with pytest.raises(InvalidParameterError, match=r"'loss' parameter of LinearPathClassifier must be a str among "
+                                                    r"\{.*'squared_hinge'.*\}\. Got 'hinge' instead"):
         LinearPathClassifier(loss="hinge").fit(*blobs())
+    with pytest.raises(InvalidParameterError,
+                       match=r"'C' parameter .* must be a float in the range \(0\.0, inf\)\. Got 0\.0 instead"):
+        LinearPathClassifier(C=0.0).start_path(*blobs())
 
 
 def peaked(at: float):
@@ -328,14 +336,14 @@ def test_a_clear_fall_past_the_peak_ends_the_walk_at_once():
 def test_val_scores_on_the_path_equal_scikit_learns_metrics(metric):
     """score_decisions computes the single-label val metrics directly (speed); they equal scikit-learn's, with
     string labels, unbalanced classes and a class the classifier never predicts."""
-    from src.probe.linear import METRICS, score_decisions
+    from src.probe.linear import SCORERS, score_decisions
 
     rng = np.random.default_rng(3)
     names = np.array(["cat", "dog", "emu", "fox"])
     y = names[rng.choice(4, 300, p=[0.5, 0.3, 0.15, 0.05])]
     clf = LinearPathClassifier(tol=1e-6, device="cpu").fit(rng.normal(size=(300, 5)), y)
     scores = rng.normal(size=(300, 4)) * [1, 1, 1, 0.01] + [0, 0, 0, -5]  # "fox" never predicted
-    assert score_decisions(metric, clf, scores, y) == pytest.approx(METRICS[metric](y, clf.labels(scores)), abs=1e-12)
+    assert score_decisions(metric, clf, scores, y) == pytest.approx(SCORERS[metric](y, clf.labels(scores)), abs=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -382,3 +390,60 @@ def test_lbfgs_directions_on_shrinking_active_columns_match_a_fresh_pick():
         cols = torch.tensor(cols)
         fresh.cols = None  # forces a pick from every pair
         assert torch.allclose(walked.direction(g, cols), fresh.direction(g, cols), rtol=0, atol=0)
+
+
+def _count_blocked_products(monkeypatch) -> list:
+    """Counts the CPU-blocked X^T G products (torch.mm with out=, used only by PathSolver._xt_mm's blocks)."""
+    import torch
+
+    calls, mm = [], torch.mm
+    monkeypatch.setattr(torch, "mm", lambda *a, **kw: (calls.append(1) if "out" in kw else None) or mm(*a, **kw))
+    return calls
+
+
+# Each speed switch of the solver: a problem on which both of its sides are taken, settings common to both, the two
+# sides, and the tol (STALLED_NEWTON matters only where float32 rounding stalls Newton: a tol near its precision).
+SWITCHES = {
+    # Newton steps (here primal: d = 12) vs L-BFGS
+    "NEWTON_FLOPS": (dict(n=240, d=12, k=4, seed=3), {}, {"NEWTON_FLOPS": float("inf")}, {"NEWTON_FLOPS": 0.0}, 1e-6),
+    # "active" kernel Newton on the margin rows vs L-BFGS only (NEWTON_FLOPS as in the active-set test above)
+    "KERNEL_ROWS": (dict(n=60, d=150, k=3, seed=7), {"NEWTON_FLOPS": 3e5}, {}, {"KERNEL_ROWS": 0}, 1e-8),
+    # b^T a^T vs a @ b in every product of the solver (float64 too), and the float32 cut-off by itself
+    "transposed product": (dict(n=60, d=150, k=3, seed=7), {}, {"_transposed_is_faster": lambda a, b: True},
+                           {"_transposed_is_faster": lambda a, b: False}, 1e-6),
+    "SKINNY_COLUMNS": (dict(n=60, d=150, k=3, seed=7), {}, {"SKINNY_COLUMNS": 10**6}, {"SKINNY_COLUMNS": 0}, 1e-6),
+    # X^T G in blocks of 32 feature rows vs one GEMM (12 columns: the float32 products are not transposed)
+    "XT_BLOCK": (dict(n=60, d=150, k=12, seed=9), {}, {"XT_BLOCK": 32}, {"XT_BLOCK": 10**6}, 1e-6),
+    # the float32 phase ended by 1 Newton step that does not halve the gradient vs by 8 of them
+    "STALLED_NEWTON": (dict(n=240, d=12, k=4, seed=3), {}, {"STALLED_NEWTON": 1}, {"STALLED_NEWTON": 8}, 1e-8),
+}
+
+
+@pytest.mark.parametrize("switch", list(SWITCHES))
+def test_speed_constants_change_the_speed_not_the_solution(switch, monkeypatch):
+    """The solver's hardware-tuned constants (NEWTON_FLOPS, KERNEL_ROWS, SKINNY_COLUMNS and the float64 rule of
+    _transposed_is_faster, XT_BLOCK, STALLED_NEWTON) choose how a step or product is computed: with either side of
+    each, every C of a path converges to the same solution (within tol)."""
+    import src.probe.path as solver_module
+
+    data, common, one, other, tol = SWITCHES[switch]
+    x, y = blobs(**data)
+    fits, blocked = [], _count_blocked_products(monkeypatch)
+    for side in (one, other):
+        for name, value in {**common, **side}.items():
+            monkeypatch.setattr(solver_module, name, value)
+        before = len(blocked)
+        path = LinearPathClassifier(tol=tol, device="cpu").fit_path(x, y, [1e-2, 1.0, 100.0], X_val=x)
+        fits.append((path, len(blocked) - before))
+    (a, blocks_a), (b, blocks_b) = fits
+    if switch == "XT_BLOCK":  # the two sides really ran differently
+        assert blocks_a > 0 == blocks_b
+    elif switch in ("NEWTON_FLOPS", "KERNEL_ROWS"):
+        assert [p["method"] for p in a] != [p["method"] for p in b]
+    elif switch == "STALLED_NEWTON":
+        assert [p["float64_iter"] for p in a] != [p["float64_iter"] for p in b]
+    for p, r in zip(a, b):  # both converged (max |gradient| / (C n) <= tol): the same optimum, to that accuracy
+        assert p["converged"] and r["converged"]
+        assert p["objective"] == pytest.approx(r["objective"], rel=1e-6)
+        scale = np.abs(r["val_decision"]).max()
+        assert np.abs(p["val_decision"] - r["val_decision"]).max() <= 1e-3 * scale, switch

@@ -4,8 +4,9 @@ Protocol: the normalisation and PCA are fit on the target's train split; C is ch
 `classifier.C_grid` upwards (every C's val score is kept); the walk stops early once `classifier.patience` Cs in a
 row did not improve on the best, and is extended past the grid's edge (same log step, within `C_BOUNDS`) while the
 val-best C is the grid's edge. The pipeline is then refit on train+val at that C and scored once on test.
-A classifier with `fit_path` (src/probe/path.py) walks the grid with warm starts and starts the refit from its
-train-split solution; any other scikit-learn classifier is refit from scratch at each C.
+`LinearPathClassifier` (src/probe/path.py) walks the grid as one C path (`start_path`: each C warm-started from the
+nearest C solved) and starts the refit from its train-split solution (`coef_init`); any other scikit-learn
+classifier is refit from scratch at each C.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from sklearn.pipeline import Pipeline
 
 from src.probe.path import LinearPathClassifier
 
-METRICS = {"accuracy": accuracy_score, "mean_per_class_accuracy": balanced_accuracy_score}
+# target.metric -> scikit-learn's score of (y_true, y_pred), for the single-label metrics ("map" is scored from decision
+# values). Not to be confused with src/record.METRICS, the documented keys of a result's metrics.
+SCORERS = {"accuracy": accuracy_score, "mean_per_class_accuracy": balanced_accuracy_score}
 C_BOUNDS = (1e-6, 1e6)  # how far an edge-extended C search may go
 FALL = 3.0  # val standard errors below the best that end a C walk at once (search_C)
 
@@ -55,13 +58,14 @@ def build_pipeline(cfg: DictConfig, multilabel: bool = False) -> Pipeline:
 def score(metric: str, clf, x: np.ndarray, y: np.ndarray) -> float:
     if metric == "map":
         return float(average_precision_score(y, clf.decision_function(x), average="macro"))
-    return float(METRICS[metric](y, clf.predict(x)))
+    return float(SCORERS[metric](y, clf.predict(x)))
 
 
 def score_decisions(metric: str, clf: LinearPathClassifier, scores: np.ndarray, y: np.ndarray) -> float:
     """score() from the classifier's decision values, for the val split at every C of a path. The two
     single-label metrics are computed directly (equal to scikit-learn's, tests/test_probe_path.py): scikit-learn's
-    input validation took ~3 ms a call, 13% of layer_study's probe time at ~19 Cs per probe."""
+    metrics validate their input on every call, a fixed cost per C that is a visible share of a small probe, whose
+    every C takes only a few Newton steps."""
     if metric == "map":
         return float(average_precision_score(y, scores, average="macro"))
     pred = clf.labels(scores)
@@ -71,7 +75,7 @@ def score_decisions(metric: str, clf: LinearPathClassifier, scores: np.ndarray, 
         classes, idx = np.unique(y, return_inverse=True)
         hits = np.bincount(idx.reshape(-1), weights=(pred == y), minlength=len(classes))
         return float(np.mean(hits / np.bincount(idx.reshape(-1), minlength=len(classes))))
-    return float(METRICS[metric](y, pred))
+    return float(SCORERS[metric](y, pred))
 
 
 def search_C(val_score: Callable[[float], float], grid: list[float], patience: int | None = None,
@@ -80,13 +84,14 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
     improvement did not improve on the best. While the curve is still at its small-C level (the best is not above
     the smallest C's score by more than two of the val score's standard errors, sqrt(b (1 - b) / n_val) at the best
     b with `n_val` val examples; by anything if n_val is None), only Cs that score clearly below the best (by more
-    than one error) count: at small C the val curve is a plateau whose wiggles (a few val images) otherwise stopped the
-    walk before the rise that large C brings (seen on digits: 0.64 at C=1e-5, then 0.61 three times -> stopped at
-    0.6 instead of 0.97 at C=316). After the rise every C that does not improve counts (ties too: a flat top
-    otherwise walked the grid to its end, 1e5, at the Cs that cost the most iterations), and a C that falls more
-    than `FALL` errors below the best ends the walk at once: the curve has clearly passed its peak (on P4's 2,000
-    val images the fall at C=1 was 4.3 errors; the two more Cs that patience walked cost 26 of the path's 66
-    iterations; on layer_study's 48 probes, walked to the end, no C after such a fall beat the best). If it was
+    than one error) count: at small C the val curve is a plateau whose wiggles (a few val images) would otherwise stop
+    the walk before the rise that large C brings (a small target's curve can sit flat for several decades of C and
+    then rise far above it; tests/test_probe_path.py has such a case). After the rise every C that does not improve
+    counts (ties too: a flat top would otherwise be walked to the grid's end, at the Cs that cost the most
+    iterations), and a C that falls more than `FALL` errors below the best ends the walk at once: the curve has
+    clearly passed its peak, and patience would only spend the largest, costliest Cs confirming it (to re-check on
+    a study: run it with `classifier.patience=null`, which walks every C, and see in result.json's `val_scores`
+    whether any C after such a fall beats the best). If it was
     walked to the end, it is extended one grid step at a time (at most `max_extra` steps, within `bounds`): upwards
     while the top C scores the best (ties too: a flat val curve at small C means C is too small to matter yet; again
     stopped by `patience`), downwards while the bottom C is the unique best. The chosen C is the first best (the
@@ -161,15 +166,15 @@ def fit_and_score(
         val_scores = search_C(val_score, c_grid, patience, n_val=len(y_va))
         best_c = max(val_scores, key=lambda c: (val_scores[c], -c))
         pipe.set_params(**{f"clf__{c_param}": best_c})
-        if path:  # the refit on train+val starts from the train split's solution at that C
-            clf.set_params(warm_start=True)
-            clf.coef_, clf.intercept_ = path[best_c].pop("coef"), path[best_c].pop("intercept")
-        pipe.fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]))
+        # the refit on train+val starts from the train split's solution at that C
+        init = {"clf__coef_init": path[best_c].pop("coef"), "clf__intercept_init": path[best_c].pop("intercept")} \
+            if path else {}
+        pipe.fit(np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va]), **init)
     fit_s = time.perf_counter() - t0
     grid = [float(c) for c in c_grid]
     pred = None if metric == "map" else pipe.predict(x_te)  # once: the score and the per-image record
     return {
-        "target_score": score(metric, pipe, x_te, y_te) if pred is None else float(METRICS[metric](y_te, pred)),
+        "target_score": score(metric, pipe, x_te, y_te) if pred is None else float(SCORERS[metric](y_te, pred)),
         # per test image (single-label): the report's bootstrap over images
         "test_correct": None if pred is None else (pred == y_te).astype(np.uint8),
         "best_C": float(best_c),
@@ -185,19 +190,15 @@ def fit_and_score(
 
 
 def _path_scorer(clf: LinearPathClassifier, x, y, x_val, y_val, metric: str, path: dict) -> Callable[[float], float]:
-    """val_score(C) for the path solver: one solver on the train split, each C warm-started from the solution at
-    the nearest C already solved. Records every C's diagnostics and solution in `path`."""
+    """val_score(C) along a C path of the classifier (`LinearPathClassifier.start_path`) on the train split: each C
+    is warm-started from the solution at the nearest C already solved. Records every C's diagnostics and solution
+    in `path`."""
     model = clone(clf)
-    solver = model._solver(x, y)
-    xv = model.on_device(solver, x_val)
-    thetas: dict[float, Any] = {}
+    walk = model.start_path(x, y, X_val=x_val)
 
     def val_score(c: float) -> float:
-        near = min(thetas, key=lambda s: abs(np.log(s / c)), default=None)
-        theta, info = solver.solve(c, None if near is None else thetas[near])
-        thetas[c] = theta
-        model._set_coef(solver, theta)
-        info["val_score"] = score_decisions(metric, model, model.decisions_at(solver, theta, xv), y_val)
+        info = walk.solve(c)
+        info["val_score"] = score_decisions(metric, model, info.pop("val_decision"), y_val)
         path[c] = {**info, "coef": model.coef_, "intercept": model.intercept_}
         return info["val_score"]
 

@@ -13,7 +13,8 @@ exactly (tests/test_probe_path.py compares both against scikit-learn).
 Why it is fast: liblinear solves the k problems one after another by coordinate descent and scikit-learn refits
 from scratch at every C. Here an iteration is two float32 GEMMs shared by all k problems (X @ D for the search
 direction, X^T @ G for the gradient); the one-vs-rest problems each keep their own L-BFGS memory and step (one
-L-BFGS per class in lockstep: 6x fewer iterations than one L-BFGS over all classes on a 17-C path); the Newton line
+L-BFGS per class in lockstep: the k problems are independent and differently scaled, and one L-BFGS over all of them
+would take one compromise step and curvature model for all, needing several times more iterations); the Newton line
 search along X @ D needs no more GEMMs; the next C starts from the last decision values and gradient; with an
 unregularised intercept the features are centred (an exact reparametrisation) which removes their dominant
 eigenvalue; and the solver moves from one C to the next keeping its L-BFGS memory, corrected exactly for the
@@ -27,30 +28,53 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from scipy.sparse import issparse
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 LOSSES = ("squared_hinge", "log")
-NEWTON_FLOPS = 3e8  # Newton steps when their weighted cost (PathSolver.__init__) is at most this; L-BFGS above
+
+# Solver constants. Each one chooses how a step or product is computed, so it changes the speed, never the solution
+# (within `tol`: tests/test_probe_path.py solves with both sides of each switch). The values suit a 2-core AVX2 CPU
+# with MKL; XT_BLOCK and SKINNY_COLUMNS act on the CPU only. On other hardware,
+#     python -m benchmarks.solver_constants            (--quick: smaller shapes; --device cuda: the GPU's side)
+# times both sides of each switch on the machine it runs on and prints where they cross.
+NEWTON_FLOPS = 3e8  # Newton steps when their modelled cost in flops (PathSolver.__init__) is at most this; L-BFGS above
 XT_BLOCK = 1024  # feature rows per block of the gradient's GEMM X^T G on the CPU (PathSolver._xt_mm)
-STALLED_NEWTON = 4  # Newton steps in a row that do not halve the gradient end the float32 phase
-KERNEL_ROWS = 4096  # the kernel Newton step keeps an n x n float64 Gram matrix: at most 128 MB
+SKINNY_COLUMNS = 12  # on the CPU, a float32 feature product with fewer columns than this runs transposed (_mm)
+STALLED_NEWTON = 4  # Newton steps in a row that do not halve the gradient end the float32 phase (PathSolver.solve)
+# Not a speed setting but a memory bound: "active" kernel Newton keeps an n x n float64 Gram matrix, so only targets
+# with at most this many training rows use it (4,096^2 x 8 bytes = 128 MB); larger ones stay with L-BFGS.
+KERNEL_ROWS = 4096
+
+
+def newton_costs(n: int, d: int, k: int, rows: int | None = None) -> tuple[float, float]:
+    """The cost model (flops) of one Newton step on n rows, d features and k columns, compared with NEWTON_FLOPS:
+    (primal: each column's (d+1) x (d+1) Hessian and its Cholesky; kernel: a rows x rows Cholesky per column, rows
+    inside the margin (all n by default), plus the n x (d + 1) products)."""
+    q, rows = d + 1, n if rows is None else rows
+    return k * q * q * (q + n / 2), k * rows ** 3 + 4 * n * q * k
 
 
 def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a @ b for features a (either orientation) and a parameter-like b (one column per class). On the CPU MKL's
-    float32 GEMM falls off a cliff below 12 columns: 3-8x slower than the transposed product b^T a^T (2 Zen 3
-    cores: 400 x 1,024 @ 1,024 x 10 0.64 vs 0.18 ms; P4's X @ D on 10 active columns 330 vs 45 ms; 12 columns:
-    25 vs 44 ms); in float64 the transposed product is faster at every width (P4's X^T G, 100 columns: 277 vs
-    120 ms). Those take the transposed product (the result is its .T view)."""
+    float32 GEMM with a skinny right-hand side (fewer than SKINNY_COLUMNS columns: few classes, or few not yet
+    converged) is several times slower than the same product transposed, b^T a^T, which puts the skinny operand
+    on the left where MKL's kernels handle it well; in float64 the transposed product is the faster one at every
+    width. Those take the transposed product (the result is its .T view; the same values up to rounding).
+    `python -m benchmarks.solver_constants` times both orientations per width on the machine at hand."""
     return (b.T @ a.T).T if _transposed_is_faster(a, b) else a @ b
 
 
 def _transposed_is_faster(a: torch.Tensor, b: torch.Tensor) -> bool:
-    return a.device.type == "cpu" and (a.dtype == torch.float64 or b.shape[1] < 12)
+    return a.device.type == "cpu" and (a.dtype == torch.float64 or b.shape[1] < SKINNY_COLUMNS)
 
 
 def _device(name: str) -> torch.device:
@@ -134,7 +158,7 @@ class _Memory:
     pairs: list = field(default_factory=list)
     gamma: torch.Tensor | None = None  # initial inverse Hessian scale per group
     # The pairs restricted to the active columns `cols`, kept in step with `pairs` while `cols` stays the same (it
-    # changes a few times per C): picking every pair's columns afresh at each iteration cost ~7% of a P4 path.
+    # changes a few times per C): picking every pair's columns afresh would copy the whole memory every iteration.
     cols: torch.Tensor | None = None
     picked: list = field(default_factory=list)
 
@@ -209,10 +233,10 @@ class PathSolver:
         x = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
         self.n, self.d = x.shape
         self.mean = x.mean(0) if intercept_scaling is None else torch.zeros(self.d, device=device)
-        # Stored transposed (d x n, contiguous): both GEMMs of an iteration, X @ D through the transposed view and
-        # X^T @ G directly, run ~25% faster on this layout with MKL than on the n x d one (measured, 2-core AVX2).
-        # (a transposed copy, always one: the rows may be the caller's array; then centred in place: 217 vs 282 ms
-        # at P4's 10,000 x 4,096)
+        # Stored transposed (d x n, contiguous): MKL runs both GEMMs of an iteration, X @ D through the transposed
+        # view and X^T @ G directly, faster on this layout than on the n x d one (both are skinny products whose
+        # long dimension, n, is then the contiguous one). Always a copy (the rows may be the caller's array), then
+        # centred in place: no second d x n temporary.
         self.xt32 = x.T.clone(memory_format=torch.contiguous_format)
         del x
         if intercept_scaling is None:
@@ -227,16 +251,16 @@ class PathSolver:
         self.memory = _Memory(history, self.loss.red)
         # Small problems take Newton steps: a handful per C where L-BFGS needs hundreds on ill-conditioned (pooled,
         # correlated) conv features. The step solves each column's (d+1) x (d+1) Hessian ("primal") or, with fewer
-        # rows than features, an n x n system ("kernel", Woodbury), whichever costs less. Newton is used only where a
-        # step costs a few L-BFGS steps (~3 ms of operator overhead each on these sizes; batched float64 Cholesky
-        # runs at ~12 GFLOP/s on 2 cores): measured on layer_study, conv layers are faster with Newton; fc layers
-        # (d = 1,024, n = 400-900) were faster with L-BFGS than with a full kernel step, and faster still in
-        # "active" mode (fc6 + fc7 probes 18.6 -> 11.1 s, iterations 180-500 -> 35-90 per probe).
+        # rows than features, an n x n system ("kernel", Woodbury), whichever costs less. Newton is used only where
+        # the modelled cost of a step (the flops of its batched Cholesky and products) is within NEWTON_FLOPS: there
+        # a Newton step takes about as long as the few L-BFGS steps (each a fixed operator overhead plus two GEMMs)
+        # that it replaces, so its far fewer iterations win; above it, L-BFGS's cheap steps do (e.g. conv layers
+        # with few features take Newton; fc layers, d = 1,024 with a few hundred rows, L-BFGS or "active").
         # Larger squared-hinge problems ("active") choose at each iteration: the kernel Newton step needs only the
         # rows inside the margin (the others have zero curvature), so once C is large enough that few rows are
-        # (where L-BFGS is slowest: fc layers took 30-100 iterations per C there), a Newton step costs little.
-        q, n, k = self.d + 1, self.n, self.k
-        primal, kernel = k * q * q * (q + n / 2), self._kernel_cost(n, k)
+        # (where L-BFGS is slowest: tens of iterations per C), a Newton step costs little.
+        n, k = self.n, self.k
+        primal, kernel = newton_costs(n, self.d, k)
         self.newton = None if multinomial else "primal" if primal <= min(kernel, NEWTON_FLOPS) else \
             "kernel" if kernel <= NEWTON_FLOPS else \
             "active" if loss == "squared_hinge" and n <= KERNEL_ROWS and self._kernel_cost(0, k) < NEWTON_FLOPS \
@@ -272,8 +296,9 @@ class PathSolver:
         return val, torch.cat([gw, self._bias(gz.sum(0))[None]])
 
     def _xt_mm(self, m: torch.Tensor) -> torch.Tensor:
-        """X^T m (d x columns), in m's dtype. On the CPU in blocks of 1,024 feature rows: MKL shares this skinny
-        product between the cores less well than the blocks (13-16% faster at P4's sizes on 2 cores, measured)."""
+        """X^T m (d x columns), in m's dtype. On the CPU in blocks of XT_BLOCK feature rows: MKL splits one skinny
+        product with a long inner dimension (n) between the cores less evenly than it runs a few such blocks (each
+        output row is the same dot product either way)."""
         xt = self.x(m.dtype).T
         if xt.device.type != "cpu" or self.d <= XT_BLOCK or _transposed_is_faster(xt, m):
             return _mm(xt, m)
@@ -344,7 +369,8 @@ class PathSolver:
                 self._drift += 1
                 info["float64_iter"] += dtype == torch.float64
                 # Newton steps at least halve the gradient until float32 rounding of the GEMMs stalls them short of
-                # a tight tol: then finish in float64 (it took 670 float32 steps to the line search's end at 1e-8).
+                # a tight tol: then finish in float64 (left alone, float32 would take many steps that barely move
+                # until its line search finds no decrease).
                 stalled = stalled + 1 if method is not None and gmax > 0.5 * last else 0
                 if dtype == torch.float32 and stalled >= STALLED_NEWTON:
                     break
@@ -369,8 +395,7 @@ class PathSolver:
         return "kernel" if self._kernel_cost(rows, z.shape[1]) <= NEWTON_FLOPS else None
 
     def _kernel_cost(self, rows: int, columns: int) -> float:
-        """The cost model of a kernel Newton step: a rows x rows Cholesky per column, plus the n x (d + 1) products."""
-        return columns * rows ** 3 + 4 * self.n * (self.d + 1) * columns
+        return newton_costs(self.n, self.d, columns, rows)[1]
 
     def _newton(self, loss: _Loss, z: torch.Tensor, g: torch.Tensor, lam: float) -> torch.Tensor:
         """-H^-1 g per column, H = lam diag(reg_mask) + X~^T diag(curvature) X~ (X~: the features and the intercept's
@@ -393,7 +418,7 @@ class PathSolver:
         """X~^T diag(w_k) X~ for each column k of the curvature w (n x columns): columns x (d+1) x (d+1). Rows with
         zero curvature add nothing (squared hinge: the rows outside the margin, most of them at large C), so when
         every column has at most 2/3 of its rows inside, each column's product runs over those rows only (padded
-        with zero-weight rows to the largest count): 1.5-10x fewer flops on layer_study's conv probes."""
+        with zero-weight rows to the largest count): at large C most rows are outside, so several times fewer flops."""
         xq, kc = self._xq, w.shape[1]
         inside = w > 0
         rows = max(int(inside.sum(0).max()), 1)
@@ -422,7 +447,8 @@ class PathSolver:
         swo = sw if order is None else sw.gather(0, order)  # rows x columns; padding rows have 0
         if order is None:
             gram = self._gram[None]
-        else:  # each column's principal submatrix (two gathers: 2x faster than one 2-D advanced index)
+        else:  # each column's principal submatrix (two 1-D gathers: a 2-D advanced index would first build a
+            # broadcast index tensor of the same size as the result)
             gram = self._gram.index_select(0, order.T.reshape(-1)).view(kc, rows, self.n)
             gram = gram.gather(2, order.T[:, None, :].expand(kc, rows, rows))
         b = gram * swo.T[:, :, None] * swo.T[:, None, :]
@@ -491,32 +517,54 @@ def _factor(m: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
     return chol, bad
 
 
-def encode_targets(y: np.ndarray, loss: str) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(classes_, targets n x k, multinomial?) as the solver wants them. 2-D 0/1 y: multi-label, one column per
-    label. Binary y: one column (as LinearSVC and LogisticRegression do)."""
-    y = np.asarray(y)
-    if y.ndim == 2:
-        return np.arange(y.shape[1]), 2.0 * (y > 0) - 1, False
+def _encode_targets(y, loss: str) -> tuple[np.ndarray, np.ndarray, bool, bool]:
+    """(classes_, targets n x k, multinomial?, multi-label?) as the solver wants them, from a validated y. A 0/1
+    indicator matrix: multi-label, one column per label. Binary y: one column (as LinearSVC and LogisticRegression
+    do). A column vector is raveled (with scikit-learn's DataConversionWarning)."""
+    if issparse(y):
+        y = y.toarray()
+    kind = type_of_target(y, input_name="y")
+    if kind == "multilabel-indicator":
+        return np.arange(y.shape[1]), 2.0 * (y > 0) - 1, False, True
+    check_classification_targets(y)
+    if kind not in ("binary", "multiclass"):
+        raise ValueError(f"y is {kind}; valid: class labels (1-D) or a 0/1 multi-label indicator matrix")
+    y = column_or_1d(y, warn=True)
     classes, idx = np.unique(y, return_inverse=True)
     if len(classes) < 2:
-        raise ValueError(f"need at least two classes, got {list(classes)}")
+        raise ValueError(f"y has one class ({classes[0]!r}); a classifier needs at least two")
     onehot = np.eye(len(classes))[idx]
     if len(classes) == 2:
-        return classes, 2.0 * onehot[:, 1:] - 1, False
+        return classes, 2.0 * onehot[:, 1:] - 1, False, False
     if loss == "log":
-        return classes, onehot, True
-    return classes, 2.0 * onehot - 1, False
+        return classes, onehot, True, False
+    return classes, 2.0 * onehot - 1, False, False
 
 
 class LinearPathClassifier(ClassifierMixin, BaseEstimator):
-    """A scikit-learn classifier (drop-in for LinearSVC / LogisticRegression at one C) that can also fit a whole
-    C path: `fit_path(X, y, Cs, X_val, y_val)` returns every C's val decision values with warm starts, and
-    `fit(X, y)` with `warm_start=True` starts from the current `coef_` / `intercept_` (the refit at the chosen C).
+    """A scikit-learn classifier (drop-in for LinearSVC / LogisticRegression at one C) that can also walk a C path.
+
+    `fit(X, y)` fits at `C`; `coef_init` / `intercept_init` (or `warm_start=True`, from the current `coef_`) start
+    it from given parameters (the probe's refit at the chosen C starts from the train split's solution there).
+    `start_path(X, y, X_val)` returns a `CPath`: its `solve(C)` fits this estimator at any C, warm-started from a C
+    already solved (the probe's C search, src/probe/linear.py); `fit_path(X, y, Cs)` solves a list of Cs in order.
 
     loss: "squared_hinge" (LinearSVC's default) or "log" (multinomial LogisticRegression).
     intercept_scaling: None = unregularised intercept; a number = liblinear's regularised constant feature.
     device: "auto" (the GPU if there is one), "cpu", "cuda", ...
+    y: class labels (1-D), or a 0/1 indicator matrix (n_samples, n_labels) for multi-label targets (one binary
+    problem per label, as OneVsRestClassifier would fit them).
     """
+
+    _parameter_constraints: dict = {
+        "loss": [StrOptions(set(LOSSES))],
+        "C": [Interval(Real, 0, None, closed="neither")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "intercept_scaling": [None, Interval(Real, 0, None, closed="neither")],
+        "device": [str, torch.device],
+        "warm_start": ["boolean"],
+    }
 
     def __init__(self, loss: str = "squared_hinge", C: float = 1.0, tol: float = 1e-4, max_iter: int = 1000,
                  intercept_scaling: float | None = None, device: str = "auto", warm_start: bool = False):
@@ -528,29 +576,33 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.warm_start = warm_start
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True  # a 0/1 indicator y: one binary problem per label
+        tags.target_tags.multi_output = True
+        return tags
+
     def _solver(self, X, y) -> PathSolver:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss={self.loss!r} is unknown; valid: {', '.join(LOSSES)}")
-        self.classes_, targets, multinomial = encode_targets(y, self.loss)
-        self.multilabel_ = np.asarray(y).ndim == 2
-        self.n_features_in_ = np.asarray(X).shape[1]
+        """The solver on validated training data; sets classes_, multilabel_, n_features_in_."""
+        X, y = validate_data(self, X, y, dtype=(np.float32, np.float64), multi_output=True)
+        self.classes_, targets, multinomial, self.multilabel_ = _encode_targets(y, self.loss)
         return PathSolver(X, targets, self.loss, multinomial, _device(self.device), self.intercept_scaling,
                           self.tol, self.max_iter)
 
-    def _theta_from_coef(self, s: PathSolver) -> torch.Tensor | None:
-        """The current coef_/intercept_ as the solver's parameters (for a warm start), if shapes agree."""
-        coef = getattr(self, "coef_", None)
-        if coef is None or coef.shape != (s.k, s.d):
+    def _theta_from_coef(self, s: PathSolver, coef, intercept) -> torch.Tensor | None:
+        """coef / intercept (this estimator's layout) as the solver's parameters, if their shapes agree."""
+        if coef is None or np.shape(coef) != (s.k, s.d):
             return None
-        w = torch.as_tensor(coef.T, dtype=torch.float64, device=s.dev)
-        b = torch.as_tensor(self.intercept_, dtype=torch.float64, device=s.dev)
+        w = torch.as_tensor(np.asarray(coef).T, dtype=torch.float64, device=s.dev)
+        b = torch.as_tensor(np.zeros(s.k) if intercept is None else intercept, dtype=torch.float64, device=s.dev)
         if s.scaling is None:
             b = b + s.mean.double() @ w  # centred features: b_c = b + mean . w
         else:
             b = b / s.scaling
         return torch.cat([w, b[None]])
 
-    def _set_coef(self, s: PathSolver, theta: torch.Tensor) -> None:
+    def _set_coef(self, s: PathSolver, theta: torch.Tensor, info: dict) -> None:
+        """Leave this estimator fitted at the solver's parameters `theta` (info: that solve's diagnostics)."""
         w, b = s.split(theta)
         if s.scaling is None:
             b = b - s.mean.double() @ w
@@ -558,72 +610,124 @@ class LinearPathClassifier(ClassifierMixin, BaseEstimator):
             b = b * s.scaling
         self.coef_ = w.T.cpu().numpy().copy()
         self.intercept_ = b.cpu().numpy().copy()
-
-    def fit(self, X, y):
-        warm = self.warm_start and hasattr(self, "coef_")
-        old = (self.coef_, self.intercept_) if warm else None
-        s = self._solver(X, y)
-        theta0 = None
-        if old is not None:
-            self.coef_, self.intercept_ = old
-            theta0 = self._theta_from_coef(s)
-        theta, info = s.solve(float(self.C), theta0)
-        self._set_coef(s, theta)
         self.n_iter_, self.converged_, self.grad_max_ = info["n_iter"], info["converged"], info["grad_max"]
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, coef_init=None, intercept_init=None):
+        """Fit at `C`. coef_init (n_classes or 1, n_features) / intercept_init: the starting point (as
+        SGDClassifier's); without them, `warm_start=True` starts from the current coef_ / intercept_ when their
+        shapes fit, otherwise the start is zero."""
+        if coef_init is not None:
+            init = (coef_init, intercept_init)
+        elif intercept_init is not None:
+            raise ValueError("intercept_init needs coef_init")
+        else:
+            init = (self.coef_, self.intercept_) if self.warm_start and hasattr(self, "coef_") else None
+        s = self._solver(X, y)
+        theta0 = None if init is None else self._theta_from_coef(s, *init)
+        if theta0 is None and coef_init is not None:
+            raise ValueError(f"coef_init has shape {np.shape(coef_init)}; expected {(s.k, s.d)} for this X and y")
+        if intercept_init is not None and np.shape(intercept_init) != (s.k,):
+            raise ValueError(f"intercept_init has shape {np.shape(intercept_init)}; expected {(s.k,)}")
+        theta, info = s.solve(float(self.C), theta0)
+        self._set_coef(s, theta, info)
         self.path_ = [info]
         return self
 
-    def fit_path(self, X, y, Cs, X_val=None):
-        """Fit at every C of `Cs` in the given order, each warm-started from the previous solution (give them
-        in increasing order). Returns a list of diagnostics dicts (C, n_iter, grad_max, converged, fit_s, and
-        `val_decision`: decision values on X_val, if given). Ends fitted at the last C."""
+    @_fit_context(prefer_skip_nested_validation=True)
+    def start_path(self, X, y, X_val=None) -> "CPath":
+        """A C path on the training set (X, y): see `CPath`. With `X_val`, every solve also returns the decision
+        values on those rows (validated and moved to the solver's device once, for the whole path)."""
         s = self._solver(X, y)
-        xv = None if X_val is None else self.on_device(s, X_val)
-        theta, out = None, []
+        self.path_ = []
+        if X_val is not None:
+            X_val = validate_data(self, X_val, reset=False, dtype=(np.float32, np.float64))
+        return CPath(self, s, X_val)
+
+    def fit_path(self, X, y, Cs, X_val=None) -> list[dict]:
+        """Fit at every C of `Cs` in the given order, each warm-started from the previous solution (give them in
+        increasing order). Returns each C's diagnostics (see `CPath.solve`; `val_decision` if X_val is given).
+        Ends fitted at the last C."""
+        path, previous = self.start_path(X, y, X_val), None
         for C in Cs:
-            theta, info = s.solve(float(C), theta)
-            self._set_coef(s, theta)
-            if xv is not None:
-                info["val_decision"] = self.decisions_at(s, theta, xv)
-            out.append(info)
-        self.C = float(Cs[-1])
-        self.n_iter_, self.converged_, self.grad_max_ = out[-1]["n_iter"], out[-1]["converged"], out[-1]["grad_max"]
-        self.path_ = out
-        return out
+            path.solve(C, warm_from=previous)
+            previous = float(C)
+        return self.path_
 
-    @staticmethod
-    def on_device(s: PathSolver, X) -> torch.Tensor:
-        """Rows to score at many Cs (the val split), once, as float32 on the solver's device."""
-        return torch.as_tensor(np.asarray(X, dtype=np.float32), device=s.dev)
-
-    def decisions_at(self, s: PathSolver, theta: torch.Tensor, xv: torch.Tensor) -> np.ndarray:
-        """decision_function of the solver's parameters `theta` on `on_device` rows: one float32 GEMM on the solver's
-        device (no float64 copy of the rows per C)."""
+    def _decisions_at(self, s: PathSolver, theta: torch.Tensor, xv: torch.Tensor) -> np.ndarray:
+        """decision_function of the solver's parameters `theta` on float32 rows on the solver's device: one float32
+        GEMM there (no float64 copy of the rows per C)."""
         w, b = s.split(theta)
         scores = (_mm(xv, w.float()).double() + (s._bias(b) - s.mean.double() @ w)).cpu().numpy()
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
     def decision_function(self, X):
         check_is_fitted(self, "coef_")
-        scores = np.asarray(X, dtype=np.float64) @ self.coef_.T + self.intercept_
+        X = validate_data(self, X, reset=False, dtype=np.float64)
+        scores = X @ self.coef_.T + self.intercept_
         return scores[:, 0] if scores.shape[1] == 1 and not self.multilabel_ else scores
 
     def predict(self, X):
         return self.labels(self.decision_function(X))
 
     def labels(self, scores: np.ndarray) -> np.ndarray:
-        """predict() from decision values."""
+        """predict() from decision values (e.g. a path's `val_decision`)."""
         if self.multilabel_:
             return (scores > 0).astype(int)
         if scores.ndim == 1:
             return self.classes_[(scores > 0).astype(int)]
         return self.classes_[scores.argmax(1)]
 
+    @available_if(lambda self: self.loss == "log")
     def predict_proba(self, X):
-        if self.loss != "log":
-            raise AttributeError("predict_proba needs loss='log'")
+        """Class probabilities (loss="log" only): softmax, or per-label sigmoids for a multi-label target."""
         z = torch.as_tensor(self.decision_function(X))
         if z.ndim == 1:
             p1 = torch.sigmoid(z)
             return torch.stack([1 - p1, p1], 1).numpy()
         return (torch.sigmoid(z) if self.multilabel_ else torch.softmax(z, 1)).numpy()
+
+
+class CPath:
+    """A C path of a `LinearPathClassifier` on one training set (`LinearPathClassifier.start_path`).
+
+    `solve(C)` fits the estimator at any C, warm-started from the solution at a C already solved, and leaves it
+    fitted at C (`coef_`, `intercept_`, `C`, `n_iter_`, ...; `path_` lists every solve's diagnostics). The training
+    rows stay on the solver's device and every solution is kept, so Cs may come in any order (the probe's C search
+    walks the grid upwards and may then extend it downwards)."""
+
+    def __init__(self, estimator: LinearPathClassifier, solver: PathSolver, X_val=None):
+        self.estimator = estimator
+        self._solver = solver
+        self._val = None if X_val is None else torch.as_tensor(np.asarray(X_val, dtype=np.float32), device=solver.dev)
+        self._thetas: dict[float, torch.Tensor] = {}
+
+    @property
+    def Cs(self) -> list[float]:
+        """The Cs solved so far, in the order first solved."""
+        return list(self._thetas)
+
+    @property
+    def device(self) -> str:
+        """Where the solver runs ("cpu", "cuda")."""
+        return self._solver.dev.type
+
+    def solve(self, C: float, warm_from: float | str | None = "nearest") -> dict:
+        """Fit at C, starting from the solution at `warm_from`: a C already solved, "nearest" (the solved C
+        nearest in log C; zeros for the first) or None (zeros). Returns the diagnostics: C, n_iter, float64_iter,
+        newton_iter, method, grad_max, converged, objective, fit_s, device, and `val_decision` (decision values on
+        the path's X_val) if it has one."""
+        C = float(C)
+        if warm_from == "nearest":
+            warm_from = min(self._thetas, key=lambda s: abs(np.log(s / C)), default=None)
+        elif warm_from is not None and float(warm_from) not in self._thetas:
+            raise ValueError(f"warm_from={warm_from!r} has not been solved; solved: {self.Cs}")
+        est, s = self.estimator, self._solver
+        theta, info = s.solve(C, None if warm_from is None else self._thetas[float(warm_from)])
+        self._thetas[C] = theta
+        est.C = C
+        est._set_coef(s, theta, info)
+        est.path_.append(info)
+        if self._val is not None:
+            info["val_decision"] = est._decisions_at(s, theta, self._val)
+        return info
