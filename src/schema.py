@@ -14,9 +14,10 @@ so adding an arch, task, classifier, estimator or optimiser never needs an edit 
 from __future__ import annotations
 
 import difflib
+import importlib
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,73 +31,39 @@ DEVICES = ("auto", "cpu", "cuda")  # the torch probe's own `device` (src.probe.p
 
 
 # --- choice sets owned by registries (read when asked, so registering an entry needs no edit here) ----------------
-def _archs():
-    from src.models.registry import ARCHS
-    return tuple(ARCHS)
+def _names(module: str, attr: str, *first: str) -> Callable[[], tuple]:
+    """The names in `module.attr` (a registry or a name -> thing table), after `first`; imported when asked."""
+    return lambda: (*first, *importlib.import_module(module).__dict__[attr])
 
 
-def _tasks():
-    from src.data.tasks import TASKS
-    return tuple(TASKS)
+def _task_values(attr: str) -> Callable[[], tuple]:
+    """Every value the registered tasks give `attr` (their metrics or evaluators), in order, once each."""
+    def values() -> tuple:
+        from src.data.tasks import TASKS
+
+        found = (getattr(t, attr) for t in TASKS.values())
+        return tuple(dict.fromkeys(v for x in found for v in (x if isinstance(x, tuple) else (x,))))
+    return values
 
 
-def _source_kinds():
-    from src.data.tasks import SOURCES
-    return tuple(SOURCES)
+_archs = _names("src.models.registry", "ARCHS")
+_tasks = _names("src.data.tasks", "TASKS")
+_source_kinds = _names("src.data.tasks", "SOURCES")
+_classifiers = _names("src.probe.registry", "CLASSIFIERS")
+_estimators = _names("src.transferability.estimators", "ESTIMATORS", "none")
+_extra_estimators = _names("src.transferability.estimators", "ESTIMATORS", "all")
+_optimizers = _names("src.train.registry", "OPTIMIZERS")
+_augments = _names("src.train.registry", "AUGMENTS")
+_datasets = _names("src.data.torchvision_sets", "DATASETS")
+_loggers = _names("src.tracking", "LOGGERS")
+_poolings = _names("src.models.spec", "POOLINGS")
+_metrics = _task_values("metrics")
+_evaluators = _task_values("evaluator")
 
 
-def _metrics():
-    from src.data.tasks import TASKS
-    return tuple(dict.fromkeys(m for t in TASKS.values() for m in t.metrics))
-
-
-def _evaluators():
-    from src.data.tasks import TASKS
-    return tuple(dict.fromkeys(t.evaluator for t in TASKS.values()))
-
-
-def _classifiers():
-    from src.probe.registry import CLASSIFIERS
-    return tuple(CLASSIFIERS)
-
-
-def _estimators():
-    from src.transferability.estimators import ESTIMATORS
-    return ("none", *ESTIMATORS)
-
-
-def _extra_estimators():
-    from src.transferability.estimators import ESTIMATORS
-    return ("all", *ESTIMATORS)
-
-
-def _optimizers():
-    from src.train.registry import OPTIMIZERS
-    return tuple(OPTIMIZERS)
-
-
-def _augments():
-    from src.train.registry import AUGMENTS
-    return tuple(AUGMENTS)
-
-
-def _datasets():
-    from src.data.torchvision_sets import DATASETS
-    return tuple(DATASETS)
-
-
-def _loggers():
-    from src.tracking import LOGGERS
-    return tuple(LOGGERS)
-
-
-def _poolings():
-    from src.models.spec import POOLINGS
-    return tuple(POOLINGS)
-
-
-def _objectives():
+def _objectives() -> tuple:
     from src.record import OBJECTIVES
+
     return (*OBJECTIVES, *_estimators()[1:])
 
 
