@@ -1,8 +1,10 @@
-"""Shared fixtures: a private artifact cache per test session and tiny configs composed with hydra.compose."""
+"""Shared fixtures and helpers: tiny configs composed with hydra.compose, a private artifact cache per test (holding a
+copy of one tiny source net trained once per session), the CLI in a subprocess, result readers, a fake sweep."""
 
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import shutil
 import subprocess
@@ -11,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from hydra import compose, initialize_config_dir
 
 import src
@@ -37,21 +40,67 @@ TINY_TARGET = [
 TINY = TINY_SOURCE + TINY_TARGET
 
 
-_CLI_ROOT: list[str] = []
+def pytest_collection_modifyitems(config, items):
+    """The longest tests first (the service groups, then the other `slow` ones), so that the two xdist workers do
+    not end the session with one of them alone on a long case while the other is idle. Order within each tier is
+    kept."""
+    def tier(item) -> int:
+        if item.get_closest_marker("xdist_group"):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=tier)
 
 
-def _cli_root() -> str:
-    """One temp dir per test process for run_cli's default output dirs, removed at exit."""
-    if not _CLI_ROOT:
-        _CLI_ROOT.append(tempfile.mkdtemp(prefix="transferfactors-cli-"))
-        atexit.register(shutil.rmtree, _CLI_ROOT[0], True)
-    return _CLI_ROOT[0]
+def compose_tiny(*overrides: str, tiny: bool | str = True):
+    """conf/config.yaml composed with the tiny sizes (tiny=True: source and target; "source": the source only;
+    False: the real defaults) and `overrides`."""
+    base = {True: TINY, "source": TINY_SOURCE, False: []}[tiny]
+    with initialize_config_dir(str(REPO / "conf")):
+        return compose("config", overrides=base + list(overrides))
+
+
+def session_dir(tmp_path_factory) -> Path:
+    """A directory every process of this test session shares: under pytest-xdist the workers' common parent of
+    their base temp dirs (pytest-xdist's documented pattern for session-wide data), else the base temp dir."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@pytest.fixture(scope="session")
+def tiny_source(tmp_path_factory) -> Path:
+    """The cache entry (`source/<key>/`) of the TINY source net, trained once per test session: under pytest-xdist
+    by whichever worker asks first, while the other waits on the lock and then reuses it. Trained with one torch
+    thread, as every TINY run is (trainer.num_threads=1), so it is the net any TINY job would train itself."""
+    import torch
+
+    from src.cache import Store
+    from src.check import validate
+    from src.experiment import source_stage
+
+    root = session_dir(tmp_path_factory) / "tiny-source-cache"
+    cfg = compose_tiny(f"paths.cache_dir={root}")
+    threads = torch.get_num_threads()
+    with FileLock(str(root) + ".lock"):
+        torch.set_num_threads(1)
+        try:
+            stage = source_stage(cfg, validate(cfg), Store(root))
+        finally:
+            torch.set_num_threads(threads)
+    return stage.entry
 
 
 @pytest.fixture
-def cache_dir(tmp_path, monkeypatch) -> Path:
+def cache_dir(tmp_path, monkeypatch, request) -> Path:
+    """This test's private cache (TRANSFER_CACHE_DIR, so subprocesses use it too), holding a copy of the session's
+    TINY source net: a TINY job finds its source trained (`source_hit` True). A copy, not a link, so a test that
+    damages entries damages only its own. Tests marked `empty_cache` start from an empty (absent) cache: those
+    that must train the net themselves, and those that check nothing was written."""
     d = tmp_path / "cache"
     monkeypatch.setenv("TRANSFER_CACHE_DIR", str(d))
+    if request.node.get_closest_marker("empty_cache") is None:
+        entry = request.getfixturevalue("tiny_source")
+        shutil.copytree(entry, d / "source" / entry.name)
     return d
 
 
@@ -63,11 +112,20 @@ def make_cfg(cache_dir):
     """
 
     def _compose(*overrides: str, tiny: bool | str = True):
-        base = {True: TINY, "source": TINY_SOURCE, False: []}[tiny]
-        with initialize_config_dir(str(REPO / "conf")):
-            return compose("config", overrides=base + list(overrides))
+        return compose_tiny(*overrides, tiny=tiny)
 
     return _compose
+
+
+_CLI_ROOT: list[str] = []
+
+
+def _cli_root() -> str:
+    """One temp dir per test process for run_cli's default output dirs, removed at exit."""
+    if not _CLI_ROOT:
+        _CLI_ROOT.append(tempfile.mkdtemp(prefix="transferfactors-cli-"))
+        atexit.register(shutil.rmtree, _CLI_ROOT[0], True)
+    return _CLI_ROOT[0]
 
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -86,3 +144,45 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: floa
         text=True,
         timeout=timeout,
     )
+
+
+def results(root: Path, pattern: str = "*/result.json") -> dict[str, dict]:
+    """Every result.json under a sweep dir (`pattern`: one level of job dirs; "**/result.json": any depth), keyed
+    by its job dir relative to `root`."""
+    return {p.parent.relative_to(root).as_posix(): json.loads(p.read_text()) for p in sorted(root.glob(pattern))}
+
+
+# --- A finished sweep written by hand: 4 targets x 4 layers and one failed job (for the report's tests) ---------
+
+FAKE_LAYERS = ["conv3", "conv5", "fc6", "fc7"]
+# target -> (group, distance_rank, score per layer); the optimal layer moves to the input side with distance.
+FAKE_TASKS = {
+    "near": ("object", 1, [0.50, 0.70, 0.80, 0.90]),
+    "mid": ("finegrained", 2, [0.55, 0.70, 0.75, 0.60]),
+    "far": ("attribute", 3, [0.60, 0.65, 0.50, 0.40]),
+    "farthest": ("structured", 4, [0.70, 0.60, 0.50, 0.45]),
+}
+
+
+def _write_result(path: Path, result: dict) -> None:
+    path.mkdir(parents=True)
+    (path / "result.json").write_text(json.dumps(result))
+
+
+@pytest.fixture
+def fake_sweep(tmp_path) -> Path:
+    job = 0
+    for target, (group, rank, scores) in FAKE_TASKS.items():
+        for layer, score in zip(FAKE_LAYERS, scores):
+            _write_result(tmp_path / str(job), {
+                "status": "ok",
+                "factors": {"arch": "alexnet", "layer": layer, "target": target, "group": group, "distance_rank": rank},
+                "metrics": {"target_score": score, "target_metric": "accuracy",
+                            "transferability": {"logme": score * 2 - 1, "nce": -score}},
+                "timings_s": {"total": 1.0}, "cache": {"source_hit": True, "features_hit": True},
+                "keys": {"source": "s", "features": f"f-{target}"},
+            })
+            job += 1
+    _write_result(tmp_path / str(job), {"status": "failed", "factors": {"layer": "conv9", "target": "near"},
+                                        "error": {"type": "ConfigError", "message": "layer='conv9' does not exist"}})
+    return tmp_path

@@ -1,48 +1,18 @@
 import json
 import math
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
 
 from src.report import analysis as A
 from src.report.build import build_report
-
-LAYERS = ["conv3", "conv5", "fc6", "fc7"]
-# target -> (group, distance_rank, score per layer); the optimal layer moves to the input side with distance.
-TASKS = {
-    "near": ("object", 1, [0.50, 0.70, 0.80, 0.90]),
-    "mid": ("finegrained", 2, [0.55, 0.70, 0.75, 0.60]),
-    "far": ("attribute", 3, [0.60, 0.65, 0.50, 0.40]),
-    "farthest": ("structured", 4, [0.70, 0.60, 0.50, 0.45]),
-}
+from tests.conftest import FAKE_TASKS, REPO
 
 
-def write(path, result):
-    path.mkdir(parents=True)
-    (path / "result.json").write_text(json.dumps(result))
-
-
-@pytest.fixture
-def sweep(tmp_path):
-    job = 0
-    for target, (group, rank, scores) in TASKS.items():
-        for layer, score in zip(LAYERS, scores):
-            write(tmp_path / str(job), {
-                "status": "ok",
-                "factors": {"arch": "alexnet", "layer": layer, "target": target, "group": group, "distance_rank": rank},
-                "metrics": {"target_score": score, "target_metric": "accuracy",
-                            "transferability": {"logme": score * 2 - 1, "nce": -score}},
-                "timings_s": {"total": 1.0}, "cache": {"source_hit": True, "features_hit": True},
-                "keys": {"source": "s", "features": f"f-{target}"},
-            })
-            job += 1
-    write(tmp_path / str(job), {"status": "failed", "factors": {"layer": "conv9", "target": "near"},
-                                "error": {"type": "ConfigError", "message": "layer='conv9' does not exist"}})
-    return tmp_path
-
-
-def test_report_files_tables_and_numbers(sweep, tmp_path):
-    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"})
+def test_report_files_tables_and_numbers(fake_sweep, tmp_path):
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"})
     df = pd.read_csv(out / "results.csv")
     assert len(df) == 17 and (df["status"] == "failed").sum() == 1
     analysis = json.loads((out / "analysis.json").read_text())
@@ -71,14 +41,26 @@ def test_relative_error_reduction_arithmetic():
     assert math.isnan(A.relative_error_reduction(math.nan, 0.9))
 
 
-def test_report_cli_default_out_dir(sweep):
-    import subprocess
-    import sys
-
-    r = subprocess.run([sys.executable, "-m", "src.report", str(sweep), "--baseline", "layer=fc6"],
+def test_report_cli_default_out_dir(fake_sweep):
+    r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--baseline", "layer=fc6"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert (sweep / "report" / "report.md").exists()
-    r = subprocess.run([sys.executable, "-m", "src.report", str(sweep), "--baseline", "colour=red"],
+    assert (fake_sweep / "report" / "report.md").exists()
+    r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--baseline", "colour=red"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "must be factor=value with a factor in" in r.stderr
+
+
+def test_summary_command_summarises_a_sweep_that_died(fake_sweep):
+    """`python -m src.report.summary DIR` (README, for a sweep whose end-of-sweep callback never ran): summary.csv
+    with one row per job, in job order, failed job included, and the table on stdout."""
+    r = subprocess.run([sys.executable, "-m", "src.report.summary", str(fake_sweep)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    df = pd.read_csv(fake_sweep / "summary.csv")
+    n_ok = sum(len(scores) for _, _, scores in FAKE_TASKS.values())
+    assert df["job"].astype(str).tolist() == [str(i) for i in range(n_ok + 1)]
+    assert (df["status"] == "ok").sum() == n_ok and df.loc[n_ok, "status"] == "failed"
+    assert df.loc[n_ok, "error_type"] == "ConfigError" and df.loc[0, "layer"] == "conv3"
+    assert df.loc[3, "target_score"] == pytest.approx(FAKE_TASKS["near"][2][3])
+    assert f"{n_ok + 1} jobs ({n_ok} ok, 1 not ok); summary: {fake_sweep / 'summary.csv'}" in r.stdout

@@ -13,7 +13,6 @@ from src.report.build import build_report
 from src.report.html import SECTIONS
 from src.report.plots import figures, layer_axis
 from tests.services.chromium import dump_dom, screenshot
-from tests.test_report import sweep  # noqa: F401  (the fixture: 4 tasks x 4 layers and one failed job)
 
 
 class Sections(HTMLParser):
@@ -37,10 +36,11 @@ class Sections(HTMLParser):
             self.text[self.current] += data
 
 
-def test_report_html_renders_every_section_and_image_in_chromium(sweep, tmp_path):  # noqa: F811
-    (sweep / "multirun.yaml").write_text(
+def test_report_html_renders_every_section_and_image_in_chromium(fake_sweep, tmp_path):
+    """On the conftest's fake sweep: 4 tasks x 4 layers and one failed job."""
+    (fake_sweep / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task: ['layer=conv3,conv5,fc6,fc7', target=near]\nlayer: fc6\nseed: 0\n")
-    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"})
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"})
     page = out / "report.html"
     assert "http://" not in page.read_text() and "https://" not in page.read_text()  # nothing to fetch
     dom = dump_dom(page, tmp_path / "profile")
