@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock
 from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 import src
 
@@ -56,6 +57,8 @@ def compose_tiny(*overrides: str, tiny: bool | str = True):
     """conf/config.yaml composed with the tiny sizes (tiny=True: source and target; "source": the source only;
     False: the real defaults) and `overrides`."""
     base = {True: TINY, "source": TINY_SOURCE, False: []}[tiny]
+    if GlobalHydra.instance().is_initialized():  # inside a module's own initialize_config_dir(conf/)
+        return compose("config", overrides=base + list(overrides))
     with initialize_config_dir(str(REPO / "conf")):
         return compose("config", overrides=base + list(overrides))
 

@@ -17,10 +17,14 @@ from src.probe.registry import CLASSIFIERS
 from src.transferability.estimators import ESTIMATORS
 from tests.conftest import REPO
 
+# Validation only: nothing is trained or written, so no pre-trained source is copied into the test's cache.
+pytestmark = pytest.mark.empty_cache
 CONF = REPO / "conf"
 GROUPS = sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name not in ("hydra", "experiment", "search"))
-# Tasks and source kinds that read files: without the data they must fail with a one-line ConfigError.
-NEEDS_FILES = {"torchvision", "imagefolder", "torchvision_dataset"}
+# Target tasks and source kinds whose data are files: without them the config check fails with one line naming
+# where it looked. (A pretrained source's weights file is looked for when its stage runs: tests/test_sources.py.)
+TASKS_WITH_FILES = {"torchvision", "imagefolder"}
+SOURCES_WITH_FILES = {"imagefolder", "torchvision_dataset"}
 
 
 def options(group: str) -> list[str]:
@@ -50,24 +54,40 @@ def partners(group: str, option: str) -> list[str]:
     return []
 
 
-def check(cfg, needs_files: bool) -> None:
-    try:
+def data_overrides(cfg, no_data) -> list[str]:
+    """For an option that reads files: ImageFolder roots that do not exist (torchvision datasets look under
+    TRANSFER_DATA_DIR, which the `no_data` fixture points at an empty place)."""
+    roots = [f"source.root={no_data / 'source'}"] if cfg.source.kind == "imagefolder" else []
+    return roots + ([f"target.root={no_data / 'target'}"] if cfg.target.data.task == "imagefolder" else [])
+
+
+def check(overrides: list[str], no_data) -> None:
+    """A config without file-backed data validates; one with it fails with one line naming where it looked."""
+    cfg = compose_cfg(*overrides)
+    if not needs_files(cfg):
         assert isinstance(validate(cfg), Plan)
-    except ConfigError as e:
-        assert needs_files, f"{e}"
-        assert "\n" not in str(e) and str(e)
+        return
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg(*overrides, *data_overrides(cfg, no_data)))
+    assert str(no_data) in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
 def needs_files(cfg) -> bool:
-    return cfg.target.data.task in NEEDS_FILES or cfg.source.kind in NEEDS_FILES
+    return cfg.target.data.task in TASKS_WITH_FILES or cfg.source.kind in SOURCES_WITH_FILES
+
+
+@pytest.fixture
+def no_data(tmp_path, monkeypatch):
+    """An empty data dir (paths.data_dir), so that nothing is read from or created in the repo's data/."""
+    monkeypatch.setenv("TRANSFER_DATA_DIR", str(tmp_path / "no-data"))
+    return tmp_path / "no-data"
 
 
 @pytest.mark.parametrize("group", GROUPS)
-def test_every_option_of_a_group_composes_and_validates(group, cache_dir):
+def test_every_option_of_a_group_composes_and_validates(group, cache_dir, no_data):
     assert options(group), group
     for option in options(group):
-        cfg = compose_cfg(f"{group}={option}", *partners(group, option))
-        check(cfg, needs_files(cfg))
+        check([f"{group}={option}", *partners(group, option)], no_data)
 
 
 def sweep_values(spec) -> list[str]:
@@ -78,15 +98,14 @@ def sweep_values(spec) -> list[str]:
 
 
 @pytest.mark.parametrize("overlay", [f"{g}={o}" for g in ("experiment", "search") for o in options(g)])
-def test_every_value_an_overlay_sweeps_validates(overlay, cache_dir):
+def test_every_value_an_overlay_sweeps_validates(overlay, cache_dir, no_data):
     params = compose_cfg(overlay, hydra=True).hydra.sweeper.params
     assert params, overlay
     for key, spec in params.items():
         if key == "target":  # every target option is validated above; the overlays sweep the same seven
             continue
         for value in sweep_values(spec):
-            cfg = compose_cfg(overlay, f"{key}={value}")
-            check(cfg, needs_files(cfg))
+            check([overlay, f"{key}={value}"], no_data)
 
 
 def test_conf_groups_and_registries_agree():

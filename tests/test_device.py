@@ -1,4 +1,14 @@
-"""The job's device: resolved from trainer.accelerator, used by every torch stage, recorded in result.json."""
+"""The job's device: resolved from trainer.accelerator, used by every torch stage, recorded in result.json.
+
+Each stage's device is observed where its tensors are (Lightning's root device for training, the batches the
+extraction and the fine-tuned net's predictions see, the C-path solver's own record of its tensors, the tensor the
+GPU-capable estimators get, the ranking of a retrieval target), and compared with what the job recorded and with
+what torch reports about this machine."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
 
 import pytest
 import torch
@@ -6,13 +16,14 @@ import torch
 from src.device import job_device
 from src.main import execute
 
+HAS_CUDA = torch.cuda.is_available()
+
 
 def test_accelerator_resolves_to_what_this_machine_has():
-    gpu = torch.cuda.is_available()
     assert job_device("cpu") == "cpu"
-    assert job_device("auto") == ("cuda" if gpu else "cpu")
-    if gpu:
-        assert job_device("gpu") == "cuda"
+    assert job_device("auto") == ("cuda" if HAS_CUDA else "cpu")
+    if HAS_CUDA:
+        assert job_device("gpu") == "cuda" and job_device("cuda") == "cuda"
     else:
         with pytest.raises(ValueError, match="sees no CUDA GPU"):
             job_device("gpu")
@@ -20,10 +31,71 @@ def test_accelerator_resolves_to_what_this_machine_has():
         job_device("tpu")
 
 
-def test_result_records_the_device_and_cpu_runs_stay_on_the_cpu(make_cfg, tmp_path):
-    auto = execute(make_cfg("classifier=linear_svm"), tmp_path / "auto")
-    assert auto["device"] == job_device("auto")
-    cpu = execute(make_cfg("classifier=linear_svm", "trainer.accelerator=cpu"), tmp_path / "cpu")
-    assert cpu["device"] == "cpu"
-    if auto["device"] == "cpu":  # a CPU-only machine: the same numbers either way
-        assert cpu["metrics"]["target_score"] == auto["metrics"]["target_score"]
+def _device(x) -> str:
+    return x.device.type if isinstance(x, torch.Tensor) else "cpu"  # numpy arrays live on the CPU
+
+
+@pytest.fixture
+def stage_devices(monkeypatch) -> dict[str, set[str]]:
+    """stage -> the torch device types its tensors were on, recorded while the test runs jobs in this process."""
+    import pytorch_lightning as pl
+
+    import src.experiment as experiment
+    import src.probe.retrieval as retrieval
+    from src.transferability.estimators import ESTIMATORS
+
+    seen: dict[str, set[str]] = defaultdict(set)
+
+    def on_batches(stage, prep):
+        def spy(x):
+            seen[stage].add(_device(x))
+            return prep(x)
+        return spy
+
+    fit = pl.Trainer.fit
+
+    def trainer_fit(self, *args, **kwargs):  # source training and fine-tuning, through Lightning
+        out = fit(self, *args, **kwargs)
+        seen["train"].add(self.strategy.root_device.type)
+        seen["trainings"].add(len(seen["trainings"]))
+        return out
+
+    monkeypatch.setattr(pl.Trainer, "fit", trainer_fit)
+    extract = experiment.extract_splits
+    monkeypatch.setattr(experiment, "extract_splits", lambda *a, preprocess, **k: extract(
+        *a, preprocess=on_batches("extract", preprocess), **k))
+    predict = experiment.predict
+    monkeypatch.setattr(experiment, "predict", lambda model, x, prep, *a, **k: predict(
+        model, x, on_batches("predict", prep), *a, **k))
+    rank = retrieval.mean_average_precision
+    monkeypatch.setattr(retrieval, "mean_average_precision", lambda *a, **k: (
+        seen["rank"].add(torch.device(a[4] if len(a) > 4 else k.get("device", "cpu")).type), rank(*a, **k))[1])
+    for name, e in list(ESTIMATORS.items()):
+        if e.torch:
+            def fn(x, y, _fn=e.fn):
+                seen["estimate"].add(_device(x))
+                return _fn(x, y)
+            monkeypatch.setitem(ESTIMATORS, name, dataclasses.replace(e, fn=fn))
+    return seen
+
+
+@pytest.mark.parametrize("accelerator,expected", [
+    ("cpu", "cpu"),
+    ("auto", "cuda" if HAS_CUDA else "cpu"),
+    pytest.param("gpu", "cuda", marks=pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU; torch sees none")),
+])
+def test_every_stage_runs_on_the_recorded_device(make_cfg, tmp_path, stage_devices, accelerator, expected):
+    """Three jobs cover every torch stage: a probe job that trains its own source net (seed 5: not the session's
+    pre-trained one), a fine-tuned classifier, and a retrieval target; each records `device`, and every stage's
+    tensors were on that device, the one torch reports for the accelerator on this machine."""
+    acc = f"trainer.accelerator={accelerator}"
+    probe = execute(make_cfg(acc, "seed=5"), tmp_path / "probe")
+    tuned = execute(make_cfg(acc, "finetune=full", "finetune.epochs=1"), tmp_path / "tuned")
+    ranked = execute(make_cfg(acc, "target=synth_retrieval", "target.data.num_instances=4",
+                              "target.data.database_per_instance=2", "target.data.queries_per_instance=1",
+                              tiny="source"), tmp_path / "ranked")
+    assert (probe["cache"]["source_hit"], tuned["cache"]["finetune_hit"]) == (False, False)  # both trained here
+    assert [r["device"] for r in (probe, tuned, ranked)] == [expected] * 3
+    assert {p["device"] for p in probe["metrics"]["probe_path"]} == {expected}  # the C-path solver's own record
+    assert stage_devices.pop("trainings") == {0, 1}  # the source net of the first job, the fine-tuning
+    assert dict(stage_devices) == {stage: {expected} for stage in ("train", "extract", "predict", "estimate", "rank")}

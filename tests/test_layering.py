@@ -33,10 +33,15 @@ def module_name(path) -> str:
 MODULES = {module_name(p): p for p in SRC.rglob("*.py")}
 
 
-def layer(module: str) -> int:
-    while module not in LAYERS:
-        module = module.rpartition(".")[0]
-    return LAYERS[module]
+def layer(module: str) -> int | None:
+    """The layer LAYERS gives the module or its closest listed package (src.report.stats: src.report's); None
+    when only the root package `src` would cover it: a new module must be placed explicitly."""
+    name = module
+    while name not in LAYERS:
+        name = name.rpartition(".")[0]
+        if not name:
+            return None
+    return None if name == "src" and module != "src" else LAYERS[name]
 
 
 def imports(module: str) -> set[str]:
@@ -57,8 +62,9 @@ def imports(module: str) -> set[str]:
 GRAPH = {m: imports(m) for m in MODULES}
 
 
-def test_every_src_module_has_a_layer():
-    assert all(layer(m) >= 0 for m in MODULES)
+def test_every_src_module_has_an_explicit_layer():
+    unplaced = sorted(m for m in MODULES if layer(m) is None)
+    assert not unplaced, f"add these modules (or their package) to LAYERS: {unplaced}"
 
 
 def test_no_import_cycles():
