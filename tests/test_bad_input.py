@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from src.check import ConfigError, validate
@@ -141,10 +142,44 @@ def compose_and_check(overrides: list[str]):
         return validate(compose("config", overrides=overrides))
 
 
-def test_at_least_45_cases():
-    assert len(CASES) >= 45 and len({c for c, _ in CASES}) == len(CASES)
+# Where each bounded field of src/check_run.py exists: the default config, or one of these choices.
+WHERE = ["", "source=imagefolder source.root={tmp}/two_class", "target=synth_multilabel", "target=synth_retrieval",
+         "target=synth_shift", "target=imagefolder target.root={tmp}/two_class", "target=cifar10", "dimred=pca",
+         "finetune=full"]
 
 
+def out_of_range(low: float, high: float, integer: bool, low_inclusive: bool) -> list[float]:
+    """A value just below the valid range and one above it."""
+    below = low - 1 if low_inclusive else low
+    return [below, high + 1 if integer else high * 2]
+
+
+def has(cfg, key: str) -> bool:
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent, default=None)
+    return isinstance(node, DictConfig) and leaf in node
+
+
+def test_every_bounded_field_is_refused_outside_its_range(fixtures):
+    """Each numeric field the config check bounds (src/check_run.BOUNDS), in a config where it exists, set just
+    below and above its range: one ConfigError line naming the field, the value and the valid range."""
+    from src.check_run import BOUNDS
+
+    with initialize_config_dir(str(REPO / "conf")):
+        bases = [[o.replace("{tmp}", str(fixtures)) for o in w.split()] for w in WHERE]
+        composed = [compose("config", overrides=b) for b in bases]
+        for key, bounds in BOUNDS.items():
+            base = next((b for b, cfg in zip(bases, composed) if has(cfg, key)), None)
+            assert base is not None, f"{key} exists in no config the test knows: {WHERE}"
+            for bad in out_of_range(*bounds):
+                value = int(bad) if bounds[2] else bad
+                with pytest.raises(ConfigError) as e:
+                    validate(compose("config", overrides=[*base, f"{key}={value}"]))
+                line = str(e.value)
+                assert f"{key}={value!r} is out of range; valid: " in line and "\n" not in line, (key, value, line)
+
+
+@pytest.mark.empty_cache
 @pytest.mark.parametrize("overrides,expected", CASES, ids=[c for c, _ in CASES])
 def test_bad_input_is_one_line_before_any_work(fixtures, cache_dir, overrides, expected):
     args = [o.replace("{tmp}", str(fixtures)) for o in overrides.split()]

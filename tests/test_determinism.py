@@ -22,6 +22,7 @@ def comparable(result: dict) -> dict:
     return {k: m[k] for k in ("target_score", "source_val_acc", "best_C", "val_scores", "transferability")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("threads", [1, 2])
 def test_same_seed_gives_bitwise_identical_artifacts(make_cfg, tmp_path, monkeypatch, threads):
     runs = []
