@@ -8,7 +8,6 @@ milliseconds); `test_cli_*` runs a few through the real CLI to prove that path p
 from __future__ import annotations
 
 import json
-import resource
 import time
 from pathlib import Path
 
@@ -20,16 +19,11 @@ from omegaconf.errors import OmegaConfBaseException
 
 from src.check import ConfigError, validate
 from src.main import one_line
-from tests.conftest import REPO, TINY, run_cli
+from tests.conftest import REPO, TINY, children_cpu, run_cli
 
 # Each case must cost < 15 s. Measured as CPU time (ours, or the CLI child's), not wall time: on the shared 2-core
 # machine neighbours' load stretches wall time several-fold without any change in the work a case does.
 MAX_SECONDS = 15
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def jpeg(path: Path, colour: int) -> Path:
