@@ -1,13 +1,14 @@
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from src.check import validate
 from src.main import execute
 from tests.conftest import TINY, run_cli
 
 
+@pytest.mark.empty_cache  # it trains the source net itself
 def test_tiny_experiment_writes_result_and_reuses_the_cache(make_cfg, cache_dir, tmp_path):
     cfg = make_cfg("layer=conv_last", "dimred=pca", "dimred.n_components=8")
     r = execute(cfg, tmp_path / "run1")
@@ -50,6 +51,7 @@ def test_failed_run_records_the_error(make_cfg, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.empty_cache
 def test_two_by_two_multirun_trains_each_source_once(cache_dir, tmp_path):
     sweep = tmp_path / "sweep"
     args = ["-m", "arch=alexnet,vgg", "layer=fc6,fc7", f"hydra.sweep.dir={sweep}", *TINY]
@@ -88,6 +90,7 @@ def test_convnet_features_beat_raw_pixels(make_cfg, tmp_path, capsys):
     assert convnet > raw + 0.10
 
 
+@pytest.mark.empty_cache  # nothing may be cached, not even the session's source
 def test_diverging_training_stops_with_a_clear_error(make_cfg, tmp_path, cache_dir):
     cfg = make_cfg("trainer.optim.lr=10")  # the largest valid lr (src/check_run.py); larger is refused up front
     with pytest.raises(FloatingPointError, match="source training loss is (nan|inf).*lower trainer.optim.lr"):
@@ -96,23 +99,86 @@ def test_diverging_training_stops_with_a_clear_error(make_cfg, tmp_path, cache_d
     assert not list((cache_dir / "source").glob("*/manifest.json"))  # nothing half-trained was cached
 
 
+def reference_classifier(name: str, C: float, seed: int):
+    """The classifier a config names, built here from scikit-learn itself (the path solvers: scikit-learn's classifier
+    with their objective, solved tightly)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsOneClassifier
+    from sklearn.svm import LinearSVC
+
+    return {
+        "linear_svm_liblinear": lambda: LinearSVC(C=C, dual="auto", max_iter=5000, random_state=seed),
+        "linear_svm_ovo": lambda: OneVsOneClassifier(LinearSVC(C=C, dual="auto", max_iter=5000, random_state=seed)),
+        "logistic_lbfgs": lambda: LogisticRegression(C=C, max_iter=1000, random_state=seed),
+        "logistic": lambda: LogisticRegression(C=C, tol=1e-10, max_iter=100_000),
+    }[name]()
+
+
 @pytest.mark.parametrize("classifier", ["linear_svm_liblinear", "linear_svm_ovo", "logistic", "logistic_lbfgs"])
-def test_every_classifier_and_the_metrics(make_cfg, tmp_path, classifier):
+def test_every_classifier_and_the_metrics(make_cfg, cache_dir, tmp_path, classifier):
+    """The recorded score and per-image results agree with a reference computed here: the job's cached features,
+    L2-normalised, and scikit-learn's classifier at the job's chosen C, fit on train+val and scored on test."""
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.preprocessing import normalize
+
+    from src.features.extract import load_features
+
     cfg = make_cfg(f"classifier={classifier}", "target.metric=mean_per_class_accuracy", "target.data.train_examples=30")
     r = execute(cfg, tmp_path)
     m = r["metrics"]
-    assert 0 <= m["target_score"] <= 1 and m["target_metric"] == "mean_per_class_accuracy"
-    assert m["best_C"] in m["C_grid"] and len(m["val_scores"]) == len(m["C_grid"])
+    assert m["target_metric"] == "mean_per_class_accuracy" and m["best_C"] in m["C_grid"]
+    assert len(m["val_scores"]) == len(m["C_grid"])
     assert set(cfg.classifier.C_grid) >= set(m["C_grid"]) - set(m["C_grid_extended"])
+    plan = validate(cfg)
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (
+        load_features(cache_dir / "features" / r["keys"]["features"], split, plan.spec, plan.tap, cfg.pooling)
+        for split in ("train", "val", "test"))
+    assert len(y_tr) == 30  # target.data.train_examples
+    ref = reference_classifier(classifier, m["best_C"], cfg.seed).fit(normalize(np.r_[x_tr, x_va]), np.r_[y_tr, y_va])
+    ref_correct = ref.predict(normalize(x_te)) == y_te
+    correct = np.load(tmp_path / "test_correct.npy").astype(bool)
+    assert m["target_score"] == pytest.approx(balanced_accuracy_score(y_te, np.where(correct, y_te, -1)))
+    if classifier == "logistic":  # our solver stops at its tolerance: the same predictions but at near-ties
+        assert (correct == ref_correct).mean() >= 0.95
+        assert m["target_score"] == pytest.approx(balanced_accuracy_score(y_te, ref.predict(normalize(x_te))), abs=0.05)
+    else:
+        assert (correct == ref_correct).all()
+        assert m["target_score"] == pytest.approx(balanced_accuracy_score(y_te, ref.predict(normalize(x_te))))
+
+
+def tuned_predictions(cfg, entry, images):
+    """The fine-tuned net's class predictions, computed here from its saved weights."""
+    import torch
+
+    from src.models.registry import get_arch
+    from src.train.finetune import replace_head
+
+    plan = validate(cfg)
+    impl = get_arch(plan.spec.family).torch()
+    model = impl.load(plan.spec, cfg.source)
+    replace_head(model, plan.spec, int(cfg.target.data.num_classes))
+    model.load_state_dict(torch.load(entry / "finetuned.pt", weights_only=True))
+    with torch.inference_mode():
+        return model.eval()(impl.preprocess(plan.spec, cfg.source)(torch.from_numpy(images))).argmax(1).numpy()
 
 
 @pytest.mark.parametrize("mode", ["last", "full"])
-def test_tiny_finetuning_is_cached_and_scored(make_cfg, tmp_path, mode):
+def test_tiny_finetuning_is_cached_and_scored(make_cfg, cache_dir, tmp_path, mode):
+    """A fine-tuned classifier is scored by its own predictions: the per-image results and the val accuracy agree
+    with the cached fine-tuned weights' predictions, computed here."""
+    from src.data.tasks import load_target
+
     cfg = make_cfg(f"finetune={mode}", "finetune.epochs=2", "finetune.batch_size=16")
     r = execute(cfg, tmp_path / "a")
     m = r["metrics"]
-    assert 0 <= m["target_score"] <= 1 and 0 <= m["finetune_val_acc"] <= 1
     assert r["cache"]["finetune_hit"] is False and r["keys"]["finetune"]
+    splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
+    entry = cache_dir / "finetune" / r["keys"]["finetune"]
+    (x_va, y_va), (x_te, y_te) = splits["val"], splits["test"]
+    correct = np.load(tmp_path / "a" / "test_correct.npy").astype(bool)
+    assert (correct == (tuned_predictions(cfg, entry, x_te) == y_te)).all()
+    assert m["target_score"] == pytest.approx(correct.mean())
+    assert m["finetune_val_acc"] == pytest.approx((tuned_predictions(cfg, entry, x_va) == y_va).mean())
     again = execute(cfg, tmp_path / "b")
     assert again["cache"]["finetune_hit"] is True and again["metrics"]["target_score"] == m["target_score"]
     # The probe on the untouched source shares the source net but not the fine-tuned one.
@@ -133,9 +199,20 @@ def test_finetune_last_keeps_the_backbone(make_cfg, tmp_path, cache_dir):
     assert tuned["fc8.weight"].shape[0] == 4  # the new head has the target's classes
 
 
-def test_finetuned_retrieval_is_retapped(make_cfg, tmp_path):
-    cfg = make_cfg("target=synth_retrieval", "target.data.num_instances=5", "target.data.database_per_instance=3",
-                   "target.data.queries_per_instance=2", "finetune=full", "finetune.epochs=1", tiny="source")
-    r = execute(cfg, tmp_path)
-    assert r["metrics"]["target_metric"] == "map" and r["cache"]["features_hit"] is False
-    assert r["keys"]["finetune"] and r["keys"]["features"]
+def test_finetuned_retrieval_is_retapped(make_cfg, cache_dir, tmp_path):
+    """A fine-tuned net on a retrieval target is re-tapped: other features than the untuned net's (another key,
+    other values) and so another score."""
+    from src.features.extract import load_features
+
+    retrieval = ["target=synth_retrieval", "target.data.num_instances=5", "target.data.database_per_instance=3",
+                 "target.data.queries_per_instance=2"]
+    tuned = execute(make_cfg(*retrieval, "finetune=full", "finetune.epochs=1", tiny="source"), tmp_path / "tuned")
+    plain = execute(make_cfg(*retrieval, tiny="source"), tmp_path / "plain")
+    assert tuned["metrics"]["target_metric"] == "map" and tuned["cache"]["features_hit"] is False
+    assert tuned["keys"]["finetune"] and tuned["keys"]["source"] == plain["keys"]["source"]
+    assert tuned["keys"]["features"] != plain["keys"]["features"]
+    plan = validate(make_cfg(*retrieval, tiny="source"))
+    tuned_db, plain_db = (load_features(cache_dir / "features" / r["keys"]["features"], "database", plan.spec,
+                                        plan.tap, "avg")[0] for r in (tuned, plain))
+    assert tuned_db.shape == plain_db.shape and not np.allclose(tuned_db, plain_db)
+    assert tuned["metrics"]["target_score"] != plain["metrics"]["target_score"]
