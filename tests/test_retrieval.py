@@ -44,26 +44,87 @@ def test_perfect_and_shuffled_features():
     assert mean_average_precision(q, q_y, rng.normal(size=(30, 8)), db_y) < 0.5
 
 
-def test_retrieval_target_end_to_end(make_cfg, tmp_path):
+def job_features(cfg, cache_dir, result, split):
+    """(features, labels) of one split at the job's layer, from the job's cache entry."""
+    from src.check import validate
+    from src.features.extract import load_features
+
+    plan = validate(cfg)
+    return load_features(cache_dir / "features" / result["keys"]["features"], split, plan.spec, plan.tap, cfg.pooling)
+
+
+def test_retrieval_target_end_to_end(make_cfg, cache_dir, tmp_path):
+    """The recorded mAP agrees with one computed here with scikit-learn from the job's cached features: L2-normalised,
+    whitened PCA fit on the database, normalised again, the database ranked by L2 distance to each query."""
+    from sklearn.decomposition import PCA
+    from sklearn.metrics import average_precision_score, pairwise_distances
+    from sklearn.preprocessing import normalize
+
     cfg = make_cfg("target=synth_retrieval", "target.data.num_instances=6", "target.data.database_per_instance=3",
                    "target.data.queries_per_instance=2", "dimred=pca", "dimred.n_components=8", "dimred.whiten=true",
                    tiny="source")
     r = execute(cfg, tmp_path)
-    assert r["metrics"]["target_metric"] == "map" and 0 < r["metrics"]["target_score"] <= 1
+    assert r["metrics"]["target_metric"] == "map"
+    (db, db_y), (q, q_y) = job_features(cfg, cache_dir, r, "database"), job_features(cfg, cache_dir, r, "query")
+    assert (len(db), len(q)) == (18, 12)
+    pca = PCA(8, whiten=True, random_state=cfg.seed).fit(normalize(db))
+    db, q = (normalize(pca.transform(normalize(x))) for x in (db, q))
+    dist = pairwise_distances(q, db)
+    reference = np.mean([average_precision_score(db_y == label, -d) for label, d in zip(q_y, dist)])
+    assert r["metrics"]["target_score"] == pytest.approx(reference)
     cheap = {e.name for e in ESTIMATORS.values() if e.cost == "cheap"}
     assert set(r["metrics"]["transferability"]) == cheap and {"logme", "hscore", "leep", "nce"} <= cheap
 
 
-def test_multilabel_target_scored_by_map(make_cfg, tmp_path):
+def squared_hinge_decisions(x, s, x_test, C):
+    """Decision values on `x_test` of the squared-hinge SVM (labels `s` in -1/1, intercept not regularised, as
+    ours) at C, its objective minimised tightly with scipy."""
+    from scipy.optimize import minimize
+
+    def loss(theta):
+        w, b = theta[:-1], theta[-1]
+        slack = np.maximum(0, 1 - s * (x @ w + b))
+        grad = -2 * C * (slack * s)
+        return 0.5 * w @ w + C * slack @ slack, np.r_[w + x.T @ grad, grad.sum()]
+
+    theta = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B",
+                     options={"gtol": 1e-10, "ftol": 1e-15, "maxiter": 100_000}).x
+    return x_test @ theta[:-1] + theta[-1]
+
+
+def test_multilabel_target_scored_by_map(make_cfg, cache_dir, tmp_path):
+    """Multi-label targets: one binary problem per label, scored by macro mAP on test. The recorded scores agree
+    with references computed here on the job's normalised features at the job's chosen C: scikit-learn's
+    one-vs-rest LinearSVC for classifier=linear_svm_liblinear (the same computation: equal), and for the default
+    path solver each label's squared-hinge objective minimised tightly with scipy (equal up to the solver's
+    tolerance, which is relative to C: at the largest Cs the decision values move a little)."""
+    from sklearn.metrics import average_precision_score
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.preprocessing import normalize
+    from sklearn.svm import LinearSVC
+
     from src.data.tasks import load_target
 
     d = dict(task="multilabel", num_classes=5, train_images=30, val_images=10, test_images=20, seed=0)
-    s = load_target(d, 32)
-    y = s["train"][1]
+    y = load_target(d, 32)["train"][1]
     assert y.shape == (30, 5) and set(np.unique(y)) <= {0, 1} and (1 <= y.sum(1)).all() and (y.sum(1) <= 3).all()
-    cfg = make_cfg("target=synth_multilabel", "target.data.train_images=60", "target.data.val_images=30",
-                   "target.data.test_images=40", tiny="source")
-    r = execute(cfg, tmp_path)
-    assert r["metrics"]["target_metric"] == "map" and 0 < r["metrics"]["target_score"] <= 1
+    sizes = ["target=synth_multilabel", "target.data.train_images=60", "target.data.val_images=30",
+             "target.data.test_images=40"]
+    cfg = make_cfg(*sizes, tiny="source")
+    path = execute(cfg, tmp_path / "path")
+    liblinear = execute(make_cfg(*sizes, "classifier=linear_svm_liblinear", tiny="source"), tmp_path / "liblinear")
+    assert path["metrics"]["target_metric"] == liblinear["metrics"]["target_metric"] == "map"
+    (x_tr, y_tr), (x_va, y_va), (x_te, y_te) = (job_features(cfg, cache_dir, path, s) for s in ("train", "val", "test"))
+    x, y, x_te = normalize(np.r_[x_tr, x_va]), np.r_[y_tr, y_va], normalize(x_te)
+    assert y.shape[1] == y_te.shape[1] == cfg.target.data.num_classes
+
+    C = liblinear["metrics"]["best_C"]
+    ref = OneVsRestClassifier(LinearSVC(C=C, dual="auto", max_iter=5000, random_state=cfg.seed)).fit(x, y)
+    reference = average_precision_score(y_te, ref.decision_function(x_te), average="macro")
+    assert liblinear["metrics"]["target_score"] == pytest.approx(reference)
+
+    C = path["metrics"]["best_C"]
+    decisions = np.stack([squared_hinge_decisions(x, 2.0 * y[:, k] - 1, x_te, C) for k in range(y.shape[1])], 1)
+    assert path["metrics"]["target_score"] == pytest.approx(average_precision_score(y_te, decisions), abs=0.05)
     per_label = {e.name for e in ESTIMATORS.values() if e.cost == "cheap" and e.multilabel and e.input == "features"}
-    assert set(r["metrics"]["transferability"]) == per_label and "logme" in per_label
+    assert set(path["metrics"]["transferability"]) == per_label and "logme" in per_label
