@@ -2,14 +2,17 @@
 
 import json
 import tarfile
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
+from filelock import FileLock
 
 from src.main import execute
-from tests.conftest import SHARED_DATA, TINY_TARGET, run_cli
+from tests.conftest import SHARED_DATA, TINY_TARGET, run_cli, session_dir
 
 TV_TINY_TARGET = ["target.data.num_classes=3", "target.data.train_per_class=8", "target.data.val_per_class=4",
                   "target.data.test_per_class=8", "trainer.extract_batch_size=32"]
@@ -79,16 +82,33 @@ def test_pretrained_arch_needs_the_pretrained_source(make_cfg):
         validate(make_cfg("source=imagenet_torchvision", tiny=False))
 
 
-@pytest.fixture(scope="module")
+CIFAR_PER_CLASS = 100  # images per class and split taken from the archive: more than any test here reads
+
+
+@pytest.fixture(scope="session")
 def cifar_dir(tmp_path_factory):
+    """The shared CIFAR-10 JPEGs (ImageFolder layout), the first CIFAR_PER_CLASS images of every class and split:
+    extracted once per session (under pytest-xdist by the first worker; the other waits on the lock)."""
     archive = SHARED_DATA / "cifar10-jpg.tar.gz"
     if not archive.exists():
         pytest.skip(f"{archive} is absent (the shared CIFAR-10 JPEGs only exist on the project's machines)")
-    out = tmp_path_factory.mktemp("cifar")
-    with tarfile.open(archive) as tar:
-        tar.extractall(out, filter="data")
-    root = next(p.parent for p in out.rglob("train") if (p.parent / "test").is_dir())
-    return root
+    out = session_dir(tmp_path_factory) / "cifar10-jpg"
+    with FileLock(str(out) + ".lock"):
+        if not (out / "done").exists():
+            taken: Counter = Counter()
+
+            def wanted(member, path):  # a tarfile extraction filter: the data filter, on the files we keep
+                folder = str(Path(member.name).parent)
+                if member.isfile():
+                    taken[folder] += 1
+                    if taken[folder] > CIFAR_PER_CLASS:
+                        return None
+                return tarfile.data_filter(member, path)
+
+            with tarfile.open(archive) as tar:
+                tar.extractall(out, filter=wanted)
+            (out / "done").touch()
+    return next(p.parent for p in out.rglob("train") if (p.parent / "test").is_dir())
 
 
 def test_imagefolder_target_on_real_cifar10(cifar_dir, make_cfg, tmp_path):
@@ -103,18 +123,34 @@ def test_imagefolder_target_on_real_cifar10(cifar_dir, make_cfg, tmp_path):
     cfg = make_cfg("target=imagefolder", f"target.root={cifar_dir}", "target.data.max_per_class=30",
                    "target.data.max_test_per_class=20", "target.data.classes=[airplane,cat,ship]", tiny="source")
     r = execute(cfg, tmp_path)
-    assert r["metrics"]["target_score"] > 1 / 3 - 0.2  # a real score on real images, not a crash
+    # Features of a tiny net trained on synthetic shapes still tell airplanes, cats and ships apart: 0.55-0.62 over
+    # seeds 0-3 (chance 1/3, 60 test images).
+    assert r["metrics"]["target_score"] >= 1 / 3 + 0.1
     assert json.loads((tmp_path / "result.json").read_text())["factors"]["target"] == "imagefolder"
 
 
-def test_imagefolder_source_with_class_subset(cifar_dir, make_cfg, tmp_path):
+def test_imagefolder_source_with_class_subset(cifar_dir, make_cfg, cache_dir, tmp_path):
+    """A source net trained on an ImageFolder tree's class subset learns from it: its recorded val accuracy is the
+    last snapshot's own accuracy on the tree's held-out val images, computed here, and above chance (0.53-0.63 over
+    seeds 0-3 after 10 epochs; chance 1/3, 30 val images)."""
     from src.check import ConfigError, validate
+    from src.data.tasks import load_source
+    from src.models.registry import get_arch
 
-    small = ["width=tiny", "source.epochs=2", "trainer.optim.batch_size=32", *TINY_TARGET]
+    small = ["width=tiny", "source.epochs=10", "trainer.optim.batch_size=32", *TINY_TARGET]
     cfg = make_cfg("source=imagefolder", f"source.root={cifar_dir / 'train'}", "source.classes=[dog,frog,truck]",
                    "source.max_per_class=40", "source.val_per_class=10", *small, tiny=False)
     r = execute(cfg, tmp_path)
-    assert r["cache"]["source_hit"] is False and 0 <= r["metrics"]["source_val_acc"] <= 1
+    assert r["cache"]["source_hit"] is False
+    plan = validate(cfg)
+    impl = get_arch(plan.spec.family).torch()
+    model = impl.load(plan.spec, cfg.source, cache_dir / "source" / r["keys"]["source"] / "snapshot_10.pt").eval()
+    x_val, y_val = load_source(cfg.source, seed=int(cfg.seed))["val"]
+    assert np.bincount(y_val).tolist() == [10, 10, 10]  # source.val_per_class of each class
+    with torch.inference_mode():
+        pred = model(impl.preprocess(plan.spec, cfg.source)(torch.from_numpy(x_val))).argmax(1).numpy()
+    assert r["metrics"]["source_val_acc"] == pytest.approx((pred == y_val).mean())
+    assert r["metrics"]["source_val_acc"] >= 1 / 3 + 0.1
     with pytest.raises(ConfigError, match=r"classes \['unicorn'\] are not in .*valid classes: airplane, automobile"):
         validate(make_cfg("source=imagefolder", f"source.root={cifar_dir / 'train'}", "source.classes=[unicorn]",
                           *small, tiny=False))
