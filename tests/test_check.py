@@ -65,6 +65,7 @@ def test_pca_limit_is_feature_dim_when_that_is_smaller(make_cfg):
 
 
 @pytest.mark.empty_cache
+@pytest.mark.slow
 def test_cli_bad_layer_fails_fast_listing_layers(cache_dir):
     cpu0 = children_cpu()
     r = run_cli("layer=nope")
@@ -73,6 +74,7 @@ def test_cli_bad_layer_fails_fast_listing_layers(cache_dir):
 
 
 @pytest.mark.empty_cache
+@pytest.mark.slow
 def test_cli_layer_the_arch_lacks_names_its_layers(cache_dir):
     cpu0 = children_cpu()
     r = run_cli("layer=conv9")
@@ -81,6 +83,7 @@ def test_cli_layer_the_arch_lacks_names_its_layers(cache_dir):
     assert not cache_dir.exists()  # nothing was trained
 
 
+@pytest.mark.slow
 def test_cfg_job_and_help_do_not_import_torch():
     import subprocess
     import sys

@@ -6,7 +6,6 @@ Workers are `python -m src.main search=factors_tpe ...` processes, as users star
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -16,8 +15,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import REPO, TINY, run_cli
-from tests.services import pip_ensure
+from tests.conftest import REPO, TINY, results, run_cli
 from tests.services.postgres import PostgresServer
 
 # One PostgreSQL server per test process: under `pytest -n` (make test) these tests share a worker.
@@ -31,21 +29,24 @@ SPACE = ["hydra.sweeper.params.arch=alexnet", "hydra.sweeper.params.width=tiny",
 
 @pytest.fixture(scope="session")
 def postgres():
-    pip_ensure({"psycopg": "psycopg[binary]"})  # the cluster extra; `make test` installs it
-    server = PostgresServer().start()
+    server = PostgresServer().start()  # the driver (psycopg) is the cluster extra, which `make test` installs
     yield server
     server.stop()
 
 
-def load(url: str, env: dict):
+def load(url: str, env: dict, monkeypatch):
+    """The study, read with the credentials in the environment (libpq reads PGPASSWORD, as the workers do), for this
+    test only."""
     import optuna
 
-    os.environ.update(env)  # libpq reads PGPASSWORD, as the workers do
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
     return optuna.load_study(study_name=STUDY, storage=url)
 
 
-def results(root):
-    return [json.loads(p.read_text()) for p in sorted(root.rglob("result.json"))]
+def all_results(root) -> list[dict]:
+    """Every result.json of every worker's sweep dir."""
+    return list(results(root, "**/result.json").values())
 
 
 def grep_tree(root, needle: str) -> list[str]:
@@ -57,7 +58,7 @@ def grep_tree(root, needle: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_workers_share_one_study_and_the_password_stays_out(postgres, cache_dir, tmp_path):
+def test_two_workers_share_one_study_and_the_password_stays_out(postgres, cache_dir, tmp_path, monkeypatch):
     import optuna
 
     url = postgres.create_database("two_workers")
@@ -77,7 +78,7 @@ def test_two_workers_share_one_study_and_the_password_stays_out(postgres, cache_
     assert r.returncode == 0, r.stdout + r.stderr + "".join(p.read_text() for p in sweep.glob("*.log"))
     print(f"two workers x 3 trials: {wall:.1f} s")
 
-    study = load(url, postgres.env())
+    study = load(url, postgres.env(), monkeypatch)
     trials = study.trials
     assert len(trials) == 6  # 2 workers x 3 trials, the enqueued one among them
     assert sorted(t.number for t in trials) == list(range(6))  # none lost, none duplicated
@@ -85,8 +86,8 @@ def test_two_workers_share_one_study_and_the_password_stays_out(postgres, cache_
     assert set(states) <= {"COMPLETE", "FAIL"} and states["FAIL"] >= 1
     assert all((t.state.name == "FAIL") == (t.params["layer"] == "conv9") for t in trials)
     # Each trial is one job of one worker; their records agree with the study's.
-    res = results(sweep)
-    assert len(res) == 6 and {len(results(sweep / f"worker{i}")) for i in (0, 1)} == {3}
+    res = all_results(sweep)
+    assert len(res) == 6 and {len(all_results(sweep / f"worker{i}")) for i in (0, 1)} == {3}
     assert Counter(x["factors"]["layer"] for x in res) == Counter(t.params["layer"] for t in trials)
     assert Counter(x["status"] for x in res) == Counter({"ok": states["COMPLETE"], "failed": states["FAIL"]})
     # No credential anywhere: sweep dirs (.hydra/*.yaml, result.json, reports, logs) and the output.
@@ -96,7 +97,7 @@ def test_two_workers_share_one_study_and_the_password_stays_out(postgres, cache_
 
 
 @pytest.mark.slow
-def test_killed_worker_leaves_the_study_usable(postgres, cache_dir, tmp_path):
+def test_killed_worker_leaves_the_study_usable(postgres, cache_dir, tmp_path, monkeypatch):
     url = postgres.create_database("kill_worker")
     env = {**os.environ, **postgres.env()}
     heartbeat = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
@@ -126,7 +127,7 @@ def test_killed_worker_leaves_the_study_usable(postgres, cache_dir, tmp_path):
     _, err = late.communicate(timeout=600)
     assert late.returncode == 0, err[-3000:]
 
-    study = load(url, postgres.env())
+    study = load(url, postgres.env(), monkeypatch)
     states = Counter(t.state.name for t in study.trials)
     assert states["RUNNING"] == 0 and states["WAITING"] == 0
     assert states["FAIL"] == 1  # the killed worker's trial, failed by the heartbeat check
@@ -144,6 +145,7 @@ def test_url_password_moves_to_pgpassword_before_hydra_sees_it():
     assert prepare_storage_args(["hydra.sweeper.storage=sqlite:///x.db"], env) == ["hydra.sweeper.storage=sqlite:///x.db"]
 
 
+@pytest.mark.slow
 def test_missing_database_driver_is_one_line_naming_the_extra():
     # pg8000 is a PostgreSQL driver this project does not install: the same path as psycopg missing.
     r = run_cli("search=factors_tpe", "hydra.sweeper.storage=postgresql+pg8000://u:hidden@127.0.0.1:9/db")

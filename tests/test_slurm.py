@@ -6,7 +6,6 @@ artifact cache (TRANSFER_CACHE_DIR) is the shared filesystem the jobs coordinate
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from datetime import datetime
 import pytest
 from filelock import FileLock
 
-from tests.conftest import REPO, TINY, run_cli
+from tests.conftest import REPO, TINY, results, run_cli
 from tests.services.slurm import PARTITION, SlurmCluster
 
 # One cluster per test process: under `pytest -n` (make test) every SLURM test runs on the same worker.
@@ -31,10 +30,6 @@ def slurm():
     cluster = SlurmCluster().start()
     yield cluster
     cluster.stop()
-
-
-def results(sweep) -> dict[str, dict]:
-    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
 
 
 def source_key(make_cfg, *overrides: str) -> str:

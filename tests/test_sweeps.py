@@ -1,6 +1,5 @@
 """Sweeps under Hydra's launchers and the Optuna sweeper (subprocesses, as users run them)."""
 
-import json
 import math
 import os
 import signal
@@ -10,13 +9,9 @@ import time
 
 import pytest
 
-from tests.conftest import REPO, TINY, run_cli
+from tests.conftest import REPO, TINY, results, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def results(sweep):
-    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/result.json")}
 
 
 def test_optuna_search_persists_and_continues_its_study(cache_dir, tmp_path):

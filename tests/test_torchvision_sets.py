@@ -104,6 +104,7 @@ def test_cifar10_target_end_to_end(tmp_path, no_md5, make_cfg):
     assert r["metrics"]["target_metric"] == "accuracy" and r["metrics"]["target_score"] >= 0.5
 
 
+@pytest.mark.slow
 def test_missing_dataset_cli_is_fast(tmp_path):
     """Found missing at the config check, before any net is built: a few CPU seconds, whatever the machine's load."""
     cpu0 = children_cpu()

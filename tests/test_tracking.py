@@ -4,19 +4,15 @@
 import json
 
 import pytest
+from mlflow import MlflowClient  # the `tracking` extra, which `make test` installs
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 from src.check import ConfigError
 from src.main import execute
 from src.tracking import check, job_metrics
 from tests.conftest import TINY, run_cli
-from tests.services import pip_ensure
 from tests.services.mlflow import mlflow_server
-
-pip_ensure({"tensorboard": "tensorboard", "mlflow": "mlflow"})  # the `tracking` extra, for a bare checkout
-
-from mlflow import MlflowClient  # noqa: E402
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 
 
 def hparams_of(run_dir) -> tuple[dict, dict]:
@@ -29,6 +25,7 @@ def hparams_of(run_dir) -> tuple[dict, dict]:
     return hparams, {tag: acc.Scalars(tag)[0].value for tag in acc.Tags()["scalars"]}
 
 
+@pytest.mark.empty_cache  # the job that trains the source net logs its curves: this one
 def test_tensorboard_and_local_mlflow_runs_per_job(make_cfg, tmp_path):
     tb_dir, ml_dir = tmp_path / "tb", tmp_path / "ml"
     tb = execute(make_cfg("logger=tensorboard", f"logger.save_dir={tb_dir}"), tmp_path / "job0")
@@ -61,6 +58,7 @@ def test_failed_job_is_a_failed_run_with_its_error(make_cfg, tmp_path):
     assert run.data.params["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_unknown_logger_is_one_line_with_the_choices(make_cfg):
     with pytest.raises(ConfigError, match=r"logger='wandb' is unknown; valid loggers: csv, tensorboard, mlflow"):
         check(make_cfg("logger.name=wandb"))
@@ -76,6 +74,7 @@ def test_job_metrics_are_the_numeric_results():
 
 
 @pytest.mark.slow
+@pytest.mark.empty_cache  # the source net's curves are logged by the job that trains it
 def test_sweep_logs_to_a_real_mlflow_server(cache_dir, tmp_path):
     """`python -m src.main -m layer=fc6,fc7 logger=mlflow` against `mlflow server` on loopback: one run per job
     with its factors and metrics, the source net's curves once, and the progress line after each job."""

@@ -1,25 +1,24 @@
 """Real components the tests talk to (SLURM, PostgreSQL, Chromium, an MLflow server), started by the project.
 
-Each service module installs what is missing (Debian packages with apt-get, Python packages with pip: CI runs as
-root on Debian 12 with the registries reachable), starts the service on a free loopback port, and tears it down.
+Each service module installs the Debian packages it needs when they are missing (apt-get: CI runs as root on
+Debian 12 with the registries reachable; the Python packages are the project's extras, which `make test` installs),
+starts the service on a free loopback port, and tears it down.
 This module holds the shared plumbing: installing, free ports, bounded waits. Nothing here talks to any address
 other than loopback.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from typing import Callable
 
 from filelock import FileLock
 
-# One apt/pip install at a time across test processes (dpkg has its own lock, but fails instead of waiting).
+# One apt install at a time across test processes (dpkg has its own lock, but fails instead of waiting).
 _INSTALL_LOCK = "/tmp/transferfactors-test-install.lock"
 
 
@@ -43,19 +42,6 @@ def apt_ensure(packages: dict[str, str], timeout: float = 900) -> None:
             r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
             if r.returncode != 0:
                 raise ServiceUnavailable(f"{' '.join(cmd)} failed: {r.stderr.strip().splitlines()[-1:]}")
-
-
-def pip_ensure(requirements: dict[str, str], timeout: float = 900) -> None:
-    """pip-install the requirements (dict: importable module -> pip requirement) whose module is missing."""
-    missing = [req for mod, req in requirements.items() if importlib.util.find_spec(mod) is None]
-    if not missing:
-        return
-    with FileLock(_INSTALL_LOCK, timeout=timeout):
-        r = subprocess.run([sys.executable, "-m", "pip", "install", "-q", *missing],
-                           capture_output=True, text=True, timeout=timeout)
-        if r.returncode != 0:
-            raise ServiceUnavailable(f"pip install {' '.join(missing)} failed: {r.stderr.strip()[-500:]}")
-    importlib.invalidate_caches()
 
 
 def free_port() -> int:
