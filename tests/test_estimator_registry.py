@@ -1,7 +1,6 @@
 """The estimator registry as the config sees it: every estimator selectable, `estimator.extra` validated,
 expensive ones recorded only when asked, and `objective=<estimator>` for a search."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -9,9 +8,8 @@ from omegaconf import OmegaConf
 
 import src
 from src.check import ConfigError, validate
-from src.main import objective
+from src.main import execute, objective
 from src.transferability.estimators import ESTIMATORS
-from tests.conftest import TINY, run_cli
 
 
 def test_every_registered_estimator_has_a_config_and_validates(make_cfg):
@@ -37,12 +35,29 @@ def test_objective_can_name_an_estimator():
     assert objective(OmegaConf.create({"objective": ["target_score", "logme"]}), result) == [0.5, -1.0]
 
 
-@pytest.mark.slow
-def test_expensive_estimator_only_when_asked(cache_dir, tmp_path):
-    r = run_cli(*TINY, "estimator.extra=[nleep]", "objective=sfda", f"hydra.run.dir={tmp_path / 'run'}")
-    assert r.returncode == 0, r.stderr[-3000:]
-    transfer = json.loads((tmp_path / "run" / "result.json").read_text())["metrics"]["transferability"]
-    assert set(transfer) == set(ESTIMATORS)
-    r = run_cli(*TINY, f"hydra.run.dir={tmp_path / 'run2'}")
-    transfer = json.loads((tmp_path / "run2" / "result.json").read_text())["metrics"]["transferability"]
+def test_expensive_estimator_only_when_asked(make_cfg, tmp_path):
+    transfer = execute(make_cfg("estimator.extra=[nleep]", "objective=sfda"), tmp_path / "run")["metrics"]
+    assert set(transfer["transferability"]) == set(ESTIMATORS)
+    transfer = execute(make_cfg(), tmp_path / "run2")["metrics"]["transferability"]
     assert set(transfer) == {n for n, e in ESTIMATORS.items() if e.cost == "cheap"}
+
+
+@pytest.mark.parametrize("name", ["logme", "nleep"])
+def test_an_estimator_replaces_the_probe_and_records_its_estimate(make_cfg, cache_dir, tmp_path, name):
+    """`estimator=<name>` trains no probe: the job records the estimate, computed on the chosen layer's labelled
+    target images (train + val), and no probe score; the sweeper's objective is the estimate."""
+    import numpy as np
+
+    from src.features.extract import load_features
+
+    cfg = make_cfg(f"estimator={name}")
+    r = execute(cfg, tmp_path)
+    m = r["metrics"]
+    assert (m["estimator"], m["target_score"], m["best_C"], m["val_scores"]) == (name, None, None, None)
+    assert not (tmp_path / "test_correct.npy").exists()  # nothing was scored on test
+    plan = validate(cfg)
+    x, y = zip(*(load_features(cache_dir / "features" / r["keys"]["features"], split, plan.spec, plan.tap, cfg.pooling)
+                 for split in ("train", "val")))
+    expected = ESTIMATORS[name].fn(np.concatenate(x), np.concatenate(y))
+    assert m["estimator_score"] == m["transferability"][name] == pytest.approx(expected)
+    assert objective(cfg, r) == m["estimator_score"]

@@ -1,5 +1,6 @@
 """Sweeps under Hydra's launchers and the Optuna sweeper (subprocesses, as users run them)."""
 
+import json
 import math
 import os
 import signal
@@ -8,17 +9,22 @@ import sys
 import time
 
 import pytest
+from omegaconf import OmegaConf
 
 from tests.conftest import REPO, TINY, results, run_cli
 
 pytestmark = pytest.mark.slow
+
+# The searches' space cut down to the session's pre-trained tiny source net (arch and width fixed), so that trials
+# differ in what is cheap to vary (layer, pooling, norm, dimred) and take seconds.
+ONE_SOURCE = ["hydra.sweeper.params.arch=alexnet", "hydra.sweeper.params.width=tiny"]
 
 
 def test_optuna_search_persists_and_continues_its_study(cache_dir, tmp_path):
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    args = ["search=factors_tpe", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}", *TINY]
+    args = ["search=factors_tpe", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}", *ONE_SOURCE, *TINY]
     r = run_cli(*args, f"hydra.sweep.dir={tmp_path / 's1'}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(results(tmp_path / "s1")) == 4
@@ -34,28 +40,51 @@ def test_optuna_search_persists_and_continues_its_study(cache_dir, tmp_path):
     assert (tmp_path / "s2" / "summary.csv").exists()
 
 
-def test_pareto_search_returns_two_objectives(cache_dir, tmp_path):
+def test_pareto_search_writes_its_pareto_front(cache_dir, tmp_path):
+    """search=factors_pareto: two objectives per trial (score up, feature dimension down), and the sweep's
+    optimization_results.yaml lists exactly the study's non-dominated trials with their values and params."""
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    r = run_cli("search=factors_pareto", "hydra.sweeper.n_trials=3", f"hydra.sweeper.storage={storage}",
-                f"hydra.sweep.dir={tmp_path / 's'}", "dimred.n_components=8", *TINY)
+    sweep = tmp_path / "s"
+    r = run_cli("search=factors_pareto", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}",
+                f"hydra.sweep.dir={sweep}", "dimred.n_components=8", *ONE_SOURCE, *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     study = optuna.load_study(study_name="factors_pareto-synth_objects_new", storage=storage)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
-    assert len(done) == 3 and all(len(t.values) == 2 for t in done)
+    assert len(done) == 4 and all(len(t.values) == 2 for t in done)
+    # Each trial's values are its job's (target_score, feature_dim).
+    jobs = sorted((x["metrics"]["target_score"], x["metrics"]["feature_dim"]) for x in results(sweep).values())
+    assert sorted(tuple(t.values) for t in done) == jobs
+
+    def dominated(v, by):
+        return by[0] >= v[0] and by[1] <= v[1] and tuple(by) != tuple(v)
+
+    front = [t for t in done if not any(dominated(t.values, o.values) for o in done)]
+    written = OmegaConf.to_container(OmegaConf.load(sweep / "optimization_results.yaml"))["solutions"]
+    assert sorted((s["values"], sorted(s["params"].items())) for s in written) == sorted(
+        (list(t.values), sorted(t.params.items())) for t in front)
 
 
-def test_joblib_parallel_jobs_share_one_source_training(cache_dir, tmp_path):
+@pytest.mark.empty_cache  # the two jobs must build the source net between them
+def test_joblib_parallel_jobs_share_one_source_training_and_split_the_cores(cache_dir, tmp_path):
+    """Two jobs in two joblib worker processes: one trains the source net, the other waits for it and reuses it,
+    and with trainer.num_threads unset each job's config gets cores / n_jobs threads and its torch runs on them
+    (seen from inside the job by tests/job_probe.py)."""
     sweep = tmp_path / "s"
+    per_job = max(1, (os.cpu_count() or 1) // 2)
     r = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "layer=fc6,fc7",
-                f"hydra.sweep.dir={sweep}", *[o for o in TINY if not o.startswith("trainer.num_threads")])
+                f"hydra.sweep.dir={sweep}", "+hydra.callbacks.job_probe._target_=tests.job_probe.JobProbe",
+                *[o for o in TINY if not o.startswith("trainer.num_threads")])
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
     assert len(res) == 2 and all(x["status"] == "ok" for x in res.values())
     assert sorted(x["cache"]["source_hit"] for x in res.values()) == [False, True]
     assert "[sweep] job 2/2" in r.stdout  # jobs in two worker processes, counted together
     assert len(list((cache_dir / "source").glob("*/manifest.json"))) == 1
+    probes = [json.loads((sweep / job / "job_probe.json").read_text()) for job in ("0", "1")]
+    assert len({p["pid"] for p in probes}) == 2  # two worker processes
+    assert [(p["torch_threads"], p["num_threads"]) for p in probes] == [(per_job, per_job)] * 2
 
 
 def test_submitit_local_launcher(cache_dir, tmp_path):
@@ -98,11 +127,25 @@ def test_failing_job_is_recorded_and_the_sweep_goes_on(cache_dir, tmp_path):
     dist = json.loads((out / "analysis.json").read_text())["measured_distance"]["table"]
     assert len(dist) == 1 and dist[0]["layer"] == "fc7" and dist[0]["frechet"] > 0 and math.isfinite(dist[0]["logme"])
 
+    # Resume (the same sweep dir): an ok job whose config is unchanged is skipped; the failed job is run again; a
+    # job whose config changed (job 2: fc7 -> conv_last) is run again with the new config.
+    mtimes = {job: (sweep / job / "result.json").stat().st_mtime_ns for job in res}
+    r = run_cli("-m", "layer=fc6,conv9,conv_last", f"hydra.sweep.dir={sweep}", "source_val_features=true", *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    again = results(sweep)
+    assert [again[k]["status"] for k in ("0", "1", "2")] == ["ok", "failed", "ok"]
+    assert again["0"] == res["0"] and (sweep / "0" / "result.json").stat().st_mtime_ns == mtimes["0"]
+    assert (sweep / "1" / "result.json").stat().st_mtime_ns != mtimes["1"]
+    assert (sweep / "2" / "result.json").stat().st_mtime_ns != mtimes["2"]
+    assert again["2"]["factors"]["layer"] == "conv_last" and again["2"]["config_hash"] != res["2"]["config_hash"]
+    assert again["2"]["cache"]["features_hit"] is True  # only the probe was redone
+
 
 def test_resume_after_kill_finishes_only_missing_jobs(cache_dir, tmp_path):
+    """Killed once its first job is done (its source net is the session's pre-trained one; the other three train
+    theirs), the same command in the same sweep dir runs exactly the unfinished jobs."""
     sweep = tmp_path / "s"
-    args = [sys.executable, "-m", "src.main", "-m", "arch=alexnet,vgg", "width=tiny,small",
-            f"hydra.sweep.dir={sweep}", *[o for o in TINY if not o.startswith("width=")]]
+    args = [sys.executable, "-m", "src.main", "-m", "arch=alexnet,vgg", "seed=0,1", f"hydra.sweep.dir={sweep}", *TINY]
     proc = subprocess.Popen(args, cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -122,12 +165,21 @@ def test_resume_after_kill_finishes_only_missing_jobs(cache_dir, tmp_path):
     assert "already done" in r.stderr + r.stdout
 
 
-def test_snapshot_sweep_trains_once(cache_dir, tmp_path):
+@pytest.mark.empty_cache
+def test_snapshot_sweep_trains_once_and_tracks_in_the_sweeps_mlflow_store(cache_dir, tmp_path):
+    """source.snapshot=1,2 trains the source net once. With logger=mlflow and no store given, the runs go to the
+    default store, <sweep dir>/mlflow.db: the source net's training (once) and one run per job."""
+    from mlflow import MlflowClient
+
     sweep = tmp_path / "s"
-    r = run_cli("-m", "source.snapshot=1,2", f"hydra.sweep.dir={sweep}", *TINY)
+    r = run_cli("-m", "source.snapshot=1,2", "logger=mlflow", f"hydra.sweep.dir={sweep}", *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
     assert sorted(x["cache"]["source_hit"] for x in res.values()) == [False, True]
     assert sorted(x["factors"]["snapshot"] for x in res.values()) == [1, 2]
     assert len({x["keys"]["source"] for x in res.values()}) == 1
     assert len({x["keys"]["features"] for x in res.values()}) == 2
+    client = MlflowClient(f"sqlite:///{sweep / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("transferfactors").experiment_id])
+    assert sorted(run.data.tags["stage"] for run in runs) == ["job", "job", "source"]
+    assert sorted(run.data.params["snapshot"] for run in runs if run.data.tags["stage"] == "job") == ["1", "2"]
