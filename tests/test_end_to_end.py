@@ -5,7 +5,7 @@ import pytest
 
 from src.check import validate
 from src.main import execute
-from tests.conftest import TINY, run_cli
+from tests.conftest import TINY, results, run_cli
 
 
 @pytest.mark.empty_cache  # it trains the source net itself
@@ -52,34 +52,43 @@ def test_failed_run_records_the_error(make_cfg, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.empty_cache
-def test_two_by_two_multirun_trains_each_source_once(cache_dir, tmp_path):
+def test_two_by_two_multirun_trains_each_source_once_and_resumes(cache_dir, tmp_path):
+    """A 2x2 grid trains each source net once. Run again in the same sweep dir with one axis changed (fc7 ->
+    conv_last), the jobs whose config is unchanged are skipped and the changed ones run again with their new config,
+    reusing the trained nets and their features (every tap is extracted at once): nothing is trained or extracted."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "arch=alexnet,vgg", "layer=fc6,fc7", f"hydra.sweep.dir={sweep}", *TINY]
-    r = run_cli(*args)
+    r = run_cli("-m", "arch=alexnet,vgg", "layer=fc6,fc7", f"hydra.sweep.dir={sweep}", *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
-    results = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/result.json"))]
-    assert len(results) == 4 and all(x["status"] == "ok" for x in results)
-    assert sorted(x["cache"]["source_hit"] for x in results) == [False, False, True, True]
+    first = results(sweep)
+    assert sorted(first) == ["0", "1", "2", "3"] and all(x["status"] == "ok" for x in first.values())
+    assert sorted(x["cache"]["source_hit"] for x in first.values()) == [False, False, True, True]
     assert len(list((cache_dir / "source").glob("*/manifest.json"))) == 2
-    # Rerunning the same sweep trains and extracts nothing.
-    r = run_cli(*args[:-len(TINY)], f"hydra.sweep.dir={tmp_path / 'again'}", *TINY)
+    mtimes = {job: (sweep / job / "result.json").stat().st_mtime_ns for job in first}
+    r = run_cli("-m", "arch=alexnet,vgg", "layer=fc6,conv_last", f"hydra.sweep.dir={sweep}", *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
-    again = [json.loads(p.read_text()) for p in sorted((tmp_path / "again").glob("*/result.json"))]
-    assert len(again) == 4
-    assert all((x["cache"]["source_hit"], x["cache"]["features_hit"]) == (True, True) for x in again)
-    assert [x["metrics"]["target_score"] for x in again] == [x["metrics"]["target_score"] for x in results]
+    again = results(sweep)
+    for job in ("0", "2"):  # (alexnet, fc6), (vgg, fc6): done with this very config, skipped
+        assert again[job] == first[job] and (sweep / job / "result.json").stat().st_mtime_ns == mtimes[job]
+    for job in ("1", "3"):  # fc7 -> conv_last: run again
+        x = again[job]
+        assert x["status"] == "ok" and x["factors"]["layer"] == "conv_last" and x["factors"] != first[job]["factors"]
+        assert (sweep / job / "result.json").stat().st_mtime_ns != mtimes[job]
+        assert (x["cache"]["source_hit"], x["cache"]["features_hit"]) == (True, True)
+        assert x["keys"]["source"] == first[job]["keys"]["source"]
+    assert "already done" in r.stderr + r.stdout
 
 
 @pytest.mark.slow
 def test_convnet_features_beat_raw_pixels(make_cfg, tmp_path, capsys):
-    """The synthetic task needs learned features: a linear probe on raw pixels does clearly worse."""
+    """The synthetic task needs learned features: a linear probe on raw pixels does clearly worse (fc6 0.58-0.64 for
+    seeds 0-2 against 0.36 for raw pixels; the test asks for 0.10 more)."""
     from src.data.tasks import load_target
     from src.probe.linear import build_pipeline, fit_and_score
 
-    # Threads set explicitly: results are bitwise reproducible per thread count, and an earlier in-process test may
-    # have left torch at 1 thread (TINY sets trainer.num_threads=1).
+    # Threads set explicitly: results are bitwise reproducible per thread count. One thread: beside the other
+    # pytest-xdist worker on 2 cores, more would only contend for them.
     overrides = ["source.num_classes=20", "source.images_per_class=100", "source.epochs=6", "width=small",
-                 "trainer.optim.batch_size=64", "classifier=logistic", "trainer.num_threads=2"]
+                 "trainer.optim.batch_size=64", "classifier=logistic", "trainer.num_threads=1"]
     cfg = make_cfg(*overrides, tiny=False)
     convnet = execute(cfg, tmp_path)["metrics"]["target_score"]
     splits = load_target(cfg.target.data, image_size=32)

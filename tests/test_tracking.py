@@ -29,6 +29,7 @@ def hparams_of(run_dir) -> tuple[dict, dict]:
 def test_tensorboard_and_local_mlflow_runs_per_job(make_cfg, tmp_path):
     tb_dir, ml_dir = tmp_path / "tb", tmp_path / "ml"
     tb = execute(make_cfg("logger=tensorboard", f"logger.save_dir={tb_dir}"), tmp_path / "job0")
+    assert tb["cache"]["source_hit"] is False  # this job trained the source net, so it logged the curves
     # Source training curves (the job that trained the net logged them), per epoch.
     (source_run,) = (tb_dir / "tensorboard" / "source").iterdir()
     assert source_run.name == tb["keys"]["source"][:12]
@@ -89,6 +90,8 @@ def test_sweep_logs_to_a_real_mlflow_server(cache_dir, tmp_path):
                         if run.data.tags["stage"] == "source"]
     jobs = {run.data.params["layer"]: run for run in runs if run.data.tags["stage"] == "job"}
     assert set(jobs) == {"fc6", "fc7"}
+    hits = sorted(json.loads((sweep / job / "result.json").read_text())["cache"]["source_hit"] for job in ("0", "1"))
+    assert hits == [False, True]  # trained by one of the jobs
     for job in ("0", "1"):
         result = json.loads((sweep / job / "result.json").read_text())
         run = jobs[result["factors"]["layer"]]
