@@ -30,7 +30,7 @@ from src.cache import atomic_write_text, make_key
 from src.check import validate
 from src.errors import ConfigError
 from src.record import PER_IMAGE, RESULT, Result, factors
-from src.search.cli import overlay_multirun_args
+from src.search.cli import check_report_args, expand_replicates, overlay_multirun_args
 
 log = logging.getLogger("src.main")
 # Hydra 1.4 warns about every config-named _target_ without an execution whitelist; ours (src.*) are trusted.
@@ -244,7 +244,11 @@ def run_cli() -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = overlay_multirun_args(sys.argv)
+    try:
+        sys.argv = expand_replicates(overlay_multirun_args(sys.argv))
+        check_report_args(sys.argv)
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
     if any(a.startswith("hydra.sweeper.storage=") for a in sys.argv):
         from src.search.cli import StorageError, prepare_storage_args
 

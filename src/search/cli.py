@@ -1,4 +1,5 @@
-"""Command-line handling of `hydra.sweeper.storage=URL`, before Hydra sees (prints, saves) the URL.
+"""Command-line handling before Hydra sees the arguments: `hydra.sweeper.storage=URL` (its password), overlays
+that declare MULTIRUN, `replicates=N` (source seeds 0..N-1, target samples tied) and the `report.*` keys.
 
 A password in the URL is moved to `PGPASSWORD` (libpq reads it, as it reads `~/.pgpass`; SLURM jobs inherit the
 environment) and removed from the URL, so it is in no `.hydra/*.yaml`, log line, `result.json` or report. A URL
@@ -13,6 +14,8 @@ from typing import MutableMapping
 from omegaconf import OmegaConf
 
 import src
+from src.errors import ConfigError
+from src.record import FINDING_IDS
 
 STORAGE_ARG = "hydra.sweeper.storage="
 EXTRA = "pip install -e '.[cluster]'"
@@ -90,3 +93,48 @@ def overlay_multirun_args(argv: list[str]) -> list[str]:
             if str(mode) == "MULTIRUN":
                 return argv + ["hydra.mode=MULTIRUN"]
     return argv
+
+
+REPLICATES_ARG = "replicates="
+REPLICATES_MAX = 1000
+
+
+def expand_replicates(argv: list[str]) -> list[str]:
+    """`replicates=N` -> source seeds 0..N-1 with each job's target sample tied to its source seed.
+
+    The report's replicate unit is the source seed (`seed`: source data, initialisation, batch order); tying
+    `target.data.seed` to it gives every replicate a new target sample too, without crossing the two (a crossed
+    seed x target-seed design spends jobs on target samples the report averages within a seed anyway). N >= 2 is a
+    sweep, so it also asks for MULTIRUN. A study's yaml says how many seeds its verdicts need (`report.min_seeds`).
+    """
+    found = [a for a in argv if a.lstrip("+").startswith(REPLICATES_ARG)]
+    if not found:
+        return argv
+    if len(found) > 1:
+        raise ConfigError(f"replicates= is given {len(found)} times ({', '.join(found)}); give it once")
+    value = found[0].lstrip("+")[len(REPLICATES_ARG):]
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= REPLICATES_MAX or str(n) != value.strip():
+        raise ConfigError(f"replicates={value!r} must be an integer; valid: 1..{REPLICATES_MAX}")
+    clash = [a for a in argv if a.lstrip("+~").split("=", 1)[0] in ("seed", "target.data.seed")]
+    if clash:
+        raise ConfigError(f"replicates={n} sets seed and target.data.seed itself; drop {', '.join(clash)} "
+                              f"(or drop replicates= and sweep the seeds by hand)")
+    out = [a for a in argv if a is not found[0]]
+    out += [f"seed={','.join(str(i) for i in range(n))}", "target.data.seed=${seed}"]
+    multirun = any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv)
+    return out + (["hydra.mode=MULTIRUN"] if n > 1 and not multirun else [])
+
+
+def check_report_args(argv: list[str]) -> None:
+    """`report.primary=` / `report.min_seeds=` from the command line, checked before any job runs (the report reads
+    them only when the sweep has ended)."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key == "report.primary" and value not in ("null", *FINDING_IDS):
+            raise ConfigError(f"report.primary={value!r} is unknown; valid: null, {', '.join(FINDING_IDS)}")
+        if key == "report.min_seeds" and not (value.isdigit() and int(value) >= 1):
+            raise ConfigError(f"report.min_seeds={value!r} must be a positive integer")
