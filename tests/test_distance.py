@@ -59,18 +59,17 @@ def test_tiny_distance_study_end_to_end(cache_dir, tmp_path):
     assert {j["factors"]["shift"] for j in jobs} == {0.0, 0.5, 1.0}
     assert all(j["metrics"]["distance"]["pad"] is not None for j in jobs)
     analysis = json.loads((sweep / "report" / "analysis.json").read_text())
-    layer = next(f for f in analysis["findings"] if f["factor"] == "layer")
-    # 2 source seeds: a t interval of the per-replicate rhos, when both are defined (a tiny study can have a
-    # replicate whose optimal layer is the same at every shift: rho undefined, then no CI and no verdict).
-    assert layer["CI basis"].startswith("2 replicates (2 source seeds)")
-    if "(2 defined)" in layer["CI basis"]:
-        assert layer["95% CI"].startswith("[")
-    else:
-        assert layer["95% CI"] == "n/a" and layer["verdict"] == "not resolved (no CI)"
+    gap = analysis["findings"]["layer_gap_shrinks"]
+    # 2 source seeds (the preset's target samples are not tied here): estimates and t intervals, and no verdict,
+    # saying how many seeds the study needs (its report.min_seeds).
+    assert gap["source seeds"] == "2" and gap["seed-level 95% CI"].startswith("[")
+    assert gap["verdict"] == "no verdict: 2 source seeds, needs 6 (replicates=6)"
+    assert analysis["study"]["primary"] == "layer_optimum_shift"
+    assert analysis["findings"]["layer_optimum_shift"]["role"] == "primary"
     assert analysis["distance_axis"].startswith("shift")
     report = (sweep / "report" / "report.md").read_text()
-    assert "## Findings" in report and "findings_optimal_layer_vs_distance.png" in report
-    assert (sweep / "report" / "findings_optimal_layer_vs_distance.png").is_file()
+    assert "## Findings" in report and "findings_layer_gap_shrinks.png" in report
+    assert (sweep / "report" / "findings_layer_optimum_shift.png").is_file()
 
 
 def test_the_far_end_of_the_shift_family_is_learnable():

@@ -51,7 +51,7 @@ def add_axes(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     elif measured in ok and ok.groupby("task")[measured].apply(lambda s: s.notna().any()).all():
         ok["distance"] = ok.groupby("task")[measured].transform("mean")
         kind = "measured proxy A-distance from the sweep's source net(s) at a fixed early layer"
-    elif len(ok) and _synthetic_source(ok).all() and ok["distance_rank"].notna().all():
+    elif len(ok) and "distance_rank" in ok and _synthetic_source(ok).all() and ok["distance_rank"].notna().all():
         ok["distance"], kind = ok["distance_rank"].astype(float), "distance_rank (a priori, synthetic source)"
     else:
         ok["distance"], kind = np.nan, "none (no shift, no measured distance)"

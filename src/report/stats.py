@@ -42,7 +42,7 @@ def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np
         se = v.std(axis=-1, ddof=1) / math.sqrt(n)
         half = stats.t.ppf(0.5 + level / 2, n - 1) * se
         t = np.where(se > 0, mean / np.where(se > 0, se, 1.0), np.where(mean == 0, 0.0, np.inf))
-        p = 2 * stats.t.sf(np.abs(t), n - 1)
+        p = np.where(np.isfinite(mean) & np.isfinite(se), 2 * stats.t.sf(np.abs(t), n - 1), math.nan)
     return mean, mean - half, mean + half, np.asarray(p, dtype=float)
 
 
