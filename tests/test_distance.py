@@ -46,7 +46,8 @@ def test_proxy_a_distance_is_zero_for_one_distribution_and_two_for_separable_one
 @pytest.mark.slow
 def test_tiny_distance_study_end_to_end(cache_dir, tmp_path):
     """experiment=distance_study as users run it (2 seeds x 3 shifts x 2 layers on a tiny source): every job records
-    its distance and shift, and the sweep's report has the findings table with rho(optimal layer, shift) and a CI."""
+    its distance and shift, and the sweep's report answers the layer questions (estimates, seed-level CIs, no verdict
+    from 2 source seeds)."""
     from tests.conftest import TINY_SOURCE, run_cli
 
     sweep = tmp_path / "study"
