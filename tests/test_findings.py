@@ -91,6 +91,10 @@ def test_markdown_and_html_show_the_same_findings(tmp_path):
             assert cell.replace("|", "\\|") in md and cell.replace("'", "&#x27;") in page.replace("&quot;", '"')
     # Every section in both, in the same order.
     assert re.findall(r"^## (.+)$", md, re.M) == re.findall(r"<h2>(.+?)</h2>", page)
+    # No primary declared: both questions are secondary and Holm-adjusted as one family.
+    found = json.loads((out / "analysis.json").read_text())["findings"]
+    raw = [found[i]["task-level p"] for i in ("layer_gap_shrinks", "layer_optimum_shift")]
+    assert [found[i]["p (Holm)"] for i in ("layer_gap_shrinks", "layer_optimum_shift")] == pytest.approx(S.holm(raw))
 
 
 def test_one_source_seed_gives_no_verdict_and_says_how_many_are_needed(tmp_path):

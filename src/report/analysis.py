@@ -88,13 +88,16 @@ def replicate(ok: pd.DataFrame) -> pd.Series:
     return "s" + seed + "/t" + tseed
 
 
-def selection_score(ok: pd.DataFrame) -> tuple[pd.Series, str]:
-    """The score a setting is chosen on, and its name: each job's val score (the chosen C's), so that a test score
-    is never both the selector and the estimate; the test score only when some job has none (estimator-only
-    runs), which the report then says."""
-    if "val_score" in ok and len(ok) and ok["val_score"].notna().all():
-        return ok["val_score"].astype(float), "val"
-    return ok["target_score"].astype(float), "test"
+def selection_score(ok: pd.DataFrame) -> tuple[pd.Series, list[str]]:
+    """The score a setting is chosen on, and the targets where it is not a val score. Each job's val score (the
+    chosen C's), so that a test score is never both the selector and the estimate; a job without one (a retrieval
+    target's probe has no C search, an estimator-only run) falls back on its test score, and the report names
+    those targets."""
+    test = ok["target_score"].astype(float)
+    name = "task" if "task" in ok else "target"
+    val = ok["val_score"].astype(float) if "val_score" in ok else pd.Series(np.nan, index=ok.index)
+    missing = val.isna()
+    return val.where(~missing, test), sorted(map(str, ok.loc[missing, name].unique())) if name in ok else []
 
 
 def score_by_setting(df: pd.DataFrame, factor: str, score: str = "target_score") -> pd.DataFrame:

@@ -86,23 +86,25 @@ class Grid:
     distance: np.ndarray
     test: np.ndarray
     val: np.ndarray
-    selected_on: str
+    on_test: list[str]  # targets without val scores: chosen on test scores there
     notes: list[str] = field(default_factory=list)
 
 
 def build_grid(ok: pd.DataFrame, factor: str) -> Grid:
     rows = ok[ok[factor].notna()].copy()
     rows["_setting"] = rows[factor].astype(str)
-    rows["_select"], selected_on = A.selection_score(rows)
-    rows["_val"] = rows["val_score"].astype(float) if "val_score" in rows else np.nan
+    rows["_select"], on_test = A.selection_score(rows)
     # Per (task, setting, replicate): the job chosen on val among the other factors' settings; then the mean over
     # a source seed's target samples.
     chosen = rows.loc[rows.groupby(["task", "_setting", "replicate"])["_select"].idxmax()]
-    cell = chosen.groupby(["task", "_setting", "source_seed"])[["target_score", "_val"]].mean()
+    cell = chosen.groupby(["task", "_setting", "source_seed"])[["target_score", "_select"]].mean()
     tasks = list(ok.groupby("task")["distance"].first().sort_values(kind="stable").index)
     values = A.sort_values(factor, list(rows[factor].drop_duplicates()))
     seeds = _seed_sort(rows["source_seed"].unique())
     notes = []
+    if on_test:
+        notes.append(f"no val scores for {', '.join(on_test)} (no C search there): settings chosen on test scores "
+                     "instead (the other seeds' where a question cross-fits)")
     # A setting some task never got (in any seed) cannot enter a contrast over tasks: left out, and said so.
     have = rows.groupby("_setting")["task"].nunique()
     dropped = [v for v in values if have.get(str(v), 0) < len(tasks)]
@@ -114,7 +116,7 @@ def build_grid(ok: pd.DataFrame, factor: str) -> Grid:
     shape = (len(tasks), len(settings), len(seeds))
     distance = ok.groupby("task")["distance"].first().reindex(tasks).to_numpy(dtype=float)
     return Grid(factor, tasks, settings, seeds, distance, full["target_score"].to_numpy(float).reshape(shape),
-                full["_val"].to_numpy(float).reshape(shape), selected_on, notes)
+                full["_select"].to_numpy(float).reshape(shape), on_test, notes)
 
 
 def _confounded(ok: pd.DataFrame, factor: str, swept: list[str]) -> list[str]:
@@ -182,12 +184,7 @@ def answer(q: Q.Question, ok: pd.DataFrame, factor: str, swept: list[str]) -> An
         if not np.isfinite(d).all() or np.ptp(d) == 0:
             a.reason = "not answered: the tasks have no distance axis (no shift, no measured distance)"
             return a
-    if q.needs_val and grid.selected_on != "val":
-        a.reason = "not answered: needs the probes' val scores (some jobs recorded none)"
-        return a
-    complete = np.isfinite(grid.test).all(axis=(0, 1))
-    if q.needs_val:
-        complete &= np.isfinite(grid.val).all(axis=(0, 1))
+    complete = np.isfinite(grid.test).all(axis=(0, 1)) & np.isfinite(grid.val).all(axis=(0, 1))
     a.defined = [s for s, c in zip(grid.seeds, complete) if c]
     a.undefined = [s for s, c in zip(grid.seeds, complete) if not c]
     if not a.defined:
@@ -265,7 +262,7 @@ def details(a: Answer) -> dict[str, Any]:
     out: dict[str, Any] = {"factor": a.factor, "kind": a.q.kind, "expected_sign": a.q.sign,
                            "tasks": g.tasks, "distance": dict(zip(g.tasks, map(float, g.distance))),
                            "settings": [A._plain(v) for v in g.settings], "seeds": g.seeds,
-                           "defined_seeds": a.defined, "selected_on": g.selected_on, "notes": g.notes,
+                           "defined_seeds": a.defined, "chosen_on_test": g.on_test, "notes": g.notes,
                            "reason": a.reason}
     with np.errstate(all="ignore"):
         out["curves"] = {t: np.nanmean(g.test[i], axis=1).tolist() for i, t in enumerate(g.tasks)}
@@ -288,9 +285,6 @@ def notes(items: list[Answer]) -> list[str]:
             lines.append(f"{a.q.id}: at the nearest distance the same statistic is {a.scalar('near'):.3f} "
                          f"{S.fmt_ci(a.scalar('near_lo'), a.scalar('near_hi'))} (supported needs it below 0).")
         lines += [f"{a.q.id}: {n}." for n in a.grid.notes]
-        if a.grid.selected_on != "val" and a.result is not None:
-            lines.append(f"{a.q.id}: settings of the other swept factors were chosen on the test score (some "
-                         "jobs recorded no val score).")
     return lines
 
 
@@ -305,7 +299,7 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
     if not factors or ok.empty:
         return pd.DataFrame()
     ok["setting"] = ok[factors].astype(str).agg(", ".join, axis=1)
-    ok["_select"], selected_on = A.selection_score(ok)
+    ok["_select"], on_test = A.selection_score(ok)
     rows = []
     for task, g in ok.groupby("task", sort=False):
         # per (setting, source seed): means over the seed's target samples
@@ -331,7 +325,7 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
                          else (math.nan, ""))
             rows.append({"task": task, "distance": g["distance"].iloc[0], "setting": setting,
                          "source seeds": len(values), "mean": float(mean), "95% CI": ci,
-                         "role": (f"best on {selected_on}" if setting == best else "")
+                         "role": (("best on test" if task in on_test else "best on val") if setting == best else "")
                          + (" baseline" if setting == base else ""),
                          "best - baseline": diff, "diff 95% CI": dci})
     return pd.DataFrame(rows).sort_values(["distance", "task"], kind="stable").reset_index(drop=True)

@@ -77,7 +77,6 @@ class Question:
     sign: int  # the paper's expected sign of the statistic
     contrast: Callable[[np.ndarray, np.ndarray, list], np.ndarray]
     min_settings: int = 2
-    needs_val: bool = False
 
 
 QUESTIONS: tuple[Question, ...] = (
@@ -91,7 +90,7 @@ QUESTIONS: tuple[Question, ...] = (
              "at the farthest distance (OLS line over tasks): test score of the best earlier layer minus the best "
              "of the last third of the swept layers, each chosen on the other seeds' val scores; supported also "
              "needs the opposite sign at the nearest distance",
-             "far-end margin: best earlier - best late layer", "ends", +1, early_minus_late, needs_val=True),
+             "far-end margin: best earlier - best late layer", "ends", +1, early_minus_late),
     Question("width_helps", ("width",), "Do wider source nets transfer better?",
              "score(widest) - score(narrowest), mean over tasks", "widest - narrowest", "level", +1,
              last_minus_first),
