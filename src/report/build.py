@@ -200,7 +200,9 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
     section.notes.append(
         f"Distance axis: {kind}. Source seeds: {', '.join(map(str, seeds)) or 'n/a'}; a verdict needs {need} "
         f"(report.min_seeds{' from ' + study.source if study.min_seeds else ''}; never fewer than {S.MIN_SEEDS}). "
-        + (f"Primary question: {study.primary} (not adjusted)." if study.primary
+        + (f"Primary question: {study.primary} (not adjusted)." if study.primary in {a.q.id for a in items}
+           else f"The primary question ({study.primary}) is not one this sweep answers: every question is "
+                "Holm-adjusted." if study.primary
            else "No primary question declared (report.primary): every question is Holm-adjusted."))
     rows = [F.row(a, study.min_seeds) for a in items]
     table = pd.DataFrame(rows)
