@@ -143,8 +143,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                         optimal_settings=optimal, estimator_agreement=ea.to_dict("records"))
         zoos = {truth: Z.zoo_agreement(df, truth) for truth in Z.ground_truths(df)}  # several nets per target
         items, kind = F.answers(df, study.primary)
-        _adjust(items, zoos)
-        _findings(sec["findings"], items, kind, study, analysis, out)
+        family = _adjust(items, zoos)
+        _findings(sec["findings"], items, kind, study, analysis, out, family)
         for truth, zoo in zoos.items():
             notes, tables = Z.zoo_content(zoo)
             sec["zoo"].notes += notes
@@ -178,21 +178,27 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     return out
 
 
-def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> None:
+def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> str:
     """One Holm family per report: every secondary question's task-level p and every zoo call (the primary
-    question is tested at the full level)."""
+    question is tested at the full level). Returns what the family holds, for the findings' note."""
     family = F.family_pvalues(items)
     zoo_ps = {truth: Z.calls(z) for truth, z in zoos.items()}
-    adjusted = S.holm(family + [p for ps in zoo_ps.values() for p in ps])
+    everything = family + [p for ps in zoo_ps.values() for p in ps]
+    adjusted = S.holm(everything)
     for a, p in zip(items, adjusted):
         a.task_p_adjusted = p
     start = len(family)
     for truth, ps in zoo_ps.items():
         Z.decide(zoos[truth], adjusted[start:start + len(ps)])
         start += len(ps)
+    n_q, n_z = sum(math.isfinite(p) for p in family), sum(math.isfinite(p) for p in everything[len(family):])
+    return (f"Holm family: {n_q} secondary question{'s' if n_q != 1 else ''}"
+            + (f" and {n_z} estimator-zoo calls (this sweep ranks several nets or layers per target)" if n_z else "")
+            + ".")
 
 
-def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, analysis: dict, out: Path) -> None:
+def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, analysis: dict, out: Path,
+              family: str) -> None:
     from src.report.findings_plots import findings_plots
 
     need = max(S.MIN_SEEDS, study.min_seeds)
@@ -203,7 +209,7 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
         + (f"Primary question: {study.primary} (not adjusted)." if study.primary in {a.q.id for a in items}
            else f"The primary question ({study.primary}) is not one this sweep answers: every question is "
                 "Holm-adjusted." if study.primary
-           else "No primary question declared (report.primary): every question is Holm-adjusted."))
+           else "No primary question declared (report.primary): every question is Holm-adjusted.") + " " + family)
     rows = [F.row(a, study.min_seeds) for a in items]
     table = pd.DataFrame(rows)
     if len(table):
