@@ -194,8 +194,16 @@ def test_measured_distance_orders_tasks_when_there_is_no_shift(tmp_path):
     assert df.attrs["distance_axis"].startswith("measured")
     assert df["distance_rank"].isna().all()  # ranks describe the synthetic source, not this one
     out = build_report([tmp_path / "sw"], tmp_path / "out")
-    per_task = json.loads((out / "analysis.json").read_text())["per_task"]
-    assert [r["target"] for r in per_task] == ["near", "mid", "far"]
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert [r["target"] for r in analysis["per_task"]] == ["near", "mid", "far"]
+    # Every section names the same distance: the one the tables were computed from.
+    sections = {s["id"]: s for s in analysis["sections"]}
+    axis = analysis["distance_axis"]
+    assert axis.startswith("measured proxy A-distance")
+    assert f"Distance axis of this report: {axis}." in sections["measured-distance"]["notes"]
+    assert sections["findings"]["notes"][0].startswith(f"Distance axis: {axis}.")
+    page = (out / "report.html").read_text()
+    assert "distance_rank and" not in page and "Not measured" not in page
 
 
 def test_verdict_rules():

@@ -162,8 +162,12 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         sec["settings"].table(settings)
         analysis["settings_ci"] = settings.to_dict("records")
         sec["plots"].images += write_plots(df, out, optimal)
+    sec["measured-distance"].notes.append(f"Distance axis of this report: {df.attrs.get('distance_axis', 'none')}.")
     if distance:
         _measured_distance(sec["measured-distance"], df, cache_dir, analysis)
+    else:
+        sec["measured-distance"].notes.append("LogME and Frechet distances at the penultimate layer: not computed "
+                                              "(python -m src.report DIR --distance).")
     failed = df[df["status"] != "ok"]
     if len(failed):
         sec["failed-jobs"].table(failed[[c for c in ("job_dir", "error_type", "error_message") if c in failed]])

@@ -62,11 +62,12 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "Per target, the job an estimator ranks first (what objective=<estimator> in a search picks) and its regret: "
      "best probe score minus the picked job's probe score.",
      "No transferability estimates."),
-    ("measured-distance", "Measured distance from the source",
-     "Two distances computed from the source net itself at its penultimate layer: 1 - normalised LogME of the "
-     "target (how well the features explain its labels) and the Frechet distance between the source task's val "
-     "features and the target's, against the a priori distance_rank.",
-     "Not measured (python -m src.report DIR --distance)."),
+    ("measured-distance", "Distance from the source",
+     "The distance the report orders tasks by, and (with --distance) two more computed from the source net at its "
+     "penultimate layer: 1 - normalised LogME of the target (how well the features explain its labels) and the "
+     "Frechet distance between the source task's val features and the target's, against the a priori "
+     "distance_rank.",
+     ""),
     ("plots", "Plots", "", "No plots (no successful jobs)."),
     ("failed-jobs", "Failed jobs", "Jobs whose result.json has status failed, with their errors.", "No failed jobs."),
     ("command", "Command line and config", "How the sweep was run: its command line and composed config.",
