@@ -1,7 +1,7 @@
 """The paper's directions as questions a sweep can answer: one argmax-free statistic each, and its analysis.
 
-A question reads a score array `test[..., task, setting, seed]` (and the same-shaped `val`: the probe's val score
-of the chosen C, for selections), where `seed` is the source seed (target samples already averaged within it)
+A question reads a score array `test[..., task, setting, seed]` (and the same-shaped `val`, what settings are
+chosen on: the probe's val score of the chosen C, or the test score for a target that records none), where `seed` is the source seed (target samples already averaged within it)
 and settings are in the factor's order (input side / narrow / small first). It turns each (task, seed) into one
 number, the *contrast*, and then:
   trend  per seed, the OLS slope of the contrast over tasks against distance scaled to 0 (nearest task) .. 1

@@ -192,7 +192,3 @@ def fmt_ci(lo: float, hi: float, digits: int = 3) -> str:
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "n/a"
     return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
-
-
-def fmt_p(p: float) -> str:
-    return "n/a" if not math.isfinite(p) else (f"{p:.3f}" if p >= 0.001 else f"{p:.1e}")
