@@ -220,8 +220,9 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
         notes.append(f"Best estimator: {res['best']} (it beats every other estimator, paired over targets, "
                      "Holm-adjusted).")
     elif res.get("tied_with_top"):
-        notes.append("No best estimator: tied at the top (not shown worse than the highest mean after the "
-                     f"adjustment): {', '.join(res['tied_with_top'])}.")
+        top, rest = res["tied_with_top"][0], res["tied_with_top"][1:]
+        notes.append(f"No best estimator: {top} has the highest mean, but after the adjustment it is not shown "
+                     f"better than {', '.join(rest)} (paired over targets); they are tied with it.")
     table = pd.DataFrame([{"estimator": f"{r['estimator']} (static)" if r["static"] else r["estimator"],
                            **{t: wtau.loc[r["estimator"], t] for t in wtau.columns},
                            "mean wtau": r["weighted_tau_mean"], "95% CI": S.fmt_ci(r["ci_low"], r["ci_high"]),
