@@ -7,7 +7,9 @@ happens here, in one place:
     its database server must answer;
   - `logger.tracking_uri=http(s)://...` must answer (a tracker given in a config file is checked by
     `src.tracking.check` before the job's work);
-  - sweeper settings Hydra would use before our config check runs (`hydra.sweeper.n_trials`) are range-checked.
+  - `replicates=N` becomes source seeds 0..N-1 with each job's target sample tied to its source seed;
+  - sweeper settings Hydra would use before our config check runs (`hydra.sweeper.n_trials`) and the report's
+    settings (`report.primary`, `report.min_seeds`, read when the sweep has ended) are checked.
 Every problem is a `ConfigError` with one line. Torch-free.
 """
 
@@ -71,11 +73,60 @@ def check_services(argv: list[str]) -> None:
                       "start the database server or fix the host and port (the password goes in PGPASSWORD)")
 
 
+REPLICATES_ARG = "replicates="
+REPLICATES_MAX = 1000
+
+
+def expand_replicates(argv: list[str]) -> list[str]:
+    """`replicates=N` -> source seeds 0..N-1 with each job's target sample tied to its source seed.
+
+    The report's replicate unit is the source seed (`seed`: source data, initialisation, batch order); tying
+    `target.data.seed` to it gives every replicate a new target sample too, without crossing the two (a crossed
+    seed x target-seed design spends jobs on target samples the report averages within a seed anyway). N >= 2 is a
+    sweep, so it also asks for MULTIRUN. A study's yaml says how many seeds its verdicts need (`report.min_seeds`).
+    """
+    found = [a for a in argv if a.lstrip("+").startswith(REPLICATES_ARG)]
+    if not found:
+        return argv
+    if len(found) > 1:
+        raise ConfigError(f"replicates= is given {len(found)} times ({', '.join(found)}); give it once")
+    value = found[0].lstrip("+")[len(REPLICATES_ARG):]
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= REPLICATES_MAX or str(n) != value.strip():
+        raise ConfigError(f"replicates={value!r} must be an integer; valid: 1..{REPLICATES_MAX}")
+    clash = [a for a in argv if a.lstrip("+~").split("=", 1)[0] in ("seed", "target.data.seed")]
+    if clash:
+        raise ConfigError(f"replicates={n} sets seed and target.data.seed itself; drop {', '.join(clash)} "
+                              f"(or drop replicates= and sweep the seeds by hand)")
+    out = [a for a in argv if a is not found[0]]
+    out += [f"seed={','.join(str(i) for i in range(n))}", "target.data.seed=${seed}"]
+    multirun = any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv)
+    return out + (["hydra.mode=MULTIRUN"] if n > 1 and not multirun else [])
+
+
+def check_report_args(argv: list[str]) -> None:
+    """`report.primary=` / `report.min_seeds=` from the command line, checked before any job runs against their
+    schema entries (the report reads them only when the sweep has ended)."""
+    import yaml
+
+    from src.schema import SCHEMA
+
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in ("report.primary", "report.min_seeds"):
+            SCHEMA[key].check(key, yaml.safe_load(value))  # the value as Hydra's override parser types it
+
+
 def prepare(argv: list[str], environ: MutableMapping[str, str] = os.environ) -> list[str]:
     """`argv` (without the program name) checked and rewritten as described in the module docstring."""
     from src.search.cli import prepare_storage_args
 
     check_sweeper_overrides(argv)
-    argv = prepare_storage_args(overlay_multirun_args(argv), environ)
+    argv = expand_replicates(overlay_multirun_args(argv))
+    check_report_args(argv)
+    argv = prepare_storage_args(argv, environ)
     check_services(argv)
     return argv

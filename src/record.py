@@ -81,8 +81,17 @@ METRICS: dict[str, str] = {
                 "source_distance); None for pretrained sources and fine-tuned runs",
 }
 METRIC_PREFIX = {"transferability": "tr_"}
+# The measured distance the report orders and correlates tasks by (src.features.source_distance computes it; the
+# report reads its flat column, `distance_<PRIMARY_DISTANCE>`). Here, not there, so the report stays torch-free.
+PRIMARY_DISTANCE = "pad"
+PRIMARY_DISTANCE_COLUMN = f"distance_{PRIMARY_DISTANCE}"
 # Dict-valued metrics that stay out of the flat table (kept whole in result.json only).
 NOT_FLAT = {"val_scores", "C_grid", "C_grid_extended", "probe_path"}
+# Columns the flat table derives from the record (so result.json files written before them still have them).
+DERIVED: dict[str, str] = {
+    "val_score": "the val score of the chosen C (val_scores[best_C]): what the report selects settings on, so that "
+                 "a test score is never both the selector and the estimate",
+}
 # Stage timings a run records in `timings_s` (seconds; the ones its stages ran).
 TIMINGS = ("source", "finetune", "extract", "source_val_extract", "distance", "estimate", "probe", "total")
 # What `objective=` may name (src.main.objective): a scalar metric or a timing (or an estimator's name).
@@ -92,6 +101,27 @@ PER_IMAGE = "test_correct.npy"  # next to result.json: 1/0 per test image (class
 # Columns `python -m src.report.summary` prints, when present.
 SUMMARY_COLUMNS = ["status", "arch", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",
                    "target_score", "source_hit", "features_hit", "time_total_s", "error_type"]
+
+
+def chosen_val_score(metrics: dict[str, Any]) -> float | None:
+    """The val score of the C the probe chose (None without a probe, e.g. an estimator-only run)."""
+    scores, best = metrics.get("val_scores"), metrics.get("best_C")
+    if not isinstance(scores, dict) or not scores:
+        return None
+    if best is not None:
+        for c, v in scores.items():  # keys are str(C); compare as numbers (1.0 vs "1")
+            try:
+                if float(c) == float(best):
+                    return float(v)
+            except (TypeError, ValueError):
+                continue
+    return float(max(scores.values()))  # the probe picks the val-best C
+
+
+# The report's questions (src.report.findings): stable ids, used as keys in analysis.json and by a study's
+# `report.primary` (conf/experiment/*.yaml).
+FINDING_IDS = ("layer_gap_shrinks", "layer_optimum_shift", "width_helps", "depth_helps", "classes_over_images",
+               "finetune_far_gain", "training_longer_helps")
 
 
 def factors(cfg, plan=None) -> dict[str, Any]:
@@ -137,6 +167,7 @@ class Result:
                     row.update({f"{METRIC_PREFIX.get(k, k + '_')}{name}": x for name, x in v.items()})
             else:
                 row[k] = v
+        row["val_score"] = chosen_val_score(self.metrics)
         row.update({f"time_{k}_s": v for k, v in self.timings_s.items()})
         row.update(self.cache)
         row.update({f"{k}_key": v for k, v in self.keys.items()})

@@ -61,6 +61,9 @@ _metrics = _task_values("metrics")
 _evaluators = _task_values("evaluator")
 
 
+_finding_ids = _names("src.record", "FINDING_IDS")
+
+
 def _objectives() -> tuple:
     from src.record import OBJECTIVES
 
@@ -197,6 +200,10 @@ SCHEMA: dict[str, Field] = {
     "target.data.root": Path("imagefolder / torchvision: where the images are"),
     "target.data.dataset": Choice(_datasets, "torchvision target: the dataset"),
     "target.data.download": Bool("allow downloading the dataset"),
+    # the report's reading of a study (conf/experiment/*.yaml; read when the sweep has ended)
+    "report.primary": Choice(_finding_ids, "the study's primary question (not Holm-adjusted; the others are)",
+                             null=True),
+    "report.min_seeds": Int(1, 1000, "source seeds a verdict needs (below it: estimates, no verdict)"),
     # tracking
     "logger.name": Choice(_loggers, "experiment tracking"),
     "logger.tracking_uri": Str("MLflow server or store; null: sqlite:///<save_dir>/mlflow.db", null=True),

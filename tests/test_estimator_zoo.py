@@ -32,7 +32,7 @@ def test_tiny_zoo_records_every_estimator_and_reports_the_tau_table(cache_dir, t
     # The three nets are three different sizes.
     assert len({res["metrics"]["source_num_params"] for res in results}) == 3
     report = (sweep / "report" / "report.md").read_text()
-    assert "## Estimators on the source-net zoo (ground truth: probe)" in report
+    assert "## Estimators on the source-net zoo" in report and "(ground truth: probe)" in report
     assert "| sfda |" in report and "source_val_acc (static)" in report and "parameter count" in report
     zoo = json.loads((sweep / "report" / "analysis.json").read_text())["estimator_zoo"]["probe"]
     assert zoo["nets_per_target"] == {"synth_objects_new": 3, "synth_count": 3}

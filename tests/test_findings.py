@@ -1,84 +1,186 @@
-"""Replicates, CIs and the findings table of the report, on sweeps written as result.json files (the report reads
-results only). The scores are generated from a known truth plus seeded noise, so the verdicts have a right answer."""
+"""The findings table, per-setting CIs and the report's study settings, on sweeps written as result.json files (the
+report reads results only). Scores come from a known truth plus seeded noise, so the verdicts have a right answer;
+the decision rules' error rates are tests/test_calibration.py's."""
 
 import json
+import math
+import re
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from src.record import Result
 from src.report import stats as S
 from src.report.build import build_report
-from src.report.findings import findings, setting_table, with_task_axes
 from src.report.collect import load_results
+from src.report.findings import answers, setting_table, with_task_axes
 
 LAYERS = ["conv1", "conv3", "conv5", "fc7"]
 SHIFTS = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
 
 
-def write_job(path, factors, score, distance=None, correct=None):
+def write_job(path, factors, score, val=None, distance=None, correct=None):
     path.mkdir(parents=True)
+    metrics = {"target_score": score, "target_metric": "accuracy", "distance": distance}
+    if val is not None:
+        metrics.update(best_C=1.0, val_scores={"0.1": val - 0.05, "1.0": val})
     (path / "result.json").write_text(json.dumps({
         "status": "ok", "factors": {"source": "synthetic", "arch": "alexnet", "group": "shift", **factors},
-        "metrics": {"target_score": score, "target_metric": "accuracy", "distance": distance},
-        "timings_s": {"total": 1.0}, "cache": {}, "keys": {}}))
+        "metrics": metrics, "timings_s": {"total": 1.0}, "cache": {}, "keys": {}}))
     if correct is not None:
         np.save(path / "test_correct.npy", correct.astype(np.uint8))
 
 
-def shift_sweep(root, seeds, noise=0.01, n_test=200):
-    """Optimal layer index = 3 - round(3 * shift): near tasks peak late, far ones early (the paper's direction)."""
+def shift_sweep(root, seeds, noise=0.01, n_test=200, skip=()):
+    """Optimal layer index = 3 - round(3 * shift): near tasks peak late, far ones early (the paper's direction).
+    Each source seed shifts every score by its own amount (a better or worse net). `skip`: (seed, shift, layer)
+    jobs left out (failed)."""
     rng = np.random.default_rng(0)
     job = 0
     for seed in seeds:
+        net = rng.normal(0, 0.02)
         for shift in SHIFTS:
             best = 3 - int(round(3 * shift))
             for i, layer in enumerate(LAYERS):
-                score = 0.8 - 0.1 * abs(i - best) + rng.normal(0, noise)
-                correct = (rng.random(n_test) < score)
+                score = 0.8 - 0.1 * abs(i - best) + net + rng.normal(0, noise)
+                correct = rng.random(n_test) < score
+                if (seed, shift, layer) in skip:
+                    continue
                 write_job(root / str(job), {"layer": layer, "target": "synth_shift", "shift": shift, "seed": seed,
                                             "target_seed": seed, "distance_rank": None},
-                          float(correct.mean()) if len(seeds) == 1 else score,
+                          float(correct.mean()) if len(seeds) == 1 else score, score + rng.normal(0, noise),
                           distance={"pad": 1 + shift + rng.normal(0, 0.01)}, correct=correct)
                 job += 1
     return root
 
 
-def test_three_replicates_support_the_layer_direction_with_a_ci(tmp_path):
-    df = load_results([shift_sweep(tmp_path / "sw", seeds=[0, 1, 2])])
-    table, details = findings(df, n_boot=300)
-    row = table.set_index("factor").loc["layer"]
-    assert row["effect"] == pytest.approx(-1.0, abs=0.05)
-    lo, hi = details["layer"]["ci"]
-    assert hi < 0 and row["verdict"] == "supported" and row["CI basis"].startswith("3 replicates (3 source seeds)")
-    # The band of the optimal layer per shift: fc7 (ordinal of fc7) at shift 0, conv1 at shift 1.
-    band = details["layer"]["optimal_band"]
-    assert band["synth_shift@0.0"][0] > band["synth_shift@1.0"][0]
-    assert details["distance_axis"].startswith("shift")
+def study_record(sweep, primary, min_seeds):
+    """The `report:` block a study preset puts in the sweep's multirun.yaml."""
+    (sweep / "multirun.yaml").write_text(f"report:\n  primary: {primary}\n  min_seeds: {min_seeds}\nseed: 0\n")
 
 
-def test_one_replicate_says_no_ci_and_never_supported(tmp_path):
-    sweep = shift_sweep(tmp_path / "sw", seeds=[0], noise=0.0, n_test=400)
-    df = load_results([sweep])
-    table, _ = findings(df, n_boot=200)
-    row = table.set_index("factor").loc["layer"]
-    assert row["95% CI"] == S.NO_CI and row["verdict"] == "not resolved (1 replicate)"
-    assert row["CI basis"].startswith("test images only: [")  # the per-image bootstrap still runs
+def test_four_seeds_answer_both_layer_questions_with_both_populations(tmp_path):
+    sweep = shift_sweep(tmp_path / "sw", seeds=[0, 1, 2, 3])
+    study_record(sweep, "layer_gap_shrinks", 4)
     out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"})
-    assert "1 replicate: no CI" in (out / "report.md").read_text()
+    analysis = json.loads((out / "analysis.json").read_text())
+    found = analysis["findings"]
+    assert set(found) == {"layer_gap_shrinks", "layer_optimum_shift"}  # stable ids as keys
+    gap, shift = found["layer_gap_shrinks"], found["layer_optimum_shift"]
+    assert gap["role"] == "primary" and shift["role"] == "secondary"
+    # The late-minus-early gap falls with shift (sign -1), and far tasks' best layer is an earlier one.
+    assert gap["estimate"] < -0.2 and gap["verdict"] == "supported" and gap["source seeds"] == "4"
+    assert shift["estimate"] > 0.1 and shift["verdict"] == "supported"
+    assert gap["p (Holm)"] == gap["task-level p"]  # the primary question is not adjusted
+    assert shift["p (Holm)"] == pytest.approx(S.holm([shift["task-level p"]])[0])
+    assert "these 6 tasks" in gap["population"] and "tasks like these" in gap["population"]
+    assert analysis["distance_axis"].startswith("shift") and analysis["study"]["primary"] == "layer_gap_shrinks"
+    details = analysis["findings_details"]["layer_optimum_shift"]
+    assert details["near_end"]["estimate"] < 0 and len(details["per_seed"]) == 4
+
+
+def test_markdown_and_html_show_the_same_findings(tmp_path):
+    sweep = shift_sweep(tmp_path / "sw", seeds=[0, 1, 2])
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"})
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    sections = json.loads((out / "analysis.json").read_text())["sections"]
+    findings = next(s for s in sections if s["id"] == "findings")
+    for row in findings["tables"][0]["rows"]:
+        for cell in row:
+            assert cell.replace("|", "\\|") in md and cell.replace("'", "&#x27;") in page.replace("&quot;", '"')
+    # Every section in both, in the same order.
+    assert re.findall(r"^## (.+)$", md, re.M) == re.findall(r"<h2>(.+?)</h2>", page)
+    # No primary declared: both questions are secondary and Holm-adjusted as one family.
+    found = json.loads((out / "analysis.json").read_text())["findings"]
+    raw = [found[i]["task-level p"] for i in ("layer_gap_shrinks", "layer_optimum_shift")]
+    assert [found[i]["p (Holm)"] for i in ("layer_gap_shrinks", "layer_optimum_shift")] == pytest.approx(S.holm(raw))
+
+
+def test_one_source_seed_gives_no_verdict_and_says_how_many_are_needed(tmp_path):
+    sweep = shift_sweep(tmp_path / "sw", seeds=[0], noise=0.0, n_test=400)
+    study_record(sweep, "layer_gap_shrinks", 6)
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"})
+    found = json.loads((out / "analysis.json").read_text())["findings"]
+    for row in found.values():
+        assert row["verdict"] == "no verdict: 1 source seed, needs 6 (replicates=6)"
+        assert row["seed-level 95% CI"] == "n/a"
     settings = pd.DataFrame(json.loads((out / "analysis.json").read_text())["settings_ci"])
-    assert settings["95% CI"].str.startswith("images [").all()
+    assert settings["95% CI"].str.startswith("test images [").all()  # one job per cell: over its test images
+    # Fewer seeds than the study needs, more than the floor: still no verdict.
+    sweep2 = shift_sweep(tmp_path / "sw2", seeds=[0, 1, 2, 3])
+    study_record(sweep2, "layer_gap_shrinks", 6)
+    out2 = build_report([sweep2], tmp_path / "out2", baseline={"layer": "fc7"})
+    row = json.loads((out2 / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+    assert row["verdict"] == "no verdict: 4 source seeds, needs 6 (replicates=6)"
+    assert row["seed-level 95% CI"].startswith("[")  # the interval is still shown
+    # The report's command line overrides the study's settings.
+    out3 = build_report([sweep2], tmp_path / "out3", baseline={"layer": "fc7"}, primary="null", min_seeds=3)
+    row = json.loads((out3 / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+    assert row["role"] == "secondary" and row["verdict"] == "supported"
 
 
-def test_paired_difference_and_per_setting_ci_over_replicates(tmp_path):
+def test_a_seed_missing_a_job_is_counted_as_undefined_not_dropped_silently(tmp_path):
+    sweep = shift_sweep(tmp_path / "sw", seeds=[0, 1, 2, 3], skip={(2, 0.4, "conv3")})
+    items, _ = answers(load_results([sweep]))
+    gap = next(a for a in items if a.q.id == "layer_gap_shrinks")
+    assert gap.defined == ["0", "1", "3"] and gap.undefined == ["2"]
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, min_seeds=4)
+    row = json.loads((out / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+    assert row["source seeds"] == "3 of 4 (undefined: s2)"
+    assert row["verdict"] == "no verdict: 3 of 4 source seeds defined, needs 4 (replicates=4)"
+
+
+def test_crossed_target_samples_are_averaged_within_a_source_seed(tmp_path):
+    """2 source seeds x 3 target samples: 2 replicate units, not 6."""
+    rng = np.random.default_rng(1)
+    job = 0
+    for seed in (0, 1):
+        for tseed in (0, 1, 2):
+            for shift in SHIFTS:
+                for i, layer in enumerate(LAYERS):
+                    write_job(tmp_path / "sw" / str(job), {"layer": layer, "target": "synth_shift", "shift": shift,
+                                                          "seed": seed, "target_seed": tseed},
+                              0.5 + 0.05 * i * (1 - shift) + rng.normal(0, 0.01), 0.5 + rng.normal(0, 0.01))
+                    job += 1
+    items, _ = answers(load_results([tmp_path / "sw"]))
+    gap = next(a for a in items if a.q.id == "layer_gap_shrinks")
+    assert gap.grid.seeds == ["0", "1"] and gap.grid.test.shape == (6, 4, 2)
+
+
+def test_a_confounded_factor_is_not_answered(tmp_path):
+    """A zoo: width and depth vary together (never crossed), so 'wider helps' would compare different nets."""
+    job = 0
+    for target in ("a", "b", "c"):
+        for width, depth in (("tiny", 8), ("small", 11), ("medium", 13)):
+            for seed in (0, 1, 2):
+                write_job(tmp_path / "sw" / str(job), {"target": target, "width": width, "depth": depth,
+                                                      "arch": "vgg", "seed": seed, "layer": "fc7"}, 0.5, 0.5)
+                job += 1
+    items, _ = answers(load_results([tmp_path / "sw"]))
+    assert {a.q.id: a.reason for a in items} == {
+        "width_helps": "not answered: width is not crossed with depth (different nets, not one factor)",
+        "depth_helps": "not answered: depth is not crossed with width (different nets, not one factor)"}
+
+
+def test_gain_of_choosing_on_val_over_the_baseline(tmp_path):
     df = load_results([shift_sweep(tmp_path / "sw", seeds=[0, 1, 2, 3], noise=0.01)])
-    table = setting_table(df, baseline={"layer": "fc7"}, n_boot=300)
-    far = table[(table["task"] == "synth_shift@1.0") & (table["best"] == "best")].iloc[0]
-    # Best conv1 (0.8) vs baseline fc7 (0.5): a paired difference of 0.3 whose CI excludes 0.
+    table = setting_table(df, baseline={"layer": "fc7"})
+    far = table[(table["task"] == "synth_shift@1.0") & table["role"].str.startswith("best on val")].iloc[0]
+    # conv1 (0.8) vs baseline fc7 (0.5): each seed's val-chosen layer is conv1, a gain of 0.3 with a t interval.
     assert far["setting"] == "conv1" and far["best - baseline"] == pytest.approx(0.3, abs=0.03)
     lo, hi = (float(v) for v in far["diff 95% CI"].strip("[]").split(","))
     assert 0.2 < lo <= hi < 0.4
-    assert (table["replicates"] == 4).all()
+    assert (table["source seeds"] == 4).all()
+
+
+def test_val_score_is_derived_from_the_record_so_old_results_have_it():
+    old = Result.from_dict({"status": "ok", "config_hash": "x", "metrics": {
+        "target_score": 0.7, "best_C": 0.1, "val_scores": {"0.01": 0.5, "0.1": 0.62, "1.0": 0.6}}})
+    assert old.row("j")["val_score"] == pytest.approx(0.62)
+    assert "val_scores" not in old.row("j")  # the dict itself stays out of the flat table
+    assert Result.from_dict({"status": "ok", "config_hash": "x", "metrics": {"target_score": 0.7}}).row("j")[
+        "val_score"] is None
 
 
 def test_measured_distance_orders_tasks_when_there_is_no_shift(tmp_path):
@@ -92,29 +194,35 @@ def test_measured_distance_orders_tasks_when_there_is_no_shift(tmp_path):
     assert df.attrs["distance_axis"].startswith("measured")
     assert df["distance_rank"].isna().all()  # ranks describe the synthetic source, not this one
     out = build_report([tmp_path / "sw"], tmp_path / "out")
-    per_task = json.loads((out / "analysis.json").read_text())["per_task"]
-    assert [r["target"] for r in per_task] == ["near", "mid", "far"]
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert [r["target"] for r in analysis["per_task"]] == ["near", "mid", "far"]
+    # Every section names the same distance: the one the tables were computed from.
+    sections = {s["id"]: s for s in analysis["sections"]}
+    axis = analysis["distance_axis"]
+    assert axis.startswith("measured proxy A-distance")
+    assert f"Distance axis of this report: {axis}." in sections["measured-distance"]["notes"]
+    assert sections["findings"]["notes"][0].startswith(f"Distance axis: {axis}.")
+    page = (out / "report.html").read_text()
+    assert "distance_rank and" not in page and "Not measured" not in page
 
 
 def test_verdict_rules():
-    assert S.verdict(0.3, 0.1, 0.5, +1, replicates=3) == "supported"
-    assert S.verdict(0.3, 0.1, 0.5, -1, replicates=3) == "contradicted"
-    assert S.verdict(0.3, -0.1, 0.5, +1, replicates=3) == "not resolved (CI includes 0)"
-    assert S.verdict(0.3, 0.1, 0.5, +1, replicates=1) == "not resolved (1 replicate)"
+    v = lambda side, p, sign: str(S.verdict(side, p, sign, +1))  # noqa: E731
+    assert v(1, 0.01, 1) == "supported"
+    assert v(-1, 0.01, -1) == "contradicted"
+    assert v(1, 0.3, 1) == "these tasks only"  # over seeds yes, over tasks not shown
+    assert v(-1, 0.3, -1) == "opposite, these tasks only"
+    assert v(0, 0.001, 1) == "not resolved"  # the seed-level interval includes 0
+    assert v(1, 0.01, -1) == "these tasks only"  # the task-level test points the other way: no support
 
 
-def test_few_replicates_get_a_t_interval_not_their_range():
-    """3 replicates: a percentile bootstrap would return min..max (~75% coverage); the t interval is wider."""
-    mean, lo, hi = S.mean_ci(np.array([0.1, 0.5, 0.9]))
-    assert mean == pytest.approx(0.5) and lo < 0.1 and hi > 0.9
-    assert (hi - mean) == pytest.approx(4.303 * 0.4 / np.sqrt(3), rel=1e-3)  # t(0.975, 2) x sd / sqrt(n)
-    assert np.isnan(S.mean_ci(np.array([0.7]))[1:]).all()  # one value: no CI
+def test_undefined_per_seed_values_give_nan_not_a_smaller_sample():
+    mean, lo, hi, p = S.t_interval(np.array([-0.9, -0.85, np.nan, np.nan]))
+    assert math.isnan(mean) and math.isnan(lo) and math.isnan(p)
 
 
-def test_undefined_effects_and_single_source_seeds_get_no_verdict():
-    assert S.verdict(float("nan"), 0.2, 0.8, +1, replicates=3) == "not resolved (no CI)"
-    assert S.verdict(0.5, 0.2, 0.8, +1, replicates=3, source_seeds=1) == "not resolved (1 source seed)"
-    assert S.verdict(-0.1, 0.2, 0.8, +1, replicates=3, source_seeds=3) == "supported"  # the CI's side decides
-    # Too many undefined resamples (a constant optimum gives a NaN rho): no CI rather than one from the survivors.
-    assert np.isnan(S.percentile_ci(np.r_[np.full(10, np.nan), np.linspace(0.1, 0.9, 90)])[0])
-    assert np.isfinite(S.percentile_ci(np.r_[np.full(2, np.nan), np.linspace(0.1, 0.9, 98)])[0])
+def test_power_table_seeds_needed():
+    assert S.seeds_for_power(0.0, 0.1) == math.inf
+    assert S.seeds_for_power(1.0, 0.01) == 2.0
+    n = S.seeds_for_power(0.05, 0.05)  # effect = 1 SD: a two-sided t test at 0.05 needs 10 for 80%
+    assert n == 10.0

@@ -10,7 +10,7 @@ import pytest
 
 from src.report import analysis as A
 from src.report.build import build_report
-from src.report.html import SECTIONS
+from src.report.sections import SECTIONS
 from src.report.plots import figures, layer_axis
 from tests.services.chromium import dump_dom, screenshot
 
@@ -51,12 +51,12 @@ def test_report_html_renders_every_section_and_image_in_chromium(fake_sweep, tmp
     assert n_png >= 3 and int(check.group(1)) == int(check.group(2)) == n_png  # every plot the report wrote
     parsed = Sections()
     parsed.feed(dom)
-    assert list(parsed.text) == [sid for sid, _, _ in SECTIONS]
+    assert list(parsed.text) == [sid for sid, _, _, _ in SECTIONS]
     text = parsed.text
     assert "farthest" in text["per-task"] and "conv3" in text["per-task"]
     assert "structured" in text["best-practice"]
-    assert "-1" in text["factor-distance"]  # rho of the fixture's optimal layers vs distance
-    assert "1 replicate: no CI" in text["findings"] and "not resolved" in text["findings"]  # one seed: no verdict
+    assert "farthest=conv3" in text["optimal"]  # each task's optimal layer, described
+    assert "no verdict: 1 source seed, needs 3" in text["findings"]  # one seed: an estimate, no verdict
     assert "logme" in text["estimator-agreement"] and "nce" in text["estimator-agreement"]
     assert "layer='conv9' does not exist" in text["failed-jobs"]
     assert "python -m src.main -m layer=conv3,conv5,fc6,fc7 target=near" in text["command"]
@@ -76,7 +76,7 @@ def _fake_sweep(n_targets: int) -> pd.DataFrame:
 @pytest.mark.parametrize("n_targets", [7, 20])
 def test_plots_have_titles_labels_and_a_legend_clear_of_the_data(n_targets):
     df = _fake_sweep(n_targets)
-    figs = dict(figures(df, A.factor_distance(df)))
+    figs = dict(figures(df, A.optimal_settings(df)))
     assert set(figs) == {"score_vs_layer", "heatmap_layer", "optimal_layer_vs_distance"}
     for name, fig in figs.items():
         fig.canvas.draw()

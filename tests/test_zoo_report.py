@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from src.report.zoo import zoo_agreement, zoo_markdown
+from src.report import stats as S
+from src.report.zoo import calls, decide, inference, zoo_agreement, zoo_content
 
 
 def _zoo_frame():
@@ -21,7 +22,8 @@ def _zoo_frame():
 
 
 def test_taus_regret_and_margins():
-    res = zoo_agreement(_zoo_frame(), n_boot=200)
+    res = zoo_agreement(_zoo_frame())
+    decide(res, S.holm(calls(res)))
     wtau, ktau, regret = res["weighted_tau"], res["kendall_tau"], res["regret"]
     assert res["nets_per_target"] == {"t1": 4, "t2": 4, "t3": 4}
     assert np.allclose(wtau.loc["oracle"], 1.0) and np.allclose(ktau.loc["oracle"], 1.0)
@@ -36,10 +38,15 @@ def test_taus_regret_and_margins():
     assert ktau.loc["source_val_acc", "t2"] == pytest.approx(stats_tau([0.1, 0.2, 0.3, 0.4], [0.9, 0.4, 0.6, 0.5]))
     m = res["margins"].set_index("estimator")
     assert m.loc["reversed", "margin_mean"] < 0 and not m.loc["reversed", "beats_baseline"]
+    assert m.loc["reversed", "p_holm"] >= m.loc["reversed", "p"]  # adjusted over the 2 x 3 margins and comparisons
     summary = res["summary"].set_index("estimator")
     assert summary.loc["oracle", "ci_low"] == pytest.approx(1.0) and summary.loc["oracle", "ci_high"] == pytest.approx(1.0)
-    md = "\n".join(zoo_markdown(res))
-    assert "| oracle |" in md and "source_val_acc (static)" in md and "source val accuracy" in md
+    notes, tables = zoo_content(res)
+    first = tables[0][1]
+    assert "oracle" in set(first["estimator"]) and "source_val_acc (static)" in set(first["estimator"])
+    assert "source val accuracy" in set(tables[1][1]["baseline"])
+    # 3 targets: the top estimator's lead over the others cannot be established, so no best is named
+    assert res["best"] is None and any(n.startswith("No best estimator: ") and "tied with it" in n for n in notes)
 
 
 def stats_tau(a, b):
@@ -64,7 +71,22 @@ def test_fine_tuning_is_a_second_ground_truth_for_the_same_estimates():
     tuned = tuned.drop(columns=[c for c in tuned if c.startswith("tr_")])  # fine-tuned runs record no estimates
     both = pd.concat([df, tuned], ignore_index=True)
     assert ground_truths(both) == ["finetune=last", "probe"]
-    probe, ft = zoo_agreement(both, "probe", n_boot=50), zoo_agreement(both, "finetune=last", n_boot=50)
+    probe, ft = zoo_agreement(both, "probe"), zoo_agreement(both, "finetune=last")
     assert np.allclose(probe["weighted_tau"].loc["oracle"], 1.0)
     assert np.allclose(ft["weighted_tau"].loc["oracle"], -1.0)
-    assert "(ground truth: finetune=last)" in "\n".join(zoo_markdown(ft))
+    assert "(ground truth: finetune=last)" in zoo_content(ft)[1][0][0]
+
+
+def test_a_best_estimator_is_named_only_when_it_beats_every_other_one():
+    rng = np.random.default_rng(0)
+    targets = [f"t{j}" for j in range(8)]
+    base = rng.normal(0.3, 0.1, size=8)
+    taus = {"strong": np.clip(base + 0.5, -1, 1), "weak": base, "weaker": base - 0.05 + rng.normal(0, 0.02, 8),
+            "source_val_acc": base - 0.1}
+    res = inference(pd.DataFrame(taus, index=targets).T + rng.normal(0, 0.01, (4, 8)))
+    decide(res, S.holm(calls(res)))
+    assert res["best"] == "strong"
+    taus["rival"] = taus["strong"] + rng.normal(0, 0.05, 8)  # as good as the top one: a tie, not a best
+    res = inference(pd.DataFrame(taus, index=targets).T)
+    decide(res, S.holm(calls(res)))
+    assert res["best"] is None and set(res["tied_with_top"]) == {"strong", "rival"}

@@ -21,13 +21,13 @@ from src.cache import Store, make_key
 from src.keys import distance_payload
 from src.features.extract import load_features
 from src.models.registry import get_arch
+from src.record import PRIMARY_DISTANCE
 from src.transferability.distance import DISTANCES, domain_distances
 
 # The layer is the family's `distance_layer` (src.models.registry): an early conv layer, global-average pooled.
 # Early layers see what the shift family moves (colour, texture frequency, outline, clutter) and are shared by
 # every class, so a target's distance does not depend on whether its classes happen to resemble the source's
 # (docs/statistics.md: why the proxy A-distance at conv2).
-PRIMARY = "pad"  # the measure the report orders and correlates by (see README: why)
 
 
 def distance_defined(cfg, plan) -> bool:
@@ -47,7 +47,7 @@ def measure_distance(store: Store, plan, source_val: Path, features: Path,
         splits = sorted(p.name for p in features.iterdir() if p.is_dir())
         target_x = np.concatenate([load_features(features, s, plan.spec, layer, "avg")[0] for s in splits])
         values = domain_distances(source_x, target_x, seed=0)
-        (tmp / "distance.json").write_text(json.dumps({"layer": layer, "primary": PRIMARY, **values,
+        (tmp / "distance.json").write_text(json.dumps({"layer": layer, "primary": PRIMARY_DISTANCE, **values,
                                                        "n_source": len(source_x), "n_target": len(target_x)}))
 
     entry, hit = store.get_or_build("distance", payload, build)

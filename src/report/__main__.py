@@ -1,4 +1,5 @@
 """python -m src.report <sweep dir> [<sweep dir> ...] [--out DIR] [--baseline factor=value ...] [--distance]
+                       [--primary FINDING_ID] [--min-seeds N]
 
 Reads every result.json (ok and failed) under the sweep dirs and writes results.csv, report.md, report.html
 (self-contained: open it in any browser), analysis.json and PNG plots to --out (default: the first sweep dir's
@@ -24,10 +25,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--distance", action="store_true",
                     help="also measure each target's distance from the source (LogME on cached features)")
     ap.add_argument("--cache-dir", default=None, help="artifact cache (default: $TRANSFER_CACHE_DIR or .cache)")
+    ap.add_argument("--primary", default=None, metavar="FINDING_ID",
+                    help="the question the sweep was designed to test, not Holm-adjusted (default: the study's "
+                         "report.primary; 'null' for none)")
+    ap.add_argument("--min-seeds", type=int, default=None,
+                    help="source seeds a verdict needs (default: the study's report.min_seeds)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir)
+        out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir,
+                           args.primary, args.min_seeds)
     except Exception as e:  # noqa: BLE001  (one line for the user; HYDRA_FULL_ERROR=1 as for src.main)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -1,5 +1,6 @@
-"""The paper's analyses on a results table: best settings per task and task group, relative error reduction
-over a baseline, factor-vs-distance rank correlations, and estimator-vs-probe agreement.
+"""The paper's descriptive analyses on a results table: best settings per task and task group (chosen on val),
+relative error reduction over a baseline, each task's optimal setting, and estimator-vs-probe agreement. The
+inference (which directions hold) is src.report.findings.
 
 All functions take the flat table of `src.report.collect.load_results` (one row per job).
 """
@@ -87,13 +88,28 @@ def replicate(ok: pd.DataFrame) -> pd.Series:
     return "s" + seed + "/t" + tseed
 
 
-def score_by_setting(df: pd.DataFrame, factor: str) -> pd.DataFrame:
-    """target x setting matrix: the best score over every other factor, for each setting of `factor` and each
-    replicate, averaged over replicates (a setting is never 'best' because one seed happened to be lucky)."""
+def selection_score(ok: pd.DataFrame) -> tuple[pd.Series, list[str]]:
+    """The score a setting is chosen on, and the targets where it is not a val score. Each job's val score (the
+    chosen C's), so that a test score is never both the selector and the estimate; a job without one (a retrieval
+    target's probe has no C search, an estimator-only run) falls back on its test score, and the report names
+    those targets."""
+    test = ok["target_score"].astype(float)
+    name = "task" if "task" in ok else "target"
+    val = ok["val_score"].astype(float) if "val_score" in ok else pd.Series(np.nan, index=ok.index)
+    missing = val.isna()
+    return val.where(~missing, test), sorted(map(str, ok.loc[missing, name].unique())) if name in ok else []
+
+
+def score_by_setting(df: pd.DataFrame, factor: str, score: str = "target_score") -> pd.DataFrame:
+    """target x setting matrix, per setting of `factor` and replicate the job chosen on val among the other
+    factors' settings, its `score` (target_score, or val_score) averaged over replicates."""
     ok = ok_rows(df).copy()
     ok["_setting"], ok["_rep"] = ok[factor].astype(object), replicate(ok)
-    best = ok.groupby(["target", "_setting", "_rep"])["target_score"].max()
-    table = best.groupby(level=["target", "_setting"]).mean().unstack("_setting")
+    ok["_select"], _ = selection_score(ok)
+    chosen = ok.loc[ok.groupby(["target", "_setting", "_rep"])["_select"].idxmax()]
+    column = "_select" if score == "val_score" else score
+    table = chosen.groupby(["target", "_setting", "_rep"])[column].mean().groupby(
+        level=["target", "_setting"]).mean().unstack("_setting")
     order = [t for t in task_table(df)["target"] if t in table.index]
     return table.loc[order, sort_values(factor, list(table.columns))]
 
@@ -110,25 +126,25 @@ def matches(row: pd.Series, baseline: dict[str, Any], factors: list[str]) -> boo
 
 
 def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
-    """Per target: the best setting (of every swept factor together) and its score, the baseline's score, the
-    relative error reduction; with replicates, scores are means over them."""
+    """Per target: the setting (of every swept factor together) with the best mean val score over replicates and
+    its mean test score, the baseline's, and the relative error reduction."""
     ok, factors = ok_rows(df).copy(), swept_factors(df)
     ok["_rep"] = replicate(ok)
+    ok["_select"], _ = selection_score(ok)
     rows = []
     for _, task in task_table(df).iterrows():
         jobs = ok[ok["target"] == task["target"]]
         keys = [f for f in factors if f in jobs]
-        # One score per setting: the mean over replicates (of the best job per replicate, for unswept duplicates).
-        if keys:
-            per_rep = jobs.groupby([*keys, "_rep"], dropna=False)["target_score"].max()
-            means = per_rep.groupby(level=keys, dropna=False).mean()
-            top = means.idxmax()
-            top = top if isinstance(top, tuple) else (top,)
-            best = {**dict(zip(keys, top)), "target_score": float(means.max())}
+        if keys:  # per setting and replicate the job chosen on val (unswept duplicates), then means over them
+            chosen = jobs.loc[jobs.groupby([*keys, "_rep"], dropna=False)["_select"].idxmax()]
+            means = chosen.groupby(keys, dropna=False)[["_select", "target_score"]].mean()
+            top = means["_select"].idxmax()
+            best = {**dict(zip(keys, top if isinstance(top, tuple) else (top,))),
+                    "target_score": float(means.loc[top, "target_score"])}
         else:
             best = {"target_score": float(jobs.groupby("_rep")["target_score"].max().mean())}
         base = jobs[jobs.apply(matches, axis=1, baseline=baseline, factors=factors)]
-        base_score = float(base.groupby("_rep")["target_score"].max().mean()) if len(base) else math.nan
+        base_score = float(base.groupby("_rep")["target_score"].mean().mean()) if len(base) else math.nan
         rows.append({
             "target": task["target"], "group": task["group"], "distance_rank": task["distance_rank"],
             **({"distance": task["distance"]} if "distance" in task else {}),
@@ -148,17 +164,19 @@ def relative_error_reduction(base_score: float, best_score: float) -> float:
 
 
 def best_practice(df: pd.DataFrame) -> pd.DataFrame:
-    """Per task group and swept factor: the setting with the highest mean (over the group's tasks) best score."""
+    """Per task group and swept factor: the setting with the highest mean val score over the group's tasks, and
+    its mean test score."""
     tasks = task_table(df).set_index("target")
     rows = []
     for factor in swept_factors(df):
-        table = score_by_setting(df, factor)
+        test, val = score_by_setting(df, factor), score_by_setting(df, factor, "val_score")
         for group, members in tasks.groupby("group", sort=False):
-            sub = table.loc[[t for t in members.index if t in table.index]]
-            means = sub.mean(axis=0, skipna=True)
-            if means.notna().any():
-                rows.append({"group": group, "factor": factor, "best": means.idxmax(),
-                             "mean_score": float(means.max()), "tasks": len(sub)})
+            names = [t for t in members.index if t in test.index]
+            means, chooser = test.loc[names].mean(axis=0), val.loc[names].mean(axis=0)
+            if chooser.notna().any():
+                top = chooser.idxmax()
+                rows.append({"group": group, "factor": factor, "best": top, "mean_score": float(means[top]),
+                             "tasks": len(names)})
     out = pd.DataFrame(rows)
     if len(out):
         order = {g: i for i, g in enumerate(tasks.sort_values(distance_column(tasks))["group"].unique())}
@@ -166,23 +184,19 @@ def best_practice(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def factor_distance(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """For each swept ordinal factor: Spearman rho (and p) between distance and the optimal setting."""
+def optimal_settings(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """For each swept ordinal factor: each task's optimal setting (best mean val score over replicates) and its
+    distance. A description: whether the optimum moves with distance is a finding (src.report.findings), with
+    the statistic and the inference that question needs."""
     out = {}
     tasks = task_table(df).set_index("target")
     for factor in swept_factors(df):
         if factor not in ORDINAL:
             continue
-        table = score_by_setting(df, factor)
-        optimal = table.idxmax(axis=1)
+        optimal = score_by_setting(df, factor, "val_score").idxmax(axis=1)
         x = tasks.loc[optimal.index, distance_column(tasks)].astype(float).to_numpy()
-        y = np.array([ordinal(factor, v) for v in optimal])
-        entry = {"optimal": {t: _plain(v) for t, v in optimal.items()},
-                 "distance": {t: float(d) for t, d in zip(optimal.index, x)}, "rho": math.nan, "p": math.nan}
-        if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-            res = stats.spearmanr(x, y)
-            entry.update(rho=float(res.statistic), p=float(res.pvalue))
-        out[factor] = entry
+        out[factor] = {"optimal": {t: _plain(v) for t, v in optimal.items()},
+                       "distance": {t: float(d) for t, d in zip(optimal.index, x)}}
     return out
 
 

@@ -12,11 +12,14 @@ import numpy as np
 import pandas as pd
 
 from src.report import analysis as A
-from src.report import zoo as Z
 from src.report import findings as F
+from src.report import stats as S
+from src.report import zoo as Z
 from src.report.collect import load_results
 from src.report.html import write_html
 from src.report.plots import write_plots
+from src.report.sections import Section, filled, render_md
+from src.report.study import Study, read_study, sweep_record
 
 
 def default_baseline() -> dict[str, Any]:
@@ -51,17 +54,6 @@ def parse_baseline(pairs: list[str]) -> dict[str, Any]:
             raise SystemExit(f"error: --baseline {pair!r} must be factor=value with a factor in: {', '.join(A.FACTORS)}")
         base[key] = value
     return base
-
-
-def md_table(df: pd.DataFrame, floatfmt: str = ".3f") -> str:
-    def fmt(v: Any) -> str:
-        if isinstance(v, float):
-            return "" if math.isnan(v) else format(v, floatfmt)
-        return str(v)
-
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def _source_val_features(cache_dir: Path, jobs: pd.DataFrame, tap: str) -> np.ndarray | None:
@@ -108,7 +100,10 @@ def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
 
 
 def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict[str, Any] | None = None,
-                 distance: bool = False, cache_dir: Path | None = None) -> Path:
+                 distance: bool = False, cache_dir: Path | None = None, primary: str | None = None,
+                 min_seeds: int | None = None) -> Path:
+    """Write the report of the sweeps in `dirs` to `out` (default: <first dir>/report). `primary`/`min_seeds`
+    override the study's `report.primary` / `report.min_seeds` from the sweep's Hydra record."""
     dirs = [Path(d) for d in dirs]
     missing = [str(d) for d in dirs if not d.exists()]
     if missing:
@@ -116,6 +111,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     df = load_results(dirs)
     if df.empty:  # checked before creating the output dir, so a failed report leaves nothing behind
         raise SystemExit(f"error: no result.json under {', '.join(map(str, dirs))}")
+    study = read_study(dirs, primary, min_seeds)
     out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
     df = F.with_task_axes(df)  # each synth_shift shift is a task; tasks ordered by shift or measured distance
@@ -123,85 +119,146 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     baseline = baseline if baseline is not None else default_baseline()
     factors = A.swept_factors(df)
     n_ok = int((df["status"] == "ok").sum())
-    md = [f"# Transfer report\n", f"Sweeps: {', '.join(map(str, dirs))}  ",
-          f"Jobs: {len(df)} ({n_ok} ok, {len(df) - n_ok} failed)  ",
-          f"Swept factors: {', '.join(factors) or 'none'}  ",
-          "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a") + "\n"]
-    analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors}}
+    sec = {sid: Section(sid) for sid in ("summary", "findings", "per-task", "best-practice", "optimal", "settings",
+                                         "estimator-agreement", "zoo", "selection-regret", "measured-distance",
+                                         "plots", "failed-jobs", "command")}
+    sec["summary"].notes += [
+        f"Sweeps: {', '.join(map(str, dirs))}", f"Jobs: {len(df)} ({n_ok} ok, {len(df) - n_ok} failed)",
+        f"Swept factors: {', '.join(factors) or 'none'}",
+        "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a")]
+    analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors},
+                                "study": {"primary": study.primary, "min_seeds": study.min_seeds,
+                                          "read_from": study.source}}
     if n_ok and "target_score" in df:
         pt = A.per_task(df, baseline)
-        md += ["## Per task (ordered by distance from the source)\n",
-               "Best setting of each swept factor (with replicates: the best mean over them), its score, the baseline's "
-               "score, and the relative error reduction (err_base - err_best) / err_base.\n", md_table(pt), ""]
+        sec["per-task"].table(pt)
         bp = A.best_practice(df)
-        if len(bp):
-            md += ["## Best practice per task group\n",
-                   "For each factor, the setting with the highest mean score over the group's tasks (other factors "
-                   "at their best).\n", md_table(bp), ""]
-        fd = A.factor_distance(df)
-        if fd:
-            md += ["## Optimal setting vs distance from the source\n",
-                   f"Spearman correlation between a task's distance ({df.attrs.get('distance_axis', 'distance_rank')}) "
-                   "and the ordinal of its optimal setting "
-                   "(positive: farther tasks prefer later layers / wider / deeper / more components).\n",
-                   md_table(pd.DataFrame([{"factor": f, "rho": e["rho"], "p": e["p"],
-                                           "optimal per task": ", ".join(f"{t}={v}" for t, v in e["optimal"].items())}
-                                          for f, e in fd.items()])), ""]
+        sec["best-practice"].table(bp)
+        optimal = A.optimal_settings(df)
+        sec["optimal"].table([{"factor": f, "optimal per task (distance)": ", ".join(
+            f"{t}={v} ({e['distance'][t]:.3g})" for t, v in e["optimal"].items())} for f, e in optimal.items()])
         ea = A.estimator_agreement(df)
-        if len(ea):
-            md += ["## Transferability estimators vs measured probe score\n",
-                   "Kendall tau between each estimate (computed from the features, no training) and the test score.\n",
-                   md_table(ea), ""]
-        analysis.update(per_task=pt.to_dict("records"), best_practice=bp.to_dict("records"), factor_distance=fd,
-                        estimator_agreement=ea.to_dict("records"))
-        for truth in Z.ground_truths(df):  # several source nets per target: the papers' ranking table
-            zoo = Z.zoo_agreement(df, truth)
-            md += Z.zoo_markdown(zoo)
+        sec["estimator-agreement"].table(ea)
+        analysis.update(per_task=pt.to_dict("records"), best_practice=bp.to_dict("records"),
+                        optimal_settings=optimal, estimator_agreement=ea.to_dict("records"))
+        zoos = {truth: Z.zoo_agreement(df, truth) for truth in Z.ground_truths(df)}  # several nets per target
+        items, kind = F.answers(df, study.primary)
+        family = _adjust(items, zoos)
+        _findings(sec["findings"], items, kind, study, analysis, out, family)
+        for truth, zoo in zoos.items():
+            notes, tables = Z.zoo_content(zoo)
+            sec["zoo"].notes += notes
+            for caption, t in tables:
+                sec["zoo"].table(t, caption)
             if zoo:
                 analysis.setdefault("estimator_zoo", {})[truth] = Z.zoo_json(zoo)
         regret = Z.selection_regret(df)
         if len(regret):
             mean = regret.groupby("estimator")["regret"].mean().sort_values()
-            md += ["## Picking by an estimator instead of the probe\n",
-                   "Per target, the job an estimator ranks first (what `objective=<estimator>` in a search picks) "
-                   "and its regret: best probe score minus the picked job's probe score. Mean regret: "
-                   + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()) + "\n", md_table(regret), ""]
+            sec["selection-regret"].notes.append("Mean regret: " + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()))
+            sec["selection-regret"].table(regret)
             analysis["selection_regret"] = regret.to_dict("records")
-        f_md, f_analysis = F.findings_section(df, baseline, out, md_table)
-        md += f_md
-        analysis.update(f_analysis)
-        plots = write_plots(df, out, fd)
-        md += ["## Plots\n"] + [f"![{p}]({p})" for p in plots] + [""]
+        settings = F.setting_table(df, baseline)
+        sec["settings"].table(settings)
+        analysis["settings_ci"] = settings.to_dict("records")
+        sec["plots"].images += write_plots(df, out, optimal)
+    sec["measured-distance"].notes.append(f"Distance axis of this report: {df.attrs.get('distance_axis', 'none')}.")
     if distance:
-        import os
-
-        import src
-
-        cache = Path(cache_dir or os.environ.get("TRANSFER_CACHE_DIR", src.REPO_ROOT / ".cache"))
-        md_df = measured_distance(df, cache)
-        if len(md_df):
-            from scipy import stats
-
-            rhos: dict[str, dict] = {}
-            for key, g in md_df.groupby("source_key"):
-                for measure in ("logme_distance", "frechet"):
-                    sub = g[["distance_rank", measure]].dropna()
-                    if len(sub) >= 3:
-                        r = stats.spearmanr(sub["distance_rank"], sub[measure])
-                        rhos.setdefault(key, {})[measure] = {"rho": float(r.statistic), "p": float(r.pvalue)}
-            agreement = "; ".join(f"source {k[:8]} {m}: Spearman rho={v['rho']:.2f} (p={v['p']:.3g})"
-                                  for k, ms in rhos.items() for m, v in ms.items())
-            md += ["## Measured distance from the source\n",
-                   "Two distances computed from the source net itself at its penultimate layer: 1 - normalised LogME "
-                   "of the target (how well the features explain its labels) and the Frechet distance between the "
-                   "source task's val features and the target's (how far its images sit from the source's), against "
-                   "the a priori distance_rank. " + agreement + "\n", md_table(md_df), ""]
-            analysis["measured_distance"] = {"table": md_df.to_dict("records"), "spearman": rhos}
+        _measured_distance(sec["measured-distance"], df, cache_dir, analysis)
+    else:
+        sec["measured-distance"].notes.append("LogME and Frechet distances at the penultimate layer: not computed "
+                                              "(python -m src.report DIR --distance).")
     failed = df[df["status"] != "ok"]
     if len(failed):
-        cols = [c for c in ("job_dir", "error_type", "error_message") if c in failed]
-        md += ["## Failed jobs\n", md_table(failed[cols]), ""]
-    (out / "report.md").write_text("\n".join(md))
-    (out / "analysis.json").write_text(json.dumps(analysis, indent=1, default=A._plain))
-    write_html(out, dirs)
+        sec["failed-jobs"].table(failed[[c for c in ("job_dir", "error_type", "error_message") if c in failed]])
+    for d in dirs:
+        cmd, config = sweep_record(d)
+        sec["command"].code += [{"caption": str(d), "text": cmd, "fold": False}] + (
+            [{"caption": "config", "text": config, "fold": True}] if config else [])
+    analysis["sections"] = filled(sec)
+    _write(out / "analysis.json", json.dumps(analysis, indent=1, default=_json_default))
+    _write(out / "report.md", render_md(analysis["sections"]))
+    write_html(out, analysis)
     return out
+
+
+def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> str:
+    """One Holm family per report: every secondary question's task-level p and every zoo call (the primary
+    question is tested at the full level). Returns what the family holds, for the findings' note."""
+    family = F.family_pvalues(items)
+    zoo_ps = {truth: Z.calls(z) for truth, z in zoos.items()}
+    everything = family + [p for ps in zoo_ps.values() for p in ps]
+    adjusted = S.holm(everything)
+    for a, p in zip(items, adjusted):
+        a.task_p_adjusted = p
+    start = len(family)
+    for truth, ps in zoo_ps.items():
+        Z.decide(zoos[truth], adjusted[start:start + len(ps)])
+        start += len(ps)
+    n_q, n_z = sum(math.isfinite(p) for p in family), sum(math.isfinite(p) for p in everything[len(family):])
+    return (f"Holm family: {n_q} secondary question{'s' if n_q != 1 else ''}"
+            + (f" and {n_z} estimator-zoo calls (this sweep ranks several nets or layers per target)" if n_z else "")
+            + ".")
+
+
+def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, analysis: dict, out: Path,
+              family: str) -> None:
+    from src.report.findings_plots import findings_plots
+
+    need = max(S.MIN_SEEDS, study.min_seeds)
+    seeds = sorted({len(a.grid.seeds) for a in items})
+    section.notes.append(
+        f"Distance axis: {kind}. Source seeds: {', '.join(map(str, seeds)) or 'n/a'}; a verdict needs {need} "
+        f"(report.min_seeds{' from ' + study.source if study.min_seeds else ''}; never fewer than {S.MIN_SEEDS}). "
+        + (f"Primary question: {study.primary} (not adjusted)." if study.primary in {a.q.id for a in items}
+           else f"The primary question ({study.primary}) is not one this sweep answers: every question is "
+                "Holm-adjusted." if study.primary
+           else "No primary question declared (report.primary): every question is Holm-adjusted.") + " " + family)
+    rows = [F.row(a, study.min_seeds) for a in items]
+    table = pd.DataFrame(rows)
+    if len(table):
+        section.table(table[F.COLUMNS])
+        section.table(table[["id", "question", "measured as"]], "What each question measures")
+        section.after += F.notes(items)
+    details = {a.q.id: F.details(a) for a in items}
+    section.images += findings_plots(details, kind, out)
+    analysis.update(findings={r["id"]: r for r in rows}, findings_details=details, distance_axis=kind,
+                    source_seeds=seeds)
+
+
+def _measured_distance(section: Section, df: pd.DataFrame, cache_dir, analysis: dict) -> None:
+    import os
+
+    import src
+    from scipy import stats
+
+    cache = Path(cache_dir or os.environ.get("TRANSFER_CACHE_DIR", src.REPO_ROOT / ".cache"))
+    md_df = measured_distance(df, cache)
+    if not len(md_df):
+        return
+    rhos: dict[str, dict] = {}
+    for key, g in md_df.groupby("source_key"):
+        for measure in ("logme_distance", "frechet"):
+            sub = g[["distance_rank", measure]].dropna()
+            if len(sub) >= 3:
+                r = stats.spearmanr(sub["distance_rank"], sub[measure])
+                rhos.setdefault(key, {})[measure] = {"rho": float(r.statistic), "p": float(r.pvalue)}
+    if rhos:
+        section.notes.append("; ".join(f"source {k[:8]} {m}: Spearman rho={v['rho']:.2f} (p={v['p']:.3g})"
+                                       for k, ms in rhos.items() for m, v in ms.items()))
+    section.table(md_df)
+    analysis["measured_distance"] = {"table": md_df.to_dict("records"), "spearman": rhos}
+
+
+def _json_default(v: Any) -> Any:
+    if hasattr(v, "item"):
+        return v.item()
+    if isinstance(v, (set, frozenset)):
+        return sorted(v)
+    return str(v)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

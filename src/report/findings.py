@@ -1,14 +1,15 @@
-"""Replicates, confidence intervals and the findings table: what a sweep says about the paper's directions.
+"""The findings table: what a sweep says about the paper's directions, one row per question (src.report.questions).
 
-Reads the flat results table (src.report.collect) plus each job's `test_correct.npy` (1/0 per test image); never
-recomputes features or scores. Terms:
-  task       a target at one distance: `synth_shift@0.4` for the shift family, else the target's name
-  distance   the x-axis: `shift` when every task has one; else the measured distance from the sweep's source
-             net(s) (metrics.distance, the PRIMARY measure, averaged over the sweep's jobs of that task); else
-             `distance_rank`, but only for the synthetic source it describes
-  replicate  one (seed, target_seed) pair; the CIs resample replicates (all tasks together, since one seed's
-             source net serves every task), or, with a single replicate, each task's test images
-A factor's score for (task, setting, replicate) is its best job over the other swept factors.
+Reads the flat results table (src.report.collect) and, for a sweep with one job per setting, each job's
+`test_correct.npy`; never recomputes features or scores. Terms:
+  task         a target at one distance: `synth_shift@0.4` for the shift family, else the target's name
+  distance     the x-axis: `shift` when every task has one; else the measured distance from the sweep's source
+               net(s) (`metrics.distance`, src.record.PRIMARY_DISTANCE, averaged over the task's jobs); else
+               `distance_rank`, but only for the synthetic source it describes
+  source seed  the replicate unit: one source net (`seed`); the target samples under it (`target.data.seed`)
+               are averaged within it, so a crossed seed x target-seed design never counts a net twice
+A question's score for (task, setting, source seed) is the mean over that seed's target samples of the job chosen
+on val among the other swept factors' settings (one job when only the question's factor is swept).
 """
 
 from __future__ import annotations
@@ -16,46 +17,41 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from src.record import PER_IMAGE, PRIMARY_DISTANCE_COLUMN
 from src.report import analysis as A
-from src.record import PER_IMAGE
+from src.report import questions as Q
 from src.report import stats as S
 
-PRIMARY_DISTANCE = "distance_pad"  # proxy A-distance (src/features/source_distance.py)
-# factor -> (direction as the paper states it, how the effect is measured, expected sign of the effect)
-DIRECTIONS = {
-    "layer": ("later layers for near tasks, earlier for far", "Spearman rho(optimal layer, distance)", -1),
-    "width": ("wider source nets help", "score(widest) - score(narrowest), mean over tasks", +1),
-    "depth": ("deeper source nets help", "score(deepest) - score(shallowest), mean over tasks", +1),
-    "source_num_classes": ("more classes beat more images per class (equal budget)",
-                           "score(most classes) - score(fewest), mean over tasks", +1),
-    "finetune": ("fine-tuning helps far tasks most", "Spearman rho(fine-tuning gain, distance)", +1),
-    "snapshot": ("longer training helps", "score(last snapshot) - score(first), mean over tasks", +1),
-    "source_epochs": ("longer training helps", "score(most epochs) - score(fewest), mean over tasks", +1),
-}
+ROLE_PRIMARY, ROLE_SECONDARY = "primary", "secondary"
+# The findings table's columns, in order (a row also keeps `question`, `factor` and `measured as`).
+COLUMNS = ["id", "role", "statistic", "estimate", "seed-level 95% CI", "source seeds", "tasks", "task-level p",
+           "p (Holm)", "verdict", "population", "seeds for 80% power"]
 
 
 def add_axes(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    """ok rows with `task`, `replicate` and `distance` columns; returns (rows, what the distance is)."""
+    """ok rows with `task`, `replicate`, `source_seed` and `distance` columns; returns (rows, what the distance is)."""
     ok = A.ok_rows(df).copy()
     if ok.empty or "target" not in ok:  # nothing finished (e.g. only unreadable result files)
         empty = pd.Series(index=ok.index, dtype=object)
-        return ok.assign(task=empty, replicate=empty, distance=np.nan), "none (no finished jobs)"
+        return ok.assign(task=empty, replicate=empty, source_seed=empty, distance=np.nan), "none (no finished jobs)"
     shift = ok["shift"] if "shift" in ok else pd.Series(np.nan, index=ok.index)
     has_shift = shift.notna()
     name = (ok["target_name"] if "target_name" in ok else ok["target"]).astype(str)  # with_task_axes ran: no 2nd @
     ok["task"] = np.where(has_shift, name + "@" + shift.astype(str), name)
     ok["replicate"] = A.replicate(ok)
+    ok["source_seed"] = ok["seed"].astype(str) if "seed" in ok else "0"
+    measured = PRIMARY_DISTANCE_COLUMN
     if len(ok) and has_shift.all():
         ok["distance"], kind = shift.astype(float), "shift (target.data.shift)"
-    elif PRIMARY_DISTANCE in ok and ok.groupby("task")[PRIMARY_DISTANCE].apply(lambda s: s.notna().any()).all():
-        ok["distance"] = ok.groupby("task")[PRIMARY_DISTANCE].transform("mean")
+    elif measured in ok and ok.groupby("task")[measured].apply(lambda s: s.notna().any()).all():
+        ok["distance"] = ok.groupby("task")[measured].transform("mean")
         kind = "measured proxy A-distance from the sweep's source net(s) at a fixed early layer"
-    elif len(ok) and _synthetic_source(ok).all() and ok["distance_rank"].notna().all():
+    elif len(ok) and "distance_rank" in ok and _synthetic_source(ok).all() and ok["distance_rank"].notna().all():
         ok["distance"], kind = ok["distance_rank"].astype(float), "distance_rank (a priori, synthetic source)"
     else:
         ok["distance"], kind = np.nan, "none (no shift, no measured distance)"
@@ -74,117 +70,69 @@ def _correct(job_dir: str) -> np.ndarray | None:
     return np.load(p).astype(float) if p.is_file() else None
 
 
+def _seed_sort(seeds) -> list[str]:
+    return sorted(seeds, key=lambda s: (float(s) if s.lstrip("-").replace(".", "", 1).isdigit() else math.inf, s))
+
+
 @dataclass
-class Cube:
-    """Per task: the factor's settings (ordered), the replicates, the score matrix (settings x replicates), and
-    the per-test-image correctness of each setting's best job (single replicate only)."""
+class Grid:
+    """One factor's scores: test/val[task, setting, source seed] (NaN where no job finished), settings in the
+    factor's order, the tasks' distances, and notes on what was chosen or left out."""
 
     factor: str
     tasks: list[str]
-    distance: dict[str, float]
-    values: dict[str, list]
-    replicates: list[str]
-    scores: dict[str, np.ndarray]
-    correct: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
-
-    @property
-    def n_rep(self) -> int:
-        return len(self.replicates)
-
-    @property
-    def n_seeds(self) -> int:
-        """Distinct source seeds among the replicates ("s<seed>/t<target seed>")."""
-        return len({r.split("/")[0] for r in self.replicates})
-
-    def replicate(self, j: int) -> dict[str, np.ndarray]:
-        """Every task's per-setting scores in replicate j alone."""
-        return {t: self.scores[t][:, j] for t in self.tasks}
-
-    def point(self) -> dict[str, np.ndarray]:
-        return {t: np.nanmean(self.scores[t], axis=1) for t in self.tasks}
-
-    def resampler(self, seed: int = 0) -> Callable[[], dict[str, np.ndarray]]:
-        """A function drawing one bootstrap sample of every task's per-setting scores."""
-        rng = np.random.default_rng([seed, 9173])
-        if self.n_rep >= 2:
-            def draw() -> dict[str, np.ndarray]:
-                idx = rng.integers(0, self.n_rep, self.n_rep)
-                with np.errstate(all="ignore"):
-                    return {t: np.nanmean(self.scores[t][:, idx], axis=1) for t in self.tasks}
-            return draw
-
-        def draw_images() -> dict[str, np.ndarray]:
-            out = {}
-            for t in self.tasks:
-                point = np.nanmean(self.scores[t], axis=1)
-                n = next((len(c) for c in self.correct.get(t, []) if c is not None), 0)
-                idx = rng.integers(0, n, n) if n else None
-                out[t] = np.array([c[idx].mean() if c is not None and idx is not None and len(c) == n else p
-                                   for c, p in zip(self.correct.get(t, [None] * len(point)), point)])
-            return out
-        return draw_images
+    settings: list
+    seeds: list[str]
+    distance: np.ndarray
+    test: np.ndarray
+    val: np.ndarray
+    on_test: list[str]  # targets without val scores: chosen on test scores there
+    notes: list[str] = field(default_factory=list)
 
 
-def build_cube(ok: pd.DataFrame, factor: str) -> Cube:
-    reps = sorted(ok["replicate"].unique())
-    tasks = ok.groupby("task")["distance"].first().sort_values(kind="stable")
-    cube = Cube(factor, list(tasks.index), tasks.to_dict(), {}, reps, {})
-    for task in cube.tasks:
-        rows = ok[ok["task"] == task]
-        values = A.sort_values(factor, rows[factor].dropna().unique())
-        mat = np.full((len(values), len(reps)), np.nan)
-        best_jobs: list[str | None] = []
-        for i, v in enumerate(values):
-            sub = rows[rows[factor].astype(str) == str(v)]
-            for j, r in enumerate(reps):
-                cell = sub[sub["replicate"] == r]
-                if len(cell):
-                    mat[i, j] = cell["target_score"].max()
-            best_jobs.append(sub.loc[sub["target_score"].idxmax(), "job_dir"] if len(sub) else None)
-        cube.values[task], cube.scores[task] = values, mat
-        if len(reps) == 1 and (rows["target_metric"] == "accuracy").all():
-            cube.correct[task] = [_correct(j) if j else None for j in best_jobs]
-    return cube
+def build_grid(ok: pd.DataFrame, factor: str) -> Grid:
+    rows = ok[ok[factor].notna()].copy()
+    rows["_setting"] = rows[factor].astype(str)
+    rows["_select"], on_test = A.selection_score(rows)
+    # Per (task, setting, replicate): the job chosen on val among the other factors' settings; then the mean over
+    # a source seed's target samples.
+    chosen = rows.loc[rows.groupby(["task", "_setting", "replicate"])["_select"].idxmax()]
+    cell = chosen.groupby(["task", "_setting", "source_seed"])[["target_score", "_select"]].mean()
+    tasks = list(ok.groupby("task")["distance"].first().sort_values(kind="stable").index)
+    values = A.sort_values(factor, list(rows[factor].drop_duplicates()))
+    seeds = _seed_sort(rows["source_seed"].unique())
+    notes = []
+    if on_test:
+        notes.append(f"no val scores for {', '.join(on_test)} (no C search there): settings chosen on test scores "
+                     "instead (the other seeds' where a question cross-fits)")
+    # A setting some task never got (in any seed) cannot enter a contrast over tasks: left out, and said so.
+    have = rows.groupby("_setting")["task"].nunique()
+    dropped = [v for v in values if have.get(str(v), 0) < len(tasks)]
+    if dropped:
+        notes.append(f"{factor} {', '.join(map(str, dropped))} left out: not run (or failed) for every task")
+    settings = [v for v in values if v not in dropped]
+    index = pd.MultiIndex.from_product([tasks, [str(v) for v in settings], seeds])
+    full = cell.reindex(index)
+    shape = (len(tasks), len(settings), len(seeds))
+    distance = ok.groupby("task")["distance"].first().reindex(tasks).to_numpy(dtype=float)
+    return Grid(factor, tasks, settings, seeds, distance, full["target_score"].to_numpy(float).reshape(shape),
+                full["_select"].to_numpy(float).reshape(shape), on_test, notes)
 
 
-def _optimal_ordinals(cube: Cube, scores: dict[str, np.ndarray]) -> dict[str, float]:
-    """Per task, the ordinal of the best setting; tied best settings count as their mean ordinal (taking the
-    first would push ties - common near chance - toward early layers, one of the directions tested)."""
-    out = {}
-    for t, s in scores.items():
-        s = np.asarray(s, dtype=float)
-        if not np.isfinite(s).any():
-            out[t] = math.nan
-            continue
-        tied = np.flatnonzero(s == np.nanmax(s))
-        out[t] = float(np.mean([A.ordinal(cube.factor, cube.values[t][i]) for i in tied]))
-    return out
+def _confounded(ok: pd.DataFrame, factor: str, swept: list[str]) -> list[str]:
+    """The other swept factors that do not cross `factor` (some setting of it never meets some of theirs): its
+    contrast would compare different nets, not different settings of one factor."""
+    others = [f for f in swept if f != factor]
+    if not others:
+        return []
+    combos = ok[others].astype(str).agg("|".join, axis=1)
+    per = ok.assign(_c=combos).groupby(["task", ok[factor].astype(str)])["_c"].agg(frozenset)
+    bad = [t for t, g in per.groupby(level="task") if g.nunique() > 1]
+    return others if bad else []
 
 
-def effect_fn(cube: Cube) -> Callable[[dict[str, np.ndarray]], float] | None:
-    """The statistic of the factor's direction, as a function of one (bootstrap) sample of the scores."""
-    f = cube.factor
-    dist = np.array([cube.distance[t] for t in cube.tasks], dtype=float)
-    if f in A.ORDINAL and f in ("layer",):
-        return lambda sc: S.spearman(dist, [_optimal_ordinals(cube, sc)[t] for t in cube.tasks])
-    if f == "finetune":
-        def gain_rho(sc: dict[str, np.ndarray]) -> float:
-            gains = []
-            for t in cube.tasks:
-                vals = [str(v) for v in cube.values[t]]
-                if "none" not in vals or len(vals) < 2:
-                    gains.append(math.nan)
-                    continue
-                tuned = [s for v, s in zip(vals, sc[t]) if v != "none"]
-                gains.append(np.nanmax(tuned) - sc[t][vals.index("none")])
-            return S.spearman(dist, gains)
-        return gain_rho
-    if f in DIRECTIONS:
-        def hi_minus_lo(sc: dict[str, np.ndarray]) -> float:
-            d = [s[-1] - s[0] for s in sc.values() if len(s) >= 2]
-            return float(np.nanmean(d)) if d else math.nan
-        return hi_minus_lo
-    return None
+def _question_factor(q: Q.Question, swept: list[str]) -> str | None:
+    return next((f for f in q.factors if f in swept), None)
 
 
 def _equal_budget(ok: pd.DataFrame) -> bool:
@@ -192,102 +140,224 @@ def _equal_budget(ok: pd.DataFrame) -> bool:
     return budget.nunique() == 1
 
 
-def findings(df: pd.DataFrame, n_boot: int = S.N_BOOT) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The findings table (one row per direction the sweep covers) and the per-factor details for plots/json."""
+@dataclass
+class Answer:
+    """One question's raw numbers before the multiplicity adjustment and the verdict."""
+
+    q: Q.Question
+    factor: str
+    grid: Grid
+    reason: str | None = None  # why it has no estimate at all
+    result: Q.Result | None = None
+    defined: list[str] = field(default_factory=list)
+    undefined: list[str] = field(default_factory=list)
+    role: str = ROLE_SECONDARY
+    task_p_adjusted: float = math.nan
+
+    @property
+    def n_seeds(self) -> int:
+        return len(self.grid.seeds)
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.grid.tasks)
+
+    def scalar(self, name: str) -> float:
+        v = getattr(self.result, name, None) if self.result is not None else None
+        return math.nan if v is None else float(np.asarray(v))
+
+
+def answer(q: Q.Question, ok: pd.DataFrame, factor: str, swept: list[str]) -> Answer:
+    grid = build_grid(ok, factor)
+    a = Answer(q, factor, grid)
+    if factor == "source_num_classes" and not _equal_budget(ok):
+        a.reason = "not answered: the source's total images differ between settings (no equal budget)"
+        return a
+    if (others := _confounded(ok, factor, swept)):
+        a.reason = f"not answered: {factor} is not crossed with {', '.join(others)} (different nets, not one factor)"
+        return a
+    if len(grid.settings) < q.min_settings or (factor == "finetune" and "none" not in map(str, grid.settings)):
+        a.reason = f"not answered: too few {factor} settings run for every task"
+        return a
+    if q.kind != "level":
+        d = grid.distance
+        if not np.isfinite(d).all() or np.ptp(d) == 0:
+            a.reason = "not answered: the tasks have no distance axis (no shift, no measured distance)"
+            return a
+    complete = np.isfinite(grid.test).all(axis=(0, 1)) & np.isfinite(grid.val).all(axis=(0, 1))
+    a.defined = [s for s, c in zip(grid.seeds, complete) if c]
+    a.undefined = [s for s, c in zip(grid.seeds, complete) if not c]
+    if not a.defined:
+        a.reason = "not answered: no source seed has a score for every task and setting"
+        return a
+    a.result = Q.analyse(q, grid.test[..., complete], grid.val[..., complete], grid.settings, grid.distance)
+    return a
+
+
+def answers(df: pd.DataFrame, primary: str | None = None) -> tuple[list[Answer], str]:
+    """Every question the sweep's swept factors pose, answered (or with the reason it cannot be)."""
     ok, kind = add_axes(df)
-    rows, details = [], {"distance_axis": kind}
-    for factor in A.swept_factors(df):
-        if factor not in DIRECTIONS:
+    swept = A.swept_factors(df)
+    out = []
+    for q in Q.QUESTIONS:
+        factor = _question_factor(q, swept)
+        if factor is None:
             continue
-        if factor == "source_num_classes" and not _equal_budget(ok):
-            continue
-        cube = build_cube(ok, factor)
-        fn = effect_fn(cube)
-        draw = cube.resampler()
-        direction, measure, sign = DIRECTIONS[factor]
-        if 2 <= cube.n_rep < S.SMALL_N:  # too few replicates to bootstrap: t interval of per-replicate effects
-            per_rep = [fn(cube.replicate(j)) for j in range(cube.n_rep)]
-            effect, lo, hi = S.t_ci(per_rep)
-            if measure.startswith("Spearman"):  # a t interval can leave rho's range; what lies outside is not rho
-                lo, hi = max(lo, -1.0), min(hi, 1.0)
-            basis = (f"{cube.n_rep} replicates ({cube.n_seeds} source seeds): mean of per-replicate effects, t "
-                     f"interval ({int(np.isfinite(per_rep).sum())} defined)")
-        else:
-            effect = fn(cube.point())
-            lo, hi = S.percentile_ci(np.array([fn(draw()) for _ in range(n_boot)]))
-        if cube.n_rep >= 2:
-            if cube.n_rep >= S.SMALL_N:
-                basis = f"{cube.n_rep} replicates ({cube.n_seeds} source seeds): percentile bootstrap"
-        elif any(c is not None for cs in cube.correct.values() for c in cs):
-            basis = f"test images only: {S.fmt_ci(lo, hi, 2)}"
-        else:
-            basis, lo, hi = "n/a (no per-image results)", math.nan, math.nan
-        rows.append({"direction": direction, "factor": factor, "effect measured as": measure,
-                     "effect": effect, "95% CI": S.fmt_ci(lo, hi, cube.n_rep), "CI basis": basis,
-                     "verdict": S.verdict(effect, lo, hi, sign, cube.n_rep, cube.n_seeds), "tasks": len(cube.tasks)})
-        details[factor] = {"effect": effect, "ci": [lo, hi], "replicates": cube.replicates,
-                           "optimal_band": _optimal_band(cube, draw, n_boot) if factor in A.ORDINAL else None,
-                           "curves": {t: {"values": [A._plain(v) for v in cube.values[t]],
-                                          "mean": np.nanmean(cube.scores[t], axis=1).tolist()} for t in cube.tasks},
-                           "distance": cube.distance}
-    return pd.DataFrame(rows), details
+        a = answer(q, ok, factor, swept)
+        a.role = ROLE_PRIMARY if q.id == primary else ROLE_SECONDARY
+        out.append(a)
+    return out, kind
 
 
-def _optimal_band(cube: Cube, draw: Callable, n_boot: int) -> dict[str, list[float]]:
-    """Per task: [point optimal ordinal, CI lo, CI hi] of the optimal setting: a t interval of the replicates'
-    own optima below SMALL_N replicates, else over bootstrap samples."""
-    point = _optimal_ordinals(cube, cube.point())
-    if 2 <= cube.n_rep < S.SMALL_N:
-        own = [_optimal_ordinals(cube, cube.replicate(j)) for j in range(cube.n_rep)]
-        return {t: [point[t], *S.t_ci([o[t] for o in own])[1:]] for t in cube.tasks}
-    samples = [_optimal_ordinals(cube, draw()) for _ in range(n_boot)]
-    return {t: [point[t], *S.percentile_ci(np.array([s[t] for s in samples]))] for t in cube.tasks}
+def family_pvalues(items: list[Answer]) -> list[float]:
+    """The task-level p-values that enter the report's Holm family: every answered non-primary question's."""
+    return [a.scalar("task_p") if a.role != ROLE_PRIMARY and a.result is not None else math.nan for a in items]
 
 
-def setting_table(df: pd.DataFrame, baseline: dict[str, Any], n_boot: int = S.N_BOOT) -> pd.DataFrame:
-    """Per task and setting of the swept factors: mean score, 95% CI (replicates, else test images), and per task
-    the paired difference best - baseline with its CI."""
+def verdict(a: Answer, min_seeds: int) -> str:
+    if a.reason:
+        return a.reason
+    blocked = S.gate(len(a.defined), a.n_seeds, min_seeds)
+    if blocked:
+        return blocked
+    p = a.scalar("task_p") if a.role == ROLE_PRIMARY else a.task_p_adjusted
+    return str(Q.decide(a.q, a.result, p))
+
+
+def _population(a: Answer) -> str:
+    if a.result is None:
+        return ""
+    n = a.n_tasks
+    exact = {"trend": math.factorial(n) <= S.N_RESAMPLES, "level": 2 ** n <= S.N_RESAMPLES, "ends": True}[a.q.kind]
+    test = {"trend": "randomisation of distances over tasks", "level": "sign flips over tasks",
+            "ends": "OLS t test over tasks"}[a.q.kind]
+    how = "" if a.q.kind == "ends" else (", exact" if exact else f", {S.N_RESAMPLES} random arrangements")
+    return (f"CI: these {n} tasks, a new source net; p: tasks like these ({test}{how})")
+
+
+def row(a: Answer, min_seeds: int) -> dict[str, Any]:
+    """One row of the findings table (the same record feeds report.md, report.html and analysis.json)."""
+    r = a.result
+    est, lo, hi = a.scalar("estimate"), a.scalar("lo"), a.scalar("hi")
+    seeds = (f"{len(a.defined)}" if not a.undefined else f"{len(a.defined)} of {a.n_seeds} "
+             f"(undefined: s{', s'.join(a.undefined)})")
+    per_seed = np.atleast_1d(np.asarray(r.per_seed, dtype=float)) if r is not None else np.array([])
+    sd = float(per_seed.std(ddof=1)) if len(per_seed) >= 2 else math.nan
+    need = S.seeds_for_power(est, sd) if len(per_seed) >= 2 else math.nan
+    raw = a.scalar("task_p")
+    return {
+        "id": a.q.id, "question": a.q.question, "role": a.role, "factor": a.factor,
+        "statistic": a.q.short, "measured as": a.q.statistic, "estimate": est, "seed-level 95% CI": S.fmt_ci(lo, hi) if r is not None else "",
+        "source seeds": seeds if r is not None else "", "tasks": a.n_tasks,
+        "task-level p": raw, "p (Holm)": raw if a.role == ROLE_PRIMARY else a.task_p_adjusted,
+        "verdict": verdict(a, min_seeds), "population": _population(a),
+        "seeds for 80% power": (str(int(need)) if math.isfinite(need) else "unreachable" if need == math.inf
+                                else ""),
+    }
+
+
+def details(a: Answer) -> dict[str, Any]:
+    """What the plots and analysis.json need: per (task, seed) contrasts, per-seed statistics, the curves."""
+    g, r = a.grid, a.result
+    out: dict[str, Any] = {"factor": a.factor, "kind": a.q.kind, "expected_sign": a.q.sign,
+                           "tasks": g.tasks, "distance": dict(zip(g.tasks, map(float, g.distance))),
+                           "settings": [A._plain(v) for v in g.settings], "seeds": g.seeds,
+                           "defined_seeds": a.defined, "chosen_on_test": g.on_test, "notes": g.notes,
+                           "reason": a.reason}
+    with np.errstate(all="ignore"):
+        out["curves"] = {t: np.nanmean(g.test[i], axis=1).tolist() for i, t in enumerate(g.tasks)}
+    if r is not None:
+        c = np.asarray(r.contrast, dtype=float)
+        out.update(contrast={t: c[i].tolist() for i, t in enumerate(g.tasks)},
+                   per_seed=dict(zip(a.defined, np.atleast_1d(np.asarray(r.per_seed, dtype=float)).tolist())),
+                   estimate=a.scalar("estimate"), ci=[a.scalar("lo"), a.scalar("hi")],
+                   task_statistic=a.scalar("task_stat"), task_p=a.scalar("task_p"))
+        if r.near is not None:
+            out["near_end"] = {"estimate": a.scalar("near"), "ci": [a.scalar("near_lo"), a.scalar("near_hi")]}
+    return out
+
+
+def notes(items: list[Answer]) -> list[str]:
+    """Lines under the findings table: the near end of an `ends` question, and what was left out."""
+    lines = []
+    for a in items:
+        if a.result is not None and a.result.near is not None:
+            lines.append(f"{a.q.id}: at the nearest distance the same statistic is {a.scalar('near'):.3f} "
+                         f"{S.fmt_ci(a.scalar('near_lo'), a.scalar('near_hi'))} (supported needs it below 0).")
+        lines += [f"{a.q.id}: {n}." for n in a.grid.notes]
+    return lines
+
+
+# --- Per task and setting: means with CIs, and the val-chosen best against the baseline ---------------------
+def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
+    """Per task and setting of the swept factors: mean test score over source seeds and its 95% t interval (one
+    job: over test images); per task the setting chosen on val (mean over seeds), and the gain of choosing on val
+    over the baseline, paired by seed (`val_choice_gain`: each seed's own val choice, its test scores never
+    choose)."""
     ok, _ = add_axes(df)
     factors = A.swept_factors(df)
-    if not factors:
+    if not factors or ok.empty:
         return pd.DataFrame()
     ok["setting"] = ok[factors].astype(str).agg(", ".join, axis=1)
+    ok["_select"], on_test = A.selection_score(ok)
     rows = []
     for task, g in ok.groupby("task", sort=False):
-        reps = sorted(g["replicate"].unique())
-        means = g.groupby("setting")["target_score"].mean()
-        best = means.idxmax()
+        # per (setting, source seed): means over the seed's target samples
+        per = g.groupby(["setting", "source_seed"])[["target_score", "_select"]].mean()
+        test = per["target_score"].unstack("source_seed")
+        choose = per["_select"].unstack("source_seed")
+        seeds = list(test.columns)
+        best = choose.mean(axis=1).idxmax()
         base = g[g.apply(A.matches, axis=1, baseline=baseline, factors=factors)]["setting"]
         base = base.iloc[0] if len(base) else None
-        for setting, cell in g.groupby("setting"):
-            if len(reps) >= 2:
-                mean, lo, hi = S.mean_ci(cell.groupby("replicate")["target_score"].mean().to_numpy(), n_boot)
-                ci = S.fmt_ci(lo, hi, len(reps))
+        for setting in test.index:
+            values = test.loc[setting].dropna().to_numpy()
+            if len(values) >= 2:
+                mean, lo, hi, _ = S.t_interval(values)
+                ci = S.fmt_ci(float(lo), float(hi))
             else:
-                c = _correct(cell["job_dir"].iloc[0]) if (cell["target_metric"] == "accuracy").all() else None
-                mean = float(cell["target_score"].mean())
-                ci = "n/a" if c is None else "images " + S.fmt_ci(*S.mean_ci(c, n_boot)[1:], 2)
-            diff, dci = _paired_diff(g, best, base, reps, n_boot) if setting == best and base else (math.nan, "")
+                cell = g[g["setting"] == setting]
+                c = _correct(cell["job_dir"].iloc[0]) if len(cell) == 1 and (
+                    cell["target_metric"] == "accuracy").all() else None
+                mean = float(values.mean()) if len(values) else math.nan
+                ci = "1 source seed: no CI" if c is None else "test images " + S.fmt_ci(*S.image_ci(c)[1:])
+            diff, dci = (_paired_diff(g, test, choose, base) if setting == best and base is not None
+                         else (math.nan, ""))
             rows.append({"task": task, "distance": g["distance"].iloc[0], "setting": setting,
-                         "replicates": len(reps), "mean": mean, "95% CI": ci,
-                         "best": "best" if setting == best else ("baseline" if setting == base else ""),
+                         "source seeds": len(values), "mean": float(mean), "95% CI": ci,
+                         "role": (("best on test" if task in on_test else "best on val") if setting == best else "")
+                         + (" baseline" if setting == base else ""),
                          "best - baseline": diff, "diff 95% CI": dci})
     return pd.DataFrame(rows).sort_values(["distance", "task"], kind="stable").reset_index(drop=True)
 
 
-def _paired_diff(g: pd.DataFrame, best: str, base: str, reps: list[str], n_boot: int) -> tuple[float, str]:
-    if len(reps) >= 2:
-        per = g.groupby(["setting", "replicate"])["target_score"].mean().unstack()
-        d = (per.loc[best] - per.loc[base]).to_numpy()
-        mean, lo, hi = S.mean_ci(d, n_boot)
-        return mean, S.fmt_ci(lo, hi, len(reps))
-    a = _correct(g[g["setting"] == best]["job_dir"].iloc[0])
-    b = _correct(g[g["setting"] == base]["job_dir"].iloc[0])
-    point = float(g[g["setting"] == best]["target_score"].mean() - g[g["setting"] == base]["target_score"].mean())
-    if a is None or b is None or len(a) != len(b):
-        return point, S.NO_CI
-    _, lo, hi = S.mean_ci(a - b, n_boot)
-    return point, f"{S.NO_CI}; images {S.fmt_ci(lo, hi, 2)}"
+def val_choice_gain(test: np.ndarray, val: np.ndarray, base: int) -> np.ndarray:
+    """Per source seed (last axis): the test score of the setting (axis -2) with that seed's best val score, minus
+    the baseline setting's test score (tied val scores: the mean of the tied settings). Each seed's value uses its
+    own data only, so the values are independent across seeds and their t interval is exact for what it
+    estimates: the gain of choosing on val over the baseline, on a new source net."""
+    top = val == val.max(axis=-2, keepdims=True)
+    return (test * top).sum(axis=-2) / top.sum(axis=-2) - test[..., base, :]
+
+
+def _paired_diff(g: pd.DataFrame, test: pd.DataFrame, choose: pd.DataFrame, base: str) -> tuple[float, str]:
+    seeds = [s for s in test.columns if np.isfinite(test[s]).all() and np.isfinite(choose[s]).all()]
+    if len(seeds) >= 2:
+        base_i = list(test.index).index(base)
+        diffs = val_choice_gain(test[seeds].to_numpy(float), choose[seeds].to_numpy(float), base_i)
+        mean, lo, hi, _ = S.t_interval(diffs)
+        return float(mean), S.fmt_ci(float(lo), float(hi))
+    best = choose.mean(axis=1).idxmax()
+    point = float(test.loc[best].mean() - test.loc[base].mean())
+    a = g[g["setting"] == best]
+    b = g[g["setting"] == base]
+    if len(a) != 1 or len(b) != 1:
+        return point, "1 source seed: no CI"
+    ca, cb = _correct(a["job_dir"].iloc[0]), _correct(b["job_dir"].iloc[0])
+    if ca is None or cb is None or len(ca) != len(cb):
+        return point, "1 source seed: no CI"
+    _, lo, hi = S.image_ci(ca - cb)
+    return point, f"test images {S.fmt_ci(lo, hi)} (the best is chosen on val of the same net)"
 
 
 def with_task_axes(df: pd.DataFrame) -> pd.DataFrame:
@@ -304,40 +374,3 @@ def with_task_axes(df: pd.DataFrame) -> pd.DataFrame:
         out["distance_rank"] = out["distance_rank"].where(_synthetic_source(out))
     out.attrs["distance_axis"] = kind
     return out
-
-
-def findings_section(df: pd.DataFrame, baseline: dict[str, Any], out: Path,
-                     md_table: Callable[[pd.DataFrame], str]) -> tuple[list[str], dict[str, Any]]:
-    """report.md lines (tables rendered by the report's `md_table`) and analysis.json entries for replicates, CIs
-    and the findings table."""
-    from src.report.findings_plots import findings_plots
-
-    ok, kind = add_axes(df)
-    if ok.empty:
-        return [], {}
-    n_rep = ok["replicate"].nunique()
-    table, details = findings(df)
-    settings = setting_table(df, baseline)
-    how = (f"Student's t intervals (fewer than {S.SMALL_N} replicates: a bootstrap of so few gives their range, "
-           "not a 95% CI)" if n_rep < S.SMALL_N else "percentile bootstrap over replicates")
-    rep_note = (f"{n_rep} replicates ({', '.join(sorted(ok['replicate'].unique()))}): CIs are {how}; a direction is "
-                "called supported only with 2 or more source seeds" if n_rep >= 2 else
-                f"{S.NO_CI} (one seed and one target sample); the CIs shown are over the test images only and say "
-                "nothing about another source seed, so no direction is called supported")
-    md = ["## Findings\n", f"Distance axis: {kind}. {rep_note}.\n"]
-    if len(table):
-        md += [md_table(table), ""]
-    else:
-        md += ["The sweep covers none of the paper's directions (layer, width, depth, classes vs images, "
-               "fine-tuning, training length).\n"]
-    if len(settings):
-        md += ["## Per setting, with 95% CIs\n",
-               "Mean score per task and setting over replicates; `best - baseline` is the paired difference "
-               "(same replicates, or the same test images) between the best setting and the standard one; the best is "
-               "chosen on the same data, so that difference is optimistic.\n",
-               md_table(settings), ""]
-    plots = findings_plots(details, out)
-    if plots:
-        md += [f"![{p}]({p})" for p in plots] + [""]
-    return md, {"findings": table.to_dict("records"), "findings_details": details,
-                "settings_ci": settings.to_dict("records"), "replicates": n_rep, "distance_axis": kind}

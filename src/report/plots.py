@@ -1,4 +1,5 @@
-"""The report's PNG plots: score vs each swept factor, task x setting heatmaps, optimal setting vs distance.
+"""The report's PNG plots: score vs each swept factor, task x setting heatmaps, optimal setting vs distance (the
+optimum chosen on val; a description).
 
 Every plot has a title, axis labels and a legend outside the axes (one entry per target, so 7-20 targets never
 cover the data or each other); the layer axis lists every layer of the sweep's archs in network order.
@@ -63,7 +64,8 @@ def _targets(ranks: pd.Series):
 
 
 def write_plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
-    """Every plot as `out/<name>.png`; returns the file names in report order."""
+    """Every plot as `out/<name>.png`; returns the file names in report order. `fd`: per ordinal factor, each
+    task's optimal setting and distance (src.report.analysis.optimal_settings)."""
     return [_save(fig, out / f"{name}.png") for name, fig in figures(df, fd)]
 
 
@@ -86,7 +88,7 @@ def figures(df: pd.DataFrame, fd: dict[str, dict]):
             ax.plot(x, row.to_numpy(dtype=float), marker=m, color=c, label=f"{target} ({ranks[target]})")
         ax.set_xticks(range(len(axis)), [str(a) for a in axis], rotation=30 if len(axis) > 6 else 0)
         ax.set_xlabel(factor)
-        ax.set_ylabel("target score (best over other factors)")
+        ax.set_ylabel("test score (other factors chosen on val)")
         ax.set_title(f"Target score vs {factor}")
         _legend(ax, len(table))
         ax.grid(alpha=0.3)
@@ -149,8 +151,7 @@ def _optimal_vs_distance(plt, df: pd.DataFrame, factor: str, entry: dict, styles
     ax.set_xlim(min(xs) - pad, max(xs) + pad)
     ax.set_xlabel(df.attrs.get("distance_axis", "distance_rank (a priori distance from the source task)"))
     ax.set_ylabel(f"optimal {factor}")
-    rho = "n/a" if math.isnan(entry["rho"]) else f"{entry['rho']:.2f}, p={entry['p']:.3g}"
-    ax.set_title(f"Optimal {factor} vs distance (Spearman rho={rho})")
+    ax.set_title(f"Optimal {factor} (best on val) vs distance: a description (Findings tests it)", fontsize=9)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     order = np.argsort([list(styles).index(lb.rsplit(" (", 1)[0]) for lb in labels])

@@ -1,102 +1,194 @@
-"""Replicate-aware statistics for reports: 95% CIs over replicates (or over test images when a sweep has one
-replicate), Spearman rho with a CI, and a direction's verdict from its CI.
+"""The report's inference: intervals over source seeds, tests over tasks, Holm's adjustment, verdicts and power.
 
-Which interval: with fewer than SMALL_N replicates a percentile bootstrap is no 95% CI (3 replicates have only 10
-distinct resamples, and the one repeating a single replicate has probability 1/27 > 2.5%, so the "CI" is the
-replicates' min..max, covering ~75%); there the CI is Student's t interval of the per-replicate values (t(0.975, 2)
-= 4.30 for 3). From SMALL_N replicates on, and over test images, it is the percentile bootstrap.
-
-A *replicate* is one (seed, target_seed) pair: `seed` draws the source net (data, initialisation, batch order),
-`target.data.seed` the target sample. A *task* is a target at one distance (`synth_shift` at each `shift` is its
-own task). Everything here is numpy/scipy on plain arrays; the callers (src.report.findings) shape the tables.
+Two populations, two tools (docs/statistics.md says why and shows the calibration):
+  seed level   these tasks, a new source net: Student's t interval over the source seeds' own statistics
+               (`t_interval`), the same method at every number of seeds;
+  task level   tasks like these: an exact (or, past 9999 arrangements, Monte Carlo) randomisation test over the
+               tasks of the seed-averaged statistic (`trend_test`, `level_test`), or, for a level at one end of
+               the distance range, the OLS t test over tasks (`end_test`).
+A finding is "supported" only when both agree and enough source seeds are defined (`verdict`). Everything works
+on numpy arrays whose last axis is the replicate (seeds or tasks), so one call can also serve a batch of
+simulated sweeps (tests/test_calibration.py).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+import warnings
 
 import numpy as np
 from scipy import stats
 
-N_BOOT = 1000
 LEVEL = 0.95
-SMALL_N = 5
-NO_CI = "1 replicate: no CI"
+ALPHA = 1 - LEVEL
+# Below this many defined source seeds no verdict at all, whatever a study asks for: the t interval then rests on
+# a standard deviation with 1 degree of freedom (docs/statistics.md: calibration).
+MIN_SEEDS = 3
+POWER = 0.8
+N_RESAMPLES = 9999  # randomisation tests: exact when the arrangements are fewer, else this many (seeded)
 
 
-def percentile_ci(samples: np.ndarray, level: float = LEVEL) -> tuple[float, float]:
-    """(lo, hi) of the central `level` interval of bootstrap samples; (nan, nan) if more of them are undefined
-    (NaN, e.g. a Spearman rho of a constant resample) than the interval leaves out: dropping them would build the
-    interval from a biased subset."""
-    s = np.asarray(samples, dtype=float)
-    finite = np.isfinite(s)
-    if not finite.any() or (~finite).mean() > (1 - level) / 2:
+def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(mean, lo, hi, p) over the last axis: Student's t interval of the mean (quantiles of scipy.stats.t with
+    n - 1 degrees of freedom) and the two-sided one-sample t-test p. The caller removes undefined values and says
+    how many (never silently here): a NaN in `values` gives NaN results. Fewer than 2 values: the mean only."""
+    v = np.asarray(values, dtype=float)
+    n = v.shape[-1]
+    with np.errstate(all="ignore"):
+        mean = v.mean(axis=-1) if n else np.full(v.shape[:-1], math.nan)
+        if n < 2:
+            nan = np.full(np.shape(mean), math.nan)
+            return mean, nan, nan.copy(), nan.copy()
+        se = v.std(axis=-1, ddof=1) / math.sqrt(n)
+        half = stats.t.ppf(0.5 + level / 2, n - 1) * se
+        t = np.where(se > 0, mean / np.where(se > 0, se, 1.0), np.where(mean == 0, 0.0, np.inf))
+        p = np.where(np.isfinite(mean) & np.isfinite(se), 2 * stats.t.sf(np.abs(t), n - 1), math.nan)
+    return mean, mean - half, mean + half, np.asarray(p, dtype=float)
+
+
+def slope(y: np.ndarray, x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """OLS slope of y on x along `axis` (x a fixed 1-d vector)."""
+    y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)
+    xc = np.asarray(x, dtype=float) - np.mean(x)
+    return (y * xc).sum(axis=-1) / (xc ** 2).sum()
+
+
+def trend_test(y: np.ndarray, x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Two-sided p of the OLS slope of y (last axis: tasks) on x, by randomising which task has which x
+    (scipy.stats.permutation_test, permutation_type='pairings'): exact up to 9999 arrangements (7 tasks: 5040)."""
+    y = np.asarray(y, dtype=float)
+    if y.shape[-1] < 3 or np.ptp(x) == 0:
+        return np.full(y.shape[:-1], math.nan)
+    res = stats.permutation_test((y,), lambda v, axis=-1: slope(v, x, axis), permutation_type="pairings",
+                                 vectorized=True, axis=-1, n_resamples=N_RESAMPLES, alternative="two-sided",
+                                 rng=np.random.default_rng(seed))
+    return np.asarray(res.pvalue, dtype=float)
+
+
+def level_test(y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Two-sided p of the mean of y (last axis: tasks) being 0, by flipping each task's sign (a randomisation
+    test over tasks; scipy.stats.permutation_test with one sample): exact up to 2^13 tasks' arrangements."""
+    y = np.asarray(y, dtype=float)
+    if y.shape[-1] < 2:
+        return np.full(y.shape[:-1], math.nan)
+    res = stats.permutation_test((y,), np.mean, permutation_type="samples", vectorized=True, axis=-1,
+                                 n_resamples=N_RESAMPLES, alternative="two-sided", rng=np.random.default_rng(seed))
+    return np.asarray(res.pvalue, dtype=float)
+
+
+def end_test(y: np.ndarray, x: np.ndarray, at: float) -> tuple[float, float]:
+    """(fitted value, two-sided p) at x = `at` of the OLS line of y (one value per task) on x: the t test of the
+    intercept of y ~ 1 + (x - at) (statsmodels), whose residual variance is the spread between tasks. NaN with
+    fewer than 3 tasks."""
+    import statsmodels.api as sm
+
+    y, x = np.asarray(y, dtype=float), np.asarray(x, dtype=float)
+    if len(y) < 3 or np.ptp(x) == 0 or not np.isfinite(y).all():
         return math.nan, math.nan
-    s = s[finite]
-    a = (1 - level) / 2
-    return float(np.quantile(s, a)), float(np.quantile(s, 1 - a))
+    fit = sm.OLS(y, sm.add_constant(x - at, has_constant="add")).fit()
+    return float(fit.params[0]), float(fit.pvalues[0])
 
 
-def bootstrap(stat: Callable[[np.ndarray], float], n: int, n_boot: int = N_BOOT, seed: int = 0) -> np.ndarray:
-    """`stat(idx)` on `n_boot` resamples (with replacement) of the indices 0..n-1."""
-    rng = np.random.default_rng([seed, 4241])
-    return np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)], dtype=float)
+def fitted_at(y: np.ndarray, x: np.ndarray, at: float) -> np.ndarray:
+    """The OLS line of y (last axis: tasks) on x, evaluated at x = `at` (per seed: the seed-level statistic whose
+    seed-averaged twin `end_test` tests over tasks)."""
+    y = np.asarray(y, dtype=float)
+    return y.mean(axis=-1) + slope(y, x) * (at - np.mean(x))
 
 
-def t_ci(values: np.ndarray, level: float = LEVEL) -> tuple[float, float, float]:
-    """(mean, lo, hi): Student's t interval of the mean of a few values (NaNs ignored; no CI below 2 values)."""
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-adjusted p-values (statsmodels multipletests); NaNs stay NaN and are not counted in the family."""
+    from statsmodels.stats.multitest import multipletests
+
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(len(p), math.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        out[ok] = multipletests(p[ok], alpha=ALPHA, method="holm")[1]
+    return out.tolist()
+
+
+def seeds_for_power(effect: float, sd: float, power: float = POWER, alpha: float = ALPHA) -> float:
+    """Source seeds a two-sided one-sample t test at `alpha` needs to detect `effect` with `power`, given the
+    per-seed SD (statsmodels TTestPower); inf when the effect is 0 or undefined."""
+    from statsmodels.stats.power import TTestPower
+
+    if not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0:
+        return math.inf
+    es = abs(effect) / sd if sd > 0 else math.inf
+    power_of = TTestPower()
+    if es == math.inf or power_of.power(effect_size=es, nobs=2, alpha=alpha, alternative="two-sided") >= power:
+        return 2.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # statsmodels warns before it returns NaN for an unreachable power
+        try:
+            n = float(np.squeeze(power_of.solve_power(effect_size=es, alpha=alpha, power=power,
+                                                      alternative="two-sided")))
+        except (ValueError, RuntimeError):
+            n = math.nan
+    return float(math.ceil(n)) if math.isfinite(n) else math.inf
+
+
+def image_ci(values: np.ndarray, level: float = LEVEL, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, lo, hi) over test images (one value per image: 1/0 correct, or a paired difference): BCa bootstrap
+    (scipy.stats.bootstrap). It speaks of new test images for this one source net and target sample only."""
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
-    if len(v) == 0:
-        return math.nan, math.nan, math.nan
     if len(v) < 2:
-        return float(v.mean()), math.nan, math.nan
-    half = stats.t.ppf(1 - (1 - level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+        return (float(v.mean()) if len(v) else math.nan), math.nan, math.nan
+    if np.ptp(v) == 0:
+        return float(v[0]), float(v[0]), float(v[0])
+    res = stats.bootstrap((v,), np.mean, confidence_level=level, method="BCa", n_resamples=2000,
+                          vectorized=True, rng=np.random.default_rng(seed))
+    return float(v.mean()), float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def mean_ci(values: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float, float]:
-    """(mean, lo, hi): the mean of `values` (one per replicate, or one per test image) and its 95% CI: Student's
-    t below SMALL_N values, else a percentile bootstrap; with fewer than 2 values the CI is (nan, nan)."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if len(v) < SMALL_N:
-        return t_ci(v)
-    boots = bootstrap(lambda idx: v[idx].mean(), len(v), n_boot, seed)
-    return (float(v.mean()), *percentile_ci(boots))
+def side(lo, hi) -> np.ndarray:
+    """+1 where an interval lies above 0, -1 below, 0 where it includes 0 (or is undefined)."""
+    lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.where(lo > 0, 1, np.where(hi < 0, -1, 0))
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rho, NaN when either side is constant or there are fewer than 3 points."""
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan
-    return float(stats.spearmanr(x, y).statistic)
+SUPPORTED = "supported"
+CONTRADICTED = "contradicted"
+THESE_TASKS = "these tasks only"
+OPPOSITE_THESE_TASKS = "opposite, these tasks only"
+NOT_RESOLVED = "not resolved"
 
 
-def verdict(effect: float, lo: float, hi: float, expected_sign: int, replicates: int,
-            source_seeds: int | None = None) -> str:
-    """supported / contradicted / not resolved, from the CI of an effect whose expected sign is `expected_sign`.
-    Never 'supported' from one replicate, nor from one source seed (target samples alone say nothing about
-    another source net); never a verdict from an undefined effect. The side is the CI's, not the point's."""
-    if replicates < 2:
-        return "not resolved (1 replicate)"
-    if source_seeds is not None and source_seeds < 2:
-        return "not resolved (1 source seed)"
-    if not (math.isfinite(effect) and math.isfinite(lo) and math.isfinite(hi)):
-        return "not resolved (no CI)"
-    if lo > 0 or hi < 0:
-        return "supported" if (1 if lo > 0 else -1) == expected_sign else "contradicted"
-    return "not resolved (CI includes 0)"
+def verdict(seed_side, task_p, task_sign, expected: int, alpha: float = ALPHA) -> np.ndarray:
+    """The verdict from the seed-level side (+1/-1/0: its interval excludes 0 above/below) and the task-level
+    test (p, already adjusted where it must be, and the sign of its statistic):
+      supported                   both say the expected direction
+      contradicted                both say the opposite one
+      these tasks only            the seed-level interval says it for these tasks, the task-level test does not
+                                  for tasks like these
+      opposite, these tasks only  the same, in the opposite direction
+      not resolved                the seed-level interval includes 0
+    The seed-count gate (`gate`) comes first."""
+    seed_side = np.asarray(seed_side)
+    with np.errstate(invalid="ignore"):
+        task_side = np.where(np.asarray(task_p, dtype=float) < alpha, np.sign(task_sign), 0)
+    return np.select([(seed_side == expected) & (task_side == expected),
+                      (seed_side == -expected) & (task_side == -expected),
+                      seed_side == expected, seed_side == -expected],
+                     [SUPPORTED, CONTRADICTED, THESE_TASKS, OPPOSITE_THESE_TASKS], NOT_RESOLVED)
 
 
-def fmt_ci(lo: float, hi: float, replicates: int, digits: int = 3) -> str:
-    """'[lo, hi]' or the reason there is none."""
-    if replicates < 2:
-        return NO_CI
+def gate(n_defined: int, n_seeds: int, min_seeds: int) -> str | None:
+    """None when `n_defined` source seeds are enough for a verdict, else the reason there is none."""
+    need = max(MIN_SEEDS, min_seeds)
+    if n_defined >= need:
+        return None
+    what = f"{n_defined} source seed{'s' if n_defined != 1 else ''}"
+    if n_defined < n_seeds:
+        what = f"{n_defined} of {n_seeds} source seeds defined"
+    return f"no verdict: {what}, needs {need} (replicates={need})"
+
+
+def fmt_ci(lo: float, hi: float, digits: int = 3) -> str:
+    """'[lo, hi]', or 'n/a' when there is no interval."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
         return "n/a"
     return f"[{lo:.{digits}f}, {hi:.{digits}f}]"

@@ -1,10 +1,11 @@
 """Estimators judged on a model zoo, as in the transferability papers: for each target, rank the source nets by
 each estimator and compare with the ranking by the measured score (the ground truth), by weighted Kendall tau
 (scipy's `weightedtau`, hyperbolic weights: the top of the ranking counts most, as in SFDA's and ETran's
-evaluation code) and plain Kendall tau; the mean over targets with a 95% CI (src.report.stats.mean_ci: bootstrap
-over targets, Student's t below 5); each estimator's margin over the static baselines (rank by source val accuracy,
-by parameter count), paired by target and computed on the nets where both are known, with its CI; and the regret
-of picking the net the estimator ranks first.
+evaluation code) and plain Kendall tau; the mean over targets with a 95% Student's t interval over targets; each
+estimator's margin over the static baselines (rank by source val accuracy, by parameter count), paired by target
+and computed on the nets where both are known, and the top estimator against each other one, each with a t test
+over targets whose p-value the report Holm-adjusts together with its other calls (`calls`, `decide`); and the
+regret of picking the net the estimator ranks first.
 
 Reads the report's flat table only (one row per job: factor columns, `target_score`, `tr_<estimator>` columns).
 """
@@ -12,6 +13,7 @@ Reads the report's flat table only (one row per job: factor columns, `target_sco
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -79,11 +81,26 @@ def _taus(tab: pd.DataFrame, cols: list[str], min_nets: int) -> dict[str, float]
     return {c: stats.weightedtau(sub[c], sub["truth"]).statistic if sub[c].nunique() > 1 else 0.0 for c in cols}
 
 
-def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, seed: int = 0,
-                  min_nets: int = 3) -> dict:
+def _paired(diffs: list[list[float]]) -> list[dict[str, float]]:
+    """Per list of per-target differences (NaN where a target lacks one of the two): the mean, 95% t interval and
+    two-sided t-test p over the targets where both are known (rows with as many targets batched together)."""
+    rows = [np.asarray(d, dtype=float) for d in diffs]
+    rows = [r[np.isfinite(r)] for r in rows]
+    out: list[dict[str, float]] = [{} for _ in rows]
+    for n in {len(r) for r in rows}:
+        idx = [i for i, r in enumerate(rows) if len(r) == n]
+        mean, lo, hi, p = S.t_interval(np.array([rows[i] for i in idx]).reshape(len(idx), n))
+        for j, i in enumerate(idx):
+            out[i] = {"mean": float(mean[j]), "ci_low": float(lo[j]), "ci_high": float(hi[j]), "p": float(p[j]),
+                      "targets": n}
+    return out
+
+
+def zoo_agreement(df: pd.DataFrame, truth: str = "probe", min_nets: int = 3) -> dict:
     """Weighted and plain Kendall tau of every estimator per target against `truth` (see `ground_truths`), their
-    means over targets with 95% bootstrap CIs, margins over the static baselines, and top-1 regret. Targets with
-    fewer than `min_nets` source nets are left out (a ranking of two says little)."""
+    means over targets with 95% t intervals, margins over the static baselines, the top estimator against each
+    other one, and top-1 regret. Targets with fewer than `min_nets` source nets are left out (a ranking of two
+    says little). The calls' p-values are raw until `decide` gets them Holm-adjusted."""
     tables = {t: tab for t, tab in per_target_scores(df, truth).items() if len(tab) >= min_nets}
     if not tables:
         return {}
@@ -107,16 +124,7 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, se
             wtau.loc[name, target] = stats.weightedtau(sub[name], sub["truth"]).statistic
             ktau.loc[name, target] = stats.kendalltau(sub[name], sub["truth"]).statistic
             regret.loc[name, target] = float(sub["truth"].max() - sub.loc[sub[name].idxmax(), "truth"])
-    summary = []
-    for name in names:
-        mean, lo, hi = S.mean_ci(wtau.loc[name].to_numpy(float), n_boot, seed)
-        summary.append({"estimator": name, "weighted_tau_mean": mean, "ci_low": lo, "ci_high": hi,
-                        "kendall_tau_mean": float(np.nanmean(ktau.loc[name])) if ktau.loc[name].notna().any()
-                        else math.nan,
-                        "top1_regret_mean": float(np.nanmean(regret.loc[name])) if regret.loc[name].notna().any()
-                        else math.nan,
-                        "targets": int(wtau.loc[name].notna().sum()), "static": name in STATIC})
-    margins = []
+    margin_diffs = {}
     for base in [b for b in STATIC if b in names]:
         for name in [n for n in names if n not in STATIC]:
             # Paired by target and, within a target, on the same nets (a baseline is undefined for pretrained
@@ -125,43 +133,118 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", n_boot: int = 2000, se
             for tab in tables.values():
                 both = _taus(tab, [name, base], min_nets) if name in tab and base in tab else None
                 diff.append(both[name] - both[base] if both else math.nan)
-            mean, lo, hi = S.mean_ci(np.array(diff, dtype=float), n_boot, seed)
-            margins.append({"estimator": name, "baseline": base, "margin_mean": mean, "ci_low": lo, "ci_high": hi,
-                            "beats_baseline": bool(lo > 0) if not math.isnan(lo) else False})
-    return {"truth": truth, "weighted_tau": wtau, "kendall_tau": ktau, "regret": regret,
-            "summary": pd.DataFrame(summary).sort_values("weighted_tau_mean", ascending=False, na_position="last"),
-            "margins": pd.DataFrame(margins), "nets_per_target": {t: len(tab) for t, tab in tables.items()}}
+            margin_diffs[(name, base)] = diff
+    res = inference(wtau, ktau, regret, margin_diffs)
+    return {"truth": truth, "weighted_tau": wtau, "kendall_tau": ktau, "regret": regret, **res,
+            "nets_per_target": {t: len(tab) for t, tab in tables.items()}}
 
 
-def zoo_markdown(res: dict) -> list[str]:
-    """The report's section: the per-target weighted-tau table (papers' layout), the summary and the margins."""
+def inference(wtau: pd.DataFrame, ktau: pd.DataFrame | None = None, regret: pd.DataFrame | None = None,
+              margin_diffs: dict[tuple[str, str], list[float]] | None = None) -> dict:
+    """The zoo's numbers from the per-target tau table (estimators x targets): the summary (mean weighted tau
+    over targets with its t interval), each estimator's margin over each static baseline (per-target differences:
+    `margin_diffs`, else the plain difference of the two rows) and the top estimator against each other one,
+    with raw t-test p-values for `decide`."""
+    names = list(wtau.index)
+    taus = wtau.to_numpy(dtype=float)
+    ktau = ktau.to_numpy(dtype=float) if ktau is not None else np.full_like(taus, math.nan)
+    regret = regret.to_numpy(dtype=float) if regret is not None else np.full_like(taus, math.nan)
+    stat = dict(zip(names, _paired(list(taus))))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an estimator with no defined target: NaN means
+        summary = pd.DataFrame({
+            "estimator": names, "weighted_tau_mean": [stat[n]["mean"] for n in names],
+            "ci_low": [stat[n]["ci_low"] for n in names], "ci_high": [stat[n]["ci_high"] for n in names],
+            "kendall_tau_mean": np.nanmean(ktau, axis=1), "top1_regret_mean": np.nanmean(regret, axis=1),
+            "targets": np.isfinite(taus).sum(axis=1), "static": [n in STATIC for n in names]})
+    if margin_diffs is None:
+        row = dict(zip(names, taus))
+        margin_diffs = {(n, b): row[n] - row[b] for b in STATIC if b in names for n in names if n not in STATIC}
+    pairs = list(margin_diffs)
+    m = _paired([margin_diffs[k] for k in pairs])
+    margins = pd.DataFrame({"estimator": [k[0] for k in pairs], "baseline": [k[1] for k in pairs],
+                            "margin_mean": [x["mean"] for x in m], "ci_low": [x["ci_low"] for x in m],
+                            "ci_high": [x["ci_high"] for x in m], "p": [x["p"] for x in m],
+                            "p_holm": math.nan, "targets": [x["targets"] for x in m], "beats_baseline": False})
+    summary = summary.sort_values("weighted_tau_mean", ascending=False, na_position="last")
+    # The top estimator (highest mean weighted tau) against each other one, paired by target: it is named the
+    # best only if every comparison holds after the adjustment; otherwise the ones it does not beat are tied.
+    ranked = [n for n in summary["estimator"] if n not in STATIC and summary.set_index("estimator").loc[n, "targets"]]
+    row = dict(zip(names, taus))
+    v = _paired([row[ranked[0]] - row[o] for o in ranked[1:]]) if len(ranked) > 1 else []
+    versus = pd.DataFrame({"top": ranked[0] if ranked else None, "other": ranked[1:],
+                           "difference": [x["mean"] for x in v], "ci_low": [x["ci_low"] for x in v],
+                           "ci_high": [x["ci_high"] for x in v], "p": [x["p"] for x in v], "p_holm": math.nan,
+                           "targets": [x["targets"] for x in v]})
+    return {"summary": summary, "margins": margins, "versus_top": versus, "best": None, "tied_with_top": None}
+
+
+def calls(res: dict) -> list[float]:
+    """The zoo's raw p-values, margins first, then the top-vs-other comparisons (the order `decide` expects)."""
     if not res:
         return []
-    wtau, summary, margins = res["weighted_tau"], res["summary"], res["margins"]
-    targets = list(wtau.columns)
+    return res["margins"].get("p", pd.Series(dtype=float)).tolist() + \
+        res["versus_top"].get("p", pd.Series(dtype=float)).tolist()
+
+
+def decide(res: dict, adjusted: list[float], alpha: float = S.ALPHA) -> None:
+    """Fill in the Holm-adjusted p-values and the calls they make: `beats_baseline` (the margin's adjusted p
+    below alpha and the margin positive) and `best` (the top estimator, if it beats every other one)."""
+    if not res:
+        return
+    n = len(res["margins"])
+    if n:
+        res["margins"]["p_holm"] = adjusted[:n]
+        res["margins"]["beats_baseline"] = (res["margins"]["p_holm"] < alpha) & (res["margins"]["margin_mean"] > 0)
+    vs = res["versus_top"]
+    if len(vs):
+        vs["p_holm"] = adjusted[n:n + len(vs)]
+        beaten = (vs["p_holm"] < alpha) & (vs["difference"] > 0)
+        top = vs["top"].iloc[0]
+        res["best"] = top if beaten.all() else None
+        res["tied_with_top"] = [top] + vs.loc[~beaten, "other"].tolist()
+
+
+def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
+    """The zoo section's notes and tables: the per-target weighted-tau table (papers' layout) with the summary,
+    the margins over the static baselines, and the top estimator against the others."""
+    if not res:
+        return [], []
+    wtau, summary, margins, vs = res["weighted_tau"], res["summary"], res["margins"], res["versus_top"]
     nets = ", ".join(f"{t}: {n}" for t, n in res["nets_per_target"].items())
     what = ("the tuned linear probe's test score (C chosen on val)" if res["truth"] == "probe"
             else f"the test score after fine-tuning ({res['truth']})")
-    md = [f"## Estimators on the source-net zoo (ground truth: {res['truth']})\n",
-          f"Ground truth: {what}, per (net, target); the estimates come from the probe runs' features. "
-          f"Nets per target: {nets}. Weighted Kendall tau (scipy `weightedtau`), mean over targets "
-          "with a 95% CI over targets (a percentile bootstrap; Student's t below 5 targets); `etran` = 0.85 "
-          "minmax(LDA) + 0.15 minmax(energy) per target.\n",
-          "| estimator | " + " | ".join(targets) + " | mean wtau [95% CI] | mean Kendall tau | top-1 regret |",
-          "|---" * (len(targets) + 4) + "|"]
-    for _, r in summary.iterrows():
-        cells = " | ".join("" if math.isnan(v) else f"{v:.2f}" for v in wtau.loc[r["estimator"]].to_numpy(float))
-        label = f"{r['estimator']} (static)" if r["static"] else r["estimator"]
-        md.append(f"| {label} | {cells} | {r['weighted_tau_mean']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}] | "
-                  f"{r['kendall_tau_mean']:.3f} | {r['top1_regret_mean']:.4f} |")
+    notes = [f"Ground truth: {res['truth']}, {what}, per (net, target); the estimates come from the probe runs' "
+             f"features. Nets per target: {nets}. `etran` = 0.85 minmax(LDA) + 0.15 minmax(energy) per target."]
+    if res.get("best"):
+        notes.append(f"Best estimator: {res['best']} (it beats every other estimator, paired over targets, "
+                     "Holm-adjusted).")
+    elif res.get("tied_with_top"):
+        top, rest = res["tied_with_top"][0], res["tied_with_top"][1:]
+        notes.append(f"No best estimator: {top} has the highest mean, but after the adjustment it is not shown "
+                     f"better than {', '.join(rest)} (paired over targets); they are tied with it.")
+    table = pd.DataFrame([{"estimator": f"{r['estimator']} (static)" if r["static"] else r["estimator"],
+                           **{t: wtau.loc[r["estimator"], t] for t in wtau.columns},
+                           "mean wtau": r["weighted_tau_mean"], "95% CI": S.fmt_ci(r["ci_low"], r["ci_high"]),
+                           "mean Kendall tau": r["kendall_tau_mean"], "top-1 regret": r["top1_regret_mean"]}
+                          for _, r in summary.iterrows()])
+    tables = [(f"Weighted Kendall tau per target (ground truth: {res['truth']})", table)]
     if len(margins):
-        md += ["", "Margin over the static baselines (mean per-target difference in weighted tau, both on the same "
-               "nets; 95% CI over targets; *yes* = the CI excludes 0):\n",
-               "| estimator | baseline | margin [95% CI] | beats it |", "|---|---|---|---|"]
-        for _, m in margins.sort_values(["baseline", "margin_mean"], ascending=[True, False]).iterrows():
-            md.append(f"| {m['estimator']} | {STATIC[m['baseline']]} | {m['margin_mean']:+.3f} "
-                      f"[{m['ci_low']:+.3f}, {m['ci_high']:+.3f}] | {'yes' if m['beats_baseline'] else 'no'} |")
-    return md + [""]
+        m = margins.sort_values(["baseline", "margin_mean"], ascending=[True, False])
+        tables.append(("Margin over the static baselines (mean per-target difference in weighted tau, both on the "
+                       "same nets; 95% t interval over targets; beats it = Holm-adjusted p below 0.05 and a "
+                       "positive margin)", pd.DataFrame({
+                           "estimator": m["estimator"], "baseline": m["baseline"].map(STATIC),
+                           "margin": m["margin_mean"], "95% CI": [S.fmt_ci(a, b) for a, b in
+                                                                  zip(m["ci_low"], m["ci_high"])],
+                           "targets": m["targets"], "p": m["p"], "p (Holm)": m["p_holm"],
+                           "beats it": np.where(m["beats_baseline"], "yes", "no")})))
+    if len(vs):
+        tables.append((f"The top estimator ({vs['top'].iloc[0]}) against each other one (paired over targets)",
+                       pd.DataFrame({"other": vs["other"], "difference": vs["difference"],
+                                     "95% CI": [S.fmt_ci(a, b) for a, b in zip(vs["ci_low"], vs["ci_high"])],
+                                     "targets": vs["targets"], "p": vs["p"], "p (Holm)": vs["p_holm"]})))
+    return notes, tables
 
 
 def selection_regret(df: pd.DataFrame) -> pd.DataFrame:
@@ -188,4 +271,5 @@ def zoo_json(res: dict) -> dict:
     frames = ("weighted_tau", "kendall_tau", "regret")
     return {"truth": res["truth"], **{k: res[k].astype(object).where(res[k].notna(), None).to_dict() for k in frames},
             "summary": res["summary"].to_dict("records"), "margins": res["margins"].to_dict("records"),
-            "nets_per_target": res["nets_per_target"]}
+            "versus_top": res["versus_top"].to_dict("records"), "best": res.get("best"),
+            "tied_with_top": res.get("tied_with_top"), "nets_per_target": res["nets_per_target"]}
