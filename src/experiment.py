@@ -222,8 +222,12 @@ def _probe(cfg: DictConfig, plan: Plan, feat_entry: Path, names: tuple[str, ...]
     labelled = [n for n in names if n in ("train", "val", "database")]
     t0 = time.perf_counter()
     transfer = estimate_transferability(cfg, plan, feat_entry, splits, labelled)
+    y = np.concatenate([splits[s][1] for s in labelled])
+    inputs = {"n": len(y), "classes": y.shape[1] if y.ndim == 2 else len(np.unique(y)),
+              "dim": splits[labelled[0]][0].shape[1]}
     done = Evaluation({"transferability": transfer, "estimator": cfg.estimator.name,
-                       "estimator_score": transfer.get(cfg.estimator.name)}, time.perf_counter() - t0)
+                       "estimator_score": transfer.get(cfg.estimator.name),
+                       "estimate_inputs": {k: int(v) for k, v in inputs.items()}}, time.perf_counter() - t0)
     if cfg.estimator.name == "none":
         out = fit(splits)
         done.metrics.update(_documented(out))

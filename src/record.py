@@ -77,6 +77,8 @@ METRICS: dict[str, str] = {
     "estimator": "the estimator that replaced the probe, or none",
     "estimator_score": "that estimator's value",
     "transferability": "every computed estimator's value (src.transferability.estimators.ESTIMATORS)",
+    "estimate_inputs": "what the estimators saw: n labelled images, classes, feature dim (the zoo marks the cells "
+                       "where an estimator is outside its regime by these)",
     "distance": "the measured (source, target) distance: pad, frechet at a fixed early layer (src.features."
                 "source_distance); None for pretrained sources and fine-tuned runs",
 }

@@ -94,3 +94,28 @@ def test_openblas_workers_stop_spinning_unless_the_user_says_otherwise(preset, e
     code = "import src, sys, os; assert 'numpy' not in sys.modules; print(os.environ['OPENBLAS_THREAD_TIMEOUT'])"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == expected
+
+
+def test_the_regime_limits_of_sfda_and_hscore_hold_against_random_labels():
+    """Past its declared limit an estimator scores random labels as highly as real ones (its value says nothing of
+    the labels); well inside, it tells them apart. Gaussian class clusters, n = 400 images, C = 20 classes."""
+    from src.transferability.estimators import ESTIMATORS, HSCORE_DEGENERATE, SFDA_SATURATED, hscore
+    from src.transferability.discriminant import sfda
+
+    rng = np.random.default_rng(0)
+    n, c = 400, 20
+    y = np.repeat(np.arange(c), n // c)
+
+    def pair(d):
+        x = rng.normal(0, 1, (n, d)) + 0.3 * rng.normal(0, 1, (c, d))[y]
+        return x, rng.normal(0, 1, (n, d)), rng.permutation(y)
+
+    x, xr, yr = pair(int(SFDA_SATURATED * (n - c)))
+    assert sfda(x, y) > 0.99 and sfda(xr, yr) > 0.8  # real labels at the ceiling, random ones close to it
+    assert ESTIMATORS["sfda"].outside(n, c, x.shape[1]) is not None
+    x, xr, yr = pair(int(0.25 * (n - c)))
+    assert sfda(x, y) - sfda(xr, yr) > 0.2 and ESTIMATORS["sfda"].outside(n, c, x.shape[1]) is None
+    x, xr, yr = pair(int(HSCORE_DEGENERATE * (n - c)))
+    assert hscore(xr, yr) > 0.9 * (c - 1) and ESTIMATORS["hscore"].outside(n, c, x.shape[1]) is not None
+    x, xr, yr = pair(int(0.25 * (n - c)))
+    assert hscore(x, y) > 1.5 * hscore(xr, yr) and ESTIMATORS["hscore"].outside(n, c, x.shape[1]) is None

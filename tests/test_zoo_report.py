@@ -90,3 +90,25 @@ def test_a_best_estimator_is_named_only_when_it_beats_every_other_one():
     res = inference(pd.DataFrame(taus, index=targets).T)
     decide(res, S.holm(calls(res)))
     assert res["best"] is None and set(res["tied_with_top"]) == {"strong", "rival"}
+
+
+def test_cells_outside_an_estimators_regime_are_counted_and_left_out_of_its_inside_tau():
+    """SFDA on a net whose features outnumber the target's images (d/(n-C) >= 0.6) is saturated: that cell is
+    marked, counted, and the estimator's inside tau is computed on the other nets only."""
+    rows = []
+    truth = {"t1": [0.5, 0.6, 0.7, 0.8, 0.9], "t2": [0.2, 0.4, 0.6, 0.5, 0.3], "t3": [0.3, 0.2, 0.1, 0.4, 0.5]}
+    for target, scores in truth.items():
+        for net, score in enumerate(scores):
+            dim = 4096 if net == 4 else 64  # the last net: an fc layer wider than the 380 images - 20 classes
+            sfda = 1.0 if net == 4 else score  # saturated there, a perfect ranker elsewhere
+            rows.append({"status": "ok", "target": target, "arch": "vgg", "width": "tiny", "depth": 8 + net,
+                         "target_score": score, "tr_sfda": sfda, "tr_logme": score,
+                         "estimate_inputs_n": 400, "estimate_inputs_classes": 20, "estimate_inputs_dim": dim})
+    res = zoo_agreement(pd.DataFrame(rows))
+    summary = res["summary"].set_index("estimator")
+    assert summary.loc["sfda", "cells_outside_regime"] == 3 and summary.loc["logme", "cells_outside_regime"] == 0
+    assert summary.loc["sfda", "weighted_tau_mean_inside"] == pytest.approx(1.0)  # perfect on the nets inside
+    assert summary.loc["sfda", "weighted_tau_mean"] < 1.0  # the saturated net's 1.0 spoils the whole ranking
+    notes, tables = zoo_content(res)
+    table = tables[0][1].set_index("estimator")
+    assert table.loc["sfda", "cells outside its regime"] == "3" and any("outside its regime" in n for n in notes)

@@ -30,6 +30,8 @@ STATIC = {"source_val_acc": "source val accuracy", "source_num_params": "paramet
 # ETran's published score combines its parts after min-max scaling them across the zoo, per target
 # (mgholamikn/ETran tw.py: 0.85 * LDA + 0.15 * energy).
 ETRAN_WEIGHTS = {"etran_lda": 0.85, "etran_energy": 0.15}
+# What the estimators saw per job (metrics.estimate_inputs): kept per net as "@n", "@classes", "@dim" columns
+INPUTS = {"estimate_inputs_n": "@n", "estimate_inputs_classes": "@classes", "estimate_inputs_dim": "@dim"}
 
 
 def _minmax(s: pd.Series) -> pd.Series:
@@ -54,7 +56,8 @@ def per_target_scores(df: pd.DataFrame, truth: str = "probe") -> dict[str, pd.Da
     else:
         probe_rows = truth_rows = ok
     nets = [c for c in NET_COLUMNS if c in ok.columns and ok[c].notna().any()]
-    scores = [c for c in ok.columns if c.startswith("tr_")] + [c for c in STATIC if c in ok.columns]
+    scores = [c for c in ok.columns if c.startswith("tr_")] + [c for c in STATIC if c in ok.columns] + \
+        [c for c in INPUTS if c in ok.columns]
 
     def key(g):
         return g[nets].astype(str).agg("|".join, axis=1) if nets else pd.Series(range(len(g)), index=g.index)
@@ -62,7 +65,7 @@ def per_target_scores(df: pd.DataFrame, truth: str = "probe") -> dict[str, pd.Da
     out = {}
     for target, g in probe_rows.groupby("target"):
         table = g[scores].apply(pd.to_numeric, errors="coerce").groupby(key(g)).mean()
-        table.columns = [c[3:] if c.startswith("tr_") else c for c in table.columns]
+        table.columns = [c[3:] if c.startswith("tr_") else INPUTS.get(c, c) for c in table.columns]
         t = truth_rows[truth_rows["target"] == target]
         table.insert(0, "truth", t["target_score"].astype(float).groupby(key(t)).mean() if len(t) else np.nan)
         table = table[table["truth"].notna()]
@@ -104,7 +107,7 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", min_nets: int = 3) -> 
     tables = {t: tab for t, tab in per_target_scores(df, truth).items() if len(tab) >= min_nets}
     if not tables:
         return {}
-    names = sorted({c for tab in tables.values() for c in tab.columns if c != "truth"})
+    names = sorted({c for tab in tables.values() for c in tab.columns if c != "truth" and not c.startswith("@")})
     if not names:  # no estimator values in these results (e.g. jobs that recorded none): nothing to rank
         return {}
     wtau = pd.DataFrame(index=names, columns=list(tables), dtype=float)
@@ -135,8 +138,45 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", min_nets: int = 3) -> 
                 diff.append(both[name] - both[base] if both else math.nan)
             margin_diffs[(name, base)] = diff
     res = inference(wtau, ktau, regret, margin_diffs)
+    res["summary"] = res["summary"].merge(regime_marks(tables, names, min_nets), on="estimator", how="left")
     return {"truth": truth, "weighted_tau": wtau, "kendall_tau": ktau, "regret": regret, **res,
             "nets_per_target": {t: len(tab) for t, tab in tables.items()}}
+
+
+def regime_marks(tables: dict[str, pd.DataFrame], names: list[str], min_nets: int) -> pd.DataFrame:
+    """Per estimator: how many (net, target) cells are outside its regime by its own definition (saturated SFDA,
+    degenerate H-score: `src.transferability.estimators`), and its mean weighted tau over targets on the cells
+    inside (targets with fewer than `min_nets` such nets left out). Jobs that did not record what the estimators
+    saw (older results) cannot be judged: their cells count as unknown."""
+    from src.transferability.estimators import ESTIMATORS
+
+    rows = []
+    for name in names:
+        est = ESTIMATORS.get(name)
+        outside = unknown = 0
+        taus = []
+        for tab in tables.values():
+            if name not in tab:
+                continue
+            if est is None or est.regime is None:
+                inside = tab
+            elif all(c in tab for c in ("@n", "@classes", "@dim")):
+                marked = [est.outside(int(r["@n"]), int(r["@classes"]), int(r["@dim"])) is not None
+                          if np.isfinite(r[["@n", "@classes", "@dim"]].to_numpy(dtype=float)).all() else None
+                          for _, r in tab.iterrows()]
+                unknown += sum(m is None for m in marked)
+                outside += sum(m is True for m in marked)
+                inside = tab[[m is False for m in marked]]
+            else:
+                unknown += int(tab[name].notna().sum())
+                continue
+            t = _taus(inside, [name], min_nets)
+            if t is not None:
+                taus.append(t[name])
+        rows.append({"estimator": name, "cells_outside_regime": outside if est is not None and est.regime else 0,
+                     "cells_unknown_regime": unknown,
+                     "weighted_tau_mean_inside": float(np.mean(taus)) if taus else math.nan})
+    return pd.DataFrame(rows)
 
 
 def inference(wtau: pd.DataFrame, ktau: pd.DataFrame | None = None, regret: pd.DataFrame | None = None,
@@ -216,6 +256,11 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
             else f"the test score after fine-tuning ({res['truth']})")
     notes = [f"Ground truth: {res['truth']}, {what}, per (net, target); the estimates come from the probe runs' "
              f"features. Nets per target: {nets}. `etran` = 0.85 minmax(LDA) + 0.15 minmax(energy) per target."]
+    if "cells_outside_regime" in summary:
+        notes.append("Cells outside its regime: (net, target) cells where the estimator's value does not depend on "
+                     "the labels by its own definition (SFDA saturated from d/(n-C) >= "
+                     f"{_thresholds()[0]}; H-score C - 1 from d/(n-C) >= {_thresholds()[1]}; d features, n labelled "
+                     "images, C classes); the last column is its mean weighted tau on the other cells.")
     if res.get("best"):
         notes.append(f"Best estimator: {res['best']} (it beats every other estimator, paired over targets, "
                      "Holm-adjusted).")
@@ -226,7 +271,9 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
     table = pd.DataFrame([{"estimator": f"{r['estimator']} (static)" if r["static"] else r["estimator"],
                            **{t: wtau.loc[r["estimator"], t] for t in wtau.columns},
                            "mean wtau": r["weighted_tau_mean"], "95% CI": S.fmt_ci(r["ci_low"], r["ci_high"]),
-                           "mean Kendall tau": r["kendall_tau_mean"], "top-1 regret": r["top1_regret_mean"]}
+                           "mean Kendall tau": r["kendall_tau_mean"], "top-1 regret": r["top1_regret_mean"],
+                           "cells outside its regime": _regime_cell(r),
+                           "mean wtau inside its regime": r.get("weighted_tau_mean_inside", math.nan)}
                           for _, r in summary.iterrows()])
     tables = [(f"Weighted Kendall tau per target (ground truth: {res['truth']})", table)]
     if len(margins):
@@ -245,6 +292,19 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
                                      "95% CI": [S.fmt_ci(a, b) for a, b in zip(vs["ci_low"], vs["ci_high"])],
                                      "targets": vs["targets"], "p": vs["p"], "p (Holm)": vs["p_holm"]})))
     return notes, tables
+
+
+def _thresholds() -> tuple[float, float]:
+    from src.transferability.estimators import HSCORE_DEGENERATE, SFDA_SATURATED
+
+    return SFDA_SATURATED, HSCORE_DEGENERATE
+
+
+def _regime_cell(r) -> str:
+    out, unknown = r.get("cells_outside_regime"), r.get("cells_unknown_regime")
+    if out is None or (isinstance(out, float) and math.isnan(out)):
+        return ""
+    return f"{int(out)}" + (f" ({int(unknown)} not recorded)" if unknown else "")
 
 
 def selection_regret(df: pd.DataFrame) -> pd.DataFrame:
