@@ -54,7 +54,6 @@ def test_config_files_are_parsed_once_per_version_and_each_composition_gets_its_
     import os
 
     import yaml
-    from hydra._internal.core_plugins.file_config_source import FileConfigSource
 
     compose_once.install()
     (tmp_path / "config.yaml").write_text("a: 1\nb: {c: 2}\n")

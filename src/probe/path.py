@@ -406,7 +406,7 @@ class PathSolver:
             ones = torch.full((1, self.n), 1.0 if self.scaling is None else self.scaling, dtype=torch.float64,
                               device=self.dev)
             self._xq = torch.cat([self.xt32.double(), ones])
-        xq, k, w = self._xq, z.shape[1], loss.curvature(z)
+        k, w = z.shape[1], loss.curvature(z)
         if self._hess is None or not torch.equal(w, self._hess[0]):  # (small Cs: the same rows step after step)
             self._hess = (w, self._curvature_gram(w))
         h = self._hess[1] + torch.diag_embed((lam * self.reg_mask[:, 0]).expand(k, -1))

@@ -8,10 +8,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from src.report import analysis as A
+from src.report.distance import measured_distance
 from src.report import findings as F
 from src.report import stats as S
 from src.report import zoo as Z
@@ -23,27 +23,27 @@ from src.report.study import Study, read_study, sweep_record
 
 
 def default_baseline() -> dict[str, Any]:
-    """The factor values of the default config (conf/config.yaml's defaults list): the paper's 'standard setting'.
+    """The factor values of the default config (conf/config.yaml's defaults list): the paper's 'standard setting',
+    read off by the result record's own factor table (`src.record.factors`), as a run of the defaults records them.
 
-    Read with OmegaConf rather than composed with Hydra, so it also works inside a running Hydra (the callback).
+    Loaded with OmegaConf rather than composed with Hydra, so it also works inside a running Hydra (the callback).
     """
     from omegaconf import OmegaConf
 
     import src
-    from src.models.registry import ARCHS
+    from src.models.registry import get_arch
+    from src.record import FACTORS, factors
 
     conf = src.REPO_ROOT / "conf"
     root = OmegaConf.load(conf / "config.yaml")
     groups = {k: v for d in root.defaults if isinstance(d, dict) or OmegaConf.is_dict(d) for k, v in d.items()}
-    g = {name: OmegaConf.load(conf / name / f"{opt}.yaml") for name, opt in groups.items() if opt is not None}
-    src_cfg = g["source"]
-    return {
-        "source": src_cfg.name, "source_num_classes": src_cfg.num_classes,
-        "source_images_per_class": src_cfg.images_per_class, "source_epochs": src_cfg.epochs,
-        "snapshot": src_cfg.snapshot or "last", "arch": g["arch"].name, "width": g["width"].name,
-        "depth": root.depth or ARCHS[g["arch"].name].default_depth, "layer": root.layer, "pooling": root.pooling,
-        "norm": g["norm"].name, "dimred": g["dimred"].name, "n_components": None, "classifier": g["classifier"].name,
-    }
+    cfg = OmegaConf.merge({k: v for k, v in root.items() if k not in ("defaults", "hydra")},
+                          {name: OmegaConf.load(conf / name / f"{opt}.yaml") for name, opt in groups.items()
+                           if opt is not None and "/" not in name})
+    base = {f: v for f, v in factors(cfg).items() if f in FACTORS}
+    base["snapshot"] = base["snapshot"] or "last"  # the last epoch, whatever source.epochs a run uses
+    base["depth"] = base["depth"] or get_arch(base["arch"]).default_depth
+    return base
 
 
 def parse_baseline(pairs: list[str]) -> dict[str, Any]:
@@ -54,49 +54,6 @@ def parse_baseline(pairs: list[str]) -> dict[str, Any]:
             raise SystemExit(f"error: --baseline {pair!r} must be factor=value with a factor in: {', '.join(A.FACTORS)}")
         base[key] = value
     return base
-
-
-def _source_val_features(cache_dir: Path, jobs: pd.DataFrame, tap: str) -> np.ndarray | None:
-    """The source task's val images through `tap`, as the pipeline cached them (`source_val_features=true`, key
-    `keys.source_val_features` in result.json); None when none of the jobs asked for them."""
-    keys = jobs["source_val_features_key"].dropna() if "source_val_features_key" in jobs else []
-    for key in keys:
-        path = cache_dir / "features" / key / "val" / f"{tap}.npy"
-        if path.is_file():
-            return np.load(path)
-    return None
-
-
-def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
-    """Per source net and target, from the cached features of the sweep's jobs at the penultimate layer (fc7, or
-    pool for resnets): 1 - min-max normalised LogME of the target's labels, and the Frechet distance between the
-    source task's val features and the target's features (how far the target's images sit from the source's;
-    NaN unless the jobs ran with `source_val_features=true`). Reads cached files only."""
-    from src.transferability import logme
-    from src.transferability.distance import frechet_distance
-
-    ok = A.ok_rows(df).dropna(subset=["features_key"])
-    rows, source_feats = [], {}
-    for (source_key, target), jobs in ok.groupby(["source_key", "target"]):
-        features = cache_dir / "features" / jobs["features_key"].iloc[0]
-        entry = features / "train" if (features / "train").is_dir() else features / "database"  # retrieval
-        tap = next((entry / f"{t}.npy" for t in ("fc7", "pool") if (entry / f"{t}.npy").exists()), None)
-        if tap is None:
-            continue
-        x, y = np.load(tap), np.load(entry / "labels.npy")
-        if source_key not in source_feats:
-            source_feats[source_key] = _source_val_features(cache_dir, ok[ok["source_key"] == source_key], tap.stem)
-        src_x = source_feats[source_key]
-        rows.append({"source_key": source_key, "source": f"{jobs['arch'].iloc[0]}/{jobs['width'].iloc[0]}",
-                     "target": target, "distance_rank": jobs["distance_rank"].iloc[0], "layer": tap.stem,
-                     "logme": logme(x, y) if y.ndim == 1 else math.nan,
-                     "frechet": frechet_distance(src_x, x) if src_x is not None else math.nan})
-    out = pd.DataFrame(rows)
-    if len(out):
-        lo = out.groupby("source_key")["logme"].transform("min")
-        hi = out.groupby("source_key")["logme"].transform("max")
-        out["logme_distance"] = 1 - (out["logme"] - lo) / (hi - lo).replace(0, np.nan)
-    return out.sort_values(["source_key", "distance_rank"]).reset_index(drop=True)
 
 
 def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict[str, Any] | None = None,

@@ -306,7 +306,6 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
         per = g.groupby(["setting", "source_seed"])[["target_score", "_select"]].mean()
         test = per["target_score"].unstack("source_seed")
         choose = per["_select"].unstack("source_seed")
-        seeds = list(test.columns)
         best = choose.mean(axis=1).idxmax()
         base = g[g.apply(A.matches, axis=1, baseline=baseline, factors=factors)]["setting"]
         base = base.iloc[0] if len(base) else None
