@@ -94,10 +94,12 @@ def _has_marker(value: Any) -> bool:
     return isinstance(value, list) and any(_has_marker(v) for v in value)
 
 
-def missing_keys(cfg: DictConfig) -> list[str]:
+def missing_keys(cfg: DictConfig, plain: dict | None = None) -> list[str]:
     """OmegaConf.missing_keys, sorted; walked only when the config's plain copy has a ??? anywhere (the walk resolves
     every node, several times the cost of the plain copy, on every job of a sweep)."""
-    return sorted(OmegaConf.missing_keys(cfg)) if _has_marker(OmegaConf.to_container(cfg, resolve=False)) else []
+    if plain is None:
+        plain = OmegaConf.to_container(cfg, resolve=False)
+    return sorted(OmegaConf.missing_keys(cfg)) if _has_marker(plain) else []
 
 
 def check_writable_dir(key: str, value: Any) -> None:
@@ -113,11 +115,13 @@ def check_writable_dir(key: str, value: Any) -> None:
         raise ConfigError(f"{key}={path} is not writable ({existing} is read-only for this user)")
 
 
-def validate(cfg: DictConfig) -> Plan:
-    missing = missing_keys(cfg)
+def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
+    """The `Plan` of a composed config, or a one-line ConfigError. `plain`: the config's resolved plain copy, if the
+    caller has it (a missing value stays `???` in it)."""
+    missing = missing_keys(cfg, plain)
     if missing:
         raise ConfigError(f"{missing[0]} is required (it is ??? in the config); set it, e.g. {missing[0]}=...")
-    check_config(cfg)  # every key known, every value of its type, range or choices
+    check_config(cfg if plain is None else plain)  # every key known, every value of its type, range or choices
     check_writable_dir("paths.cache_dir", cfg.paths.cache_dir)
     n_classes = _source(cfg)
     spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes)

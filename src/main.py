@@ -37,13 +37,11 @@ warnings.filterwarnings("ignore", message=r"hydra\.utils\.instantiate\(\) resolv
 FULL_ERROR_ASKED = "TRANSFER_FULL_ERROR"  # the user's HYDRA_FULL_ERROR, kept by run_cli (which sets Hydra's to 1)
 
 
-def config_hash(cfg: DictConfig) -> str:
-    """Hash of the resolved config that decides whether a sweep job is already done (resume).
-
-    Without `paths.cache_dir`: where the cache is mounted does not change what a job computes.
-    """
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved.get("paths", {}).pop("cache_dir", None)
+def config_hash(cfg: DictConfig | dict) -> str:
+    """Hash of the resolved config (or of its plain resolved copy) that decides whether a sweep job is already done
+    (resume). Without `paths.cache_dir`: where the cache is mounted does not change what a job computes."""
+    resolved = dict(cfg) if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
+    resolved["paths"] = {k: v for k, v in resolved.get("paths", {}).items() if k != "cache_dir"}
     return make_key(resolved)
 
 
@@ -64,11 +62,12 @@ def save_per_image(out_dir: Path, per_image: dict[str, Any] | None) -> None:
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Check and run one experiment, writing `out_dir/result.json` (a `Result`) whether it succeeds or fails."""
     t0 = time.perf_counter()
-    digest = config_hash(cfg)
+    plain = OmegaConf.to_container(cfg, resolve=True)  # once: the resume hash and the schema check both read it
+    digest = config_hash(plain)
     plan = None
     try:
         tracking.check(cfg)
-        plan = validate(cfg)
+        plan = validate(cfg, plain)
         from src.experiment import run_experiment  # heavy imports (torch, lightning) only past the check
 
         run = run_experiment(cfg, plan)
@@ -78,11 +77,13 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         result = Result(status="failed", config_hash=digest, factors=factors(cfg, plan),
                         timings_s={"total": time.perf_counter() - t0},
                         error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
-        atomic_write_text(out_dir / RESULT, result.to_json())
-        _track(cfg, json.loads(result.to_json()), out_dir)
+        text = result.to_json()
+        atomic_write_text(out_dir / RESULT, text)
+        _track(cfg, json.loads(text), out_dir)
         raise
-    atomic_write_text(out_dir / RESULT, result.to_json())
-    record = json.loads(result.to_json())
+    text = result.to_json()
+    atomic_write_text(out_dir / RESULT, text)
+    record = json.loads(text)
     _track(cfg, record, out_dir)
     return record
 
