@@ -8,6 +8,7 @@ milliseconds); `test_cli_*` runs a few through the real CLI to prove that path p
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -136,41 +137,48 @@ def compose_and_check(overrides: list[str]):
         return validate(compose("config", overrides=overrides))
 
 
-# Where each bounded field of src/check_run.py exists: the default config, or one of these choices.
+# Where each bounded field of the schema exists: the default config, or one of these choices.
 WHERE = ["", "source=imagefolder source.root={tmp}/two_class", "target=synth_multilabel", "target=synth_retrieval",
-         "target=synth_shift", "target=imagefolder target.root={tmp}/two_class", "target=cifar10", "dimred=pca",
-         "finetune=full"]
+         "target=synth_shift", "target=synth_finegrained", "target=synth_count", "target=synth_scenes",
+         "target=imagefolder target.root={tmp}/two_class", "target=cifar10", "dimred=pca", "finetune=full",
+         "classifier=linear_svm_liblinear", "classifier=linear_svm_ovo"]
 
 
-def out_of_range(low: float, high: float, integer: bool, low_inclusive: bool) -> list[float]:
-    """A value just below the valid range and one above it."""
-    below = low - 1 if low_inclusive else low
-    return [below, high + 1 if integer else high * 2]
+def out_of_range(field) -> list:
+    """A value just below the field's valid range and, when it has an upper bound, one above it."""
+    integer = field.kind == "int"
+    bad = [field.low if field.low_open else field.low - 1]
+    if field.high is not None and math.isfinite(field.high):
+        bad.append(field.high + 1 if integer else field.high * 2 + 1)
+    return [int(v) if integer else v for v in bad]
 
 
 def has(cfg, key: str) -> bool:
     parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent, default=None)
+    node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
     return isinstance(node, DictConfig) and leaf in node
 
 
 def test_every_bounded_field_is_refused_outside_its_range(fixtures):
-    """Each numeric field the config check bounds (src/check_run.BOUNDS), in a config where it exists, set just
-    below and above its range: one ConfigError line naming the field, the value and the valid range."""
-    from src.check_run import BOUNDS
+    """Each numeric key the schema bounds (src/schema.py, with the keys registry entries declare), in a config
+    where it exists, set just below and above its range: one ConfigError line naming the key, the value and the
+    valid range."""
+    from src.schema import declared
 
+    bounded = {k: f for k, f in declared().items() if f.kind in ("int", "float") and f.low is not None and "[]" not in k}
+    assert len(bounded) >= 45
     with initialize_config_dir(str(REPO / "conf")):
         bases = [[o.replace("{tmp}", str(fixtures)) for o in w.split()] for w in WHERE]
         composed = [compose("config", overrides=b) for b in bases]
-        for key, bounds in BOUNDS.items():
+        for key, field in bounded.items():
             base = next((b for b, cfg in zip(bases, composed) if has(cfg, key)), None)
             assert base is not None, f"{key} exists in no config the test knows: {WHERE}"
-            for bad in out_of_range(*bounds):
-                value = int(bad) if bounds[2] else bad
+            for value in out_of_range(field):
                 with pytest.raises(ConfigError) as e:
                     validate(compose("config", overrides=[*base, f"{key}={value}"]))
                 line = str(e.value)
-                assert f"{key}={value!r} is out of range; valid: " in line and "\n" not in line, (key, value, line)
+                assert f"{key}={value} is out of range; valid: {field.valid()}" in line and "\n" not in line, (
+                    key, value, line)
 
 
 @pytest.mark.empty_cache

@@ -36,7 +36,7 @@ def _device(x) -> str:
 
 
 @pytest.fixture
-def stage_devices(monkeypatch) -> dict[str, set[str]]:
+def stage_devices(monkeypatch):
     """stage -> the torch device types its tensors were on, recorded while the test runs jobs in this process."""
     import pytorch_lightning as pl
 
@@ -70,13 +70,16 @@ def stage_devices(monkeypatch) -> dict[str, set[str]]:
     rank = retrieval.mean_average_precision
     monkeypatch.setattr(retrieval, "mean_average_precision", lambda *a, **k: (
         seen["rank"].add(torch.device(a[4] if len(a) > 4 else k.get("device", "cpu")).type), rank(*a, **k))[1])
-    for name, e in list(ESTIMATORS.items()):
-        if e.torch:
-            def fn(x, y, _fn=e.fn):
-                seen["estimate"].add(_device(x))
-                return _fn(x, y)
-            monkeypatch.setitem(ESTIMATORS, name, dataclasses.replace(e, fn=fn))
-    return seen
+    originals = {name: e for name, e in ESTIMATORS.items() if e.torch}
+    for name, e in originals.items():
+        def fn(x, y, _fn=e.fn):
+            seen["estimate"].add(_device(x))
+            return _fn(x, y)
+        dict.__setitem__(ESTIMATORS, name, dataclasses.replace(e, fn=fn))  # in place (the registry refuses a new
+        # entry under a taken name; this one is put back below)
+    yield seen
+    for name, e in originals.items():
+        dict.__setitem__(ESTIMATORS, name, e)
 
 
 @pytest.mark.parametrize("accelerator,expected", [
