@@ -1,4 +1,4 @@
-"""Shared fixtures and helpers: tiny configs composed with hydra.compose, a private artifact cache per test (holding a
+"""Shared fixtures and functions: tiny configs composed with hydra.compose, a private artifact cache per test (holding a
 copy of one tiny source net trained once per session), the CLI in a subprocess, result readers, a fake sweep."""
 
 from __future__ import annotations
