@@ -37,7 +37,8 @@ def _device(x) -> str:
 
 @pytest.fixture
 def stage_devices(monkeypatch):
-    """stage -> the torch device types its tensors were on, recorded while the test runs jobs in this process."""
+    """(stage -> the torch device types its tensors were on, the devices of each Lightning training in order),
+    recorded while the test runs jobs in this process."""
     import pytorch_lightning as pl
 
     import src.experiment as experiment
@@ -45,6 +46,7 @@ def stage_devices(monkeypatch):
     from src.transferability.estimators import ESTIMATORS
 
     seen: dict[str, set[str]] = defaultdict(set)
+    trainings: list[str] = []
 
     def on_batches(stage, prep):
         def spy(x):
@@ -57,7 +59,7 @@ def stage_devices(monkeypatch):
     def trainer_fit(self, *args, **kwargs):  # source training and fine-tuning, through Lightning
         out = fit(self, *args, **kwargs)
         seen["train"].add(self.strategy.root_device.type)
-        seen["trainings"].add(len(seen["trainings"]))
+        trainings.append(self.strategy.root_device.type)
         return out
 
     monkeypatch.setattr(pl.Trainer, "fit", trainer_fit)
@@ -77,7 +79,7 @@ def stage_devices(monkeypatch):
             return _fn(x, y)
         dict.__setitem__(ESTIMATORS, name, dataclasses.replace(e, fn=fn))  # in place (the registry refuses a new
         # entry under a taken name; this one is put back below)
-    yield seen
+    yield seen, trainings
     for name, e in originals.items():
         dict.__setitem__(ESTIMATORS, name, e)
 
@@ -100,5 +102,6 @@ def test_every_stage_runs_on_the_recorded_device(make_cfg, tmp_path, stage_devic
     assert (probe["cache"]["source_hit"], tuned["cache"]["finetune_hit"]) == (False, False)  # both trained here
     assert [r["device"] for r in (probe, tuned, ranked)] == [expected] * 3
     assert {p["device"] for p in probe["metrics"]["probe_path"]} == {expected}  # the C-path solver's own record
-    assert stage_devices.pop("trainings") == {0, 1}  # the source net of the first job, the fine-tuning
-    assert dict(stage_devices) == {stage: {expected} for stage in ("train", "extract", "predict", "estimate", "rank")}
+    seen, trainings = stage_devices
+    assert trainings == [expected] * 2  # the first job's source net, the second's fine-tuning
+    assert dict(seen) == {stage: {expected} for stage in ("train", "extract", "predict", "estimate", "rank")}
