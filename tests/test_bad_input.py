@@ -142,7 +142,7 @@ def compose_and_check(overrides: list[str]):
 WHERE = ["", "source=imagefolder source.root={tmp}/two_class", "target=synth_multilabel", "target=synth_retrieval",
          "target=synth_shift", "target=synth_finegrained", "target=synth_count", "target=synth_scenes",
          "target=imagefolder target.root={tmp}/two_class", "target=cifar10", "dimred=pca", "finetune=full",
-         "classifier=linear_svm_liblinear", "classifier=linear_svm_ovo"]
+         "classifier=linear_svm_liblinear", "classifier=linear_svm_ovo", "experiment=distance_study"]
 
 
 def out_of_range(field) -> list:
