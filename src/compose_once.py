@@ -24,6 +24,7 @@ benchmarks.framework_patches` (layer_study's sweep overhead with and without it)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -104,6 +105,21 @@ def _parse_once(load, identity):
         return dataclasses.replace(kept, config=copy.deepcopy(kept.config), header=dict(kept.header))
 
     return load_config
+
+
+@contextlib.contextmanager
+def batch():
+    """Compositions inside share defaults lists and merges as one batch's validation does (when installed): for
+    code that composes every job of a sweep ahead of the launcher (the progress line's plan)."""
+    global _merged, _trees
+    if not installed() or _merged is not None:
+        yield
+        return
+    _merged, _trees = {}, {}
+    try:
+        yield
+    finally:
+        _merged = _trees = None
 
 
 GUARD = Guard("compose_once", "hydra-core", ("1.4.0rc3",), "every sweep job is composed by Hydra itself")
