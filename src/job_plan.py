@@ -8,6 +8,7 @@ a sweep by stage can hand its own job list to `src.report.eta.remaining` instead
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,11 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
     overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task)
     loader = GlobalHydra.instance().config_loader()
     jobs, roots = [], []
-    with compose_once.batch():  # jobs that differ in plain values share their defaults list, as in validation
+    # Jobs that differ in plain values share their defaults list, as in the validation, which then (with the basic
+    # launcher) takes these configs instead of composing the jobs again.
+    with compose_once.batch():
         for job in job_overrides(overrides):
-            cfg = loader.load_sweep_config(config, job)
+            cfg = copy.copy(compose_once.compose_ahead(loader, config, job))  # the launcher's own: not changed
             with open_dict(cfg):
                 del cfg["hydra"]  # as the job gets it (Hydra's run_job)
             try:

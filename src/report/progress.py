@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
@@ -150,6 +151,8 @@ class ProgressCallback(Callback):
             from src.job_plan import job_plan
 
             header["plan"] = job_plan(config)
+        except HydraException as e:  # a bad override: the sweeper's own check reports it next, in one line
+            log.debug("no sweep plan for the ETA (%s: %s)", type(e).__name__, e)
         except Exception as e:  # the progress line is informational: without a plan it estimates from gaps
             log.warning("sweep plan for the ETA unavailable (%s: %s)", type(e).__name__, e)
         tmp = sweep_dir / f".{PROGRESS}.tmp"
