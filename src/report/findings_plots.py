@@ -23,6 +23,7 @@ from src.report import analysis as A
 from src.report import numbers as N
 from src.report import stats as S
 from src.report.layout import MARKERS, figure, legend_outside, save, wrap
+from src.report.layout import plt as pyplot
 from src.report.questions import BY_ID
 
 CONTRAST = {"layer_gap_shrinks": "late-minus-early gap", "layer_optimum_shift": "best earlier - best late layer",
@@ -52,8 +53,8 @@ def _axis_name(axis: str) -> str:
 
 def _curves(d: dict[str, Any], axis: str):
     import matplotlib
-    import matplotlib.pyplot as plt
 
+    plt = pyplot()  # the Agg backend before pyplot picks one
     factor, dist = d["factor"], d["distance"]
     finite = [v for v in dist.values() if math.isfinite(v)]
     lo, hi = min(finite, default=0.0), max(finite, default=1.0)
