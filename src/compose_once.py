@@ -24,6 +24,7 @@ benchmarks.framework_patches` (layer_study's sweep overhead with and without it)
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import os
@@ -106,6 +107,32 @@ def _parse_once(load, identity):
     return load_config
 
 
+@contextlib.contextmanager
+def batch():
+    """Compositions inside share defaults lists and merges as one batch's validation does (when installed): for
+    code that composes every job of a sweep ahead of the launcher (the progress line's plan)."""
+    global _merged, _trees
+    if not installed() or _merged is not None:
+        yield
+        return
+    _merged, _trees = {}, {}
+    try:
+        yield
+    finally:
+        _merged = _trees = None
+
+
+def compose_ahead(loader: Any, master_config: Any, overrides: list[str]) -> Any:
+    """A sweep job's config composed before the sweeper validates its batch (the progress plan, when the multirun
+    starts), kept so that the validation and then the launcher use it instead of composing the job again
+    (installed, with Hydra's basic launcher; otherwise the validation composes as before). The caller must not
+    change it: it is the config the job will run with."""
+    cfg = loader.load_sweep_config(master_config, list(overrides))
+    if installed():
+        _composed[_key(loader, master_config, overrides)] = cfg
+    return cfg
+
+
 GUARD = Guard("compose_once", "hydra-core", ("1.4.0rc3",), "every sweep job is composed by Hydra itself")
 _ORIGINAL: dict[tuple[Any, str], Any] = {}  # (owner, attribute) -> Hydra's own, while installed
 
@@ -131,15 +158,18 @@ def install() -> bool:
 
     def validate_batch_is_legal(self, batch) -> None:
         global _merged, _trees
+        loader = self.hydra_context.config_loader
+        keys = [_key(loader, self.config, overrides) for overrides in batch]
+        ahead = {k: _composed[k] for k in keys if k in _composed}  # composed when the sweep started: valid
         _composed.clear()
         _merged, _trees = {}, {}  # the files cannot change between the compositions of one batch: share them
         try:
             if not isinstance(getattr(self, "launcher", None), BasicLauncher):  # jobs composed in other processes
                 return check(self, batch)  # (joblib, SLURM): keep no config
-            loader = self.hydra_context.config_loader
-            for overrides in batch:
-                _composed[_key(loader, self.config, overrides)] = loader.load_sweep_config(self.config,
-                                                                                          list(overrides))
+            _composed.update(ahead)
+            for key, overrides in zip(keys, batch):
+                if key not in _composed:
+                    _composed[key] = loader.load_sweep_config(self.config, list(overrides))
         finally:
             _merged = _trees = None
 

@@ -87,3 +87,21 @@ def distance_payload(source_val_entry: str, features_key: str, layer: str, measu
     and the measures (src.features.source_distance)."""
     return {"stage": "distance", "version": DISTANCE_VERSION, "source_val_features": source_val_entry,
             "features": features_key, "layer": layer, "measures": list(measures)}
+
+
+def stage_keys(cfg, plan) -> dict[str, str]:
+    """The cache keys of the shared stages a job's (validated) config runs, as src.experiment computes them: the
+    source net (not for a pretrained one: nothing is trained), the fine-tuned net (finetune != none) and the
+    target's features (not when a fine-tuned classifier is evaluated directly). A pretrained source's features key
+    hashes its weights file, which only the job reads: here it stands in without that hash, a key no cache entry
+    has (a sweep's plan counts such an extraction as still to do until its job has run)."""
+    from src.cache import make_key
+
+    source = make_key(source_payload(cfg, plan))
+    keys = {} if plan.spec.pretrained else {"source": source}
+    tuned = None
+    if cfg.finetune.name != "none":
+        tuned = keys["finetune"] = make_key(finetune_payload(cfg, plan, source))
+    if tuned is None or cfg.target.evaluator != "classification":
+        keys["features"] = make_key(features_payload(cfg, plan, source, tuned))
+    return keys

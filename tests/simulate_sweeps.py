@@ -90,3 +90,43 @@ def simulate(sc: Scenario, n_sweeps: int, n_seeds: int, seed: int = 0,
     test = mu + shared + sample + z.sd_test * rng.standard_normal((n_sweeps, T, K, S))
     val = mu + shared + sample + z.sd_val * rng.standard_normal((n_sweeps, T, K, S))
     return test, val, distance
+
+
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+# The layer study's targets (conf/experiment/layer_study.yaml), for sweeps of that size; more tasks get plain names.
+STUDY_TARGETS = ("synth_objects_new", "synth_scenes", "synth_finegrained", "synth_attributes", "synth_count",
+                 "synth_retrieval", "digits")
+
+
+def write_factor_sweep(root, n_tasks: int = N_TASKS, n_seeds: int = 4, seed: int = 0, factor: str = "layer",
+                      settings: tuple = LAYERS) -> list[str]:
+    """A layer study's result.json files (8 layers, `n_seeds` source seeds, target samples tied) with the tasks'
+    measured distance, whose best layer moves toward the input with distance ("moving", 3 layers over the range):
+    the report's every plot and question without training anything. Another `factor` and its `settings` (in
+    order) make the same sweep of that factor (a level question's: width, depth). Returns the task names,
+    nearest first."""
+    import json
+    from pathlib import Path
+
+    names = list(STUDY_TARGETS) if n_tasks == len(STUDY_TARGETS) else [f"synth_target_{i:02d}" for i in range(n_tasks)]
+    rng = np.random.default_rng(seed)
+    distance = np.sort(rng.uniform(0.2, 1.8, n_tasks))  # measured: unevenly spaced, like a real proxy A-distance
+    scenario = Scenario("plots", "moving", effect=3.0, settings=len(settings), start=len(settings) - 2.0)
+    test, val, _ = simulate(scenario, 1, n_seeds, seed, (distance - 0.2) / 1.6)
+    job = 0
+    for t, name in enumerate(names):
+        for k, setting in enumerate(settings):
+            for s in range(n_seeds):
+                path = Path(root) / str(job)
+                path.mkdir(parents=True)
+                (path / "result.json").write_text(json.dumps({
+                    "status": "ok", "factors": {"source": "synthetic", "arch": "alexnet", "depth": 8, "layer": "fc7",
+                                                "target": name, "seed": s, "target_seed": s, "group": f"g{t % 4}",
+                                                "distance_rank": 1 + t % 6, factor: setting},
+                    "metrics": {"target_score": float(test[0, t, k, s]), "target_metric": "accuracy",
+                                "best_C": 1.0, "val_scores": {"0.1": float(val[0, t, k, s]) - 0.1,
+                                                              "1.0": float(val[0, t, k, s])},
+                                "distance": {"pad": float(distance[t])}},
+                    "timings_s": {"total": 1.0}, "cache": {}, "keys": {}}))
+                job += 1
+    return names

@@ -42,10 +42,18 @@ def test_each_job_is_composed_once_and_gets_its_own_overrides(monkeypatch):
     again = loader.load_sweep_config(master, list(batch[0]))  # handed over once only: a second call composes
     assert len(calls) == 3 and again is not jobs[0] and again.layer == "fc6"
 
+    # Composed ahead when the sweep starts (the progress line's plan): the validation and the launcher take those.
+    ahead = [compose_once.compose_ahead(loader, master, list(o)) for o in batch]
+    assert len(calls) == 5
+    Sweeper.validate_batch_is_legal(sweeper, batch)
+    assert len(calls) == 5, "the validation composed a job the plan had composed"
+    launched = [loader.load_sweep_config(master, list(o)) for o in batch]
+    assert all(a is b for a, b in zip(launched, ahead)) and len(calls) == 5
+
     # A launcher that runs the jobs elsewhere (joblib, SLURM) composes them there: nothing is kept for it.
     sweeper.launcher = object()
     Sweeper.validate_batch_is_legal(sweeper, batch)
-    assert len(calls) == 5 and not compose_once._composed
+    assert len(calls) == 7 and not compose_once._composed
 
 
 def test_config_files_are_parsed_once_per_version_and_each_composition_gets_its_own_copy(tmp_path, monkeypatch):

@@ -82,10 +82,10 @@ def test_plots_have_titles_labels_and_a_legend_clear_of_the_data(n_targets):
         fig.canvas.draw()
         ax = fig.axes[0]
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), name
-        legend = ax.get_legend()
         if name.startswith("heatmap"):  # its colour bar is the key; every task is a labelled row
             assert len(ax.get_yticklabels()) == n_targets
             continue
+        (legend,) = fig.legends  # the figure's, outside the axes (tests/test_plot_layout.py checks the layout)
         assert len(legend.get_texts()) == n_targets, name
         assert not legend.get_window_extent().overlaps(ax.get_window_extent()), name
     # Every layer of the arch on the axis, in network order, swept or not: conv4 -> fc6 is two steps (conv5).

@@ -13,6 +13,7 @@ import pandas as pd
 from src.report import analysis as A
 from src.report.distance import measured_distance
 from src.report import findings as F
+from src.report import numbers as N
 from src.report import stats as S
 from src.report import zoo as Z
 from src.report.collect import load_results
@@ -112,7 +113,9 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         regret = Z.selection_regret(df)
         if len(regret):
             mean = regret.groupby("estimator")["regret"].mean().sort_values()
-            sec["selection-regret"].notes.append("Mean regret: " + ", ".join(f"{k} {v:.4f}" for k, v in mean.items()))
+            places = N.decimals(mean)
+            sec["selection-regret"].notes.append("Mean regret: " + ", ".join(f"{k} {N.number(v, places)}"
+                                                                           for k, v in mean.items()))
             sec["selection-regret"].table(regret)
             analysis["selection_regret"] = regret.to_dict("records")
         settings = F.setting_table(df, baseline)
@@ -201,10 +204,15 @@ def _measured_distance(section: Section, df: pd.DataFrame, cache_dir, analysis: 
                 r = stats.spearmanr(sub["distance_rank"], sub[measure])
                 rhos.setdefault(key, {})[measure] = {"rho": float(r.statistic), "p": float(r.pvalue)}
     if rhos:
-        section.notes.append("; ".join(f"source {k[:8]} {m}: Spearman rho={v['rho']:.2f} (p={v['p']:.3g})"
+        section.notes.append("; ".join(f"source {k[:8]} {m}: Spearman rho={v['rho']:.2f} ({_p(v['p'])})"
                                        for k, ms in rhos.items() for m, v in ms.items()))
     section.table(md_df)
     analysis["measured_distance"] = {"table": md_df.to_dict("records"), "spearman": rhos}
+
+
+def _p(p: float) -> str:
+    text = N.pvalue(p)
+    return text if text.startswith("p ") else f"p={text}"
 
 
 def _json_default(v: Any) -> Any:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from src.record import PER_IMAGE, PRIMARY_DISTANCE_COLUMN
 from src.report import analysis as A
+from src.report import numbers as N
 from src.report import questions as Q
 from src.report import stats as S
 
@@ -282,7 +283,7 @@ def notes(items: list[Answer]) -> list[str]:
     lines = []
     for a in items:
         if a.result is not None and a.result.near is not None:
-            lines.append(f"{a.q.id}: at the nearest distance the same statistic is {a.scalar('near'):.3f} "
+            lines.append(f"{a.q.id}: at the nearest distance the same statistic is {N.number(a.scalar('near'))} "
                          f"{S.fmt_ci(a.scalar('near_lo'), a.scalar('near_hi'))} (supported needs it below 0).")
         lines += [f"{a.q.id}: {n}." for n in a.grid.notes]
     return lines

@@ -30,6 +30,7 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
     var body = th.closest('table').tBodies[0], rows = Array.from(body.rows);
     var dir = th.dataset.dir === 'asc' ? -1 : 1; th.dataset.dir = dir === 1 ? 'asc' : 'desc';
     function key(r){ var t = r.cells[col].textContent.trim(), n = parseFloat(t);
+      if (/^p < /.test(t)) return parseFloat(t.slice(4)) / 2;  // below the printed floor, above 0
       return t !== '' && !isNaN(n) && isFinite(t) ? n : t; }
     rows.sort(function(a, b){ var x = key(a), y = key(b);
       if (typeof x === typeof y) return (x < y ? -1 : x > y ? 1 : 0) * dir;
@@ -58,6 +59,8 @@ def _table(t: dict[str, Any]) -> str:
 
 
 def _numeric(v: str) -> bool:
+    if v.startswith("p < "):  # a p-value below the printed floor (src.report.numbers.pvalue)
+        return True
     try:
         float(v)
     except ValueError:

@@ -2,7 +2,8 @@
 optimum chosen on val; a description).
 
 Every plot has a title, axis labels and a legend outside the axes (one entry per target, so 7-20 targets never
-cover the data or each other); the layer axis lists every layer of the sweep's archs in network order.
+cover the data or each other), laid out to fit inside its figure (src.report.layout); the layer axis lists every
+layer of the sweep's archs in network order, evenly spaced.
 """
 
 from __future__ import annotations
@@ -14,29 +15,8 @@ import numpy as np
 import pandas as pd
 
 from src.report import analysis as A
-
-MARKERS = "osD^vP*Xph<>"
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> str:
-    # bbox "tight" grows the canvas to hold the outside legend instead of clipping it.
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return path.name
-
-
-def _legend(ax, n: int) -> None:
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
-              ncol=1 if n <= 14 else 2, title="target (distance)", title_fontsize=7, frameon=False)
+from src.report.layout import MARKERS, figure, legend_outside, save, wrap
+from src.report.layout import plt as _plt
 
 
 def layer_axis(df: pd.DataFrame, values: set) -> list[str]:
@@ -66,12 +46,11 @@ def _targets(ranks: pd.Series):
 def write_plots(df: pd.DataFrame, out: Path, fd: dict[str, dict]) -> list[str]:
     """Every plot as `out/<name>.png`; returns the file names in report order. `fd`: per ordinal factor, each
     task's optimal setting and distance (src.report.analysis.optimal_settings)."""
-    return [_save(fig, out / f"{name}.png") for name, fig in figures(df, fd)]
+    return [save(fig, out / f"{name}.png") for name, fig in figures(df, fd)]
 
 
 def figures(df: pd.DataFrame, fd: dict[str, dict]):
     """(name, matplotlib figure) for each plot of the report."""
-    plt = _plt()
     tasks = A.task_table(df)
     axis_name = A.distance_column(tasks)  # shift or measured distance where known, else distance_rank
     ranks = tasks.set_index("target")[axis_name].map(lambda v: f"{v:.3g}" if isinstance(v, float) else v)
@@ -82,7 +61,7 @@ def figures(df: pd.DataFrame, fd: dict[str, dict]):
         # Layers sit at their place in the net (conv3 leaves a gap between conv2 and conv4 when not swept).
         axis = layer_axis(df, set(table.columns)) if factor == "layer" else list(table.columns)
         x = [axis.index(c) for c in table.columns]
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(axis) + 3), 4.2))
+        fig, ax = figure(max(6.0, 0.55 * len(axis) + 3) + (1.6 if len(table) > 14 else 0.0), 4.4)
         for target, row in table.iterrows():
             c, m = styles[target]
             ax.plot(x, row.to_numpy(dtype=float), marker=m, color=c, label=f"{target} ({ranks[target]})")
@@ -90,16 +69,16 @@ def figures(df: pd.DataFrame, fd: dict[str, dict]):
         ax.set_xlabel(factor)
         ax.set_ylabel("test score (other factors chosen on val)")
         ax.set_title(f"Target score vs {factor}")
-        _legend(ax, len(table))
+        legend_outside(fig, ax, len(table), title="target (distance)")
         ax.grid(alpha=0.3)
         yield f"score_vs_{factor}", fig
 
-        fig, ax = plt.subplots(figsize=(2.5 + 0.8 * len(labels), 1.4 + 0.4 * len(table)))
+        fig, ax = figure(4.0 + 0.8 * len(labels), 1.8 + 0.3 * len(table))
         values = table.to_numpy(dtype=float)
         im = ax.imshow(values, cmap="magma", aspect="auto")
         mid = np.nanmin(values) + 0.5 * (np.nanmax(values) - np.nanmin(values)) if np.isfinite(values).any() else 0
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-        ax.set_yticks(range(len(table)), [f"{t} ({ranks[t]})" for t in table.index])
+        ax.set_yticks(range(len(table)), [f"{t} ({ranks[t]})" for t in table.index], fontsize=8)
         for i in range(len(table)):
             for j in range(len(labels)):
                 v = table.iat[i, j]
@@ -113,14 +92,29 @@ def figures(df: pd.DataFrame, fd: dict[str, dict]):
         yield f"heatmap_{factor}", fig
 
     for factor, entry in fd.items():
-        yield f"optimal_{factor}_vs_distance", _optimal_vs_distance(plt, df, factor, entry, styles)
+        yield f"optimal_{factor}_vs_distance", _optimal_vs_distance(df, factor, entry, styles)
 
 
-def _optimal_vs_distance(plt, df: pd.DataFrame, factor: str, entry: dict, styles: dict):
-    """Each target's optimal setting against its distance; the y axis holds every setting (for layers: every
-    layer of the arch, evenly spaced in network order); tasks on the same point sit side by side."""
+def _per_seed_optimum(df: pd.DataFrame, factor: str) -> dict[str, list]:
+    """Per task, each source seed's own optimal setting (best val score of that seed's jobs, its target samples
+    averaged): how much the optimum moves between source nets."""
+    ok = A.ok_rows(df)
+    if "seed" not in ok or ok["seed"].astype(str).nunique() < 2:
+        return {}
+    out: dict[str, list] = {}
+    for _, jobs in ok.groupby(ok["seed"].astype(str)):
+        for task, best in A.score_by_setting(jobs, factor, "val_score").idxmax(axis=1).items():
+            out.setdefault(task, []).append(best)
+    return out
+
+
+def _optimal_vs_distance(df: pd.DataFrame, factor: str, entry: dict, styles: dict):
+    """Each target's optimal setting against its distance; the y axis holds every setting, evenly spaced (for
+    layers: every layer of the arch in network order); tasks on the same point sit side by side. With several
+    source seeds, a bar per task spans the seeds' own optima."""
     targets = list(entry["optimal"])
     optimal = {t: entry["optimal"][t] for t in targets}
+    per_seed = _per_seed_optimum(df, factor)
     swept = set(A.score_by_setting(df, factor).columns)
     if factor in A.NUMERIC:
         axis = None  # the value itself is the position
@@ -135,11 +129,15 @@ def _optimal_vs_distance(plt, df: pd.DataFrame, factor: str, entry: dict, styles
     xs = sorted(set(entry["distance"].values()))
     span = (max(xs) - min(xs)) or 1.0
     integral = all(float(x).is_integer() for x in xs)  # a priori ranks: one tick per rank
-    fig, ax = plt.subplots(figsize=(6.5, max(3.6, 0.28 * len(axis or []) + 1.5)))
+    fig, ax = figure(6.8 + (1.6 if len(targets) > 14 else 0.0), max(3.8, 0.28 * len(axis or []) + 1.8))
     for (x, y), group in points.items():
         for i, t in enumerate(group):
             dx = (i - (len(group) - 1) / 2) * (0.12 if integral else 0.02 * span)  # side by side, not on top
             c, m = styles[t]
+            if len(per_seed.get(t, [])) >= 2:
+                seeds = [pos(v) for v in per_seed[t]]
+                ax.plot([x + dx] * 2, [min(seeds), max(seeds)], color=c, lw=1.6, marker="_", ms=9, alpha=0.9,
+                        zorder=2)
             ax.scatter([x + dx], [y], color=c, marker=m, s=55, label=f"{t} ({entry['distance'][t]:.3g})",
                        edgecolor="black", linewidth=0.4, zorder=3)
     if axis is not None:
@@ -149,13 +147,14 @@ def _optimal_vs_distance(plt, df: pd.DataFrame, factor: str, entry: dict, styles
         ax.set_xticks(xs)
     pad = 0.6 if integral else 0.08 * span
     ax.set_xlim(min(xs) - pad, max(xs) + pad)
-    ax.set_xlabel(df.attrs.get("distance_axis", "distance_rank (a priori distance from the source task)"))
+    ax.set_xlabel(wrap(df.attrs.get("distance_axis", "distance_rank (a priori distance from the source task)"), 70))
     ax.set_ylabel(f"optimal {factor}")
-    ax.set_title(f"Optimal {factor} (best on val) vs distance: a description (Findings tests it)", fontsize=9)
+    bars = "; bar: the source seeds' own optima" if per_seed else ""
+    ax.set_title(wrap(f"Optimal {factor} (best mean val score over source seeds{bars}) vs distance: a "
+                      "description (Findings tests it)", 70), fontsize=9)
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     order = np.argsort([list(styles).index(lb.rsplit(" (", 1)[0]) for lb in labels])
-    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7, loc="upper left",
-              bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, ncol=1 if len(labels) <= 14 else 2,
-              title="target (distance)", title_fontsize=7, frameon=False)
+    legend_outside(fig, ax, len(labels), title="target (distance)", handles=[handles[i] for i in order],
+                   labels=[labels[i] for i in order])
     return fig

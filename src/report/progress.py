@@ -2,7 +2,12 @@
 
 A Hydra callback (configured in conf/config.yaml). Jobs may end in other processes (joblib, submitit), so the
 state lives in `<sweep dir>/progress.jsonl`: a header written when the multirun starts (start time, job count,
-direction), then one record per finished job, appended under a file lock.
+direction, and for a grid the plan: each job's stage keys and which the cache holds), then one record per
+finished job (its number, wall time and the stages it built), appended under a file lock.
+
+The ETA is the plan's remaining work at the stage times the sweep has measured (src.report.eta): jobs that still
+need a source net trained, an extraction, or only a probe. A search (Optuna) has no plan: its trials are not
+known in advance, so its ETA is the median gap between completions times the trials left.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ from typing import Any
 import numpy as np
 from filelock import FileLock
 from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+
+from src.report import eta as E
 
 log = logging.getLogger(__name__)
 PROGRESS = "progress.jsonl"
@@ -44,9 +52,9 @@ def sweep_plan(config: DictConfig) -> dict[str, Any]:
         return {**plan, "kind": "optuna", "total": int(sweeper.n_trials), "swept": list(params) or plan["swept"]}
     if overrides is not None:
         try:
-            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+            from src.job_plan import job_overrides
 
-            plan["total"] = sum(len(b) for b in BasicSweeper.split_arguments(overrides, None))
+            plan["total"] = len(job_overrides(overrides))
         except Exception:
             pass
     return plan
@@ -64,9 +72,14 @@ def progress_line(header: dict[str, Any], records: list[dict[str, Any]], now: fl
     what = (f"trial {k} of {total if total else '?'}" if header.get("kind") == "optuna"
             else f"job {k}/{total if total else '?'}")
     parts = [what, f"elapsed {_clock(elapsed)}"]
-    if total and k:
-        # The median gap between job completions: a first job that trains the source net (minutes, once) does
-        # not inflate the estimate for the jobs that reuse it; with parallel workers a gap is 1/throughput.
+    left = planned_remaining(header, records)
+    if left is not None:
+        untimed = ", ".join(f"{n} {NOUNS[stage][n != 1]}" for stage, n in left.untimed.items())
+        parts.append(f"ETA {'>' if untimed else ''}{_clock(left.seconds)}"
+                     + (f" (+ {untimed} not timed yet)" if untimed else ""))
+    elif total and k:
+        # No plan (a search): the median gap between job completions; a first job that trains the source net
+        # does not inflate it for the jobs that reuse the net; with parallel workers a gap is 1/throughput.
         ends = [header["start"]] + [r.get("t", now) for r in records]
         gap = float(np.median(np.diff(ends)))
         parts.append(f"ETA {_clock(max(0, total - k) * gap)}")
@@ -84,6 +97,42 @@ def progress_line(header: dict[str, Any], records: list[dict[str, Any]], now: fl
     return "[sweep] " + " | ".join(parts)
 
 
+NOUNS = {"source": ("source training", "source trainings"), "finetune": ("fine-tuning", "fine-tunings"),
+         "features": ("extraction", "extractions")}
+
+
+def planned_remaining(header: dict[str, Any], records: list[dict[str, Any]]) -> E.Remaining | None:
+    """The plan's jobs not finished yet at the stage times the finished ones recorded (None without a plan): a
+    finished job's stages count as built, whatever it found in the cache."""
+    plan = header.get("plan")
+    if not plan or not records:
+        return None
+    jobs = plan["jobs"]
+    done = {r["num"] for r in records if isinstance(r.get("num"), int) and 0 <= r["num"] < len(jobs)}
+    cached = {tuple(c) for c in plan.get("cached", [])} | {(s, key) for i in done for s, key in jobs[i].items()}
+    times = E.stage_times(records, plan.get("source_walls", []))
+    return E.remaining([job for i, job in enumerate(jobs) if i not in done], cached, times, plan.get("workers", 1))
+
+
+def _job_record(config: DictConfig, started: float | None) -> dict[str, Any]:
+    """What the ETA needs from a finished job's result.json: the shared stages it built and its total seconds
+    (none from a result an earlier run left, for a job it skipped)."""
+    from src.record import RESULT
+
+    path = Path(config.hydra.runtime.output_dir) / RESULT
+    try:
+        if started is not None and path.stat().st_mtime < started:
+            return {"built": {}, "total": None}
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"built": {}, "total": None}
+    total = (result.get("timings_s") or {}).get("total")
+    return {"built": E.built_stages(result), "total": float(total) if total is not None else None}
+
+
+_JOBS_IN_PROCESS = [0]  # a process's first job also pays its imports (torch, lightning): not a per-job cost
+
+
 def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return lines[0], lines[1:]
@@ -98,9 +147,22 @@ class ProgressCallback(Callback):
         objective = config.get("objective", "objective")
         header = {"start": time.time(), "objective": objective if isinstance(objective, str) else "objectives",
                   **sweep_plan(config)}
+        try:
+            from src.job_plan import job_plan
+
+            header["plan"] = job_plan(config)
+        except HydraException as e:  # a bad override: the sweeper's own check reports it next, in one line
+            log.debug("no sweep plan for the ETA (%s: %s)", type(e).__name__, e)
+        except Exception as e:  # the progress line is informational: without a plan it estimates from gaps
+            log.warning("sweep plan for the ETA unavailable (%s: %s)", type(e).__name__, e)
         tmp = sweep_dir / f".{PROGRESS}.tmp"
         tmp.write_text(json.dumps(header) + "\n")
         tmp.replace(sweep_dir / PROGRESS)  # a new sweep (or a resumed one) starts a new count
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._started = time.time()  # the same callback object sees the job's end, in the job's process
+        self._cold = _JOBS_IN_PROCESS[0] == 0
+        _JOBS_IN_PROCESS[0] += 1
 
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         if OmegaConf.select(config, "hydra.mode", default=None) != RunMode.MULTIRUN:
@@ -115,8 +177,13 @@ class ProgressCallback(Callback):
                 header, _ = _read(path)
                 swept = set(header.get("swept") or [])
                 setting = " ".join(o for o in (job_return.overrides or []) if o.split("=", 1)[0] in swept)
+                started, end = getattr(self, "_started", None), time.time()
+                record = {"t": end, "value": value, "setting": setting,
+                          "num": OmegaConf.select(config, "hydra.job.num", default=None),
+                          "wall": end - started if started is not None else None,
+                          "cold": getattr(self, "_cold", None), **_job_record(config, started)}
                 with path.open("a") as f:
-                    f.write(json.dumps({"t": time.time(), "value": value, "setting": setting}) + "\n")
+                    f.write(json.dumps(record) + "\n")
                 header, records = _read(path)
             print(progress_line(header, records, time.time()), flush=True)
         except Exception as e:  # progress is informational: never fail a job over it

@@ -8,11 +8,12 @@ under "sections", which is what report.html renders.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import pandas as pd
+
+from src.report import numbers as N
 
 # (id, title, what it shows, what it says when the sweep has nothing for it); the order of both pages.
 SECTIONS: list[tuple[str, str, str, str]] = [
@@ -77,18 +78,8 @@ TITLES = {sid: title for sid, title, _, _ in SECTIONS}
 
 
 def cell(v: Any) -> str:
-    """One table cell as text, the same in both renderers."""
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        if math.isnan(v):
-            return ""
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return f"{v:.1e}" if 0 < abs(v) < 1e-3 else f"{v:.3f}"
-    if hasattr(v, "item"):  # numpy scalars
-        return cell(v.item())
-    return str(v)
+    """One value as text outside a table (its own significant digits; src.report.numbers)."""
+    return N.number(v)
 
 
 @dataclass
@@ -103,8 +94,10 @@ class Section:
     def table(self, df: pd.DataFrame | list[dict], caption: str = "") -> "Section":
         df = df if isinstance(df, pd.DataFrame) else pd.DataFrame(df)
         if len(df):
+            # Column by column (one precision per column, p-values as such: src.report.numbers), then as rows.
+            columns = [N.column(str(c), df.iloc[:, i].tolist()) for i, c in enumerate(df.columns)]
             self.tables.append({"caption": caption, "columns": [str(c) for c in df.columns],
-                                "rows": [[cell(v) for v in r] for r in df.itertuples(index=False)]})
+                                "rows": [list(r) for r in zip(*columns)]})
         return self
 
     @property

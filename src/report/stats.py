@@ -187,8 +187,9 @@ def gate(n_defined: int, n_seeds: int, min_seeds: int) -> str | None:
     return f"no verdict: {what}, needs {need} (replicates={need})"
 
 
-def fmt_ci(lo: float, hi: float, digits: int = 3) -> str:
-    """'[lo, hi]', or 'n/a' when there is no interval."""
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        return "n/a"
-    return f"[{lo:.{digits}f}, {hi:.{digits}f}]"
+def fmt_ci(lo: float, hi: float) -> str:
+    """'[lo, hi]' at the interval's own significant digits (a table reprints it at its column's), or 'n/a' when
+    there is no interval (src.report.numbers.interval)."""
+    from src.report.numbers import interval
+
+    return interval(lo, hi)

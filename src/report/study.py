@@ -63,23 +63,61 @@ def read_study(dirs: list[Path], primary: str | None = None, min_seeds: int | No
     return study
 
 
+def _verbatim(cfg, key: str):
+    """A node of a Hydra record as it was written: `${...}` left as text (OmegaConf would resolve it on access,
+    against the record's own top-level values, and `target.data.seed=${seed}` would read `target.data.seed=0`)."""
+    from omegaconf import OmegaConf
+
+    node = OmegaConf.select(cfg, key, default=None)
+    return OmegaConf.to_container(node, resolve=False) if node is not None else None
+
+
+def _shell(args: list[str]) -> str:
+    return "python -m src.main " + " ".join(shlex.quote(str(a)) for a in args)
+
+
+def _replicates_note(task: list[str]) -> str | None:
+    """The expansion of `replicates=N` (src.argv.expand_replicates), recognised so the short form can be named."""
+    from src.argv import REPLICATES_ARG, expand_replicates
+
+    seeds = next((o for o in task if o.startswith("seed=")), None)
+    n = len(seeds.split("=", 1)[1].split(",")) if seeds else 0
+    expanded = expand_replicates([f"{REPLICATES_ARG}{n}"])[:2] if n else []
+    if expanded and all(o in task for o in expanded):
+        return f"# {' '.join(map(shlex.quote, expanded))} is what {REPLICATES_ARG}{n} expands to"
+    return None
+
+
+def sweep_command(cfg) -> str:
+    """The command that ran a multirun, from its multirun.yaml: the overrides exactly as Hydra recorded them (the
+    command line's, then its hydra.* ones; `hydra.mode=MULTIRUN` as `-m`), each quoted for a POSIX shell, so the
+    text pasted into a shell runs the same sweep. The sweeper's own params (from the config, e.g. an
+    experiment's) and the replicates=N short form follow as comment lines."""
+    task = [str(o) for o in _verbatim(cfg, "hydra.overrides.task") or []]
+    hydra = [str(o) for o in _verbatim(cfg, "hydra.overrides.hydra") or [] if str(o) != "hydra.mode=MULTIRUN"]
+    lines = [_shell(["-m", *task, *hydra])]
+    params = _verbatim(cfg, "hydra.sweeper.params") or {}
+    if params:
+        lines.append("# swept by the config's hydra.sweeper.params: "
+                     + " ".join(shlex.quote(f"{k}={v}") for k, v in params.items()))
+    note = _replicates_note(task)
+    return "\n".join(lines + ([note] if note else []))
+
+
 def sweep_record(sweep_dir: Path) -> tuple[str, str]:
-    """(command line, composed config as YAML) from Hydra's multirun.yaml, or a job's .hydra/ for single runs."""
+    """(command line, composed config as YAML, both unresolved as Hydra saved them) from the sweep's
+    multirun.yaml, or a job's .hydra/ for a single run."""
+    import yaml
     from omegaconf import OmegaConf
 
     multirun = sweep_dir / "multirun.yaml"
     if multirun.exists():
         cfg = OmegaConf.load(multirun)
-        task = list(OmegaConf.select(cfg, "hydra.overrides.task", default=[]) or [])
-        params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
-        cmd = "python -m src.main -m " + " ".join(shlex.quote(str(o)) for o in task)
-        if params:
-            cmd += "\n# sweeper params: " + " ".join(f"{k}={v}" for k, v in params.items())
+        cmd = sweep_command(cfg)
         cfg.pop("hydra", None)
         return cmd, OmegaConf.to_yaml(cfg)
     job = next((p.parent for p in sorted(sweep_dir.rglob(".hydra/config.yaml"))), None)
     if job is None:
         return "(no Hydra record in this directory)", ""
-    overrides = OmegaConf.load(job / "overrides.yaml") if (job / "overrides.yaml").exists() else []
-    cmd = "python -m src.main " + " ".join(shlex.quote(str(o)) for o in overrides)
-    return cmd, (job / "config.yaml").read_text()
+    overrides = yaml.safe_load((job / "overrides.yaml").read_text()) if (job / "overrides.yaml").exists() else []
+    return _shell([str(o) for o in overrides or []]), (job / "config.yaml").read_text()

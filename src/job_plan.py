@@ -1,0 +1,82 @@
+"""A grid sweep's jobs before they run, for the progress line's ETA (src.report.progress, src.report.eta): each job
+composed as the launcher will compose it, the cache keys of the shared stages it runs (src.keys.stage_keys), which
+of those the cache already holds, and what the cache recorded about training the sweep's source nets.
+
+Run by the progress callback when a multirun starts, in the sweep's own process; torch-free. A scheduler that plans
+a sweep by stage can hand its own job list to `src.report.eta.remaining` instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from src.report import eta as E
+
+
+def job_overrides(overrides) -> list[list[str]]:
+    """Each job's override list, in job-number order: the basic sweeper's own expansion."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+
+
+def _workers(config: DictConfig) -> int:
+    """How many jobs run at once: joblib's n_jobs (-1: every core), a SLURM array's parallelism, else 1."""
+    launcher = OmegaConf.select(config, "hydra.launcher", default=None)
+    if launcher is None:
+        return 1
+    n = OmegaConf.select(launcher, "n_jobs", default=None) or OmegaConf.select(launcher, "array_parallelism",
+                                                                               default=None)
+    if isinstance(n, int) and n < 0:
+        return os.cpu_count() or 1
+    return int(n) if isinstance(n, int) and n > 0 else 1
+
+
+def job_plan(config: DictConfig) -> dict[str, Any] | None:
+    """A grid's jobs as the launcher will compose them, each with the cache keys of the shared stages it runs
+    (src.keys.stage_keys; {} for a job its config check rejects: it stops before any work), the keys whose entries
+    the cache holds, the trainings the cache recorded for the sweep's sources, and the parallel workers. None for
+    a search (Optuna) or a sweep this cannot expand."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from src import compose_once
+    from src.cache import Store
+    from src.check import validate
+    from src.errors import ConfigError
+    from src.keys import stage_keys
+
+    sweeper = config.hydra.sweeper
+    if OmegaConf.select(sweeper, "n_trials", default=None) is not None:
+        return None
+    params = {str(k): str(v) for k, v in (OmegaConf.select(sweeper, "params", default=None) or {}).items()}
+    task = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
+    overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task)
+    loader = GlobalHydra.instance().config_loader()
+    jobs, roots = [], []
+    # Jobs that differ in plain values share their defaults list, as in the validation, which then (with the basic
+    # launcher) takes these configs instead of composing the jobs again.
+    with compose_once.batch():
+        for job in job_overrides(overrides):
+            cfg = copy.copy(compose_once.compose_ahead(loader, config, job))  # the launcher's own: not changed
+            with open_dict(cfg):
+                del cfg["hydra"]  # as the job gets it (Hydra's run_job)
+            try:
+                keys = stage_keys(cfg, validate(cfg))
+            except ConfigError:
+                keys = {}
+            jobs.append(keys)
+            roots.append(Path(str(cfg.paths.cache_dir)))
+    stores = {root: Store(root) for root in set(roots)}
+    # An entry's directory appears by an atomic rename once it is complete; it is not re-hashed here (Store.lookup
+    # would hash every cached file of the sweep before its first job): a damaged one costs the ETA one rebuild.
+    cached = sorted({(s, k) for keys, root in zip(jobs, roots) for s, k in keys.items()
+                     if stores[root].path(s, k).is_dir()})
+    sources = {(root, keys["source"]) for keys, root in zip(jobs, roots) if "source" in keys}
+    walls = [w for root, key in sources for w in E.source_walls(root, [key])]
+    return {"jobs": jobs, "cached": cached, "source_walls": walls, "workers": _workers(config)}

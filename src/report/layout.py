@@ -1,0 +1,52 @@
+"""The report's figure layout, shared by every plot: matplotlib's constrained layout sizes the axes so that titles,
+labels, colour bars and a legend outside the axes all fit inside the figure; long titles and axis names are wrapped
+to the figure's width instead of running past it."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+MARKERS = "osD^vP*Xph<>"
+DPI = 110
+
+
+def plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def figure(width: float, height: float):
+    """(figure, axes) laid out by constrained layout."""
+    fig = plt().figure(figsize=(width, height), layout="constrained")
+    # A little more than the default padding: a colour bar's end tick label sits half outside its axes.
+    fig.get_layout_engine().set(w_pad=6 / 72, h_pad=8 / 72)
+    return fig, fig.add_subplot()
+
+
+def wrap(text: str, width: int) -> str:
+    """`text` broken into lines of at most `width` characters (at spaces)."""
+    return textwrap.fill(text, width=width, break_long_words=False, break_on_hyphens=False)
+
+
+def legend_outside(fig, ax, n: int, title: str | None = None, handles=None, labels=None, below: bool = False):
+    """The axes' legend outside the axes, where constrained layout leaves room for it, so it never covers the
+    data whatever the number of tasks: at the figure's right edge (two columns past 14 entries), or under the
+    axes (`below`, two columns: a few long entries)."""
+    if handles is None:
+        handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return None
+    where = {"loc": "outside lower center", "ncols": 2} if below else {"loc": "outside right upper",
+                                                                        "ncols": 1 if n <= 14 else 2}
+    return fig.legend(handles, labels, fontsize=7, title=title, title_fontsize=7, frameon=False, **where)
+
+
+def save(fig, path: Path) -> str:
+    fig.savefig(path, dpi=DPI)
+    plt().close(fig)
+    return path.name

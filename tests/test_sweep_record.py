@@ -1,0 +1,53 @@
+"""The report's "Command line and config": the command Hydra recorded, verbatim and quoted for a shell, such that
+pasting it runs the same sweep (every job composed to the config that job ran with)."""
+
+import shlex
+import subprocess
+import sys
+
+import yaml
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from src.argv import prepare
+from src.report.study import sweep_record
+from tests.conftest import REPO, run_cli
+
+
+def _pasted(command: str) -> list[str]:
+    """The argv a POSIX shell gives `python` for the pasted command (a shell function stands in for python)."""
+    r = subprocess.run(["bash", "-c", 'python() { printf "%s\\0" "$@"; }\n' + command], capture_output=True,
+                       text=True, check=True)
+    return r.stdout.split("\0")[:-1]
+
+
+def test_the_shown_command_reruns_the_same_jobs(tmp_path):
+    """A sweep whose jobs stop at the config check (layer=conv9: nothing trains) run with replicates=2, which
+    puts `target.data.seed=${seed}` on the command line; then every job of the pasted command, rerun with
+    `--cfg job`, composes to the config that job saved."""
+    sweep = tmp_path / "sweep"
+    r = run_cli("replicates=2", "layer=conv9", "target.data.num_classes=3,4", f"paths.cache_dir={tmp_path / 'c'}",
+                f"hydra.sweep.dir={sweep}")
+    assert r.returncode == 0, r.stderr
+    command, config = sweep_record(sweep)
+    first, *comments = command.splitlines()
+    assert "'target.data.seed=${seed}'" in first and "target.data.seed=0" not in first  # unresolved, quoted
+    assert comments == ["# seed=0,1 'target.data.seed=${seed}' is what replicates=2 expands to"]
+    assert "seed: ${seed}" in config  # the composed config as saved, not resolved against job 0
+
+    argv = _pasted(first)
+    assert argv[:3] == ["-m", "src.main", "-m"]
+    overrides = [a for a in prepare(argv[3:]) if not a.startswith("hydra.")]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    saved = sorted(sweep.glob("*/.hydra/config.yaml"), key=lambda p: int(p.parent.parent.name))
+    assert len(jobs) == len(saved) == 4
+    shell = "\n".join(f"{sys.executable} -m src.main {shlex.join(job)} --cfg job; echo '---'"
+                      for job in jobs)
+    r = subprocess.run(["bash", "-c", shell], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rerun = [yaml.safe_load(doc) for doc in r.stdout.split("---\n")[:-1]]
+    for job, again, path in zip(jobs, rerun, saved):
+        assert again == yaml.safe_load(path.read_text()), job
+        assert again["target"]["data"]["seed"] == "${seed}"
+
