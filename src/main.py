@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 import traceback
@@ -61,9 +62,13 @@ def save_per_image(out_dir: Path, per_image: dict[str, Any] | None) -> None:
     os.replace(tmp, out_dir / PER_IMAGE)
 
 
+def _clock(start: float) -> dict[str, Any]:
+    return {"start": round(start, 3), "end": round(time.time(), 3), "host": socket.gethostname()}
+
+
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Check and run one experiment, writing `out_dir/result.json` (a `Result`) whether it succeeds or fails."""
-    t0 = time.perf_counter()
+    t0, start = time.perf_counter(), time.time()
     digest = config_hash(cfg)
     plan = None
     try:
@@ -73,10 +78,10 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
 
         run = run_experiment(cfg, plan)
         save_per_image(out_dir, run.pop("per_image", None))
-        result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), **run)
+        result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), clock=_clock(start), **run)
     except Exception as e:
         result = Result(status="failed", config_hash=digest, factors=factors(cfg, plan),
-                        timings_s={"total": time.perf_counter() - t0},
+                        timings_s={"total": time.perf_counter() - t0}, clock=_clock(start),
                         error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
         atomic_write_text(out_dir / RESULT, result.to_json())
         _track(cfg, json.loads(result.to_json()), out_dir)
@@ -99,15 +104,17 @@ def _track(cfg: DictConfig, result: dict[str, Any], out_dir: Path) -> None:
     tracking.log_job(cfg, result, run_name, version)
 
 
-def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: str | None = None) -> None:
+def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: str | None = None,
+                      error_type: str = "JobEnded") -> None:
     """A failed result.json for a job whose process was ended from outside (a scheduler's cancel or time
-    limit), written by whoever launched it, so that the sweep's summary and a rerun see it as failed."""
+    limit: `JobEnded`) or that never ran because a stage it needs was not built (`DependencyNeverSatisfied`),
+    written by whoever launched it, so that the sweep's summary and a rerun see it as failed."""
     try:
         job_factors = factors(cfg, None)
     except Exception:  # a config that does not even resolve still gets its record
         job_factors = {}
     result = Result(status="failed", config_hash="", factors=job_factors,
-                    error={"type": "JobEnded", "message": message, "log": log_path})
+                    error={"type": error_type, "message": message, "log": log_path})
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / RESULT, result.to_json())
 
