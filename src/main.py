@@ -30,6 +30,7 @@ from src import tracking
 from src.cache import atomic_write_text, make_key
 from src.check import validate
 from src.errors import ConfigError
+from src.argv import PLAN_ONLY  # set by `--plan`: the launcher prints the sweep's plan and runs nothing
 from src.record import PER_IMAGE, RESULT, Result, factors
 
 log = logging.getLogger("src.main")
@@ -62,13 +63,29 @@ def save_per_image(out_dir: Path, per_image: dict[str, Any] | None) -> None:
     os.replace(tmp, out_dir / PER_IMAGE)
 
 
-def _clock(start: float) -> dict[str, Any]:
-    return {"start": round(start, 3), "end": round(time.time(), 3), "host": socket.gethostname()}
+def _process_start() -> float | None:
+    """When this process started (unix seconds; Linux /proc), so that a scheduler's per-task overhead (interpreter,
+    imports, config composition before the job's own work) can be told apart from the job's time."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _clock(start: float, imported: float | None) -> dict[str, Any]:
+    """When and where the job ran: its process's start, the job's start, when the stages' libraries were imported
+    (torch and the rest: the first job of a process pays for them), its end (unix seconds), the host."""
+    return {"process_start": _process_start(), "start": round(start, 3),
+            "imported": round(imported, 3) if imported else None, "end": round(time.time(), 3),
+            "host": socket.gethostname()}
 
 
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Check and run one experiment, writing `out_dir/result.json` (a `Result`) whether it succeeds or fails."""
-    t0, start = time.perf_counter(), time.time()
+    t0, start, imported = time.perf_counter(), time.time(), None
     digest = config_hash(cfg)
     plan = None
     try:
@@ -76,12 +93,14 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         plan = validate(cfg)
         from src.experiment import run_experiment  # heavy imports (torch, lightning) only past the check
 
+        imported = time.time()
         run = run_experiment(cfg, plan)
         save_per_image(out_dir, run.pop("per_image", None))
-        result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), clock=_clock(start), **run)
+        result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), clock=_clock(start, imported),
+                        **run)
     except Exception as e:
         result = Result(status="failed", config_hash=digest, factors=factors(cfg, plan),
-                        timings_s={"total": time.perf_counter() - t0}, clock=_clock(start),
+                        timings_s={"total": time.perf_counter() - t0}, clock=_clock(start, imported),
                         error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
         atomic_write_text(out_dir / RESULT, result.to_json())
         _track(cfg, json.loads(result.to_json()), out_dir)
@@ -153,7 +172,7 @@ def _threads_per_job(hc) -> int | None:
     return max(1, cores // (cores if n_jobs < 0 else n_jobs))
 
 
-def _previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+def previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The job's earlier result.json if it finished ok with this exact resolved config (sweep resume)."""
     try:
         prev = json.loads((out_dir / RESULT).read_text())
@@ -163,16 +182,26 @@ def _previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     return prev if same and prev.get("status") == "ok" else None
 
 
-@hydra.main(config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | list[float]:
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
+def job_config(cfg: DictConfig, hc: DictConfig, out_dir: Path) -> None:
+    """What a job sets in its own config before it runs (in place): threads per parallel job, a tracker's default
+    home. A sweep's plan (`src.sweep_plan`) calls it too, so that it hashes each job's config as the job will."""
     multirun = hc.mode == RunMode.MULTIRUN
     if multirun and cfg.trainer.num_threads is None:
         OmegaConf.update(cfg, "trainer.num_threads", _threads_per_job(hc))
     if OmegaConf.select(cfg, "logger.save_dir", default="unset") is None:  # a tracker's default home
         OmegaConf.update(cfg, "logger.save_dir", hc.sweep.dir if multirun else str(out_dir))
-    if multirun and (prev := _previous_result(out_dir, cfg)) is not None:
+
+
+@hydra.main(config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | list[float]:
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    if os.environ.get(PLAN_ONLY) == "1":  # --plan must never run a job: a launcher that cannot plan got here
+        sys.exit(f"error: --plan: the launcher {OmegaConf.select(hc, 'launcher._target_')} cannot show a plan; "
+                 f"use hydra/launcher=basic, joblib or slurm")
+    job_config(cfg, hc, out_dir)
+    if multirun and (prev := previous_result(out_dir, cfg)) is not None:
         log.info("job %s: already done with this config, skipping (%s)", hc.job.num, out_dir / RESULT)
         return objective(cfg, prev)
     try:

@@ -38,3 +38,12 @@ def test_line_has_count_elapsed_eta_and_best():
                     "1 failed")
     optuna = progress_line({**header, "kind": "optuna", "total": 12, "direction": "minimize"}, records[:2], 160.0)
     assert optuna.startswith("[sweep] trial 2 of 12 | elapsed 0:01:00 | ETA 0:05:00 | best so far target_score=0.5000")
+
+
+def test_a_job_that_waited_for_a_lock_says_so():
+    """An Optuna trial is not planned: when it waited for a stage another trial was building, its line says so."""
+    header = {"start": 100.0, "total": 4, "kind": "optuna", "direction": "maximize", "objective": "target_score"}
+    waited = [{"t": 150.0, "value": 0.5, "setting": "layer=fc6", "lock_wait": 41.6}]
+    assert progress_line(header, waited, 150.0).endswith(
+        "| this trial waited 42s for a cache lock (another job was building a stage it needs)")
+    assert "waited" not in progress_line(header, [{**waited[0], "lock_wait": 0.0}], 150.0)

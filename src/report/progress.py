@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 log = logging.getLogger(__name__)
 PROGRESS = "progress.jsonl"
+LOCK_WAIT_SHOWN_S = 1.0  # a finished job's lock wait is named in its progress line from this many seconds
 
 
 def sweep_plan(config: DictConfig) -> dict[str, Any]:
@@ -81,7 +82,21 @@ def progress_line(header: dict[str, Any], records: list[dict[str, Any]], now: fl
                      + (f" ({best['setting']})" if best.get("setting") else ""))
     if failed:
         parts.append(f"{failed} failed")
+    waited = records[-1].get("lock_wait") if records else None
+    if isinstance(waited, (int, float)) and waited >= LOCK_WAIT_SHOWN_S:
+        # A job (an Optuna trial) that held its worker while another built the stage it needs: never silently.
+        what = "trial" if header.get("kind") == "optuna" else "job"
+        parts.append(f"this {what} waited {waited:.0f}s for a cache lock (another job was building a stage it needs)")
     return "[sweep] " + " | ".join(parts)
+
+
+def _lock_wait(job_return: JobReturn) -> float | None:
+    """Seconds the job waited for cache locks (its result.json's `timings_s.lock_wait`), None if unknown."""
+    try:
+        result = json.loads((Path(str(job_return.working_dir)) / "result.json").read_text())
+        return float(result["timings_s"]["lock_wait"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -93,6 +108,12 @@ class ProgressCallback(Callback):
     """Prints the progress line after each job of a multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import os
+
+        from src.argv import PLAN_ONLY
+
+        if os.environ.get(PLAN_ONLY) == "1":  # --plan: nothing runs, nothing is written
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         objective = config.get("objective", "objective")
@@ -111,12 +132,14 @@ class ProgressCallback(Callback):
         try:
             value = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
             value = float(value) if isinstance(value, (int, float)) else None
+            waited = _lock_wait(job_return)
             with FileLock(str(path) + ".lock"):
                 header, _ = _read(path)
                 swept = set(header.get("swept") or [])
                 setting = " ".join(o for o in (job_return.overrides or []) if o.split("=", 1)[0] in swept)
                 with path.open("a") as f:
-                    f.write(json.dumps({"t": time.time(), "value": value, "setting": setting}) + "\n")
+                    f.write(json.dumps({"t": time.time(), "value": value, "setting": setting,
+                                        "lock_wait": waited}) + "\n")
                 header, records = _read(path)
             print(progress_line(header, records, time.time()), flush=True)
         except Exception as e:  # progress is informational: never fail a job over it
