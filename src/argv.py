@@ -9,7 +9,9 @@ happens here, in one place:
     `src.tracking.check` before the job's work);
   - `replicates=N` becomes source seeds 0..N-1 with each job's target sample tied to its source seed;
   - sweeper settings Hydra would use before our config check runs (`hydra.sweeper.n_trials`) and the report's
-    settings (`report.primary`, `report.min_seeds`, read when the sweep has ended) are checked.
+    settings (`report.primary`, `report.min_seeds`, read when the sweep has ended) are checked;
+  - `--plan` becomes `TRANSFER_PLAN_ONLY=1` (and a multirun): the launcher prints the sweep's plan (which stages
+    are cached, which jobs build the rest, estimated times: `src.sweep_plan`) and nothing runs.
 Every problem is a `ConfigError` with one line. Torch-free.
 """
 
@@ -25,6 +27,8 @@ from src.errors import ConfigError
 from src.schema import Int
 
 OVERLAY_GROUPS = ("search", "experiment")
+PLAN_FLAG = "--plan"
+PLAN_ONLY = "TRANSFER_PLAN_ONLY"  # read by the launchers (hydra_plugins/transferfactors_plugins/staged.py)
 N_TRIALS = Int(1, 100_000, "Optuna trials")
 
 
@@ -120,10 +124,23 @@ def check_report_args(argv: list[str]) -> None:
             SCHEMA[key].check(key, yaml.safe_load(value))  # the value as Hydra's override parser types it
 
 
+def plan_flag(argv: list[str], environ: MutableMapping[str, str]) -> list[str]:
+    """`--plan`: show the sweep's plan and run nothing. The launcher prints it once the sweeper has expanded the
+    jobs (a single run is a sweep of one)."""
+    if PLAN_FLAG not in argv:
+        environ.pop(PLAN_ONLY, None)  # a stale value from a parent process never turns a run into a plan
+        return argv
+    environ[PLAN_ONLY] = "1"
+    argv = [a for a in argv if a != PLAN_FLAG]
+    multirun = any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv)
+    return argv if multirun else argv + ["hydra.mode=MULTIRUN"]
+
+
 def prepare(argv: list[str], environ: MutableMapping[str, str] = os.environ) -> list[str]:
     """`argv` (without the program name) checked and rewritten as described in the module docstring."""
     from src.search.cli import prepare_storage_args
 
+    argv = plan_flag(argv, environ)
     check_sweeper_overrides(argv)
     argv = expand_replicates(overlay_multirun_args(argv))
     check_report_args(argv)

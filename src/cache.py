@@ -14,6 +14,12 @@ deleted never blocks the rebuild. Staging dirs whose builder is gone (its lock i
 file itself is unlinked just before release (filelock re-opens a lock file that was unlinked under it), so a
 failed or killed run leaves no empty `.lock` files behind once the key is built again.
 
+A build that can resume (source training) keeps its progress in `.<key>.resume/` next to the staging dirs
+(`Store.resume_dir`): unlike a staging dir it survives a killed builder, and it is removed once the entry is built.
+Waiting for another process's lock is logged when it starts and summed per stage in `Store.waits` (a job records
+it as `timings_s.lock_wait`). Every build appends its duration to `.timings/<stage>.jsonl` (what `--plan`
+estimates stage times from).
+
 No torch import here: keys are computed by the config check too.
 """
 
@@ -25,7 +31,9 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -38,6 +46,8 @@ MANIFEST = "manifest.json"
 KEY_FILE = "key.json"
 QUARANTINE = ".quarantine"
 STAGING = ".tmp-"  # staging dirs are `.<key>.tmp-<random>`
+RESUME = ".resume"  # a resumable build's progress: `.<key>.resume/`
+TIMINGS = ".timings"  # `<root>/.timings/<stage>.jsonl`: one line per build (seconds, cost class, host)
 
 
 def canonical_json(payload: Any) -> str:
@@ -153,20 +163,29 @@ def _check(entry: Path, key: str | None) -> str | None:
 
 
 @contextlib.contextmanager
-def key_lock(lock_path: Path, timeout: float = -1) -> Iterator[None]:
+def key_lock(lock_path: Path, timeout: float = -1, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the per-key lock; unlink the lock file just before releasing it.
 
     Safe because filelock (>= 3.13) discards a flock it won on an inode that was unlinked meanwhile and
     re-opens the path, so two holders can never coexist; what it buys is no empty `.lock` debris.
-    Raises filelock.Timeout if not acquired within `timeout` seconds (-1 waits forever).
+    Raises filelock.Timeout if not acquired within `timeout` seconds (-1 waits forever). `on_wait` is called once
+    when the lock is not free at the first try (someone else holds it), before waiting for it.
     """
     lock = FileLock(str(lock_path), timeout=timeout)
-    with lock:
+    if on_wait is None:
+        lock.acquire()
+    else:
         try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(lock_path)
+            lock.acquire(timeout=0)
+        except Timeout:
+            on_wait()
+            lock.acquire()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)
+        lock.release()
 
 
 class Store:
@@ -174,6 +193,7 @@ class Store:
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self.waits: dict[str, float] = {}  # stage -> seconds this Store waited for locks other processes held
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -183,17 +203,42 @@ class Store:
         entry = self.path(stage, key)
         return entry if entry.is_dir() and verify(entry, key) is None else None
 
+    def complete(self, stage: str, key: str) -> bool:
+        """Whether the entry is there and complete (its manifest is written last), without hashing its files: what
+        a sweep's plan asks of thousands of keys. A damaged entry passes this and is rebuilt by the job that uses
+        it (`get_or_build` verifies)."""
+        return (self.path(stage, key) / MANIFEST).is_file()
+
+    def resume_dir(self, stage: str, key: str) -> Path:
+        """Where a resumable build of this key keeps its progress (not created here): it survives a killed builder,
+        the next builder of the key picks it up under the key's lock, and it is removed once the entry is built."""
+        return self.root / stage / f".{key}{RESUME}"
+
     def get_or_build(
-        self, stage: str, payload: dict[str, Any], build: Callable[[Path], None]
+        self, stage: str, payload: dict[str, Any], build: Callable[[Path], None], cost: str | None = None
     ) -> tuple[Path, bool]:
-        """(entry, hit): the entry for `payload`, built by `build(tmp_dir)` if absent. Safe across processes."""
+        """(entry, hit): the entry for `payload`, built by `build(tmp_dir)` if absent. Safe across processes.
+
+        `cost`: the build's cost class (`src.keys.cost_class`), recorded with its duration in `.timings/`."""
         key = make_key(payload)
         entry = self.lookup(stage, key)
         if entry is not None:
             return entry, True
         entry = self.path(stage, key)
         entry.parent.mkdir(parents=True, exist_ok=True)
-        with key_lock(entry.parent / f"{key}.lock"):
+        t_ask = time.monotonic()
+        waited = []
+
+        def on_wait() -> None:
+            waited.append(True)
+            log.warning("cache: waiting for %s/%s: another process is building it (this job holds its "
+                        "allocation meanwhile)", stage, key)
+
+        with key_lock(entry.parent / f"{key}.lock", on_wait=on_wait):
+            if waited:
+                seconds = time.monotonic() - t_ask
+                self.waits[stage] = self.waits.get(stage, 0.0) + seconds
+                log.warning("cache: waited %.1f s for the lock of %s/%s", seconds, stage, key)
             self._remove_staging(entry.parent, key)  # we hold the lock, so their builders are gone
             if entry.exists() or entry.is_symlink():
                 problem = verify(entry, key)
@@ -203,6 +248,7 @@ class Store:
                 self._quarantine(entry, f"{stage}-{key}")
             tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}{STAGING}"))
             log.info("cache: building %s/%s", stage, key)
+            t0 = time.time()
             try:
                 (tmp / KEY_FILE).write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
                 build(tmp)
@@ -211,9 +257,34 @@ class Store:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
+            shutil.rmtree(self.resume_dir(stage, key), ignore_errors=True)  # the entry holds everything now
         log.info("cache: built %s/%s", stage, key)
+        self.record_timing(stage, key, t0, time.time(), cost)
         self.tidy(stage)
         return entry, False
+
+    def record_timing(self, stage: str, key: str, start: float, end: float, cost: str | None) -> None:
+        """Append one build's (or job's) duration to `.timings/<stage>.jsonl`; best-effort (a read-only or full
+        filesystem never fails a build over it)."""
+        line = json.dumps({"key": key, "cost": cost, "seconds": round(end - start, 3), "start": round(start, 3),
+                           "end": round(end, 3), "host": socket.gethostname()})
+        path = self.root / TIMINGS / f"{stage}.jsonl"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with FileLock(str(path) + ".lock", timeout=10), open(path, "a") as f:
+                f.write(line + "\n")
+        except (OSError, Timeout) as e:
+            log.info("cache: timing of %s/%s not recorded (%s)", stage, key, e)
+
+    def timings(self, stage: str) -> list[dict[str, Any]]:
+        """The recorded durations of a stage (`record_timing`), oldest first; unreadable lines are skipped."""
+        path = self.root / TIMINGS / f"{stage}.jsonl"
+        out = []
+        with contextlib.suppress(OSError):
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(json.JSONDecodeError):
+                    out.append(json.loads(line))
+        return out
 
     def _quarantine(self, entry: Path, name: str) -> None:
         """Move a damaged entry out of the way (a rename never fails on what it holds), then try to delete it."""

@@ -3,8 +3,9 @@
 Hydra's basic sweeper first composes every job of a batch to fail early on a bad override
 (`Sweeper.validate_batch_is_legal`), then the launcher composes each job again to run it, so a study of a few
 dozen jobs spent seconds composing configs it had already composed. `install()` keeps the configs the validation composed and hands each to the launcher's
-identical `load_sweep_config` call, once, when the launcher runs the jobs in this process (Hydra's basic one);
-anything else (another override list, a second call, joblib or SLURM jobs) composes as before. The validation
+identical `load_sweep_config` call, once, when the launcher runs the jobs in this process (Hydra's basic one) or
+plans the sweep from them (this project's launchers: `src.sweep_plan`); anything else (another override list, a
+second call, jobs composed in joblib workers or on SLURM nodes) composes as before. The validation
 itself is unchanged, so bad input still fails before any job runs.
 
 Each composition also re-read and re-parsed every YAML file of the config tree (~35 per job, ours and Hydra's own;
@@ -134,6 +135,16 @@ def compose_ahead(loader: Any, master_config: Any, overrides: list[str]) -> Any:
 
 
 GUARD = Guard("compose_once", "hydra-core", ("1.4.0rc3",), "every sweep job is composed by Hydra itself")
+
+
+def keeps_configs(launcher: Any) -> bool:
+    """Whether the validation's configs are kept for `launcher`: Hydra's basic launcher (it runs the jobs here),
+    and a launcher that asks for them (`uses_composed_configs`: ours plan the sweep from them)."""
+    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+
+    return isinstance(launcher, BasicLauncher) or bool(getattr(launcher, "uses_composed_configs", False))
+
+
 _ORIGINAL: dict[tuple[Any, str], Any] = {}  # (owner, attribute) -> Hydra's own, while installed
 
 
@@ -151,7 +162,6 @@ def install() -> bool:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.file_config_source import FileConfigSource
     from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
-    from hydra._internal.core_plugins.basic_launcher import BasicLauncher
     from hydra.plugins.sweeper import Sweeper
 
     compose, check = ConfigLoaderImpl.load_sweep_config, Sweeper.validate_batch_is_legal
@@ -164,8 +174,8 @@ def install() -> bool:
         _composed.clear()
         _merged, _trees = {}, {}  # the files cannot change between the compositions of one batch: share them
         try:
-            if not isinstance(getattr(self, "launcher", None), BasicLauncher):  # jobs composed in other processes
-                return check(self, batch)  # (joblib, SLURM): keep no config
+            if not keeps_configs(getattr(self, "launcher", None)):  # jobs composed in other processes (a stock
+                return check(self, batch)  # joblib or submitit launcher): keep no config
             _composed.update(ahead)
             for key, overrides in zip(keys, batch):
                 if key not in _composed:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from threadpoolctl import threadpool_limits
 
 from src.cache import Store, file_digest, make_key
-from src.keys import features_payload, finetune_payload, source_payload, source_val_payload
+from src.keys import cost_class, features_payload, finetune_payload, source_payload, source_val_payload
 from src.check import Plan
 from src.record import METRICS
 from src.data.tasks import load_source, load_target
@@ -57,9 +57,9 @@ def device_of(cfg: DictConfig) -> str:
     return job_device(str(cfg.trainer.accelerator))
 
 
-def _cached(store: Store, stage: str, payload: dict, build: Callable[[Path], None]) -> Stage:
+def _cached(store: Store, stage: str, payload: dict, build: Callable[[Path], None], cost: str | None = None) -> Stage:
     t0 = time.perf_counter()
-    entry, hit = store.get_or_build(stage, payload, build)
+    entry, hit = store.get_or_build(stage, payload, build, cost=cost)
     return Stage(entry, hit, make_key(payload), time.perf_counter() - t0)
 
 
@@ -75,9 +75,11 @@ def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
     def build(tmp: Path) -> None:
         splits = load_source(cfg.source, seed=int(cfg.seed))
         loggers = training_loggers(cfg, "source", make_key(payload), f"{cfg.arch.name}/{cfg.width.name}")
-        train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed), loggers=loggers)
+        # An interrupted training (kill, preemption, time limit) resumes from its last epoch in the resume dir.
+        train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed), loggers=loggers,
+                     resume_dir=store.resume_dir("source", make_key(payload)))
 
-    return _cached(store, "source", payload, build)
+    return _cached(store, "source", payload, build, cost_class("source", cfg, plan))
 
 
 def source_net(cfg: DictConfig, plan: Plan, source: Stage):
@@ -114,7 +116,7 @@ def finetune_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -> 
                  loggers=loggers)
 
     payload = finetune_payload(cfg, plan, source.key)
-    return _cached(store, "finetune", payload, build)
+    return _cached(store, "finetune", payload, build, cost_class("finetune", cfg, plan))
 
 
 def tuned_net(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage):
@@ -135,7 +137,8 @@ def features_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, tun
         extract_splits(model, nodes, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep,
                        device=device_of(cfg))
 
-    return _cached(store, "features", features_payload(cfg, plan, source.key, tuned.key), build)
+    return _cached(store, "features", features_payload(cfg, plan, source.key, tuned.key), build,
+                   cost_class("features", cfg, plan))
 
 
 def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, always: bool = False) -> Stage:
@@ -150,7 +153,8 @@ def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, a
         extract_splits(model, nodes, {"val": val}, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep,
                        device=device_of(cfg))
 
-    return _cached(store, "features", source_val_payload(cfg, plan, source.key), build)
+    return _cached(store, "features", source_val_payload(cfg, plan, source.key), build,
+                   cost_class("source_val", cfg, plan))
 
 
 def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, splits, names: list[str]) -> dict[str, float]:
@@ -282,13 +286,31 @@ def distance_stage(plan: Plan, store: Store, source_val: Stage, features: Stage)
     return Stage(entry, hit, key, time.perf_counter() - t0), value
 
 
-def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
-    """Run (or reuse) every stage; returns the `metrics`, `timings_s`, `cache` and `keys` parts of the Result."""
-    t_start = time.perf_counter()
+def _limit_threads(cfg: DictConfig) -> None:
     if cfg.trainer.num_threads:
         # Both torch's and the BLAS/OpenMP pools scikit-learn uses, so parallel jobs do not oversubscribe the cores.
         torch.set_num_threads(int(cfg.trainer.num_threads))
         threadpool_limits(int(cfg.trainer.num_threads))
+
+
+def build_source(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
+    """The source stage alone, and the source task's val features when the job needs them: what a sweep's source
+    job runs before the jobs that share its net (`src.sweep_plan`); those then find both in the cache."""
+    from src.keys import source_val_needed
+
+    _limit_threads(cfg)
+    store = Store(cfg.paths.cache_dir)
+    source = source_stage(cfg, plan, store)
+    source_val = source_val_stage(cfg, plan, store, source, always=source_val_needed(cfg, plan))
+    return {"source": {"key": source.key, "hit": source.hit, "seconds": source.seconds},
+            "source_val_features": {"key": source_val.key, "hit": source_val.hit, "seconds": source_val.seconds},
+            "lock_wait": sum(store.waits.values())}
+
+
+def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
+    """Run (or reuse) every stage; returns the `metrics`, `timings_s`, `cache` and `keys` parts of the Result."""
+    t_start = time.perf_counter()
+    _limit_threads(cfg)
     store = Store(cfg.paths.cache_dir)
     device = device_of(cfg)  # checked before any stage runs
 
@@ -329,6 +351,10 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     if metrics.get("distance") is not None:
         stages["distance"] = distance
         timings["distance"] = distance.seconds
+    # Seconds spent waiting for another process's cache lock (0 when the sweep's plan ordered the stages).
+    timings["lock_wait"] = sum(store.waits.values())
+    end = time.time()
+    store.record_timing("probe", "", end - t_probe - scored.estimate_s, end, cost_class("probe", cfg, plan))
     return {
         "metrics": metrics,
         "timings_s": {**timings, "total": time.perf_counter() - t_start},

@@ -67,7 +67,9 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
             with open_dict(cfg):
                 del cfg["hydra"]  # as the job gets it (Hydra's run_job)
             try:
-                keys = stage_keys(cfg, validate(cfg))
+                plan = validate(cfg)
+                keys = {stage: key for stage, key in stage_keys(cfg, plan).items()
+                        if key is not None and stage in E.BUILT and not (stage == "source" and plan.spec.pretrained)}
             except ConfigError:
                 keys = {}
             jobs.append(keys)

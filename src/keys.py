@@ -89,19 +89,55 @@ def distance_payload(source_val_entry: str, features_key: str, layer: str, measu
             "features": features_key, "layer": layer, "measures": list(measures)}
 
 
-def stage_keys(cfg, plan) -> dict[str, str]:
-    """The cache keys of the shared stages a job's (validated) config runs, as src.experiment computes them: the
-    source net (not for a pretrained one: nothing is trained), the fine-tuned net (finetune != none) and the
-    target's features (not when a fine-tuned classifier is evaluated directly). A pretrained source's features key
-    hashes its weights file, which only the job reads: here it stands in without that hash, a key no cache entry
-    has (a sweep's plan counts such an extraction as still to do until its job has run)."""
+def source_val_needed(cfg, plan) -> bool:
+    """Whether a job extracts its source task's own val images: asked for (`source_val_features=true`), or for the
+    measured distance, which every untuned job of a trained source gets (`src.features.source_distance`)."""
+    if plan.spec.pretrained:
+        return False
+    return bool(cfg.get("source_val_features")) or cfg.finetune.name == "none"
+
+
+def extracts_features(cfg) -> bool:
+    """Whether a job extracts target features (a fine-tuned classifier is scored by its own predictions)."""
+    return not (cfg.finetune.name != "none" and cfg.target.evaluator == "classification")
+
+
+def stage_keys(cfg, plan, weights_sha256: str | None = None) -> dict[str, str | None]:
+    """The cache key of every shared stage a job uses, as `src.experiment.run_experiment` will (its result.json's
+    `keys`): source, source_val_features, finetune, features (None: the job has no such stage). Pretrained
+    sources need the weights file's digest. What a sweep's plan schedules by (`src.sweep_plan`)."""
     from src.cache import make_key
 
-    source = make_key(source_payload(cfg, plan))
-    keys = {} if plan.spec.pretrained else {"source": source}
-    tuned = None
-    if cfg.finetune.name != "none":
-        tuned = keys["finetune"] = make_key(finetune_payload(cfg, plan, source))
-    if tuned is None or cfg.target.evaluator != "classification":
-        keys["features"] = make_key(features_payload(cfg, plan, source, tuned))
-    return keys
+    source = make_key(source_payload(cfg, plan, weights_sha256))
+    tuned = make_key(finetune_payload(cfg, plan, source)) if cfg.finetune.name != "none" else None
+    return {
+        "source": source,
+        "source_val_features": make_key(source_val_payload(cfg, plan, source)) if source_val_needed(cfg, plan)
+        else None,
+        "finetune": tuned,
+        "features": make_key(features_payload(cfg, plan, source, tuned)) if extracts_features(cfg) else None,
+    }
+
+
+def cost_class(stage: str, cfg, plan) -> str:
+    """What a stage's duration depends on, as a short key: its payload without the seeds (replicates of one
+    setting take the same time) and with the source's config in place of its key. `.timings/` records a build's
+    seconds under it, and a sweep's plan estimates a stage from the builds of the same class."""
+    from omegaconf import OmegaConf
+
+    from src.cache import make_key
+
+    def unseeded(d):
+        return {k: unseeded(v) for k, v in d.items() if k != "seed"} if isinstance(d, dict) else d
+
+    source = unseeded(source_payload(cfg, plan, "weights"))
+    target = unseeded(OmegaConf.to_container(cfg.target.data, resolve=True))
+    what: dict[str, Any] = {"stage": stage, "source": source}
+    if stage in ("features", "finetune", "probe"):
+        what["target"] = target
+    if stage in ("finetune", "features", "probe") and cfg.finetune.name != "none":
+        what["finetune"] = OmegaConf.to_container(cfg.finetune, resolve=True)
+    if stage == "probe":
+        what["probe"] = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                         for k in ("layer", "pooling", "classifier", "estimator", "dimred")}
+    return make_key(what)

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sys
 import time
 import traceback
@@ -29,6 +30,7 @@ from src import tracking
 from src.cache import atomic_write_text, make_key
 from src.check import validate
 from src.errors import ConfigError
+from src.argv import PLAN_ONLY  # set by `--plan`: the launcher prints the sweep's plan and runs nothing
 from src.record import PER_IMAGE, RESULT, Result, factors
 
 log = logging.getLogger("src.main")
@@ -59,9 +61,29 @@ def save_per_image(out_dir: Path, per_image: dict[str, Any] | None) -> None:
     os.replace(tmp, out_dir / PER_IMAGE)
 
 
+def _process_start() -> float | None:
+    """When this process started (unix seconds; Linux /proc), so that a scheduler's per-task overhead (interpreter,
+    imports, config composition before the job's own work) can be told apart from the job's time."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return round(boot + ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+
+
+def _clock(start: float, imported: float | None) -> dict[str, Any]:
+    """When and where the job ran: its process's start, the job's start, when the stages' libraries were imported
+    (torch and the rest: the first job of a process pays for them), its end (unix seconds), the host."""
+    return {"process_start": _process_start(), "start": round(start, 3),
+            "imported": round(imported, 3) if imported else None, "end": round(time.time(), 3),
+            "host": socket.gethostname()}
+
+
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Check and run one experiment, writing `out_dir/result.json` (a `Result`) whether it succeeds or fails."""
-    t0 = time.perf_counter()
+    t0, start, imported = time.perf_counter(), time.time(), None
     plain = OmegaConf.to_container(cfg, resolve=True)  # once: the resume hash and the schema check both read it
     digest = config_hash(plain)
     plan = None
@@ -70,12 +92,14 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         plan = validate(cfg, plain)
         from src.experiment import run_experiment  # heavy imports (torch, lightning) only past the check
 
+        imported = time.time()
         run = run_experiment(cfg, plan)
         save_per_image(out_dir, run.pop("per_image", None))
-        result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), **run)
+        result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), clock=_clock(start, imported),
+                        **run)
     except Exception as e:
         result = Result(status="failed", config_hash=digest, factors=factors(cfg, plan),
-                        timings_s={"total": time.perf_counter() - t0},
+                        timings_s={"total": time.perf_counter() - t0}, clock=_clock(start, imported),
                         error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
         text = result.to_json()
         atomic_write_text(out_dir / RESULT, text)
@@ -100,15 +124,17 @@ def _track(cfg: DictConfig, result: dict[str, Any], out_dir: Path) -> None:
     tracking.log_job(cfg, result, run_name, version)
 
 
-def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: str | None = None) -> None:
+def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: str | None = None,
+                      error_type: str = "JobEnded") -> None:
     """A failed result.json for a job whose process was ended from outside (a scheduler's cancel or time
-    limit), written by whoever launched it, so that the sweep's summary and a rerun see it as failed."""
+    limit: `JobEnded`) or that never ran because a stage it needs was not built (`DependencyNeverSatisfied`),
+    written by whoever launched it, so that the sweep's summary and a rerun see it as failed."""
     try:
         job_factors = factors(cfg, None)
     except Exception:  # a config that does not even resolve still gets its record
         job_factors = {}
     result = Result(status="failed", config_hash="", factors=job_factors,
-                    error={"type": "JobEnded", "message": message, "log": log_path})
+                    error={"type": error_type, "message": message, "log": log_path})
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / RESULT, result.to_json())
 
@@ -147,7 +173,7 @@ def _threads_per_job(hc) -> int | None:
     return max(1, cores // (cores if n_jobs < 0 else n_jobs))
 
 
-def _previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
+def previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     """The job's earlier result.json if it finished ok with this exact resolved config (sweep resume)."""
     try:
         prev = json.loads((out_dir / RESULT).read_text())
@@ -157,16 +183,26 @@ def _previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
     return prev if same and prev.get("status") == "ok" else None
 
 
-@hydra.main(config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> float | list[float]:
-    hc = HydraConfig.get()
-    out_dir = Path(hc.runtime.output_dir)
+def job_config(cfg: DictConfig, hc: DictConfig, out_dir: Path) -> None:
+    """What a job sets in its own config before it runs (in place): threads per parallel job, a tracker's default
+    home. A sweep's plan (`src.sweep_plan`) calls it too, so that it hashes each job's config as the job will."""
     multirun = hc.mode == RunMode.MULTIRUN
     if multirun and cfg.trainer.num_threads is None:
         OmegaConf.update(cfg, "trainer.num_threads", _threads_per_job(hc))
     if OmegaConf.select(cfg, "logger.save_dir", default="unset") is None:  # a tracker's default home
         OmegaConf.update(cfg, "logger.save_dir", hc.sweep.dir if multirun else str(out_dir))
-    if multirun and (prev := _previous_result(out_dir, cfg)) is not None:
+
+
+@hydra.main(config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | list[float]:
+    hc = HydraConfig.get()
+    out_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    if os.environ.get(PLAN_ONLY) == "1":  # --plan must never run a job: a launcher that cannot plan got here
+        sys.exit(f"error: --plan: the launcher {OmegaConf.select(hc, 'launcher._target_')} cannot show a plan; "
+                 f"use hydra/launcher=basic, joblib or slurm")
+    job_config(cfg, hc, out_dir)
+    if multirun and (prev := previous_result(out_dir, cfg)) is not None:
         log.info("job %s: already done with this config, skipping (%s)", hc.job.num, out_dir / RESULT)
         return objective(cfg, prev)
     try:

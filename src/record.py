@@ -95,7 +95,10 @@ DERIVED: dict[str, str] = {
                  "a test score is never both the selector and the estimate",
 }
 # Stage timings a run records in `timings_s` (seconds; the ones its stages ran).
-TIMINGS = ("source", "finetune", "extract", "source_val_extract", "distance", "estimate", "probe", "total")
+# `lock_wait`: the part of the stages' time spent waiting for a cache lock another process held (what a sweep's
+# stage-aware plan avoids; `src.sweep_plan`).
+TIMINGS = ("source", "finetune", "extract", "source_val_extract", "distance", "estimate", "probe", "lock_wait",
+           "total")
 # What `objective=` may name (src.main.objective): a scalar metric or a timing (or an estimator's name).
 OBJECTIVES = ("target_score", "estimator_score", "source_val_acc", "source_num_params", "finetune_val_acc",
               "feature_dim", "best_C", *TIMINGS)
@@ -144,6 +147,7 @@ class Result:
     keys: dict[str, str | None] = field(default_factory=dict)  # stage -> cache key
     device: str | None = None  # the torch device the job's stages ran on: cpu / cuda (src/device.py)
     error: dict[str, str] | None = None  # type, message, traceback
+    clock: dict[str, Any] | None = None  # when and where the job ran: start and end (unix seconds), host
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None or k == "error"}, indent=1,

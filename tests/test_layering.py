@@ -21,7 +21,7 @@ LAYERS = {
     "src.data": 1, "src.models": 1, "src.probe": 1, "src.transferability": 1,
     "src.features": 2, "src.train": 2, "src.check": 2, "src.schema": 2, "src.tracking": 2,
     "src.experiment": 3,
-    "src.main": 4, "src.argv": 4, "src.report": 4, "src.search": 4, "src.job_plan": 4,
+    "src.main": 4, "src.argv": 4, "src.report": 4, "src.search": 4, "src.job_plan": 4, "src.sweep_plan": 4,
 }
 
 

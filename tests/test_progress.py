@@ -113,3 +113,12 @@ def test_eta_within_twice_the_time_left_with_one_cached_and_one_uncached_source(
     assert f"ETA {_clock(eta.seconds)} " in line
     actual = done[1]["t"] - done[0]["t"]
     assert actual / 2 <= eta.seconds <= 2 * actual, (eta.seconds, actual)
+
+
+def test_a_job_that_waited_for_a_lock_says_so():
+    """An Optuna trial is not planned: when it waited for a stage another trial was building, its line says so."""
+    header = {"start": 100.0, "total": 4, "kind": "optuna", "direction": "maximize", "objective": "target_score"}
+    waited = [{"t": 150.0, "value": 0.5, "setting": "layer=fc6", "lock_wait": 41.6}]
+    assert progress_line(header, waited, 150.0).endswith(
+        "| this trial waited 42s for a cache lock (another job was building a stage it needs)")
+    assert "waited" not in progress_line(header, [{**waited[0], "lock_wait": 0.0}], 150.0)

@@ -6,15 +6,18 @@ artifact cache (TRANSFER_CACHE_DIR) is the shared filesystem the jobs coordinate
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 from filelock import FileLock
 
+from src.cache import Store
 from src.main import execute
 from tests.conftest import REPO, TINY, results, run_cli
 from tests.services.slurm import PARTITION, SlurmCluster
@@ -42,84 +45,132 @@ def source_key(make_cfg, *overrides: str) -> str:
     return make_key(source_payload(cfg, validate(cfg)))
 
 
-def array_task(sweep, job: int) -> str:
-    """The SLURM id (<array job>_<task>) of a sweep's job, from submitit's folder for it."""
-    return next((sweep / ".submitit").glob(f"*_{job}")).name
-
-
 def interval(slurm: SlurmCluster, task: str) -> tuple[datetime, datetime]:
     start, end = slurm.run("squeue", "-h", "-t", "all", "-o", "%S %e", "-j", task).stdout.split()
     return datetime.fromisoformat(start), datetime.fromisoformat(end)
 
 
-@pytest.mark.empty_cache  # the SLURM jobs build both source nets
-def test_grid_through_sbatch_matches_a_local_run(slurm, cache_dir, tmp_path, make_cfg, monkeypatch):
-    grid = ["-m", "arch=alexnet,vgg", "layer=fc6,fc7"]
-    t0 = time.perf_counter()
-    r = run_cli(*grid, *LAUNCHER, "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={tmp_path / 'slurm'}", *TINY,
-                env=slurm.env())
-    t_slurm = time.perf_counter() - t0
-    assert r.returncode == 0, r.stderr[-3000:]
-    on_slurm = results(tmp_path / "slurm")
-    assert len(on_slurm) == 4 and all(x["status"] == "ok" for x in on_slurm.values())
-    # Two source trainings for four jobs: the two jobs of each arch share one (they ran at the same time, and the
-    # per-key lock on the shared cache made one wait for the other's net).
-    for arch in ("alexnet", "vgg"):
-        hits = sorted(x["cache"]["source_hit"] for x in on_slurm.values() if x["factors"]["arch"] == arch)
-        assert hits == [False, True], arch
-    assert len(list((cache_dir / "source").glob("*/manifest.json"))) == 2
-    (s0, e0), (s1, e1) = (interval(slurm, array_task(tmp_path / "slurm", j)) for j in (0, 1))  # alexnet fc6, fc7
-    assert s0 <= e1 and s1 <= e0, "the two jobs sharing a source net did not overlap"
-    # Each job run here, in this process, from a fresh cache (everything recomputed), gives the same numbers.
-    monkeypatch.setenv("TRANSFER_CACHE_DIR", str(tmp_path / "local-cache"))
-    t0 = time.perf_counter()
-    for job, x in sorted(on_slurm.items()):
-        local = execute(make_cfg(f"arch={x['factors']['arch']}", f"layer={x['factors']['layer']}"), tmp_path / job)
-        assert x["factors"] == local["factors"]
-        assert x["metrics"]["target_score"] == local["metrics"]["target_score"]
-        assert x["metrics"]["source_val_acc"] == local["metrics"]["source_val_acc"]
-    print(f"2x2 grid wall time: SLURM {t_slurm:.1f} s, here {time.perf_counter() - t0:.1f} s")
+def slurm_jobs(sweep) -> dict:
+    """What the launcher submitted (<sweep dir>/slurm.json): source jobs and arrays with their SLURM ids."""
+    return json.loads((sweep / "slurm.json").read_text())
 
 
-def test_cancelled_job_is_recorded_and_a_rerun_runs_only_it(slurm, cache_dir, tmp_path, make_cfg):
-    sweep = tmp_path / "s"
-    tiny = [o for o in TINY if not o.startswith("source.epochs")] + ["source.epochs=4"]
-    args = ["-m", "arch=alexnet,vgg", *LAUNCHER, "hydra.launcher.timeout_min=10", f"hydra.sweep.dir={sweep}",
-            *tiny]
-    staging = cache_dir / "source" / f".{source_key(make_cfg, 'arch=alexnet', 'source.epochs=4')}.tmp-*"
-    proc = subprocess.Popen([sys.executable, "-m", "src.main", *args], cwd=REPO, env={**os.environ, **slurm.env()},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    # Cancel the alexnet job (array task 0) once its source net is training (Lightning's logs are in staging).
-    deadline = time.time() + 300
-    while time.time() < deadline and not list(staging.parent.glob(staging.name + "/logs")):
+def start_sweep(args: list[str], slurm: SlurmCluster, log: Path) -> subprocess.Popen:
+    """`python -m src.main ARGS` in the background, its output in `log` (a pipe nobody reads would fill up)."""
+    return subprocess.Popen([sys.executable, "-m", "src.main", *args], cwd=REPO, env={**os.environ, **slurm.env()},
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+
+
+def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the sweep ended before {what}: {log.read_text()[-3000:]}"
+        assert time.time() < deadline, f"no {what} after {timeout} s"
         time.sleep(0.05)
-    slurm.run("scancel", array_task(sweep, 0))
-    out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+
+
+def finish(proc: subprocess.Popen, log: Path) -> None:
+    proc.wait(timeout=600)
+    assert proc.returncode == 0, log.read_text()[-3000:]
+
+
+def epochs(n: int) -> list[str]:
+    return [o for o in TINY if not o.startswith("source.epochs")] + [f"source.epochs={n}"]
+
+
+@pytest.mark.empty_cache  # the source jobs build both source nets
+def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_resumes(slurm, cache_dir, tmp_path,
+                                                                                      make_cfg, monkeypatch):
+    """2 sources x 3 targets x 2 layers: one source job per net, then per net an array of the extracting jobs and
+    an array of the rest; no task starts before its source job has ended, each net is trained once, no task waits
+    on a cache lock. The alexnet source job is preempted (SIGUSR2, as SLURM signals a preemption) after its second
+    epoch: submitit requeues it and the training resumes from its checkpoint. Results equal the same jobs run here
+    from a fresh cache."""
+    sweep = tmp_path / "slurm"
+    grid = ["arch=alexnet,vgg", "target=synth_objects_new,synth_scenes,digits", "layer=fc6,fc7"]
+    tiny = epochs(12)  # long enough to be signalled mid-training
+    alexnet = source_key(make_cfg, "arch=alexnet", "source.epochs=12")
+    log = tmp_path / "sweep.log"
+    proc = start_sweep(["-m", *grid, *LAUNCHER, "hydra.launcher.timeout_min=10",
+                        "hydra.launcher.stage_resources.source.timeout_min=10", f"hydra.sweep.dir={sweep}", *tiny],
+                       slurm, log)
+    wait_for(lambda: (sweep / "slurm.json").exists() and
+             (cache_dir / "source" / f".{alexnet}.resume" / "snapshot_2.pt").exists(), "second epoch", proc, log)
+    (source_job,) = [j["job_id"] for j in slurm_jobs(sweep)["source_jobs"] if j["source"] == alexnet]
+    slurm.run("scancel", "--signal=USR2", source_job)
+    finish(proc, log)
     res = results(sweep)
-    assert res["0"]["status"] == "failed" and "CANCELLED" in res["0"]["error"]["message"]
-    assert res["1"]["status"] == "ok"
-    assert not list(staging.parent.glob(staging.name))  # the cancelled build left no staging dir behind...
-    assert (sweep / "summary.csv").exists()  # ...and the sweep finished, with its summary
-    ok_mtime = (sweep / "1" / "result.json").stat().st_mtime_ns
+    assert len(res) == 12 and all(x["status"] == "ok" for x in res.values()), res
+
+    submitted = slurm_jobs(sweep)
+    assert len(submitted["source_jobs"]) == 2 and len(submitted["arrays"]) == 4
+    # Each net trained once, by its source job: every task found it cached, and none waited on a lock.
+    assert sorted(r["key"] for r in Store(cache_dir).timings("source")) == sorted(j["source"] for j in
+                                                                                 submitted["source_jobs"])
+    assert all(x["cache"]["source_hit"] for x in res.values())
+    assert [x["timings_s"]["lock_wait"] for x in res.values()] == [0] * 12
+    # Every task started once its source job had ended (squeue's times, to the second).
+    for src in submitted["source_jobs"]:
+        _, source_end = interval(slurm, src["job_id"])
+        tasks = [t for a in submitted["arrays"] if a["after_source_job"] == src["job_id"] for t in a["task_ids"]]
+        assert len(tasks) == 6 and all(interval(slurm, t)[0] >= source_end for t in tasks)
+    # The preempted training went on from a checkpoint, not from epoch 0.
+    assert 1 <= json.loads((cache_dir / "source" / alexnet / "metrics.json").read_text())["resumed_from_epoch"] < 12
+
+    monkeypatch.setenv("TRANSFER_CACHE_DIR", str(tmp_path / "local-cache"))
+    for job, x in sorted(res.items()):
+        f = x["factors"]
+        local = execute(make_cfg(f"arch={f['arch']}", f"target={f['target']}", f"layer={f['layer']}",
+                                 "source.epochs=12"), tmp_path / "local" / job)
+        assert x["factors"] == local["factors"]
+        assert x["metrics"]["target_score"] == local["metrics"]["target_score"], job
+        assert x["metrics"]["source_val_acc"] == local["metrics"]["source_val_acc"], job
+
+
+def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slurm, cache_dir, tmp_path, make_cfg):
+    """The alexnet source job is cancelled while it trains: its two jobs are recorded failed with the reason
+    (never submitted to run), the vgg jobs complete and the sweep finishes; the same command again runs only the
+    two missing jobs (and the source job, which resumes the training)."""
+    sweep = tmp_path / "s"
+    args = ["-m", "arch=alexnet,vgg", "layer=fc6,fc7", *LAUNCHER, "hydra.launcher.timeout_min=10",
+            "hydra.launcher.stage_resources.source.timeout_min=10", f"hydra.sweep.dir={sweep}", *epochs(12)]
+    alexnet = source_key(make_cfg, "arch=alexnet", "source.epochs=12")
+    log = tmp_path / "sweep.log"
+    proc = start_sweep(args, slurm, log)
+    wait_for(lambda: (sweep / "slurm.json").exists() and
+             (cache_dir / "source" / f".{alexnet}.resume" / "logs").exists(), "alexnet training", proc, log)
+    (source_job,) = [j["job_id"] for j in slurm_jobs(sweep)["source_jobs"] if j["source"] == alexnet]
+    slurm.run("scancel", source_job)
+    finish(proc, log)
+    res = results(sweep)
+    for job in ("0", "1"):  # arch=alexnet
+        assert res[job]["status"] == "failed" and res[job]["error"]["type"] == "DependencyNeverSatisfied"
+        assert res[job]["error"]["message"].startswith(f"source job {source_job} failed: CANCELLED")
+    assert res["2"]["status"] == "ok" and res["3"]["status"] == "ok"
+    assert "DependencyNeverSatisfied" in (sweep / "summary.csv").read_text()  # the sweep finished, with its summary
+    done = {job: (sweep / job / "result.json").stat().st_mtime_ns for job in ("2", "3")}
+
     r = run_cli(*args, env=slurm.env())
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
-    assert res["0"]["status"] == "ok" and res["1"]["status"] == "ok"
-    assert (sweep / "1" / "result.json").stat().st_mtime_ns == ok_mtime  # the finished job was not redone
-    assert any("already done" in log.read_text() for log in (sweep / "1").glob("*.log"))  # the job's own log
+    assert all(x["status"] == "ok" for x in res.values())
+    assert {job: (sweep / job / "result.json").stat().st_mtime_ns for job in ("2", "3")} == done
+    again = slurm_jobs(sweep)  # only what was missing was submitted
+    assert [j["source"] for j in again["source_jobs"]] == [alexnet]
+    assert sorted(n for a in again["arrays"] for n in a["jobs"]) == [0, 1]
 
 
 def test_job_at_its_time_limit_is_recorded_failed(slurm, cache_dir, tmp_path, make_cfg):
     """A job still waiting at its time limit (here: for a source net whose build lock another process holds)
-    is ended by SLURM (TIMEOUT), recorded as failed by the launcher, and the sweep goes on."""
+    is ended by SLURM (TIMEOUT), recorded as failed by the launcher, and the sweep goes on. One flat array
+    (stage_scheduling=false, what an Optuna search gets): the job itself trains its source."""
     sweep = tmp_path / "s"
     key = source_key(make_cfg, "seed=7")
     lock = cache_dir / "source" / f"{key}.lock"
     lock.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(lock)):
-        r = run_cli("-m", "seed=7", *LAUNCHER, "hydra.launcher.timeout_min=1", f"hydra.sweep.dir={sweep}", *TINY,
-                    env=slurm.env())
+        r = run_cli("-m", "seed=7", *LAUNCHER, "hydra.launcher.timeout_min=1", "hydra.launcher.stage_scheduling=false",
+                    f"hydra.sweep.dir={sweep}", *TINY, env=slurm.env())
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)["0"]
     assert res["status"] == "failed" and res["error"]["message"].endswith("TIMEOUT"), res["error"]

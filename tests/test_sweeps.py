@@ -66,25 +66,34 @@ def test_pareto_search_writes_its_pareto_front(cache_dir, tmp_path):
         (list(t.values), sorted(t.params.items())) for t in front)
 
 
-@pytest.mark.empty_cache  # the two jobs must build the source net between them
-def test_joblib_parallel_jobs_share_one_source_training_and_split_the_cores(cache_dir, tmp_path):
-    """Two jobs in two joblib worker processes: one trains the source net, the other waits for it and reuses it,
-    and with trainer.num_threads unset each job's config gets cores / n_jobs threads and its torch runs on them
-    (seen from inside the job by tests/job_probe.py)."""
+@pytest.mark.empty_cache  # the sweep trains both source nets
+def test_joblib_trains_the_missing_sources_first_in_parallel_and_splits_the_cores(cache_dir, tmp_path):
+    """2 source nets x 2 layers on 2 joblib workers: the two jobs that train the nets run first, at the same time in
+    the two worker processes; each other job starts once its net is in the cache (after its build ended), so no
+    job waits on a lock. With trainer.num_threads unset each job's config gets cores / n_jobs threads and its torch
+    runs on them (seen from inside the job by tests/job_probe.py)."""
+    from src.cache import Store
+
     sweep = tmp_path / "s"
     per_job = max(1, (os.cpu_count() or 1) // 2)
-    r = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "layer=fc6,fc7",
+    r = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "arch=alexnet,vgg", "layer=fc6,fc7",
                 f"hydra.sweep.dir={sweep}", "+hydra.callbacks.job_probe._target_=tests.job_probe.JobProbe",
                 *[o for o in TINY if not o.startswith("trainer.num_threads")])
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
-    assert len(res) == 2 and all(x["status"] == "ok" for x in res.values())
-    assert sorted(x["cache"]["source_hit"] for x in res.values()) == [False, True]
-    assert "[sweep] job 2/2" in r.stdout  # jobs in two worker processes, counted together
-    assert len(list((cache_dir / "source").glob("*/manifest.json"))) == 1
-    probes = [json.loads((sweep / job / "job_probe.json").read_text()) for job in ("0", "1")]
-    assert len({p["pid"] for p in probes}) == 2  # two worker processes
-    assert [(p["torch_threads"], p["num_threads"]) for p in probes] == [(per_job, per_job)] * 2
+    assert len(res) == 4 and all(x["status"] == "ok" for x in res.values())
+    assert [res[j]["cache"]["source_hit"] for j in "0123"] == [False, True, False, True]  # 0, 2 train the nets
+    assert [x["timings_s"]["lock_wait"] for x in res.values()] == [0] * 4
+    assert "[sweep] job 4/4" in r.stdout  # jobs in two worker processes, counted together
+    builds = {b["key"]: b for b in Store(cache_dir).timings("source")}
+    assert len(builds) == 2 and len(list((cache_dir / "source").glob("*/manifest.json"))) == 2
+    clock = {j: res[j]["clock"] for j in "0123"}
+    assert max(clock["0"]["start"], clock["2"]["start"]) < min(clock["0"]["end"], clock["2"]["end"])  # together
+    for builder, other in (("0", "1"), ("2", "3")):
+        assert clock[other]["start"] >= builds[res[builder]["keys"]["source"]]["end"]
+    probes = {j: json.loads((sweep / j / "job_probe.json").read_text()) for j in "0123"}
+    assert probes["0"]["pid"] != probes["2"]["pid"]  # two worker processes
+    assert {(p["torch_threads"], p["num_threads"]) for p in probes.values()} == {(per_job, per_job)}
 
 
 def test_submitit_local_launcher(cache_dir, tmp_path):

@@ -11,8 +11,17 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
 
+SEARCH_NOT_PLANNED = ("an Optuna search is not planned: each trial trains the stages it needs, in the order the "
+                      "sampler asks for them")
+
+
 class SharedStudySweeper(OptunaSweeper):
     def __init__(self, storage: Any | None, heartbeat_interval: int, grace_period: int, **kwargs: Any) -> None:
+        from hydra_plugins.transferfactors_plugins.staged import PlanShown, plan_only
+
+        if plan_only():  # before the study exists: `--plan` creates no study and starts no heartbeat thread
+            print(f"no plan: {SEARCH_NOT_PLANNED}")
+            raise PlanShown()
         if isinstance(storage, str) and "://" in storage:
             from src.search.storage import open_storage
 

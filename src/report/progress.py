@@ -31,6 +31,7 @@ from src.report import eta as E
 
 log = logging.getLogger(__name__)
 PROGRESS = "progress.jsonl"
+LOCK_WAIT_SHOWN_S = 1.0  # a finished job's lock wait is named in its progress line from this many seconds
 
 
 def sweep_plan(config: DictConfig) -> dict[str, Any]:
@@ -94,6 +95,11 @@ def progress_line(header: dict[str, Any], records: list[dict[str, Any]], now: fl
                      + (f" ({best['setting']})" if best.get("setting") else ""))
     if failed:
         parts.append(f"{failed} failed")
+    waited = records[-1].get("lock_wait") if records else None
+    if isinstance(waited, (int, float)) and waited >= LOCK_WAIT_SHOWN_S:
+        # A job (an Optuna trial) that held its worker while another built the stage it needs: never silently.
+        what = "trial" if header.get("kind") == "optuna" else "job"
+        parts.append(f"this {what} waited {waited:.0f}s for a cache lock (another job was building a stage it needs)")
     return "[sweep] " + " | ".join(parts)
 
 
@@ -115,8 +121,8 @@ def planned_remaining(header: dict[str, Any], records: list[dict[str, Any]]) -> 
 
 
 def _job_record(config: DictConfig, started: float | None) -> dict[str, Any]:
-    """What the ETA needs from a finished job's result.json: the shared stages it built and its total seconds
-    (none from a result an earlier run left, for a job it skipped)."""
+    """What the line needs from a finished job's result.json: the shared stages it built, its total seconds and
+    the seconds it waited for cache locks (none from a result an earlier run left, for a job it skipped)."""
     from src.record import RESULT
 
     path = Path(config.hydra.runtime.output_dir) / RESULT
@@ -126,8 +132,10 @@ def _job_record(config: DictConfig, started: float | None) -> dict[str, Any]:
         result = json.loads(path.read_text())
     except (OSError, ValueError):
         return {"built": {}, "total": None}
-    total = (result.get("timings_s") or {}).get("total")
-    return {"built": E.built_stages(result), "total": float(total) if total is not None else None}
+    timings = result.get("timings_s") or {}
+    total, waited = timings.get("total"), timings.get("lock_wait")
+    return {"built": E.built_stages(result), "total": float(total) if total is not None else None,
+            "lock_wait": float(waited) if isinstance(waited, (int, float)) else None}
 
 
 _JOBS_IN_PROCESS = [0]  # a process's first job also pays its imports (torch, lightning): not a per-job cost
@@ -142,6 +150,12 @@ class ProgressCallback(Callback):
     """Prints the progress line after each job of a multirun."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        import os
+
+        from src.argv import PLAN_ONLY
+
+        if os.environ.get(PLAN_ONLY) == "1":  # --plan: nothing runs, nothing is written
+            return
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         objective = config.get("objective", "objective")

@@ -52,6 +52,12 @@ class SummaryCallback(Callback):
         self.report = report
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import os
+
+        from src.argv import PLAN_ONLY
+
+        if os.environ.get(PLAN_ONLY) == "1":  # --plan: no job ran
+            return
         sweep_dir = config.hydra.sweep.dir
         if write_summary(sweep_dir) is None or not self.report:
             return

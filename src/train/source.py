@@ -4,8 +4,14 @@ fine-tuning, `src.train.finetune`).
 The trained artifact (written into a cache entry by `train_source`) is:
   snapshot_<k>.pt   the model's state_dict after k epochs, for every k in 1..epochs (a plain state_dict, so
                     extraction needs no Lightning), so `source.snapshot=1,2,4` reuses one training run
-  metrics.json      validation accuracy per epoch, wall time, images/s
+  metrics.json      validation accuracy per epoch, wall time, images/s, the epoch it resumed from (0: none)
   logs/             Lightning's CSV logs
+
+Resumable training: given a `resume_dir` (the cache's `.<key>.resume/`, which outlives a killed process), training
+runs there and saves a full checkpoint after every epoch (`ResumePoint`: model, optimiser, LR schedule, Lightning's
+loop counters, the RNG states and the data order's generator). A training interrupted anywhere (kill -9, a SLURM
+preemption or time limit) restarts from its last complete epoch, and on the CPU at the same thread count the
+resumed net is bitwise the net an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import random
+import shutil
 import sys
 import time
 import warnings
@@ -36,6 +45,10 @@ logging.getLogger("pytorch_lightning.utilities.rank_zero").setLevel(logging.WARN
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 # Fine-tuning with a frozen backbone starts in eval mode on purpose (see ClassifierModule.on_train_epoch_start).
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+# A resumed training's CSV log goes where the interrupted one's was (its metrics file is kept under another name).
+warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+log = logging.getLogger(__name__)
+CHECKPOINT = "last.ckpt"  # in the resume dir: the last complete epoch's full training state
 
 def augment_batch(x: torch.Tensor, pad: int = 4) -> torch.Tensor:
     """Random horizontal flip + random crop after mid-grey padding, vectorised over the (uint8) batch."""
@@ -60,10 +73,18 @@ class ArrayDataModule(pl.LightningDataModule):
         self.splits = {k: TensorDataset(torch.from_numpy(x), torch.from_numpy(y)) for k, (x, y) in splits.items()}
         self.batch_size = batch_size
         self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)  # the data order: each epoch's shuffle draws from it
 
     def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True, generator=g, drop_last=False)
+        return DataLoader(self.splits["train"], batch_size=self.batch_size, shuffle=True, generator=self.generator,
+                          drop_last=False)
+
+    # Saved in a resumable training's checkpoint, so the epochs after a resume see the batches they would have seen.
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.set_state(state["generator"])
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.splits["val"], batch_size=max(self.batch_size, 256))
@@ -149,6 +170,52 @@ class SnapshotEveryEpoch(pl.Callback):
         self.val_acc[epoch] = float(trainer.callback_metrics["val_acc"])
         torch.save(pl_module.model.state_dict(), self.out_dir / f"snapshot_{epoch}.pt")
 
+    def state_dict(self) -> dict[str, Any]:  # a resumed training keeps the earlier epochs' accuracies
+        return {"val_acc": dict(self.val_acc)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.val_acc = {int(k): float(v) for k, v in state["val_acc"].items()}
+
+
+class ResumePoint(pl.Callback):
+    """A full checkpoint after every epoch (after its validation), written atomically to `<dir>/last.ckpt`.
+
+    Lightning's checkpoint holds the model, optimiser, LR scheduler, loop counters, the callbacks' and the data
+    module's state (the data order's generator); this callback adds the global RNG states (augmentation, dropout),
+    which Lightning does not save, and restores them when training resumes from the checkpoint.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        tmp = self.directory / f".{CHECKPOINT}.tmp"
+        trainer.save_checkpoint(tmp)
+        os.replace(tmp, self.directory / CHECKPOINT)  # a kill while saving leaves the previous epoch's intact
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        np.random.set_state(state["numpy"])
+        random.setstate(state["python"])
+
+
+def _resume_from(directory: Path) -> tuple[Path | None, int]:
+    """(checkpoint, its epoch) of an interrupted training in `directory`, or (None, 0). A checkpoint that does not
+    load (another code version's, damaged) is set aside with a warning and training starts over."""
+    ckpt = directory / CHECKPOINT
+    if not ckpt.is_file():
+        return None, 0
+    try:
+        epoch = int(torch.load(ckpt, map_location="cpu", weights_only=False)["epoch"]) + 1
+    except Exception as e:  # noqa: BLE001  (anything unreadable: start over rather than fail the build)
+        log.warning("resume checkpoint %s does not load (%s: %s); training from epoch 0", ckpt, type(e).__name__, e)
+        ckpt.unlink(missing_ok=True)
+        return None, 0
+    return ckpt, epoch
+
 
 def fit(
     module: ClassifierModule,
@@ -159,21 +226,33 @@ def fit(
     trainer_cfg: Mapping[str, Any],
     seed: int,
     loggers: Sequence[Logger] = (),
+    resume_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train `module` with Lightning, saving a state_dict per epoch into `out_dir`; returns (and writes) metrics.
 
-    The CSV log always goes into `out_dir/logs`; `loggers` adds trackers (`src.tracking.training_loggers`)."""
+    The CSV log always goes into `out_dir/logs`; `loggers` adds trackers (`src.tracking.training_loggers`).
+    With `resume_dir`, training runs there, checkpoints every epoch, resumes from its last complete epoch if an
+    earlier run was interrupted, and moves the finished artifact into `out_dir`."""
+    work = out_dir if resume_dir is None else resume_dir
+    work.mkdir(parents=True, exist_ok=True)
+    ckpt, resumed = _resume_from(work) if resume_dir is not None else (None, 0)
+    if ckpt is not None:
+        log.info("resuming %s from epoch %d of %d (%s)", module.what, resumed, epochs, ckpt)
+        old = work / "logs" / "metrics.csv"
+        if old.is_file():  # Lightning's CSV logger would delete it: keep the interrupted run's log
+            old.rename(work / "logs" / f"metrics_until_epoch_{resumed}.csv")
     dm = ArrayDataModule(splits, batch_size=batch_size, seed=seed)
     steps = math.ceil(len(splits["train"][1]) / batch_size)
-    snap = SnapshotEveryEpoch(out_dir)
+    snap = SnapshotEveryEpoch(work)
+    callbacks: list[pl.Callback] = [snap] + ([ResumePoint(work)] if resume_dir is not None else [])
     progress = trainer_cfg.get("progress_bar")
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator=trainer_cfg.get("accelerator", "auto"),
         devices=1,
         precision=trainer_cfg.get("precision", "32-true"),
-        logger=[CSVLogger(str(out_dir), name="logs", version=""), *loggers],
-        callbacks=[snap],
+        logger=[CSVLogger(str(work), name="logs", version=""), *loggers],
+        callbacks=callbacks,
         enable_checkpointing=False,
         enable_model_summary=False,
         # Lightning's bar writes to stdout: on for a terminal, off when stdout goes to a file or a pipe.
@@ -183,16 +262,22 @@ def fit(
         deterministic=False,
     )
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    # weights_only=False: the checkpoint is our own (in the cache), and its RNG states are not plain tensors.
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if ckpt is not None else None, weights_only=False)
     wall = time.perf_counter() - t0
     metrics = {
-        "val_acc": {str(k): v for k, v in snap.val_acc.items()},
+        "val_acc": {str(k): v for k, v in sorted(snap.val_acc.items())},
         "epochs": epochs,
         "train_images": int(len(splits["train"][1])),
-        "wall_s": wall,
-        "images_per_s": epochs * len(splits["train"][1]) / wall,
+        "wall_s": wall,  # this run's (after a resume: the epochs it trained)
+        "images_per_s": (epochs - resumed) * len(splits["train"][1]) / wall,
+        "resumed_from_epoch": resumed,
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    (work / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    if resume_dir is not None:  # the artifact, without the checkpoint, into the staging dir
+        (work / CHECKPOINT).unlink(missing_ok=True)
+        for item in work.iterdir():
+            shutil.move(str(item), out_dir / item.name)
     return metrics
 
 
@@ -204,14 +289,16 @@ def train_source(
     trainer_cfg: Mapping[str, Any],
     seed: int,
     loggers: Sequence[Logger] = (),
+    resume_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train the source net into `out_dir` (a cache staging dir); returns the metrics written to metrics.json."""
+    """Train the source net into `out_dir` (a cache staging dir); returns the metrics written to metrics.json.
+    `resume_dir`: where an interrupted training's progress is kept and picked up (see the module docstring)."""
     pl.seed_everything(seed, workers=True, verbose=False)
     optim = trainer_cfg["optim"]
     epochs = int(source_cfg["epochs"])
     steps = math.ceil(len(splits["train"][1]) / optim["batch_size"])
     module = ClassifierModule(build_model(spec), optim, source_cfg["augment"], epochs * steps)
-    return fit(module, splits, out_dir, epochs, optim["batch_size"], trainer_cfg, seed, loggers)
+    return fit(module, splits, out_dir, epochs, optim["batch_size"], trainer_cfg, seed, loggers, resume_dir)
 
 
 def load_snapshot(entry: Path, spec: ArchSpec, snapshot: int) -> torch.nn.Module:

@@ -1,0 +1,117 @@
+"""What this project's launchers share: a sweep's plan (`src.sweep_plan`) before its jobs run, `--plan`, and the
+record of a job that cannot run because a stage it needs was not built.
+
+A launcher plans a batch when `stage_scheduling` is on (the default) and the sweeper is Hydra's basic one (a
+grid: every job is known before any runs). An Optuna search is not planned: each trial trains what it needs, and a
+trial that waits for another's cache lock says so in its log and progress line (`src.cache`, `src.report.progress`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+from hydra.core.utils import JobReturn, JobStatus
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+
+class PlanShown(SystemExit):
+    """`--plan`: the plan is printed and nothing runs (exit status 0)."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+def plan_only() -> bool:
+    from src.argv import PLAN_ONLY
+
+    return os.environ.get(PLAN_ONLY) == "1"
+
+
+class StagedLaunch:
+    """Mixed into a Hydra launcher that has `config`, `hydra_context` and a `stage_scheduling` flag."""
+
+    uses_composed_configs = True  # src.compose_once keeps the validation's configs for the plan
+    stage_scheduling: bool = True
+    config: DictConfig | None
+    hydra_context: Any
+
+    def planned(self) -> bool:
+        """Whether this batch is planned: stage scheduling on and a grid sweeper. Under `--plan` a batch that is not
+        planned prints why and exits."""
+        sweeper = str(OmegaConf.select(self.config, "hydra.sweeper._target_", default="") or "")
+        grid = sweeper.endswith("BasicSweeper")
+        if plan_only() and not (grid and self.stage_scheduling):
+            from hydra_plugins.transferfactors_plugins.shared_study import SEARCH_NOT_PLANNED
+
+            why = "stage scheduling is off (hydra.launcher.stage_scheduling=false)" if grid else SEARCH_NOT_PLANNED
+            print(f"no plan: {why}")
+            self._forget_sweep_dir()
+            raise PlanShown()
+        return grid and self.stage_scheduling
+
+    def compose_batch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[DictConfig]:
+        """Every job's composed config with its `hydra.job.num` (the ones the sweeper's validation composed, when
+        `src.compose_once` kept them)."""
+        loader = self.hydra_context.config_loader
+        cfgs = []
+        for i, overrides in enumerate(job_overrides):
+            cfg = loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(cfg):
+                cfg.hydra.job.num = initial_job_idx + i
+                cfg.hydra.job.id = str(initial_job_idx + i)
+            cfgs.append(cfg)
+        return cfgs
+
+    def make_plan(self, cfgs: list[DictConfig]):
+        """The batch's plan; under `--plan` it is printed (with `plan_lines`) and the run ends here."""
+        from src import sweep_plan
+
+        plan = sweep_plan.plan_sweep(cfgs)
+        if plan_only():
+            print(sweep_plan.describe(plan, self.plan_lines(plan)))
+            self._forget_sweep_dir()
+            raise PlanShown()
+        for line in sweep_plan.describe(plan).splitlines():
+            log.info(line)
+        sweep_plan.write(plan, Path(str(self.config.hydra.sweep.dir)))
+        return plan
+
+    def plan_lines(self, plan) -> list[str]:
+        """What this launcher adds to the printed plan (how it will run it)."""
+        return []
+
+    def _forget_sweep_dir(self) -> None:
+        """Hydra's sweeper saved multirun.yaml before the launcher ran: a sweep dir that holds nothing else was made
+        for this `--plan` and goes again."""
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
+            shutil.rmtree(sweep_dir, ignore_errors=True)
+
+    def record_not_run(self, sweep_cfg: DictConfig, message: str, error_type: str = "DependencyNeverSatisfied",
+                       log_path: str | None = None) -> JobReturn:
+        """A job that did not run (a stage it needs was not built, or its scheduler ended it): its failed
+        result.json, the sweeper's NaN, and the callbacks' `on_job_end` (the progress line counts it)."""
+        from src.main import objective, record_unfinished
+        from src.sweep_plan import job_out_dir
+
+        out_dir = job_out_dir(sweep_cfg)
+        task_cfg = OmegaConf.masked_copy(sweep_cfg, [k for k in sweep_cfg if k != "hydra"])
+        record_unfinished(task_cfg, out_dir, message, log_path=log_path, error_type=error_type)
+        sweep_cfg = OmegaConf.masked_copy(sweep_cfg, list(sweep_cfg))  # as a run job's: its output dir is set
+        with open_dict(sweep_cfg):
+            sweep_cfg.hydra.runtime.output_dir = str(out_dir)
+        log.error("job %s not run: %s; recorded in %s", sweep_cfg.hydra.job.num, message, out_dir / "result.json")
+        ret = JobReturn(overrides=list(sweep_cfg.hydra.overrides.task), cfg=task_cfg, hydra_cfg=sweep_cfg,
+                        working_dir=str(out_dir), task_name=str(sweep_cfg.hydra.job.name),
+                        status=JobStatus.COMPLETED, _return_value=objective(task_cfg, None))
+        try:
+            self.hydra_context.callbacks.on_job_end(config=sweep_cfg, job_return=ret)
+        except Exception as e:  # noqa: BLE001  (a callback's failure must not lose the record)
+            log.warning("on_job_end callbacks failed for job %s (%s)", sweep_cfg.hydra.job.num, e)
+        return ret
