@@ -71,7 +71,11 @@ class SqueuePoller:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        deadline = time.time() + 120  # a task's result is written before its process (and allocation) ends
         self.poll()
+        while time.time() < deadline and any(state in ("RUNNING", "COMPLETING") for _, _, state in self.jobs.values()):
+            time.sleep(1)
+            self.poll()
 
     def poll(self) -> None:
         r = self.cluster.run("squeue", "-h", "-t", "all", "-o", "%i|%S|%e|%T", check=False, timeout=30)
@@ -87,7 +91,8 @@ class SqueuePoller:
         """Seconds each ended job held its allocation (SLURM's start to end; 1 s resolution)."""
         out = {}
         for jid, (start, end, state) in self.jobs.items():
-            if ids is not None and jid not in ids or state in ("PENDING", "RUNNING") or start in ("N/A", "None"):
+            if ids is not None and jid not in ids or "[" in jid or state in ("PENDING", "RUNNING", "COMPLETING") \
+                    or start in ("N/A", "None"):
                 continue
             out[jid] = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
         return out

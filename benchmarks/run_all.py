@@ -14,6 +14,9 @@ from benchmarks.common import RESULTS
 FIGURES = ["p6_cli", "framework_patches", "p2_extraction", "p3_pretraining", "p1_sweep_reuse", "p5_search", "p4_probe", "layer_study_split",
            "p7_estimators", "scaling"]
 GPU_FIGURES = ["p4_probe_gpu", "p7_estimators_gpu"]
+# Figures that start their own SLURM cluster and PostgreSQL server: `make bench` runs them; the smoke mode does not,
+# since `make test` runs it beside the suite, whose tests start the same services and cover the same commands.
+SERVICE_FIGURES = ["cluster_scale"]
 
 
 def table(results: dict) -> str:
@@ -58,7 +61,7 @@ def readme(results: dict) -> str:
 
 def main() -> None:
     smoke = "--smoke" in sys.argv
-    only = [a for a in sys.argv[1:] if not a.startswith("--")] or FIGURES
+    only = [a for a in sys.argv[1:] if not a.startswith("--")] or FIGURES + ([] if smoke else SERVICE_FIGURES)
     t0 = time.perf_counter()
     if "--summarize" not in sys.argv:  # --summarize: only rebuild README.md from the latest JSON files
         for name in only:
@@ -67,7 +70,7 @@ def main() -> None:
             print(f"[{name}: {time.perf_counter() - t:.1f}s]")
     suffix = ".smoke.json" if smoke else ".json"
     # GPU figures are run on a GPU machine (`--gpu` modes, bash benchmarks/gpu_check.sh); their latest JSON is listed.
-    names = FIGURES + ([] if smoke else GPU_FIGURES)
+    names = FIGURES + ([] if smoke else SERVICE_FIGURES + GPU_FIGURES)
     results = {n: json.loads((RESULTS / f"{n}{suffix}").read_text()) for n in names if (RESULTS / f"{n}{suffix}").exists()}
     text = table(results)
     if not smoke:

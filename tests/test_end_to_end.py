@@ -19,7 +19,8 @@ def test_tiny_experiment_writes_result_and_reuses_the_cache(make_cfg, cache_dir,
     assert 0.0 <= m["source_val_acc"] <= 1.0 and m["feature_dim"] == 32
     # The measured (source, target) distance adds the source task's val features and the distance itself.
     assert set(on_disk["timings_s"]) == {"source", "finetune", "extract", "source_val_extract", "distance", "estimate",
-                                         "probe", "total"}
+                                         "probe", "lock_wait", "total"}
+    assert on_disk["timings_s"]["lock_wait"] == 0  # no other process held a lock
     assert on_disk["cache"] == {"source_hit": False, "finetune_hit": None, "features_hit": False,
                                 "source_val_features_hit": False, "distance_hit": False}
     assert 0.0 <= m["distance"]["pad"] <= 2.0 and m["distance"]["layer"] == "conv2"
