@@ -65,6 +65,12 @@ def _cached(store: Store, stage: str, payload: dict, build: Callable[[Path], Non
 
 def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
     """The source net, trained once per source key with every epoch snapshotted (pretrained nets: nothing)."""
+    if plan.spec.extra:  # a model library's net: keyed by model, library version and the weights' content
+        from src.models.external import weights_file
+
+        path = weights_file(plan.spec)
+        digest = file_digest(path, store.root) if path is not None else None
+        return Stage(None, True, make_key(source_payload(cfg, plan, digest)))
     if plan.spec.pretrained:  # keyed by the weights file's content, so a replaced file is not silently reused
         from src.models.pretrained import ensure_weights
 
@@ -86,7 +92,18 @@ def source_net(cfg: DictConfig, plan: Plan, source: Stage):
     """(model in eval mode, tap -> graph node, uint8 batch -> input) of the configured source, via the arch registry."""
     impl = get_arch(plan.spec.family).torch()
     weights = snapshot_file(source.entry, plan.snapshot) if source.entry is not None else None
-    return impl.load(plan.spec, cfg.source, weights), impl.tap_nodes(plan.spec), impl.preprocess(plan.spec, cfg.source)
+    nodes = impl.tap_nodes(plan.spec, (plan.tap,)) if plan.spec.extra else impl.tap_nodes(plan.spec)
+    return impl.load(plan.spec, cfg.source, weights), nodes, impl.preprocess(plan.spec, cfg.source)
+
+
+def _extractor_args(plan: Plan) -> dict[str, Any]:
+    """How a model library's net is traced (its own FX helpers) and how many prefix tokens its sequences carry."""
+    if not plan.spec.extra:
+        return {}
+    from src.models.external import feature_extractor
+
+    return {"extractor": lambda model, nodes: feature_extractor(model, nodes, plan.spec),
+            "prefix_tokens": int(plan.spec.extra["prefix_tokens"])}
 
 
 _NUM_PARAMS: dict[str, int] = {}  # source key -> parameter count (a sweep's jobs share a few sources)
@@ -135,7 +152,7 @@ def features_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, tun
         model, nodes, prep = tuned_net(cfg, plan, source, tuned)
         splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
         extract_splits(model, nodes, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep,
-                       device=device_of(cfg))
+                       device=device_of(cfg), **_extractor_args(plan))
 
     return _cached(store, "features", features_payload(cfg, plan, source.key, tuned.key), build,
                    cost_class("features", cfg, plan))

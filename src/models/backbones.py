@@ -45,7 +45,7 @@ FAMILIES = {
 }
 LIBRARIES = ("timm", "torchvision", "module")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
-DESCRIPTION_VERSION = 1
+DESCRIPTION_VERSION = 2
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 FIELDS = {
@@ -196,7 +196,7 @@ def weights_path(weights: str) -> Path:
     return Path(os.path.expanduser(str(weights)))
 
 
-def check_weights(ref: Ref, desc: Mapping[str, Any]) -> None:
+def check_weights(ref: Ref, desc: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """A weights file exists, is readable and fits the model (the classifier may differ in its class count);
     one line naming the first few missing / unexpected / mis-shaped keys otherwise."""
     path = weights_path(ref.weights)
@@ -209,7 +209,7 @@ def check_weights(ref: Ref, desc: Mapping[str, Any]) -> None:
     unexpected = [k for k in have if k not in want]
     shaped = [k for k in want if k in have and have[k] != want[k] and not k.startswith(head + ".")]
     if not (missing or unexpected or shaped):
-        return
+        return have
     parts = []
     for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shaped)):
         if keys:
@@ -325,9 +325,12 @@ def spec_fn(family: str):
             raise ConfigError("arch.input_size is required for arch=module (the side your net's inputs are resized "
                               "to), e.g. arch.input_size=32")
         desc = describe(ref, cfg, cache_dir)
-        kind = weights_kind(ref.weights)
-        if kind == "file":
-            check_weights(ref, desc)
-        return spec_from_description(family, num_classes, ref, desc, cfg)
+        spec = spec_from_description(family, num_classes, ref, desc, cfg)
+        if weights_kind(ref.weights) == "file":
+            head = check_weights(ref, desc).get(f"{desc['head']}.weight")
+            if head is not None and "logits" in spec.vocab:  # the file's classifier (another class count)
+                for name in ("logits", spec.vocab["logits"][0]):
+                    spec.vocab[name] = (spec.vocab[name][0], int(head[0]), False)
+        return spec
 
     return build

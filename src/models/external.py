@@ -208,6 +208,7 @@ def describe_model(ref: Ref, arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
                   is not None else 0))
     return {"nodes": shapes, "blocks": list(dict.fromkeys(blocks)), "head": head, "logits": logits,
             "pre_logits": pre, "input": inp, "prefix_tokens": prefix,
+            "modules": [n for n, _ in model.named_modules() if n],
             "params": {k: list(v.shape) for k, v in model.state_dict().items()}}
 
 
@@ -323,7 +324,8 @@ def load(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None, weights: P
 
 def tap_nodes(spec: ArchSpec, extra: tuple[str, ...] = ()) -> dict[str, str]:
     """The taps one extraction writes: every block (what `depth:` picks), pre_logits, logits and the chosen
-    layer(s). A library net has hundreds of graph nodes; writing them all would cost far more than the pass."""
+    layer(s) (`src.keys.extracted_taps`). A library net has hundreds of graph nodes; writing them all would cost
+    far more than the pass."""
     wanted = [*spec.blocks, *(spec.vocab[a][0] for a in ("pre_logits", "logits") if a in spec.vocab), *extra]
     return {t: spec.nodes[t] for t in dict.fromkeys(wanted)}
 

@@ -118,8 +118,9 @@ def layer_table() -> list[dict]:
     rows = []
     for arch in ARCHS.values():
         if arch.configured:  # a model library's layers depend on the model: `python -m src.models arch=timm ...`
-            rows.append({"arch": arch.name, "depth": "-", "layers": "the model's graph nodes (python -m src.models "
-                                                                     f"arch={arch.name} arch.model=...)"})
+            key = "builder" if arch.name == "module" else "model"
+            rows.append({"arch": arch.name, "depth": "-",
+                         "layers": f"the model's graph nodes (python -m src.models arch={arch.name} arch.{key}=...)"})
             continue
         for depth in arch.depths or (None,):
             spec = arch.spec(depth, 1.0, 1000)

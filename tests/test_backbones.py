@@ -1,0 +1,167 @@
+"""Source nets from model libraries: timm, torchvision and the user's own nn.Module, with weights files, layers by
+graph node name and by relative depth, cache keys that follow the weights' content, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from src.check import validate
+from src.errors import ConfigError
+from src.main import execute
+from tests.conftest import REPO, run_cli
+
+MODULE = ["arch=module", "arch.builder=tests.fixtures.tiny:build", "arch.input_size=32"]
+RESNET = ["arch=timm", "arch.model=resnet18", "arch.input_size=32"]
+VIT = ["arch=timm", "arch.model=vit_tiny_patch16_224", "+arch.kwargs.img_size=32", "arch.input_size=32"]
+SMALL_BATCH = ["trainer.extract_batch_size=64"]
+
+
+def test_user_module_end_to_end(make_cfg, cache_dir, tmp_path):
+    """arch=module: its blocks are the Sequential's children, depth: picks them, a named node works, fine-tuning
+    finds the last Linear; the listing names the blocks with their depths."""
+    plan = validate(make_cfg(*MODULE, "layer=depth:0.5"))
+    assert plan.spec.blocks == ("stages.0.pool", "stages.1.pool", "stages.2.pool")
+    assert plan.tap == "stages.1.pool" and plan.feature_dim == 32
+    r = execute(make_cfg(*MODULE, "layer=depth:0.5"), tmp_path / "a")
+    assert r["status"] == "ok" and r["cache"]["features_hit"] is False and r["metrics"]["target_score"] > 0.25
+    assert set(r["metrics"]["transferability"]) >= {"logme", "hscore", "leep"}
+    # Another block: the same extraction; a node that is no block: one of its own.
+    assert execute(make_cfg(*MODULE, "layer=depth:1.0"), tmp_path / "b")["cache"]["features_hit"] is True
+    assert execute(make_cfg(*MODULE, "layer=pre_logits"), tmp_path / "c")["cache"]["features_hit"] is True
+    assert execute(make_cfg(*MODULE, "layer=stages.0.conv"), tmp_path / "d")["cache"]["features_hit"] is False
+    tuned = execute(make_cfg(*MODULE, "layer=pre_logits", "finetune=last", "finetune.epochs=1"), tmp_path / "e")
+    assert tuned["cache"]["finetune_hit"] is False and tuned["metrics"]["target_score"] is not None
+
+
+def test_listing_names_blocks_shapes_and_depths(cache_dir):
+    out = subprocess.run([sys.executable, "-m", "src.models", *MODULE], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = {ln.split()[0]: ln for ln in out.stdout.splitlines()[2:]}
+    assert lines["stages.2.pool"].split()[1:] == ["32x2x2", "map", "1.000"]
+    assert lines["stages.0.pool"].split()[-1] == "0.333"
+    assert lines["stem.pool"].split()[1:] == ["8x16x16", "map"]
+    assert "(pre_logits)" in lines["flatten"] and lines["classifier"].split()[1:3] == ["(logits)", "10"]
+
+
+def test_weights_file_content_keys_the_source(make_cfg, cache_dir, tmp_path):
+    """Replacing the weights file (same path, new content) invalidates the source and its features; the same
+    content again is a hit; a file with another class count loads with the file's head."""
+    from src.models.external import save_checkpoint
+    from tests.fixtures.tiny import build
+
+    path = tmp_path / "w.safetensors"
+    torch.manual_seed(1)
+    save_checkpoint(build(), path, "module:tests.fixtures.tiny:build")
+    cfg = [*MODULE, f"arch.weights={path}", "layer=depth:1.0"]
+    first = execute(make_cfg(*cfg), tmp_path / "1")
+    again = execute(make_cfg(*cfg), tmp_path / "2")
+    assert again["keys"] == first["keys"] and again["cache"]["features_hit"] is True
+    torch.manual_seed(2)
+    save_checkpoint(build(), path, "module:tests.fixtures.tiny:build")
+    changed = execute(make_cfg(*cfg), tmp_path / "3")
+    assert changed["keys"]["features"] != first["keys"]["features"] and changed["cache"]["features_hit"] is False
+    random_init = execute(make_cfg(*MODULE, "layer=depth:1.0"), tmp_path / "4")
+    assert random_init["keys"]["features"] not in (first["keys"]["features"], changed["keys"]["features"])
+    # A checkpoint with a 6-class head (a net trained elsewhere) and the file: reference that names its model.
+    six = tmp_path / "six.pth"
+    save_checkpoint(build(num_classes=6), six, "module:tests.fixtures.tiny:build")
+    r = execute(make_cfg("arch=backbone", f"arch.model=file:{six}", "arch.input_size=32", "layer=logits"),
+                tmp_path / "5")
+    assert r["status"] == "ok" and r["metrics"]["feature_dim"] == 6
+    import numpy as np
+
+    assert np.load(cache_dir / "features" / r["keys"]["features"] / "train" / "classifier.npy").shape[1] == 6
+
+
+def test_bad_input_is_one_line(make_cfg, cache_dir, tmp_path):
+    from src.models.external import save_checkpoint
+    from tests.fixtures.tiny import build
+
+    with pytest.raises(ConfigError, match=r"arch.model=resnt18 is not a timm model; nearest: resnet18"):
+        validate(make_cfg("arch=timm", "arch.model=resnt18"))
+    with pytest.raises(ConfigError, match=r"layer='conv9' does not exist in arch=module .*valid layers: .*stem"):
+        validate(make_cfg(*MODULE, "layer=conv9"))
+    with pytest.raises(ConfigError, match=r"depth:<fraction> with 0 < fraction <= 1"):
+        validate(make_cfg(*MODULE, "layer=depth:1.5"))
+    with pytest.raises(ConfigError, match=r"pooling=cls .* applies to token outputs only"):
+        validate(make_cfg(*MODULE, "layer=depth:1.0", "pooling=cls"))
+    other = tmp_path / "other.safetensors"
+    save_checkpoint(torch.nn.Sequential(torch.nn.Linear(3, 4)), other, "module:x:y")
+    with pytest.raises(ConfigError, match=r"does not fit module:tests.fixtures.tiny:build \(missing keys: "
+                                          r"stem.conv.weight, .* \(\+\d+ more\); unexpected keys: 0.bias, 0.weight\)"):
+        validate(make_cfg(*MODULE, f"arch.weights={other}"))
+    good = tmp_path / "w.safetensors"
+    save_checkpoint(build(), good, "module:tests.fixtures.tiny:build")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ConfigError, match=r"corrupt.safetensors is not a readable safetensors file"):
+        validate(make_cfg(*MODULE, f"arch.weights={corrupt}"))
+    with pytest.raises(ConfigError, match=r"arch.input_size is required for arch=module"):
+        validate(make_cfg("arch=module", "arch.builder=tests.fixtures.tiny:build"))
+    # From the command line: one line, exit 1, nothing run.
+    out = run_cli("arch=timm", "arch.model=vit_tiny_patch16_22")
+    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith(
+        "error: arch.model=vit_tiny_patch16_22 is not a timm model; nearest: vit_tiny_patch16_224")
+
+
+def test_library_weights_are_never_downloaded(make_cfg, cache_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(ConfigError, match=r"pretrained weights of timm's resnet18 are not in the Hugging Face cache"):
+        execute(make_cfg(*RESNET, "arch.weights=pretrained", "layer=depth:1.0"), tmp_path / "a")
+    with pytest.raises(ConfigError, match=r"pretrained weights of torchvision's mobilenet_v3_small not found at"):
+        execute(make_cfg("arch=torchvision", "arch.model=mobilenet_v3_small", "arch.weights=pretrained",
+                         "layer=depth:1.0"), tmp_path / "b")
+    assert not (tmp_path / "hf").exists() or not any((tmp_path / "hf").rglob("*.safetensors"))
+
+
+# --- real images: CIFAR-10 JPEGs through timm nets -------------------------------------------------------------
+
+
+def cifar_target(cifar_dir, classes="[cat,dog,ship]", per_class=20) -> list[str]:
+    return ["target=imagefolder", f"target.root={cifar_dir}", f"target.data.classes={classes}",
+            f"target.data.max_per_class={per_class}", "target.data.max_test_per_class=10", "source.image_size=32"]
+
+
+def test_timm_nets_on_cifar(cifar_dir, make_cfg, cache_dir, tmp_path):
+    """A timm ResNet-18 and ViT-tiny at random init and from checkpoints (.pth and .safetensors) on real images: a
+    depth: sweep and a named layer from one extraction, the class token and the token mean, fine-tuning `last`,
+    the estimators and the probe."""
+    from src.models.backbones import parse_reference
+    from src.models.external import build, save_checkpoint
+
+    target = cifar_target(cifar_dir) + SMALL_BATCH
+    scores = {}
+    for layer in ("depth:0.25", "depth:0.5", "depth:1.0", "layer3.1.act2", "pre_logits"):
+        r = execute(make_cfg(*RESNET, *target, f"layer={layer}", tiny="source"), tmp_path / f"r-{layer}")
+        assert r["status"] == "ok" and r["cache"]["features_hit"] is (layer != "depth:0.25")
+        scores[layer] = r["metrics"]["target_score"]
+        assert {"logme", "nce"} <= set(r["metrics"]["transferability"])
+    assert validate(make_cfg(*RESNET, "layer=depth:0.75")).tap == "layer3.1.act2"  # the same block as the name
+    assert scores["depth:0.75" if "depth:0.75" in scores else "layer3.1.act2"] > 1 / 3
+    for pooling in ("cls", "avg"):
+        r = execute(make_cfg(*VIT, *target, "layer=depth:1.0", f"pooling={pooling}", tiny="source"),
+                    tmp_path / f"vit-{pooling}")
+        assert r["status"] == "ok" and r["metrics"]["feature_dim"] == 192
+    # Checkpoints the test saves first: the same weights as .pth and .safetensors give the same features.
+    torch.manual_seed(3)
+    net = build(parse_reference("timm:resnet18"), {})
+    keys = []
+    for suffix in (".pth", ".safetensors"):
+        path = save_checkpoint(net, tmp_path / f"r18{suffix}", "timm:resnet18")
+        r = execute(make_cfg(*RESNET, *target, f"arch.weights={path}", "layer=depth:1.0", tiny="source"),
+                    tmp_path / f"ckpt{suffix}")
+        keys.append(r["keys"]["features"])
+        feats = cache_dir / "features" / r["keys"]["features"] / "train" / "layer4.1.act2.avg.npy"
+        assert feats.exists()
+    assert keys[0] != keys[1]  # keyed by content: the two files differ in format, so in bytes
+    tuned = execute(make_cfg(*RESNET, *target, f"arch.weights={tmp_path / 'r18.pth'}", "layer=pre_logits",
+                             "finetune=last", "finetune.epochs=1", tiny="source"), tmp_path / "tuned")
+    assert tuned["status"] == "ok" and tuned["cache"]["finetune_hit"] is False
+    assert json.loads((tmp_path / "tuned" / "result.json").read_text())["metrics"]["target_score"] >= 0
