@@ -133,7 +133,7 @@ def test_timm_nets_on_cifar(cifar_dir, make_cfg, cache_dir, tmp_path):
     """A timm ResNet-18 and ViT-tiny at random init and from checkpoints (.pth and .safetensors) on real images: a
     depth: sweep and a named layer from one extraction, the class token and the token mean, fine-tuning `last`,
     the estimators and the probe."""
-    from src.models.backbones import parse_reference
+    from src.models.refs import parse_reference
     from src.models.external import build, save_checkpoint
 
     target = cifar_target(cifar_dir) + SMALL_BATCH

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from src.errors import ConfigError
-from src.models.backbones import (IMAGENET_MEAN, IMAGENET_STD, Ref, nearest_names, unwrap_state, weights_kind,
+from src.models.refs import (IMAGENET_MEAN, IMAGENET_STD, Ref, nearest_names, unwrap_state, weights_kind,
                                   weights_path)
 from src.models.spec import ArchSpec
 
