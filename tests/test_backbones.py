@@ -17,7 +17,7 @@ from tests.conftest import REPO, run_cli
 
 MODULE = ["arch=module", "arch.builder=tests.fixtures.tiny:build", "arch.input_size=32"]
 RESNET = ["arch=timm", "arch.model=resnet18", "arch.input_size=32"]
-VIT = ["arch=timm", "arch.model=vit_tiny_patch16_224", "+arch.kwargs.img_size=32", "arch.input_size=32"]
+VIT = ["arch=timm", "arch.model=vit_tiny_patch16_224", "arch.input_size=32"]  # timm builds it for 32px
 SMALL_BATCH = ["trainer.extract_batch_size=64"]
 
 
@@ -165,3 +165,43 @@ def test_timm_nets_on_cifar(cifar_dir, make_cfg, cache_dir, tmp_path):
                              "finetune=last", "finetune.epochs=1", tiny="source"), tmp_path / "tuned")
     assert tuned["status"] == "ok" and tuned["cache"]["finetune_hit"] is False
     assert json.loads((tmp_path / "tuned" / "result.json").read_text())["metrics"]["target_score"] >= 0
+
+
+def test_model_selection_study_on_cifar(cifar_dir, cache_dir, tmp_path):
+    """experiment=model_selection over 3 backbones (a timm net at random init, the user's module, a checkpoint
+    that names its model) on a 3-class CIFAR subset, in one command: one job per backbone and the report's
+    ranking with each estimator's weighted tau, its interval and time."""
+    from src.models.external import save_checkpoint
+    from tests.fixtures.tiny import build
+
+    torch.manual_seed(5)
+    ckpt = save_checkpoint(build(), tmp_path / "mine.safetensors", "module:tests.fixtures.tiny:build")
+    sweep = tmp_path / "sweep"
+    out = run_cli("experiment=model_selection", "target=imagefolder", f"target.root={cifar_dir}",
+                  "target.data.classes=[cat,dog,ship]", "target.data.max_per_class=24",
+                  "target.data.max_test_per_class=12", "source.image_size=32", "arch.input_size=32",
+                  f"arch.models=[timm:resnet18,module:tests.fixtures.tiny:build,file:{ckpt}]",
+                  "trainer.num_threads=1", f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    jobs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/result.json"))]
+    assert [j["status"] for j in jobs] == ["ok"] * 3
+    assert sorted(j["factors"]["model"] for j in jobs) == sorted(
+        ["timm:resnet18", "module:tests.fixtures.tiny:build", f"module:tests.fixtures.tiny:build@{ckpt}"])
+    analysis = json.loads((sweep / "report" / "analysis.json").read_text())
+    sel = analysis["model_selection"]["imagefolder"]
+    assert [r["rank"] for r in sel["backbones"]] == [1, 2, 3] and sel["test_images"] == 36
+    scores = [r["probe score"] for r in sel["backbones"]]
+    assert scores == sorted(scores, reverse=True)
+    logme = next(r for r in sel["estimators"] if r["estimator"] == "logme")
+    assert -1 <= logme["95% CI low"] <= logme["weighted tau"] <= logme["95% CI high"] <= 1
+    assert logme["median s per backbone"] > 0 and 0 <= logme["top-1 agreement"] <= 1
+    assert "Model selection: backbones ranked on the target" in (sweep / "report" / "report.md").read_text()
+
+
+def test_models_list_becomes_one_job_per_backbone():
+    from src.argv import prepare
+
+    argv = prepare(["experiment=model_selection", "arch.models=[timm:resnet18,file:/tmp/a b/x.safetensors]"], {})
+    assert argv[-1] == "arch.model='timm:resnet18','file:/tmp/a b/x.safetensors'" and "hydra.mode=MULTIRUN" in argv
+    with pytest.raises(ConfigError, match="drop arch.model="):
+        prepare(["arch.models=[timm:resnet18]", "arch.model=timm:vgg11"], {})

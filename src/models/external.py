@@ -82,14 +82,27 @@ def _builder(ref: Ref) -> Callable[..., nn.Module]:
         raise ConfigError(f"arch.builder={ref.model} cannot be imported ({e})") from None
 
 
-def build(ref: Ref, kwargs: Mapping[str, Any], seed: int = 0) -> nn.Module:
+def timm_kwargs(ref: Ref, kwargs: Mapping[str, Any], input_size: int | None) -> dict[str, Any]:
+    """The constructor arguments; a timm net built for a fixed input size (a ViT's position embeddings) is built
+    for `arch.input_size` when one is set (timm resamples pretrained position embeddings to it)."""
+    kwargs = dict(kwargs)
+    if ref.library == "timm" and input_size and "img_size" not in kwargs:
+        import timm
+
+        cfg = timm.models.get_pretrained_cfg(ref.model)
+        if cfg is not None and cfg.fixed_input_size:
+            kwargs["img_size"] = int(input_size)
+    return kwargs
+
+
+def build(ref: Ref, kwargs: Mapping[str, Any], seed: int = 0, input_size: int | None = None) -> nn.Module:
     """The net at random init (seeded), in eval mode."""
     _check_name(ref)
     torch.manual_seed(seed)
     if ref.library == "timm":
         import timm
 
-        return timm.create_model(ref.model, pretrained=False, **kwargs).eval()
+        return timm.create_model(ref.model, pretrained=False, **timm_kwargs(ref, kwargs, input_size)).eval()
     if ref.library == "torchvision":
         import torchvision
 
@@ -180,7 +193,7 @@ def _library_input(ref: Ref, model: nn.Module, kwargs: Mapping[str, Any]) -> dic
 def describe_model(ref: Ref, arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Nodes with their output shapes (one traced forward pass at the input size), blocks, head, input."""
     kwargs = dict(arch_cfg.get("kwargs") or {})
-    model = build(ref, kwargs)
+    model = build(ref, kwargs, input_size=arch_cfg.get("input_size"))
     head = head_module(model, ref.library)
     inp = _library_input(ref, model, kwargs)
     size = int(arch_cfg.get("input_size") or inp["size"])
@@ -303,8 +316,9 @@ def load(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None, weights: P
             import timm
 
             _check_name(ref)
-            return timm.create_model(ref.model, pretrained=True, **kwargs).eval()
-    model = build(ref, kwargs, seed=spec.extra["seed"])
+            size = spec.extra["identity"]["input_size"]
+            return timm.create_model(ref.model, pretrained=True, **timm_kwargs(ref, kwargs, size)).eval()
+    model = build(ref, kwargs, seed=spec.extra["seed"], input_size=spec.extra["identity"]["input_size"])
     if kind is None:
         return model
     path = weights_file(spec)
