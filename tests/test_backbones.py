@@ -205,3 +205,19 @@ def test_models_list_becomes_one_job_per_backbone():
     assert argv[-1] == "arch.model='timm:resnet18','file:/tmp/a b/x.safetensors'" and "hydra.mode=MULTIRUN" in argv
     with pytest.raises(ConfigError, match="drop arch.model="):
         prepare(["arch.models=[timm:resnet18]", "arch.model=timm:vgg11"], {})
+
+
+def test_validation_reads_the_cached_description_without_torch(make_cfg, cache_dir, tmp_path):
+    from src.models.external import save_checkpoint
+    from tests.fixtures.tiny import build
+
+    weights = save_checkpoint(build(), tmp_path / "w.safetensors", "module:tests.fixtures.tiny:build")
+    overrides = [*MODULE, f"arch.weights={weights}", "layer=depth:1.0"]
+    validate(make_cfg(*overrides))  # describes the model once, into the cache dir
+    assert len(list((cache_dir / "models").glob("*.json"))) == 1
+    code = ("import sys\nfrom tests.conftest import compose_tiny\nfrom src.check import validate\n"
+            f"plan = validate(compose_tiny(*{overrides!r}))\n"
+            "print(plan.tap, 'TORCH' if 'torch' in sys.modules else 'NO_TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["stages.2.pool", "NO_TORCH"]
