@@ -21,13 +21,23 @@ VIT = ["arch=timm", "arch.model=vit_tiny_patch16_224", "arch.input_size=32"]  # 
 SMALL_BATCH = ["trainer.extract_batch_size=64"]
 
 
+def test_relative_depth_on_the_families_trained_here():
+    from src.models.registry import arch_spec
+
+    alexnet = arch_spec("alexnet", None, 0.25, 10)  # conv1..conv5, fc6, fc7: block i of 7 at (i + 1) / 7
+    assert [alexnet.resolve(f"depth:{f}") for f in (0.25, 0.5, 0.75, 1.0)] == ["conv2", "conv3", "conv5", "fc7"]
+    assert arch_spec("resnet", 18, 0.25, 10).resolve("depth:1.0") == "pool"
+    with pytest.raises(ValueError, match="depth:<fraction> with 0 < fraction <= 1"):
+        alexnet.resolve("depth:zero")
+
+
 def test_user_module_end_to_end(make_cfg, cache_dir, tmp_path):
     """arch=module: its blocks are the Sequential's children, depth: picks them, a named node works, fine-tuning
     finds the last Linear; the listing names the blocks with their depths."""
-    plan = validate(make_cfg(*MODULE, "layer=depth:0.5"))
+    plan = validate(make_cfg(*MODULE, "layer=depth:0.67"))
     assert plan.spec.blocks == ("stages.0.pool", "stages.1.pool", "stages.2.pool")
     assert plan.tap == "stages.1.pool" and plan.feature_dim == 32
-    r = execute(make_cfg(*MODULE, "layer=depth:0.5"), tmp_path / "a")
+    r = execute(make_cfg(*MODULE, "layer=depth:0.67"), tmp_path / "a")
     assert r["status"] == "ok" and r["cache"]["features_hit"] is False and r["metrics"]["target_score"] > 0.25
     assert set(r["metrics"]["transferability"]) >= {"logme", "hscore", "leep"}
     # Another block: the same extraction; a node that is no block: one of its own.

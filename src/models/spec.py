@@ -119,14 +119,18 @@ class ArchSpec:
         return list(self.vocab)
 
     def depth_taps(self) -> list[str]:
-        """The taps `depth:<fraction>` chooses among, input side first: the blocks, else every canonical tap."""
-        return list(self.blocks) or [t for t, (canon, _, _) in self.vocab.items() if t == canon]
+        """The taps `depth:<fraction>` chooses among, input side first: the blocks, else every canonical tap but the
+        classifier's output."""
+        if self.blocks:
+            return list(self.blocks)
+        taps = [t for t, (canon, _, _) in self.vocab.items() if t == canon]
+        return taps[:-1] if len(taps) > 1 else taps
 
     def at_depth(self, fraction: float) -> str:
         """The block at `fraction` of the network (block i of n sits at (i + 1) / n; the nearest, ties inward)."""
         taps = self.depth_taps()
         n = len(taps)
-        return taps[min(range(n), key=lambda i: (abs((i + 1) / n - fraction), i))]
+        return taps[min(range(n), key=lambda i: (round(abs((i + 1) / n - fraction), 9), i))]
 
     def resolve(self, layer: str) -> str:
         """Canonical tap for a layer name (aliases and `depth:<fraction>` resolved); raises ValueError listing the
