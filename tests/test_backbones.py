@@ -231,3 +231,21 @@ def test_validation_reads_the_cached_description_without_torch(make_cfg, cache_d
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["stages.2.pool", "NO_TORCH"]
+
+
+def test_l2_norm_is_exact_at_the_scale_of_an_untrained_deep_net():
+    """A random-init deep net's float32 features can be ~1e-10; scikit-learn's Normalizer takes such rows for
+    zero and leaves them unnormalised. norm=l2 gives the same directions at any scale."""
+    import numpy as np
+    from sklearn.preprocessing import Normalizer
+
+    from src.probe.transforms import ScaleFreeNormalizer
+
+    x = np.random.default_rng(0).normal(size=(50, 16)).astype(np.float32)
+    x[3] = 0.0
+    unit = ScaleFreeNormalizer().transform(x)
+    tiny = ScaleFreeNormalizer().transform(x * np.float32(1e-10))
+    np.testing.assert_allclose(tiny, unit, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.linalg.norm(unit[[0, 1, 2, 4]], axis=1), 1, rtol=1e-5)
+    assert not np.any(unit[3]) and tiny.dtype == np.float32
+    assert np.abs(Normalizer().transform(x * np.float32(1e-10))).max() < 1e-8  # what the plain one leaves
