@@ -54,8 +54,8 @@ def measure(library: str, model_name: str, size: int, n: int, batch: int, rounds
     runs = iter(range(10**6))
 
     def ours():
-        extract_splits(model, nodes, {"train": (images, labels)}, scratch / f"{model_name}-{next(runs)}", batch_size=batch,
-                       preprocess=prep, device=device, prefix_tokens=spec.extra["prefix_tokens"],
+        extract_splits(model, nodes, {"train": (images, labels)}, scratch / f"{model_name}-{next(runs)}",
+                       batch_size=batch, preprocess=prep, device=device, prefix_tokens=spec.extra["prefix_tokens"],
                        extractor=lambda m, r: external.feature_extractor(m, r, spec))
         sync()
 
