@@ -212,10 +212,7 @@ def describe_model(ref: Ref, arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
     names = [n for n, _ in shapes]
     blocks = [b for b in (_output_node(m, names) for m in block_modules(model, head)) if b]
     logits = _output_node(head, names)
-    pre = None
-    if logits is not None:
-        graph = traced.graph if hasattr(traced, "graph") else None
-        pre = _head_input(graph, logits, names)
+    pre = _head_input(logits, names) if logits is not None else None
     prefix = int(getattr(model, "num_prefix_tokens", 0) or
                  (1 if getattr(model, "class_token", None) is not None or getattr(model, "cls_token", None)
                   is not None else 0))
@@ -225,8 +222,9 @@ def describe_model(ref: Ref, arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
             "params": {k: list(v.shape) for k, v in model.state_dict().items()}}
 
 
-def _head_input(graph, logits: str, names: list[str]) -> str | None:
-    """The node feeding the head (its pre-logits features); the node just before it when the graph says nothing."""
+def _head_input(logits: str, names: list[str]) -> str | None:
+    """The node feeding the head (its pre-logits features): the last tensor node before the head's own nodes (for
+    timm and torchvision nets, the pooled / flattened / dropout output the classifier reads)."""
     i = names.index(logits)
     before = [n for n in names[:i] if not n.startswith(logits + ".")]
     return before[-1] if before else None

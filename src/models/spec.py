@@ -14,7 +14,10 @@ Width multipliers scale every channel and fc unit count of the family's referenc
 Pretrained torchvision ImageNet nets users bring (fixed width/depth): tv_alexnet, tv_vgg16, tv_resnet50.
 
 Vocabulary: alexnet/vgg `conv1..convN`, `conv_last` (alias of the last conv for our nets; pool5 for
-torchvision's), `fc6`, `fc7`, `fc8`; resnet `stage1..stage4`, `pool`, `logits`.
+torchvision's), `fc6`, `fc7`, `fc8`; resnet `stage1..stage4`, `pool`, `logits`. Model-library nets
+(`src.models.backbones`): their graph node names, `pre_logits`, `logits`. Every spec also resolves
+`depth:<fraction>` (the block at that fraction of the network: `ArchSpec.at_depth`), and marks the taps that are
+token sequences (N, T, D), pooled by `cls` / `avg` / `max`.
 """
 
 from __future__ import annotations
