@@ -154,7 +154,7 @@ def test_timm_nets_on_cifar(cifar_dir, make_cfg, cache_dir, tmp_path):
         scores[layer] = r["metrics"]["target_score"]
         assert {"logme", "nce"} <= set(r["metrics"]["transferability"])
     assert validate(make_cfg(*RESNET, "layer=depth:0.75")).tap == "layer3.1.act2"  # the same block as the name
-    assert scores["depth:0.75" if "depth:0.75" in scores else "layer3.1.act2"] > 1 / 3
+    assert scores["layer3.1.act2"] > 1 / 3  # chance: 1/3
     for pooling in ("cls", "avg"):
         r = execute(make_cfg(*VIT, *target, "layer=depth:1.0", f"pooling={pooling}", tiny="source"),
                     tmp_path / f"vit-{pooling}")
