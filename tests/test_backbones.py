@@ -249,3 +249,13 @@ def test_l2_norm_is_exact_at_the_scale_of_an_untrained_deep_net():
     np.testing.assert_allclose(np.linalg.norm(unit[[0, 1, 2, 4]], axis=1), 1, rtol=1e-5)
     assert not np.any(unit[3]) and tiny.dtype == np.float32
     assert np.abs(Normalizer().transform(x * np.float32(1e-10))).max() < 1e-8  # what the plain one leaves
+
+
+def test_l2_norm_of_ordinary_features_is_scikit_learns():
+    import numpy as np
+    from sklearn.preprocessing import Normalizer
+
+    from src.probe.transforms import ScaleFreeNormalizer
+
+    x = np.random.default_rng(1).normal(size=(40, 8)).astype(np.float32)
+    assert np.array_equal(ScaleFreeNormalizer().transform(x), Normalizer().transform(x))
