@@ -7,6 +7,7 @@ happens here, in one place:
     its database server must answer;
   - `logger.tracking_uri=http(s)://...` must answer (a tracker given in a config file is checked by
     `src.tracking.check` before the job's work);
+  - `arch.models=[a,b,...]` (experiment=model_selection) becomes a sweep over `arch.model=a,b,...`;
   - `replicates=N` becomes source seeds 0..N-1 with each job's target sample tied to its source seed;
   - sweeper settings Hydra would use before our config check runs (`hydra.sweeper.n_trials`) and the report's
     settings (`report.primary`, `report.min_seeds`, read when the sweep has ended) are checked;
@@ -111,6 +112,25 @@ def expand_replicates(argv: list[str]) -> list[str]:
     return out + (["hydra.mode=MULTIRUN"] if n > 1 and not multirun else [])
 
 
+def expand_models(argv: list[str]) -> list[str]:
+    """`arch.models=[timm:resnet18,file:/w.safetensors]` -> the sweep `arch.model=timm:resnet18,file:/w.safetensors`
+    (one job per backbone), kept as given too (it documents the study)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found = [a for a in argv if a.lstrip("+").startswith("arch.models=")]
+    if not found:
+        return argv
+    value = OverridesParser.create().parse_override(found[-1].lstrip("+")).value()
+    models = value if isinstance(value, list) else [value]
+    if not models or not all(isinstance(m, str) and m for m in models):
+        raise ConfigError(f"{found[-1]} must be a non-empty list of backbone references, e.g. "
+                          f"arch.models=[timm:resnet18,torchvision:mobilenet_v3_small]")
+    if any(a.lstrip("+").startswith("arch.model=") for a in argv):
+        raise ConfigError("arch.models=[...] sets arch.model for each job itself; drop arch.model=")
+    quoted = ",".join("'" + m.replace("\\", "\\\\").replace("'", "\\'") + "'" for m in models)
+    return argv + [f"arch.model={quoted}"]
+
+
 def check_report_args(argv: list[str]) -> None:
     """`report.primary=` / `report.min_seeds=` from the command line, checked before any job runs against their
     schema entries (the report reads them only when the sweep has ended)."""
@@ -142,7 +162,7 @@ def prepare(argv: list[str], environ: MutableMapping[str, str] = os.environ) -> 
 
     argv = plan_flag(argv, environ)
     check_sweeper_overrides(argv)
-    argv = expand_replicates(overlay_multirun_args(argv))
+    argv = expand_models(expand_replicates(overlay_multirun_args(argv)))
     check_report_args(argv)
     argv = prepare_storage_args(argv, environ)
     check_services(argv)

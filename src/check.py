@@ -34,6 +34,8 @@ def _source(cfg: DictConfig) -> int:
     """The source kind (and its fit with the arch); returns the source task's number of classes."""
     arch = get_arch(cfg.arch.name)
     pretrained_kind = SOURCES[cfg.source.kind].loader is None
+    if arch.configured:  # a model library's net: nothing is trained, the source only says the images' size
+        return SOURCES[cfg.source.kind].validate(cfg) if pretrained_kind else 1000
     if pretrained_kind and not arch.pretrained:
         valid = ", ".join(a.name for a in ARCHS.values() if a.pretrained)
         raise ConfigError(f"source={cfg.source.name} needs a pretrained arch; valid: {valid} (got arch={arch.name})")
@@ -124,9 +126,10 @@ def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
     check_config(cfg if plain is None else plain)  # every key known, every value of its type, range or choices
     check_writable_dir("paths.cache_dir", cfg.paths.cache_dir)
     n_classes = _source(cfg)
-    spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes)
+    spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes, cfg.arch, cfg.paths.cache_dir)
     try:
         tap = spec.resolve(cfg.layer)
+        spec.check_pooling(tap, cfg.pooling)
     except ValueError as e:
         raise ConfigError(str(e)) from None
     if cfg.source.image_size < spec.min_input:

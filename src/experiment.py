@@ -65,6 +65,12 @@ def _cached(store: Store, stage: str, payload: dict, build: Callable[[Path], Non
 
 def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
     """The source net, trained once per source key with every epoch snapshotted (pretrained nets: nothing)."""
+    if plan.spec.extra:  # a model library's net: keyed by model, library version and the weights' content
+        from src.models.external import weights_file
+
+        path = weights_file(plan.spec)
+        digest = file_digest(path, store.root) if path is not None else None
+        return Stage(None, True, make_key(source_payload(cfg, plan, digest)))
     if plan.spec.pretrained:  # keyed by the weights file's content, so a replaced file is not silently reused
         from src.models.pretrained import ensure_weights
 
@@ -86,7 +92,18 @@ def source_net(cfg: DictConfig, plan: Plan, source: Stage):
     """(model in eval mode, tap -> graph node, uint8 batch -> input) of the configured source, via the arch registry."""
     impl = get_arch(plan.spec.family).torch()
     weights = snapshot_file(source.entry, plan.snapshot) if source.entry is not None else None
-    return impl.load(plan.spec, cfg.source, weights), impl.tap_nodes(plan.spec), impl.preprocess(plan.spec, cfg.source)
+    nodes = impl.tap_nodes(plan.spec, (plan.tap,)) if plan.spec.extra else impl.tap_nodes(plan.spec)
+    return impl.load(plan.spec, cfg.source, weights), nodes, impl.preprocess(plan.spec, cfg.source)
+
+
+def _extractor_args(plan: Plan) -> dict[str, Any]:
+    """How a model library's net is traced (its own FX helpers) and how many prefix tokens its sequences carry."""
+    if not plan.spec.extra:
+        return {}
+    from src.models.external import feature_extractor
+
+    return {"extractor": lambda model, nodes: feature_extractor(model, nodes, plan.spec),
+            "prefix_tokens": int(plan.spec.extra["prefix_tokens"])}
 
 
 _NUM_PARAMS: dict[str, int] = {}  # source key -> parameter count (a sweep's jobs share a few sources)
@@ -135,7 +152,7 @@ def features_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, tun
         model, nodes, prep = tuned_net(cfg, plan, source, tuned)
         splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
         extract_splits(model, nodes, splits, tmp, batch_size=int(cfg.trainer.extract_batch_size), preprocess=prep,
-                       device=device_of(cfg))
+                       device=device_of(cfg), **_extractor_args(plan))
 
     return _cached(store, "features", features_payload(cfg, plan, source.key, tuned.key), build,
                    cost_class("features", cfg, plan))
@@ -157,11 +174,13 @@ def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, a
                    cost_class("source_val", cfg, plan))
 
 
-def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, splits, names: list[str]) -> dict[str, float]:
+def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, splits, names: list[str],
+                             seconds: dict[str, float] | None = None) -> dict[str, float]:
     """The registered estimators (cheap ones always; an expensive one when `estimator=`, `estimator.extra=[...]` or
     `objective=` names it; all with `estimator.extra=[all]`) on the labelled target images of `names`: 'features'
     ones on the chosen layer, 'probs' ones on the source head's class probabilities (its last tap, stored in the
-    same feature entry). One that cannot score these inputs is recorded as NaN with a warning; the probe still runs."""
+    same feature entry). One that cannot score these inputs is recorded as NaN with a warning; the probe still runs.
+    `seconds`, if given, gets each estimator's own time."""
     extra = set(cfg.estimator.get("extra") or [])
     objective = cfg.get("objective")
     extra |= {objective} if isinstance(objective, str) else set(objective or [])  # objective=<an estimator>
@@ -170,13 +189,21 @@ def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, spli
     x = np.concatenate([splits[s][0] for s in names])
     y = np.concatenate([splits[s][1] for s in names])
     with spectra.shared():  # H-score, GBC and TransRate factor the same centred Gram matrix of x: once
-        return _estimate_all(cfg, plan, feat_entry, names, chosen, x, y)
+        return _estimate_all(cfg, plan, feat_entry, names, chosen, x, y, {} if seconds is None else seconds)
 
 
-def _estimate_all(cfg: DictConfig, plan: Plan, feat_entry: Path, names: list[str], chosen, x, y) -> dict[str, float]:
+def _timed(seconds: dict[str, float], name: str, fn: Callable[[], float]) -> float:
+    t0 = time.perf_counter()
+    value = fn()
+    seconds[name] = time.perf_counter() - t0
+    return value
+
+
+def _estimate_all(cfg: DictConfig, plan: Plan, feat_entry: Path, names: list[str], chosen, x, y,
+                  seconds: dict[str, float]) -> dict[str, float]:
     if y.ndim == 2:  # multi-label: per label column, for the estimators defined that way
-        return {e.name: float(np.mean([_estimate(e, x, col) for col in y.T])) for e in chosen
-                if e.multilabel and e.input == "features"}
+        return {e.name: _timed(seconds, e.name, lambda e=e: float(np.mean([_estimate(e, x, col) for col in y.T])))
+                for e in chosen if e.multilabel and e.input == "features"}
     inputs = {"features": x}
     if any(e.input == "probs" for e in chosen):
         head = plan.spec.taps()[-1]  # fc8 / logits
@@ -185,8 +212,8 @@ def _estimate_all(cfg: DictConfig, plan: Plan, feat_entry: Path, names: list[str
     device = device_of(cfg)
     if device != "cpu" and any(e.torch for e in chosen):  # the heavy linear algebra on the job's GPU
         inputs["features_gpu"] = torch.from_numpy(np.ascontiguousarray(x)).to(device)
-    return {e.name: _estimate(e, inputs["features_gpu" if e.torch and "features_gpu" in inputs else e.input], y)
-            for e in chosen}
+    return {e.name: _timed(seconds, e.name, lambda e=e: _estimate(
+        e, inputs["features_gpu" if e.torch and "features_gpu" in inputs else e.input], y)) for e in chosen}
 
 
 def _estimate(e, inputs, labels) -> float:
@@ -225,12 +252,13 @@ def _probe(cfg: DictConfig, plan: Plan, feat_entry: Path, names: tuple[str, ...]
     # Estimators look at the labelled images a probe would be fit on.
     labelled = [n for n in names if n in ("train", "val", "database")]
     t0 = time.perf_counter()
-    transfer = estimate_transferability(cfg, plan, feat_entry, splits, labelled)
+    seconds: dict[str, float] = {}
+    transfer = estimate_transferability(cfg, plan, feat_entry, splits, labelled, seconds)
     y = np.concatenate([splits[s][1] for s in labelled])
     inputs = {"n": len(y), "classes": y.shape[1] if y.ndim == 2 else len(np.unique(y)),
               "dim": splits[labelled[0]][0].shape[1]}
     done = Evaluation({"transferability": transfer, "estimator": cfg.estimator.name,
-                       "estimator_score": transfer.get(cfg.estimator.name),
+                       "estimator_score": transfer.get(cfg.estimator.name), "estimate_seconds": seconds,
                        "estimate_inputs": {k: int(v) for k, v in inputs.items()}}, time.perf_counter() - t0)
     if cfg.estimator.name == "none":
         out = fit(splits)
@@ -326,6 +354,8 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
     }
     if source.entry is not None:
         metrics["source_val_acc"] = json.loads((source.entry / "metrics.json").read_text())["val_acc"][str(plan.snapshot)]
+        metrics["source_num_params"] = source_num_params(cfg, plan, source)
+    elif plan.spec.extra:  # a model library's net: its size is the static baseline a model selection must beat
         metrics["source_num_params"] = source_num_params(cfg, plan, source)
 
     t0 = time.perf_counter()

@@ -27,6 +27,7 @@ class Field:
     item: "Field | None" = None  # list: the field of every item (None: items are nodes declared as key[].x)
     min_items: int = 0
     scalar_ok: bool = False  # list: a single item without the brackets is valid too (objective)
+    free: bool = False  # node: its keys are the user's (constructor arguments), not declared here
 
     def valid(self) -> str:
         """What is valid, as the error messages and the reference say it."""
@@ -135,5 +136,5 @@ def List(item: Field | None, doc="", null=False, min_items=0, scalar_ok=False) -
     return Field("list", doc, item=item, min_items=min_items, null=null, scalar_ok=scalar_ok)
 
 
-def Node(doc="", null=False) -> Field:
-    return Field("node", doc, null=null)
+def Node(doc="", null=False, free=False) -> Field:
+    return Field("node", doc, null=null, free=free)

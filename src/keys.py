@@ -26,6 +26,11 @@ def source_payload(cfg, plan, weights_sha256: str | None = None) -> dict[str, An
 
     source = OmegaConf.to_container(cfg.source, resolve=True)
     source.pop("snapshot", None)
+    if plan.spec.extra:  # a model library's net: which model (library, its version, constructor), which weights
+        x = plan.spec.extra
+        return {"stage": "source", "version": SOURCE_VERSION, "arch": x["identity"], "weights": x["weights"],
+                "weights_sha256": weights_sha256, "seed": x["seed"] if x["weights"] is None else None,
+                "input": x["input"], "image_size": source["image_size"]}
     if plan.spec.pretrained:  # nothing is trained: the weights' content identifies the source
         return {"stage": "source", "version": SOURCE_VERSION, "arch": plan.spec.family, "weights": source["weights"],
                 "weights_sha256": weights_sha256, "image_size": source["image_size"]}
@@ -72,7 +77,17 @@ def features_payload(cfg, plan, source_key: str, finetune_key: str | None = None
     }
     if finetune_key is not None:
         payload["finetune"] = finetune_key
+    if plan.spec.extra:  # a model library's net: the blocks, pre_logits, logits and the chosen layer are written
+        payload["taps"] = sorted(extracted_taps(plan))
     return payload
+
+
+def extracted_taps(plan) -> list[str]:
+    """The taps one extraction of a model library's net writes (`src.models.external.tap_nodes`): its blocks,
+    pre_logits, logits and the chosen layer, so a `depth:` sweep shares one entry and another node gets its own."""
+    spec = plan.spec
+    wanted = [*spec.blocks, *(spec.vocab[a][0] for a in ("pre_logits", "logits") if a in spec.vocab), plan.tap]
+    return list(dict.fromkeys(wanted))
 
 
 def source_val_payload(cfg, plan, source_key: str) -> dict[str, Any]:

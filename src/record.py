@@ -32,6 +32,14 @@ def _get(cfg, path: str):
     return node
 
 
+def _model_ref(cfg):
+    arch = cfg.get("arch") or {}
+    if arch.get("name") in ("timm", "torchvision", "module"):
+        return f"{arch['name']}:{arch.get('builder') or arch.get('model')}" + (
+            f"@{arch['weights']}" if arch.get("weights") else "")
+    return arch.get("model") if arch.get("name") == "backbone" else None
+
+
 # Factor columns, in the order reports list them.
 FACTOR_TABLE: tuple[Factor, ...] = (
     Factor("source", lambda c, p: c.source.name),
@@ -40,6 +48,9 @@ FACTOR_TABLE: tuple[Factor, ...] = (
     Factor("source_epochs", lambda c, p: _get(c, "source.epochs")),
     Factor("snapshot", lambda c, p: p.snapshot if p else _get(c, "source.snapshot")),
     Factor("arch", lambda c, p: c.arch.name),
+    # A model library's net (arch=timm|torchvision|module|backbone): library:model[@weights]; None for the others.
+    Factor("model", lambda c, p: p.spec.extra.get("label") if p and p.spec.extra else _model_ref(c),
+           analysed=False),
     Factor("width", lambda c, p: c.width.name),
     Factor("depth", lambda c, p: p.spec.depth if p else c.depth),
     Factor("layer", lambda c, p: c.layer),
@@ -77,12 +88,14 @@ METRICS: dict[str, str] = {
     "estimator": "the estimator that replaced the probe, or none",
     "estimator_score": "that estimator's value",
     "transferability": "every computed estimator's value (src.transferability.estimators.ESTIMATORS)",
+    "estimate_seconds": "each estimator's own seconds (H-score, GBC and TransRate share one Gram matrix: the first "
+                        "of them to run pays for it)",
     "estimate_inputs": "what the estimators saw: n labelled images, classes, feature dim (the zoo marks the cells "
                        "where an estimator is outside its regime by these)",
     "distance": "the measured (source, target) distance: pad, frechet at a fixed early layer (src.features."
                 "source_distance); None for pretrained sources and fine-tuned runs",
 }
-METRIC_PREFIX = {"transferability": "tr_"}
+METRIC_PREFIX = {"transferability": "tr_", "estimate_seconds": "time_estimate_"}
 # The measured distance the report orders and correlates tasks by (src.features.source_distance computes it; the
 # report reads its flat column, `distance_<PRIMARY_DISTANCE>`). Here, not there, so the report stays torch-free.
 PRIMARY_DISTANCE = "pad"

@@ -234,7 +234,7 @@ def _walk(node: Any, path: str, out: list[tuple[str, Any]], keys: dict[str, Fiel
         if spec.kind == "list" and spec.item is None and isinstance(node, list):
             for item in node:
                 _walk(item, f"{path}[]", out, keys)
-        elif spec.kind == "node" and isinstance(node, dict):
+        elif spec.kind == "node" and isinstance(node, dict) and not spec.free:
             for k, v in node.items():
                 _walk(v, f"{path}.{k}", out, keys)
         return

@@ -137,10 +137,22 @@ def _uses_hydra_resolver(cfg: DictConfig, overrides: Sequence[str]) -> bool:
         OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=False)
 
 
+RANDOM_INIT = "random init"  # a model library's net without weights: its key has no digest (`src.keys`)
+
+
 def _weights_digest(cfg: DictConfig, plan, store: Store) -> str | None:
-    """A pretrained source's weights digest (its key needs it), None when the file is not there (the job fails
-    with its own message)."""
+    """A pretrained source's weights digest (its key needs it), RANDOM_INIT for a model library's net at random
+    init, None when the file is not there (the job fails with its own message)."""
     from src.cache import file_digest
+
+    if plan.spec.extra:  # arch=timm|torchvision|module|backbone (src.models.external)
+        from src.models.external import weights_file as library_weights
+
+        try:
+            path = library_weights(plan.spec)
+        except ConfigError:
+            return None
+        return RANDOM_INIT if path is None else file_digest(path, store.root) if path.is_file() else None
     from src.models.pretrained import weights_file  # torch: only for sweeps over pretrained nets
 
     path = weights_file(plan.spec.family, cfg.source)
@@ -149,7 +161,8 @@ def _weights_digest(cfg: DictConfig, plan, store: Store) -> str | None:
 
 def _labels(cfg: DictConfig, plan) -> tuple[str, str]:
     src = cfg.source
-    what = (f"{plan.spec.family} pretrained" if plan.spec.pretrained else
+    what = (plan.spec.extra["label"] if plan.spec.extra else
+            f"{plan.spec.family} pretrained" if plan.spec.pretrained else
             f"{plan.spec.family}/{cfg.width.name} depth {plan.spec.depth} seed {cfg.seed} "
             f"({src.name}, {src.epochs} epochs)")
     tuned = f" finetune={cfg.finetune.name}" if cfg.finetune.name != "none" else ""
@@ -222,7 +235,7 @@ def plan_sweep(sweep_cfgs: Sequence[DictConfig], nums: Sequence[int] | None = No
         if plan.spec.pretrained and digest is None:
             jobs.append(Job(num, overrides, str(out_dir), "invalid", error="pretrained weights file missing"))
             continue
-        keys = stage_keys(cfg, plan, digest)
+        keys = stage_keys(cfg, plan, None if digest == RANDOM_INIT else digest)
         source_label, extract_label = _labels(cfg, plan)
         job = Job(num, overrides, str(out_dir), "run", cfg=cfg, probe_cost=cost_class("probe", cfg, plan))
         if not plan.spec.pretrained:  # a pretrained source is a file: nothing to build

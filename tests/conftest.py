@@ -10,7 +10,9 @@ import resource
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,8 @@ from hydra.core.global_hydra import GlobalHydra
 import src
 
 REPO = src.REPO_ROOT
+# No test reaches a model hub: a library asked for weights it does not have must fail, not download.
+os.environ["HF_HUB_OFFLINE"] = "1"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 # A source and target small enough that a full experiment takes seconds on 2 CPU cores.
@@ -198,3 +202,34 @@ def fake_sweep(tmp_path) -> Path:
     _write_result(tmp_path / str(job), {"status": "failed", "factors": {"layer": "conv9", "target": "near"},
                                         "error": {"type": "ConfigError", "message": "layer='conv9' does not exist"}})
     return tmp_path
+
+
+# --- The shared CIFAR-10 JPEGs (../shared/data), extracted once per session ------------------------------------
+
+CIFAR_PER_CLASS = 100  # images per class and split taken from the archive: more than any test here reads
+
+
+@pytest.fixture(scope="session")
+def cifar_dir(tmp_path_factory):
+    """The shared CIFAR-10 JPEGs (ImageFolder layout), the first CIFAR_PER_CLASS images of every class and split:
+    extracted once per session (under pytest-xdist by the first worker; the other waits on the lock)."""
+    archive = SHARED_DATA / "cifar10-jpg.tar.gz"
+    if not archive.exists():
+        pytest.skip(f"{archive} is absent (the shared CIFAR-10 JPEGs only exist on the project's machines)")
+    out = session_dir(tmp_path_factory) / "cifar10-jpg"
+    with FileLock(str(out) + ".lock"):
+        if not (out / "done").exists():
+            taken: Counter = Counter()
+
+            def wanted(member, path):  # a tarfile extraction filter: the data filter, on the files we keep
+                folder = str(Path(member.name).parent)
+                if member.isfile():
+                    taken[folder] += 1
+                    if taken[folder] > CIFAR_PER_CLASS:
+                        return None
+                return tarfile.data_filter(member, path)
+
+            with tarfile.open(archive) as tar:
+                tar.extractall(out, filter=wanted)
+            (out / "done").touch()
+    return next(p.parent for p in out.rglob("train") if (p.parent / "test").is_dir())

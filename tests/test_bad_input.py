@@ -142,7 +142,8 @@ def compose_and_check(overrides: list[str]):
 WHERE = ["", "source=imagefolder source.root={tmp}/two_class", "target=synth_multilabel", "target=synth_retrieval",
          "target=synth_shift", "target=synth_finegrained", "target=synth_count", "target=synth_scenes",
          "target=imagefolder target.root={tmp}/two_class", "target=cifar10", "dimred=pca", "finetune=full",
-         "classifier=linear_svm_liblinear", "classifier=linear_svm_ovo", "experiment=distance_study"]
+         "classifier=linear_svm_liblinear", "classifier=linear_svm_ovo", "experiment=distance_study",
+         "arch=module arch.builder=tests.fixtures.tiny:build arch.input_size=32"]
 
 
 def out_of_range(field) -> list:
@@ -281,7 +282,8 @@ def test_report_on_bad_dirs_is_one_line_and_leaves_no_report_dir(tmp_path):
 @pytest.mark.parametrize("args,expected", [
     (["source.num_classes=1"], "error: source.num_classes=1 is out of range; valid: 2..1000"),
     (["classifier.C_grid=1"], "error: classifier.C_grid=1 must be a non-empty list"),
-    (["arch=foo"], "error: In 'config': Could not find 'arch/foo'; Available options in 'arch': alexnet, resnet"),
+    (["arch=foo"], "error: In 'config': Could not find 'arch/foo'; Available options in 'arch': alexnet, backbone, module, resnet, timm, "
+                     "torchvision, tv_alexnet"),
     (["search=factors_tpe", "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0 is out of range"),
     (["source=imagefolder", "source.root={tmp}/corrupt"],
      "error: UnreadableImageError: cannot read image {tmp}/corrupt/b/1.jpg"),

@@ -98,7 +98,8 @@ def test_cfg_job_and_help_do_not_import_torch():
     assert r.returncode == 0, r.stderr
     assert "NO_TORCH" in r.stdout and "layer:" in r.stdout
     r = run_cli("--help")
-    for group in ("arch: alexnet, resnet, tv_alexnet, tv_resnet50, tv_vgg16, vgg", "width: large, medium, small, tiny",
+    for group in ("arch: alexnet, backbone, module, resnet, timm, torchvision, tv_alexnet, tv_resnet50, tv_vgg16, vgg",
+                  "width: large, medium, small, tiny",
                   "dimred: none, pca", "search: factors_pareto, factors_tpe", "target:"):
         assert group in r.stdout
 

@@ -45,6 +45,10 @@ def compose_cfg(*overrides: str, hydra: bool = False):
 def partners(group: str, option: str) -> list[str]:
     """What an option needs alongside it: pretrained archs and the pretrained source go together, and an arch
     without the default layer (fc6: resnets) is asked for one of its own."""
+    if group == "arch" and ARCHS[option].configured:  # a model library's net: which one, and a layer it has
+        which = {"module": ["arch.builder=tests.fixtures.tiny:build", "arch.input_size=32"],
+                 "backbone": ["arch.model=module:tests.fixtures.tiny:build", "arch.input_size=32"]}
+        return [*which.get(option, ["arch.input_size=32"]), "layer=depth:1.0"]
     if group == "arch":
         taps = ARCHS[option].spec(None, 1.0, 10).taps()
         layer = [] if "fc6" in taps else [f"layer={taps[-2]}"]
@@ -99,6 +103,10 @@ def sweep_values(spec) -> list[str]:
 
 @pytest.mark.parametrize("overlay", [f"{g}={o}" for g in ("experiment", "search") for o in options(g)])
 def test_every_value_an_overlay_sweeps_validates(overlay, cache_dir, no_data):
+    if overlay == "experiment=model_selection":  # its sweep is arch.models=[...], one job per backbone (src.argv)
+        check([overlay, "arch.models=[module:tests.fixtures.tiny:build]", "arch.model=module:tests.fixtures.tiny:build",
+               "arch.input_size=32"], no_data)
+        return
     params = compose_cfg(overlay, hydra=True).hydra.sweeper.params
     assert params, overlay
     for key, spec in params.items():

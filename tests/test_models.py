@@ -60,7 +60,7 @@ def test_vocabulary_and_errors_list_valid_choices():
         arch_spec("vgg", 12, 0.25, 10)
     with pytest.raises(ValueError, match="valid archs: alexnet, vgg, resnet, tv_alexnet, tv_vgg16, tv_resnet50"):
         arch_spec("lenet", None, 0.25, 10)
-    assert set(POOLINGS) == {"avg", "max", "spp"}
+    assert set(POOLINGS) == {"avg", "max", "spp", "cls"}
 
 
 def test_min_input_size():

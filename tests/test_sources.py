@@ -1,18 +1,14 @@
 """Sources users bring: torchvision ImageNet weights (faked locally) and ImageFolder trees (real CIFAR-10 JPEGs)."""
 
 import json
-import tarfile
-from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torchvision
-from filelock import FileLock
 
 from src.main import execute
-from tests.conftest import SHARED_DATA, TINY_TARGET, run_cli, session_dir
+from tests.conftest import TINY_TARGET, run_cli
 
 TV_TINY_TARGET = ["target.data.num_classes=3", "target.data.train_per_class=8", "target.data.val_per_class=4",
                   "target.data.test_per_class=8", "trainer.extract_batch_size=32"]
@@ -81,35 +77,6 @@ def test_pretrained_arch_needs_the_pretrained_source(make_cfg):
         validate(make_cfg("arch=tv_alexnet"))
     with pytest.raises(ConfigError, match="needs a pretrained arch; valid: tv_alexnet, tv_vgg16, tv_resnet50"):
         validate(make_cfg("source=imagenet_torchvision", tiny=False))
-
-
-CIFAR_PER_CLASS = 100  # images per class and split taken from the archive: more than any test here reads
-
-
-@pytest.fixture(scope="session")
-def cifar_dir(tmp_path_factory):
-    """The shared CIFAR-10 JPEGs (ImageFolder layout), the first CIFAR_PER_CLASS images of every class and split:
-    extracted once per session (under pytest-xdist by the first worker; the other waits on the lock)."""
-    archive = SHARED_DATA / "cifar10-jpg.tar.gz"
-    if not archive.exists():
-        pytest.skip(f"{archive} is absent (the shared CIFAR-10 JPEGs only exist on the project's machines)")
-    out = session_dir(tmp_path_factory) / "cifar10-jpg"
-    with FileLock(str(out) + ".lock"):
-        if not (out / "done").exists():
-            taken: Counter = Counter()
-
-            def wanted(member, path):  # a tarfile extraction filter: the data filter, on the files we keep
-                folder = str(Path(member.name).parent)
-                if member.isfile():
-                    taken[folder] += 1
-                    if taken[folder] > CIFAR_PER_CLASS:
-                        return None
-                return tarfile.data_filter(member, path)
-
-            with tarfile.open(archive) as tar:
-                tar.extractall(out, filter=wanted)
-            (out / "done").touch()
-    return next(p.parent for p in out.rglob("train") if (p.parent / "test").is_dir())
 
 
 def test_imagefolder_target_on_real_cifar10(cifar_dir, make_cfg, tmp_path):

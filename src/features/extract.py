@@ -40,6 +40,16 @@ def pool_conv(fmap: torch.Tensor) -> dict[str, torch.Tensor]:
     return {"avg": fmap.mean((2, 3)), "spp": torch.cat([g_max, grid], 1)}
 
 
+def pool_tokens(seq: torch.Tensor, prefix: int) -> dict[str, torch.Tensor]:
+    """Poolings of a token sequence (N, T, D): avg and max over the patch tokens (after the `prefix` class /
+    register tokens), and cls = the first token when the model has one."""
+    patches = seq[:, prefix:] if seq.shape[1] > prefix else seq
+    out = {"avg": patches.mean(1), "max": patches.amax(1)}
+    if prefix:
+        out["cls"] = seq[:, 0]
+    return out
+
+
 def _file(split_dir: Path, tap: str, pooling: str | None) -> Path:
     return split_dir / (f"{tap}.{pooling}.npy" if pooling else f"{tap}.npy")
 
@@ -53,12 +63,17 @@ def extract_splits(
     batch_size: int = 256,
     preprocess: Callable[[torch.Tensor], torch.Tensor] = to_input,
     device: str = "cpu",
+    extractor: Callable | None = None,
+    prefix_tokens: int = 0,
 ) -> None:
     """Write every tap's features for every split under `out_dir` (a cache staging dir).
 
-    `tap_nodes` maps our tap names to the model's graph nodes; `preprocess` turns a uint8 batch into inputs.
+    `tap_nodes` maps our tap names to the model's graph nodes; `preprocess` turns a uint8 batch into inputs;
+    `extractor(model, return_nodes)` traces the model (torchvision's `create_feature_extractor` by default; a
+    library may need its own); 3-d outputs are token sequences with `prefix_tokens` class / register tokens first.
     """
-    extractor = create_feature_extractor(model, return_nodes={n: t for t, n in tap_nodes.items()}).eval().to(device)
+    make = extractor or (lambda m, nodes: create_feature_extractor(m, return_nodes=nodes))
+    extractor = make(model, {n: t for t, n in tap_nodes.items()}).eval().to(device)
     for split, (images, labels) in splits.items():
         split_dir = out_dir / split
         split_dir.mkdir(parents=True)
@@ -69,7 +84,8 @@ def extract_splits(
             x = preprocess(torch.from_numpy(images[start : start + batch_size]).to(device))
             outs = extractor(x)
             for tap, value in outs.items():
-                pooled = pool_conv(value) if value.dim() == 4 else {None: value}
+                pooled = (pool_conv(value) if value.dim() == 4 else pool_tokens(value, prefix_tokens)
+                          if value.dim() == 3 else {None: value})
                 for pooling, arr in pooled.items():
                     if (tap, pooling) not in files:
                         files[tap, pooling] = np.lib.format.open_memmap(
@@ -87,7 +103,9 @@ def load_features(entry: Path, split: str, spec: ArchSpec, layer: str, pooling: 
     if pooling not in POOLINGS:
         raise ValueError(f"pooling={pooling!r}; valid: {', '.join(POOLINGS)}")
     split_dir = entry / split
-    if not spec.is_conv(tap):
+    if tap in spec.tokens:
+        x = np.load(_file(split_dir, tap, pooling), mmap_mode="r")
+    elif not spec.is_conv(tap):
         x = np.load(_file(split_dir, tap, None), mmap_mode="r")
     elif pooling == "max":  # the first block of spp is the global max
         spp = np.load(_file(split_dir, tap, "spp"), mmap_mode="r")

@@ -1,7 +1,62 @@
-"""python -m src.models: every arch (`arch=`), its depths and the layer names `layer=` accepts."""
+"""python -m src.models: every arch (`arch=`), its depths and the layer names `layer=` accepts.
 
-from src.models.registry import layer_table
+With a model library's arch, its tappable layers: `python -m src.models arch=timm arch.model=resnet18` prints each
+graph node's output shape and, for the blocks `layer=depth:<fraction>` chooses among, their relative depth
+(`--all` adds every other graph node; any of them is a valid `layer=`).
+"""
 
-if __name__ == "__main__":
+import sys
+
+from src.errors import ConfigError
+
+
+def list_model(overrides: list[str], show_all: bool) -> None:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    import src
+    from src.models.backbones import describe, parse_ref
+    from src.models.registry import get_arch
+
+    with initialize_config_dir(str(src.REPO_ROOT / "conf")):
+        cfg = compose("config", overrides=overrides)
+    arch = get_arch(cfg.arch.name)
+    if not arch.configured:
+        print(f"arch={arch.name} has a fixed vocabulary: python -m src.models lists it")
+        return
+    spec = arch.spec(None, 1.0, 1000, cfg.arch, cfg.paths.cache_dir)
+    desc = describe(parse_ref(arch.name, OmegaConf.to_container(cfg.arch, resolve=True)),
+                    OmegaConf.to_container(cfg.arch, resolve=True), cfg.paths.cache_dir)
+    blocks = list(spec.blocks)
+    modules = set(desc["modules"])
+    print(f"{spec.extra['label']}  input {spec.extra['input']['size']}px  "
+          f"{len(blocks)} blocks (depth:<fraction> picks block i of n at (i + 1) / n)")
+    print(f"{'layer':40} {'output (per image)':>20}  {'kind':8} depth")
+    aliases = {spec.vocab[a][0]: a for a in ("pre_logits", "logits") if a in spec.vocab}
+    for node, shape in desc["nodes"]:
+        if node not in spec.vocab:
+            continue
+        is_block = node in blocks
+        if not (show_all or is_block or node in aliases or node in modules):
+            continue
+        kind = "tokens" if node in spec.tokens else "map" if len(shape) == 3 else "vector"
+        depth = f"{(blocks.index(node) + 1) / len(blocks):.3f}" if is_block else ""
+        name = f"{node} ({aliases[node]})" if node in aliases else node
+        print(f"{name:40} {'x'.join(map(str, shape)):>20}  {kind:8} {depth}")
+
+
+def main(argv: list[str]) -> None:
+    if argv:
+        try:
+            list_model([a for a in argv if a != "--all"], "--all" in argv)
+        except ConfigError as e:
+            sys.exit(f"error: {e}")
+        return
+    from src.models.registry import layer_table
+
     for row in layer_table():
         print(f"{row['arch']:12} depth {str(row['depth']):>3}  {row['layers']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -11,6 +11,9 @@ A family is added by one `register_arch(Arch(...))` call and one `conf/arch/<nam
   distance_layer  the early layer the measured (source, target) distance is taken at (trained families)
   pretrained      weights come from a file (torchvision's ImageNet nets, `src.models.pretrained`)
   fields          the family's own `arch.<key>` options with their types (`src.fields`), if it has any
+  configured      the spec depends on the family's own options (a model library's `arch.model`): spec_fn then also
+                  takes the `arch` config node and the cache dir (`src.models.backbones`), and the torch side is
+                  `src.models.external`
 Everything else (training, tapping, fine-tuning, the measured distance, `python -m src.models`, the report's layer
 order) reads these records, so a new family needs no other edit (tests/test_extending.py registers a toy one).
 """
@@ -38,13 +41,15 @@ class Arch:
     distance_layer: str | None = None
     pretrained: bool = False
     fields: dict = field(default_factory=dict)  # the family's own `arch.<key>` options (src.fields), if any
+    configured: bool = False  # spec_fn(depth, width, num_classes, arch_cfg, cache_dir): a model library's net
 
     def __post_init__(self) -> None:
         if not self.pretrained and (self.builder is None or self.distance_layer is None):
             raise ValueError(f"arch {self.name!r}: a trained family needs a builder and a distance_layer")
 
-    def spec(self, depth: int | None, width: float, num_classes: int) -> ArchSpec:
-        """The spec at `depth` (None: the default) and width multiplier; ConfigError listing the valid values."""
+    def spec(self, depth: int | None, width: float, num_classes: int, arch_cfg=None, cache_dir=None) -> ArchSpec:
+        """The spec at `depth` (None: the default) and width multiplier; ConfigError listing the valid values.
+        A configured family reads `arch_cfg` (its `arch` node) and may cache what it learns under `cache_dir`."""
         if self.depths is None:
             if depth is not None:
                 raise ConfigError(f"depth={depth} cannot be set for arch={self.name} (fixed by its weights); "
@@ -54,13 +59,20 @@ class Arch:
             if isinstance(depth, bool) or not isinstance(depth, int) or depth not in self.depths:
                 raise ConfigError(f"depth={depth} is not available for arch={self.name}; valid depths: "
                                   f"{', '.join(map(str, self.depths))}")
-        spec = self.spec_fn(depth, float(width), num_classes)
+        if self.configured:
+            if arch_cfg is None:
+                raise ConfigError(f"arch={self.name} needs its options (arch.model=...) to say which net it is")
+            spec = self.spec_fn(depth, float(width), num_classes, arch_cfg, cache_dir)
+        else:
+            spec = self.spec_fn(depth, float(width), num_classes)
         if spec.family != self.name:
             raise ValueError(f"arch {self.name!r}: its spec says family {spec.family!r}")
         return spec
 
     def torch(self) -> ModuleType:
         """The module implementing the torch side (load, tap_nodes, preprocess, head_path; imports torch)."""
+        if self.configured:
+            return importlib.import_module("src.models.external")
         return importlib.import_module("src.models.pretrained" if self.pretrained else "src.models.nets")
 
     def build(self, spec: ArchSpec):
@@ -93,12 +105,23 @@ register_arch(Arch("resnet", "basic-block residual net, 4 stages", resnet_spec, 
                    depths=(10, 18, 26), default_depth=10, distance_layer="stage2"))
 for _name, (_model, _, _) in TORCHVISION_NETS.items():
     register_arch(Arch(_name, f"torchvision's ImageNet {_model}", torchvision_spec(_name), pretrained=True))
+# Any model of a library (timm, torchvision), the user's own nn.Module, or a "library:model[@weights]" reference.
+from src.models import backbones as _backbones  # noqa: E402  (it registers its families with the records above)
+
+for _name, _about in _backbones.FAMILIES.items():
+    register_arch(Arch(_name, _about, _backbones.spec_fn(_name), pretrained=True, fields=_backbones.FIELDS,
+                       configured=True))
 
 
 def layer_table() -> list[dict]:
     """One row per (arch, depth): its layer names, input side first (what `layer=` accepts)."""
     rows = []
     for arch in ARCHS.values():
+        if arch.configured:  # a model library's layers depend on the model: `python -m src.models arch=timm ...`
+            key = "builder" if arch.name == "module" else "model"
+            rows.append({"arch": arch.name, "depth": "-",
+                         "layers": f"the model's graph nodes (python -m src.models arch={arch.name} arch.{key}=...)"})
+            continue
         for depth in arch.depths or (None,):
             spec = arch.spec(depth, 1.0, 1000)
             rows.append({"arch": arch.name, "depth": depth if depth is not None else "-",
@@ -113,6 +136,8 @@ def layer_order() -> list[str]:
 
     graph: dict[str, set[str]] = {}
     for arch in ARCHS.values():
+        if arch.configured:
+            continue
         for depth in arch.depths or (None,):
             taps = arch.spec(depth, 1.0, 1000).taps()
             for before, after in zip([None, *taps], taps):

@@ -14,7 +14,10 @@ Width multipliers scale every channel and fc unit count of the family's referenc
 Pretrained torchvision ImageNet nets users bring (fixed width/depth): tv_alexnet, tv_vgg16, tv_resnet50.
 
 Vocabulary: alexnet/vgg `conv1..convN`, `conv_last` (alias of the last conv for our nets; pool5 for
-torchvision's), `fc6`, `fc7`, `fc8`; resnet `stage1..stage4`, `pool`, `logits`.
+torchvision's), `fc6`, `fc7`, `fc8`; resnet `stage1..stage4`, `pool`, `logits`. Model-library nets
+(`src.models.backbones`): their graph node names, `pre_logits`, `logits`. Every spec also resolves
+`depth:<fraction>` (the block at that fraction of the network: `ArchSpec.at_depth`), and marks the taps that are
+token sequences (N, T, D), pooled by `cls` / `avg` / `max`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,10 @@ VGG_STAGES = {
 }
 RESNET_BLOCKS = {10: 1, 18: 2, 26: 3}  # basic blocks per stage; depth = 2 * 4 * blocks + 2
 POOL_OUT = {"alexnet": 2, "vgg": 1}  # spatial size of the adaptive pool before fc6
-POOLINGS = {"avg": 1, "max": 1, "spp": 5}  # feature-dim factor of each conv pooling (spp = 1x1 + 2x2 grid)
+# Feature-dim factor of each pooling: conv maps take avg, max, spp (1x1 + 2x2 grid); token sequences (ViT) take
+# avg (mean of the patch tokens), max (over them) and cls (the class token).
+POOLINGS = {"avg": 1, "max": 1, "spp": 5, "cls": 1}
+TOKEN_POOLINGS = ("avg", "max", "cls")
 
 # Torchvision ImageNet nets: tap -> (module path in torchvision's model, dim, spatial?).
 TV_VGG16_CONVS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
@@ -103,6 +109,9 @@ class ArchSpec:
     pool_out: int = 1
     stages: tuple[tuple[int, int], ...] = ()  # resnet: (channels, blocks) per stage
     min_input: int = 1  # smallest input side the net accepts
+    tokens: frozenset = field(default=frozenset(), hash=False)  # taps that are token sequences (N, T, D)
+    blocks: tuple[str, ...] = ()  # the taps `depth:<fraction>` picks from, input side first (empty: every tap)
+    extra: dict = field(default_factory=dict, hash=False, compare=False)  # a model library's own settings
 
     @property
     def fc_in(self) -> int:
@@ -112,22 +121,66 @@ class ArchSpec:
         """Every layer name a user may ask for, input side first."""
         return list(self.vocab)
 
+    def depth_taps(self) -> list[str]:
+        """The taps `depth:<fraction>` chooses among, input side first: the blocks, else every canonical tap but the
+        classifier's output."""
+        if self.blocks:
+            return list(self.blocks)
+        taps = [t for t, (canon, _, _) in self.vocab.items() if t == canon]
+        return taps[:-1] if len(taps) > 1 else taps
+
+    def at_depth(self, fraction: float) -> str:
+        """The block at `fraction` of the network (block i of n sits at (i + 1) / n; the nearest, ties inward)."""
+        taps = self.depth_taps()
+        n = len(taps)
+        return taps[min(range(n), key=lambda i: (round(abs((i + 1) / n - fraction), 9), i))]
+
     def resolve(self, layer: str) -> str:
-        """Canonical tap for a layer name (aliases resolved); raises ValueError listing the valid ones."""
+        """Canonical tap for a layer name (aliases and `depth:<fraction>` resolved); raises ValueError listing the
+        valid ones."""
+        layer = str(layer)
+        if layer.startswith("depth:"):
+            try:
+                fraction = float(layer[len("depth:"):])
+            except ValueError:
+                fraction = -1.0
+            if not 0.0 < fraction <= 1.0:
+                raise ValueError(f"layer={layer!r}: a relative depth is depth:<fraction> with 0 < fraction <= 1, "
+                                 f"e.g. depth:0.5")
+            return self.vocab[self.at_depth(fraction)][0]
         if layer not in self.vocab:
             depth = f" depth={self.depth}" if self.depth else ""
-            raise ValueError(
-                f"layer={layer!r} does not exist in arch={self.family}{depth}; valid layers: {', '.join(self.vocab)}"
-            )
+            model = f" model={self.extra['label']}" if self.extra.get("label") else ""
+            names = list(self.vocab)
+            if len(names) > 40:  # a library model: its blocks and aliases, and where the rest is listed
+                shown = [n for n in names if n in self.blocks or self.vocab[n][0] != n][:40]
+                listing = (f"{', '.join(shown)}, depth:<fraction> or any of its {len(names)} graph nodes "
+                           f"(`python -m src.models arch={self.family} arch.model=...` lists them)")
+            else:
+                listing = ", ".join(names) + (", depth:<fraction>" if self.extra else "")
+            raise ValueError(f"layer={layer!r} does not exist in arch={self.family}{model}{depth}; valid layers: "
+                             f"{listing}")
         return self.vocab[layer][0]
 
     def is_conv(self, tap: str) -> bool:
-        """Whether a tap is a spatial map (pooled by `pooling`) rather than a vector."""
-        return self.vocab[tap][2]
+        """Whether a tap is a spatial map (pooled by `pooling`) rather than a vector or a token sequence."""
+        return self.vocab[tap][2] and tap not in self.tokens
+
+    def check_pooling(self, tap: str, pooling: str) -> None:
+        """ValueError when `pooling` does not apply to the tap's kind of output."""
+        if tap in self.tokens:
+            if pooling not in TOKEN_POOLINGS or (pooling == "cls" and not self.extra.get("prefix_tokens")):
+                valid = [p for p in TOKEN_POOLINGS if p != "cls" or self.extra.get("prefix_tokens")]
+                raise ValueError(f"pooling={pooling} does not apply to layer {tap} (a token sequence); "
+                                 f"valid: {', '.join(valid)}")
+        elif pooling == "cls":
+            raise ValueError(f"pooling=cls (the class token) applies to token outputs only; layer {tap} is "
+                             f"{'a spatial map' if self.is_conv(tap) else 'a vector'}; valid: avg, max, spp")
 
     def tap_dim(self, layer: str, pooling: str = "avg") -> int:
-        _, dim, spatial = self.vocab[self.resolve(layer)]
-        return dim * POOLINGS[pooling] if spatial else dim
+        tap = self.resolve(layer)
+        _, dim, _ = self.vocab[tap]
+        return dim * POOLINGS[pooling] if self.is_conv(tap) else dim
 
 
 def scaled(n: int, width: float) -> int:

@@ -15,6 +15,7 @@ from src.report.distance import measured_distance
 from src.report import findings as F
 from src.report import numbers as N
 from src.report import stats as S
+from src.report import selection as MS
 from src.report import zoo as Z
 from src.report.collect import load_results
 from src.report.html import write_html
@@ -78,7 +79,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     factors = A.swept_factors(df)
     n_ok = int((df["status"] == "ok").sum())
     sec = {sid: Section(sid) for sid in ("summary", "findings", "per-task", "best-practice", "optimal", "settings",
-                                         "estimator-agreement", "zoo", "selection-regret", "measured-distance",
+                                         "estimator-agreement", "zoo", "model-selection", "selection-regret", "measured-distance",
                                          "plots", "failed-jobs", "command")}
     sec["summary"].notes += [
         f"Sweeps: {', '.join(map(str, dirs))}", f"Jobs: {len(df)} ({n_ok} ok, {len(df) - n_ok} failed)",
@@ -110,6 +111,12 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                 sec["zoo"].table(t, caption)
             if zoo:
                 analysis.setdefault("estimator_zoo", {})[truth] = Z.zoo_json(zoo)
+        for target, sel in MS.model_selection(df).items():
+            sec["model-selection"].table(sel["backbones"], f"{target}: backbones by probe score "
+                                                           f"({sel['test_images']} test images)")
+            sec["model-selection"].table(sel["estimators"], f"{target}: estimators against the probe's ranking")
+            analysis.setdefault("model_selection", {})[target] = {k: v.to_dict("records") if hasattr(v, "to_dict")
+                                                                  else v for k, v in sel.items()}
         regret = Z.selection_regret(df)
         if len(regret):
             mean = regret.groupby("estimator")["regret"].mean().sort_values()

@@ -59,6 +59,13 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "the static baselines and the comparison with the top estimator, paired by target, with t-test p-values "
      "Holm-adjusted together with the report's other calls.",
      "No sweep with several source nets per target."),
+    ("model-selection", "Model selection: backbones ranked on the target",
+     "Per target (experiment=model_selection), the backbones ranked by the probe's test score (95% BCa interval "
+     "over test images), each estimator's value and the seconds extraction and the probe took; then each "
+     "estimator's weighted Kendall tau against the probe's ranking with a 95% paired-bootstrap interval over test "
+     "images (these backbones and this training sample; the estimates are held fixed), how often it picks the "
+     "probe's best backbone across those resamples, and its median seconds per backbone (docs/statistics.md).",
+     "No target with two or more backbones (the model factor)."),
     ("selection-regret", "Picking by an estimator instead of the probe",
      "Per target, the job an estimator ranks first (what objective=<estimator> in a search picks) and its regret: "
      "best probe score minus the picked job's probe score.",

@@ -23,7 +23,7 @@ from src.report import stats as S
 
 # The columns that identify a source net (whatever of them a sweep has); jobs that share them and the target are
 # the same (net, target) pair and are averaged.
-NET_COLUMNS = ["source", "source_num_classes", "source_images_per_class", "source_epochs", "snapshot", "arch",
+NET_COLUMNS = ["source", "source_num_classes", "source_images_per_class", "source_epochs", "snapshot", "arch", "model",
                "width", "depth", "layer", "pooling", "seed"]
 # Static rankers that need no target data: a good estimator has to beat them.
 STATIC = {"source_val_acc": "source val accuracy", "source_num_params": "parameter count"}

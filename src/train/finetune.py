@@ -22,8 +22,11 @@ from src.models.spec import ArchSpec
 from src.train.source import ClassifierModule, fit
 
 
-def replace_head(model: torch.nn.Module, spec: ArchSpec, num_classes: int) -> torch.nn.Linear:
-    path = get_arch(spec.family).torch().head_path(spec)
+def replace_head(model: torch.nn.Module, spec: ArchSpec, num_classes: int) -> torch.nn.Module:
+    impl = get_arch(spec.family).torch()
+    if hasattr(impl, "replace_head"):  # a model library's own way (timm's reset_classifier)
+        return impl.replace_head(model, spec, num_classes)
+    path = impl.head_path(spec)
     parent_path, _, name = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     old = getattr(parent, name)

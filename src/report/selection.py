@@ -1,0 +1,107 @@
+"""Model selection on one target (`experiment=model_selection`): the backbones ranked by the probe's test score,
+and each transferability estimator's ranking of them against the probe's, with what each took.
+
+Per target: one row per backbone (the `model` factor): the probe's test accuracy with a BCa interval over test
+images, its rank, every estimator's value and rank, the extraction and probe seconds. Per estimator: weighted
+Kendall tau (scipy's `weightedtau`, hyperbolic weights: the top of the ranking counts most) between its values and
+the probe's scores, with a 95% percentile-bootstrap interval over test images (the backbones are scored on the same
+test images, so the images are resampled jointly: a paired bootstrap, `scipy.stats.bootstrap(paired=True)`), how
+often it picks the probe's best backbone across those resamples, and its median seconds per backbone.
+The interval speaks of new test images for these backbones and this target's training sample: the estimators are
+computed once on the labelled split, so it holds their values fixed and varies the ground truth (docs/statistics.md).
+Reads the report's flat table only.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from src.record import PER_IMAGE
+from src.report import stats as S
+
+N_RESAMPLES = 2000
+
+
+def _correct(job_dir: str) -> np.ndarray | None:
+    p = Path(job_dir) / PER_IMAGE
+    return np.load(p).astype(float) if p.is_file() else None
+
+
+def _wtau(x, y) -> float:
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if np.ptp(y) == 0 or np.ptp(x) == 0:
+        return 0.0  # a constant ranking ranks nothing
+    return float(stats.weightedtau(x, y).statistic)
+
+
+def tau_interval(estimate: np.ndarray, correct: np.ndarray, level: float = S.LEVEL, seed: int = 0
+                 ) -> tuple[float, float, float, float]:
+    """(weighted tau, lo, hi, top-1 agreement) of an estimator's values (one per backbone) against the probe's
+    accuracies, bootstrapping the test images jointly (`correct`: backbones x images, 1/0)."""
+    est = np.asarray(estimate, dtype=float)
+    point = _wtau(est, correct.mean(1))
+    best = int(np.argmax(est))
+
+    def tau(*rows):
+        return _wtau(est, [r.mean() for r in rows])
+
+    rng = np.random.default_rng(seed)
+    res = stats.bootstrap(tuple(correct), tau, paired=True, vectorized=False, method="percentile",
+                          confidence_level=level, n_resamples=N_RESAMPLES, rng=rng)
+    idx = np.random.default_rng(seed + 1).integers(0, correct.shape[1], (N_RESAMPLES, correct.shape[1]))
+    acc = correct[:, idx].mean(2)  # backbones x resamples
+    top = float(np.mean(acc.argmax(0) == best))
+    return point, float(res.confidence_interval.low), float(res.confidence_interval.high), top
+
+
+def model_selection(df: pd.DataFrame) -> dict[str, dict]:
+    """target -> {"backbones": table, "estimators": table} for every target with two or more backbones."""
+    if "model" not in df or "target_score" not in df:
+        return {}
+    ok = df[(df["status"] == "ok") & df["model"].notna() & df["target_score"].notna()]
+    if "finetune" in ok:
+        ok = ok[ok["finetune"].fillna("none") == "none"]
+    out = {}
+    for target, g in ok.groupby("target"):
+        g = g.drop_duplicates("model", keep="last").set_index("model")
+        if len(g) < 2:
+            continue
+        est_cols = sorted(c for c in g.columns if c.startswith("tr_") and g[c].notna().all() and g[c].nunique() > 1)
+        rows = []
+        correct = {m: _correct(j) for m, j in g["job_dir"].items()}
+        for m, r in g.iterrows():
+            c = correct[m]
+            _, lo, hi = S.image_ci(c) if c is not None else (math.nan, math.nan, math.nan)
+            rows.append({"backbone": m, "probe score": float(r["target_score"]), "95% CI low": lo,
+                         "95% CI high": hi, "extract s": r.get("time_extract_s"), "probe s": r.get("time_probe_s"),
+                         **{c[3:]: float(r[c]) for c in est_cols}})
+        table = pd.DataFrame(rows).sort_values("probe score", ascending=False).reset_index(drop=True)
+        table.insert(1, "rank", range(1, len(table) + 1))
+        lengths = {len(c) for c in correct.values() if c is not None}
+        paired = None
+        if len(lengths) == 1 and all(c is not None for c in correct.values()):
+            paired = np.stack([correct[m] for m in g.index])
+        ests = []
+        for col in est_cols:
+            name = col[3:]
+            values = g[col].to_numpy(float)
+            if paired is not None:
+                tau, lo, hi, top = tau_interval(values, paired)
+            else:
+                tau, lo, hi, top = _wtau(values, g["target_score"]), math.nan, math.nan, math.nan
+            picks = g.index[int(np.argmax(values))]
+            seconds = g.get(f"time_estimate_{name}")
+            ests.append({"estimator": name, "weighted tau": tau, "95% CI low": lo, "95% CI high": hi,
+                         "picks": picks, "picks the probe's best": picks == table["backbone"].iloc[0],
+                         "top-1 agreement": top,
+                         "median s per backbone": float(np.nanmedian(seconds)) if seconds is not None else math.nan})
+        estimators = pd.DataFrame(ests)
+        if len(estimators):
+            estimators = estimators.sort_values("weighted tau", ascending=False).reset_index(drop=True)
+        out[str(target)] = {"backbones": table, "estimators": estimators, "test_images": next(iter(lengths), None)}
+    return out
