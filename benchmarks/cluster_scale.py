@@ -7,8 +7,9 @@ script (tests/services/) and stopped at its end.
   (target.data.seed) x 2 target tasks x 5 layers = 200 jobs, 2 tasks at a time (the node's 2 CPUs, one per task),
   run twice from an empty cache: the flat array (`hydra.launcher.stage_scheduling=false`: what a stock submitit
   sweep does) and the staged one (source jobs first, arrays with `afterok` dependencies). Allocation-seconds are
-  SLURM's own start and end times of every job (source jobs included), polled from `squeue` during the sweep; the
+  each task's process start to its end (result.json `clock`) plus the source jobs' trainings (`.timings/`); the
   seconds waiting on a lock are the jobs' `timings_s.lock_wait`. Ratio: waiting / all allocation-seconds.
+  `python -m benchmarks.cluster_scale --summarize DIR` recomputes the rows from a run's kept directory.
 - **Scheduler overhead**: an array of cached jobs (every stage a cache hit: the lock-wait grid times several values
   of the probe's `classifier.patience`, in a new sweep dir). Submission: from the command's start to the array's id in
   `slurm.json` (composition, plan, pickling every task). Per task: SLURM start to the job's own start (the
@@ -119,16 +120,29 @@ def lock_wait(cluster, work: Path, staged: bool, smoke: bool) -> dict:
             f"hydra.launcher.stage_scheduling={str(staged).lower()}"]
     with SqueuePoller(cluster) as poller:
         wall = run_sweep(args, cluster, env, work / f"lock-{'staged' if staged else 'flat'}.log")
+    return {"scheduling": "staged (sources first)" if staged else "flat array", "wall_s": round(wall, 1),
+            **summarize(sweep, cache, staged), "slurm_allocation_s": round(sum(poller.allocation_seconds().values()))}
+
+
+def summarize(sweep: Path, cache: Path, staged: bool) -> dict:
+    """Allocation-seconds from what the jobs recorded: each task's process start to its end (`clock`), plus, for a
+    staged sweep, each source job's training (`.timings/`; its own start-up is left out, which can only raise the
+    share). squeue's start and end times (`slurm_allocation_s`, 1 s resolution, array records included) are kept
+    beside them as a cross-check."""
+    from src.cache import Store
+
     res = results(sweep)
     assert all(r["status"] == "ok" for r in res), Counter(r["status"] for r in res)
     waited = sum(r["timings_s"].get("lock_wait", 0.0) for r in res)
-    alloc = poller.allocation_seconds()
-    held = sum(alloc.values())
-    return {"scheduling": "staged (sources first)" if staged else "flat array", "jobs": len(res),
-            "slurm_jobs": len(alloc), "sources_trained": len({r["keys"]["source"] for r in res}),
-            "wall_s": round(wall, 1), "allocation_s": round(held, 1), "lock_wait_s": round(waited, 1),
+    held = sum(r["clock"]["end"] - r["clock"]["process_start"] for r in res)
+    if staged:
+        held += sum(b["seconds"] for b in Store(cache).timings("source"))
+    return {"jobs": len(res), "sources_trained": len({r["keys"]["source"] for r in res}),
+            "allocation_s": round(held, 1), "lock_wait_s": round(waited, 1),
             "lock_wait_share": round(waited / held, 4) if held else None,
-            "jobs_that_waited": sum(1 for r in res if r["timings_s"].get("lock_wait", 0) > 0)}
+            "jobs_that_waited": sum(1 for r in res if r["timings_s"].get("lock_wait", 0) > 0),
+            "task_imports_s_median": round(statistics.median(r["clock"]["imported"] - r["clock"]["start"]
+                                                             for r in res if r["clock"].get("imported")), 1)}
 
 
 def overhead(cluster, work: Path, array_tasks: int, run_tasks: int, smoke: bool) -> dict:
@@ -247,10 +261,23 @@ def main(argv=None) -> dict:
     ap.add_argument("--only", default="lock,overhead,study")
     ap.add_argument("--array-tasks", type=int, default=1000)
     ap.add_argument("--run-tasks", type=int, default=200)
+    ap.add_argument("--summarize", metavar="DIR", help="recompute the lock rows from a kept run's directory")
     args = ap.parse_args(argv)
-    parts = set(args.only.split(","))
-    work = Path(tempfile.mkdtemp(prefix="cluster-bench-"))
+    parts = set() if args.summarize else set(args.only.split(","))
+    work = Path(args.summarize or tempfile.mkdtemp(prefix="cluster-bench-"))
     rows, extra = [], {}
+    if args.summarize:  # the same data, summarized again: wall and squeue figures and the other parts are kept
+        from benchmarks.common import RESULTS
+
+        old = json.loads((RESULTS / f"cluster_scale{'.smoke' if args.smoke else ''}.json").read_text())
+        kept = {r["scheduling"]: r for r in old["rows"]}
+        for staged in (False, True):
+            name = "staged (sources first)" if staged else "flat array"
+            tag = "staged" if staged else "flat"
+            row = summarize(work / f"lock-{tag}", work / f"cache-{tag}", staged)
+            rows.append({"scheduling": name, "wall_s": kept[name]["wall_s"], **row,
+                         "slurm_allocation_s": kept[name].get("slurm_allocation_s", kept[name].get("allocation_s"))})
+        extra = {k: old[k] for k in ("overhead", "shared_study") if k in old}
     if parts & {"lock", "overhead"}:
         from tests.services.slurm import SlurmCluster
 
