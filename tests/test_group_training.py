@@ -151,3 +151,48 @@ def test_group_killed_mid_training_resumes_bitwise(make_cfg, cache_dir, tmp_path
             a, b = snapshot(r.entry, epoch), snapshot(s.entry, epoch)
             assert all(torch.equal(a[k], b[k]) for k in a), f"epoch {epoch} differs"
         assert not (r.entry / "group.ckpt").exists()
+
+
+def test_plan_gives_a_group_one_builder(cache_dir, tmp_path):
+    """With grouping on, the missing nets of seeds 1..3 (one config) have one builder, the first job; their other
+    jobs wait for it. Off: each seed's first job builds its own net."""
+    from src.sweep_plan import LocalSchedule, plan_sweep
+    from tests.test_sweep_plan import composed
+
+    grid = [[f"seed={s}", f"layer={l}"] for s in (1, 2, 3) for l in ("fc6", "fc7")]
+    plan = plan_sweep(composed(tmp_path / "on", grid, TINY + ["trainer.group_replicates=on"]))
+    sources = [u for u in plan.units.values() if u.kind == "source"]
+    assert len(sources) == 3 and {u.builder for u in sources} == {0}
+    assert sorted(plan.group(plan.job(0))) == sorted(u.id for u in sources)
+    assert plan.waits_on(plan.job(2)) == [plan.job(2).source]
+    order = LocalSchedule(plan, Store(cache_dir))
+    assert order.next() == 0 and order.next() is None  # the rest wait for the group's nets
+    off = plan_sweep(composed(tmp_path / "off", grid, TINY + ["trainer.group_replicates=off"]))
+    assert sorted(u.builder for u in off.units.values() if u.kind == "source") == [0, 2, 4]
+    assert not off.group(off.job(0))
+    auto = plan_sweep(composed(tmp_path / "auto", grid, TINY + ["trainer.accelerator=cpu"]))  # auto on the CPU: off
+    assert not auto.group(auto.job(0))
+
+
+@pytest.mark.slow
+@pytest.mark.empty_cache
+def test_grouped_sweep_runs_and_a_bad_member_is_refused(cache_dir, tmp_path):
+    """The basic launcher: seeds 1..3 with grouping on train one group (3 entries, metrics say the group size) and
+    every job scores from them. A group with a member that fails the config check: one line naming the key, the
+    value and what is valid, exit 1, before anything is trained."""
+    bad = run_cli("-m", "seed=1,2,-1", "trainer.group_replicates=on", f"hydra.sweep.dir={tmp_path / 'bad'}", *TINY)
+    assert bad.returncode == 1
+    line = bad.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: seed=-1 is out of range; valid: 0..") and "replicate group" in line, bad.stderr
+    assert not (cache_dir / "source").exists()
+
+    sweep = tmp_path / "s"
+    r = run_cli("-m", "seed=1,2,3", "trainer.group_replicates=on", f"hydra.sweep.dir={sweep}", *TINY)
+    assert r.returncode == 0, r.stderr[-3000:]
+    from tests.conftest import results
+
+    res = results(sweep)
+    assert [res[str(n)]["status"] for n in range(3)] == ["ok"] * 3
+    entries = list((cache_dir / "source").glob("*/metrics.json"))
+    assert len(entries) == 3 and {json.loads(p.read_text()).get("group_size") for p in entries} == {3}
+    assert sorted(p.parent.name for p in entries) == sorted(res[str(n)]["keys"]["source"] for n in range(3))
