@@ -12,8 +12,8 @@ import time
 from benchmarks.common import RESULTS
 
 FIGURES = ["p6_cli", "framework_patches", "p2_extraction", "p3_pretraining", "p1_sweep_reuse", "p5_search", "p4_probe", "layer_study_split",
-           "p7_estimators", "scaling"]
-GPU_FIGURES = ["p4_probe_gpu", "p7_estimators_gpu"]
+           "p7_estimators", "scaling", "group_replicates", "single_training"]
+GPU_FIGURES = ["p4_probe_gpu", "p7_estimators_gpu", "group_replicates_gpu"]
 
 
 def table(results: dict) -> str:
