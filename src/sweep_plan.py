@@ -435,7 +435,7 @@ def describe(plan: SweepPlan, launcher_lines: Sequence[str] = ()) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
               for r in rows]
-    src_builders = sorted(u.builder for u in plan.missing("source"))
+    src_builders = sorted({u.builder for u in plan.missing("source")})
     ext_builders = sorted({u.builder for u in plan.missing("extract")} - set(src_builders))
     if src_builders or ext_builders:
         lines.append(f"  order: source builds first (jobs {_ranges(src_builders) or '-'}), then extractions (jobs "
@@ -445,6 +445,9 @@ def describe(plan: SweepPlan, launcher_lines: Sequence[str] = ()) -> str:
             continue
         state = "cached" if u.cached else f"to train, ~{_clock(u.estimate_s, u.estimate_rough)}" if u.estimate_s \
             else "to train"
+        group = plan.group(plan.job(u.builder)) if not u.cached else []
+        if group:
+            state += f", in a group of {len(group)} by job {u.builder}"
         lines.append(f"  source {u.keys['source']} {u.label} [{state}]: jobs {_ranges(u.jobs)}")
     for j in invalid:
         lines.append(f"  job {j.num} fails the config check: {j.error}")

@@ -196,3 +196,39 @@ def test_grouped_sweep_runs_and_a_bad_member_is_refused(cache_dir, tmp_path):
     entries = list((cache_dir / "source").glob("*/metrics.json"))
     assert len(entries) == 3 and {json.loads(p.read_text()).get("group_size") for p in entries} == {3}
     assert sorted(p.parent.name for p in entries) == sorted(res[str(n)]["keys"]["source"] for n in range(3))
+
+
+@pytest.mark.slow
+@pytest.mark.empty_cache
+def test_killed_grouped_sweep_reruns_from_the_group_checkpoints(cache_dir, tmp_path):
+    """`kill -9` of a grouped sweep while its group trains (after an epoch is checkpointed), then the same command:
+    the group resumes from its members' checkpoints (not from epoch 0) and every job scores."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO, results
+
+    args = [o for o in TINY if not o.startswith("source.epochs")] + ["source.epochs=6"]
+    cmd = [sys.executable, "-m", "src.main", "-m", "seed=1,2,3", "trainer.group_replicates=on",
+           f"hydra.sweep.dir={tmp_path / 's'}", *args]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list((cache_dir / "source").glob(".*.resume/snapshot_2.pt"))) < 3:
+        assert proc.poll() is None, "the sweep ended before it could be interrupted"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not list((cache_dir / "source").glob("*/manifest.json"))  # nothing published, nothing half-written
+
+    r = subprocess.run(cmd, cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = results(tmp_path / "s")
+    assert [res[str(n)]["status"] for n in range(3)] == ["ok"] * 3
+    entries = list((cache_dir / "source").glob("*/metrics.json"))
+    assert len(entries) == 3
+    assert all(json.loads(p.read_text())["resumed_from_epoch"] >= 1 for p in entries)
+    assert not list((cache_dir / "source").glob(".*"))
