@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from src.cache import Store, file_digest, make_key
 from src.keys import cost_class, features_payload, finetune_payload, source_payload, source_val_payload
@@ -329,11 +330,18 @@ def distance_stage(plan: Plan, store: Store, source_val: Stage, features: Stage)
     return Stage(entry, hit, key, time.perf_counter() - t0), value
 
 
+_POOLS: list = []  # [(len(sys.modules) when scanned, ThreadpoolController)]
+
+
 def _limit_threads(cfg: DictConfig) -> None:
     if cfg.trainer.num_threads:
         # Both torch's and the BLAS/OpenMP pools scikit-learn uses, so parallel jobs do not oversubscribe the cores.
         torch.set_num_threads(int(cfg.trainer.num_threads))
-        threadpool_limits(int(cfg.trainer.num_threads))
+        # Finding the loaded pools scans every shared library of the process (~50 ms, in every job of a sweep);
+        # they change only when new modules are imported, so one scan serves the jobs of a process until then.
+        if not _POOLS or _POOLS[0][0] != len(sys.modules):
+            _POOLS[:] = [(len(sys.modules), ThreadpoolController())]
+        _POOLS[0][1].limit(limits=int(cfg.trainer.num_threads))
 
 
 def build_source(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
