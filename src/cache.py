@@ -59,15 +59,18 @@ def make_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see either the old content or the whole new content."""
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    """Write a file so that readers see either the old content or the whole new content. `durable=False` skips the
+    fsync: for a file whose loss in a machine crash costs only a rerun (a job's result.json: a job whose result is
+    missing or unreadable runs again), not for what the cache's integrity rests on."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

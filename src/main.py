@@ -8,6 +8,7 @@ Torch is imported only once the config has passed the check, so `--help`, `--cfg
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -61,6 +62,7 @@ def save_per_image(out_dir: Path, per_image: dict[str, Any] | None) -> None:
     os.replace(tmp, out_dir / PER_IMAGE)
 
 
+@functools.cache  # one process, one start (reading /proc/stat costs tens of ms on a many-core host)
 def _process_start() -> float | None:
     """When this process started (unix seconds; Linux /proc), so that a scheduler's per-task overhead (interpreter,
     imports, config composition before the job's own work) can be told apart from the job's time."""
@@ -102,11 +104,11 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         timings_s={"total": time.perf_counter() - t0}, clock=_clock(start, imported),
                         error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
         text = result.to_json()
-        atomic_write_text(out_dir / RESULT, text)
+        atomic_write_text(out_dir / RESULT, text, durable=False)
         _track(cfg, json.loads(text), out_dir)
         raise
     text = result.to_json()
-    atomic_write_text(out_dir / RESULT, text)
+    atomic_write_text(out_dir / RESULT, text, durable=False)
     record = json.loads(text)
     _track(cfg, record, out_dir)
     return record
@@ -136,7 +138,7 @@ def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: st
     result = Result(status="failed", config_hash="", factors=job_factors,
                     error={"type": error_type, "message": message, "log": log_path})
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / RESULT, result.to_json())
+    atomic_write_text(out_dir / RESULT, result.to_json(), durable=False)
 
 
 def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[float]:
