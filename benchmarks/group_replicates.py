@@ -5,7 +5,8 @@ the way a sweep trains them without grouping (`src.train.source.train_source`, L
 The default source (alexnet width small, synthetic 20 classes x 300 images at 32 px, flip+crop, SGD Nesterov
 one-cycle, batch 128), 2 epochs per net (the per-epoch cost is what grouping changes), R=3 (`--members`), on the
 CPU with torch's default threads, or on the GPU with `--gpu`. Rounds are interleaved (sequential, group,
-sequential, group, ...; `--rounds`, default 3); each figure is the median of its rounds. The ratio is the group's
+sequential, group, ...; `--rounds`, default 3); each figure is the median of its rounds. `--epochs` and
+`--images-per-class` shorten a run (each step costs the same; the JSON records the sizes used). The ratio is the group's
 time over the sequential time: below 1, grouping wins on the hardware measured. `trainer.group_replicates=auto` groups on a
 GPU and not on the CPU; the goal checks that this measurement agrees with that choice for the hardware measured.
 The GPU goal (6 nets in one group within 1.5x one net's time) is the `group / one net` column of a
@@ -58,10 +59,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--members", type=int, default=3)
     ap.add_argument("--gpu", action="store_true", help="train on the GPU (CUDA)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--images-per-class", type=int, default=300, help="fewer: a shorter run (the per-step cost is "
+                    "the same)")
     args = ap.parse_args(argv)
     args.device = "cuda" if args.gpu else "cpu"
-    src = {"kind": "synthetic", "num_classes": 20, "images_per_class": 300, "val_per_class": 25, "image_size": 32,
-           "epochs": 2, "augment": "flip_crop"}
+    src = {"kind": "synthetic", "num_classes": 20, "images_per_class": args.images_per_class, "val_per_class": 25,
+           "image_size": 32, "epochs": args.epochs, "augment": "flip_crop"}
     width, rounds, members = 0.25, args.rounds, args.members
     if args.smoke:
         src.update(num_classes=4, images_per_class=64, epochs=1)
@@ -87,7 +91,8 @@ def main(argv=None) -> dict:
                  "group faster than sequential exactly where auto groups (GPU: 6 nets <= 1.5x one net)",
                  (ratio < 1) == grouping_on, args.smoke, ours=f"{t_grp:.1f} s", reference=f"{t_seq:.1f} s",
                  raw={"sequential_s": seq, "one_net_s": one, "group_s": grp, "device": args.device,
-                      "threads": torch.get_num_threads(), "members": members, "epochs": src["epochs"]})
+                      "threads": torch.get_num_threads(), "members": members, "epochs": src["epochs"],
+                      "images_per_class": src["images_per_class"]})
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ batch at once (`augment_batch`), torch's default thread count. The options, one 
     option to keep).
 
 Rounds are interleaved (every option once per round, `--rounds`, default 5); each figure is the median of its
-rounds. An option becomes the default only if it wins in the medians and keeps the trained net within the
+rounds (`--compile-rounds N`: `compile` in the first N rounds only). `--epochs` and `--images-per-class` shorten a
+run (each step costs the same; the JSON records the sizes used). An option becomes the default only if it wins in
+the medians and keeps the trained net within the
 determinism contract (bitwise on the CPU at a given thread count). `--smoke` leaves out `compile` (compiling takes
 minutes whatever the size).
 """
@@ -97,9 +99,13 @@ def main(argv=None) -> dict:
     ap = parser(__doc__)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--options", default="", help="comma-separated subset of the options")
+    ap.add_argument("--compile-rounds", type=int, default=None, help="rounds that include `compile` (default: all)")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--images-per-class", type=int, default=300, help="fewer: a shorter run (the per-step cost is "
+                    "the same)")
     args = ap.parse_args(argv)
-    src = {"kind": "synthetic", "num_classes": 20, "images_per_class": 300, "val_per_class": 25, "image_size": 32,
-           "epochs": 2, "augment": "flip_crop"}
+    src = {"kind": "synthetic", "num_classes": 20, "images_per_class": args.images_per_class, "val_per_class": 25,
+           "image_size": 32, "epochs": args.epochs, "augment": "flip_crop"}
     width, rounds = 0.25, args.rounds
     options = ["default", "contiguous", "compile", "threads=1", "float inputs", "no augmentation"]
     if args.smoke:  # compiling takes minutes whatever the size: --smoke leaves it out
@@ -114,8 +120,10 @@ def main(argv=None) -> dict:
     splits = load_source(src, seed=0)
     spec = arch_spec("alexnet", None, width, src["num_classes"])
     times: dict[str, list[float]] = {o: [] for o in options}
-    for _ in range(rounds):
+    for i in range(rounds):
         for option in options:
+            if option == "compile" and args.compile_rounds is not None and i >= args.compile_rounds:
+                continue
             times[option].append(run(option, spec, splits, src))
     base = statistics.median(times["default"])
     rows = [{"option": o, "wall_s": statistics.median(t), "ratio_to_default": statistics.median(t) / base,
@@ -125,7 +133,8 @@ def main(argv=None) -> dict:
                  best["ratio_to_default"], "keep an option only if it beats the default (ratio < 1)",
                  best["ratio_to_default"] >= 1.0, args.smoke, ours=f"{base:.1f} s (default)",
                  reference=f"{best['wall_s']:.1f} s ({best['option']})",
-                 raw={"seconds": times, "threads": torch.get_num_threads(), "cores": cores, "epochs": src["epochs"]})
+                 raw={"seconds": times, "threads": torch.get_num_threads(), "cores": cores, "epochs": src["epochs"],
+                      "images_per_class": src["images_per_class"]})
 
 
 if __name__ == "__main__":
