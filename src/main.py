@@ -8,7 +8,6 @@ Torch is imported only once the config has passed the check, so `--help`, `--cfg
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -62,10 +61,19 @@ def save_per_image(out_dir: Path, per_image: dict[str, Any] | None) -> None:
     os.replace(tmp, out_dir / PER_IMAGE)
 
 
-@functools.cache  # one process, one start (reading /proc/stat costs tens of ms on a many-core host)
+_STARTED: list = []  # this process's start, read once (not functools.cache: jobs pickle this module's functions)
+
+
 def _process_start() -> float | None:
     """When this process started (unix seconds; Linux /proc), so that a scheduler's per-task overhead (interpreter,
-    imports, config composition before the job's own work) can be told apart from the job's time."""
+    imports, config composition before the job's own work) can be told apart from the job's time. Read once per
+    process: /proc/stat takes tens of ms to read on a many-core host."""
+    if not _STARTED:
+        _STARTED.append(_read_process_start())
+    return _STARTED[0]
+
+
+def _read_process_start() -> float | None:
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()

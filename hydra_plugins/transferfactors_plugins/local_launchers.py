@@ -26,6 +26,7 @@ from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 from hydra_plugins.transferfactors_plugins.staged import StagedLaunch
+from src.train.grouping import after_group, train_group_first
 
 log = logging.getLogger(__name__)
 # The thread pools a worker's libraries start (as joblib's loky backend limits them: cores / n_jobs each).
@@ -33,31 +34,11 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BL
                "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
-def train_group_first(cfgs: list | None) -> None:
-    """A replicate group's builder job trains the group's source nets before it runs (`src.sweep_plan`). A group
-    that fails is logged and the job runs as it would have: it trains its own net (or records why it cannot), and
-    the schedule fails the jobs whose nets were not built, with the reason."""
-    if not cfgs:
-        return
-    from src.experiment import build_source_group
-
-    try:
-        build_source_group(cfgs)
-    except Exception as e:  # noqa: BLE001  (the job itself records the error if it is its own)
-        log.error("replicate group of %d source nets failed (%s: %s)", len(cfgs), type(e).__name__, e)
-
-
 def group_configs(plan, num: int) -> list | None:
     """The configs of the replicate group job `num` trains first (each member's net as the first job that uses it
     configures it), or None."""
     group = plan.group(plan.job(num))
     return [plan.job(plan.units[u].jobs[0]).cfg for u in group] or None
-
-
-def _after_group(cfgs, run, *args):
-    """In a joblib worker: the job's replicate group first (if it builds one), then the job."""
-    train_group_first(cfgs)
-    return run(*args)
 
 
 def _run_planned(launcher: StagedLaunch, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, start,
@@ -154,8 +135,10 @@ class StagedJoblibLauncher(StagedLaunch, JoblibLauncher):
         state = Singleton.get_state()
 
         def start(num: int, overrides: list[str], cfg, group):  # the worker composes the job's config itself
-            return executor.submit(_after_group, group, execute_job, num, overrides, self.hydra_context,
-                                   self.config, self.task_function, 0, state, False)
+            args = (num, overrides, self.hydra_context, self.config, self.task_function, 0, state, False)
+            if group is None:
+                return executor.submit(execute_job, *args)
+            return executor.submit(after_group, group, execute_job, *args)
 
         return _run_planned(self, job_overrides, initial_job_idx, start, n_workers,
                             f"on {n_workers} joblib (loky) workers into {self.config.hydra.sweep.dir}")
