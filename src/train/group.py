@@ -4,7 +4,7 @@ R nets of one architecture are stacked (`torch.func.stack_module_state`) and tra
 backward of `vmap(functional_call)` over the stacked parameters per step, one optimiser over the stacked tensors
 (SGD and AdamW update each element on its own, so this is R independent optimisers), one LR schedule (every member
 has the same number of steps). A small net leaves a GPU mostly idle (a step is latency-bound), so R nets in one
-step cost little more than one; on the CPU a step is compute-bound and grouping does not pay
+step cost little more than one; on the CPU a step is compute-bound and a group is slower than its nets in turn
 (`benchmarks/group_replicates.py` measures both; `trainer.group_replicates=auto` groups only on a GPU).
 
 Each member is what a single training of its config (`src.train.source.train_source`) would start from:

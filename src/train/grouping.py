@@ -5,7 +5,7 @@ when `auto` meets `trainer.accelerator=auto`.
   off   every source net trains on its own;
   on    replicates of one config (configs that differ only in seeds) train as one group wherever they run;
   auto  on where a group wins: on a GPU, where one small net leaves the GPU mostly idle. Not on the CPU, where a
-        training step is compute-bound and R nets together take as long as R nets one after another
+        training step is compute-bound and R nets together take longer than R nets one after another
         (`benchmarks/group_replicates.py` measures it on the machine it runs on).
 
 A group trains in float32 (`trainer.precision=32-true`); other precisions train each net on its own.
