@@ -43,6 +43,8 @@ stages "$WORK/sweep12"
 echo "== fine-tuning (last) and retrieval"
 "$PY" -m src.main finetune=last hydra.run.dir="$WORK/finetune" > /dev/null 2>&1 && stages "$WORK/finetune"
 "$PY" -m src.main target=synth_retrieval hydra.run.dir="$WORK/retrieval" > /dev/null 2>&1 && stages "$WORK/retrieval"
+echo "== 6 replicate source nets as one group vs one after another (benchmarks/results/group_replicates_gpu.json)"
+"$PY" -m benchmarks.group_replicates --gpu --members 6 --rounds 3 2>&1 | tail -6
 if [ "${GPU_CHECK_TESTS:-1}" = 1 ]; then  # GPU_CHECK_TESTS=0: the stages only
   echo "== fast tests"
   timed "$PY" -m pytest -q -m "not slow" -x 2>&1 | tail -5

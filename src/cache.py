@@ -59,15 +59,18 @@ def make_key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()[:20]
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write a file so that readers see either the old content or the whole new content."""
+def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
+    """Write a file so that readers see either the old content or the whole new content. `durable=False` skips the
+    fsync: for a file whose loss in a machine crash costs only a rerun (a job's result.json: a job whose result is
+    missing or unreadable runs again), not for what the cache's integrity rests on."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -262,6 +265,75 @@ class Store:
         self.record_timing(stage, key, t0, time.time(), cost)
         self.tidy(stage)
         return entry, False
+
+    def build_many(
+        self, stage: str, payloads: list[dict[str, Any]],
+        build: Callable[[list[int], list[Path], Callable[[int], None]], None], cost: str | None = None,
+    ) -> list[tuple[Path, bool] | None]:
+        """Entries built together by one builder (a replicate group of source nets): per payload (entry, hit), or
+        None for one another process is building (its lock is taken: it is left to that process, never waited for).
+
+        The missing entries' locks are all held while `build(indices, staging_dirs, publish)` runs; it calls
+        `publish(j)` once the j-th of `indices` has its files in `staging_dirs[j]`, which renames that entry into
+        place at once: a kill after some members are published leaves those complete, the rest absent (their
+        staging dirs are removed by the next builder). Each entry's key.json and manifest are as `get_or_build`
+        writes them, so an entry does not tell how it was built."""
+        keys = [make_key(p) for p in payloads]
+        out: list[tuple[Path, bool] | None] = [None] * len(keys)
+        with contextlib.ExitStack() as locks:
+            todo = []
+            for i in sorted(range(len(keys)), key=lambda i: keys[i]):
+                if self.lookup(stage, keys[i]) is not None:
+                    out[i] = (self.path(stage, keys[i]), True)
+                    continue
+                entry = self.path(stage, keys[i])
+                entry.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    locks.enter_context(key_lock(entry.parent / f"{keys[i]}.lock", timeout=0))
+                except Timeout:
+                    log.info("cache: %s/%s is being built by another process; not in this group", stage, keys[i])
+                    continue
+                self._remove_staging(entry.parent, keys[i])
+                if entry.exists() or entry.is_symlink():
+                    problem = verify(entry, keys[i])
+                    if problem is None:
+                        out[i] = (entry, True)
+                        continue
+                    warnings.warn(f"cache entry {stage}/{keys[i]} is damaged ({problem}); rebuilding it",
+                                  RuntimeWarning)
+                    self._quarantine(entry, f"{stage}-{keys[i]}")
+                todo.append(i)
+            todo.sort()
+            if not todo:
+                return out
+            tmps = [Path(tempfile.mkdtemp(dir=self.path(stage, keys[i]).parent, prefix=f".{keys[i]}{STAGING}"))
+                    for i in todo]
+            published: set[int] = set()
+            t0 = time.time()
+            log.info("cache: building %d %s entries together: %s", len(todo), stage, ", ".join(keys[i] for i in todo))
+
+            def publish(j: int) -> None:
+                i, tmp = todo[j], tmps[j]
+                _write_manifest(tmp)
+                os.rename(tmp, self.path(stage, keys[i]))
+                published.add(j)
+                shutil.rmtree(self.resume_dir(stage, keys[i]), ignore_errors=True)
+                out[i] = (self.path(stage, keys[i]), False)
+                self.record_timing(stage, keys[i], t0, t0 + (time.time() - t0) / len(todo), cost)
+
+            try:
+                for i, tmp in zip(todo, tmps):
+                    (tmp / KEY_FILE).write_text(json.dumps(payloads[i], indent=1, sort_keys=True, default=str))
+                build(todo, tmps, publish)
+                missing = [keys[todo[j]] for j in range(len(todo)) if j not in published]
+                if missing:
+                    raise RuntimeError(f"the group build did not publish {stage} entries {', '.join(missing)}")
+            finally:
+                for j, tmp in enumerate(tmps):
+                    if j not in published:
+                        shutil.rmtree(tmp, ignore_errors=True)
+        self.tidy(stage)
+        return out
 
     def record_timing(self, stage: str, key: str, start: float, end: float, cost: str | None) -> None:
         """Append one build's (or job's) duration to `.timings/<stage>.jsonl`; best-effort (a read-only or full

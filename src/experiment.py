@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from src.cache import Store, file_digest, make_key
 from src.keys import cost_class, features_payload, finetune_payload, source_payload, source_val_payload
@@ -86,6 +87,49 @@ def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
                      resume_dir=store.resume_dir("source", make_key(payload)))
 
     return _cached(store, "source", payload, build, cost_class("source", cfg, plan))
+
+
+def source_group_stage(cfgs: list[DictConfig], plans: list[Plan], store: Store) -> list[Stage | None]:
+    """Replicate source nets (configs that differ only in seeds) trained as one batched group
+    (`src.train.group`), each saved as the ordinary entry of its own key, as `source_stage` would save it. Members
+    already cached are not retrained; one another process is building is left to it (None). A lone missing member
+    trains on its own, as `source_stage` trains it."""
+    from src.train.group import GROUP_CHECKPOINT, train_group
+
+    payloads = [source_payload(c, p) for c, p in zip(cfgs, plans)]
+    keys = [make_key(p) for p in payloads]
+
+    def build(todo: list[int], tmps: list[Path], publish: Callable[[int], None]) -> None:
+        resume = [store.resume_dir("source", keys[i]) for i in todo]
+        if len(todo) == 1 and not (resume[0] / GROUP_CHECKPOINT).is_file():  # (a group's checkpoint: resumed below)
+            i = todo[0]
+            splits = load_source(cfgs[i].source, seed=int(cfgs[i].seed))
+            train_source(tmps[0], plans[i].spec, splits, cfgs[i].source, cfgs[i].trainer, seed=int(cfgs[i].seed),
+                                      resume_dir=resume[0])
+            publish(0)
+            return
+        lead = cfgs[todo[0]]
+        log.info("training %d replicate source nets as one group (%s)", len(todo),
+                 ", ".join(f"seed {cfgs[i].seed}" for i in todo))
+        train_group(tmps, plans[todo[0]].spec, [load_source(cfgs[i].source, seed=int(cfgs[i].seed)) for i in todo],
+                    lead.source, lead.trainer, [int(cfgs[i].seed) for i in todo], device=device_of(lead),
+                    resume_dirs=resume, on_member_done=publish)
+
+    t0 = time.perf_counter()
+    built = store.build_many("source", payloads, build, cost_class("source", cfgs[0], plans[0]))
+    seconds = time.perf_counter() - t0
+    return [None if b is None else Stage(b[0], b[1], keys[i], seconds) for i, b in enumerate(built)]
+
+
+def build_source_group(cfgs: list[DictConfig]) -> list[dict[str, Any]]:
+    """A sweep's replicate group (`src.sweep_plan`): its source nets trained together, then each member's source
+    val features (`build_source`, which finds its net in the cache); what the group's builder runs first."""
+    from src.check import validate
+
+    plans = [validate(c) for c in cfgs]
+    _limit_threads(cfgs[0])
+    source_group_stage(cfgs, plans, Store(cfgs[0].paths.cache_dir))
+    return [build_source(c, p) for c, p in zip(cfgs, plans)]
 
 
 def source_net(cfg: DictConfig, plan: Plan, source: Stage):
@@ -314,11 +358,18 @@ def distance_stage(plan: Plan, store: Store, source_val: Stage, features: Stage)
     return Stage(entry, hit, key, time.perf_counter() - t0), value
 
 
+_POOLS: list = []  # [(len(sys.modules) when scanned, ThreadpoolController)]
+
+
 def _limit_threads(cfg: DictConfig) -> None:
     if cfg.trainer.num_threads:
         # Both torch's and the BLAS/OpenMP pools scikit-learn uses, so parallel jobs do not oversubscribe the cores.
         torch.set_num_threads(int(cfg.trainer.num_threads))
-        threadpool_limits(int(cfg.trainer.num_threads))
+        # Finding the loaded pools scans every shared library of the process (~50 ms, in every job of a sweep);
+        # they change only when new modules are imported, so one scan serves the jobs of a process until then.
+        if not _POOLS or _POOLS[0][0] != len(sys.modules):
+            _POOLS[:] = [(len(sys.modules), ThreadpoolController())]
+        _POOLS[0][1].limit(limits=int(cfg.trainer.num_threads))
 
 
 def build_source(cfg: DictConfig, plan: Plan) -> dict[str, Any]:

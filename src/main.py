@@ -61,9 +61,19 @@ def save_per_image(out_dir: Path, per_image: dict[str, Any] | None) -> None:
     os.replace(tmp, out_dir / PER_IMAGE)
 
 
+_STARTED: list = []  # this process's start, read once (not functools.cache: jobs pickle this module's functions)
+
+
 def _process_start() -> float | None:
     """When this process started (unix seconds; Linux /proc), so that a scheduler's per-task overhead (interpreter,
-    imports, config composition before the job's own work) can be told apart from the job's time."""
+    imports, config composition before the job's own work) can be told apart from the job's time. Read once per
+    process: /proc/stat takes tens of ms to read on a many-core host."""
+    if not _STARTED:
+        _STARTED.append(_read_process_start())
+    return _STARTED[0]
+
+
+def _read_process_start() -> float | None:
     try:
         ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
         boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
@@ -102,11 +112,11 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
                         timings_s={"total": time.perf_counter() - t0}, clock=_clock(start, imported),
                         error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
         text = result.to_json()
-        atomic_write_text(out_dir / RESULT, text)
+        atomic_write_text(out_dir / RESULT, text, durable=False)
         _track(cfg, json.loads(text), out_dir)
         raise
     text = result.to_json()
-    atomic_write_text(out_dir / RESULT, text)
+    atomic_write_text(out_dir / RESULT, text, durable=False)
     record = json.loads(text)
     _track(cfg, record, out_dir)
     return record
@@ -136,7 +146,7 @@ def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: st
     result = Result(status="failed", config_hash="", factors=job_factors,
                     error={"type": error_type, "message": message, "log": log_path})
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_dir / RESULT, result.to_json())
+    atomic_write_text(out_dir / RESULT, result.to_json(), durable=False)
 
 
 def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[float]:

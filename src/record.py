@@ -11,7 +11,7 @@ column per entry with the prefix given in `METRIC_PREFIX` (default `<key>_`).
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -163,8 +163,9 @@ class Result:
     clock: dict[str, Any] | None = None  # when and where the job ran: start and end (unix seconds), host
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None or k == "error"}, indent=1,
-                          default=str)
+        # The fields as they are (asdict would deep-copy the metrics first, for nothing: json.dumps only reads them).
+        return json.dumps({f: v for f in self.__dataclass_fields__ if (v := getattr(self, f)) is not None
+                           or f == "error"}, indent=1, default=str)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Result":

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.device import ACCELERATORS
 from src.errors import ConfigError
+from src.train.grouping import GROUP_MODES
 from src.fields import Bool, Choice, Field, Float, Int, List, Node, Path, Str
 
 SEED_MAX = 2**32 - 1  # numpy and torch accept seeds in 0..2**32-1
@@ -127,6 +128,8 @@ SCHEMA: dict[str, Field] = {
                                "/ n_jobs)", null=True),
     "trainer.progress_bar": Bool("Lightning's progress bar; null: only on a terminal", null=True),
     "trainer.extract_batch_size": BATCH,
+    "trainer.group_replicates": Choice(GROUP_MODES, "train a sweep's replicate source nets (configs that differ only "
+                                       "in seeds) as one batched group; auto: on a GPU (docs/replicates.md)"),
     # fine-tuning
     "finetune.name": Choice(("none", "last", "full"), "none: linear probe; last: new head only; full: every layer"),
     "finetune.optimizer": Choice(_optimizers, "fine-tuning optimiser"),

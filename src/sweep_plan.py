@@ -102,7 +102,13 @@ class SweepPlan:
         return [u for u in job.units() if not self.units[u].cached and self.units[u].builder != job.num]
 
     def builds(self, job: Job) -> list[str]:
-        return [u for u in job.units() if not self.units[u].cached and self.units[u].builder == job.num]
+        """The missing units `job` builds: its own, and with a replicate group every member's source net."""
+        return [u.id for u in self.units.values() if not u.cached and u.builder == job.num]
+
+    def group(self, job: Job) -> list[str]:
+        """The source units `job` trains as one replicate group (empty: none, or a single net)."""
+        built = [u for u in self.builds(job) if self.units[u].kind == "source"]
+        return built if len(built) > 1 else []
 
     def to_json(self) -> str:
         return json.dumps({"cache_dir": self.cache_dir, "seconds": round(self.seconds, 3),
@@ -247,6 +253,7 @@ def plan_sweep(sweep_cfgs: Sequence[DictConfig], nums: Sequence[int] | None = No
             job.extract = _unit(units, store, "extract", built, extract_label, cost, num)
         jobs.append(job)
     sweep = SweepPlan(jobs, units, cache_dir)
+    _group_replicates(sweep)
     _estimate(sweep, stores)
     sweep.seconds = time.perf_counter() - t0
     return sweep
@@ -264,6 +271,47 @@ def _unit(units: dict[str, Unit], store: Store, kind: str, keys: dict[str, str],
     if unit.missing and unit.builder is None:
         unit.builder = num
     return uid
+
+
+def _group_replicates(sweep: SweepPlan) -> None:
+    """Missing source nets of one config but their seeds (one cost class: `src.keys.cost_class`) whose builders ask
+    for grouping (`trainer.group_replicates`, `src.train.grouping`) get one builder: the first of them, which trains
+    them as one batched group (`src.experiment.build_source_group`). A job of such a group that fails the config
+    check refuses the sweep here, before anything runs: the group would otherwise train without it and its job be
+    recorded as failed, which a replicated study's verdict cannot use."""
+    from src.train.grouping import wants_group
+
+    groups: dict[str, list[Unit]] = {}
+    for u in sweep.units.values():
+        if u.kind == "source" and not u.cached and "source" in u.missing:
+            cfg = sweep.job(u.builder).cfg
+            if wants_group(cfg):
+                groups.setdefault(u.cost + "|" + _run_settings(cfg), []).append(u)
+    grouped = [g for g in groups.values() if len(g) > 1]
+    if not grouped:
+        return
+    _refuse_bad_members(sweep, grouped)
+    for members in grouped:
+        lead = min(u.builder for u in members)
+        for u in members:
+            u.builder = lead
+
+
+def _run_settings(cfg: DictConfig) -> str:
+    """How a group trains, which is not in the source key but must be one for all its members."""
+    t = cfg.trainer
+    return f"{t.accelerator}|{t.precision}|{t.num_threads}"
+
+
+def _refuse_bad_members(sweep: SweepPlan, grouped: list[list[Unit]]) -> None:
+    def unseeded(overrides: Sequence[str]) -> tuple[str, ...]:
+        return tuple(sorted(o for o in overrides if not o.split("=", 1)[0].lstrip("+~").endswith("seed")))
+
+    members = {unseeded(sweep.job(n).overrides) for g in grouped for u in g for n in u.jobs}
+    for job in sweep.jobs:
+        if job.state == "invalid" and unseeded(job.overrides) in members:
+            raise ConfigError(f"{job.error} (job {job.num}, a member of a replicate group that "
+                              f"trainer.group_replicates trains together; fix it or set trainer.group_replicates=off)")
 
 
 def _estimate(sweep: SweepPlan, stores: dict[str, Store]) -> None:
@@ -400,7 +448,7 @@ def describe(plan: SweepPlan, launcher_lines: Sequence[str] = ()) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines += ["  " + "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
               for r in rows]
-    src_builders = sorted(u.builder for u in plan.missing("source"))
+    src_builders = sorted({u.builder for u in plan.missing("source")})
     ext_builders = sorted({u.builder for u in plan.missing("extract")} - set(src_builders))
     if src_builders or ext_builders:
         lines.append(f"  order: source builds first (jobs {_ranges(src_builders) or '-'}), then extractions (jobs "
@@ -410,6 +458,9 @@ def describe(plan: SweepPlan, launcher_lines: Sequence[str] = ()) -> str:
             continue
         state = "cached" if u.cached else f"to train, ~{_clock(u.estimate_s, u.estimate_rough)}" if u.estimate_s \
             else "to train"
+        group = plan.group(plan.job(u.builder)) if not u.cached else []
+        if group:
+            state += f", in a group of {len(group)} by job {u.builder}"
         lines.append(f"  source {u.keys['source']} {u.label} [{state}]: jobs {_ranges(u.jobs)}")
     for j in invalid:
         lines.append(f"  job {j.num} fails the config check: {j.error}")

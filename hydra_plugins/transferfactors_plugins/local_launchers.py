@@ -26,6 +26,7 @@ from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 from hydra_plugins.transferfactors_plugins.staged import StagedLaunch
+from src.train.grouping import after_group, train_group_first
 
 log = logging.getLogger(__name__)
 # The thread pools a worker's libraries start (as joblib's loky backend limits them: cores / n_jobs each).
@@ -33,10 +34,18 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BL
                "VECLIB_MAXIMUM_THREADS", "NUMBA_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+def group_configs(plan, num: int) -> list | None:
+    """The configs of the replicate group job `num` trains first (each member's net as the first job that uses it
+    configures it), or None."""
+    group = plan.group(plan.job(num))
+    return [plan.job(plan.units[u].jobs[0]).cfg for u in group] or None
+
+
 def _run_planned(launcher: StagedLaunch, job_overrides: Sequence[Sequence[str]], initial_job_idx: int, start,
                  n_workers: int, how: str) -> list[JobReturn]:
-    """Run a planned batch on `n_workers`: `start(num, overrides, cfg)` returns a future (or a finished JobReturn
-    when it runs the job in this process). Returns the JobReturns in the batch's order."""
+    """Run a planned batch on `n_workers`: `start(num, overrides, cfg, group)` returns a future (or a finished
+    JobReturn when it runs the job in this process); `group`: the configs of the replicate group the job trains
+    first (None: none). Returns the JobReturns in the batch's order."""
     from src.sweep_plan import LocalSchedule
 
     cfgs = launcher.compose_batch(job_overrides, initial_job_idx)
@@ -56,7 +65,7 @@ def _run_planned(launcher: StagedLaunch, job_overrides: Sequence[Sequence[str]],
     while not schedule.exhausted() or running:
         while len(running) < n_workers and (num := schedule.next()) is not None:
             log.info("\t#%d : %s", num, " ".join(filter_overrides(overrides[num])))
-            started = start(num, overrides[num], by_num[num])
+            started = start(num, overrides[num], by_num[num], group_configs(plan, num))
             if isinstance(started, JobReturn):
                 ended(num, started)
             else:
@@ -85,7 +94,8 @@ class StagedBasicLauncher(StagedLaunch, BasicLauncher):
         configure_log(*logging_cfg, execution_whitelist=self.hydra_context.execution_whitelist)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
-        def start(num: int, overrides: list[str], cfg) -> JobReturn:
+        def start(num: int, overrides: list[str], cfg, group) -> JobReturn:
+            train_group_first(group)
             ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
             configure_log(*logging_cfg, execution_whitelist=self.hydra_context.execution_whitelist)
@@ -124,9 +134,11 @@ class StagedJoblibLauncher(StagedLaunch, JoblibLauncher):
         executor = get_reusable_executor(max_workers=n_workers, env=env)
         state = Singleton.get_state()
 
-        def start(num: int, overrides: list[str], cfg):  # the worker composes the job's config itself
-            return executor.submit(execute_job, num, overrides, self.hydra_context, self.config, self.task_function,
-                                   0, state, False)
+        def start(num: int, overrides: list[str], cfg, group):  # the worker composes the job's config itself
+            args = (num, overrides, self.hydra_context, self.config, self.task_function, 0, state, False)
+            if group is None:
+                return executor.submit(execute_job, *args)
+            return executor.submit(after_group, group, execute_job, *args)
 
         return _run_planned(self, job_overrides, initial_job_idx, start, n_workers,
                             f"on {n_workers} joblib (loky) workers into {self.config.hydra.sweep.dir}")

@@ -74,18 +74,21 @@ def slurm_states(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
 
 
 class SourceJob:
-    """A planned sweep's source job: trains one source net (and its val features) into the shared cache.
+    """A planned sweep's source job: trains one source net (and its val features) into the shared cache, or a
+    replicate group's nets together.
 
     Checkpointable for submitit: on preemption or at its time limit (`signal_delay_s` before it) the job is
     requeued, and the rerun resumes the training from the cache's resume dir (its last complete epoch)."""
 
-    def __call__(self, cfg: dict[str, Any]) -> dict[str, Any]:
+    def __call__(self, cfg: dict[str, Any] | list[dict[str, Any]]) -> dict[str, Any] | list[dict[str, Any]]:
         from omegaconf import OmegaConf
 
         from src.check import validate
-        from src.experiment import build_source
+        from src.experiment import build_source, build_source_group
 
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+        if isinstance(cfg, list):  # a replicate group: its nets train together (src.train.group)
+            return build_source_group([OmegaConf.create(c) for c in cfg])
         conf = OmegaConf.create(cfg)
         return build_source(conf, validate(conf))
 
@@ -197,7 +200,9 @@ class IsolatingSlurmLauncher(StagedLaunch, SlurmLauncher):
         lines = []
         if sources:
             requeue = res.get("max_num_timeout", 0)
-            lines.append(f"SLURM: {len(sources)} source job(s) first (timeout_min={res.get('timeout_min')}, "
+            n_jobs = len({u.builder for u in sources})  # a replicate group is one job
+            grouped = f" ({len(sources)} nets, replicates grouped)" if n_jobs < len(sources) else ""
+            lines.append(f"SLURM: {n_jobs} source job(s){grouped} first (timeout_min={res.get('timeout_min')}, "
                          f"gpus_per_node={res.get('gpus_per_node')}, cpus_per_task={res.get('cpus_per_task')}, "
                          f"mem_gb={res.get('mem_gb')}; requeued on preemption"
                          + (f" and up to {requeue}x at the time limit" if requeue else "")
@@ -233,11 +238,19 @@ class IsolatingSlurmLauncher(StagedLaunch, SlurmLauncher):
         source_jobs: dict[str, Any] = {}
         if sources:
             executor = self._executor(self._source_params())
-            cfgs = [OmegaConf.to_container(plan.job(u.builder).cfg, resolve=True) for u in sources]
+            # One source job per builder: a replicate group's nets (`src.sweep_plan`) train in one job.
+            by_builder: dict[int, list[Any]] = {}
+            for u in sources:
+                by_builder.setdefault(u.builder, []).append(u)
+            cfgs = [[OmegaConf.to_container(plan.job(u.jobs[0]).cfg, resolve=True) for u in us] if len(us) > 1
+                    else OmegaConf.to_container(plan.job(us[0].builder).cfg, resolve=True)
+                    for us in by_builder.values()]
             jobs = executor.map_array(SourceJob(), cfgs)
-            for unit, job in zip(sources, jobs):
-                source_jobs[unit.id] = job
-                log.info("source job %s: %s (%s)", job.job_id, unit.label, unit.keys["source"])
+            for units, job in zip(by_builder.values(), jobs):
+                for unit in units:
+                    source_jobs[unit.id] = job
+                    log.info("source job %s: %s (%s)%s", job.job_id, unit.label, unit.keys["source"],
+                             f" in a group of {len(units)}" if len(units) > 1 else "")
         executor = self._executor(self.params)
         state = Singleton.get_state()
         submitted: dict[str, _Array] = {}
@@ -289,18 +302,20 @@ class IsolatingSlurmLauncher(StagedLaunch, SlurmLauncher):
         """Wait until every task has a result, has ended without one, or cannot run because its source job failed;
         returns each task's JobReturn (recording those without a result)."""
         tasks = {str(j.job_id): (n, j) for a in arrays for n, j in zip(a.members, a.jobs)}
-        sources = {str(j.job_id): (uid, j) for uid, j in source_jobs.items()}
+        sources: dict[str, tuple[list[str], Any]] = {}  # a replicate group's job trains several units' nets
+        for uid, j in source_jobs.items():
+            sources.setdefault(str(j.job_id), ([], j))[0].append(uid)
         pending = set(tasks) | set(sources)
         ended: dict[str, str] = {}  # task id -> why it has no result
         gone_since: dict[str, float] = {}
         array_ids = sorted({jid.split("_")[0] for jid in pending})
         returns: dict[int, JobReturn] = {}
 
-        def source_failed(uid: str, jid: str, state: str) -> None:
+        def source_failed(uids: list[str], jid: str, state: str) -> None:
             why = f"source job {jid} failed: {state}"
             log.error("%s (%s); its dependent tasks are cancelled and recorded failed", why,
-                      plan.units[uid].label if plan else uid)
-            mine = [a for a in arrays if a.source == uid]
+                      "; ".join(plan.units[uid].label if plan else uid for uid in uids))
+            mine = [a for a in arrays if a.source in uids]
             for a in reversed(mine):  # the later arrays first, so none starts once its predecessor is cancelled
                 subprocess.run(["scancel", str(a.array_id)], capture_output=True, timeout=60)
             for a in mine:
@@ -313,11 +328,11 @@ class IsolatingSlurmLauncher(StagedLaunch, SlurmLauncher):
             for jid in [jid for jid in pending if (tasks.get(jid) or sources[jid])[1].paths.result_pickle.exists()]:
                 pending.discard(jid)
                 if jid in sources:
-                    uid, job = sources[jid]
+                    uids, job = sources[jid]
                     try:
                         job.results()
                     except Exception as e:  # noqa: BLE001  (the training raised: its message says why)
-                        source_failed(uid, jid, f"FAILED ({type(e).__name__}: {_last_line(e)})")
+                        source_failed(uids, jid, f"FAILED ({type(e).__name__}: {_last_line(e)})")
             if not pending:
                 break
             states = slurm_states(array_ids)

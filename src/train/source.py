@@ -275,7 +275,8 @@ def fit(
     }
     (work / "metrics.json").write_text(json.dumps(metrics, indent=1))
     if resume_dir is not None:  # the artifact, without the checkpoint, into the staging dir
-        (work / CHECKPOINT).unlink(missing_ok=True)
+        for name in (CHECKPOINT, "group.ckpt"):  # (a replicate group's, left by an interrupted group: src.train.group)
+            (work / name).unlink(missing_ok=True)
         for item in work.iterdir():
             shutil.move(str(item), out_dir / item.name)
     return metrics

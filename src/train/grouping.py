@@ -1,0 +1,58 @@
+"""Whether a sweep trains the replicate source nets of one config as one batched group (`src.train.group`):
+`trainer.group_replicates`. Torch-free (the sweep's plan reads it), apart from asking torch whether it sees a GPU
+when `auto` meets `trainer.accelerator=auto`.
+
+  off   every source net trains on its own;
+  on    replicates of one config (configs that differ only in seeds) train as one group wherever they run;
+  auto  on where a group wins: on a GPU, where one small net leaves the GPU mostly idle. Not on the CPU, where a
+        training step is compute-bound and R nets together take longer than R nets one after another
+        (`benchmarks/group_replicates.py` measures it on the machine it runs on).
+
+A group trains in float32 (`trainer.precision=32-true`); other precisions train each net on its own.
+"""
+
+from __future__ import annotations
+
+GROUP_MODES = ("auto", "on", "off")
+
+
+def wants_group(cfg) -> bool:
+    """Whether this job's source net would be trained in a replicate group (when it has replicates to group)."""
+    trainer = cfg.trainer
+    mode = trainer.get("group_replicates") or "auto"
+    if mode == "off" or str(trainer.precision) != "32-true":
+        return False
+    return mode == "on" or _sees_gpu(str(trainer.accelerator))
+
+
+def _sees_gpu(accelerator: str) -> bool:
+    if accelerator == "cpu":
+        return False
+    if accelerator in ("gpu", "cuda"):
+        return True
+    import torch  # accelerator=auto: only here does the plan need torch
+
+    return torch.cuda.is_available()
+
+
+def train_group_first(cfgs: list | None) -> None:
+    """A replicate group's builder job trains the group's source nets before it runs (`src.sweep_plan`; the local
+    launchers call this). A group that fails is logged and the job runs as it would have: it trains its own net (or
+    records why it cannot), and the schedule fails the jobs whose nets were not built, with the reason."""
+    if not cfgs:
+        return
+    import logging
+
+    from src.experiment import build_source_group
+
+    try:
+        build_source_group(cfgs)
+    except Exception as e:  # noqa: BLE001  (the job itself records the error if it is its own)
+        logging.getLogger(__name__).error("replicate group of %d source nets failed (%s: %s)", len(cfgs),
+                                          type(e).__name__, e)
+
+
+def after_group(cfgs: list | None, run, *args):
+    """In a worker process (joblib): the job's replicate group first, then `run(*args)` (the job)."""
+    train_group_first(cfgs)
+    return run(*args)
