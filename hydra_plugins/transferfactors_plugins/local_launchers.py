@@ -26,7 +26,7 @@ from hydra_plugins.hydra_joblib_launcher.config import JobLibLauncherConf
 from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 from hydra_plugins.transferfactors_plugins.staged import StagedLaunch
-from src.train.grouping import after_group, train_group_first
+from src.sweep_plan import after_group, train_group_first
 
 log = logging.getLogger(__name__)
 # The thread pools a worker's libraries start (as joblib's loky backend limits them: cores / n_jobs each).

@@ -33,26 +33,3 @@ def _sees_gpu(accelerator: str) -> bool:
     import torch  # accelerator=auto: only here does the plan need torch
 
     return torch.cuda.is_available()
-
-
-def train_group_first(cfgs: list | None) -> None:
-    """A replicate group's builder job trains the group's source nets before it runs (`src.sweep_plan`; the local
-    launchers call this). A group that fails is logged and the job runs as it would have: it trains its own net (or
-    records why it cannot), and the schedule fails the jobs whose nets were not built, with the reason."""
-    if not cfgs:
-        return
-    import logging
-
-    from src.experiment import build_source_group
-
-    try:
-        build_source_group(cfgs)
-    except Exception as e:  # noqa: BLE001  (the job itself records the error if it is its own)
-        logging.getLogger(__name__).error("replicate group of %d source nets failed (%s: %s)", len(cfgs),
-                                          type(e).__name__, e)
-
-
-def after_group(cfgs: list | None, run, *args):
-    """In a worker process (joblib): the job's replicate group first, then `run(*args)` (the job)."""
-    train_group_first(cfgs)
-    return run(*args)
