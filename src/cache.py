@@ -343,9 +343,14 @@ class Store:
         path = self.root / TIMINGS / f"{stage}.jsonl"
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            with FileLock(str(path) + ".lock", timeout=10), open(path, "a") as f:
-                f.write(line + "\n")
-        except (OSError, Timeout) as e:
+            # One write of one short line to a file opened O_APPEND: lines of concurrent writers do not interleave on
+            # a local filesystem, and no lock file is left behind (on NFS a rare torn line is skipped by `timings`).
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, (line + "\n").encode())
+            finally:
+                os.close(fd)
+        except OSError as e:
             log.info("cache: timing of %s/%s not recorded (%s)", stage, key, e)
 
     def timings(self, stage: str) -> list[dict[str, Any]]:

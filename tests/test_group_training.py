@@ -217,7 +217,7 @@ def test_killed_grouped_sweep_reruns_from_the_group_checkpoints(cache_dir, tmp_p
     proc = subprocess.Popen(cmd, cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list((cache_dir / "source").glob(".*.resume/snapshot_2.pt"))) < 3:
+    while time.time() < deadline and len(list((cache_dir / "source").glob(".*.resume/group.ckpt"))) < 3:
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)

@@ -59,6 +59,7 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
     rng = random.Random(seed)
     kills: list[str] = []  # what each kill interrupted
     interrupted_training: Counter = Counter()  # source key -> kills that hit its training
+    seen_staging: set[str] = set()
     for want in SCHEDULE:
         proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
@@ -74,8 +75,10 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         # A build the kill interrupted leaves its staging dir (a dead process cleans nothing up).
-        for tmp in staging(cache, "source"):
-            interrupted_training[tmp.name[1:].split(".tmp-")[0]] += 1
+        for tmp in staging(cache, "source"):  # each interrupted training leaves its own (uniquely named) dir, which
+            if tmp.name not in seen_staging:   # stays until a later run takes that key's lock: count it once
+                seen_staging.add(tmp.name)
+                interrupted_training[tmp.name[1:].split(".tmp-")[0]] += 1
         hit = ("training" if staging(cache, "source") else "extraction" if staging(cache, "features")
                else "probe" if "probe:" in doing else "other (start-up, loading, result writing)")
         kills.append(hit)
