@@ -9,17 +9,27 @@ a sweep by stage can hand its own job list to `src.report.eta.remaining` instead
 from __future__ import annotations
 
 import copy
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from src.report import eta as E
+from src.patching import Guard
+
+BUILT = ("source", "finetune", "features")  # content-addressed: built once per key, then shared
+
+# The sweep's expansion is the basic sweeper's own (`split_arguments`, a Hydra internal): used only on a version it was
+# tested against; `TRANSFER_PATCH_JOB_PLAN=0` turns it off (the progress line then estimates from finished jobs only).
+GUARD = Guard("job_plan", "hydra-core", ("1.4.0rc3",), "no per-stage ETA plan; the count and ETA from finished jobs")
 
 
 def job_overrides(overrides) -> list[list[str]]:
-    """Each job's override list, in job-number order: the basic sweeper's own expansion."""
+    """Each job's override list, in job-number order: the basic sweeper's own expansion (RuntimeError when the
+    guard is off: the caller shows no total)."""
+    if not GUARD.allowed():
+        raise RuntimeError("job_plan guard off")
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
     return [list(job) for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
@@ -52,7 +62,7 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
     from src.keys import stage_keys
 
     sweeper = config.hydra.sweeper
-    if OmegaConf.select(sweeper, "n_trials", default=None) is not None:
+    if OmegaConf.select(sweeper, "n_trials", default=None) is not None or not GUARD.allowed():
         return None
     params = {str(k): str(v) for k, v in (OmegaConf.select(sweeper, "params", default=None) or {}).items()}
     task = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
@@ -69,7 +79,7 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
             try:
                 plan = validate(cfg)
                 keys = {stage: key for stage, key in stage_keys(cfg, plan).items()
-                        if key is not None and stage in E.BUILT and not (stage == "source" and plan.spec.pretrained)}
+                        if key is not None and stage in BUILT and not (stage == "source" and plan.spec.pretrained)}
             except ConfigError:
                 keys = {}
             jobs.append(keys)
@@ -80,5 +90,16 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
     cached = sorted({(s, k) for keys, root in zip(jobs, roots) for s, k in keys.items()
                      if stores[root].path(s, k).is_dir()})
     sources = {(root, keys["source"]) for keys, root in zip(jobs, roots) if "source" in keys}
-    walls = [w for root, key in sources for w in E.source_walls(root, [key])]
+    walls = [w for root, key in sources for w in source_walls(root, [key])]
     return {"jobs": jobs, "cached": cached, "source_walls": walls, "workers": _workers(config)}
+
+
+def source_walls(cache_root: Path, keys: Iterable[str]) -> list[float]:
+    """The training times (`wall_s`) the cache recorded for these source entries."""
+    walls = []
+    for key in keys:
+        try:
+            walls.append(float(json.loads((cache_root / "source" / key / "metrics.json").read_text())["wall_s"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return walls

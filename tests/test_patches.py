@@ -39,3 +39,24 @@ def test_storage_patch_switched_off_falls_back_to_optunas_own_storage(tmp_path):
     r = _run(tmp_path / "b.db", {"TRANSFER_PATCH_OPTUNA_STORAGE": "0"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split() == ["RDBStorage", "1", "COMPLETE"]
+
+
+def test_internals_of_the_sweep_plan_and_local_launchers_are_guarded(monkeypatch):
+    import pytest
+    from omegaconf import OmegaConf
+
+    """The progress line's job plan and the staged local launchers use Hydra internals only where their guards
+    allow: switched off, the plan is None (no per-stage ETA) and a launcher takes its stock path."""
+    from hydra_plugins.transferfactors_plugins.local_launchers import StagedBasicLauncher
+    from hydra_plugins.transferfactors_plugins.local_launchers import GUARDS
+    from src import job_plan
+
+    assert job_plan.GUARD.allowed() and all(g.allowed() for g in GUARDS.values())
+    monkeypatch.setenv("TRANSFER_PATCH_JOB_PLAN", "0")
+    with pytest.raises(RuntimeError):
+        job_plan.job_overrides([])
+    monkeypatch.setenv("TRANSFER_PATCH_STAGED_CORE", "0")
+    launcher = StagedBasicLauncher()
+    launcher.config = OmegaConf.create({"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins."
+                                                                          "basic_sweeper.BasicSweeper"}}})
+    assert launcher.planned() is False and launcher.stage_scheduling is False

@@ -27,6 +27,7 @@ from hydra_plugins.hydra_joblib_launcher.joblib_launcher import JoblibLauncher
 
 from hydra_plugins.transferfactors_plugins.staged import StagedLaunch
 from src.sweep_plan import after_group, train_group_first
+from src.patching import Guard
 
 log = logging.getLogger(__name__)
 # The thread pools a worker's libraries start (as joblib's loky backend limits them: cores / n_jobs each).
@@ -80,7 +81,20 @@ def _run_planned(launcher: StagedLaunch, job_overrides: Sequence[Sequence[str]],
     return [returns[int(c.hydra.job.num)] for c in cfgs]
 
 
+def _guard(package: str) -> Guard:
+    return Guard(f"staged_{package.split('-')[1]}", package, ("1.4.0rc3",),
+                 "the launcher's own order (stage scheduling off)")
+
+
+# These launchers subclass Hydra's BasicLauncher and call the joblib plugin's private `_core` (internals): the planned
+# path runs only on a version it was tested against; `TRANSFER_PATCH_STAGED_CORE=0` / `TRANSFER_PATCH_STAGED_JOBLIB=0`
+# turn it off, and the stock launcher's path runs instead.
+GUARDS = {"core": _guard("hydra-core"), "joblib": _guard("hydra-joblib-launcher")}
+
+
 class StagedBasicLauncher(StagedLaunch, BasicLauncher):
+    guards = (GUARDS["core"],)
+
     def __init__(self, stage_scheduling: bool = True) -> None:
         super().__init__()
         self.stage_scheduling = stage_scheduling
@@ -105,6 +119,8 @@ class StagedBasicLauncher(StagedLaunch, BasicLauncher):
 
 
 class StagedJoblibLauncher(StagedLaunch, JoblibLauncher):
+    guards = (GUARDS["core"], GUARDS["joblib"])
+
     def __init__(self, stage_scheduling: bool = True, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.stage_scheduling = stage_scheduling

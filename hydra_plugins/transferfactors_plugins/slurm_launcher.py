@@ -208,7 +208,7 @@ class IsolatingSlurmLauncher(StagedLaunch, SlurmLauncher):
                          + (f" and up to {requeue}x at the time limit" if requeue else "")
                          + ", resuming from the last epoch)")
         for a in arrays:
-            after = [f"afterok its source job" if a.source else None,
+            after = ["afterok its source job" if a.source else None,
                      f"afterany the array '{a.after_array}'" if a.after_array else None]
             after = [x for x in after if x]
             lines.append(f"SLURM array '{a.name}': {len(a.members)} task(s), jobs {_short(a.members)}"

@@ -37,6 +37,7 @@ class StagedLaunch:
     """Mixed into a Hydra launcher that has `config`, `hydra_context` and a `stage_scheduling` flag."""
 
     uses_composed_configs = True  # src.compose_once keeps the validation's configs for the plan
+    guards: tuple = ()  # src.patching.Guard of each package whose internals this launcher's planned path uses
     stage_scheduling: bool = True
     config: DictConfig | None
     hydra_context: Any
@@ -46,6 +47,8 @@ class StagedLaunch:
         planned prints why and exits."""
         sweeper = str(OmegaConf.select(self.config, "hydra.sweeper._target_", default="") or "")
         grid = sweeper.endswith("BasicSweeper")
+        if self.stage_scheduling and not all(g.allowed() for g in self.guards):
+            self.stage_scheduling = False  # the stock launcher's path, logged once by the guard
         if plan_only() and not (grid and self.stage_scheduling):
             from hydra_plugins.transferfactors_plugins.shared_study import SEARCH_NOT_PLANNED
 

@@ -14,14 +14,12 @@ scheduler's plan; `src.report.progress` builds one from the sweep's job configs.
 
 from __future__ import annotations
 
-import json
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Collection, Iterable, Mapping
 
-BUILT = ("source", "finetune", "features")  # content-addressed: built once per key, then shared
+from src.job_plan import BUILT  # the stages a plan counts once per key
 JOB = "job"  # a job's own work: its probe and estimates, cache look-ups, and the launcher's per-job overhead
 TIMING = {"source": "source", "finetune": "finetune", "features": "extract"}  # result.json timings_s names
 
@@ -79,14 +77,3 @@ def stage_times(records: Iterable[Mapping[str, Any]], source_walls: Iterable[flo
             overhead.append(max(0.0, r["wall"] - r["total"]))
     times[JOB] = statistics.median(own) + (statistics.median(overhead) if overhead else 0.0) if own else None
     return times
-
-
-def source_walls(cache_root: Path, keys: Iterable[str]) -> list[float]:
-    """The training times (`wall_s`) the cache recorded for these source entries."""
-    walls = []
-    for key in keys:
-        try:
-            walls.append(float(json.loads((cache_root / "source" / key / "metrics.json").read_text())["wall_s"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return walls
