@@ -23,8 +23,9 @@ pytestmark = pytest.mark.slow
 
 # 2 source nets (seeds) x 3 targets: every source is shared by 3 jobs.
 SWEEP = ["-m", "seed=0,1", "target=synth_objects_new,synth_count,synth_scenes", *TINY]
-# What each kill waits for before a random extra delay: the stage it aims at ("any": a random moment).
-SCHEDULE = ["source", "features", "probe", "source", "features", "any", "any"]
+# What each kill waits for before a random extra delay: the stage it aims at ("any": a random moment). The sweep
+# trains both source nets before any extraction (stage scheduling), so the two source kills come first.
+SCHEDULE = ["source", "source", "features", "probe", "features", "any", "any"]
 MIN_KILLS = 5
 
 
