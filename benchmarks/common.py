@@ -74,17 +74,30 @@ def run_main(*args: str, env: dict | None = None, timeout: float = 1800) -> floa
     return wall
 
 
-def measured_fp32_peak(n: int = 4096, reps: int = 5) -> float:
-    """This CPU's fp32 peak as measured, GFLOP/s: the best of `reps` float32 n x n torch.mm calls (after a warm-up),
-    in the same process and minutes as the figure it is compared with. A formula from the nominal clock misses
-    turbo (and a large GEMM is the fastest kernel the library has: nothing it runs goes faster)."""
+def fp32_kernel_rates(smoke: bool = False, reps: int = 5) -> dict[str, float]:
+    """GFLOP/s of the library's two fastest fp32 kernel families on this CPU, each the best of `reps` calls after a
+    warm-up: the BLAS GEMM (a large `torch.mm`) and oneDNN's direct convolution (a 3x3, 256-channel, channels-last
+    conv: the kernel our convolutions use). Neither alone is the peak on every CPU: BLAS libraries take slower
+    code paths on some vendors' CPUs (there oneDNN's convolution runs at twice the GEMM's rate), and on others the
+    GEMM is the faster of the two."""
     import torch
 
+    def best(fn) -> float:
+        fn()
+        t = float("inf")
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            t = min(t, time.perf_counter() - t0)
+        return t
+
+    n = 1024 if smoke else 4096
     a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.mm(a, b)
-    best = float("inf")
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        torch.mm(a, b)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    rates = {"gemm": 2 * n**3 / best(lambda: torch.mm(a, b)) / 1e9}
+    batch, ch, side = (8, 128, 16) if smoke else (64, 256, 16)
+    conv = torch.nn.Conv2d(ch, ch, 3, padding=1, bias=False).to(memory_format=torch.channels_last)
+    x = torch.randn(batch, ch, side, side).to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        rates["conv3x3"] = 2 * batch * ch * ch * 9 * side * side / best(lambda: conv(x)) / 1e9
+    return rates
+
