@@ -74,6 +74,16 @@ def run_main(*args: str, env: dict | None = None, timeout: float = 1800) -> floa
     return wall
 
 
+def best_of(fn, reps: int) -> float:
+    """The fastest of `reps` timed calls of `fn`, in seconds."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def fp32_kernel_rates(smoke: bool = False, reps: int = 5) -> dict[str, float]:
     """GFLOP/s of the library's two fastest fp32 kernel families on this CPU, each the best of `reps` calls after a
     warm-up: the BLAS GEMM (a large `torch.mm`) and oneDNN's direct convolution (a 3x3, 256-channel, channels-last
@@ -83,13 +93,8 @@ def fp32_kernel_rates(smoke: bool = False, reps: int = 5) -> dict[str, float]:
     import torch
 
     def best(fn) -> float:
-        fn()
-        t = float("inf")
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            t = min(t, time.perf_counter() - t0)
-        return t
+        fn()  # warm-up: first calls pick kernels and allocate
+        return best_of(fn, reps)
 
     n = 1024 if smoke else 4096
     a, b = torch.randn(n, n), torch.randn(n, n)

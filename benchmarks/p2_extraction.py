@@ -7,8 +7,8 @@ Goals: ours >= 0.9 x bare throughput; the bare loop's achieved GFLOP/s against t
 
 The peak is measured in the same run: the faster of a 4096^2 float32 torch.mm (BLAS) and a large 3x3
 channels-last convolution (oneDNN), each the best of several calls (`benchmarks.common.fp32_kernel_rates`, shared
-with P3). The formula from the CPU's flags and clock (cores x FMA
-pipes x fp32 lanes x 2 x clock) is shown beside it; on a VM that clock is the nominal one and turbo beats it.
+with P3). The formula from the CPU's flags and clock (cores x FMA pipes x fp32 lanes x 2 x clock) is shown beside
+it; on a VM that clock is the nominal one and turbo beats it.
 """
 
 from __future__ import annotations
@@ -16,18 +16,16 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks.common import fp32_kernel_rates, parser, write
+from benchmarks.common import best_of, fp32_kernel_rates, parser, write
 from src.features.extract import extract_splits
-from src.models.nets import build_model
+from src.models.nets import build_model, to_input
 from src.models.registry import arch_spec
-from src.models.nets import to_input
 
 
 def cpu_peak() -> dict:
@@ -42,15 +40,6 @@ def cpu_peak() -> dict:
     ghz = int(max_khz.read_text()) / 1e6 if max_khz.exists() else (max(mhz) / 1e3 if mhz else float("nan"))
     return {"cores": cores, "fma_pipes": fma, "fp32_lanes": lanes, "clock_ghz": ghz,
             "gflops": cores * fma * lanes * 2 * ghz}
-
-
-def best_of(fn, reps: int) -> float:
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main(argv=None) -> dict:

@@ -6,10 +6,10 @@ one-cycle schedule, batch 128, 2 epochs, a validation pass per epoch; at width s
 width medium. Ours also snapshots each epoch and writes CSV logs. FLOPs are counted, not estimated:
 `torch.utils.flop_counter.FlopCounterMode` over one training step's forward and backward (convolutions and matrix
 products; the elementwise work of BatchNorm, ReLU and pooling is not counted, so GFLOP/s here is the rate of the
-counted work). The peak is the faster of a large float32 GEMM and a large 3x3 convolution, each the best of several calls
-(`benchmarks.common.fp32_kernel_rates`). Rounds are
-interleaved (bare, ours, bare, ours, ...; `--rounds`); each figure is the median of its rounds. Where the fraction of
-the peak is low, a profile of bare training steps gives each layer type's share of the time and its own rate.
+counted work). The peak is the faster of a large float32 GEMM and a large 3x3 convolution, each the best of
+several calls (`benchmarks.common.fp32_kernel_rates`). Rounds are interleaved (bare, ours, bare, ours, ...;
+`--rounds`); each figure is the median of its rounds. Where the fraction of the peak is low, a profile of bare
+training steps gives each layer type's share of the time and its own rate.
 Goals: ours >= 0.95 x bare, and bare >= 0.85 of the measured peak (or each gap explained per layer type).
 """
 

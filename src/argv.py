@@ -3,7 +3,7 @@
 Hydra prints and saves the overrides and builds the sweeper before any job runs, so what must happen earlier
 happens here, in one place:
   - an overlay that declares `hydra.mode: MULTIRUN` (`experiment=...`, `search=...`) makes the run a multirun;
-  - a study storage URL loses its password (moved to PGPASSWORD: `src.search.cli`), its driver is checked, and
+  - a study storage URL loses its password (moved to PGPASSWORD: `src.storage_url`), its driver is checked, and
     its database server must answer;
   - `logger.tracking_uri=http(s)://...` must answer (a tracker given in a config file is checked by
     `src.tracking.check` before the job's work);
@@ -158,7 +158,7 @@ def plan_flag(argv: list[str], environ: MutableMapping[str, str]) -> list[str]:
 
 def prepare(argv: list[str], environ: MutableMapping[str, str] = os.environ) -> list[str]:
     """`argv` (without the program name) checked and rewritten as described in the module docstring."""
-    from src.search.cli import prepare_storage_args
+    from src.storage_url import prepare_storage_args
 
     argv = plan_flag(argv, environ)
     check_sweeper_overrides(argv)

@@ -1,6 +1,7 @@
 """Guards for the few places that change a framework's private internals (Hydra, OmegaConf, Optuna).
 
-Each such patch (`src.compose_once`, `src.config_copy`, `src.search.storage`) declares a `Guard`: the distribution
+Each such patch (`src.compose_once`, `src.config_copy`, `src.search.storage`, `src.job_plan`, and the staged
+launchers in `hydra_plugins/transferfactors_plugins/local_launchers.py`) declares a `Guard`: the distribution
 whose internals it touches, the versions it was checked against, and an environment switch. `Guard.allowed()` is
 asked when the patch is installed; the patch then either installs or leaves the framework's stock behaviour in
 place, saying why in one log line:
@@ -10,7 +11,8 @@ place, saying why in one log line:
 
 An installed version that is not on a patch's list turns that patch off (with a warning), so an upgrade can make
 a sweep slower but never wrong: to re-enable it, run the patch's equivalence tests against the new version
-(`tests/test_compose_once.py`, `tests/test_config_copy.py`, `tests/test_shared_study.py`) and add the version.
+(`tests/test_compose_once.py`, `tests/test_config_copy.py`, `tests/test_shared_study.py`, `tests/test_patches.py`,
+the staged-launcher tests) and add the version.
 A leaf module: imports nothing of ours.
 """
 

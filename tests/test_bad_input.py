@@ -252,7 +252,7 @@ def test_sweeper_overrides(argv, expected):
 
 
 def test_storage_url_with_an_unknown_driver_is_one_line_without_the_password():
-    from src.search.cli import StorageError, prepare_storage_args
+    from src.storage_url import StorageError, prepare_storage_args
 
     env: dict[str, str] = {}
     with pytest.raises(StorageError, match="no driver 'postgresql.nosuchdriver'") as e:

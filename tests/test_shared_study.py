@@ -135,7 +135,7 @@ def test_killed_worker_leaves_the_study_usable(postgres, cache_dir, tmp_path, mo
 
 
 def test_url_password_moves_to_pgpassword_before_hydra_sees_it():
-    from src.search.cli import prepare_storage_args
+    from src.storage_url import prepare_storage_args
 
     env: dict[str, str] = {}
     argv = prepare_storage_args(["search=factors_tpe", "hydra.sweeper.storage=postgresql://u:s3cr%40t@db:5432/st"],

@@ -1,2 +1,3 @@
-"""Optuna studies shared between processes and machines: storage URLs without passwords (cli), a heartbeat
-storage that fails the trials of dead workers (storage), and N worker processes on one study (workers)."""
+"""Optuna studies shared between processes and machines: a heartbeat storage that fails the trials of dead
+workers (storage) and N worker processes on one study (workers). Storage URLs lose their password on the command
+line (src/storage_url.py)."""

@@ -7,7 +7,7 @@ independent workers instead each ask the shared study for their next trial as so
 (and TPE sees every finished trial of every worker). Each worker is `python -m src.main ARGS` with its own sweep
 dir (`<hydra.sweep.dir or multirun/workers/<time>>/worker<i>`) and sampler seed (the given seed + i, so that
 their random start-up trials differ), and runs `hydra.sweeper.n_trials` trials: the study gains N x n_trials.
-A password in the storage URL is moved to PGPASSWORD first (src/search/cli.py); logs: `<dir>/worker<i>.log`.
+A password in the storage URL is moved to PGPASSWORD first (src/storage_url.py); logs: `<dir>/worker<i>.log`.
 On SLURM, N jobs of the same command do the same (README, "Cluster").
 """
 

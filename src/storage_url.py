@@ -1,5 +1,5 @@
 """Command-line handling of `hydra.sweeper.storage=URL`, before Hydra sees (prints, saves) the URL (called by
-`src.argv.prepare`).
+`src.argv.prepare`; a leaf module, so the command line does not import the search package).
 
 A password in the URL is moved to `PGPASSWORD` (libpq reads it, as it reads `~/.pgpass`; SLURM jobs inherit the
 environment) and removed from the URL, so it is in no `.hydra/*.yaml`, log line, `result.json` or report. A URL
