@@ -34,15 +34,12 @@ def _source(cfg: DictConfig) -> int:
     """The source kind (and its fit with the arch); returns the source task's number of classes."""
     arch = get_arch(cfg.arch.name)
     pretrained_kind = SOURCES[cfg.source.kind].loader is None
-    if arch.configured:  # a model library's net: nothing is trained, the source only says the images' size
+    if arch.pretrained:  # a model library's net: nothing is trained, the source only says the images' size
         return SOURCES[cfg.source.kind].validate(cfg) if pretrained_kind else 1000
-    if pretrained_kind and not arch.pretrained:
+    if pretrained_kind:
         valid = ", ".join(a.name for a in ARCHS.values() if a.pretrained)
-        raise ConfigError(f"source={cfg.source.name} needs a pretrained arch; valid: {valid} (got arch={arch.name})")
-    if arch.pretrained and not pretrained_kind:
-        valid = ", ".join(a.name for a in ARCHS.values() if not a.pretrained)
-        raise ConfigError(f"arch={arch.name} is a pretrained torchvision net; use it with source=imagenet_torchvision, "
-                          f"or pick an arch trained here: {valid}")
+        raise ConfigError(f"source={cfg.source.name} trains nothing and needs a pretrained arch; valid: {valid} "
+                          f"(or a tv_* preset; got arch={arch.name})")
     return SOURCES[cfg.source.kind].validate(cfg)
 
 

@@ -72,11 +72,6 @@ def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
         path = weights_file(plan.spec)
         digest = file_digest(path, store.root) if path is not None else None
         return Stage(None, True, make_key(source_payload(cfg, plan, digest)))
-    if plan.spec.pretrained:  # keyed by the weights file's content, so a replaced file is not silently reused
-        from src.models.pretrained import ensure_weights
-
-        digest = file_digest(ensure_weights(plan.spec.family, cfg.source), store.root)
-        return Stage(None, True, make_key(source_payload(cfg, plan, digest)))
     payload = source_payload(cfg, plan)
 
     def build(tmp: Path) -> None:

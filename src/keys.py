@@ -31,9 +31,6 @@ def source_payload(cfg, plan, weights_sha256: str | None = None) -> dict[str, An
         return {"stage": "source", "version": SOURCE_VERSION, "arch": x["identity"], "weights": x["weights"],
                 "weights_sha256": weights_sha256, "seed": x["seed"] if x["weights"] is None else None,
                 "input": x["input"], "image_size": source["image_size"]}
-    if plan.spec.pretrained:  # nothing is trained: the weights' content identifies the source
-        return {"stage": "source", "version": SOURCE_VERSION, "arch": plan.spec.family, "weights": source["weights"],
-                "weights_sha256": weights_sha256, "image_size": source["image_size"]}
     return {
         "stage": "source",
         "version": SOURCE_VERSION,
@@ -85,9 +82,7 @@ def features_payload(cfg, plan, source_key: str, finetune_key: str | None = None
 def extracted_taps(plan) -> list[str]:
     """The taps one extraction of a model library's net writes (`src.models.external.tap_nodes`): its blocks,
     pre_logits, logits and the chosen layer, so a `depth:` sweep shares one entry and another node gets its own."""
-    spec = plan.spec
-    wanted = [*spec.blocks, *(spec.vocab[a][0] for a in ("pre_logits", "logits") if a in spec.vocab), plan.tap]
-    return list(dict.fromkeys(wanted))
+    return list(dict.fromkeys([*plan.spec.always_tapped(), plan.tap]))
 
 
 def source_val_payload(cfg, plan, source_key: str) -> dict[str, Any]:

@@ -106,9 +106,7 @@ SCHEMA: dict[str, Field] = {
     "source.root": Path("imagefolder source: the ImageFolder tree"),
     "source.classes": List(Str(), "imagefolder source: the subset of class folders; null: all", null=True),
     "source.dataset": Choice(_datasets, "torchvision source: the dataset"),
-    "source.download": Bool("allow downloading (torchvision datasets, pretrained weights)"),
-    "source.weights": Str("pretrained source: the member of torchvision's weights enum (DEFAULT, IMAGENET1K_V1, ...)"),
-    "source.weights_path": Path("pretrained source: a weights file; null: torch hub's cache", null=True),
+    "source.download": Bool("allow downloading (torchvision datasets)"),
     # architecture
     "arch.name": Choice(_archs, "the source net's family (a registered arch)"),
     "width.name": Str("the width option's name"),

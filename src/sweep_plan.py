@@ -151,24 +151,18 @@ def _weights_digest(cfg: DictConfig, plan, store: Store) -> str | None:
     init, None when the file is not there (the job fails with its own message)."""
     from src.cache import file_digest
 
-    if plan.spec.extra:  # arch=timm|torchvision|module|backbone (src.models.external)
-        from src.models.external import weights_file as library_weights
+    from src.models.external import weights_file  # arch=timm|torchvision|module|backbone
 
-        try:
-            path = library_weights(plan.spec)
-        except ConfigError:
-            return None
-        return RANDOM_INIT if path is None else file_digest(path, store.root) if path.is_file() else None
-    from src.models.pretrained import weights_file  # torch: only for sweeps over pretrained nets
-
-    path = weights_file(plan.spec.family, cfg.source)
-    return file_digest(path, store.root) if path.is_file() else None
+    try:
+        path = weights_file(plan.spec)
+    except ConfigError:
+        return None
+    return RANDOM_INIT if path is None else file_digest(path, store.root) if path.is_file() else None
 
 
 def _labels(cfg: DictConfig, plan) -> tuple[str, str]:
     src = cfg.source
     what = (plan.spec.extra["label"] if plan.spec.extra else
-            f"{plan.spec.family} pretrained" if plan.spec.pretrained else
             f"{plan.spec.family}/{cfg.width.name} depth {plan.spec.depth} seed {cfg.seed} "
             f"({src.name}, {src.epochs} epochs)")
     tuned = f" finetune={cfg.finetune.name}" if cfg.finetune.name != "none" else ""

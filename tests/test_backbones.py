@@ -13,6 +13,7 @@ import torch
 from src.check import validate
 from src.errors import ConfigError
 from src.main import execute
+from src.models.spec import output_node
 from tests.conftest import REPO, run_cli
 
 MODULE = ["arch=module", "arch.builder=tests.fixtures.tiny:build", "arch.input_size=32"]
@@ -99,6 +100,10 @@ def test_bad_input_is_one_line(make_cfg, cache_dir, tmp_path):
         validate(make_cfg(*MODULE, "layer=conv9"))
     with pytest.raises(ConfigError, match=r"depth:<fraction> with 0 < fraction <= 1"):
         validate(make_cfg(*MODULE, "layer=depth:1.5"))
+    with pytest.raises(ConfigError, match=r"arch.aliases.top=head.nine is neither a graph node nor a module of "):
+        validate(make_cfg(*MODULE, "arch.aliases={top: head.nine}", "layer=top"))
+    plan = validate(make_cfg(*MODULE, "arch.aliases={top: stem}", "layer=top"))  # a module: its output node
+    assert plan.tap == output_node("stem", [n for n in plan.spec.vocab]) and plan.tap in plan.spec.always_tapped()
     with pytest.raises(ConfigError, match=r"pooling=cls .* applies to token outputs only"):
         validate(make_cfg(*MODULE, "layer=depth:1.0", "pooling=cls"))
     other = tmp_path / "other.safetensors"

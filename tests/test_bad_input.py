@@ -64,7 +64,6 @@ CASES: list[tuple[str, str]] = [
     ("source=imagefolder source.root={tmp}/one_class", "needs 2 or more"),
     ("source=imagenet_torchvision", "needs a pretrained arch"),
     # architecture, width, layer, pooling
-    ("arch=tv_alexnet", "use it with source=imagenet_torchvision"),
     ("width.multiplier=0", "width.multiplier=0"),
     ("width.multiplier=100", "width.multiplier=100"),
     ("arch=vgg depth=7", "depth"),
@@ -223,20 +222,19 @@ def test_corrupt_and_truncated_images_are_named(tmp_path):
         jpeg(root / bad, 7)
 
 
-def test_weights_of_another_arch_name_the_file(tmp_path):
+def test_weights_of_another_arch_name_the_file(make_cfg, cache_dir, tmp_path):
     import torch
     import torchvision
 
-    from src.models.pretrained import load_pretrained
-
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
-    with pytest.raises(ConfigError, match=f"{path} is not a usable state dict for arch=tv_alexnet") as e:
-        load_pretrained("tv_alexnet", {"weights": "DEFAULT", "weights_path": str(path)})
+    with pytest.raises(ConfigError, match=f"arch.weights={path} does not fit torchvision:alexnet .missing keys: "
+                                          "features.0.weight") as e:
+        validate(make_cfg("arch=tv_alexnet", f"arch.weights={path}"))
     assert "\n" not in str(e.value)
     path.write_bytes(b"garbage")
-    with pytest.raises(ConfigError, match=f"{path} is not a usable state dict"):
-        load_pretrained("tv_alexnet", {"weights": "DEFAULT", "weights_path": str(path)})
+    with pytest.raises(ConfigError, match=f"arch.weights={path} is not a readable weights file"):
+        validate(make_cfg("arch=tv_alexnet", f"arch.weights={path}"))
 
 
 @pytest.mark.parametrize("argv,expected", [

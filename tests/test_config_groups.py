@@ -43,16 +43,18 @@ def compose_cfg(*overrides: str, hydra: bool = False):
 
 
 def partners(group: str, option: str) -> list[str]:
-    """What an option needs alongside it: pretrained archs and the pretrained source go together, and an arch
-    without the default layer (fc6: resnets) is asked for one of its own."""
+    """What an option needs alongside it: the pretrained source a pretrained arch, a library net which model, and
+    an arch without the default layer (fc6: resnets) one of its own."""
+    if group == "arch" and option not in ARCHS:  # a preset of a library family (tv_*): a layer name it gives
+        aliases = OmegaConf.load(CONF / "arch" / f"{option}.yaml").aliases
+        return [] if "fc6" in aliases else [f"layer={list(aliases)[-1]}"]
     if group == "arch" and ARCHS[option].configured:  # a model library's net: which one, and a layer it has
         which = {"module": ["arch.builder=tests.fixtures.tiny:build", "arch.input_size=32"],
                  "backbone": ["arch.model=module:tests.fixtures.tiny:build", "arch.input_size=32"]}
         return [*which.get(option, ["arch.input_size=32"]), "layer=depth:1.0"]
     if group == "arch":
         taps = ARCHS[option].spec(None, 1.0, 10).taps()
-        layer = [] if "fc6" in taps else [f"layer={taps[-2]}"]
-        return layer + (["source=imagenet_torchvision"] if ARCHS[option].pretrained else [])
+        return [] if "fc6" in taps else [f"layer={taps[-2]}"]
     if group == "source" and SOURCES[OmegaConf.load(CONF / "source" / f"{option}.yaml").kind].loader is None:
         return ["arch=tv_alexnet"]
     return []
@@ -117,8 +119,11 @@ def test_every_value_an_overlay_sweeps_validates(overlay, cache_dir, no_data):
 
 
 def test_conf_groups_and_registries_agree():
-    assert set(options("arch")) == set(ARCHS)
+    assert set(ARCHS) <= set(options("arch"))
     assert all(OmegaConf.load(CONF / "arch" / f"{a}.yaml").name == a for a in ARCHS)
+    for preset in set(options("arch")) - set(ARCHS):  # tv_*: a library family with its keys set
+        family = compose_cfg(f"arch={preset}").arch.name
+        assert ARCHS[family].configured and "name" not in OmegaConf.load(CONF / "arch" / f"{preset}.yaml"), preset
     assert set(options("classifier")) == set(CLASSIFIERS)
     assert set(options("estimator")) == {"none", *ESTIMATORS}
     targets = [OmegaConf.load(p) for p in (CONF / "target").glob("*.yaml")]

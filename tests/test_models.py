@@ -58,7 +58,7 @@ def test_vocabulary_and_errors_list_valid_choices():
         spec.resolve("conv14")
     with pytest.raises(ValueError, match="valid depths: 8, 11, 13, 16, 19"):
         arch_spec("vgg", 12, 0.25, 10)
-    with pytest.raises(ValueError, match="valid archs: alexnet, vgg, resnet, tv_alexnet, tv_vgg16, tv_resnet50"):
+    with pytest.raises(ValueError, match="valid archs: alexnet, vgg, resnet, timm, torchvision, module, backbone"):
         arch_spec("lenet", None, 0.25, 10)
     assert set(POOLINGS) == {"avg", "max", "spp", "cls"}
 

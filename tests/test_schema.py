@@ -16,9 +16,8 @@ from src.schema import SCHEMA, check_config, reference
 from tests.conftest import REPO
 
 CONF = REPO / "conf"
-# Options that need a companion to compose or to be valid (a pretrained arch needs its source).
-COMPANIONS = {("source", "imagenet_torchvision"): ["arch=tv_alexnet"], ("arch", "tv_alexnet"): ["source=imagenet_torchvision"],
-              ("arch", "tv_vgg16"): ["source=imagenet_torchvision"], ("arch", "tv_resnet50"): ["source=imagenet_torchvision"],
+# Options that need a companion to compose or to be valid (the pretrained source needs a pretrained arch).
+COMPANIONS = {("source", "imagenet_torchvision"): ["arch=tv_alexnet"],
               ("source", "imagefolder"): ["source.root=/data"], ("target", "imagefolder"): ["target.root=/data"]}
 
 

@@ -1,4 +1,5 @@
-"""Sources users bring: torchvision ImageNet weights (faked locally) and ImageFolder trees (real CIFAR-10 JPEGs)."""
+"""Sources users bring: torchvision ImageNet weights (the tv_* presets; faked locally) and ImageFolder trees (real
+CIFAR-10 JPEGs)."""
 
 import json
 
@@ -20,44 +21,50 @@ def torch_home(tmp_path, monkeypatch):
     return tmp_path / "torch_home"
 
 
-def test_tv_alexnet_loads_a_local_state_dict_and_taps_our_vocabulary(torch_home, make_cfg, tmp_path):
-    from src.models.pretrained import load_pretrained, weights_file
+def test_tv_alexnet_preset_reads_torch_hubs_cache_and_taps_the_papers_names(torch_home, make_cfg, tmp_path):
+    """arch=tv_alexnet is arch=torchvision with model, weights=pretrained and the paper's layer names set: it reads
+    torchvision's file from torch hub's cache and prepares inputs as the weights' own transform does."""
+    from src.check import validate
+    from src.models.external import load, preprocess, weights_file
 
     torch.manual_seed(0)
     state = torchvision.models.alexnet(weights=None).state_dict()
-    path = weights_file("tv_alexnet", {"weights": "DEFAULT"})
-    assert path == torch_home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
+    tv = ["source=imagenet_torchvision", "arch=tv_alexnet", "source.image_size=32", *TV_TINY_TARGET]
+    spec = validate(make_cfg(*tv, "layer=conv_last", tiny=False)).spec
+    path = torch_home / "hub" / "checkpoints" / "alexnet-owt-7be5be79.pth"
     path.parent.mkdir(parents=True)
     torch.save(state, path)
-    model = load_pretrained("tv_alexnet", {"weights": "DEFAULT"})
-    assert torch.equal(model.features[0].weight, state["features.0.weight"])
+    assert weights_file(spec) == path
+    assert torch.equal(load(spec).features[0].weight, state["features.0.weight"])
+    x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    want = torchvision.models.AlexNet_Weights.DEFAULT.transforms(antialias=True)(x.float() / 255.0)
+    assert torch.allclose(preprocess(spec)(x), want, atol=1e-4)  # resize 256, centre crop 224, ImageNet mean/std
 
-    cfg = make_cfg("source=imagenet_torchvision", "arch=tv_alexnet", "layer=conv_last", "source.image_size=32",
-                   *TV_TINY_TARGET, tiny=False)
-    r = execute(cfg, tmp_path / "run")
+    r = execute(make_cfg(*tv, "layer=conv_last", tiny=False), tmp_path / "run")
     assert r["metrics"]["feature_dim"] == 256 and r["metrics"]["source_val_acc"] is None
     assert r["cache"]["source_hit"] is True  # nothing to train
-    r2 = execute(make_cfg("source=imagenet_torchvision", "arch=tv_alexnet", "layer=fc7", "source.image_size=32",
-                          *TV_TINY_TARGET, tiny=False), tmp_path / "run2")
+    r2 = execute(make_cfg(*tv, "layer=fc7", tiny=False), tmp_path / "run2")
     assert r2["cache"]["features_hit"] and r2["metrics"]["feature_dim"] == 4096
 
 
-def test_tv_resnet50_and_vgg16_load_from_weights_path(tmp_path):
-    from torchvision.models.feature_extraction import create_feature_extractor
+def test_tv_resnet50_and_vgg16_presets_map_the_papers_names_onto_torchvisions_modules(make_cfg, tmp_path):
+    from src.check import validate
+    from src.models.external import feature_extractor, load
 
-    from src.models.pretrained import load_pretrained, tap_nodes
-    from src.models.registry import arch_spec
-
-    for arch, builder in (("tv_resnet50", torchvision.models.resnet50), ("tv_vgg16", torchvision.models.vgg16)):
+    for arch, builder, dims in (
+            ("tv_resnet50", torchvision.models.resnet50,
+             {"stage1": 256, "stage4": 2048, "pool": 2048, "logits": 1000}),
+            ("tv_vgg16", torchvision.models.vgg16,
+             {"conv1": 64, "conv13": 512, "conv_last": 512, "fc6": 4096, "fc7": 4096, "fc8": 1000})):
         p = tmp_path / f"{arch}.pth"
         torch.save(builder(weights=None).state_dict(), p)
-        model = load_pretrained(arch, {"weights": "DEFAULT", "weights_path": str(p)})
-        fx = create_feature_extractor(model, {n: t for t, n in tap_nodes(arch).items()})
+        spec = validate(make_cfg(f"arch={arch}", f"arch.weights={p}", "layer=pool" if "resnet" in arch else
+                                 "layer=fc7")).spec
+        fx = feature_extractor(load(spec), {spec.resolve(t): t for t in dims}, spec)
         with torch.inference_mode():
             out = fx(torch.randn(1, 3, 64, 64))
-        spec = arch_spec(arch, None, 1.0, 1000)
-        for tap, value in out.items():  # our vocabulary's dims match torchvision's modules
-            assert value.shape[1] == spec.tap_dim(tap), (arch, tap)
+        for tap, dim in dims.items():  # the aliases' dims are torchvision's modules' output widths
+            assert spec.tap_dim(tap) == dim and out[tap].shape[1] == dim, (arch, tap)
 
 
 @pytest.mark.slow
@@ -66,16 +73,15 @@ def test_missing_weights_fail_fast_with_where_it_looked(torch_home, tmp_path):
                 env={"TORCH_HOME": str(torch_home), "TRANSFER_CACHE_DIR": str(tmp_path / "c")}, timeout=300)
     assert r.returncode != 0
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: pretrained weights for arch=tv_resnet50 not found at ")
-    assert str(torch_home / "hub" / "checkpoints") in last and "source.download=true" in last
+    assert last.startswith("error: pretrained weights of torchvision's resnet50 not found at ")
+    assert str(torch_home / "hub" / "checkpoints") in last and "arch.download=true" in last
 
 
-def test_pretrained_arch_needs_the_pretrained_source(make_cfg):
+def test_the_pretrained_source_needs_a_pretrained_arch(make_cfg):
     from src.check import ConfigError, validate
 
-    with pytest.raises(ConfigError, match="use it with source=imagenet_torchvision"):
-        validate(make_cfg("arch=tv_alexnet"))
-    with pytest.raises(ConfigError, match="needs a pretrained arch; valid: tv_alexnet, tv_vgg16, tv_resnet50"):
+    with pytest.raises(ConfigError, match="source=imagenet_torchvision trains nothing and needs a pretrained arch; "
+                                          "valid: timm, torchvision, module, backbone"):
         validate(make_cfg("source=imagenet_torchvision", tiny=False))
 
 

@@ -32,7 +32,10 @@ def list_model(overrides: list[str], show_all: bool) -> None:
     print(f"{spec.extra['label']}  input {spec.extra['input']['size']}px  "
           f"{len(blocks)} blocks (depth:<fraction> picks block i of n at (i + 1) / n)")
     print(f"{'layer':40} {'output (per image)':>20}  {'kind':8} depth")
-    aliases = {spec.vocab[a][0]: a for a in ("pre_logits", "logits") if a in spec.vocab}
+    aliases: dict[str, list[str]] = {}  # node -> the names that point at it (pre_logits, logits, arch.aliases)
+    for name in [*(cfg.arch.get("aliases") or {}), "pre_logits", "logits"]:
+        if name in spec.vocab:
+            aliases.setdefault(spec.vocab[name][0], []).append(str(name))
     for node, shape in desc["nodes"]:
         if node not in spec.vocab:
             continue
@@ -41,7 +44,7 @@ def list_model(overrides: list[str], show_all: bool) -> None:
             continue
         kind = "tokens" if node in spec.tokens else "map" if len(shape) == 3 else "vector"
         depth = f"{(blocks.index(node) + 1) / len(blocks):.3f}" if is_block else ""
-        name = f"{node} ({aliases[node]})" if node in aliases else node
+        name = f"{node} ({', '.join(aliases[node])})" if node in aliases else node
         print(f"{name:40} {'x'.join(map(str, shape)):>20}  {kind:8} {depth}")
 
 

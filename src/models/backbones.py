@@ -33,7 +33,7 @@ from typing import Any, Mapping
 from src.errors import ConfigError
 from src.fields import Bool, Choice, Float, Int, List, Node, Str
 from src.models.refs import Ref, check_weights, parse_ref, weights_kind
-from src.models.spec import ArchSpec
+from src.models.spec import ArchSpec, output_node
 
 FAMILIES = {
     "timm": "any timm model (arch.model=<timm.list_models() name>)",
@@ -41,7 +41,7 @@ FAMILIES = {
     "module": "your own nn.Module (arch.builder=pkg.module:function)",
     "backbone": "a reference library:model[@weights] or file:path (arch.model; experiment=model_selection)",
 }
-DESCRIPTION_VERSION = 2
+DESCRIPTION_VERSION = 3  # 3: the input records the resize before a centre crop
 
 FIELDS = {
     "model": Str("the model: a library's model name (timm, torchvision) or a library:model[@weights] / file:path "
@@ -61,6 +61,8 @@ FIELDS = {
                    free=True),
     "models": List(Str(), "experiment=model_selection: the backbones to rank (references as arch.model)",
                    null=True),
+    "aliases": Node("layer names of your own for the model's graph nodes or modules, e.g. {fc7: classifier.5} "
+                    "(the tv_* presets give torchvision's nets the paper's names)", null=True, free=True),
 }
 
 
@@ -137,11 +139,21 @@ def spec_from_description(family: str, num_classes: int, ref: Ref, desc: Mapping
         target = desc.get(alias)
         if target in vocab:
             vocab[alias] = vocab[target]
+    names, aliased = [n for n, _ in desc["nodes"]], []
+    for alias, module in (arch_cfg.get("aliases") or {}).items():
+        node = output_node(str(module), names)
+        if node not in vocab:
+            raise ConfigError(f"arch.aliases.{alias}={module} is neither a graph node nor a module of {ref.label}; "
+                              f"`python -m src.models arch={family} arch.model={ref.model}` lists them")
+        vocab[str(alias)] = vocab[node]
+        aliased.append(node)
     logits = desc.get("logits")
     if logits in vocab:  # the head tap last: the 'probs' estimators read the spec's last tap
         vocab = {k: v for k, v in vocab.items() if k not in (logits, "logits")} | {logits: vocab[logits],
                                                                                    "logits": vocab[logits]}
     inp = dict(desc["input"])
+    if arch_cfg.get("input_size") is not None:
+        inp.pop("resize", None)  # a side of the user's: resized to it, no crop
     for key in ("input_size", "mean", "std", "interpolation"):
         if arch_cfg.get(key) is not None:
             inp[{"input_size": "size"}.get(key, key)] = (list(arch_cfg[key]) if key in ("mean", "std")
@@ -149,7 +161,7 @@ def spec_from_description(family: str, num_classes: int, ref: Ref, desc: Mapping
     extra = {"library": ref.library, "model": ref.model, "weights": ref.weights, "label": ref.label,
              "kwargs": dict(arch_cfg.get("kwargs") or {}), "seed": int(arch_cfg.get("seed") or 0),
              "download": bool(arch_cfg.get("download")), "input": inp, "prefix_tokens": desc["prefix_tokens"],
-             "version": desc["identity"]["version"], "identity": desc["identity"]}
+             "version": desc["identity"]["version"], "identity": desc["identity"], "aliased": aliased}
     return ArchSpec(family, None, num_classes, vocab, nodes={t: t for t, (c, _, _) in vocab.items() if t == c},
                     head=desc["head"], pretrained=True, tokens=frozenset(tokens),
                     blocks=tuple(b for b in desc["blocks"] if b in vocab), extra=extra, min_input=8)

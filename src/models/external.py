@@ -20,7 +20,7 @@ from torch import nn
 from src.errors import ConfigError
 from src.models.refs import (IMAGENET_MEAN, IMAGENET_STD, Ref, nearest_names, unwrap_state, weights_kind,
                                   weights_path)
-from src.models.spec import ArchSpec
+from src.models.spec import ArchSpec, output_node
 
 
 class MissingWeightsError(ConfigError, FileNotFoundError):
@@ -168,12 +168,6 @@ def feature_extractor(model: nn.Module, return_nodes: Mapping[str, str], spec: A
     return _graph_tools(library)[1](model, return_nodes=dict(return_nodes))
 
 
-def _output_node(module: str, nodes: list[str]) -> str | None:
-    """A module's output in the traced graph: its own node, else the last node inside it."""
-    inside = [n for n in nodes if n == module or n.startswith(module + ".")]
-    return module if module in nodes else (inside[-1] if inside else None)
-
-
 def _library_input(ref: Ref, model: nn.Module, kwargs: Mapping[str, Any]) -> dict[str, Any]:
     if ref.library == "timm":
         from timm.data import resolve_data_config
@@ -183,9 +177,9 @@ def _library_input(ref: Ref, model: nn.Module, kwargs: Mapping[str, Any]) -> dic
                 "interpolation": cfg["interpolation"] if cfg["interpolation"] in ("bilinear", "bicubic", "nearest")
                 else "bilinear"}
     if ref.library == "torchvision" and weights_kind(ref.weights) == "library":
-        t = _tv_weights(ref).transforms()
-        return {"size": int(t.crop_size[0]), "mean": list(t.mean), "std": list(t.std),
-                "interpolation": str(t.interpolation.value)}
+        t = _tv_weights(ref).transforms()  # the weights' own eval transform: resize, centre crop, normalise
+        return {"size": int(t.crop_size[0]), "resize": int(t.resize_size[0]), "mean": list(t.mean),
+                "std": list(t.std), "interpolation": str(t.interpolation.value)}
     size = int(kwargs.get("image_size") or kwargs.get("img_size") or 224)
     return {"size": size, "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "interpolation": "bilinear"}
 
@@ -210,8 +204,8 @@ def describe_model(ref: Ref, arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
     shapes = [(n, list(v.shape[1:])) for n, v in outs.items()
               if isinstance(v, torch.Tensor) and v.dim() in (2, 3, 4) and v.shape[0] == 1 and n != nodes[0]]
     names = [n for n, _ in shapes]
-    blocks = [b for b in (_output_node(m, names) for m in block_modules(model, head)) if b]
-    logits = _output_node(head, names)
+    blocks = [b for b in (output_node(m, names) for m in block_modules(model, head)) if b]
+    logits = output_node(head, names)
     pre = _head_input(logits, names) if logits is not None else None
     prefix = int(getattr(model, "num_prefix_tokens", 0) or
                  (1 if getattr(model, "class_token", None) is not None or getattr(model, "cls_token", None)
@@ -335,27 +329,30 @@ def load(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None, weights: P
 
 
 def tap_nodes(spec: ArchSpec, extra: tuple[str, ...] = ()) -> dict[str, str]:
-    """The taps one extraction writes: every block (what `depth:` picks), pre_logits, logits and the chosen
-    layer(s) (`src.keys.extracted_taps`). A library net has hundreds of graph nodes; writing them all would cost
-    far more than the pass."""
-    wanted = [*spec.blocks, *(spec.vocab[a][0] for a in ("pre_logits", "logits") if a in spec.vocab), *extra]
-    return {t: spec.nodes[t] for t in dict.fromkeys(wanted)}
+    """The taps one extraction writes: those `ArchSpec.always_tapped` names and the chosen layer(s)
+    (`src.keys.extracted_taps`)."""
+    return {t: spec.nodes[t] for t in dict.fromkeys([*spec.always_tapped(), *extra])}
 
 
 def preprocess(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    """uint8 (N, 3, H, W) -> resized to the model's input side, normalised by its mean and std."""
+    """uint8 (N, 3, H, W) -> resized to the model's input side (or, where the weights' own transform says so, to
+    its resize side and centre-cropped to the input side: torchvision's 256 -> 224), normalised by its mean and std."""
     import torch.nn.functional as F
 
     inp = spec.extra["input"]
     size, mode = int(inp["size"]), inp["interpolation"]
+    resize = max(int(inp.get("resize") or size), size)
     mean = torch.tensor(inp["mean"], dtype=torch.float32).view(1, -1, 1, 1) * 255.0
     std = torch.tensor(inp["std"], dtype=torch.float32).view(1, -1, 1, 1) * 255.0
 
     def prep(x: torch.Tensor) -> torch.Tensor:
         x = x.float()
-        if x.shape[-1] != size or x.shape[-2] != size:
-            x = F.interpolate(x, size=(size, size), mode=mode,
+        if x.shape[-1] != resize or x.shape[-2] != resize:
+            x = F.interpolate(x, size=(resize, resize), mode=mode,
                               **({} if mode == "nearest" else {"align_corners": False, "antialias": True}))
+        if resize > size:
+            top = int(round((resize - size) / 2.0))  # torchvision's CenterCrop
+            x = x[..., top:top + size, top:top + size]
         return ((x - mean.to(x.device)) / std.to(x.device)).contiguous(memory_format=torch.channels_last)
 
     return prep

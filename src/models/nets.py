@@ -114,7 +114,7 @@ class ResNet(nn.Module):
 
 
 def build_model(spec: ArchSpec) -> nn.Module:
-    """A freshly initialised net of a trained family, by its registered builder (pretrained ones: src.models.pretrained)."""
+    """A freshly initialised net of a trained family, by its registered builder (pretrained ones: src.models.external)."""
     from src.models.registry import get_arch
 
     return get_arch(spec.family).build(spec)

@@ -9,7 +9,7 @@ A family is added by one `register_arch(Arch(...))` call and one `conf/arch/<nam
                   families; imported only when a net is built)
   depths          the valid depths (None: fixed, as for pretrained nets), and default_depth
   distance_layer  the early layer the measured (source, target) distance is taken at (trained families)
-  pretrained      weights come from a file (torchvision's ImageNet nets, `src.models.pretrained`)
+  pretrained      nothing is trained here: the weights come from a library, a file or a random init
   fields          the family's own `arch.<key>` options with their types (`src.fields`), if it has any
   configured      the spec depends on the family's own options (a model library's `arch.model`): spec_fn then also
                   takes the `arch` config node and the cache dir (`src.models.backbones`), and the torch side is
@@ -26,7 +26,7 @@ from types import ModuleType
 from typing import Callable
 
 from src.errors import ConfigError
-from src.models.spec import TORCHVISION_NETS, ArchSpec, alexnet_spec, resnet_spec, torchvision_spec, vgg_spec
+from src.models.spec import ArchSpec, alexnet_spec, resnet_spec, vgg_spec
 from src.registry import Registry
 
 
@@ -73,7 +73,7 @@ class Arch:
         """The module implementing the torch side (load, tap_nodes, preprocess, head_path; imports torch)."""
         if self.configured:
             return importlib.import_module("src.models.external")
-        return importlib.import_module("src.models.pretrained" if self.pretrained else "src.models.nets")
+        return importlib.import_module("src.models.nets")
 
     def build(self, spec: ArchSpec):
         """A freshly initialised net of this (trained) family (imports torch)."""
@@ -103,8 +103,6 @@ register_arch(Arch("vgg", "3x3 conv stacks + fc6, fc7, fc8", vgg_spec, "src.mode
                    depths=(8, 11, 13, 16, 19), default_depth=11, distance_layer="conv2"))
 register_arch(Arch("resnet", "basic-block residual net, 4 stages", resnet_spec, "src.models.nets:ResNet",
                    depths=(10, 18, 26), default_depth=10, distance_layer="stage2"))
-for _name, (_model, _, _) in TORCHVISION_NETS.items():
-    register_arch(Arch(_name, f"torchvision's ImageNet {_model}", torchvision_spec(_name), pretrained=True))
 # Any model of a library (timm, torchvision), the user's own nn.Module, or a "library:model[@weights]" reference.
 from src.models import backbones as _backbones  # noqa: E402  (it registers its families with the records above)
 

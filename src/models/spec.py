@@ -11,11 +11,11 @@ Families built by our code (width and depth are free axes; BatchNorm in every co
   vgg      3x3 conv stacks, depth = weight layers (8, 11, 13, 16, 19; conv layers = depth - 3), + fc6, fc7, fc8
   resnet   basic-block residual net, 4 stages (64, 128, 256, 512 at width 1), depth = 8n + 2 (10, 18, 26)
 Width multipliers scale every channel and fc unit count of the family's reference net.
-Pretrained torchvision ImageNet nets users bring (fixed width/depth): tv_alexnet, tv_vgg16, tv_resnet50.
 
-Vocabulary: alexnet/vgg `conv1..convN`, `conv_last` (alias of the last conv for our nets; pool5 for
-torchvision's), `fc6`, `fc7`, `fc8`; resnet `stage1..stage4`, `pool`, `logits`. Model-library nets
-(`src.models.backbones`): their graph node names, `pre_logits`, `logits`. Every spec also resolves
+Vocabulary: alexnet/vgg `conv1..convN`, `conv_last` (alias of the last conv), `fc6`, `fc7`, `fc8`; resnet
+`stage1..stage4`, `pool`, `logits`. Model-library nets (`src.models.backbones`): their graph node names,
+`pre_logits`, `logits` and the config's `arch.aliases` (the `tv_*` presets give torchvision's ImageNet nets the
+names above). Every spec also resolves
 `depth:<fraction>` (the block at that fraction of the network: `ArchSpec.at_depth`), and marks the taps that are
 token sequences (N, T, D), pooled by `cls` / `avg` / `max`.
 """
@@ -42,49 +42,6 @@ POOL_OUT = {"alexnet": 2, "vgg": 1}  # spatial size of the adaptive pool before 
 # avg (mean of the patch tokens), max (over them) and cls (the class token).
 POOLINGS = {"avg": 1, "max": 1, "spp": 5, "cls": 1}
 TOKEN_POOLINGS = ("avg", "max", "cls")
-
-# Torchvision ImageNet nets: tap -> (module path in torchvision's model, dim, spatial?).
-TV_VGG16_CONVS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
-
-
-def _tv_vgg16_taps() -> dict[str, tuple[str, int, bool]]:
-    taps, idx, n = {}, 0, 0
-    for v in TV_VGG16_CONVS:
-        if v == "M":
-            idx += 1
-            continue
-        n += 1
-        taps[f"conv{n}"] = (f"features.{idx + 1}", v, True)  # the ReLU after the conv
-        idx += 2
-    taps["conv_last"] = (f"features.{idx - 1}", 512, True)  # pool5
-    taps.update(fc6=("classifier.1", 4096, False), fc7=("classifier.4", 4096, False), fc8=("classifier.6", 1000, False))
-    return taps
-
-
-# torchvision model name, its weights enum and our taps on it
-TORCHVISION_NETS: dict[str, tuple[str, str, dict[str, tuple[str, int, bool]]]] = {
-    "tv_alexnet": ("alexnet", "AlexNet_Weights", {
-        "conv1": ("features.1", 64, True),
-        "conv2": ("features.4", 192, True),
-        "conv3": ("features.7", 384, True),
-        "conv4": ("features.9", 256, True),
-        "conv5": ("features.11", 256, True),
-        "conv_last": ("features.12", 256, True),  # pool5, after the last ReLU
-        "fc6": ("classifier.2", 4096, False),
-        "fc7": ("classifier.5", 4096, False),
-        "fc8": ("classifier.6", 1000, False),
-    }),
-    "tv_vgg16": ("vgg16", "VGG16_Weights", _tv_vgg16_taps()),
-    "tv_resnet50": ("resnet50", "ResNet50_Weights", {
-        "stage1": ("layer1", 256, True),
-        "stage2": ("layer2", 512, True),
-        "stage3": ("layer3", 1024, True),
-        "stage4": ("layer4", 2048, True),
-        "pool": ("flatten", 2048, False),
-        "logits": ("fc", 1000, False),
-    }),
-}
-
 
 @dataclass(frozen=True)
 class ConvSpec:
@@ -162,6 +119,13 @@ class ArchSpec:
                              f"{listing}")
         return self.vocab[layer][0]
 
+    def always_tapped(self) -> list[str]:
+        """The taps every extraction of a library net writes, whichever layer the job asked for: the blocks (what
+        `depth:` picks), pre_logits, logits and the nodes `arch.aliases` names, so a sweep over these shares one
+        cache entry. A library net has hundreds of graph nodes; writing them all would cost far more than the pass."""
+        named = [self.vocab[a][0] for a in ("pre_logits", "logits") if a in self.vocab]
+        return list(dict.fromkeys([*self.blocks, *named, *self.extra.get("aliased", ())]))
+
     def is_conv(self, tap: str) -> bool:
         """Whether a tap is a spatial map (pooled by `pooling`) rather than a vector or a token sequence."""
         return self.vocab[tap][2] and tap not in self.tokens
@@ -181,6 +145,12 @@ class ArchSpec:
         tap = self.resolve(layer)
         _, dim, _ = self.vocab[tap]
         return dim * POOLINGS[pooling] if self.is_conv(tap) else dim
+
+
+def output_node(module: str, nodes: list[str]) -> str | None:
+    """A module's output in the traced graph: its own node, else the last node inside it (a container)."""
+    inside = [n for n in nodes if n == module or n.startswith(module + ".")]
+    return module if module in nodes else (inside[-1] if inside else None)
 
 
 def scaled(n: int, width: float) -> int:
@@ -218,15 +188,3 @@ def resnet_spec(depth: int, width: float, num_classes: int) -> ArchSpec:
     vocab.update(pool=("pool", stages[-1][0], False), logits=("logits", num_classes, False))
     return ArchSpec("resnet", depth, num_classes, vocab, nodes={t: t for t in vocab}, head="logits", stages=stages,
                     min_input=8)
-
-
-def torchvision_spec(name: str):
-    """The spec builder of one of torchvision's ImageNet nets (fixed depth and width, 1000 classes)."""
-    taps = TORCHVISION_NETS[name][2]
-
-    def build(depth: None, width: float, num_classes: int) -> ArchSpec:
-        return ArchSpec(name, None, 1000, {k: (k, d, s) for k, (_, d, s) in taps.items()},
-                        nodes={k: node for k, (node, _, _) in taps.items()},
-                        head=taps[list(taps)[-1]][0], pretrained=True, min_input=32)
-
-    return build
