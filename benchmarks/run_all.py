@@ -12,7 +12,7 @@ import time
 from benchmarks.common import RESULTS
 
 FIGURES = ["p6_cli", "framework_patches", "p2_extraction", "p3_pretraining", "p1_sweep_reuse", "p5_search", "p4_probe", "layer_study_split",
-           "p7_estimators", "p8_backbones", "scaling", "group_replicates", "single_training"]
+           "p7_estimators", "p8_backbones", "scaling", "group_replicates", "single_training", "replicates"]
 GPU_FIGURES = ["p4_probe_gpu", "p7_estimators_gpu", "p8_backbones_gpu", "group_replicates_gpu"]
 # Figures that start their own SLURM cluster and PostgreSQL server: `make bench` runs them; the smoke mode does not,
 # since `make test` runs it beside the suite, whose tests start the same services and cover the same commands.

@@ -2,8 +2,9 @@
 composed as the launcher will compose it, the cache keys of the shared stages it runs (src.keys.stage_keys), which
 of those the cache already holds, and what the cache recorded about training the sweep's source nets.
 
-Run by the progress callback when a multirun starts, in the sweep's own process; torch-free. A scheduler that plans
-a sweep by stage can hand its own job list to `src.report.eta.remaining` instead.
+Run by the progress callback when a multirun starts, in the sweep's own process; torch-free. This project's staged
+launchers plan each batch anyway (`src.sweep_plan`): with them the callback plans nothing and the launcher hands
+its plan over (`from_sweep_plan`, `src.report.progress.take_plan`), so no job is checked and keyed twice.
 """
 
 from __future__ import annotations
@@ -92,6 +93,26 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
     sources = {(root, keys["source"]) for keys, root in zip(jobs, roots) if "source" in keys}
     walls = [w for root, key in sources for w in source_walls(root, [key])]
     return {"jobs": jobs, "cached": cached, "source_walls": walls, "workers": _workers(config)}
+
+
+def from_sweep_plan(plan, config: DictConfig) -> dict[str, Any]:
+    """What `job_plan` gives, for the batch a launcher has planned (`src.sweep_plan.SweepPlan`), read off that plan
+    instead of checking and keying every job a second time: {"jobs": {num: keys}, ...} (a batch's job numbers)."""
+    jobs: dict[int, dict[str, str]] = {}
+    cached: set[tuple[str, str]] = set()
+    for job in plan.jobs:
+        keys: dict[str, str] = {}
+        for uid in job.units():
+            unit = plan.units[uid]
+            for name, key in unit.keys.items():
+                if name in BUILT:
+                    keys[name] = key
+                    if name not in unit.missing:
+                        cached.add((name, key))
+        jobs[job.num] = keys
+    sources = sorted({keys["source"] for keys in jobs.values() if "source" in keys})
+    return {"jobs": jobs, "cached": sorted(cached), "source_walls": source_walls(Path(plan.cache_dir), sources),
+            "workers": _workers(config)}
 
 
 def source_walls(cache_root: Path, keys: Iterable[str]) -> list[float]:

@@ -114,6 +114,17 @@ def test_eta_within_twice_the_time_left_with_one_cached_and_one_uncached_source(
     actual = done[1]["t"] - done[0]["t"]
     assert actual / 2 <= eta.seconds <= 2 * actual, (eta.seconds, actual)
 
+    # The staged launcher handed its own plan over; without stage scheduling the callback plans the sweep itself
+    # (src.job_plan.job_plan): the same jobs with the same keys (all cached by now).
+    again = tmp_path / "again"
+    r = run_cli("-m", "seed=0,1", *sizes, f"paths.cache_dir={cache}", f"hydra.sweep.dir={again}",
+                "hydra.launcher.stage_scheduling=false")
+    assert r.returncode == 0, r.stderr
+    own = json.loads((again / "progress.jsonl").read_text().splitlines()[0])["plan"]
+    assert own["jobs"] == header["plan"]["jobs"] and len(own["jobs"]) == 2
+    assert {tuple(c) for c in own["cached"]} == {(s, k) for job in own["jobs"] for s, k in job.items()}
+    assert {tuple(c) for c in header["plan"]["cached"]} == {("source", own["jobs"][0]["source"])}
+
 
 def test_a_job_that_waited_for_a_lock_says_so():
     """An Optuna trial is not planned: when it waited for a stage another trial was building, its line says so."""

@@ -160,6 +160,22 @@ def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slu
     assert sorted(n for a in again["arrays"] for n in a["jobs"]) == [0, 1]
 
 
+def test_a_replicate_group_is_one_source_job(slurm, cache_dir, tmp_path, make_cfg):
+    """trainer.group_replicates=on: the two seeds' nets are trained together by one SLURM source job
+    (`src.train.group`), saved under the keys single trainings would have, and every task finds its net cached."""
+    sweep = tmp_path / "s"
+    r = run_cli("-m", "seed=0,1", "layer=fc6,fc7", *LAUNCHER, "hydra.launcher.timeout_min=5",
+                "trainer.group_replicates=on", f"hydra.sweep.dir={sweep}", *TINY, env=slurm.env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    submitted = slurm_jobs(sweep)
+    keys = sorted(source_key(make_cfg, f"seed={s}") for s in (0, 1))
+    assert sorted(j["source"] for j in submitted["source_jobs"]) == keys
+    assert len({j["job_id"] for j in submitted["source_jobs"]}) == 1  # one job for the group
+    res = results(sweep)
+    assert len(res) == 4 and all(x["status"] == "ok" and x["cache"]["source_hit"] for x in res.values()), res
+    assert all((cache_dir / "source" / k / "metrics.json").is_file() for k in keys)
+
+
 def test_job_at_its_time_limit_is_recorded_failed(slurm, cache_dir, tmp_path, make_cfg):
     """A job still waiting at its time limit (here: for a source net whose build lock another process holds)
     is ended by SLURM (TIMEOUT), recorded as failed by the launcher, and the sweep goes on. One flat array

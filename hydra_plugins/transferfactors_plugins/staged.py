@@ -82,7 +82,15 @@ class StagedLaunch:
             raise PlanShown()
         for line in sweep_plan.describe(plan).splitlines():
             log.info(line)
-        sweep_plan.write(plan, Path(str(self.config.hydra.sweep.dir)))
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_plan.write(plan, sweep_dir)
+        try:  # the progress line's ETA reads this plan (the callback plans nothing itself with this launcher)
+            from src.job_plan import from_sweep_plan
+            from src.report.progress import take_plan
+
+            take_plan(sweep_dir, from_sweep_plan(plan, self.config))
+        except Exception as e:  # noqa: BLE001  (informational: the ETA then comes from the finished jobs)
+            log.warning("sweep plan for the ETA unavailable (%s: %s)", type(e).__name__, e)
         return plan
 
     def plan_lines(self, plan) -> list[str]:

@@ -146,6 +146,35 @@ def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return lines[0], lines[1:]
 
 
+def launcher_plans(config: DictConfig) -> bool:
+    """Whether the sweep's launcher plans its batches (this project's staged launchers on a grid: `staged.py`)."""
+    target = str(OmegaConf.select(config, "hydra.launcher._target_", default="") or "")
+    sweeper = str(OmegaConf.select(config, "hydra.sweeper._target_", default="") or "")
+    return (target.startswith("hydra_plugins.transferfactors_plugins.") and sweeper.endswith("BasicSweeper")
+            and bool(OmegaConf.select(config, "hydra.launcher.stage_scheduling", default=True)))
+
+
+def take_plan(sweep_dir: Path, plan: dict[str, Any]) -> None:
+    """A launcher's plan of one batch (`src.job_plan.from_sweep_plan`) into the progress file's header, merged with
+    the batches before it (the header's `jobs` is indexed by job number)."""
+    path = Path(sweep_dir) / PROGRESS
+    if not path.exists():
+        return
+    with FileLock(str(path) + ".lock"):
+        header, records = _read(path)
+        have = header.get("plan") or {"jobs": [], "cached": [], "source_walls": [], "workers": plan["workers"]}
+        jobs = list(have["jobs"])
+        for num, keys in plan["jobs"].items():
+            jobs.extend({} for _ in range(int(num) + 1 - len(jobs)))
+            jobs[int(num)] = keys
+        cached = sorted({tuple(c) for c in [*have["cached"], *plan["cached"]]})
+        header["plan"] = {"jobs": jobs, "cached": cached, "source_walls": [*have["source_walls"], *plan["source_walls"]],
+                          "workers": plan["workers"]}
+        tmp = path.with_name(f".{PROGRESS}.plan.tmp")
+        tmp.write_text("".join(json.dumps(line) + "\n" for line in [header, *records]))
+        tmp.replace(path)
+
+
 class ProgressCallback(Callback):
     """Prints the progress line after each job of a multirun."""
 
@@ -164,7 +193,8 @@ class ProgressCallback(Callback):
         try:
             from src.job_plan import job_plan
 
-            header["plan"] = job_plan(config)
+            # A staged launcher plans the batch itself and hands the plan over (take_plan): not planned twice.
+            header["plan"] = None if launcher_plans(config) else job_plan(config)
         except HydraException as e:  # a bad override: the sweeper's own check reports it next, in one line
             log.debug("no sweep plan for the ETA (%s: %s)", type(e).__name__, e)
         except Exception as e:  # the progress line is informational: without a plan it estimates from gaps

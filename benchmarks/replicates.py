@@ -1,0 +1,88 @@
+"""Replicated studies: `experiment=layer_study replicates=6` (six source seeds, 336 jobs) from an empty cache, against
+its compute floor and against the 1-seed study (56 jobs), both measured in the same round.
+
+The floor is what the study cannot avoid: the process start-up with the imports a sweep needs once (`python -c
+"import src.main, src.experiment"`) plus the science its jobs do, summed from their result.json `timings_s` (source
+training, extraction, the source-val extraction and measured distance, the cheap estimates, the probe). Everything
+else is overhead: composing and checking each job's config, planning, writing results, the sweep's record and
+report. Goals (issue 30): the 6-seed study <= 1.05 x its floor, and <= 5.3 x the 1-seed study. Training is
+compute-bound, so six seeds cost six trainings however they are scheduled; on the CPU replicates are trained one
+by one (grouped training wins only on a GPU: see the grouped replicate figure). `--smoke`: 2 seeds, 1 target x 2
+layers, tiny sizes. `--rounds N` (default 3): medians over N rounds, each from empty caches.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import REPO, parser, run_main, write
+from benchmarks.p1_sweep_reuse import SMOKE
+
+SCIENCE = ("source", "finetune", "extract", "source_val_extract", "distance", "estimate", "probe")
+
+
+def startup_s() -> float:
+    """Wall seconds of a process that imports what a sweep imports once (the smallest of three)."""
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import src.main, src.experiment"], cwd=REPO, check=True)
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def study(seeds: int, tmp: Path, smoke: bool) -> dict:
+    extra = [*SMOKE, "target=synth_objects_new", "layer=fc6,fc7"] if smoke else []
+    reps = [f"replicates={seeds}"] if seeds > 1 else []
+    wall = run_main("experiment=layer_study", *reps, *extra, f"hydra.sweep.dir={tmp / 'sweep'}",
+                    env={"TRANSFER_CACHE_DIR": str(tmp / "cache")}, timeout=3600)
+    results = [json.loads(p.read_text()) for p in (tmp / "sweep").glob("*/result.json")]
+    if any(r["status"] != "ok" for r in results):
+        raise RuntimeError(f"layer_study with {seeds} seed(s): a job failed")
+    sums = {s: sum(r["timings_s"].get(s) or 0.0 for r in results) for s in SCIENCE}
+    return {"seeds": seeds, "jobs": len(results), "wall_s": wall, "science_s": sum(sums.values()),
+            "source_s": sums["source"]}
+
+
+def one_round(tmp: Path, seeds: int, smoke: bool) -> dict:
+    one = study(1, tmp / "one", smoke)
+    many = study(seeds, tmp / "many", smoke)
+    start = startup_s()
+    floor = start + many["science_s"]
+    return {"seeds": seeds, "jobs": many["jobs"], "wall_s": many["wall_s"], "startup_s": start,
+            "science_s": many["science_s"], "source_s": many["source_s"], "floor_s": floor,
+            "overhead_s": many["wall_s"] - floor, "over_floor": many["wall_s"] / floor,
+            "one_seed_wall_s": one["wall_s"], "over_one_seed": many["wall_s"] / one["wall_s"]}
+
+
+def main(argv=None) -> dict:
+    ap = parser(__doc__)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args(argv)
+    rounds, seeds = (1, 2) if args.smoke else (args.rounds, 6)
+    runs = []
+    for i in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            runs.append(one_round(Path(tmp), seeds, args.smoke))
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0] if k not in ("seeds", "jobs")}
+    spread = {k: f"{min(r[k] for r in runs):.3f}-{max(r[k] for r in runs):.3f}" for k in ("over_floor", "over_one_seed")}
+    goal_one = 5.3 * seeds / 6
+    met = med["over_floor"] <= 1.05 and med["over_one_seed"] <= goal_one
+    return write("replicates", f"{seeds}-seed layer_study from an empty cache: wall / compute floor", runs,
+                 med["over_floor"], f"<= 1.05 x the floor and <= {goal_one:.2f} x the 1-seed study", met, args.smoke,
+                 ours=f"{seeds} seeds ({runs[0]['jobs']} jobs): wall {med['wall_s']:.0f} s, floor {med['floor_s']:.0f} s "
+                      f"(start-up {med['startup_s']:.1f} s + science {med['science_s']:.0f} s, of which training "
+                      f"{med['source_s']:.0f} s), overhead {med['overhead_s']:.1f} s; wall / 1-seed study "
+                      f"{med['over_one_seed']:.2f} (medians of {rounds}; spreads: floor {spread['over_floor']}, "
+                      f"1-seed {spread['over_one_seed']})",
+                 reference=f"1-seed study {med['one_seed_wall_s']:.0f} s", medians=med, spreads=spread)
+
+
+if __name__ == "__main__":
+    main()
