@@ -160,6 +160,7 @@ def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slu
     assert sorted(n for a in again["arrays"] for n in a["jobs"]) == [0, 1]
 
 
+@pytest.mark.empty_cache  # both nets to train (the shared TINY cache holds seed 0's)
 def test_a_replicate_group_is_one_source_job(slurm, cache_dir, tmp_path, make_cfg):
     """trainer.group_replicates=on: the two seeds' nets are trained together by one SLURM source job
     (`src.train.group`), saved under the keys single trainings would have, and every task finds its net cached."""
@@ -170,7 +171,7 @@ def test_a_replicate_group_is_one_source_job(slurm, cache_dir, tmp_path, make_cf
     submitted = slurm_jobs(sweep)
     keys = sorted(source_key(make_cfg, f"seed={s}") for s in (0, 1))
     assert sorted(j["source"] for j in submitted["source_jobs"]) == keys
-    assert len({j["job_id"] for j in submitted["source_jobs"]}) == 1  # one job for the group
+    assert len({j["job_id"] for j in submitted["source_jobs"]}) == 1, r.stdout[-3000:]  # one job for the group
     res = results(sweep)
     assert len(res) == 4 and all(x["status"] == "ok" and x["cache"]["source_hit"] for x in res.values()), res
     assert all((cache_dir / "source" / k / "metrics.json").is_file() for k in keys)
