@@ -9,11 +9,11 @@ A family is added by one `register_arch(Arch(...))` call and one `conf/arch/<nam
                   families; imported only when a net is built)
   depths          the valid depths (None: fixed, as for pretrained nets), and default_depth
   distance_layer  the early layer the measured (source, target) distance is taken at (trained families)
-  pretrained      nothing is trained here: the weights come from a library, a file or a random init
   fields          the family's own `arch.<key>` options with their types (`src.fields`), if it has any
   configured      the spec depends on the family's own options (a model library's `arch.model`): spec_fn then also
                   takes the `arch` config node and the cache dir (`src.models.backbones`), and the torch side is
-                  `src.models.external`
+                  `src.models.external`; nothing is trained here (`pretrained`): the weights come from the library,
+                  a file or a random init
 Everything else (training, tapping, fine-tuning, the measured distance, `python -m src.models`, the report's layer
 order) reads these records, so a new family needs no other edit (tests/test_extending.py registers a toy one).
 """
@@ -39,9 +39,13 @@ class Arch:
     depths: tuple[int, ...] | None = None
     default_depth: int | None = None
     distance_layer: str | None = None
-    pretrained: bool = False
     fields: dict = field(default_factory=dict)  # the family's own `arch.<key>` options (src.fields), if any
     configured: bool = False  # spec_fn(depth, width, num_classes, arch_cfg, cache_dir): a model library's net
+
+    @property
+    def pretrained(self) -> bool:
+        """Nothing is trained here: only a model library's net (`configured`) brings its own weights."""
+        return self.configured
 
     def __post_init__(self) -> None:
         if not self.pretrained and (self.builder is None or self.distance_layer is None):
@@ -107,7 +111,7 @@ register_arch(Arch("resnet", "basic-block residual net, 4 stages", resnet_spec, 
 from src.models import backbones as _backbones  # noqa: E402  (it registers its families with the records above)
 
 for _name, _about in _backbones.FAMILIES.items():
-    register_arch(Arch(_name, _about, _backbones.spec_fn(_name), pretrained=True, fields=_backbones.FIELDS,
+    register_arch(Arch(_name, _about, _backbones.spec_fn(_name), fields=_backbones.FIELDS,
                        configured=True))
 
 
