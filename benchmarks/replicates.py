@@ -27,10 +27,10 @@ from benchmarks.p1_sweep_reuse import SMOKE
 SCIENCE = ("source", "finetune", "extract", "source_val_extract", "distance", "estimate", "probe")
 
 
-def startup_s() -> float:
-    """Wall seconds of a process that imports what a sweep imports once (the smallest of three)."""
+def startup_s(reps: int = 3) -> float:
+    """Wall seconds of a process that imports what a sweep imports once (the smallest of `reps`)."""
     times = []
-    for _ in range(3):
+    for _ in range(reps):
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import src.main, src.experiment"], cwd=REPO, check=True)
         times.append(time.perf_counter() - t0)
@@ -53,7 +53,7 @@ def study(seeds: int, tmp: Path, smoke: bool) -> dict:
 def one_round(tmp: Path, seeds: int, smoke: bool) -> dict:
     one = study(1, tmp / "one", smoke)
     many = study(seeds, tmp / "many", smoke)
-    start = startup_s()
+    start = startup_s(1 if smoke else 3)
     floor = start + many["science_s"]
     return {"seeds": seeds, "jobs": many["jobs"], "wall_s": many["wall_s"], "startup_s": start,
             "science_s": many["science_s"], "source_s": many["source_s"], "floor_s": floor,

@@ -35,8 +35,7 @@ from src.probe.linear import SCORERS, build_pipeline, fit_and_score
 from src.probe.registry import CLASSIFIERS
 from src.probe.retrieval import retrieval_score
 from src.tracking import training_loggers
-from src.train.finetune import finetune, load_finetuned, predict
-from src.train.source import snapshot_file, train_source
+from src.train import snapshot_file
 from src.transferability import spectra
 from src.transferability.estimators import ESTIMATORS, softmax
 
@@ -75,6 +74,8 @@ def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
     payload = source_payload(cfg, plan)
 
     def build(tmp: Path) -> None:
+        from src.train.source import train_source
+
         splits = load_source(cfg.source, seed=int(cfg.seed))
         loggers = training_loggers(cfg, "source", make_key(payload), f"{cfg.arch.name}/{cfg.width.name}")
         # An interrupted training (kill, preemption, time limit) resumes from its last epoch in the resume dir.
@@ -90,6 +91,7 @@ def source_group_stage(cfgs: list[DictConfig], plans: list[Plan], store: Store) 
     already cached are not retrained; one another process is building is left to it (None). A lone missing member
     trains on its own, as `source_stage` trains it."""
     from src.train.group import GROUP_CHECKPOINT, train_group
+    from src.train.source import train_source
 
     payloads = [source_payload(c, p) for c, p in zip(cfgs, plans)]
     keys = [make_key(p) for p in payloads]
@@ -163,6 +165,8 @@ def finetune_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -> 
         return Stage()
 
     def build(tmp: Path) -> None:
+        from src.train.finetune import finetune
+
         model, _, prep = source_net(cfg, plan, source)
         splits = load_target(cfg.target.data, image_size=int(cfg.source.image_size))
         if cfg.target.evaluator == "retrieval":  # learn the database's instances
@@ -179,6 +183,8 @@ def tuned_net(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage):
     """The source net as the later stages use it: fine-tuned if asked for."""
     model, nodes, prep = source_net(cfg, plan, source)
     if tuned.entry is not None:
+        from src.train.finetune import load_finetuned
+
         n_classes = json.loads((tuned.entry / "metrics.json").read_text())["num_classes"]
         model = load_finetuned(tuned.entry, model, plan.spec, n_classes)
     return model, nodes, prep
@@ -334,6 +340,8 @@ EVALUATORS: dict[str, Callable[[DictConfig, Plan, Path], Evaluation]] = {
 
 def evaluate_finetuned_classifier(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage) -> Evaluation:
     """A fine-tuned classifier is scored by its own predictions on the test split: no features, no probe."""
+    from src.train.finetune import predict
+
     model, _, prep = tuned_net(cfg, plan, source, tuned)
     test_x, test_y = load_target(cfg.target.data, image_size=int(cfg.source.image_size))["test"]
     pred = predict(model, test_x, prep, batch_size=int(cfg.trainer.extract_batch_size), device=device_of(cfg))

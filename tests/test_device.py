@@ -43,6 +43,7 @@ def stage_devices(monkeypatch):
 
     import src.experiment as experiment
     import src.probe.retrieval as retrieval
+    import src.train.finetune as finetune
     from src.transferability.estimators import ESTIMATORS
 
     seen: dict[str, set[str]] = defaultdict(set)
@@ -66,8 +67,8 @@ def stage_devices(monkeypatch):
     extract = experiment.extract_splits
     monkeypatch.setattr(experiment, "extract_splits", lambda *a, preprocess, **k: extract(
         *a, preprocess=on_batches("extract", preprocess), **k))
-    predict = experiment.predict
-    monkeypatch.setattr(experiment, "predict", lambda model, x, prep, *a, **k: predict(
+    predict = finetune.predict  # the stage imports it when it runs (src.train imports Lightning)
+    monkeypatch.setattr(finetune, "predict", lambda model, x, prep, *a, **k: predict(
         model, x, on_batches("predict", prep), *a, **k))
     rank = retrieval.mean_average_precision
     monkeypatch.setattr(retrieval, "mean_average_precision", lambda *a, **k: (

@@ -16,7 +16,6 @@ from typing import Callable, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.models.feature_extraction import create_feature_extractor
 
 from src.models.spec import POOLINGS, ArchSpec
 from src.models.nets import to_input
@@ -72,8 +71,14 @@ def extract_splits(
     `extractor(model, return_nodes)` traces the model (torchvision's `create_feature_extractor` by default; a
     library may need its own); 3-d outputs are token sequences with `prefix_tokens` class / register tokens first.
     """
-    make = extractor or (lambda m, nodes: create_feature_extractor(m, return_nodes=nodes))
-    extractor = make(model, {n: t for t, n in tap_nodes.items()}).eval().to(device)
+    if extractor is None:  # imported here, not at the top: torchvision's models take seconds to import, and a job
+        # whose features are cached never traces a net
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        def extractor(m, nodes):
+            return create_feature_extractor(m, return_nodes=nodes)
+
+    traced = extractor(model, {n: t for t, n in tap_nodes.items()}).eval().to(device)
     for split, (images, labels) in splits.items():
         split_dir = out_dir / split
         split_dir.mkdir(parents=True)
@@ -82,7 +87,7 @@ def extract_splits(
         n = len(images)
         for start in range(0, n, batch_size):
             x = preprocess(torch.from_numpy(images[start : start + batch_size]).to(device))
-            outs = extractor(x)
+            outs = traced(x)
             for tap, value in outs.items():
                 pooled = (pool_conv(value) if value.dim() == 4 else pool_tokens(value, prefix_tokens)
                           if value.dim() == 3 else {None: value})

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from src.models import nets
 from src.models.nets import build_model, to_input  # noqa: F401  (to_input: the input transform of our nets)
 from src.models.spec import ArchSpec
+from src.train import snapshot_file
 from src.train.registry import OPTIMIZERS, augmentation
 
 # Lightning's start-up banners (GPU/TPU availability, tips) are noise in a sweep log.
@@ -168,7 +169,7 @@ class SnapshotEveryEpoch(pl.Callback):
             return
         epoch = trainer.current_epoch + 1
         self.val_acc[epoch] = float(trainer.callback_metrics["val_acc"])
-        torch.save(pl_module.model.state_dict(), self.out_dir / f"snapshot_{epoch}.pt")
+        torch.save(pl_module.model.state_dict(), snapshot_file(self.out_dir, epoch))
 
     def state_dict(self) -> dict[str, Any]:  # a resumed training keeps the earlier epochs' accuracies
         return {"val_acc": dict(self.val_acc)}
@@ -304,7 +305,3 @@ def train_source(
 
 def load_snapshot(entry: Path, spec: ArchSpec, snapshot: int) -> torch.nn.Module:
     return nets.load(spec, weights_file=snapshot_file(entry, snapshot))
-
-
-def snapshot_file(entry: Path, snapshot: int) -> Path:
-    return entry / f"snapshot_{snapshot}.pt"
