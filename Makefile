@@ -18,15 +18,14 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/python -m src.main
 
-# The whole suite, slow end-to-end cases included, and the benchmarks' smoke mode (CI runs this). Two workers:
-# about half the suite's time is spent waiting (SLURM's scheduler, service start-up, single-threaded tiny jobs).
+# The whole suite, slow end-to-end cases included, then the benchmarks' smoke mode (CI runs this). Two workers:
+# part of the suite's time is spent waiting (SLURM's scheduler, service start-up, single-threaded tiny jobs).
 # Tests that share a session service (the SLURM cluster, the PostgreSQL server) stay on one worker (xdist_group).
-# The smoke benchmarks run alongside at low priority (nice: they take the cores the tests leave idle); their
-# output follows the tests'. Fails if either fails.
+# The smoke benchmarks run after the tests, not beside them: beside, both slow down by more than the idle time
+# they would fill. Fails if either fails.
 test: install
-	@log=$$(mktemp); nice -n 10 $(MAKE) --no-print-directory bench-smoke > $$log 2>&1 & smoke=$$!; \
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup; tests=$$?; \
-	wait $$smoke; bench=$$?; cat $$log; rm -f $$log; \
+	@$(BIN)/python -m pytest -q -n 2 --dist loadgroup; tests=$$?; \
+	$(MAKE) --no-print-directory bench-smoke; bench=$$?; \
 	echo "pytest exit $$tests, bench-smoke exit $$bench"; [ $$tests -eq 0 ] && [ $$bench -eq 0 ]
 
 # Every benchmark figure at full size (writes benchmarks/results/*.json and benchmarks/README.md).

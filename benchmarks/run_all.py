@@ -15,7 +15,7 @@ FIGURES = ["p6_cli", "framework_patches", "p2_extraction", "p3_pretraining", "p1
            "p7_estimators", "p8_backbones", "scaling", "group_replicates", "single_training", "replicates"]
 GPU_FIGURES = ["p4_probe_gpu", "p7_estimators_gpu", "p8_backbones_gpu", "group_replicates_gpu"]
 # Figures that start their own SLURM cluster and PostgreSQL server: `make bench` runs them; the smoke mode does not,
-# since `make test` runs it beside the suite, whose tests start the same services and cover the same commands.
+# since `make test` runs it after the suite, whose tests start the same services and cover the same commands.
 SERVICE_FIGURES = ["cluster_scale"]
 
 
