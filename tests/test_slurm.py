@@ -65,6 +65,15 @@ def time_limited_sweep(slurm, tmp_path_factory):
                 proc.wait(timeout=30)
 
 
+def test_this_modules_cases_are_sent_to_one_worker(request):
+    """Under `make test` (pytest-xdist, --dist loadgroup) the module's `xdist_group` mark keeps its cases on one
+    worker, so one cluster serves them and the time-limit case's sweep overlaps the others. pytest-xdist marks a
+    grouped case by suffixing its node id; a pytest it does not support ignores the mark silently."""
+    if not getattr(request.config.option, "loadgroup", False):
+        return  # a plain `pytest` run: one process, nothing to group
+    assert request.node.nodeid.endswith("@slurm"), request.node.nodeid
+
+
 def source_key(make_cfg, *overrides: str) -> str:
     from src.cache import make_key
     from src.keys import source_payload
