@@ -20,7 +20,10 @@ run: install
 
 # The whole suite, slow end-to-end cases included, then the benchmarks' smoke mode (CI runs this). Two workers:
 # part of the suite's time is spent waiting (SLURM's scheduler, service start-up, single-threaded tiny jobs).
-# Tests that share a session service (the SLURM cluster, the PostgreSQL server) stay on one worker (xdist_group).
+# A worker that runs a case needing a session service (the SLURM cluster, the PostgreSQL server) starts its own:
+# spreading those cases over both workers is faster than keeping them on one. `--dist loadgroup` (no groups are
+# marked) hands out the cases one at a time in the conftest's longest-first order; the default `load` first sends
+# each worker a consecutive chunk of the collection, so the longest cases, listed first, all land on one worker.
 # The smoke benchmarks run after the tests, not beside them: beside, both slow down by more than the idle time
 # they would fill. Fails if either fails.
 test: install

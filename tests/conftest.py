@@ -47,11 +47,11 @@ TINY = TINY_SOURCE + TINY_TARGET
 
 
 def pytest_collection_modifyitems(config, items):
-    """The longest tests first (the service groups, then the other `slow` ones), so that the two xdist workers do
-    not end the session with one of them alone on a long case while the other is idle. Order within each tier is
-    kept."""
+    """The longest tests first (the cases that start a session service, then the other `slow` ones), so that the
+    two xdist workers do not end the session with one of them alone on a long case while the other is idle. Order
+    within each tier is kept."""
     def tier(item) -> int:
-        if item.get_closest_marker("xdist_group"):
+        if item.get_closest_marker("service"):
             return 0
         return 1 if item.get_closest_marker("slow") else 2
 

@@ -19,7 +19,7 @@ from tests.conftest import REPO, TINY, results, run_cli
 from tests.services.postgres import PostgresServer
 
 # One PostgreSQL server per test process: under `pytest -n` (make test) these tests share a worker.
-pytestmark = pytest.mark.xdist_group("postgres")
+pytestmark = pytest.mark.service
 
 STUDY = "factors_tpe-synth_objects_new"
 # One source net (alexnet/tiny) and a layer choice with one that fails the config check for every arch (conv9).

@@ -19,11 +19,11 @@ from filelock import FileLock
 
 from src.cache import Store
 from src.main import execute
-from tests.conftest import REPO, TINY, compose_tiny, results, run_cli
+from tests.conftest import REPO, TINY, results, run_cli
 from tests.services.slurm import PARTITION, SlurmCluster
 
-# One cluster per test process: under `pytest -n` (make test) every SLURM test runs on the same worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+# One cluster per test process (under `pytest -n`, per worker that runs one of these cases).
+pytestmark = [pytest.mark.slow, pytest.mark.service]
 
 LAUNCHER = ["hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.gpus_per_node=0",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
@@ -34,44 +34,6 @@ def slurm():
     cluster = SlurmCluster().start()
     yield cluster
     cluster.stop()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def time_limited_sweep(slurm, tmp_path_factory):
-    """The time-limit case's sweep, started before this module's first case and checked by its last one: SLURM
-    enforces a time limit in whole minutes and checks it every 30 s, so the case is mostly a wait of 60-90 s,
-    which this way overlaps the other cases instead of adding to them. Its job holds one of the cluster's CPUs
-    while it waits on the build lock this fixture holds; it has its own cache and sweep dir."""
-    root = tmp_path_factory.mktemp("time-limit")
-    cache, sweep, log = root / "cache", root / "s", root / "sweep.log"
-    cfg = compose_tiny("seed=7", f"paths.cache_dir={cache}")
-    from src.cache import make_key
-    from src.check import validate
-    from src.keys import source_payload
-
-    lock = cache / "source" / f"{make_key(source_payload(cfg, validate(cfg)))}.lock"
-    lock.parent.mkdir(parents=True)
-    with FileLock(str(lock)):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "src.main", "-m", "seed=7", *LAUNCHER, "hydra.launcher.timeout_min=1",
-             "hydra.launcher.stage_scheduling=false", f"hydra.sweep.dir={sweep}", *TINY],
-            cwd=REPO, env={**os.environ, **slurm.env(), "TRANSFER_CACHE_DIR": str(cache)},
-            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
-        try:
-            yield proc, log, sweep
-        finally:
-            if proc.poll() is None:  # the last case did not wait for it (it failed, or was deselected); its
-                proc.kill()  # SLURM job ends at its time limit or with the cluster
-                proc.wait(timeout=30)
-
-
-def test_this_modules_cases_are_sent_to_one_worker(request):
-    """Under `make test` (pytest-xdist, --dist loadgroup) the module's `xdist_group` mark keeps its cases on one
-    worker, so one cluster serves them and the time-limit case's sweep overlaps the others. pytest-xdist marks a
-    grouped case by suffixing its node id; a pytest it does not support ignores the mark silently."""
-    if not getattr(request.config.option, "loadgroup", False):
-        return  # a plain `pytest` run: one process, nothing to group
-    assert request.node.nodeid.endswith("@slurm"), request.node.nodeid
 
 
 def source_key(make_cfg, *overrides: str) -> str:
@@ -215,12 +177,18 @@ def test_a_replicate_group_is_one_source_job(slurm, cache_dir, tmp_path, make_cf
     assert all((cache_dir / "source" / k / "metrics.json").is_file() for k in keys)
 
 
-def test_job_at_its_time_limit_is_recorded_failed(time_limited_sweep):
+def test_job_at_its_time_limit_is_recorded_failed(slurm, cache_dir, tmp_path, make_cfg):
     """A job still waiting at its time limit (here: for a source net whose build lock another process holds)
     is ended by SLURM (TIMEOUT), recorded as failed by the launcher, and the sweep goes on. One flat array
     (stage_scheduling=false, what an Optuna search gets): the job itself trains its source."""
-    proc, log, sweep = time_limited_sweep
-    finish(proc, log)
+    sweep = tmp_path / "s"
+    key = source_key(make_cfg, "seed=7")
+    lock = cache_dir / "source" / f"{key}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        r = run_cli("-m", "seed=7", *LAUNCHER, "hydra.launcher.timeout_min=1", "hydra.launcher.stage_scheduling=false",
+                    f"hydra.sweep.dir={sweep}", *TINY, env=slurm.env())
+    assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)["0"]
     assert res["status"] == "failed" and res["error"]["message"].endswith("TIMEOUT"), res["error"]
     assert "failed" in (sweep / "summary.csv").read_text()
