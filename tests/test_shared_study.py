@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import REPO, TINY, results, run_cli
 from tests.services.postgres import PostgresServer
 
-# One PostgreSQL server per test process: under `pytest -n` (make test) these tests share a worker.
+# One PostgreSQL server per test process (under `pytest -n`, per worker that runs one of these cases).
 pytestmark = pytest.mark.service
 
 STUDY = "factors_tpe-synth_objects_new"

@@ -19,6 +19,7 @@ import torch
 
 from src.models.registry import get_arch
 from src.models.spec import ArchSpec
+from src.train import snapshot_file
 from src.train.source import ClassifierModule, fit
 
 
@@ -68,7 +69,7 @@ def finetune(
     )
     metrics = fit(module, splits, out_dir, int(ft_cfg["epochs"]), ft_cfg["batch_size"], trainer_cfg, seed, loggers)
     # Only the final weights are kept: the per-epoch snapshots of a fine-tuning run are not an axis.
-    last = out_dir / f"snapshot_{ft_cfg['epochs']}.pt"
+    last = snapshot_file(out_dir, int(ft_cfg["epochs"]))
     last.rename(out_dir / "finetuned.pt")
     for p in out_dir.glob("snapshot_*.pt"):
         p.unlink()

@@ -44,6 +44,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from src.models.nets import build_model, to_input
 from src.models.spec import ArchSpec
+from src.train import snapshot_file
 from src.train.registry import OPTIMIZERS, augmentation
 from src.train.source import ArrayDataModule
 
@@ -259,7 +260,7 @@ def train_group(
     while trainer.epoch < epochs:
         trainer.train_epoch()
         for i, work in enumerate(work_dirs):  # snapshots go where they outlive a kill (the resume dirs)
-            torch.save(trainer.state_dict(i), work / f"snapshot_{trainer.epoch}.pt")
+            torch.save(trainer.state_dict(i), snapshot_file(work, trainer.epoch))
         if resume_dirs is not None:
             for i, d in enumerate(resume_dirs):
                 tmp = d / f".{GROUP_CHECKPOINT}.tmp"
@@ -270,7 +271,7 @@ def train_group(
     for i, d in enumerate(out_dirs):
         if resume_dirs is not None:
             for k in range(1, epochs + 1):  # linked, not moved: the resume dir keeps them until the entry is in place
-                _link(work_dirs[i] / f"snapshot_{k}.pt", d / f"snapshot_{k}.pt")
+                _link(snapshot_file(work_dirs[i], k), snapshot_file(d, k))
         metrics = {
             "val_acc": {str(k): v for k, v in sorted(trainer.val_acc[i].items())},
             "epochs": epochs,
