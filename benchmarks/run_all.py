@@ -1,13 +1,19 @@
 """Run every benchmark (`make bench`; `make bench-smoke` with --smoke) and write benchmarks/README.md: the table of
 the latest results (benchmarks/results/<figure>.json) and each figure's method (its script's docstring).
-`python -m benchmarks.run_all --summarize` rewrites the page from the JSON files without running anything."""
+`python -m benchmarks.run_all --summarize` rewrites the page from the JSON files without running anything.
+`--jobs N` (smoke mode only) runs the figures in N processes at once: a smoke run only checks that each figure
+runs, and most of them keep one core busy; full-size figures always run one at a time, on a quiet machine."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
 from benchmarks.common import RESULTS
 
@@ -59,15 +65,43 @@ def readme(results: dict) -> str:
     return "".join(parts)
 
 
+def run_figure(name: str, smoke: bool, capture: bool = False) -> str:
+    """Run one figure's script in this process; returns what it printed when `capture` (else prints it)."""
+    out = io.StringIO()
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(out) if capture else contextlib.nullcontext():
+        importlib.import_module(f"benchmarks.{name}").main(["--smoke"] if smoke else [])
+    return out.getvalue() + f"[{name}: {time.perf_counter() - t:.1f}s]"
+
+
+def jobs_arg(argv: list[str]) -> int:
+    for i, a in enumerate(argv):
+        if a == "--jobs" and i + 1 < len(argv):
+            return int(argv[i + 1])
+        if a.startswith("--jobs="):
+            return int(a.split("=", 1)[1])
+    return 1
+
+
 def main() -> None:
-    smoke = "--smoke" in sys.argv
-    only = [a for a in sys.argv[1:] if not a.startswith("--")] or FIGURES + ([] if smoke else SERVICE_FIGURES)
+    argv = sys.argv[1:]
+    smoke = "--smoke" in argv
+    jobs = jobs_arg(argv)
+    if jobs > 1 and not smoke:
+        sys.exit("error: --jobs N runs figures side by side, which only the smoke mode may (timings would mean "
+                 "nothing); valid: --smoke --jobs N, or no --jobs")
+    names = [a for i, a in enumerate(argv) if not a.startswith("--") and not (i and argv[i - 1] == "--jobs")]
+    only = names or FIGURES + ([] if smoke else SERVICE_FIGURES)
     t0 = time.perf_counter()
-    if "--summarize" not in sys.argv:  # --summarize: only rebuild README.md from the latest JSON files
-        for name in only:
-            t = time.perf_counter()
-            importlib.import_module(f"benchmarks.{name}").main(["--smoke"] if smoke else [])
-            print(f"[{name}: {time.perf_counter() - t:.1f}s]")
+    if "--summarize" not in argv:  # --summarize: only rebuild README.md from the latest JSON files
+        if jobs > 1:
+            # Spawned (not forked) workers, each imports what its figures need; output printed figure by figure.
+            with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
+                for text in pool.map(run_figure, only, [smoke] * len(only), [True] * len(only)):
+                    print(text, flush=True)
+        else:
+            for name in only:
+                print(run_figure(name, smoke))
     suffix = ".smoke.json" if smoke else ".json"
     # GPU figures are run on a GPU machine (`--gpu` modes, bash benchmarks/gpu_check.sh); their latest JSON is listed.
     names = FIGURES + ([] if smoke else SERVICE_FIGURES + GPU_FIGURES)

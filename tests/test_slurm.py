@@ -19,7 +19,7 @@ from filelock import FileLock
 
 from src.cache import Store
 from src.main import execute
-from tests.conftest import REPO, TINY, results, run_cli
+from tests.conftest import REPO, TINY, compose_tiny, results, run_cli
 from tests.services.slurm import PARTITION, SlurmCluster
 
 # One cluster per test process (under `pytest -n`, per worker that runs one of these cases).
@@ -34,6 +34,45 @@ def slurm():
     cluster = SlurmCluster().start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def time_limited_sweep(slurm, tmp_path_factory):
+    """The time-limit case's sweep, started in the background by the first case of this module that a test process
+    runs (see `_start_time_limited_sweep`): SLURM enforces a time limit in whole minutes and checks it every 30 s,
+    so that case is mostly a wait of 60-90 s, which this way overlaps the other cases instead of adding to them.
+    Its job waits on the build lock this fixture holds, in the spare CPU slot the test node offers for it
+    (tests/services/slurm.py), with its own cache and sweep dir. Session-scoped: pytest-xdist interleaves this
+    module's cases with other modules', which would tear a module-scoped fixture down between them. A test process
+    that never runs the time-limit case kills the sweep at its end (its SLURM job ends with the cluster)."""
+    from src.cache import make_key
+    from src.check import validate
+    from src.keys import source_payload
+
+    root = tmp_path_factory.mktemp("time-limit")
+    cache, sweep, log = root / "cache", root / "s", root / "sweep.log"
+    cfg = compose_tiny("seed=7", f"paths.cache_dir={cache}")
+    lock = cache / "source" / f"{make_key(source_payload(cfg, validate(cfg)))}.lock"
+    lock.parent.mkdir(parents=True)
+    with FileLock(str(lock)):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "src.main", "-m", "seed=7", *LAUNCHER, "hydra.launcher.timeout_min=1",
+             "hydra.launcher.stage_scheduling=false", f"hydra.sweep.dir={sweep}", *TINY],
+            cwd=REPO, env={**os.environ, **slurm.env(), "TRANSFER_CACHE_DIR": str(cache)},
+            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+        try:
+            yield proc, log, sweep
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+@pytest.fixture(autouse=True)
+def _start_time_limited_sweep(time_limited_sweep):
+    """Every case of this module starts the time-limit sweep if its test process has not yet. The time-limit case is
+    the module's last, and the conftest keeps the collection's order among the service cases, so it runs after the
+    cases its wait overlaps."""
 
 
 def source_key(make_cfg, *overrides: str) -> str:
@@ -177,18 +216,12 @@ def test_a_replicate_group_is_one_source_job(slurm, cache_dir, tmp_path, make_cf
     assert all((cache_dir / "source" / k / "metrics.json").is_file() for k in keys)
 
 
-def test_job_at_its_time_limit_is_recorded_failed(slurm, cache_dir, tmp_path, make_cfg):
+def test_job_at_its_time_limit_is_recorded_failed(time_limited_sweep):
     """A job still waiting at its time limit (here: for a source net whose build lock another process holds)
     is ended by SLURM (TIMEOUT), recorded as failed by the launcher, and the sweep goes on. One flat array
     (stage_scheduling=false, what an Optuna search gets): the job itself trains its source."""
-    sweep = tmp_path / "s"
-    key = source_key(make_cfg, "seed=7")
-    lock = cache_dir / "source" / f"{key}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock)):
-        r = run_cli("-m", "seed=7", *LAUNCHER, "hydra.launcher.timeout_min=1", "hydra.launcher.stage_scheduling=false",
-                    f"hydra.sweep.dir={sweep}", *TINY, env=slurm.env())
-    assert r.returncode == 0, r.stderr[-3000:]
+    proc, log, sweep = time_limited_sweep
+    finish(proc, log)
     res = results(sweep)["0"]
     assert res["status"] == "failed" and res["error"]["message"].endswith("TIMEOUT"), res["error"]
     assert "failed" in (sweep / "summary.csv").read_text()

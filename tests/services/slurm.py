@@ -60,6 +60,9 @@ InactiveLimit=0
 KillWait=3
 MinJobAge=600
 MessageTimeout=20
+# The node offers one CPU slot more than the machine has (config_overrides: slurmd takes the configured count):
+# tests/test_slurm.py's time-limit case keeps a job waiting on a lock (no CPU used) beside the other cases.
+SlurmdParameters=config_overrides
 NodeName={node} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKNOWN
 PartitionName={partition} Nodes={node} Default=YES MaxTime=INFINITE State=UP
 """
@@ -118,7 +121,7 @@ class SlurmCluster:
         mem_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
         self.conf.write_text(SLURM_CONF.format(
             host=socket.gethostname(), ctld_port=free_port(), slurmd_port=free_port(), root=self.root,
-            munge_socket=self.munge_socket, node=NODE, partition=PARTITION, cpus=os.cpu_count() or 1,
+            munge_socket=self.munge_socket, node=NODE, partition=PARTITION, cpus=(os.cpu_count() or 1) + 1,
             mem_mb=mem_mb // 2))
 
     def _node_idle(self) -> bool:
