@@ -8,12 +8,10 @@ STAMP  := $(VENV)/.install.stamp
 
 install: $(STAMP)
 
-# --no-compile: Python compiles each module when it is first imported; byte-compiling every file of every wheel at
-# install time (torch's CUDA build alone has thousands) takes longer than the suite's imports ever need.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q --no-compile -e '.[dev,cluster,tracking]'
+	$(BIN)/python -m pip install -q -e '.[dev,cluster,tracking]'
 	touch $(STAMP)
 
 # The default experiment on the embedded synthetic data.
