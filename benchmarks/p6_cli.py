@@ -24,7 +24,7 @@ def wall(cmd: list[str], reps: int) -> float:
 
 def main(argv=None) -> dict:
     args = parser(__doc__).parse_args(argv)
-    reps = 2 if args.smoke else 5
+    reps = 1 if args.smoke else 5
     base = wall([sys.executable, "-c", "pass"], reps)
     t_help = wall([sys.executable, "-m", "src.main", "--help"], reps)
     t_cfg = wall([sys.executable, "-m", "src.main", "--cfg", "job", "arch=vgg", "depth=16"], reps)

@@ -23,6 +23,9 @@ GPU_FIGURES = ["p4_probe_gpu", "p7_estimators_gpu", "p8_backbones_gpu", "group_r
 # Figures that start their own SLURM cluster and PostgreSQL server: `make bench` runs them; the smoke mode does not,
 # since `make test` runs it after the suite, whose tests start the same services and cover the same commands.
 SERVICE_FIGURES = ["cluster_scale"]
+# The figures whose smoke mode runs whole sweeps (a few CLI runs each): with --jobs they start first, so that the
+# processes do not end with one of them alone on a long figure.
+SMOKE_SWEEPS = ["layer_study_split", "replicates", "p1_sweep_reuse", "scaling", "framework_patches"]
 
 
 def table(results: dict) -> str:
@@ -96,8 +99,9 @@ def main() -> None:
     if "--summarize" not in argv:  # --summarize: only rebuild README.md from the latest JSON files
         if jobs > 1:
             # Spawned (not forked) workers, each imports what its figures need; output printed figure by figure.
+            order = sorted(only, key=lambda n: n not in SMOKE_SWEEPS)
             with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-                for text in pool.map(run_figure, only, [smoke] * len(only), [True] * len(only)):
+                for text in pool.map(run_figure, order, [smoke] * len(order), [True] * len(order)):
                     print(text, flush=True)
         else:
             for name in only:

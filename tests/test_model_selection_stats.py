@@ -44,6 +44,22 @@ def test_tau_interval_covers_the_true_ranking_at_its_nominal_rate(monkeypatch):
     assert np.mean(widths) > 0.1  # not covering by being degenerate: the ranking does move at this n
 
 
+def test_tau_interval_equals_the_per_resample_statistic(monkeypatch):
+    """The interval computes weighted tau once per distinct order of the resampled accuracies: the same bounds as
+    scipy's bootstrap calling it on every resample, ties included (5 backbones, 2 of them equally good)."""
+    from scipy import stats
+
+    monkeypatch.setattr(selection, "N_RESAMPLES", 300)
+    rng = np.random.default_rng(3)
+    est = np.array([0.3, -1.0, 2.0, 0.3, 1.1])
+    correct = (rng.random((5, 60)) < np.array([[0.5], [0.6], [0.6], [0.4], [0.55]])).astype(float)
+    correct[3] = correct[1]  # identical test results: tied accuracies on every resample
+    _, lo, hi, _ = selection.tau_interval(est, correct, seed=7)
+    ref = stats.bootstrap(tuple(correct), lambda *rows: selection._wtau(est, [r.mean() for r in rows]), paired=True,
+                          vectorized=False, method="percentile", n_resamples=300, rng=np.random.default_rng(7))
+    assert (lo, hi) == (ref.confidence_interval.low, ref.confidence_interval.high)
+
+
 def test_report_table_ranks_backbones_and_times_estimators(tmp_path):
     rng = np.random.default_rng(1)
     rows = []

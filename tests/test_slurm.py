@@ -71,8 +71,7 @@ def time_limited_sweep(slurm, tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _start_time_limited_sweep(time_limited_sweep):
     """Every case of this module starts the time-limit sweep if its test process has not yet. The time-limit case is
-    the module's last, and the conftest keeps the collection's order among the service cases, so it runs after the
-    cases its wait overlaps."""
+    marked `overlapped`: the conftest runs it after the slow cases, by when the minute or more it takes has passed."""
 
 
 def source_key(make_cfg, *overrides: str) -> str:
@@ -216,6 +215,7 @@ def test_a_replicate_group_is_one_source_job(slurm, cache_dir, tmp_path, make_cf
     assert all((cache_dir / "source" / k / "metrics.json").is_file() for k in keys)
 
 
+@pytest.mark.overlapped  # its sweep started with this test process's first SLURM case
 def test_job_at_its_time_limit_is_recorded_failed(time_limited_sweep):
     """A job still waiting at its time limit (here: for a source net whose build lock another process holds)
     is ended by SLURM (TIMEOUT), recorded as failed by the launcher, and the sweep goes on. One flat array

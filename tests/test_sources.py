@@ -47,18 +47,16 @@ def test_tv_alexnet_preset_reads_torch_hubs_cache_and_taps_the_papers_names(torc
     assert r2["cache"]["features_hit"] and r2["metrics"]["feature_dim"] == 4096
 
 
-def test_tv_resnet50_and_vgg16_presets_map_the_papers_names_onto_torchvisions_modules(make_cfg, tmp_path):
+def test_tv_resnet50_and_vgg16_presets_map_the_papers_names_onto_torchvisions_modules(make_cfg):
     from src.check import validate
     from src.models.external import feature_extractor, load
 
-    for arch, builder, dims in (
-            ("tv_resnet50", torchvision.models.resnet50,
-             {"stage1": 256, "stage4": 2048, "pool": 2048, "logits": 1000}),
-            ("tv_vgg16", torchvision.models.vgg16,
-             {"conv1": 64, "conv13": 512, "conv_last": 512, "fc6": 4096, "fc7": 4096, "fc8": 1000})):
-        p = tmp_path / f"{arch}.pth"
-        torch.save(builder(weights=None).state_dict(), p)
-        spec = validate(make_cfg(f"arch={arch}", f"arch.weights={p}", "layer=pool" if "resnet" in arch else
+    for arch, dims in (
+            ("tv_resnet50", {"stage1": 256, "stage4": 2048, "pool": 2048, "logits": 1000}),
+            ("tv_vgg16", {"conv1": 64, "conv13": 512, "conv_last": 512, "fc6": 4096, "fc7": 4096, "fc8": 1000})):
+        # Random init (arch.weights=null): the taps are the modules' names and widths, whatever the weights; the
+        # weights' paths (torch hub's cache, a file) are the tv_alexnet case's and tests/test_backbones.py's.
+        spec = validate(make_cfg(f"arch={arch}", "arch.weights=null", "layer=pool" if "resnet" in arch else
                                  "layer=fc7")).spec
         fx = feature_extractor(load(spec), {spec.resolve(t): t for t in dims}, spec)
         with torch.inference_mode():

@@ -47,11 +47,15 @@ def tau_interval(estimate: np.ndarray, correct: np.ndarray, level: float = S.LEV
     point = _wtau(est, correct.mean(1))
     best = int(np.argmax(est))
 
-    def tau(*rows):
-        return _wtau(est, [r.mean() for r in rows])
+    def tau(*rows, axis=-1):
+        # Weighted tau sees the accuracies only through their order and ties, and a few backbones have few
+        # orders: scipy's statistic once per distinct one (identical values to calling it on every resample).
+        acc = np.stack([np.asarray(r).mean(axis=axis) for r in rows])  # backbones x resamples...
+        orders, which = np.unique(stats.rankdata(acc.reshape(len(rows), -1), axis=0).T, axis=0, return_inverse=True)
+        return np.array([_wtau(est, o) for o in orders])[which.ravel()].reshape(acc.shape[1:])
 
     rng = np.random.default_rng(seed)
-    res = stats.bootstrap(tuple(correct), tau, paired=True, vectorized=False, method="percentile",
+    res = stats.bootstrap(tuple(correct), tau, paired=True, vectorized=True, method="percentile",
                           confidence_level=level, n_resamples=N_RESAMPLES, rng=rng)
     idx = np.random.default_rng(seed + 1).integers(0, correct.shape[1], (N_RESAMPLES, correct.shape[1]))
     acc = correct[:, idx].mean(2)  # backbones x resamples
