@@ -168,9 +168,11 @@ def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_r
 def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slurm, cache_dir, tmp_path, make_cfg):
     """The alexnet source job is cancelled while it trains: its two jobs are recorded failed with the reason
     (never submitted to run), the vgg jobs complete and the sweep finishes; the same command again runs only the
-    two missing jobs (and the source job, which resumes the training)."""
+    two missing jobs (and the source job, which resumes the training). `extract_first=false`: one array per source
+    net (the first case covers the extracting array before the rest)."""
     sweep = tmp_path / "s"
-    args = ["-m", "arch=alexnet,vgg", "layer=fc6,fc7", *LAUNCHER, "hydra.launcher.timeout_min=10",
+    args = ["-m", "arch=alexnet,vgg", "layer=fc6,fc7", *LAUNCHER, "hydra.launcher.extract_first=false",
+            "hydra.launcher.timeout_min=10",
             "hydra.launcher.stage_resources.source.timeout_min=10", f"hydra.sweep.dir={sweep}", *epochs(12)]
     alexnet = source_key(make_cfg, "arch=alexnet", "source.epochs=12")
     log = tmp_path / "sweep.log"
@@ -201,9 +203,11 @@ def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slu
 @pytest.mark.empty_cache  # both nets to train (the shared TINY cache holds seed 0's)
 def test_a_replicate_group_is_one_source_job(slurm, cache_dir, tmp_path, make_cfg):
     """trainer.group_replicates=on: the two seeds' nets are trained together by one SLURM source job
-    (`src.train.group`), saved under the keys single trainings would have, and every task finds its net cached."""
+    (`src.train.group`), saved under the keys single trainings would have, and every task finds its net cached
+    (one array per net: extract_first=false)."""
     sweep = tmp_path / "s"
     r = run_cli("-m", "seed=0,1", "layer=fc6,fc7", *LAUNCHER, "hydra.launcher.timeout_min=5",
+                "hydra.launcher.extract_first=false",
                 "trainer.group_replicates=on", f"hydra.sweep.dir={sweep}", *TINY, env=slurm.env())
     assert r.returncode == 0, r.stderr[-3000:]
     submitted = slurm_jobs(sweep)
