@@ -78,12 +78,18 @@ def run_figure(name: str, smoke: bool, capture: bool = False) -> str:
 
 
 def jobs_arg(argv: list[str]) -> int:
+    """The N of `--jobs N` / `--jobs=N` (1 without it); a bad value exits with one line."""
+    value = None
     for i, a in enumerate(argv):
-        if a == "--jobs" and i + 1 < len(argv):
-            return int(argv[i + 1])
-        if a.startswith("--jobs="):
-            return int(a.split("=", 1)[1])
-    return 1
+        if a == "--jobs":
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        elif a.startswith("--jobs="):
+            value = a.split("=", 1)[1]
+    if value is None:
+        return 1
+    if not value.isdigit() or int(value) < 1:
+        sys.exit(f"error: --jobs={value} is not a number of processes; valid: a whole number >= 1")
+    return int(value)
 
 
 def main() -> None:
