@@ -182,6 +182,7 @@ def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slu
     (source_job,) = [j["job_id"] for j in slurm_jobs(sweep)["source_jobs"] if j["source"] == alexnet]
     slurm.run("scancel", source_job)
     finish(proc, log)
+    assert [len(a["jobs"]) for a in slurm_jobs(sweep)["arrays"]] == [2, 2]  # one array per net
     res = results(sweep)
     for job in ("0", "1"):  # arch=alexnet
         assert res[job]["status"] == "failed" and res[job]["error"]["type"] == "DependencyNeverSatisfied"
@@ -197,7 +198,7 @@ def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slu
     assert {job: (sweep / job / "result.json").stat().st_mtime_ns for job in ("2", "3")} == done
     again = slurm_jobs(sweep)  # only what was missing was submitted
     assert [j["source"] for j in again["source_jobs"]] == [alexnet]
-    assert sorted(n for a in again["arrays"] for n in a["jobs"]) == [0, 1]
+    assert [sorted(a["jobs"]) for a in again["arrays"]] == [[0, 1]]
 
 
 @pytest.mark.empty_cache  # both nets to train (the shared TINY cache holds seed 0's)
