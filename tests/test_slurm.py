@@ -23,7 +23,9 @@ from tests.conftest import REPO, TINY, compose_tiny, results, run_cli
 from tests.services.slurm import PARTITION, SlurmCluster
 
 # One cluster per test process (under `pytest -n`, per worker that runs one of these cases).
-pytestmark = [pytest.mark.slow, pytest.mark.service]
+# Every case starts the time-limit sweep (`time_limited_sweep`) if its test process has not yet; the time-limit case
+# is marked `overlapped`: the conftest runs it after the slow cases, by when the minute or more it takes has passed.
+pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.usefixtures("time_limited_sweep")]
 
 LAUNCHER = ["hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.gpus_per_node=0",
             "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
@@ -39,7 +41,7 @@ def slurm():
 @pytest.fixture(scope="session")
 def time_limited_sweep(slurm, tmp_path_factory):
     """The time-limit case's sweep, started in the background by the first case of this module that a test process
-    runs (see `_start_time_limited_sweep`): SLURM enforces a time limit in whole minutes and checks it every 30 s,
+    runs (the module's `usefixtures`): SLURM enforces a time limit in whole minutes and checks it every 30 s,
     so that case is mostly a wait of 60-90 s, which this way overlaps the other cases instead of adding to them.
     Its job waits on the build lock this fixture holds, in the spare CPU slot the test node offers for it
     (tests/services/slurm.py), with its own cache and sweep dir. Session-scoped: pytest-xdist interleaves this
@@ -66,12 +68,6 @@ def time_limited_sweep(slurm, tmp_path_factory):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(timeout=30)
-
-
-@pytest.fixture(autouse=True)
-def _start_time_limited_sweep(time_limited_sweep):
-    """Every case of this module starts the time-limit sweep if its test process has not yet. The time-limit case is
-    marked `overlapped`: the conftest runs it after the slow cases, by when the minute or more it takes has passed."""
 
 
 def source_key(make_cfg, *overrides: str) -> str:
