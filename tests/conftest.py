@@ -44,6 +44,9 @@ TINY_TARGET = [
     "target.data.test_per_class=12",
 ]
 TINY = TINY_SOURCE + TINY_TARGET
+# A sweep's report (report/: imports, analysis, a dozen rendered plots) takes seconds at the end of every sweep;
+# the cases about something else leave it out. summary.csv is still written.
+NO_REPORT = "hydra.callbacks.summary.report=false"
 
 
 def pytest_collection_modifyitems(config, items):

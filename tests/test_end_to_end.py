@@ -5,7 +5,7 @@ import pytest
 
 from src.check import validate
 from src.main import execute
-from tests.conftest import TINY, results, run_cli
+from tests.conftest import NO_REPORT, TINY, results, run_cli
 
 
 @pytest.mark.empty_cache  # it trains the source net itself
@@ -58,14 +58,14 @@ def test_two_by_two_multirun_trains_each_source_once_and_resumes(cache_dir, tmp_
     conv_last), the jobs whose config is unchanged are skipped and the changed ones run again with their new config,
     reusing the trained nets and their features (every tap is extracted at once): nothing is trained or extracted."""
     sweep = tmp_path / "sweep"
-    r = run_cli("-m", "arch=alexnet,vgg", "layer=fc6,fc7", f"hydra.sweep.dir={sweep}", *TINY)
+    r = run_cli("-m", "arch=alexnet,vgg", "layer=fc6,fc7", f"hydra.sweep.dir={sweep}", NO_REPORT, *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     first = results(sweep)
     assert sorted(first) == ["0", "1", "2", "3"] and all(x["status"] == "ok" for x in first.values())
     assert sorted(x["cache"]["source_hit"] for x in first.values()) == [False, False, True, True]
     assert len(list((cache_dir / "source").glob("*/manifest.json"))) == 2
     mtimes = {job: (sweep / job / "result.json").stat().st_mtime_ns for job in first}
-    r = run_cli("-m", "arch=alexnet,vgg", "layer=fc6,conv_last", f"hydra.sweep.dir={sweep}", *TINY)
+    r = run_cli("-m", "arch=alexnet,vgg", "layer=fc6,conv_last", f"hydra.sweep.dir={sweep}", NO_REPORT, *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     again = results(sweep)
     for job in ("0", "2"):  # (alexnet, fc6), (vgg, fc6): done with this very config, skipped

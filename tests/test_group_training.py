@@ -12,7 +12,7 @@ import pytest
 from src.cache import Store, make_key, verify
 from src.check import validate
 from src.keys import source_payload, stage_keys
-from tests.conftest import TINY, run_cli
+from tests.conftest import NO_REPORT, TINY, run_cli
 
 SEEDS = (0, 1, 2)
 # One step per epoch: 4 classes x 8 images = one batch of 32.
@@ -187,7 +187,7 @@ def test_grouped_sweep_runs_and_a_bad_member_is_refused(cache_dir, tmp_path):
     assert not (cache_dir / "source").exists()
 
     sweep = tmp_path / "s"
-    r = run_cli("-m", "seed=1,2,3", "trainer.group_replicates=on", f"hydra.sweep.dir={sweep}", *TINY)
+    r = run_cli("-m", "seed=1,2,3", "trainer.group_replicates=on", f"hydra.sweep.dir={sweep}", NO_REPORT, *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     from tests.conftest import results
 
@@ -213,7 +213,7 @@ def test_killed_grouped_sweep_reruns_from_the_group_checkpoints(cache_dir, tmp_p
 
     args = [o for o in TINY if not o.startswith("source.epochs")] + ["source.epochs=6"]
     cmd = [sys.executable, "-m", "src.main", "-m", "seed=1,2,3", "trainer.group_replicates=on",
-           f"hydra.sweep.dir={tmp_path / 's'}", *args]
+           f"hydra.sweep.dir={tmp_path / 's'}", NO_REPORT, *args]
     proc = subprocess.Popen(cmd, cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300

@@ -89,7 +89,7 @@ def test_eta_within_twice_the_time_left_with_one_cached_and_one_uncached_source(
     from src.cache import Store
     from src.check import validate
     from src.experiment import source_stage
-    from tests.conftest import TINY_TARGET, compose_tiny, run_cli
+    from tests.conftest import NO_REPORT, TINY_TARGET, compose_tiny, run_cli
 
     cache = tmp_path / "cache"
     sizes = ["width=tiny", "source.num_classes=4", "source.images_per_class=120", "source.val_per_class=10",
@@ -102,7 +102,7 @@ def test_eta_within_twice_the_time_left_with_one_cached_and_one_uncached_source(
     finally:
         torch.set_num_threads(threads)
     sweep = tmp_path / "sweep"
-    r = run_cli("-m", "seed=0,1", *sizes, f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}")
+    r = run_cli("-m", "seed=0,1", *sizes, f"paths.cache_dir={cache}", f"hydra.sweep.dir={sweep}", NO_REPORT)
     assert r.returncode == 0, r.stderr
     header, *done = [json.loads(ln) for ln in (sweep / "progress.jsonl").read_text().splitlines()]
     assert [d["built"].keys() for d in done] == [{"features"}, {"source", "features"}]
@@ -117,7 +117,7 @@ def test_eta_within_twice_the_time_left_with_one_cached_and_one_uncached_source(
     # The staged launcher handed its own plan over; without stage scheduling the callback plans the sweep itself
     # (src.job_plan.job_plan): the same jobs with the same keys (all cached by now).
     again = tmp_path / "again"
-    r = run_cli("-m", "seed=0,1", *sizes, f"paths.cache_dir={cache}", f"hydra.sweep.dir={again}",
+    r = run_cli("-m", "seed=0,1", *sizes, f"paths.cache_dir={cache}", f"hydra.sweep.dir={again}", NO_REPORT,
                 "hydra.launcher.stage_scheduling=false")
     assert r.returncode == 0, r.stderr
     own = json.loads((again / "progress.jsonl").read_text().splitlines()[0])["plan"]

@@ -19,7 +19,7 @@ from filelock import FileLock
 
 from src.cache import Store
 from src.main import execute
-from tests.conftest import REPO, TINY, compose_tiny, results, run_cli
+from tests.conftest import NO_REPORT, REPO, TINY, compose_tiny, results, run_cli
 from tests.services.slurm import PARTITION, SlurmCluster
 
 # One cluster per test process (under `pytest -n`, per worker that runs one of these cases).
@@ -28,7 +28,7 @@ from tests.services.slurm import PARTITION, SlurmCluster
 pytestmark = [pytest.mark.slow, pytest.mark.service, pytest.mark.usefixtures("time_limited_sweep")]
 
 LAUNCHER = ["hydra/launcher=slurm", f"hydra.launcher.partition={PARTITION}", "hydra.launcher.gpus_per_node=0",
-            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1"]
+            "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", NO_REPORT]
 
 
 @pytest.fixture(scope="session")

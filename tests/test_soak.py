@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from src.cache import verify
-from tests.conftest import REPO, TINY
+from tests.conftest import NO_REPORT, REPO, TINY
 
 pytestmark = pytest.mark.slow
 
 # 2 source nets (seeds) x 3 targets: every source is shared by 3 jobs.
-SWEEP = ["-m", "seed=0,1", "target=synth_objects_new,synth_count,synth_scenes", *TINY]
+SWEEP = ["-m", "seed=0,1", "target=synth_objects_new,synth_count,synth_scenes", NO_REPORT, *TINY]
 # What each kill waits for before a random extra delay: the stage it aims at ("any": a random moment). The sweep
 # trains both source nets before any extraction (stage scheduling), so the two source kills come first.
 SCHEDULE = ["source", "source", "features", "probe", "features", "any", "any"]

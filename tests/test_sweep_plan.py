@@ -17,7 +17,7 @@ from src.check import validate
 from src.keys import stage_keys
 from src.main import config_hash, execute
 from src.sweep_plan import LocalSchedule, describe, plan_sweep, task_config
-from tests.conftest import TINY, results, run_cli
+from tests.conftest import NO_REPORT, TINY, results, run_cli
 
 
 def composed(sweep_dir, grid: list[list[str]], common=TINY):
@@ -109,7 +109,7 @@ def test_jobs_of_a_source_whose_training_failed_are_recorded_with_the_reason(cac
     """The basic launcher: the first job trains the net and diverges; the job that needs the same net is not run
     (it would diverge again) but recorded failed with why."""
     sweep = tmp_path / "s"
-    r = run_cli("-m", "layer=fc6,fc7", "trainer.optim.lr=10", f"hydra.sweep.dir={sweep}", *TINY)
+    r = run_cli("-m", "layer=fc6,fc7", "trainer.optim.lr=10", f"hydra.sweep.dir={sweep}", NO_REPORT, *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
     assert res["0"]["error"]["type"] == "FloatingPointError"

@@ -11,7 +11,7 @@ import time
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import REPO, TINY, results, run_cli
+from tests.conftest import NO_REPORT, REPO, TINY, results, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,8 @@ def test_optuna_search_persists_and_continues_its_study(cache_dir, tmp_path):
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    args = ["search=factors_tpe", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}", *ONE_SOURCE, *TINY]
+    args = ["search=factors_tpe", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}", *ONE_SOURCE, *TINY,
+            NO_REPORT]
     r = run_cli(*args, f"hydra.sweep.dir={tmp_path / 's1'}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(results(tmp_path / "s1")) == 4
@@ -48,7 +49,7 @@ def test_pareto_search_writes_its_pareto_front(cache_dir, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     sweep = tmp_path / "s"
     r = run_cli("search=factors_pareto", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}",
-                f"hydra.sweep.dir={sweep}", "dimred.n_components=8", *ONE_SOURCE, *TINY)
+                f"hydra.sweep.dir={sweep}", "dimred.n_components=8", *ONE_SOURCE, *TINY, NO_REPORT)
     assert r.returncode == 0, r.stderr[-3000:]
     study = optuna.load_study(study_name="factors_pareto-synth_objects_new", storage=storage)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -77,7 +78,7 @@ def test_joblib_trains_the_missing_sources_first_in_parallel_and_splits_the_core
     sweep = tmp_path / "s"
     per_job = max(1, (os.cpu_count() or 1) // 2)
     r = run_cli("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "arch=alexnet,vgg", "layer=fc6,fc7",
-                f"hydra.sweep.dir={sweep}", "+hydra.callbacks.job_probe._target_=tests.job_probe.JobProbe",
+                f"hydra.sweep.dir={sweep}", "+hydra.callbacks.job_probe._target_=tests.job_probe.JobProbe", NO_REPORT,
                 *[o for o in TINY if not o.startswith("trainer.num_threads")])
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
@@ -99,7 +100,7 @@ def test_joblib_trains_the_missing_sources_first_in_parallel_and_splits_the_core
 def test_submitit_local_launcher(cache_dir, tmp_path):
     sweep = tmp_path / "s"
     r = run_cli("-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "layer=fc6,fc7",
-                f"hydra.sweep.dir={sweep}", *TINY)
+                f"hydra.sweep.dir={sweep}", NO_REPORT, *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
     assert len(res) == 2 and all(x["status"] == "ok" for x in res.values())
@@ -141,7 +142,8 @@ def test_resume_after_kill_finishes_only_missing_jobs(cache_dir, tmp_path):
     """Killed once its first job is done (its source net is the session's pre-trained one; the other three train
     theirs), the same command in the same sweep dir runs exactly the unfinished jobs."""
     sweep = tmp_path / "s"
-    args = [sys.executable, "-m", "src.main", "-m", "arch=alexnet,vgg", "seed=0,1", f"hydra.sweep.dir={sweep}", *TINY]
+    args = [sys.executable, "-m", "src.main", "-m", "arch=alexnet,vgg", "seed=0,1", f"hydra.sweep.dir={sweep}", NO_REPORT,
+            *TINY]
     proc = subprocess.Popen(args, cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
@@ -168,7 +170,7 @@ def test_snapshot_sweep_trains_once_and_tracks_in_the_sweeps_mlflow_store(cache_
     from mlflow import MlflowClient
 
     sweep = tmp_path / "s"
-    r = run_cli("-m", "source.snapshot=1,2", "logger=mlflow", f"hydra.sweep.dir={sweep}", *TINY)
+    r = run_cli("-m", "source.snapshot=1,2", "logger=mlflow", f"hydra.sweep.dir={sweep}", NO_REPORT, *TINY)
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
     assert sorted(x["cache"]["source_hit"] for x in res.values()) == [False, True]

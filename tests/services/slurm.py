@@ -5,7 +5,7 @@ free loopback ports and are killed, by pid, on `stop()`. Clients find the cluste
 `env()` returns for the subprocesses the tests start (sbatch, squeue, scancel, submitit's jobs inherit it).
 
 No accounting (no slurmdbd), so `sacct` fails: the project's SLURM launcher does not depend on it (it reads
-job states from `squeue`). Job step credentials live 20 s (`cred_expire`, default 120 s), which is also how long a
+job states from `squeue`). Job step credentials live 10 s (`cred_expire`, default 120 s), which is also how long a
 requeued job waits before it starts again. Process tracking by /proc (proctrack/linuxproc), no task plugin, no cgroups: it runs
 in a container as root. The node is this machine with its real CPU count; memory is not a consumable resource.
 """
@@ -36,7 +36,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={munge_socket},cred_expire=20
+AuthInfo=socket={munge_socket},cred_expire=10
 StateSaveLocation={root}/ctld-state
 SlurmdSpoolDir={root}/slurmd-spool
 SlurmctldPidFile={root}/slurmctld.pid
