@@ -141,9 +141,19 @@ def _job_record(config: DictConfig, started: float | None) -> dict[str, Any]:
 _JOBS_IN_PROCESS = [0]  # a process's first job also pays its imports (torch, lightning): not a per-job cost
 
 
+_PARSED: dict[str, tuple[list[str], list[Any]]] = {}  # progress file -> its lines and their parsed JSON, as last read
+
+
 def _read(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return lines[0], lines[1:]
+    """The header and the records. Lines already parsed by an earlier read are not parsed again: the file only grows
+    during a batch (its header carries the plan of every job), and each job's line reads it twice."""
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    raw, parsed = _PARSED.get(str(path), ([], []))
+    if len(lines) < len(raw) or lines[:len(raw)] != raw:  # rewritten (a new batch or sweep): parse it all again
+        raw, parsed = [], []
+    parsed = parsed + [json.loads(line) for line in lines[len(raw):]]
+    _PARSED[str(path)] = (lines, parsed)
+    return dict(parsed[0]), parsed[1:]  # (a caller may set a header key before rewriting the file: not in the cache)
 
 
 def launcher_plans(config: DictConfig) -> bool:
