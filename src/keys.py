@@ -133,6 +133,12 @@ def cost_class(stage: str, cfg, plan) -> str:
     """What a stage's duration depends on, as a short key: its payload without the seeds (replicates of one
     setting take the same time) and with the source's config in place of its key. `.timings/` records a build's
     seconds under it, and a sweep's plan estimates a stage from the builds of the same class."""
+    return cost_classes(cfg, plan, (stage,))[stage]
+
+
+def cost_classes(cfg, plan, stages) -> dict[str, str]:
+    """`cost_class` of several stages of one job, their shared parts (the source's payload, the target's data)
+    built once: a sweep's plan asks for three per job."""
     from omegaconf import OmegaConf
 
     from src.cache import make_key
@@ -142,12 +148,17 @@ def cost_class(stage: str, cfg, plan) -> str:
 
     source = unseeded(source_payload(cfg, plan, "weights"))
     target = unseeded(OmegaConf.to_container(cfg.target.data, resolve=True))
-    what: dict[str, Any] = {"stage": stage, "source": source}
-    if stage in ("features", "finetune", "probe"):
-        what["target"] = target
-    if stage in ("finetune", "features", "probe") and cfg.finetune.name != "none":
-        what["finetune"] = OmegaConf.to_container(cfg.finetune, resolve=True)
-    if stage == "probe":
-        what["probe"] = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
-                         for k in ("layer", "pooling", "classifier", "estimator", "dimred")}
-    return make_key(what)
+    tuned = cfg.finetune.name != "none"
+    finetune = OmegaConf.to_container(cfg.finetune, resolve=True) if tuned else None
+    out = {}
+    for stage in stages:
+        what: dict[str, Any] = {"stage": stage, "source": source}
+        if stage in ("features", "finetune", "probe"):
+            what["target"] = target
+        if stage in ("finetune", "features", "probe") and tuned:
+            what["finetune"] = finetune
+        if stage == "probe":
+            what["probe"] = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
+                             else cfg[k] for k in ("layer", "pooling", "classifier", "estimator", "dimred")}
+        out[stage] = make_key(what)
+    return out

@@ -125,7 +125,7 @@ def job_out_dir(sweep_cfg: DictConfig) -> Path:
     return Path(str(sweep_cfg.hydra.sweep.dir)) / str(sweep_cfg.hydra.sweep.subdir)
 
 
-def task_config(sweep_cfg: DictConfig) -> DictConfig:
+def task_config(sweep_cfg: DictConfig, out_dir: Path | None = None) -> DictConfig:
     """A composed sweep job's config as its task function gets it (Hydra's run_job drops the `hydra` node) and as
     the job sets it before running (`src.main.job_config`), resolved: the plan reads every job's config several
     times (check, keys, hash), and resolving its interpolations once is most of what that costs. A deep copy (the
@@ -141,7 +141,7 @@ def task_config(sweep_cfg: DictConfig) -> DictConfig:
             if OmegaConf.is_config(cfg[key]):
                 OmegaConf.resolve(cfg[key])
         del cfg["hydra"]
-    job_config(cfg, sweep_cfg.hydra, job_out_dir(sweep_cfg))
+    job_config(cfg, sweep_cfg.hydra, out_dir if out_dir is not None else job_out_dir(sweep_cfg))
     return cfg
 
 
@@ -208,7 +208,7 @@ def plan_sweep(sweep_cfgs: Sequence[DictConfig], nums: Sequence[int] | None = No
     from hydra.core.hydra_config import HydraConfig
 
     from src.check import validate
-    from src.keys import cost_class, stage_keys
+    from src.keys import cost_classes, stage_keys
     from src.main import previous_result
 
     t0 = time.perf_counter()
@@ -226,7 +226,7 @@ def plan_sweep(sweep_cfgs: Sequence[DictConfig], nums: Sequence[int] | None = No
             HydraConfig.instance().set_config(sweep_cfg)  # `${hydra:...}` resolves as in the job
         out_dir = job_out_dir(sweep_cfg)
         try:
-            cfg = task_config(sweep_cfg)
+            cfg = task_config(sweep_cfg, out_dir)
             cache_dir = str(cfg.paths.cache_dir)
         except Exception as e:  # noqa: BLE001  (an interpolation that fails: the job records it)
             jobs.append(Job(num, overrides, str(out_dir), "invalid", error=f"{type(e).__name__}: {e}"))
@@ -246,14 +246,15 @@ def plan_sweep(sweep_cfgs: Sequence[DictConfig], nums: Sequence[int] | None = No
             continue
         keys = stage_keys(cfg, plan, None if digest == RANDOM_INIT else digest)
         source_label, extract_label = _labels(cfg, plan)
-        job = Job(num, overrides, str(out_dir), "run", cfg=cfg, probe_cost=cost_class("probe", cfg, plan))
+        extract = "features" if keys["features"] else "finetune"
+        cost = cost_classes(cfg, plan, ("probe", "source", extract))
+        job = Job(num, overrides, str(out_dir), "run", cfg=cfg, probe_cost=cost["probe"])
         if not plan.spec.pretrained:  # a pretrained source is a file: nothing to build
             built = {k: keys[k] for k in ("source", "source_val_features") if keys[k]}
-            job.source = _unit(units, store, "source", built, source_label, cost_class("source", cfg, plan), num)
+            job.source = _unit(units, store, "source", built, source_label, cost["source"], num)
         built = {k: keys[k] for k in ("finetune", "features") if keys[k]}
         if built:
-            cost = cost_class("features" if keys["features"] else "finetune", cfg, plan)
-            job.extract = _unit(units, store, "extract", built, extract_label, cost, num)
+            job.extract = _unit(units, store, "extract", built, extract_label, cost[extract], num)
         jobs.append(job)
     sweep = SweepPlan(jobs, units, cache_dir)
     _group_replicates(sweep)
