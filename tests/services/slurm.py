@@ -7,7 +7,8 @@ free loopback ports and are killed, by pid, on `stop()`. Clients find the cluste
 No accounting (no slurmdbd), so `sacct` fails: the project's SLURM launcher does not depend on it (it reads
 job states from `squeue`). Job step credentials live 10 s (`cred_expire`, default 120 s), which is also how long a
 requeued job waits before it starts again. Process tracking by /proc (proctrack/linuxproc), no task plugin, no cgroups: it runs
-in a container as root. The node is this machine with its real CPU count; memory is not a consumable resource.
+in a container as root. The node is this machine, with one CPU slot more than its cores (see `SlurmdParameters` below); memory is not a
+consumable resource.
 """
 
 from __future__ import annotations
