@@ -11,7 +11,11 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,cluster,tracking]'
+	$(BIN)/python -m pip install -q --no-compile -e '.[dev,cluster,tracking]'
+	@# pip byte-compiles what it installs one file at a time; compileall does the same on every core. Imports read the
+	@# compiled files (also where PYTHONDONTWRITEBYTECODE keeps Python from writing them). A file that does not
+	@# compile (test data of some packages) is left out, as pip leaves it out.
+	-$(BIN)/python -m compileall -qq -j 0 $$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 	touch $(STAMP)
 
 # The default experiment on the embedded synthetic data.

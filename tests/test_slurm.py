@@ -115,13 +115,13 @@ def epochs(n: int) -> list[str]:
 @pytest.mark.empty_cache  # the source jobs build both source nets
 def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_resumes(slurm, cache_dir, tmp_path,
                                                                                       make_cfg, monkeypatch):
-    """2 sources x 3 targets x 2 layers: one source job per net, then per net an array of the extracting jobs and
+    """2 sources x 2 targets x 2 layers: one source job per net, then per net an array of the extracting jobs and
     an array of the rest; no task starts before its source job has ended, each net is trained once, no task waits
     on a cache lock. The alexnet source job is preempted (SIGUSR2, as SLURM signals a preemption) after its second
-    epoch: submitit requeues it and the training resumes from its checkpoint. Results equal the same jobs run here
-    from a fresh cache."""
+    epoch: submitit requeues it and the training resumes from its checkpoint. One job per net, run here from a
+    fresh cache, gives the same results (the resumed net's scores equal those of a net trained without a break)."""
     sweep = tmp_path / "slurm"
-    grid = ["arch=alexnet,vgg", "target=synth_objects_new,synth_scenes,digits", "layer=fc6,fc7"]
+    grid = ["arch=alexnet,vgg", "target=synth_objects_new,synth_scenes", "layer=fc6,fc7"]
     tiny = epochs(12)  # long enough to be signalled mid-training
     alexnet = source_key(make_cfg, "arch=alexnet", "source.epochs=12")
     log = tmp_path / "sweep.log"
@@ -134,7 +134,7 @@ def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_r
     slurm.run("scancel", "--signal=USR2", source_job)
     finish(proc, log)
     res = results(sweep)
-    assert len(res) == 12 and all(x["status"] == "ok" for x in res.values()), res
+    assert len(res) == 8 and all(x["status"] == "ok" for x in res.values()), res
 
     submitted = slurm_jobs(sweep)
     assert len(submitted["source_jobs"]) == 2 and len(submitted["arrays"]) == 4
@@ -142,17 +142,18 @@ def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_r
     assert sorted(r["key"] for r in Store(cache_dir).timings("source")) == sorted(j["source"] for j in
                                                                                  submitted["source_jobs"])
     assert all(x["cache"]["source_hit"] for x in res.values())
-    assert [x["timings_s"]["lock_wait"] for x in res.values()] == [0] * 12
+    assert [x["timings_s"]["lock_wait"] for x in res.values()] == [0] * 8
     # Every task started once its source job had ended (squeue's times, to the second).
     for src in submitted["source_jobs"]:
         _, source_end = interval(slurm, src["job_id"])
         tasks = [t for a in submitted["arrays"] if a["after_source_job"] == src["job_id"] for t in a["task_ids"]]
-        assert len(tasks) == 6 and all(interval(slurm, t)[0] >= source_end for t in tasks)
+        assert len(tasks) == 4 and all(interval(slurm, t)[0] >= source_end for t in tasks)
     # The preempted training went on from a checkpoint, not from epoch 0.
     assert 1 <= json.loads((cache_dir / "source" / alexnet / "metrics.json").read_text())["resumed_from_epoch"] < 12
 
     monkeypatch.setenv("TRANSFER_CACHE_DIR", str(tmp_path / "local-cache"))
-    for job, x in sorted(res.items()):
+    one_per_net = {x["factors"]["arch"]: (job, x) for job, x in sorted(res.items(), key=lambda kv: int(kv[0]))}
+    for job, x in one_per_net.values():
         f = x["factors"]
         local = execute(make_cfg(f"arch={f['arch']}", f"target={f['target']}", f"layer={f['layer']}",
                                  "source.epochs=12"), tmp_path / "local" / job)
