@@ -8,6 +8,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -21,6 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import src
+from tests.cli_server import import_time_env
 
 REPO = src.REPO_ROOT
 # No test reaches a model hub: a library asked for weights it does not have must fail, not download.
@@ -143,29 +145,143 @@ def _cli_root() -> str:
 
 
 def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """`python -m src.main ARGS` in a subprocess (the way users run it). Without an explicit hydra.run.dir /
+    """`python -m src.main ARGS` in its own process (the way users run it). Without an explicit hydra.run.dir /
     hydra.sweep.dir the output goes to a private temp dir, not outputs/<time>: the suite runs in parallel workers
-    (`make test`: pytest -n 2), and two runs started in the same second would share Hydra's default dir."""
+    (`make test`: pytest -n 2), and two runs started in the same second would share Hydra's default dir.
+
+    The process is forked from this test process's CLI server (tests/cli_server.py), which has already imported
+    torch, Lightning, scikit-learn and Hydra: the imports are most of a tiny run's CPU time. It runs a fresh
+    interpreter instead when the run's environment sets what a library reads at import differently from the
+    server's, or when TRANSFER_TEST_FORK=0. Either way: the same CompletedProcess, TimeoutExpired on a timeout."""
     own = tempfile.mkdtemp(prefix="cli-", dir=_cli_root())
     for key in ("hydra.run.dir", "hydra.sweep.dir"):
         if not any(a.startswith(f"{key}=") for a in args):
             args = (*args, f"{key}={own}/{key.split('.')[1]}")
-    return subprocess.run(
-        [sys.executable, "-m", "src.main", *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    cmd = [sys.executable, "-m", "src.main", *args]
+    full_env = {**os.environ, **(env or {})}
+    server = _cli_server()
+    if server is None or import_time_env(full_env) != server.import_env:
+        return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    return server.run(cmd, cwd=cwd, env=full_env, timeout=timeout, out_dir=own)
+
+
+class _CliServer:
+    """This test process's tests/cli_server.py: one request at a time (a pytest process runs one test at a time)."""
+
+    def __init__(self) -> None:
+        env = dict(_START_ENV)
+        self.import_env = import_time_env(env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_server"], cwd=REPO, env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.cpu = 0.0  # CPU seconds of the runs it forked (children_cpu adds them)
+
+    def request(self, **request) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"tests/cli_server.py ended (exit {self.proc.wait()}); its errors are above")
+        reply = json.loads(line)
+        self.cpu += reply.get("cpu") or 0.0
+        return reply
+
+    def run(self, cmd: list[str], cwd: Path, env: dict, timeout: float, out_dir: str) -> subprocess.CompletedProcess:
+        out, err = Path(out_dir) / "stdout", Path(out_dir) / "stderr"
+        reply = self.request(op="run", module=cmd[2], args=cmd[3:], cwd=str(cwd), env=env, stdout=str(out),
+                             stderr=str(err), timeout=timeout)
+        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        if reply["timed_out"]:
+            raise subprocess.TimeoutExpired(cmd, timeout, output=stdout, stderr=stderr)
+        return subprocess.CompletedProcess(cmd, reply["returncode"], stdout, stderr)
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # EOF: the server exits
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class ForkedProcess:
+    """What `spawn_cli` returns for a run the CLI server forked: the part of subprocess.Popen the tests use."""
+
+    def __init__(self, server: _CliServer, cmd: list[str], pid: int, stdout: Path, stderr: Path | None) -> None:
+        self.server, self.args, self.pid, self.stdout_path, self.stderr_path = server, cmd, pid, stdout, stderr
+        self.returncode: int | None = None
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            reply = self.server.request(op="wait", pid=self.pid, timeout=timeout)
+            if reply["returncode"] is None:
+                raise subprocess.TimeoutExpired(self.args, timeout)
+            self.returncode = reply["returncode"]
+        return self.returncode
+
+    def poll(self) -> int | None:
+        try:
+            return self.wait(timeout=0)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def send_signal(self, sig: int) -> None:
+        if self.returncode is None:  # as Popen: never a signal to a pid that may have been reused
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        return (self.stdout_path.read_text(errors="replace"),
+                self.stderr_path.read_text(errors="replace") if self.stderr_path else "")
+
+
+def spawn_cli(*args: str, module: str = "src.main", cwd: Path = REPO, env: dict | None = None,
+              stdout: Path | None = None, stderr: Path | str | None = None):
+    """`python -m MODULE ARGS` started in the background (forked by the CLI server as `run_cli` is, or a
+    subprocess.Popen where it runs a fresh interpreter): stdout to the file `stdout` (None: discarded), stderr to
+    the file `stderr`, "stdout" (the same file) or None (discarded). Its process group is its own (`os.killpg`)."""
+    cmd = [sys.executable, "-m", module, *args]
+    full_env = {**os.environ, **(env or {})}
+    server = _cli_server()
+    if server is None or import_time_env(full_env) != server.import_env:
+        out = open(stdout, "w") if stdout else subprocess.DEVNULL
+        err = subprocess.STDOUT if stderr == "stdout" else open(stderr, "w") if stderr else subprocess.DEVNULL
+        return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, stderr=err, start_new_session=True)
+    out_path = Path(stdout) if stdout else Path(os.devnull)
+    err_path = "stdout" if stderr == "stdout" else str(stderr) if stderr else os.devnull
+    reply = server.request(op="spawn", module=module, args=list(args), cwd=str(cwd), env=full_env,
+                           stdout=str(out_path), stderr=err_path, timeout=None)
+    return ForkedProcess(server, cmd, reply["pid"], out_path,
+                         out_path if stderr == "stdout" else Path(err_path) if stderr else None)
+
+
+_START_ENV = dict(os.environ)  # before any test's monkeypatch: the server's environment
+_SERVER: list[_CliServer] = []
+
+
+def _cli_server() -> _CliServer | None:
+    if os.environ.get("TRANSFER_TEST_FORK", "1") == "0":
+        return None
+    if not _SERVER:
+        _SERVER.append(_CliServer())
+        atexit.register(_SERVER[0].close)
+    return _SERVER[0]
 
 
 def children_cpu() -> float:
-    """CPU seconds of this process's finished children (a CLI run's own work, whatever the machine's load). Time
-    limits in tests are on this, not on wall time: on a shared machine neighbours stretch wall time several-fold
-    without any change in the work a case does."""
+    """CPU seconds of this process's finished children (a CLI run's own work, whatever the machine's load), the
+    runs forked by the CLI server included (theirs without the imports the server did once). Time limits in tests
+    are on this, not on wall time: on a shared machine neighbours stretch wall time several-fold without any change
+    in the work a case does."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime + (_SERVER[0].cpu if _SERVER else 0.0)
 
 
 def results(root: Path, pattern: str = "*/result.json") -> dict[str, dict]:

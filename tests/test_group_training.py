@@ -205,17 +205,13 @@ def test_killed_grouped_sweep_reruns_from_the_group_checkpoints(cache_dir, tmp_p
     the group resumes from its members' checkpoints (not from epoch 0) and every job scores."""
     import os
     import signal
-    import subprocess
-    import sys
     import time
 
-    from tests.conftest import REPO, results
+    from tests.conftest import results, spawn_cli
 
     args = [o for o in TINY if not o.startswith("source.epochs")] + ["source.epochs=6"]
-    cmd = [sys.executable, "-m", "src.main", "-m", "seed=1,2,3", "trainer.group_replicates=on",
-           f"hydra.sweep.dir={tmp_path / 's'}", NO_REPORT, *args]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = ["-m", "seed=1,2,3", "trainer.group_replicates=on", f"hydra.sweep.dir={tmp_path / 's'}", NO_REPORT, *args]
+    proc = spawn_cli(*cmd)
     deadline = time.time() + 300
     while time.time() < deadline and len(list((cache_dir / "source").glob(".*.resume/group.ckpt"))) < 3:
         assert proc.poll() is None, "the sweep ended before it could be interrupted"
@@ -224,7 +220,7 @@ def test_killed_grouped_sweep_reruns_from_the_group_checkpoints(cache_dir, tmp_p
     proc.wait()
     assert not list((cache_dir / "source").glob("*/manifest.json"))  # nothing published, nothing half-written
 
-    r = subprocess.run(cmd, cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=600)
+    r = run_cli(*cmd)
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(tmp_path / "s")
     assert [res[str(n)]["status"] for n in range(3)] == ["ok"] * 3

@@ -1,8 +1,6 @@
 """`replicates=N`: source seeds 0..N-1 with each job's target sample tied to its seed, expanded before Hydra sees the
 command line; and the study presets' `report:` settings."""
 
-import subprocess
-import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -13,7 +11,7 @@ from omegaconf import OmegaConf
 from src.errors import ConfigError
 from src.record import FINDING_IDS
 from src.argv import check_report_args, expand_replicates
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 
 def test_expansion_of_the_command_line():
@@ -79,7 +77,6 @@ def test_report_keys_on_the_command_line_are_checked_before_any_job():
 
 
 def test_cli_reports_a_bad_replicates_in_one_line():
-    r = subprocess.run([sys.executable, "-m", "src.main", "experiment=layer_study", "replicates=lots"], cwd=REPO,
-                       capture_output=True, text=True, timeout=120)
+    r = run_cli("experiment=layer_study", "replicates=lots", timeout=120)
     assert r.returncode == 1
     assert r.stderr.strip() == "error: replicates='lots' must be an integer; valid: 1..1000"

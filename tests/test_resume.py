@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TINY
+from tests.conftest import TINY, spawn_cli
 
 EPOCHS = 4
 ARGS = [o for o in TINY if not o.startswith("source.epochs")] + [f"source.epochs={EPOCHS}"]
@@ -40,8 +38,7 @@ def test_killed_training_resumes_bitwise(cache_dir, tmp_path, make_cfg, monkeypa
     from src.main import execute
 
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "src.main", *ARGS, f"hydra.run.dir={run_dir}"], cwd=REPO,
-                            env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = spawn_cli(*ARGS, f"hydra.run.dir={run_dir}")
     deadline = time.time() + 300
     while time.time() < deadline and not list((cache_dir / "source").glob(".*.resume/snapshot_2.pt")):
         assert proc.poll() is None, "training ended before it could be interrupted"

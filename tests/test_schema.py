@@ -4,16 +4,13 @@ range or choice set; unknown keys and bad values stop a run in one line, before 
 from __future__ import annotations
 
 import os
-import resource
-import subprocess
-import sys
 import time
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from src.schema import SCHEMA, check_config, reference
-from tests.conftest import REPO
+from tests.conftest import REPO, children_cpu, run_cli
 
 CONF = REPO / "conf"
 # Options that need a companion to compose or to be valid (the pretrained source needs a pretrained arch).
@@ -78,12 +75,9 @@ BAD = [  # (args, the line): the issue's five inputs that used to train silently
 
 def _run(args, tmp_path):
     env = {**os.environ, "TRANSFER_CACHE_DIR": str(tmp_path / "cache")}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "src.main", *args, f"hydra.run.dir={tmp_path / 'run'}"], cwd=REPO,
-                       env=env, capture_output=True, text=True, timeout=120)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, time.perf_counter() - t0
+    cpu0, t0 = children_cpu(), time.perf_counter()
+    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", env=env, timeout=120)
+    return r, children_cpu() - cpu0, time.perf_counter() - t0
 
 
 @pytest.mark.parametrize("args,line", BAD, ids=[" ".join(a) for a, _ in BAD])

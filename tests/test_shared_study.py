@@ -15,7 +15,7 @@ from collections import Counter
 
 import pytest
 
-from tests.conftest import NO_REPORT, REPO, TINY, results, run_cli
+from tests.conftest import NO_REPORT, REPO, TINY, results, run_cli, spawn_cli
 from tests.services.postgres import PostgresServer
 
 # One PostgreSQL server per test process (under `pytest -n`, per worker that runs one of these cases).
@@ -102,12 +102,11 @@ def test_killed_worker_leaves_the_study_usable(postgres, cache_dir, tmp_path, mo
     env = {**os.environ, **postgres.env()}
     heartbeat = ["hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
 
-    def worker(i: int, n_trials: int) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "src.main", "search=factors_tpe", f"hydra.sweeper.n_trials={n_trials}",
-             f"hydra.sweeper.storage={url}", f"hydra.sweep.dir={tmp_path / f'w{i}'}",
-             f"hydra.sweeper.sampler.seed={i}", "hydra.sweeper.params.layer='choice(fc6,fc7)'", *heartbeat,
-             *SPACE[:3], *TINY, NO_REPORT], cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    def worker(i: int, n_trials: int):
+        return spawn_cli("search=factors_tpe", f"hydra.sweeper.n_trials={n_trials}", f"hydra.sweeper.storage={url}",
+                         f"hydra.sweep.dir={tmp_path / f'w{i}'}", f"hydra.sweeper.sampler.seed={i}",
+                         "hydra.sweeper.params.layer='choice(fc6,fc7)'", *heartbeat, *SPACE[:3], *TINY, NO_REPORT,
+                         env=env, stderr=tmp_path / f"w{i}.err")
 
     victim, survivor = worker(0, 50), worker(1, 4)
     # Kill the victim in the middle of a trial: its job dir exists and has no result yet (after one finished).

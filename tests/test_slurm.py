@@ -7,9 +7,6 @@ artifact cache (TRANSFER_CACHE_DIR) is the shared filesystem the jobs coordinate
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -19,7 +16,7 @@ from filelock import FileLock
 
 from src.cache import Store
 from src.main import execute
-from tests.conftest import NO_REPORT, REPO, TINY, compose_tiny, results, run_cli
+from tests.conftest import NO_REPORT, TINY, compose_tiny, results, run_cli, spawn_cli
 from tests.services.slurm import PARTITION, SlurmCluster
 
 # One cluster per test process (under `pytest -n`, per worker that runs one of these cases).
@@ -57,11 +54,9 @@ def time_limited_sweep(slurm, tmp_path_factory):
     lock = cache / "source" / f"{make_key(source_payload(cfg, validate(cfg)))}.lock"
     lock.parent.mkdir(parents=True)
     with FileLock(str(lock)):
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "src.main", "-m", "seed=7", *LAUNCHER, "hydra.launcher.timeout_min=1",
-             "hydra.launcher.stage_scheduling=false", f"hydra.sweep.dir={sweep}", *TINY],
-            cwd=REPO, env={**os.environ, **slurm.env(), "TRANSFER_CACHE_DIR": str(cache)},
-            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+        proc = spawn_cli("-m", "seed=7", *LAUNCHER, "hydra.launcher.timeout_min=1",
+                         "hydra.launcher.stage_scheduling=false", f"hydra.sweep.dir={sweep}", *TINY,
+                         env={**slurm.env(), "TRANSFER_CACHE_DIR": str(cache)}, stdout=log, stderr="stdout")
         try:
             yield proc, log, sweep
         finally:
@@ -89,13 +84,12 @@ def slurm_jobs(sweep) -> dict:
     return json.loads((sweep / "slurm.json").read_text())
 
 
-def start_sweep(args: list[str], slurm: SlurmCluster, log: Path) -> subprocess.Popen:
+def start_sweep(args: list[str], slurm: SlurmCluster, log: Path):
     """`python -m src.main ARGS` in the background, its output in `log` (a pipe nobody reads would fill up)."""
-    return subprocess.Popen([sys.executable, "-m", "src.main", *args], cwd=REPO, env={**os.environ, **slurm.env()},
-                            stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
+    return spawn_cli(*args, env=slurm.env(), stdout=log, stderr="stdout")
 
 
-def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+def wait_for(condition, what: str, proc, log: Path, timeout: float = 300) -> None:
     deadline = time.time() + timeout
     while not condition():
         assert proc.poll() is None, f"the sweep ended before {what}: {log.read_text()[-3000:]}"
@@ -103,7 +97,7 @@ def wait_for(condition, what: str, proc: subprocess.Popen, log: Path, timeout: f
         time.sleep(0.05)
 
 
-def finish(proc: subprocess.Popen, log: Path) -> None:
+def finish(proc, log: Path) -> None:
     proc.wait(timeout=600)
     assert proc.returncode == 0, log.read_text()[-3000:]
 

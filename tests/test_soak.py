@@ -8,8 +8,6 @@ import os
 import random
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -17,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from src.cache import verify
-from tests.conftest import NO_REPORT, REPO, TINY
+from tests.conftest import NO_REPORT, TINY, run_cli, spawn_cli
 
 pytestmark = pytest.mark.slow
 
@@ -55,15 +53,14 @@ def log_events(sweep: Path, verb: str, stage: str) -> Counter:
 def test_sweep_survives_repeated_sigkill(tmp_path):
     cache, sweep = tmp_path / "cache", tmp_path / "sweep"
     env = {**os.environ, "TRANSFER_CACHE_DIR": str(cache)}
-    args = [sys.executable, "-m", "src.main", *SWEEP, f"hydra.sweep.dir={sweep}"]
+    args = [*SWEEP, f"hydra.sweep.dir={sweep}"]
     seed = int(os.environ.get("SOAK_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     kills: list[str] = []  # what each kill interrupted
     interrupted_training: Counter = Counter()  # source key -> kills that hit its training
     seen_staging: set[str] = set()
     for want in SCHEDULE:
-        proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                start_new_session=True)
+        proc = spawn_cli(*args, env=env)
         started, at = time.time(), rng.uniform(4, 20)
         while proc.poll() is None and not reached(want, cache, sweep, started, at):
             time.sleep(0.01)
@@ -83,7 +80,7 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
         hit = ("training" if staging(cache, "source") else "extraction" if staging(cache, "features")
                else "probe" if "probe:" in doing else "other (start-up, loading, result writing)")
         kills.append(hit)
-    final = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    final = run_cli(*args, env=env)
     print(f"soak seed {seed}: {len(kills)} kills {Counter(kills)}, {len(kills) + 1} runs")
     assert final.returncode == 0, final.stderr[-3000:]
     assert len(kills) >= MIN_KILLS and {"training", "extraction"} <= set(kills), (seed, kills)
@@ -111,9 +108,8 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
 
 def test_four_processes_on_one_config_train_once_and_agree(tmp_path):
     env = {**os.environ, "TRANSFER_CACHE_DIR": str(tmp_path / "cache")}
-    procs = [subprocess.Popen([sys.executable, "-m", "src.main", *TINY, f"hydra.run.dir={tmp_path / f'run{i}'}"],
-                              cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(4)]
+    procs = [spawn_cli(*TINY, f"hydra.run.dir={tmp_path / f'run{i}'}", env=env, stdout=tmp_path / f"out{i}",
+                       stderr=tmp_path / f"err{i}") for i in range(4)]
     for p in procs:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]

@@ -4,14 +4,12 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.conftest import NO_REPORT, REPO, TINY, results, run_cli
+from tests.conftest import NO_REPORT, REPO, TINY, results, run_cli, spawn_cli
 
 pytestmark = pytest.mark.slow
 
@@ -142,10 +140,8 @@ def test_resume_after_kill_finishes_only_missing_jobs(cache_dir, tmp_path):
     """Killed once its first job is done (its source net is the session's pre-trained one; the other three train
     theirs), the same command in the same sweep dir runs exactly the unfinished jobs."""
     sweep = tmp_path / "s"
-    args = [sys.executable, "-m", "src.main", "-m", "arch=alexnet,vgg", "seed=0,1", f"hydra.sweep.dir={sweep}", NO_REPORT,
-            *TINY]
-    proc = subprocess.Popen(args, cwd=REPO, env=os.environ.copy(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    args = ["-m", "arch=alexnet,vgg", "seed=0,1", f"hydra.sweep.dir={sweep}", NO_REPORT, *TINY]
+    proc = spawn_cli(*args)
     deadline = time.time() + 300
     while time.time() < deadline and not any(x["status"] == "ok" for x in results(sweep).values()):
         time.sleep(0.05)
@@ -154,7 +150,7 @@ def test_resume_after_kill_finishes_only_missing_jobs(cache_dir, tmp_path):
     done_before = {k: (sweep / k / "result.json").stat().st_mtime_ns for k, x in results(sweep).items()
                    if x["status"] == "ok"}
     assert 1 <= len(done_before) < 4
-    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600)
+    r = run_cli(*args)
     assert r.returncode == 0, r.stderr[-3000:]
     after = results(sweep)
     assert len(after) == 4 and all(x["status"] == "ok" for x in after.values())
