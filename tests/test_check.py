@@ -3,7 +3,9 @@ import pytest
 from src.check import ConfigError, validate
 from tests.conftest import children_cpu, run_cli
 
-# A CLI run that fails at the config check never imports torch: a few CPU seconds (tests/conftest.children_cpu).
+# A CLI run that fails at the config check stops before any expensive work: a few CPU seconds at most
+# (tests/conftest.children_cpu, without the imports the CLI server did once; that the check imports no torch is
+# test_cfg_job_and_help_do_not_import_torch and tests/test_layering.py).
 MAX_CPU_SECONDS = 15
 
 
