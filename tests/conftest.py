@@ -159,10 +159,16 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: floa
             args = (*args, f"{key}={own}/{key.split('.')[1]}")
     cmd = [sys.executable, "-m", "src.main", *args]
     full_env = {**os.environ, **(env or {})}
-    server = _cli_server()
-    if server is None or import_time_env(full_env) != server.import_env:
+    server = _server_for(full_env)
+    if server is None:
         return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
-    return server.run(cmd, cwd=cwd, env=full_env, timeout=timeout, out_dir=own)
+    out, err = Path(own) / "stdout", Path(own) / "stderr"
+    reply = server.request(op="run", module="src.main", args=list(args), cwd=str(cwd), env=full_env, stdout=str(out),
+                           stderr=str(err), timeout=timeout)
+    stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+    if reply["timed_out"]:
+        raise subprocess.TimeoutExpired(cmd, timeout, output=stdout, stderr=stderr)
+    return subprocess.CompletedProcess(cmd, reply["returncode"], stdout, stderr)
 
 
 class _CliServer:
@@ -185,15 +191,6 @@ class _CliServer:
         reply = json.loads(line)
         self.cpu += reply.get("cpu") or 0.0
         return reply
-
-    def run(self, cmd: list[str], cwd: Path, env: dict, timeout: float, out_dir: str) -> subprocess.CompletedProcess:
-        out, err = Path(out_dir) / "stdout", Path(out_dir) / "stderr"
-        reply = self.request(op="run", module=cmd[2], args=cmd[3:], cwd=str(cwd), env=env, stdout=str(out),
-                             stderr=str(err), timeout=timeout)
-        stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
-        if reply["timed_out"]:
-            raise subprocess.TimeoutExpired(cmd, timeout, output=stdout, stderr=stderr)
-        return subprocess.CompletedProcess(cmd, reply["returncode"], stdout, stderr)
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -249,30 +246,31 @@ def spawn_cli(*args: str, module: str = "src.main", cwd: Path = REPO, env: dict 
     the file `stderr`, "stdout" (the same file) or None (discarded). Its process group is its own (`os.killpg`)."""
     cmd = [sys.executable, "-m", module, *args]
     full_env = {**os.environ, **(env or {})}
-    server = _cli_server()
-    if server is None or import_time_env(full_env) != server.import_env:
-        out = open(stdout, "w") if stdout else subprocess.DEVNULL
-        err = subprocess.STDOUT if stderr == "stdout" else open(stderr, "w") if stderr else subprocess.DEVNULL
-        return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, stderr=err, start_new_session=True)
-    out_path = Path(stdout) if stdout else Path(os.devnull)
-    err_path = "stdout" if stderr == "stdout" else str(stderr) if stderr else os.devnull
+    out_path = Path(stdout or os.devnull)
+    err_path = out_path if stderr == "stdout" else Path(stderr or os.devnull)
+    server = _server_for(full_env)
+    if server is None:
+        with open(out_path, "w") as out, open(err_path, "a") as err:  # the child keeps its own copies
+            return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=out, start_new_session=True,
+                                    stderr=subprocess.STDOUT if stderr == "stdout" else err)
     reply = server.request(op="spawn", module=module, args=list(args), cwd=str(cwd), env=full_env,
-                           stdout=str(out_path), stderr=err_path, timeout=None)
-    return ForkedProcess(server, cmd, reply["pid"], out_path,
-                         out_path if stderr == "stdout" else Path(err_path) if stderr else None)
+                           stdout=str(out_path), stderr="stdout" if stderr == "stdout" else str(err_path), timeout=None)
+    return ForkedProcess(server, cmd, reply["pid"], out_path, err_path if stderr else None)
 
 
 _START_ENV = dict(os.environ)  # before any test's monkeypatch: the server's environment
 _SERVER: list[_CliServer] = []
 
 
-def _cli_server() -> _CliServer | None:
+def _server_for(env: dict) -> _CliServer | None:
+    """This test process's CLI server (started on first use) when a run with `env` may be forked from it: not when
+    TRANSFER_TEST_FORK=0, nor when `env` sets what a library reads at import differently (then: a fresh interpreter)."""
     if os.environ.get("TRANSFER_TEST_FORK", "1") == "0":
         return None
     if not _SERVER:
         _SERVER.append(_CliServer())
         atexit.register(_SERVER[0].close)
-    return _SERVER[0]
+    return _SERVER[0] if import_time_env(env) == _SERVER[0].import_env else None
 
 
 def children_cpu() -> float:

@@ -1,7 +1,6 @@
 """`replicates=N`: source seeds 0..N-1 with each job's target sample tied to its seed, expanded before Hydra sees the
 command line; and the study presets' `report:` settings."""
 
-
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
