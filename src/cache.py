@@ -37,7 +37,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Optional, Union
 
 from filelock import FileLock, Timeout
 
@@ -47,6 +47,7 @@ KEY_FILE = "key.json"
 QUARANTINE = ".quarantine"
 STAGING = ".tmp-"  # staging dirs are `.<key>.tmp-<random>`
 RESUME = ".resume"  # a resumable build's progress: `.<key>.resume/`
+Cost = Optional[Union[str, Callable[[], str]]]  # a cost class, or how to work it out (only a build needs it)
 TIMINGS = ".timings"  # `<root>/.timings/<stage>.jsonl`: one line per build (seconds, cost class, host)
 
 
@@ -218,11 +219,12 @@ class Store:
         return self.root / stage / f".{key}{RESUME}"
 
     def get_or_build(
-        self, stage: str, payload: dict[str, Any], build: Callable[[Path], None], cost: str | None = None
+        self, stage: str, payload: dict[str, Any], build: Callable[[Path], None], cost: Cost = None
     ) -> tuple[Path, bool]:
         """(entry, hit): the entry for `payload`, built by `build(tmp_dir)` if absent. Safe across processes.
 
-        `cost`: the build's cost class (`src.keys.cost_class`), recorded with its duration in `.timings/`."""
+        `cost`: the build's cost class (`src.keys.cost_class`), recorded with its duration in `.timings/`; a
+        callable is asked only when the entry is built (a hit, the usual case in a sweep, needs no cost class)."""
         key = make_key(payload)
         entry = self.lookup(stage, key)
         if entry is not None:
@@ -268,7 +270,7 @@ class Store:
 
     def build_many(
         self, stage: str, payloads: list[dict[str, Any]],
-        build: Callable[[list[int], list[Path], Callable[[int], None]], None], cost: str | None = None,
+        build: Callable[[list[int], list[Path], Callable[[int], None]], None], cost: Cost = None,
     ) -> list[tuple[Path, bool] | None]:
         """Entries built together by one builder (a replicate group of source nets): per payload (entry, hit), or
         None for one another process is building (its lock is taken: it is left to that process, never waited for).
@@ -335,9 +337,10 @@ class Store:
         self.tidy(stage)
         return out
 
-    def record_timing(self, stage: str, key: str, start: float, end: float, cost: str | None) -> None:
+    def record_timing(self, stage: str, key: str, start: float, end: float, cost: Cost) -> None:
         """Append one build's (or job's) duration to `.timings/<stage>.jsonl`; best-effort (a read-only or full
         filesystem never fails a build over it)."""
+        cost = cost() if callable(cost) else cost
         line = json.dumps({"key": key, "cost": cost, "seconds": round(end - start, 3), "start": round(start, 3),
                            "end": round(end, 3), "host": socket.gethostname()})
         path = self.root / TIMINGS / f"{stage}.jsonl"

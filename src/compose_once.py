@@ -18,6 +18,10 @@ the defaults list Hydra builds from their group choices and the merge of their c
 composition): each is done once per distinct set of group overrides, and each job gets its own value overrides
 and a deep copy of the merge before they are applied (layer_study's 56 jobs have 7 defaults lists).
 
+Hydra parses every job's override strings with its ANTLR grammar, twice per composition (a few ms a job): each
+distinct string is parsed once (`experiment=layer_study` recurs in every job) and every caller gets its own copy of
+the parsed override. A string calling a grammar function (`shuffle(...)`, `glob(...)`) is parsed each time.
+
 A guarded patch of Hydra's internals (`GUARD`, src/patching.py): `TRANSFER_PATCH_COMPOSE_ONCE=0` turns it off, and
 Hydra versions it was not checked against leave Hydra as it is. What it saves: `python -m
 benchmarks.framework_patches` (layer_study's sweep overhead with and without it).
@@ -108,6 +112,20 @@ def _parse_once(load, identity):
     return load_config
 
 
+_overrides: dict[str, Any] = {}  # an override string -> what Hydra's grammar parsed it into
+
+
+def _override_once(parse_rule):
+    def parse(self, s: str, rule_name: str):
+        if rule_name != "override" or "(" in s:  # a function's value may differ per call (shuffle)
+            return parse_rule(self, s, rule_name)
+        if s not in _overrides:  # (a string that does not parse raises here each time: nothing kept)
+            _overrides[s] = parse_rule(self, s, rule_name)
+        return copy.deepcopy(_overrides[s])  # the caller sets fields of it (its config loader)
+
+    return parse
+
+
 @contextlib.contextmanager
 def batch():
     """Compositions inside share defaults lists and merges as one batch's validation does (when installed): for
@@ -162,6 +180,7 @@ def install() -> bool:
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
     from hydra._internal.core_plugins.file_config_source import FileConfigSource
     from hydra._internal.core_plugins.importlib_resources_config_source import ImportlibResourcesConfigSource
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.plugins.sweeper import Sweeper
 
     compose, check = ConfigLoaderImpl.load_sweep_config, Sweeper.validate_batch_is_legal
@@ -196,6 +215,7 @@ def install() -> bool:
         (ConfigLoaderImpl, "load_sweep_config"): load_sweep_config,
         (ConfigLoaderImpl, "_compose_config_from_defaults_list"): _merge_once(merge),
         (config_loader_impl, "create_defaults_list"): _defaults_once(config_loader_impl.create_defaults_list),
+        (OverridesParser, "parse_rule"): _override_once(OverridesParser.parse_rule),
     }
     for (owner, name), fn in replacements.items():
         _ORIGINAL[(owner, name)] = getattr(owner, name)
@@ -210,3 +230,4 @@ def uninstall() -> None:
     _ORIGINAL.clear()
     _composed.clear()
     _parsed.clear()
+    _overrides.clear()

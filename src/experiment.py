@@ -57,7 +57,8 @@ def device_of(cfg: DictConfig) -> str:
     return job_device(str(cfg.trainer.accelerator))
 
 
-def _cached(store: Store, stage: str, payload: dict, build: Callable[[Path], None], cost: str | None = None) -> Stage:
+def _cached(store: Store, stage: str, payload: dict, build: Callable[[Path], None],
+            cost: Callable[[], str] | None = None) -> Stage:
     t0 = time.perf_counter()
     entry, hit = store.get_or_build(stage, payload, build, cost=cost)
     return Stage(entry, hit, make_key(payload), time.perf_counter() - t0)
@@ -82,7 +83,7 @@ def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
         train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed), loggers=loggers,
                      resume_dir=store.resume_dir("source", make_key(payload)))
 
-    return _cached(store, "source", payload, build, cost_class("source", cfg, plan))
+    return _cached(store, "source", payload, build, lambda: cost_class("source", cfg, plan))
 
 
 def source_group_stage(cfgs: list[DictConfig], plans: list[Plan], store: Store) -> list[Stage | None]:
@@ -176,7 +177,7 @@ def finetune_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage) -> 
                  loggers=loggers)
 
     payload = finetune_payload(cfg, plan, source.key)
-    return _cached(store, "finetune", payload, build, cost_class("finetune", cfg, plan))
+    return _cached(store, "finetune", payload, build, lambda: cost_class("finetune", cfg, plan))
 
 
 def tuned_net(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage):
@@ -200,7 +201,7 @@ def features_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, tun
                        device=device_of(cfg), **_extractor_args(plan))
 
     return _cached(store, "features", features_payload(cfg, plan, source.key, tuned.key), build,
-                   cost_class("features", cfg, plan))
+                   lambda: cost_class("features", cfg, plan))
 
 
 def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, always: bool = False) -> Stage:
@@ -216,7 +217,7 @@ def source_val_stage(cfg: DictConfig, plan: Plan, store: Store, source: Stage, a
                        device=device_of(cfg))
 
     return _cached(store, "features", source_val_payload(cfg, plan, source.key), build,
-                   cost_class("source_val", cfg, plan))
+                   lambda: cost_class("source_val", cfg, plan))
 
 
 def estimate_transferability(cfg: DictConfig, plan: Plan, feat_entry: Path, splits, names: list[str],

@@ -235,7 +235,7 @@ def plan_sweep(sweep_cfgs: Sequence[DictConfig], nums: Sequence[int] | None = No
             jobs.append(Job(num, overrides, str(out_dir), "done"))
             continue
         try:
-            plan = validate(cfg)
+            plan = validate(cfg, OmegaConf.to_container(cfg, resolve=True))  # (resolved already: one walk, not two)
         except ConfigError as e:
             jobs.append(Job(num, overrides, str(out_dir), "invalid", error=str(e)))
             continue
@@ -345,20 +345,26 @@ class LocalSchedule:
         self.running: set[int] = set()
         self.done: set[int] = set()
 
-    def _rank(self, num: int) -> int:
-        built = [self.plan.units[u].kind for u in self.plan.builds(self.plan.job(num))]
-        return 0 if "source" in built else 1 if built else 2
-
     def _ready(self, num: int) -> bool:
         return all(self.plan.units[u].builder in self.done for u in self.plan.waits_on(self.plan.job(num)))
 
     def next(self) -> int | None:
-        """The next job to start (None: none is ready now)."""
-        ready = [n for n in self.pending if self._ready(n)]
+        """The next job to start (None: none is ready now). Linear in the pending jobs and the units (a sweep of
+        thousands of jobs asks once per job)."""
+        builds: dict[int, set[str]] = {}  # builder -> the kinds of the missing units it builds
+        for u in self.plan.units.values():
+            if not u.cached and u.builder is not None:
+                builds.setdefault(u.builder, set()).add(u.kind)
+
+        def rank(n: int) -> int:
+            kinds = builds.get(n, ())
+            return 0 if "source" in kinds else 1 if kinds else 2
+
+        ready = [(rank(n), i, n) for i, n in enumerate(self.pending) if self._ready(n)]
         if not ready:
             return None
-        num = min(ready, key=lambda n: (self._rank(n), self.pending.index(n)))
-        self.pending.remove(num)
+        _, i, num = min(ready)
+        del self.pending[i]
         self.running.add(num)
         return num
 

@@ -163,3 +163,25 @@ def test_guard_leaves_stock_hydra_when_switched_off_or_on_an_unchecked_version(m
     assert len(lines) == 1 and "hydra-core 1.4.0rc3 is not among the versions" in lines[0], lines
     monkeypatch.undo()
     assert compose_once.install() and Sweeper.validate_batch_is_legal is not stock[0]
+
+
+def test_each_override_string_is_parsed_once_and_every_caller_gets_its_own(monkeypatch):
+    """Hydra's grammar parses each job's overrides twice per composition: a distinct string is parsed once, every
+    caller gets its own copy (Hydra sets fields of it), and one that calls a grammar function is parsed each time
+    (shuffle's value differs per call)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    compose_once.uninstall()
+    stock = OverridesParser.create().parse_overrides(["layer=fc6", "seed=shuffle(1,2,3)", "+x.y=[1,2]"])
+    assert compose_once.install()
+    parses = []
+    original = compose_once._ORIGINAL[(OverridesParser, "parse_rule")]
+    monkeypatch.setattr(OverridesParser, "parse_rule", compose_once._override_once(
+        lambda self, s, rule: parses.append(s) or original(self, s, rule)))
+    parser = OverridesParser.create(config_loader="loader")
+    first = parser.parse_overrides(["layer=fc6", "seed=shuffle(1,2,3)", "+x.y=[1,2]"])
+    again = parser.parse_overrides(["layer=fc6", "seed=shuffle(1,2,3)", "+x.y=[1,2]"])
+    assert parses == ["layer=fc6", "seed=shuffle(1,2,3)", "+x.y=[1,2]", "seed=shuffle(1,2,3)"]
+    assert [(o.key_or_group, o.input_line) for o in first] == [(o.key_or_group, o.input_line) for o in stock]
+    assert first[0] == again[0] and first[0] is not again[0] and first[2]._value is not again[2]._value
+    assert first[0].config_loader == "loader" and compose_once._overrides["layer=fc6"].config_loader is None
