@@ -78,10 +78,17 @@ def per_target_scores(df: pd.DataFrame, truth: str = "probe") -> dict[str, pd.Da
 def _taus(tab: pd.DataFrame, cols: list[str], min_nets: int) -> dict[str, float] | None:
     """Weighted Kendall tau of each column against truth, all on the same nets (rows where truth and every column
     are known); None if too few nets or a constant truth. A constant column ranks nothing: tau 0."""
-    sub = tab[["truth", *cols]].dropna()
-    if len(sub) < min_nets or sub["truth"].nunique() < 2:
+    sub = _known(tab[["truth", *cols]].to_numpy(dtype=float))
+    if len(sub) < min_nets or len(np.unique(sub[:, 0])) < 2:
         return None
-    return {c: stats.weightedtau(sub[c], sub["truth"]).statistic if sub[c].nunique() > 1 else 0.0 for c in cols}
+    return {c: stats.weightedtau(sub[:, i], sub[:, 0]).statistic if len(np.unique(sub[:, i])) > 1 else 0.0
+            for i, c in enumerate(cols, start=1)}
+
+
+def _known(rows: np.ndarray) -> np.ndarray:
+    """The rows with no NaN (what `DataFrame.dropna` keeps), on plain arrays: the zoo's loops run per (target,
+    estimator), and pandas' per-call overhead was most of a replicated study's report."""
+    return rows[~np.isnan(rows).any(axis=1)]
 
 
 def _paired(diffs: list[list[float]]) -> list[dict[str, float]]:
@@ -110,23 +117,24 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", min_nets: int = 3) -> 
     names = sorted({c for tab in tables.values() for c in tab.columns if c != "truth" and not c.startswith("@")})
     if not names:  # no estimator values in these results (e.g. jobs that recorded none): nothing to rank
         return {}
-    wtau = pd.DataFrame(index=names, columns=list(tables), dtype=float)
-    ktau, regret = wtau.copy(), wtau.copy()
-    for target, tab in tables.items():
-        for name in names:
+    wtau, ktau, regret = (np.full((len(names), len(tables)), np.nan) for _ in range(3))
+    for j, tab in enumerate(tables.values()):
+        for i, name in enumerate(names):
             if name not in tab:
                 continue
-            sub = tab[["truth", name]].dropna()
-            if len(sub) < min_nets or sub["truth"].nunique() < 2:
+            sub = _known(tab[["truth", name]].to_numpy(dtype=float))
+            measured, est = sub[:, 0], sub[:, 1]
+            if len(sub) < min_nets or len(np.unique(measured)) < 2:
                 continue
-            if sub[name].nunique() < 2:  # a constant estimate ranks nothing (e.g. a saturated score): tau 0, and
+            if len(np.unique(est)) < 2:  # a constant estimate ranks nothing (e.g. a saturated score): tau 0, and
                 # its pick is arbitrary: the expected regret of a random net (leaving the target out would flatter it)
-                wtau.loc[name, target] = ktau.loc[name, target] = 0.0
-                regret.loc[name, target] = float(sub["truth"].max() - sub["truth"].mean())
+                wtau[i, j] = ktau[i, j] = 0.0
+                regret[i, j] = float(measured.max() - measured.mean())
                 continue
-            wtau.loc[name, target] = stats.weightedtau(sub[name], sub["truth"]).statistic
-            ktau.loc[name, target] = stats.kendalltau(sub[name], sub["truth"]).statistic
-            regret.loc[name, target] = float(sub["truth"].max() - sub.loc[sub[name].idxmax(), "truth"])
+            wtau[i, j] = stats.weightedtau(est, measured).statistic
+            ktau[i, j] = stats.kendalltau(est, measured).statistic
+            regret[i, j] = float(measured.max() - measured[np.argmax(est)])  # (the first of tied picks, as idxmax)
+    wtau, ktau, regret = (pd.DataFrame(a, index=names, columns=list(tables)) for a in (wtau, ktau, regret))
     margin_diffs = {}
     for base in [b for b in STATIC if b in names]:
         for name in [n for n in names if n not in STATIC]:
@@ -161,9 +169,8 @@ def regime_marks(tables: dict[str, pd.DataFrame], names: list[str], min_nets: in
             if est is None or est.regime is None:
                 inside = tab
             elif all(c in tab for c in ("@n", "@classes", "@dim")):
-                marked = [est.outside(int(r["@n"]), int(r["@classes"]), int(r["@dim"])) is not None
-                          if np.isfinite(r[["@n", "@classes", "@dim"]].to_numpy(dtype=float)).all() else None
-                          for _, r in tab.iterrows()]
+                marked = [est.outside(int(n), int(k), int(d)) is not None if np.isfinite([n, k, d]).all() else None
+                          for n, k, d in tab[["@n", "@classes", "@dim"]].to_numpy(dtype=float)]
                 unknown += sum(m is None for m in marked)
                 outside += sum(m is True for m in marked)
                 inside = tab[[m is False for m in marked]]
