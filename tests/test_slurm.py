@@ -109,13 +109,15 @@ def epochs(n: int) -> list[str]:
 @pytest.mark.empty_cache  # the source jobs build both source nets
 def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_resumes(slurm, cache_dir, tmp_path,
                                                                                       make_cfg, monkeypatch):
-    """2 sources x 2 targets x 2 layers: one source job per net, then per net an array of the extracting jobs and
-    an array of the rest; no task starts before its source job has ended, each net is trained once, no task waits
+    """2 sources x 2 layers: one source job per net, then per net an array of the extracting job and an array of the
+    rest (the other layer, which reads the extracted features); no task starts before its source job has ended, each net is trained once, no task waits
     on a cache lock. The alexnet source job is preempted (SIGUSR2, as SLURM signals a preemption) after its second
-    epoch: submitit requeues it and the training resumes from its checkpoint. One job per net, run here from a
-    fresh cache, gives the same results (the resumed net's scores equal those of a net trained without a break)."""
+    epoch: submitit requeues it and the training resumes from its checkpoint. The resumed net's job, run here from a
+    fresh cache, gives the same results (its scores equal those of a net trained without a break)."""
     sweep = tmp_path / "slurm"
-    grid = ["arch=alexnet,vgg", "target=synth_objects_new,synth_scenes", "layer=fc6,fc7"]
+    # One target: every SLURM task is a fresh interpreter (seconds of imports), and a second target would only
+    # repeat the same pairs of arrays.
+    grid = ["arch=alexnet,vgg", "target=synth_objects_new", "layer=fc6,fc7"]
     tiny = epochs(12)  # long enough to be signalled mid-training
     alexnet = source_key(make_cfg, "arch=alexnet", "source.epochs=12")
     log = tmp_path / "sweep.log"
@@ -128,7 +130,7 @@ def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_r
     slurm.run("scancel", "--signal=USR2", source_job)
     finish(proc, log)
     res = results(sweep)
-    assert len(res) == 8 and all(x["status"] == "ok" for x in res.values()), res
+    assert len(res) == 4 and all(x["status"] == "ok" for x in res.values()), res
 
     submitted = slurm_jobs(sweep)
     assert len(submitted["source_jobs"]) == 2 and len(submitted["arrays"]) == 4
@@ -136,18 +138,20 @@ def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_r
     assert sorted(r["key"] for r in Store(cache_dir).timings("source")) == sorted(j["source"] for j in
                                                                                  submitted["source_jobs"])
     assert all(x["cache"]["source_hit"] for x in res.values())
-    assert [x["timings_s"]["lock_wait"] for x in res.values()] == [0] * 8
+    assert [x["timings_s"]["lock_wait"] for x in res.values()] == [0] * 4
     # Every task started once its source job had ended (squeue's times, to the second).
     for src in submitted["source_jobs"]:
         _, source_end = interval(slurm, src["job_id"])
         tasks = [t for a in submitted["arrays"] if a["after_source_job"] == src["job_id"] for t in a["task_ids"]]
-        assert len(tasks) == 4 and all(interval(slurm, t)[0] >= source_end for t in tasks)
+        assert len(tasks) == 2 and all(interval(slurm, t)[0] >= source_end for t in tasks)
     # The preempted training went on from a checkpoint, not from epoch 0.
     assert 1 <= json.loads((cache_dir / "source" / alexnet / "metrics.json").read_text())["resumed_from_epoch"] < 12
 
+    # The preempted net's first job, run here from a fresh cache (the vgg net trained without a break: nothing to
+    # compare).
     monkeypatch.setenv("TRANSFER_CACHE_DIR", str(tmp_path / "local-cache"))
-    one_per_net = {x["factors"]["arch"]: (job, x) for job, x in sorted(res.items(), key=lambda kv: int(kv[0]))}
-    for job, x in one_per_net.values():
+    one_per_net = {x["factors"]["arch"]: (job, x) for job, x in sorted(res.items(), key=lambda kv: -int(kv[0]))}
+    for job, x in [one_per_net["alexnet"]]:
         f = x["factors"]
         local = execute(make_cfg(f"arch={f['arch']}", f"target={f['target']}", f"layer={f['layer']}",
                                  "source.epochs=12"), tmp_path / "local" / job)
@@ -157,12 +161,12 @@ def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_r
 
 
 def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slurm, cache_dir, tmp_path, make_cfg):
-    """The alexnet source job is cancelled while it trains: its two jobs are recorded failed with the reason
-    (never submitted to run), the vgg jobs complete and the sweep finishes; the same command again runs only the
-    two missing jobs (and the source job, which resumes the training). `extract_first=false`: one array per source
-    net (the first case covers the extracting array before the rest)."""
+    """The alexnet source job is cancelled while it trains: its job is recorded failed with the reason (never
+    submitted to run), the vgg job completes and the sweep finishes; the same command again runs only the missing
+    job (and the source job, which resumes the training). `extract_first=false`: one array per source net (the
+    first case covers the extracting array before the rest)."""
     sweep = tmp_path / "s"
-    args = ["-m", "arch=alexnet,vgg", "layer=fc6,fc7", *LAUNCHER, "hydra.launcher.extract_first=false",
+    args = ["-m", "arch=alexnet,vgg", "layer=fc7", *LAUNCHER, "hydra.launcher.extract_first=false",
             "hydra.launcher.timeout_min=10",
             "hydra.launcher.stage_resources.source.timeout_min=10", f"hydra.sweep.dir={sweep}", *epochs(12)]
     alexnet = source_key(make_cfg, "arch=alexnet", "source.epochs=12")
@@ -173,23 +177,22 @@ def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slu
     (source_job,) = [j["job_id"] for j in slurm_jobs(sweep)["source_jobs"] if j["source"] == alexnet]
     slurm.run("scancel", source_job)
     finish(proc, log)
-    assert [len(a["jobs"]) for a in slurm_jobs(sweep)["arrays"]] == [2, 2]  # one array per net
+    assert [len(a["jobs"]) for a in slurm_jobs(sweep)["arrays"]] == [1, 1]  # one array per net
     res = results(sweep)
-    for job in ("0", "1"):  # arch=alexnet
-        assert res[job]["status"] == "failed" and res[job]["error"]["type"] == "DependencyNeverSatisfied"
-        assert res[job]["error"]["message"].startswith(f"source job {source_job} failed: CANCELLED")
-    assert res["2"]["status"] == "ok" and res["3"]["status"] == "ok"
+    assert res["0"]["status"] == "failed" and res["0"]["error"]["type"] == "DependencyNeverSatisfied"  # alexnet
+    assert res["0"]["error"]["message"].startswith(f"source job {source_job} failed: CANCELLED")
+    assert res["1"]["status"] == "ok"
     assert "DependencyNeverSatisfied" in (sweep / "summary.csv").read_text()  # the sweep finished, with its summary
-    done = {job: (sweep / job / "result.json").stat().st_mtime_ns for job in ("2", "3")}
+    done = (sweep / "1" / "result.json").stat().st_mtime_ns
 
     r = run_cli(*args, env=slurm.env())
     assert r.returncode == 0, r.stderr[-3000:]
     res = results(sweep)
     assert all(x["status"] == "ok" for x in res.values())
-    assert {job: (sweep / job / "result.json").stat().st_mtime_ns for job in ("2", "3")} == done
+    assert (sweep / "1" / "result.json").stat().st_mtime_ns == done
     again = slurm_jobs(sweep)  # only what was missing was submitted
     assert [j["source"] for j in again["source_jobs"]] == [alexnet]
-    assert [sorted(a["jobs"]) for a in again["arrays"]] == [[0, 1]]
+    assert [sorted(a["jobs"]) for a in again["arrays"]] == [[0]]
 
 
 @pytest.mark.empty_cache  # both nets to train (the shared TINY cache holds seed 0's)
@@ -198,7 +201,7 @@ def test_a_replicate_group_is_one_source_job(slurm, cache_dir, tmp_path, make_cf
     (`src.train.group`), saved under the keys single trainings would have, and every task finds its net cached
     (one array per net: extract_first=false)."""
     sweep = tmp_path / "s"
-    r = run_cli("-m", "seed=0,1", "layer=fc6,fc7", *LAUNCHER, "hydra.launcher.timeout_min=5",
+    r = run_cli("-m", "seed=0,1", "layer=fc7", *LAUNCHER, "hydra.launcher.timeout_min=5",
                 "hydra.launcher.extract_first=false",
                 "trainer.group_replicates=on", f"hydra.sweep.dir={sweep}", *TINY, env=slurm.env())
     assert r.returncode == 0, r.stderr[-3000:]
@@ -207,7 +210,7 @@ def test_a_replicate_group_is_one_source_job(slurm, cache_dir, tmp_path, make_cf
     assert sorted(j["source"] for j in submitted["source_jobs"]) == keys
     assert len({j["job_id"] for j in submitted["source_jobs"]}) == 1, r.stdout[-3000:]  # one job for the group
     res = results(sweep)
-    assert len(res) == 4 and all(x["status"] == "ok" and x["cache"]["source_hit"] for x in res.values()), res
+    assert len(res) == 2 and all(x["status"] == "ok" and x["cache"]["source_hit"] for x in res.values()), res
     assert all((cache_dir / "source" / k / "metrics.json").is_file() for k in keys)
 
 
