@@ -66,7 +66,8 @@ test: install
 bench: install
 	$(BIN)/python -m benchmarks.run_all
 
-# Every benchmark at tiny sizes: checks they run (numbers mean little), two figures at a time (most keep one core busy).
+# Every benchmark at tiny sizes: checks they run (numbers mean little), two figures at a time (most keep one core busy),
+# their CLI runs forked from a process that has done the imports once (benchmarks/common.py, fork_cli_runs).
 bench-smoke: install
 	$(BIN)/python -m benchmarks.run_all --smoke --jobs 2
 

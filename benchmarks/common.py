@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,14 +66,54 @@ def _fmt(v) -> str:
 
 
 def run_main(*args: str, env: dict | None = None, timeout: float = 1800) -> float:
-    """Wall seconds of `python -m src.main ARGS` in a subprocess (fails loudly)."""
+    """Wall seconds of `python -m src.main ARGS` in a subprocess (fails loudly). In smoke mode (`fork_cli_runs`)
+    the process is forked from one that has already imported what src.main imports, where the run's environment
+    allows it."""
+    full_env = {**os.environ, **(env or {})}
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "src.main", *args], cwd=REPO, env={**os.environ, **(env or {})},
-                       capture_output=True, text=True, timeout=timeout)
+    server = _fork_server(full_env)
+    if server is None:
+        r = subprocess.run([sys.executable, "-m", "src.main", *args], cwd=REPO, env=full_env, capture_output=True,
+                           text=True, timeout=timeout)
+        returncode, stderr = r.returncode, r.stderr
+    else:
+        with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
+            reply = server.request(op="run", module="src.main", args=list(args), cwd=str(REPO), env=full_env,
+                                   stdout=os.devnull, stderr=f"{tmp}/stderr", timeout=timeout)
+            returncode, stderr = reply["returncode"], Path(f"{tmp}/stderr").read_text(errors="replace")
+        if reply["timed_out"]:
+            raise subprocess.TimeoutExpired(["src.main", *args], timeout, stderr=stderr)
     wall = time.perf_counter() - t0
-    if r.returncode != 0:
-        raise RuntimeError(f"src.main {' '.join(args)} failed:\n{r.stderr[-3000:]}")
+    if returncode != 0:
+        raise RuntimeError(f"src.main {' '.join(args)} failed:\n{stderr[-3000:]}")
     return wall
+
+
+_FORK: dict = {}  # "on": fork_cli_runs() was called; "server": the fork server, started on first use
+
+
+def fork_cli_runs() -> None:
+    """Smoke mode: run_main forks each CLI run from the test suite's CLI server (tests/cli_server.py), which has
+    imported torch, Lightning, scikit-learn and Hydra once. A smoke run only checks that a figure runs, and those
+    imports are most of a tiny run's CPU time. Full-size figures never fork: their timings include the start-up."""
+    _FORK["on"] = True
+
+
+def _fork_server(env: dict):
+    """The fork server when run_main may fork a run with `env`: smoke mode, and the run's import-time variables
+    (tests/cli_server.py's list, and the patch switches, src/patching.py) equal the server's. Else None."""
+    if not _FORK.get("on"):
+        return None
+    from tests.cli_server import Client, import_time_env
+
+    def fixed(e: dict) -> dict:
+        return {**import_time_env(e), **{k: v for k, v in e.items() if k.startswith("TRANSFER_PATCH")}}
+
+    if "server" not in _FORK:
+        _FORK["server"] = Client(dict(os.environ), REPO)
+        _FORK["fixed"] = fixed(dict(os.environ))
+        atexit.register(_FORK["server"].close)
+    return _FORK["server"] if fixed(env) == _FORK["fixed"] else None
 
 
 def best_of(fn, reps: int) -> float:

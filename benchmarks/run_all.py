@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, fork_cli_runs
 
 FIGURES = ["p6_cli", "framework_patches", "p2_extraction", "p3_pretraining", "p1_sweep_reuse", "p5_search", "p4_probe", "layer_study_split",
            "p7_estimators", "p8_backbones", "scaling", "group_replicates", "single_training", "replicates"]
@@ -71,6 +71,8 @@ def readme(results: dict) -> str:
 def run_figure(name: str, smoke: bool, capture: bool = False) -> str:
     """Run one figure's script in this process; returns what it printed when `capture` (else prints it)."""
     out = io.StringIO()
+    if smoke:
+        fork_cli_runs()
     t = time.perf_counter()
     with contextlib.redirect_stdout(out) if capture else contextlib.nullcontext():
         importlib.import_module(f"benchmarks.{name}").main(["--smoke"] if smoke else [])

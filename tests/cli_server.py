@@ -21,6 +21,7 @@ import json
 import os
 import select
 import signal
+import subprocess
 import sys
 
 # Prefixes of the variables that libraries read at import (or first use, which the server's imports trigger).
@@ -30,6 +31,38 @@ IMPORT_TIME_ENV = ("OMP_", "MKL_", "OPENBLAS_", "GOTO", "BLIS_", "VECLIB_", "NUM
 
 def import_time_env(env: dict) -> dict:
     return {k: v for k, v in env.items() if k.startswith(IMPORT_TIME_ENV)}
+
+
+class Client:
+    """A running server (`python -m tests.cli_server` in `cwd`, with `env`), one request at a time. `import_env`:
+    the server's import-time variables (a run whose own differ must not be forked from it); `cpu`: CPU seconds of
+    the runs it forked so far."""
+
+    def __init__(self, env: dict, cwd) -> None:
+        self.import_env = import_time_env(env)
+        self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_server"], cwd=cwd, env=env, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.cpu = 0.0
+
+    def request(self, **request) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"tests/cli_server.py ended (exit {self.proc.wait()}); its errors are above")
+        reply = json.loads(line)
+        self.cpu += reply.get("cpu") or 0.0
+        return reply
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()  # EOF: the server exits
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def _reply(fd: int, reply: dict) -> None:

@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import src
-from tests.cli_server import import_time_env
+from tests.cli_server import Client, import_time_env
 
 REPO = src.REPO_ROOT
 # No test reaches a model hub: a library asked for weights it does not have must fail, not download.
@@ -171,41 +171,10 @@ def run_cli(*args: str, cwd: Path = REPO, env: dict | None = None, timeout: floa
     return subprocess.CompletedProcess(cmd, reply["returncode"], stdout, stderr)
 
 
-class _CliServer:
-    """This test process's tests/cli_server.py: one request at a time (a pytest process runs one test at a time)."""
-
-    def __init__(self) -> None:
-        env = dict(_START_ENV)
-        self.import_env = import_time_env(env)
-        self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_server"], cwd=REPO, env=env, text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        self.cpu = 0.0  # CPU seconds of the runs it forked (children_cpu adds them)
-
-    def request(self, **request) -> dict:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f"tests/cli_server.py ended (exit {self.proc.wait()}); its errors are above")
-        reply = json.loads(line)
-        self.cpu += reply.get("cpu") or 0.0
-        return reply
-
-    def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()  # EOF: the server exits
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 class ForkedProcess:
     """What `spawn_cli` returns for a run the CLI server forked: the part of subprocess.Popen the tests use."""
 
-    def __init__(self, server: _CliServer, cmd: list[str], pid: int, stdout: Path, stderr: Path | None) -> None:
+    def __init__(self, server: Client, cmd: list[str], pid: int, stdout: Path, stderr: Path | None) -> None:
         self.server, self.args, self.pid, self.stdout_path, self.stderr_path = server, cmd, pid, stdout, stderr
         self.returncode: int | None = None
 
@@ -259,16 +228,16 @@ def spawn_cli(*args: str, module: str = "src.main", cwd: Path = REPO, env: dict 
 
 
 _START_ENV = dict(os.environ)  # before any test's monkeypatch: the server's environment
-_SERVER: list[_CliServer] = []
+_SERVER: list[Client] = []
 
 
-def _server_for(env: dict) -> _CliServer | None:
+def _server_for(env: dict) -> Client | None:
     """This test process's CLI server (started on first use) when a run with `env` may be forked from it: not when
     TRANSFER_TEST_FORK=0, nor when `env` sets what a library reads at import differently (then: a fresh interpreter)."""
     if os.environ.get("TRANSFER_TEST_FORK", "1") == "0":
         return None
     if not _SERVER:
-        _SERVER.append(_CliServer())
+        _SERVER.append(Client(dict(_START_ENV), REPO))
         atexit.register(_SERVER[0].close)
     return _SERVER[0] if import_time_env(env) == _SERVER[0].import_env else None
 
