@@ -11,6 +11,8 @@ What a fork cannot carry over is an environment variable a library reads when it
 torch's and Hugging Face's switches): `run_cli` runs a real subprocess when the run's environment differs from the
 server's in any of those (`IMPORT_TIME_ENV`), and when `TRANSFER_TEST_FORK=0`.
 
+`Client` is the other end (the conftest's, and the benchmarks' smoke mode: benchmarks/common.py).
+
 Protocol: one JSON line per request on stdin ({"op", "module", "args", "cwd", "env", "stdout", "stderr", "timeout"}
 or {"op": "wait", "pid", "timeout"}), one JSON line per reply on stdout; EOF on stdin ends the server.
 """
