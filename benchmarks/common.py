@@ -89,7 +89,7 @@ def run_main(*args: str, env: dict | None = None, timeout: float = 1800) -> floa
     return wall
 
 
-_FORK: dict = {}  # "on": fork_cli_runs() was called; "server": the fork server, started on first use
+_FORK: dict = {}  # "on": set by fork_cli_runs(); "server": the fork server, started on first use
 
 
 def fork_cli_runs() -> None:
@@ -100,20 +100,17 @@ def fork_cli_runs() -> None:
 
 
 def _fork_server(env: dict):
-    """The fork server when run_main may fork a run with `env`: smoke mode, and the run's import-time variables
-    (tests/cli_server.py's list, and the patch switches, src/patching.py) equal the server's. Else None."""
+    """The fork server when run_main may fork a run with `env` (smoke mode, and the server's import-time variables:
+    tests/cli_server.py); else None. The patch switches (src/patching.py) are read when a run installs the patches,
+    so a forked run honours its own."""
     if not _FORK.get("on"):
         return None
-    from tests.cli_server import Client, import_time_env
-
-    def fixed(e: dict) -> dict:
-        return {**import_time_env(e), **{k: v for k, v in e.items() if k.startswith("TRANSFER_PATCH")}}
-
     if "server" not in _FORK:
+        from tests.cli_server import Client
+
         _FORK["server"] = Client(dict(os.environ), REPO)
-        _FORK["fixed"] = fixed(dict(os.environ))
         atexit.register(_FORK["server"].close)
-    return _FORK["server"] if fixed(env) == _FORK["fixed"] else None
+    return _FORK["server"] if _FORK["server"].forks(env) else None
 
 
 def best_of(fn, reps: int) -> float:

@@ -36,15 +36,18 @@ def import_time_env(env: dict) -> dict:
 
 
 class Client:
-    """A running server (`python -m tests.cli_server` in `cwd`, with `env`), one request at a time. `import_env`:
-    the server's import-time variables (a run whose own differ must not be forked from it); `cpu`: CPU seconds of
-    the runs it forked so far."""
+    """A running server (`python -m tests.cli_server` in `cwd`, with `env`), one request at a time. `cpu`: CPU
+    seconds of the runs it forked so far."""
 
     def __init__(self, env: dict, cwd) -> None:
         self.import_env = import_time_env(env)
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_server"], cwd=cwd, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.cpu = 0.0
+
+    def forks(self, env: dict) -> bool:
+        """Whether a run with `env` may be forked from this server: its import-time variables equal the server's."""
+        return import_time_env(env) == self.import_env
 
     def request(self, **request) -> dict:
         assert self.proc.stdin is not None and self.proc.stdout is not None

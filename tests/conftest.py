@@ -22,7 +22,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import src
-from tests.cli_server import Client, import_time_env
+from tests.cli_server import Client
 
 REPO = src.REPO_ROOT
 # No test reaches a model hub: a library asked for weights it does not have must fail, not download.
@@ -239,7 +239,7 @@ def _server_for(env: dict) -> Client | None:
     if not _SERVER:
         _SERVER.append(Client(dict(_START_ENV), REPO))
         atexit.register(_SERVER[0].close)
-    return _SERVER[0] if import_time_env(env) == _SERVER[0].import_env else None
+    return _SERVER[0] if _SERVER[0].forks(env) else None
 
 
 def children_cpu() -> float:
