@@ -9,12 +9,15 @@ every child starts from the same state and no thread pool has run before the for
 
 What a fork cannot carry over is an environment variable a library reads when it is imported (thread counts,
 torch's and Hugging Face's switches): `run_cli` runs a real subprocess when the run's environment differs from the
-server's in any of those (`IMPORT_TIME_ENV`), and when `TRANSFER_TEST_FORK=0`.
+server's in any of those (`IMPORT_TIME_ENV`), and when `TRANSFER_TEST_FORK=0`. Some libraries set such variables
+themselves when imported (Lightning sets `PYTORCH_NVML_BASED_CUDA_CHECK`, for one), so a test process that has
+imported them has them too: a variable the server's imports set may hold either its value before or after them.
 
 `Client` is the other end (the conftest's, and the benchmarks' smoke mode: benchmarks/common.py).
 
-Protocol: one JSON line per request on stdin ({"op", "module", "args", "cwd", "env", "stdout", "stderr", "timeout"}
-or {"op": "wait", "pid", "timeout"}), one JSON line per reply on stdout; EOF on stdin ends the server.
+Protocol: once its imports are done the server says hello ({"import_env": its import-time variables now}); then one
+JSON line per request on stdin ({"op", "module", "args", "cwd", "env", "stdout", "stderr", "timeout"} or {"op":
+"wait", "pid", "timeout"}), one JSON line per reply on stdout; EOF on stdin ends the server.
 """
 
 from __future__ import annotations
@@ -40,23 +43,35 @@ class Client:
     seconds of the runs it forked so far."""
 
     def __init__(self, env: dict, cwd) -> None:
-        self.import_env = import_time_env(env)
+        self.started_env = import_time_env(env)
+        self.imported_env: dict | None = None  # the server's, after its imports (its hello)
         self.proc = subprocess.Popen([sys.executable, "-m", "tests.cli_server"], cwd=cwd, env=env, text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         self.cpu = 0.0
 
     def forks(self, env: dict) -> bool:
-        """Whether a run with `env` may be forked from this server: its import-time variables equal the server's."""
-        return import_time_env(env) == self.import_env
+        """Whether a run with `env` may be forked from this server: each import-time variable as the server had it
+        when started or as its imports left it (a fresh interpreter's imports would set it to the same)."""
+        if self.imported_env is None:
+            self.imported_env = self._reply()["import_env"]
+        run = import_time_env(env)
+        return all(run.get(k) in (self.started_env.get(k), self.imported_env.get(k))
+                   for k in {*run, *self.started_env, *self.imported_env})
 
-    def request(self, **request) -> dict:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write(json.dumps(request) + "\n")
-        self.proc.stdin.flush()
+    def _reply(self) -> dict:
+        assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         if not line:
             raise RuntimeError(f"tests/cli_server.py ended (exit {self.proc.wait()}); its errors are above")
-        reply = json.loads(line)
+        return json.loads(line)
+
+    def request(self, **request) -> dict:
+        assert self.proc.stdin is not None
+        if self.imported_env is None:
+            self.imported_env = self._reply()["import_env"]
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        self.proc.stdin.flush()
+        reply = self._reply()
         self.cpu += reply.get("cpu") or 0.0
         return reply
 
@@ -181,4 +196,5 @@ if __name__ == "__main__":
     # object the imports made.
     gc.freeze()
 
+    _reply(streams[1], {"import_env": import_time_env(dict(os.environ))})
     _run(serve(*streams))
