@@ -52,12 +52,16 @@ class SummaryCallback(Callback):
         self.report = report
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        import gc
         import os
 
         from src.argv import PLAN_ONLY
 
         if os.environ.get(PLAN_ONLY) == "1":  # --plan: no job ran
             return
+        # What the sweep left (every job's config and return) stays until the process ends: the report's garbage
+        # collections (statsmodels' multipletests calls gc.collect() on every call) need not walk it again.
+        gc.freeze()
         sweep_dir = config.hydra.sweep.dir
         if write_summary(sweep_dir) is None or not self.report:
             return
