@@ -52,11 +52,15 @@ class Client:
     def forks(self, env: dict) -> bool:
         """Whether a run with `env` may be forked from this server: each import-time variable as the server had it
         when started or as its imports left it (a fresh interpreter's imports would set it to the same)."""
+        run, imported = import_time_env(env), self._imports_done()
+        return all(run.get(k) in (self.started_env.get(k), imported.get(k))
+                   for k in {*run, *self.started_env, *imported})
+
+    def _imports_done(self) -> dict:
+        """The server's import-time variables after its imports (its hello, read once: it waits for the imports)."""
         if self.imported_env is None:
             self.imported_env = self._reply()["import_env"]
-        run = import_time_env(env)
-        return all(run.get(k) in (self.started_env.get(k), self.imported_env.get(k))
-                   for k in {*run, *self.started_env, *self.imported_env})
+        return self.imported_env
 
     def _reply(self) -> dict:
         assert self.proc.stdout is not None
@@ -67,8 +71,7 @@ class Client:
 
     def request(self, **request) -> dict:
         assert self.proc.stdin is not None
-        if self.imported_env is None:
-            self.imported_env = self._reply()["import_env"]
+        self._imports_done()  # the hello comes first on the reply stream
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         reply = self._reply()
