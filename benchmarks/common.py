@@ -69,33 +69,41 @@ def run_main(*args: str, env: dict | None = None, timeout: float = 1800) -> floa
     """Wall seconds of `python -m src.main ARGS` in a subprocess (fails loudly). In smoke mode (`fork_cli_runs`)
     the process is forked from one that has already imported what src.main imports, where the run's environment
     allows it."""
+    return run_module("src.main", *args, env=env, timeout=timeout)[0]
+
+
+def run_module(module: str, *args: str, env: dict | None = None, timeout: float = 1800) -> tuple[float, str]:
+    """Wall seconds and stdout of `python -m MODULE ARGS` in a subprocess (fails loudly), forked from the smoke
+    mode's server as `run_main` is."""
     full_env = {**os.environ, **(env or {})}
     t0 = time.perf_counter()
     server = _fork_server(full_env)
     if server is None:
-        r = subprocess.run([sys.executable, "-m", "src.main", *args], cwd=REPO, env=full_env, capture_output=True,
+        r = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=full_env, capture_output=True,
                            text=True, timeout=timeout)
-        returncode, stderr = r.returncode, r.stderr
+        returncode, stdout, stderr = r.returncode, r.stdout, r.stderr
     else:
         with tempfile.TemporaryDirectory(prefix="bench-cli-") as tmp:
-            reply = server.request(op="run", module="src.main", args=list(args), cwd=str(REPO), env=full_env,
-                                   stdout=os.devnull, stderr=f"{tmp}/stderr", timeout=timeout)
-            returncode, stderr = reply["returncode"], Path(f"{tmp}/stderr").read_text(errors="replace")
+            reply = server.request(op="run", module=module, args=list(args), cwd=str(REPO), env=full_env,
+                                   stdout=f"{tmp}/stdout", stderr=f"{tmp}/stderr", timeout=timeout)
+            returncode = reply["returncode"]
+            stdout, stderr = (Path(f"{tmp}/{f}").read_text(errors="replace") for f in ("stdout", "stderr"))
         if reply["timed_out"]:
-            raise subprocess.TimeoutExpired(["src.main", *args], timeout, stderr=stderr)
+            raise subprocess.TimeoutExpired([module, *args], timeout, stderr=stderr)
     wall = time.perf_counter() - t0
     if returncode != 0:
-        raise RuntimeError(f"src.main {' '.join(args)} failed:\n{stderr[-3000:]}")
-    return wall
+        raise RuntimeError(f"{module} {' '.join(args)} failed:\n{stderr[-3000:]}")
+    return wall, stdout
 
 
 _FORK: dict = {}  # "on": set by fork_cli_runs(); "server": the fork server, started on first use
 
 
 def fork_cli_runs() -> None:
-    """Smoke mode: run_main forks each CLI run from the test suite's CLI server (tests/cli_server.py), which has
-    imported torch, Lightning, scikit-learn and Hydra once. A smoke run only checks that a figure runs, and those
-    imports are most of a tiny run's CPU time. Full-size figures never fork: their timings include the start-up."""
+    """Smoke mode: run_main and run_module fork each run from the test suite's CLI server (tests/cli_server.py),
+    which has imported torch, Lightning, scikit-learn and Hydra once. A smoke run only checks that a figure runs,
+    and those imports are most of a tiny run's CPU time. Full-size figures never fork: their timings include the
+    start-up."""
     _FORK["on"] = True
 
 

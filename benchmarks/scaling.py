@@ -9,37 +9,41 @@ Probe: LinearSVC (the default classifier) on fc6-like features, 10 classes.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-from benchmarks.common import REPO, parser, write
+from benchmarks.common import parser, run_module, write
 
-EXTRACT = """
-import json, sys, tempfile, time
-from pathlib import Path
-import numpy as np, torch
-from src.features.extract import extract_splits
-from src.models.nets import build_model
-from src.models.registry import arch_spec
-n = int(sys.argv[1])
-model = build_model(arch_spec("alexnet", None, 0.25, 20)).eval().to(memory_format=torch.channels_last)
-images = np.random.default_rng(0).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
-extract_splits(model, model.spec.nodes, {"w": (images[:256], np.zeros(256, dtype=np.int64))}, Path(tempfile.mkdtemp()))
-def status_kb(field):
-    return int(next(l.split()[1] for l in open("/proc/self/status") if l.startswith(field)))
-before = status_kb("VmRSS")
-open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to now: measure this extraction only
-with tempfile.TemporaryDirectory() as tmp:
-    t0 = time.perf_counter()
-    extract_splits(model, model.spec.nodes, {"train": (images, np.zeros(n, dtype=np.int64))}, Path(tmp))
-    t = time.perf_counter() - t0
-    size = sum(p.stat().st_size for p in Path(tmp).rglob("*.npy"))
-peak = status_kb("VmHWM")
-print(json.dumps({"extract_s": t, "features_bytes": size, "rss_growth_bytes": (peak - before) * 1024}))
-"""
+
+def status_kb(field: str) -> int:
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field)))
+
+
+def extract_rss(n: int) -> dict:
+    """Time and peak RSS growth of one extraction of `n` images (run in a process of its own: `--extract-rss N`)."""
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from src.features.extract import extract_splits
+    from src.models.nets import build_model
+    from src.models.registry import arch_spec
+
+    model = build_model(arch_spec("alexnet", None, 0.25, 20)).eval().to(memory_format=torch.channels_last)
+    images = np.random.default_rng(0).integers(0, 256, (n, 3, 32, 32), dtype=np.uint8)
+    extract_splits(model, model.spec.nodes, {"w": (images[:256], np.zeros(256, dtype=np.int64))},
+                   Path(tempfile.mkdtemp()))
+    before = status_kb("VmRSS")
+    open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to now: measure this extraction only
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        extract_splits(model, model.spec.nodes, {"train": (images, np.zeros(n, dtype=np.int64))}, Path(tmp))
+        t = time.perf_counter() - t0
+        size = sum(p.stat().st_size for p in Path(tmp).rglob("*.npy"))
+    peak = status_kb("VmHWM")
+    return {"extract_s": t, "features_bytes": size, "rss_growth_bytes": (peak - before) * 1024}
 
 
 def slope(xs, ys) -> float:
@@ -60,13 +64,19 @@ def probe_time(n: int, d: int) -> float:
 
 
 def main(argv=None) -> dict:
-    args = parser(__doc__).parse_args(argv)
+    ap = parser(__doc__)
+    ap.add_argument("--extract-rss", type=int, metavar="N", help="print one extraction's time and memory as JSON")
+    args = ap.parse_args(argv)
+    if args.extract_rss:
+        print(json.dumps(extract_rss(args.extract_rss)))
+        return {}
     sizes = [256, 512] if args.smoke else [1000, 4000, 16000]  # smoke: two points still give each slope
     dims = [64, 128] if args.smoke else [256, 1024, 4096]
     rows, ext = [], []
     for n in sizes:
-        r = subprocess.run([sys.executable, "-c", EXTRACT, str(n)], cwd=REPO, capture_output=True, text=True, check=True)
-        res = json.loads(r.stdout.strip().splitlines()[-1])
+        # A process of its own per size (its peak RSS is this extraction's); in smoke mode forked from the server
+        # that has done the imports (benchmarks/common.py).
+        res = json.loads(run_module("benchmarks.scaling", "--extract-rss", str(n))[1].strip().splitlines()[-1])
         res["probe_s"] = probe_time(n, 1024 if not args.smoke else 128)
         ext.append(res)
         rows.append({"images": n, "extract_s": res["extract_s"], "probe_s": res["probe_s"],
