@@ -22,7 +22,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 import src
+from src import compose_once, config_copy
 from tests.cli_server import Client
+
+# Configs are composed and copied as `python -m src.main` does: it installs these two guarded patches of Hydra's and
+# OmegaConf's internals first (parsed config files kept, configs copied without OmegaConf's node constructors). The
+# tests of the patches themselves switch them off and on (tests/test_compose_once.py, tests/test_config_copy.py).
+compose_once.install()
+config_copy.install()
 
 REPO = src.REPO_ROOT
 # No test reaches a model hub: a library asked for weights it does not have must fail, not download.
