@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install.stamp
 
-.PHONY: install bytecode run test test-fast tasks layers bench bench-smoke clean search-workers
+.PHONY: install run test test-fast tasks layers bench bench-smoke clean search-workers
 
 install: $(STAMP)
 
@@ -57,15 +57,10 @@ run: install
 # each worker a consecutive chunk of the collection, so the longest cases, listed first, all land on one worker.
 # The smoke benchmarks run after the tests, not beside them: beside, both slow down by more than the idle time
 # they would fill. Fails if either fails.
-test: install bytecode
+test: install
 	@$(BIN)/python -m pytest -q -n 2 --dist loadgroup; tests=$$?; \
 	$(MAKE) --no-print-directory bench-smoke; bench=$$?; \
 	echo "pytest exit $$tests, bench-smoke exit $$bench"; [ $$tests -eq 0 ] && [ $$bench -eq 0 ]
-
-# The project's own modules byte-compiled (only those changed since): the suite starts a few dozen fresh interpreters
-# (SLURM tasks, launcher workers, CLI runs), and where PYTHONDONTWRITEBYTECODE is set each would compile them again.
-bytecode: install
-	@$(BIN)/python -m compileall -q src hydra_plugins benchmarks tests > /dev/null
 
 # Every benchmark figure at full size (writes benchmarks/results/*.json and benchmarks/README.md).
 bench: install
@@ -77,7 +72,7 @@ bench-smoke: install
 	$(BIN)/python -m benchmarks.run_all --smoke --jobs 2
 
 # Without the slow end-to-end cases.
-test-fast: install bytecode
+test-fast: install
 	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 clean:

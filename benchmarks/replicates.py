@@ -97,5 +97,6 @@ def main(argv=None) -> dict:
                       f"1-seed {spread['over_one_seed']})",
                  reference=f"1-seed study {med['one_seed_wall_s']:.0f} s", medians=med, spreads=spread)
 
+
 if __name__ == "__main__":
     main()
