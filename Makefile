@@ -78,7 +78,8 @@ test-fast: install
 clean:
 	rm -rf outputs .cache .pytest_cache lightning_logs
 	find multirun -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
-	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	@# The venv's compiled files stay: without them every process compiles what it imports.
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
 # The table of target tasks (group, distance from the source, metric).
 tasks: install

@@ -22,6 +22,7 @@ import torch
 from omegaconf import DictConfig
 from threadpoolctl import ThreadpoolController
 
+from src import lazy_dynamo
 from src.cache import Store, file_digest, make_key
 from src.keys import cost_class, features_payload, finetune_payload, source_payload, source_val_payload
 from src.check import Plan
@@ -31,14 +32,15 @@ from src.device import job_device
 from src.features.extract import extract_splits, load_features
 from src.features.source_distance import distance_defined, measure_distance
 from src.models.registry import get_arch
-from src.probe.linear import SCORERS, build_pipeline, fit_and_score
 from src.probe.registry import CLASSIFIERS
-from src.probe.retrieval import retrieval_score
 from src.tracking import training_loggers
 from src.train import snapshot_file
 from src.transferability import spectra
 from src.transferability.estimators import ESTIMATORS, softmax
 
+# Before any stage imports torchvision (or timm, or Lightning's metrics, which do): without torch._dynamo, which
+# only torchvision's import would load in a job that extracts or probes (src/lazy_dynamo.py).
+lazy_dynamo.install()
 log = logging.getLogger(__name__)
 
 
@@ -315,6 +317,7 @@ def _probe(cfg: DictConfig, plan: Plan, feat_entry: Path, names: tuple[str, ...]
 
 def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> Evaluation:
     """Linear probe: C chosen on val, refit on train+val, scored on test."""
+    from src.probe.linear import build_pipeline, fit_and_score  # scikit-learn: not in a job that only trains
 
     def fit(splits):
         multilabel = splits["train"][1].ndim == 2
@@ -330,6 +333,8 @@ def evaluate_classification(cfg: DictConfig, plan: Plan, feat_entry: Path) -> Ev
 
 def evaluate_retrieval(cfg: DictConfig, plan: Plan, feat_entry: Path) -> Evaluation:
     """Queries ranked against the database by L2 distance of normalised features; mAP."""
+    from src.probe.retrieval import retrieval_score
+
     return _probe(cfg, plan, feat_entry, ("database", "query"), lambda splits: retrieval_score(cfg, splits, device_of(cfg)))
 
 
@@ -341,6 +346,7 @@ EVALUATORS: dict[str, Callable[[DictConfig, Plan, Path], Evaluation]] = {
 
 def evaluate_finetuned_classifier(cfg: DictConfig, plan: Plan, source: Stage, tuned: Stage) -> Evaluation:
     """A fine-tuned classifier is scored by its own predictions on the test split: no features, no probe."""
+    from src.probe.linear import SCORERS
     from src.train.finetune import predict
 
     model, _, prep = tuned_net(cfg, plan, source, tuned)

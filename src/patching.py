@@ -1,18 +1,18 @@
-"""Guards for the few places that change a framework's private internals (Hydra, OmegaConf, Optuna).
+"""Guards for the few places that change a framework's private internals (Hydra, OmegaConf, Optuna, torchvision).
 
-Each such patch (`src.compose_once`, `src.config_copy`, `src.search.storage`, `src.job_plan`, and the staged
-launchers in `hydra_plugins/transferfactors_plugins/local_launchers.py`) declares a `Guard`: the distribution
+Each such patch (`src.compose_once`, `src.config_copy`, `src.search.storage`, `src.job_plan`, `src.lazy_dynamo`,
+and the staged launchers in `hydra_plugins/transferfactors_plugins/local_launchers.py`) declares a `Guard`: the distribution
 whose internals it touches, the versions it was checked against, and an environment switch. `Guard.allowed()` is
 asked when the patch is installed; the patch then either installs or leaves the framework's stock behaviour in
 place, saying why in one log line:
 
-  TRANSFER_PATCHES=0          every patch off (stock Hydra, OmegaConf and Optuna behaviour)
+  TRANSFER_PATCHES=0          every patch off (stock Hydra, OmegaConf, Optuna and torchvision behaviour)
   TRANSFER_PATCH_<NAME>=0     one patch off (e.g. TRANSFER_PATCH_CONFIG_COPY=0)
 
 An installed version that is not on a patch's list turns that patch off (with a warning), so an upgrade can make
 a sweep slower but never wrong: to re-enable it, run the patch's equivalence tests against the new version
 (`tests/test_compose_once.py`, `tests/test_config_copy.py`, `tests/test_shared_study.py`, `tests/test_patches.py`,
-the staged-launcher tests) and add the version.
+`tests/test_job_overhead.py`, the staged-launcher tests) and add the version.
 A leaf module: imports nothing of ours.
 """
 

@@ -182,12 +182,14 @@ if __name__ == "__main__":
     import importlib
     import pkgutil
 
-    # What a CLI run imports before its first stage (src.experiment imports the stages' libraries), and the Hydra
-    # plugins Hydra's start-up imports to find them.
+    # What a CLI run imports before its first stage (src.experiment imports the stages' libraries; the probe's,
+    # scikit-learn, when a job first scores one), and the Hydra plugins Hydra's start-up imports to find them.
     import hydra_plugins
     import src
     import src.experiment  # noqa: F401
     import src.main  # noqa: F401
+    import src.probe.linear  # noqa: F401
+    import src.probe.retrieval  # noqa: F401
     import pytorch_lightning  # noqa: F401
     import sklearn.linear_model  # noqa: F401
 

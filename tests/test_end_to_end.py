@@ -81,14 +81,15 @@ def test_two_by_two_multirun_trains_each_source_once_and_resumes(cache_dir, tmp_
 
 @pytest.mark.slow
 def test_convnet_features_beat_raw_pixels(make_cfg, tmp_path, capsys):
-    """The synthetic task needs learned features: a linear probe on raw pixels does clearly worse (fc6 0.58-0.64 for
-    seeds 0-2 against 0.36 for raw pixels; the test asks for 0.10 more)."""
+    """The synthetic task needs learned features: a linear probe on raw pixels does clearly worse (the tiny width's
+    fc6 0.49-0.56 for seeds 0-3 against 0.35 for raw pixels; the test asks for 0.10 more). The tiny width: the
+    question is whether learned features beat pixels at all, and it trains in a third of the small width's time."""
     from src.data.tasks import load_target
     from src.probe.linear import build_pipeline, fit_and_score
 
     # Threads set explicitly: results are bitwise reproducible per thread count. One thread: beside the other
     # pytest-xdist worker on 2 cores, more would only contend for them.
-    overrides = ["source.num_classes=20", "source.images_per_class=100", "source.epochs=6", "width=small",
+    overrides = ["source.num_classes=20", "source.images_per_class=100", "source.epochs=6", "width=tiny",
                  "trainer.optim.batch_size=64", "classifier=logistic", "trainer.num_threads=1"]
     cfg = make_cfg(*overrides, tiny=False)
     convnet = execute(cfg, tmp_path)["metrics"]["target_score"]

@@ -37,7 +37,9 @@ def test_thread_limits_apply_to_every_pool_and_reuse_one_scan(make_cfg):
 def test_a_job_whose_stages_are_cached_imports_neither_lightning_nor_torchvision(make_cfg, tmp_path):
     """Each job of a SLURM array (and each fresh worker) is a new process: a job that only reads its cached net and
     features must not pay for importing Lightning or torchvision's models (seconds per process), which only the
-    trainings and the extraction need."""
+    trainings and the extraction need. A job that extracts (its net cached) imports torchvision but not Lightning,
+    and not torch's compiler either, which torchvision's own import would load (src/lazy_dynamo.py); the compiler's
+    helper torchvision keeps is then the real one, loaded when first called."""
     import subprocess
     import sys
 
@@ -50,13 +52,56 @@ def test_a_job_whose_stages_are_cached_imports_neither_lightning_nor_torchvision
         "import sys\n"
         "from hydra import compose, initialize_config_dir\n"
         "from src.main import execute\n"
+        "def loaded():\n"
+        "    return sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning',"
+        " 'lightning_fabric', 'torchvision')} | ({'torch._dynamo'} & set(sys.modules)))\n"
         f"with initialize_config_dir({str(REPO / 'conf')!r}):\n"
-        f"    cfg = compose('config', overrides={TINY!r})\n"
-        f"r = execute(cfg, __import__('pathlib').Path({str(tmp_path / 'again')!r}))\n"
-        "print(r['status'], r['cache']['source_hit'], r['cache']['features_hit'])\n"
-        "print(sorted({m.split('.')[0] for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning',"
-        " 'lightning_fabric', 'torchvision')}))\n"
+        f"    cached, extracting = (compose('config', overrides={TINY!r} + extra) for extra in ([], ['target.data.seed=5']))\n"
+        "for name, cfg in (('again', cached), ('extract', extracting)):\n"
+        f"    r = execute(cfg, __import__('pathlib').Path({str(tmp_path)!r}) / name)\n"
+        "    print(r['status'], r['cache']['source_hit'], r['cache']['features_hit'], loaded())\n"
+        "from torch._dynamo.utils import is_compile_supported\n"
+        "kept = sys.modules['torchvision.ops.roi_align'].is_compile_supported\n"
+        "print([kept(d) == is_compile_supported(d) for d in ('cpu', 'meta')])\n"
     )
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert r.stdout.split("\n")[:2] == ["ok True True", "[]"], r.stdout
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert r.stdout.split("\n")[:3] == ["ok True True []", "ok True False ['torchvision']", "[True, True]"], r.stdout
+
+
+def test_a_job_that_only_trains_loads_no_scikit_learn():
+    """A source job (`SourceJob`: training and its val features) is a fresh process on a cluster: scikit-learn,
+    with the SciPy and pandas it loads, is seconds of imports it never uses, so the modules such a job loads import
+    the probe only inside the functions that fit or score one. Module-level imports, followed through src."""
+    import ast
+
+    from tests.conftest import REPO
+
+    def module_level(path):  # the imports a module runs when it is loaded: not those inside a def or class
+        todo, out = list(ast.parse(path.read_text()).body), []
+        while todo:
+            node = todo.pop()
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                out += [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            elif not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                todo += [c for c in ast.iter_child_nodes(node) if isinstance(c, ast.stmt)]
+        return out
+
+    def path_of(module):
+        base = REPO.joinpath(*module.split("."))
+        return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
+
+    seen, chains = set(), {m: [m] for m in ("src.check", "src.experiment", "src.train.source", "src.train.group")}
+    todo = list(chains)
+    while todo:
+        module = todo.pop()
+        for name in module_level(path_of(module)):
+            assert name.split(".")[0] not in ("sklearn", "pandas"), " -> ".join(chains[module] + [name])
+            parts = name.split(".")
+            for i in range(1, len(parts) + 1):  # a package's __init__ runs too
+                sub = ".".join(parts[:i])
+                if sub.startswith("src") and sub not in seen and path_of(sub):
+                    seen.add(sub)
+                    chains[sub] = chains[module] + [sub]
+                    todo.append(sub)
+    assert {"src.probe", "src.features.extract", "src.models.registry"} <= seen, sorted(seen)  # it followed them

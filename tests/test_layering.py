@@ -17,7 +17,7 @@ from tests.conftest import REPO
 SRC = REPO / "src"
 LAYERS = {
     "src": 0, "src.errors": 0, "src.record": 0, "src.cache": 0, "src.keys": 0, "src.device": 0, "src.registry": 0,
-    "src.patching": 0, "src.services": 0, "src.fields": 0, "src.compose_once": 0, "src.config_copy": 0, "src.storage_url": 0,
+    "src.patching": 0, "src.services": 0, "src.fields": 0, "src.compose_once": 0, "src.lazy_dynamo": 0, "src.config_copy": 0, "src.storage_url": 0,
     "src.data": 1, "src.models": 1, "src.probe": 1, "src.transferability": 1,
     "src.features": 2, "src.train": 2, "src.check": 2, "src.schema": 2, "src.tracking": 2,
     "src.experiment": 3,

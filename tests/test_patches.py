@@ -60,3 +60,18 @@ def test_internals_of_the_sweep_plan_and_local_launchers_are_guarded(monkeypatch
     launcher.config = OmegaConf.create({"hydra": {"sweeper": {"_target_": "hydra._internal.core_plugins."
                                                                           "basic_sweeper.BasicSweeper"}}})
     assert launcher.planned() is False and launcher.stage_scheduling is False
+
+
+def test_torchvisions_import_without_the_compiler_is_guarded(monkeypatch):
+    """src/lazy_dynamo.py (what it saves: tests/test_job_overhead.py): switched off, or in a process that has
+    already imported torchvision, it puts nothing in the import system; the stand-in helper answers as torch's."""
+    from torch._dynamo.utils import is_compile_supported
+
+    from src import lazy_dynamo
+
+    assert all(g.allowed() for g in lazy_dynamo.GUARDS)
+    assert [lazy_dynamo.is_compile_supported(d) for d in ("cpu", "meta")] == [is_compile_supported(d)
+                                                                             for d in ("cpu", "meta")]
+    assert lazy_dynamo.install() is False and not lazy_dynamo.installed()  # torchvision is imported here
+    monkeypatch.setenv("TRANSFER_PATCH_LAZY_DYNAMO", "0")
+    assert {g.reason_off() for g in lazy_dynamo.GUARDS} == {"TRANSFER_PATCH_LAZY_DYNAMO=0"}

@@ -17,10 +17,13 @@ from typing import Any, Callable, Mapping
 import torch
 from torch import nn
 
+from src import lazy_dynamo
 from src.errors import ConfigError
 from src.models.refs import (IMAGENET_MEAN, IMAGENET_STD, Ref, nearest_names, unwrap_state, weights_kind,
                                   weights_path)
 from src.models.spec import ArchSpec, output_node
+
+lazy_dynamo.install()  # torchvision and timm, imported below when needed, without torch._dynamo
 
 
 class MissingWeightsError(ConfigError, FileNotFoundError):
