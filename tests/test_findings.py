@@ -63,7 +63,7 @@ def study_record(sweep, primary, min_seeds):
 def test_four_seeds_answer_both_layer_questions_with_both_populations(tmp_path):
     sweep = shift_sweep(tmp_path / "sw", seeds=[0, 1, 2, 3])
     study_record(sweep, "layer_gap_shrinks", 4)
-    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"})
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
     analysis = json.loads((out / "analysis.json").read_text())
     found = analysis["findings"]
     assert set(found) == {"layer_gap_shrinks", "layer_optimum_shift"}  # stable ids as keys
@@ -78,6 +78,10 @@ def test_four_seeds_answer_both_layer_questions_with_both_populations(tmp_path):
     assert analysis["distance_axis"].startswith("shift") and analysis["study"]["primary"] == "layer_gap_shrinks"
     details = analysis["findings_details"]["layer_optimum_shift"]
     assert details["near_end"]["estimate"] < 0 and len(details["per_seed"]) == 4
+    # plots=False (--no-plots): the same tables and findings, no images, and the report says so.
+    sections = {s["id"]: s for s in analysis["sections"]}
+    assert not list(out.glob("*.png")) and not any(s.get("images") for s in sections.values())
+    assert sections["plots"]["notes"] == ["Not drawn (python -m src.report --no-plots)."]
 
 
 def test_markdown_and_html_show_the_same_findings(tmp_path):
@@ -100,7 +104,7 @@ def test_markdown_and_html_show_the_same_findings(tmp_path):
 def test_one_source_seed_gives_no_verdict_and_says_how_many_are_needed(tmp_path):
     sweep = shift_sweep(tmp_path / "sw", seeds=[0], noise=0.0, n_test=400)
     study_record(sweep, "layer_gap_shrinks", 6)
-    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"})
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
     found = json.loads((out / "analysis.json").read_text())["findings"]
     for row in found.values():
         assert row["verdict"] == "no verdict: 1 source seed, needs 6 (replicates=6)"
@@ -110,12 +114,13 @@ def test_one_source_seed_gives_no_verdict_and_says_how_many_are_needed(tmp_path)
     # Fewer seeds than the study needs, more than the floor: still no verdict.
     sweep2 = shift_sweep(tmp_path / "sw2", seeds=[0, 1, 2, 3])
     study_record(sweep2, "layer_gap_shrinks", 6)
-    out2 = build_report([sweep2], tmp_path / "out2", baseline={"layer": "fc7"})
+    out2 = build_report([sweep2], tmp_path / "out2", baseline={"layer": "fc7"}, plots=False)
     row = json.loads((out2 / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
     assert row["verdict"] == "no verdict: 4 source seeds, needs 6 (replicates=6)"
     assert row["seed-level 95% CI"].startswith("[")  # the interval is still shown
     # The report's command line overrides the study's settings.
-    out3 = build_report([sweep2], tmp_path / "out3", baseline={"layer": "fc7"}, primary="null", min_seeds=3)
+    out3 = build_report([sweep2], tmp_path / "out3", baseline={"layer": "fc7"}, primary="null", min_seeds=3,
+                        plots=False)
     row = json.loads((out3 / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
     assert row["role"] == "secondary" and row["verdict"] == "supported"
 
@@ -125,7 +130,7 @@ def test_a_seed_missing_a_job_is_counted_as_undefined_not_dropped_silently(tmp_p
     items, _ = answers(load_results([sweep]))
     gap = next(a for a in items if a.q.id == "layer_gap_shrinks")
     assert gap.defined == ["0", "1", "3"] and gap.undefined == ["2"]
-    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, min_seeds=4)
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, min_seeds=4, plots=False)
     row = json.loads((out / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
     assert row["source seeds"] == "3 of 4 (undefined: s2)"
     assert row["verdict"] == "no verdict: 3 of 4 source seeds defined, needs 4 (replicates=4)"
@@ -193,7 +198,7 @@ def test_measured_distance_orders_tasks_when_there_is_no_shift(tmp_path):
     df = with_task_axes(load_results([tmp_path / "sw"]))
     assert df.attrs["distance_axis"].startswith("measured")
     assert df["distance_rank"].isna().all()  # ranks describe the synthetic source, not this one
-    out = build_report([tmp_path / "sw"], tmp_path / "out")
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
     analysis = json.loads((out / "analysis.json").read_text())
     assert [r["target"] for r in analysis["per_task"]] == ["near", "mid", "far"]
     # Every section names the same distance: the one the tables were computed from.

@@ -49,10 +49,11 @@ def test_relative_error_reduction_arithmetic():
 
 
 def test_report_cli_default_out_dir(fake_sweep):
-    r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--baseline", "layer=fc6"],
+    """The report's command line: the default output dir (without the plots: `--no-plots`) and a bad baseline."""
+    r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--baseline", "layer=fc6", "--no-plots"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert (fake_sweep / "report" / "report.md").exists()
+    assert (fake_sweep / "report" / "report.md").exists() and not list((fake_sweep / "report").glob("*.png"))
     r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--baseline", "colour=red"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "must be factor=value with a factor in" in r.stderr

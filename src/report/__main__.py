@@ -1,5 +1,5 @@
 """python -m src.report <sweep dir> [<sweep dir> ...] [--out DIR] [--baseline factor=value ...] [--distance]
-                       [--primary FINDING_ID] [--min-seeds N]
+                       [--primary FINDING_ID] [--min-seeds N] [--no-plots]
 
 Reads every result.json (ok and failed) under the sweep dirs and writes results.csv, report.md, report.html
 (self-contained: open it in any browser), analysis.json and PNG plots to --out (default: the first sweep dir's
@@ -30,11 +30,13 @@ def main(argv: list[str] | None = None) -> None:
                          "report.primary; 'null' for none)")
     ap.add_argument("--min-seeds", type=int, default=None,
                     help="source seeds a verdict needs (default: the study's report.min_seeds)")
+    ap.add_argument("--no-plots", action="store_true",
+                    help="tables and findings only, without the PNG plots (drawing them is most of a report's time)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
         out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir,
-                           args.primary, args.min_seeds)
+                           args.primary, args.min_seeds, plots=not args.no_plots)
     except Exception as e:  # noqa: BLE001  (one line for the user; HYDRA_FULL_ERROR=1 as for src.main)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -60,9 +60,10 @@ def parse_baseline(pairs: list[str]) -> dict[str, Any]:
 
 def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict[str, Any] | None = None,
                  distance: bool = False, cache_dir: Path | None = None, primary: str | None = None,
-                 min_seeds: int | None = None) -> Path:
+                 min_seeds: int | None = None, plots: bool = True) -> Path:
     """Write the report of the sweeps in `dirs` to `out` (default: <first dir>/report). `primary`/`min_seeds`
-    override the study's `report.primary` / `report.min_seeds` from the sweep's Hydra record."""
+    override the study's `report.primary` / `report.min_seeds` from the sweep's Hydra record. `plots=False`: the
+    tables and findings without the PNG plots (drawing them is most of a report's time)."""
     dirs = [Path(d) for d in dirs]
     missing = [str(d) for d in dirs if not d.exists()]
     if missing:
@@ -103,7 +104,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         zoos = {truth: Z.zoo_agreement(df, truth) for truth in Z.ground_truths(df)}  # several nets per target
         items, kind = F.answers(df, study.primary)
         family = _adjust(items, zoos)
-        _findings(sec["findings"], items, kind, study, analysis, out, family)
+        _findings(sec["findings"], items, kind, study, analysis, out, family, plots)
         for truth, zoo in zoos.items():
             notes, tables = Z.zoo_content(zoo)
             sec["zoo"].notes += notes
@@ -128,7 +129,10 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         settings = F.setting_table(df, baseline)
         sec["settings"].table(settings)
         analysis["settings_ci"] = settings.to_dict("records")
-        sec["plots"].images += write_plots(df, out, optimal)
+        if plots:
+            sec["plots"].images += write_plots(df, out, optimal)
+        else:
+            sec["plots"].notes.append("Not drawn (python -m src.report --no-plots).")
     sec["measured-distance"].notes.append(f"Distance axis of this report: {df.attrs.get('distance_axis', 'none')}.")
     if distance:
         _measured_distance(sec["measured-distance"], df, cache_dir, analysis)
@@ -169,7 +173,7 @@ def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> str:
 
 
 def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, analysis: dict, out: Path,
-              family: str) -> None:
+              family: str, plots: bool = True) -> None:
     from src.report.findings_plots import findings_plots
 
     need = max(S.MIN_SEEDS, study.min_seeds)
@@ -188,7 +192,8 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
         section.table(table[["id", "question", "measured as"]], "What each question measures")
         section.after += F.notes(items)
     details = {a.q.id: F.details(a) for a in items}
-    section.images += findings_plots(details, kind, out)
+    if plots:
+        section.images += findings_plots(details, kind, out)
     analysis.update(findings={r["id"]: r for r in rows}, findings_details=details, distance_axis=kind,
                     source_seeds=seeds)
 
