@@ -70,17 +70,13 @@ class _Finder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name != MODULE:
             return None
-        _remove()  # one import: later ones (a reload) go the usual way
+        sys.meta_path[:] = [f for f in sys.meta_path if f is not self]  # one import: a reload goes the usual way
         if "torch._dynamo" in sys.modules:
             return None
         spec = importlib.util.find_spec(name)
         if spec is not None and spec.loader is not None:
             spec.loader = _StandIn(spec.loader)
         return spec
-
-
-def _remove() -> None:
-    sys.meta_path[:] = [f for f in sys.meta_path if not isinstance(f, _Finder)]
 
 
 def installed() -> bool:
@@ -96,7 +92,3 @@ def install() -> bool:
         return False
     sys.meta_path.insert(0, _Finder())
     return True
-
-
-def uninstall() -> None:
-    _remove()

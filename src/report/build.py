@@ -173,7 +173,7 @@ def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> str:
 
 
 def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, analysis: dict, out: Path,
-              family: str, plots: bool = True) -> None:
+              family: str, plots: bool) -> None:
     from src.report.findings_plots import findings_plots
 
     need = max(S.MIN_SEEDS, study.min_seeds)
