@@ -222,6 +222,25 @@ def test_models_list_becomes_one_job_per_backbone():
         prepare(["arch.models=[timm:resnet18]", "arch.model=timm:vgg11"], {})
 
 
+def test_models_are_described_on_the_meta_device_as_on_the_cpu():
+    """A model is described (nodes, shapes, blocks, head, parameters) without initialising or running its weights:
+    built and traced on the meta device, with the description the CPU gives. A net whose constructor needs tensor
+    values cannot be built there and is described on the CPU."""
+    from src.models import external
+    from src.models.refs import Ref
+
+    meta, cpu = torch.device("meta"), torch.device("cpu")
+    for ref, cfg in [(Ref("torchvision", "alexnet", None), {}),
+                     (Ref("module", "tests.fixtures.tiny:build", None), {"input_size": 32})]:
+        desc = external.describe_on(ref, cfg, meta)
+        assert desc == external.describe_on(ref, cfg, cpu) and desc["nodes"], ref
+    ref, cfg = Ref("module", "tests.fixtures.tiny:build_scheduled", None), {"input_size": 32}
+    with pytest.raises(RuntimeError, match="meta"):
+        external.describe_on(ref, cfg, meta)
+    assert external.describe_model(ref, cfg) == external.describe_on(ref, cfg, cpu)
+    assert torch.zeros(1).device == cpu  # the meta device's scope ended
+
+
 def test_validation_reads_the_cached_description_without_torch(make_cfg, cache_dir, tmp_path):
     from src.models.external import save_checkpoint
     from tests.fixtures.tiny import build

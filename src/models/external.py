@@ -188,9 +188,29 @@ def _library_input(ref: Ref, model: nn.Module, kwargs: Mapping[str, Any]) -> dic
 
 
 def describe_model(ref: Ref, arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Nodes with their output shapes (one traced forward pass at the input size), blocks, head, input."""
+    """Nodes with their output shapes (one traced forward pass at the input size), blocks, head, input.
+
+    Described on the meta device where the net allows it: no weights are allocated or initialised and no arithmetic
+    is done, so validating a config (the first time a model is seen) does not cost a full-size init and forward
+    pass (a VGG-16 is 138M parameters). A net whose constructor or forward needs real values (a `.item()`, an op
+    without a meta kernel) is described on the CPU instead; both give the same description."""
+    _check_name(ref)  # imports the library (or the builder's module) outside the meta device's scope: tensors
+    if ref.library == "module":  # a module creates at import time must be ordinary ones
+        _builder(ref)
+    try:
+        return describe_on(ref, arch_cfg, torch.device("meta"))
+    except ConfigError:
+        raise
+    except Exception:
+        return describe_on(ref, arch_cfg, torch.device("cpu"))
+
+
+def describe_on(ref: Ref, arch_cfg: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    """`describe_model` on one device. On the meta device any failure is raised as is (the caller falls back to
+    the CPU); on the CPU a net that cannot be traced is a ConfigError."""
     kwargs = dict(arch_cfg.get("kwargs") or {})
-    model = build(ref, kwargs, input_size=arch_cfg.get("input_size"))
+    with device:
+        model = build(ref, kwargs, input_size=arch_cfg.get("input_size"))
     head = head_module(model, ref.library)
     inp = _library_input(ref, model, kwargs)
     size = int(arch_cfg.get("input_size") or inp["size"])
@@ -198,9 +218,11 @@ def describe_model(ref: Ref, arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
     try:
         _, nodes = get_names(model)
         traced = make(model, return_nodes={n: n for n in nodes})
-        with torch.inference_mode():
+        with torch.inference_mode(), device:
             outs = traced(torch.zeros(1, 3, size, size))
     except Exception as e:  # a net torch.fx cannot trace, or one that rejects this input size
+        if device.type == "meta":
+            raise
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ConfigError(f"{ref.library}:{ref.model} cannot be traced at input {size}x{size} "
                           f"({type(e).__name__}: {first[:160]}); set arch.input_size (and arch.kwargs)") from None
