@@ -109,15 +109,16 @@ def epochs(n: int) -> list[str]:
 @pytest.mark.empty_cache  # the source jobs build both source nets
 def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_resumes(slurm, cache_dir, tmp_path,
                                                                                       make_cfg, monkeypatch):
-    """2 sources x 2 layers: one source job per net, then per net an array of the extracting job and an array of the
-    rest (the other layer, which reads the extracted features); no task starts before its source job has ended, each net is trained once, no task waits
-    on a cache lock. The alexnet source job is preempted (SIGUSR2, as SLURM signals a preemption) after its second
-    epoch: submitit requeues it and the training resumes from its checkpoint. The resumed net's job, run here from a
-    fresh cache, gives the same results (its scores equal those of a net trained without a break)."""
+    """1 source x 2 layers: the source job, then an array of the extracting job and an array of the rest (the other
+    layer, which reads the extracted features); no task starts before the source job has ended, the net is trained
+    once, no task waits on a cache lock. The source job is preempted (SIGUSR2, as SLURM signals a preemption) after
+    its second epoch: submitit requeues it and the training resumes from its checkpoint. The resumed net's job, run
+    here from a fresh cache, gives the same results (its scores equal those of a net trained without a break).
+    Several nets, each with its own source job and the arrays that depend on it: the next two cases."""
     sweep = tmp_path / "slurm"
-    # One target: every SLURM task is a fresh interpreter (seconds of imports), and a second target would only
-    # repeat the same pairs of arrays.
-    grid = ["arch=alexnet,vgg", "target=synth_objects_new", "layer=fc6,fc7"]
+    # One source net and one target: every SLURM task is a fresh interpreter (seconds of imports), and a second net
+    # or target would only repeat the same source job and pair of arrays.
+    grid = ["arch=alexnet", "target=synth_objects_new", "layer=fc6,fc7"]
     tiny = epochs(12)  # long enough to be signalled mid-training
     alexnet = source_key(make_cfg, "arch=alexnet", "source.epochs=12")
     log = tmp_path / "sweep.log"
@@ -130,15 +131,17 @@ def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_r
     slurm.run("scancel", "--signal=USR2", source_job)
     finish(proc, log)
     res = results(sweep)
-    assert len(res) == 4 and all(x["status"] == "ok" for x in res.values()), res
+    assert len(res) == 2 and all(x["status"] == "ok" for x in res.values()), res
 
     submitted = slurm_jobs(sweep)
-    assert len(submitted["source_jobs"]) == 2 and len(submitted["arrays"]) == 4
+    assert len(submitted["source_jobs"]) == 1 and len(submitted["arrays"]) == 2
+    extracting, rest = sorted(submitted["arrays"], key=lambda a: a["after_array"] is not None)
+    assert extracting["after_array"] is None and rest["after_array"] == extracting["array_id"]
     # Each net trained once, by its source job: every task found it cached, and none waited on a lock.
     assert sorted(r["key"] for r in Store(cache_dir).timings("source")) == sorted(j["source"] for j in
                                                                                  submitted["source_jobs"])
     assert all(x["cache"]["source_hit"] for x in res.values())
-    assert [x["timings_s"]["lock_wait"] for x in res.values()] == [0] * 4
+    assert [x["timings_s"]["lock_wait"] for x in res.values()] == [0] * 2
     # Every task started once its source job had ended (squeue's times, to the second).
     for src in submitted["source_jobs"]:
         _, source_end = interval(slurm, src["job_id"])
@@ -147,17 +150,15 @@ def test_source_jobs_run_first_nobody_waits_on_a_lock_and_a_preempted_training_r
     # The preempted training went on from a checkpoint, not from epoch 0.
     assert 1 <= json.loads((cache_dir / "source" / alexnet / "metrics.json").read_text())["resumed_from_epoch"] < 12
 
-    # The preempted net's first job, run here from a fresh cache (the vgg net trained without a break: nothing to
-    # compare).
+    # One job of the preempted net, run here from a fresh cache.
     monkeypatch.setenv("TRANSFER_CACHE_DIR", str(tmp_path / "local-cache"))
-    one_per_net = {x["factors"]["arch"]: (job, x) for job, x in sorted(res.items(), key=lambda kv: -int(kv[0]))}
-    for job, x in [one_per_net["alexnet"]]:
-        f = x["factors"]
-        local = execute(make_cfg(f"arch={f['arch']}", f"target={f['target']}", f"layer={f['layer']}",
-                                 "source.epochs=12"), tmp_path / "local" / job)
-        assert x["factors"] == local["factors"]
-        assert x["metrics"]["target_score"] == local["metrics"]["target_score"], job
-        assert x["metrics"]["source_val_acc"] == local["metrics"]["source_val_acc"], job
+    job, x = max(res.items(), key=lambda kv: int(kv[0]))
+    f = x["factors"]
+    local = execute(make_cfg(f"arch={f['arch']}", f"target={f['target']}", f"layer={f['layer']}", "source.epochs=12"),
+                    tmp_path / "local" / job)
+    assert x["factors"] == local["factors"]
+    assert x["metrics"]["target_score"] == local["metrics"]["target_score"], job
+    assert x["metrics"]["source_val_acc"] == local["metrics"]["source_val_acc"], job
 
 
 def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slurm, cache_dir, tmp_path, make_cfg):
@@ -177,7 +178,11 @@ def test_a_failed_source_job_fails_its_dependents_and_a_rerun_completes_them(slu
     (source_job,) = [j["job_id"] for j in slurm_jobs(sweep)["source_jobs"] if j["source"] == alexnet]
     slurm.run("scancel", source_job)
     finish(proc, log)
-    assert [len(a["jobs"]) for a in slurm_jobs(sweep)["arrays"]] == [1, 1]  # one array per net
+    first = slurm_jobs(sweep)  # one source job per net, and one array per net that waits on its net's source job
+    assert sorted(j["source"] for j in first["source_jobs"]) == sorted([alexnet, source_key(make_cfg, "arch=vgg",
+                                                                                            "source.epochs=12")])
+    assert [len(a["jobs"]) for a in first["arrays"]] == [1, 1]
+    assert sorted(a["after_source_job"] for a in first["arrays"]) == sorted(j["job_id"] for j in first["source_jobs"])
     res = results(sweep)
     assert res["0"]["status"] == "failed" and res["0"]["error"]["type"] == "DependencyNeverSatisfied"  # alexnet
     assert res["0"]["error"]["message"].startswith(f"source job {source_job} failed: CANCELLED")
