@@ -194,8 +194,10 @@ def describe_model(ref: Ref, arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
     is done, so validating a config (the first time a model is seen) does not cost a full-size init and forward
     pass (a VGG-16 is 138M parameters). A net whose constructor or forward needs real values (a `.item()`, an op
     without a meta kernel) is described on the CPU instead; both give the same description."""
-    _check_name(ref)  # imports the library (or the builder's module) outside the meta device's scope: tensors
-    if ref.library == "module":  # a module creates at import time must be ordinary ones
+    # The library (or the builder's module) is imported before the meta device's scope begins: the tensors a module
+    # creates when imported must be ordinary ones.
+    _check_name(ref)
+    if ref.library == "module":
         _builder(ref)
     try:
         return describe_on(ref, arch_cfg, torch.device("meta"))
