@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -98,19 +99,25 @@ def timm_kwargs(ref: Ref, kwargs: Mapping[str, Any], input_size: int | None) -> 
     return kwargs
 
 
-def build(ref: Ref, kwargs: Mapping[str, Any], seed: int = 0, input_size: int | None = None) -> nn.Module:
-    """The net at random init (seeded), in eval mode."""
-    _check_name(ref)
+def build(ref: Ref, kwargs: Mapping[str, Any], seed: int = 0, input_size: int | None = None,
+          device: torch.device | None = None) -> nn.Module:
+    """The net at random init (seeded), in eval mode; constructed on `device` when given (the meta device: shapes
+    only, no weights allocated or initialised). The library, or the builder's module, is imported before that
+    device's scope begins: the tensors a module creates when imported stay ordinary ones."""
+    _check_name(ref)  # imports the library
     torch.manual_seed(seed)
     if ref.library == "timm":
         import timm
 
-        return timm.create_model(ref.model, pretrained=False, **timm_kwargs(ref, kwargs, input_size)).eval()
-    if ref.library == "torchvision":
+        make = partial(timm.create_model, ref.model, pretrained=False, **timm_kwargs(ref, kwargs, input_size))
+    elif ref.library == "torchvision":
         import torchvision
 
-        return torchvision.models.get_model(ref.model, weights=None, **kwargs).eval()
-    model = _builder(ref)(**kwargs)
+        make = partial(torchvision.models.get_model, ref.model, weights=None, **kwargs)
+    else:
+        make = partial(_builder(ref), **kwargs)
+    with device if device is not None else contextlib.nullcontext():
+        model = make()
     if not isinstance(model, nn.Module):
         raise ConfigError(f"arch.builder={ref.model} returned {type(model).__name__}, not an nn.Module")
     return model.eval()
@@ -194,11 +201,6 @@ def describe_model(ref: Ref, arch_cfg: Mapping[str, Any]) -> dict[str, Any]:
     is done, so validating a config (the first time a model is seen) does not cost a full-size init and forward
     pass (a VGG-16 is 138M parameters). A net whose constructor or forward needs real values (a `.item()`, an op
     without a meta kernel) is described on the CPU instead; both give the same description."""
-    # The library (or the builder's module) is imported before the meta device's scope begins: the tensors a module
-    # creates when imported must be ordinary ones.
-    _check_name(ref)
-    if ref.library == "module":
-        _builder(ref)
     try:
         return describe_on(ref, arch_cfg, torch.device("meta"))
     except ConfigError:
@@ -211,8 +213,7 @@ def describe_on(ref: Ref, arch_cfg: Mapping[str, Any], device: torch.device) -> 
     """`describe_model` on one device. On the meta device any failure is raised as is (the caller falls back to
     the CPU); on the CPU a net that cannot be traced is a ConfigError."""
     kwargs = dict(arch_cfg.get("kwargs") or {})
-    with device:
-        model = build(ref, kwargs, input_size=arch_cfg.get("input_size"))
+    model = build(ref, kwargs, input_size=arch_cfg.get("input_size"), device=device)
     head = head_module(model, ref.library)
     inp = _library_input(ref, model, kwargs)
     size = int(arch_cfg.get("input_size") or inp["size"])
