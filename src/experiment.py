@@ -414,7 +414,9 @@ def run_experiment(cfg: DictConfig, plan: Plan) -> dict[str, Any]:
         "estimator_score": None, "transferability": {},
     }
     if source.entry is not None:
-        metrics["source_val_acc"] = json.loads((source.entry / "metrics.json").read_text())["val_acc"][str(plan.snapshot)]
+        trained = json.loads((source.entry / "metrics.json").read_text())
+        metrics["source_val_acc"] = trained["val_acc"][str(plan.snapshot)]
+        metrics["source_val_images"] = trained.get("val_images")  # (None: an entry cached before it was recorded)
         metrics["source_num_params"] = source_num_params(cfg, plan, source)
     elif plan.spec.extra:  # a model library's net: its size is the static baseline a model selection must beat
         metrics["source_num_params"] = source_num_params(cfg, plan, source)

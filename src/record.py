@@ -76,6 +76,7 @@ METRICS: dict[str, str] = {
     "target_score": "the target's test score in `target_metric` (None when an estimator replaces the probe)",
     "target_metric": "accuracy / mean_per_class_accuracy / map",
     "source_val_acc": "the source net's val accuracy at the snapshot used (None: pretrained)",
+    "source_val_images": "how many source val images source_val_acc is measured on (None: not recorded)",
     "source_num_params": "the source net's parameter count (None: pretrained); a static baseline for the estimators",
     "finetune_val_acc": "the fine-tuned net's val accuracy after its last epoch (finetune=last|full)",
     "feature_dim": "dimension of the chosen layer after pooling, before PCA",

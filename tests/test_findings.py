@@ -231,3 +231,129 @@ def test_power_table_seeds_needed():
     assert S.seeds_for_power(1.0, 0.01) == 2.0
     n = S.seeds_for_power(0.05, 0.05)  # effect = 1 SD: a two-sided t test at 0.05 needs 10 for 80%
     assert n == 10.0
+
+
+def test_a_tasks_distance_weights_each_source_seed_once_and_disagreement_is_named(tmp_path):
+    """Seed 0 finished 4 jobs on task b and seed 1 only 1: b's distance is the mean of the two nets' distances,
+    not of the 5 jobs'. The seeds order a and b differently, and the distance axis says so."""
+    dist = {("a", 0): 1.0, ("b", 0): 2.0, ("c", 0): 3.0, ("a", 1): 2.2, ("b", 1): 1.8, ("c", 1): 3.0}
+    job = 0
+    for (target, seed), d in dist.items():
+        for layer in (LAYERS if (target, seed) != ("b", 1) else LAYERS[:1]):
+            write_job(tmp_path / "sw" / str(job), {"layer": layer, "target": target, "source": "imagefolder",
+                                                  "seed": seed, "target_seed": seed, "distance_rank": None}, 0.5,
+                      0.5, distance={"pad": d})
+            job += 1
+    df = with_task_axes(load_results([tmp_path / "sw"]))
+    by_task = df.groupby("task")["distance"].first()
+    assert by_task["b"] == pytest.approx((2.0 + 1.8) / 2)  # a job-weighted mean would give (4*2.0 + 1.8) / 5
+    assert by_task["a"] == pytest.approx(1.6)
+    assert "the 2 source seeds order the tasks by distance differently" in df.attrs["distance_axis"]
+    assert "lowest 0.33" in df.attrs["distance_axis"]
+    # seeds that agree on the order: nothing added
+    for p in (tmp_path / "sw").glob("*/result.json"):
+        rec = json.loads(p.read_text())
+        if rec["factors"]["target"] == "a":
+            rec["metrics"]["distance"] = {"pad": 0.5}
+            p.write_text(json.dumps(rec))
+    agree = with_task_axes(load_results([tmp_path / "sw"]))
+    assert agree.attrs["distance_axis"] == "measured proxy A-distance from the sweep's source net(s) at a fixed " \
+                                          "early layer"
+
+
+def test_smallest_task_level_p_matches_the_tests_and_caps_the_verdict(tmp_path):
+    """The exact tests cannot go below 2 / arrangements: the verdict says when the number of tasks alone rules
+    out 'supported'."""
+    rng = np.random.default_rng(3)
+    for n in (3, 4, 5):
+        x = np.arange(n, dtype=float)
+        assert S.trend_test(x * 2.0, x) == pytest.approx(S.smallest_p("trend", n))  # the most extreme data
+        assert S.level_test(np.abs(rng.normal(1, 0.1, n))) == pytest.approx(S.smallest_p("level", n))
+    assert (S.tasks_for_alpha("trend"), S.tasks_for_alpha("level"), S.tasks_for_alpha("ends")) == (5, 6, 3)
+    # 3 tasks (shifts 0, 0.4, 1.0), 3 seeds: gated by seeds, and capped by tasks whatever more seeds show
+    sweep = tmp_path / "sw"
+    job = 0
+    for seed in (0, 1, 2):
+        for shift in (0.0, 0.4, 1.0):
+            for i, layer in enumerate(LAYERS):
+                write_job(sweep / str(job), {"layer": layer, "target": "synth_shift", "shift": shift, "seed": seed,
+                                             "distance_rank": None}, 0.5 + 0.05 * i * (1 - shift) + 0.001 * seed, 0.5)
+                job += 1
+    study_record(sweep, "layer_gap_shrinks", 6)
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    gap = json.loads((out / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+    assert gap["verdict"] == ("no verdict: 3 source seeds, needs 6 (replicates=6); 3 tasks cap it at \"these tasks "
+                              "only\" (smallest possible task-level p 0.333; \"supported\" needs 5 tasks)")
+    out = build_report([sweep], tmp_path / "out2", baseline={"layer": "fc7"}, min_seeds=3, plots=False)
+    gap = json.loads((out / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+    assert gap["verdict"].startswith("these tasks only (3 tasks cap it")
+
+
+def test_settings_tied_on_val_are_all_named_and_scored_as_their_mean(tmp_path):
+    """conv1 and the baseline fc7 tie on val: neither the per-task table nor the per-setting roles pick one by
+    its position; the per-task best score is the tied settings' mean."""
+    job = 0
+    for target, d in (("a", 1.0), ("b", 2.0), ("c", 3.0)):
+        for seed in (0, 1, 2):
+            for layer, test, val in (("conv1", 0.6, 0.7), ("conv3", 0.5, 0.6), ("conv5", 0.5, 0.6),
+                                     ("fc7", 0.7, 0.7)):
+                write_job(tmp_path / "sw" / str(job), {"layer": layer, "target": target, "source": "imagefolder",
+                                                      "seed": seed, "distance_rank": None}, test, val,
+                          distance={"pad": d})
+                job += 1
+    out = build_report([tmp_path / "sw"], tmp_path / "out", baseline={"layer": "fc7"}, plots=True)
+    analysis = json.loads((out / "analysis.json").read_text())
+    row = next(r for r in analysis["per_task"] if r["target"] == "a")
+    assert row["layer"] == "conv1 = fc7" and row["best_score"] == pytest.approx(0.65)
+    assert analysis["optimal_settings"]["layer"]["ties"]["a"] == ["conv1", "fc7"]
+    table = pd.DataFrame(analysis["settings_ci"])
+    roles = table[table["task"] == "a"].set_index("setting")["role"]
+    assert roles["conv1"] == "best on val (tied: 2 settings)" and roles["fc7"] == "best on val (tied: 2 settings) baseline"
+    assert roles["conv3"] == ""
+    practice = pd.DataFrame(analysis["best_practice"])
+    assert (practice["best"] == "conv1 = fc7").all()
+
+
+def test_the_layer_questions_name_their_late_layers_and_a_single_seeds_own_choice(tmp_path):
+    sweep = shift_sweep(tmp_path / "sw", seeds=[0], noise=0.0, n_test=50)
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    notes = next(s for s in json.loads((out / "analysis.json").read_text())["sections"] if s["id"] == "findings")
+    text = "\n".join(notes["after"])
+    # 4 layers: the last third rounded up is 2 layers
+    assert "layer: late = conv5, fc7 (the last 2 of the 4 swept settings: the last third, rounded up)" in text
+    assert "layer_optimum_shift: one source seed, so each group's best setting is chosen on that seed's own val" \
+           in text
+
+
+def test_a_score_interval_stays_inside_the_scores_range(tmp_path):
+    """Two seeds 0.05 and 0.7 apart: the t interval (t quantile 12.7) would run from below 0 to above 1."""
+    job = 0
+    for seed, score in ((0, 0.05), (1, 0.7)):
+        for layer in ("conv1", "fc7"):
+            write_job(tmp_path / "sw" / str(job), {"layer": layer, "target": "a", "seed": seed, "distance_rank": 1},
+                      score, score)
+            job += 1
+    table = setting_table(load_results([tmp_path / "sw"]), baseline={"layer": "fc7"})
+    assert (table["95% CI"] == "[0.00, 1.00]").all()
+
+
+def test_source_nets_at_chance_are_flagged_and_trained_ones_are_not():
+    """The chance check is an exact one-sided binomial test: a net at chance is flagged in >= 95% of draws (a
+    missed warning is the error it bounds), a net at 0.5 on 40 val images of 4 classes (chance 0.25) almost never."""
+    from src.report.findings import chance_sources
+
+    def frame(accs, n=40, classes=4):
+        return pd.DataFrame([{"status": "ok", "target_score": 0.5, "seed": i, "source_key": f"k{i}",
+                              "source_val_acc": a, "source_val_images": n, "source_num_classes": classes}
+                             for i, a in enumerate(accs)])
+
+    rng = np.random.default_rng(0)
+    at_chance = rng.binomial(40, 0.25, 400) / 40
+    flagged = sum(bool(chance_sources(frame([a]))) for a in at_chance)
+    assert flagged / 400 >= 0.95
+    trained = rng.binomial(40, 0.5, 400) / 40
+    assert sum(bool(chance_sources(frame([a]))) for a in trained) / 400 < 0.1
+    text = chance_sources(frame([0.25, 0.7, 0.25]))
+    assert text.startswith("Warning: 2 of 3 source nets are not shown better than chance (1/4)")
+    assert "s0 (0.250 on 40)" in text and "s2 (0.250 on 40)" in text and "s1" not in text
+    assert chance_sources(frame([0.25]).drop(columns="source_val_images")) == ""  # older records: no check

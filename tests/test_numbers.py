@@ -38,3 +38,15 @@ def test_markdown_and_html_print_the_same_text():
         assert cell in md and f">{cell.replace('<', '&lt;')}</td>" in page
     assert 'class="num">p &lt; 0.001</td>' in page  # aligned and sorted as a number
     assert "e-" not in md
+
+
+def test_a_column_of_intervals_prints_at_one_precision():
+    """The report's intervals (S.fmt_ci) keep their ends, so a column of them reads at one precision, set by its
+    widest end, as a column of numbers does; text cells ("n/a", "1 source seed: no CI") stay as they are."""
+    from src.report import stats as S
+
+    cells = [S.fmt_ci(-0.29, 1.0), S.fmt_ci(-0.0142, 0.918), S.fmt_ci(float("nan"), 1.0), "1 source seed: no CI"]
+    assert cells[0] == "[-0.29, 1.00]" and cells[1] == "[-0.014, 0.918]"  # each alone: its own digits
+    assert N.column("95% CI", cells) == ["[-0.29, 1.00]", "[-0.01, 0.92]", "n/a", "1 source seed: no CI"]
+    # cut at the statistic's range: the same coverage (the true value lies inside the range)
+    assert S.within(-0.95, 1.7, 0.0, 1.0) == (0.0, 1.0)

@@ -112,3 +112,17 @@ def test_cells_outside_an_estimators_regime_are_counted_and_left_out_of_its_insi
     notes, tables = zoo_content(res)
     table = tables[0][1].set_index("estimator")
     assert table.loc["sfda", "cells outside its regime"] == "3" and any("outside its regime" in n for n in notes)
+
+
+def test_a_static_baseline_constant_within_every_target_is_left_out_and_named():
+    """The layers of one net share its parameter count: that baseline ranks nothing, so it gets no row, no
+    margins and no calls in the Holm family; the notes say why. Intervals stay inside a tau's range."""
+    df = _zoo_frame().assign(source_num_params=1000)
+    res = zoo_agreement(df)
+    assert res["constant_baselines"] == ["source_num_params"]
+    assert "source_num_params" not in set(res["summary"]["estimator"])
+    assert set(res["margins"]["baseline"]) == {"source_val_acc"}
+    notes, _ = zoo_content(res)
+    assert any(n.startswith("Static baseline left out: parameter count is the same for every net") for n in notes)
+    assert (res["summary"]["ci_low"].dropna() >= -1).all() and (res["summary"]["ci_high"].dropna() <= 1).all()
+    assert (res["margins"]["ci_low"].dropna() >= -2).all() and (res["margins"]["ci_high"].dropna() <= 2).all()

@@ -100,6 +100,20 @@ def selection_score(ok: pd.DataFrame) -> tuple[pd.Series, list[str]]:
     return val.where(~missing, test), sorted(map(str, ok.loc[missing, name].unique())) if name in ok else []
 
 
+def tied_best(scores: pd.Series) -> list:
+    """The labels of `scores` tied at its highest value (NaN ignored), in `scores`' order; [] when all are NaN.
+    Val scores are counts of correct images over a few dozen or hundred, so exact ties are common: the report
+    names every tied setting and scores the choice as their mean (as `findings.val_choice_gain` does), instead of
+    letting idxmax's first position decide."""
+    top = scores.max()
+    return [] if pd.isna(top) else list(scores.index[scores == top])
+
+
+def tie_label(labels: list) -> Any:
+    """One setting as it is, several tied ones joined ("conv2 = fc6"); NaN for none."""
+    return math.nan if not labels else labels[0] if len(labels) == 1 else " = ".join(map(str, labels))
+
+
 def score_by_setting(df: pd.DataFrame, factor: str, score: str = "target_score") -> pd.DataFrame:
     """target x setting matrix, per setting of `factor` and replicate the job chosen on val among the other
     factors' settings, its `score` (target_score, or val_score) averaged over replicates."""
@@ -138,9 +152,10 @@ def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
         if keys:  # per setting and replicate the job chosen on val (unswept duplicates), then means over them
             chosen = jobs.loc[jobs.groupby([*keys, "_rep"], dropna=False)["_select"].idxmax()]
             means = chosen.groupby(keys, dropna=False)[["_select", "target_score"]].mean()
-            top = means["_select"].idxmax()
-            best = {**dict(zip(keys, top if isinstance(top, tuple) else (top,))),
-                    "target_score": float(means.loc[top, "target_score"])}
+            tied = tied_best(means["_select"])  # tied on val: each factor's tied values, their mean test score
+            settings = [t if isinstance(t, tuple) else (t,) for t in tied]
+            best = {**{k: tie_label(list(dict.fromkeys(s[i] for s in settings))) for i, k in enumerate(keys)},
+                    "target_score": float(means.loc[tied, "target_score"].mean())}
         else:
             best = {"target_score": float(jobs.groupby("_rep")["target_score"].max().mean())}
         base = jobs[jobs.apply(matches, axis=1, baseline=baseline, factors=factors)]
@@ -174,9 +189,9 @@ def best_practice(df: pd.DataFrame) -> pd.DataFrame:
             names = [t for t in members.index if t in test.index]
             means, chooser = test.loc[names].mean(axis=0), val.loc[names].mean(axis=0)
             if chooser.notna().any():
-                top = chooser.idxmax()
-                rows.append({"group": group, "factor": factor, "best": top, "mean_score": float(means[top]),
-                             "tasks": len(names)})
+                tied = tied_best(chooser)
+                rows.append({"group": group, "factor": factor, "best": tie_label(tied),
+                             "mean_score": float(means[tied].mean()), "tasks": len(names)})
     out = pd.DataFrame(rows)
     if len(out):
         order = {g: i for i, g in enumerate(tasks.sort_values(distance_column(tasks))["group"].unique())}
@@ -185,18 +200,22 @@ def best_practice(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def optimal_settings(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """For each swept ordinal factor: each task's optimal setting (best mean val score over replicates) and its
-    distance. A description: whether the optimum moves with distance is a finding (src.report.findings), with
+    """For each swept ordinal factor: each task's optimal setting (best mean val score over replicates; `ties`:
+    the tasks where several settings share it) and its distance. A description: whether the optimum moves with distance is a finding (src.report.findings), with
     the statistic and the inference that question needs."""
     out = {}
     tasks = task_table(df).set_index("target")
     for factor in swept_factors(df):
         if factor not in ORDINAL:
             continue
-        optimal = score_by_setting(df, factor, "val_score").idxmax(axis=1)
-        x = tasks.loc[optimal.index, distance_column(tasks)].astype(float).to_numpy()
-        out[factor] = {"optimal": {t: _plain(v) for t, v in optimal.items()},
-                       "distance": {t: float(d) for t, d in zip(optimal.index, x)}}
+        val = score_by_setting(df, factor, "val_score")
+        tied = {t: [_plain(v) for v in tied_best(row)] for t, row in val.iterrows()}
+        tied = {t: v for t, v in tied.items() if v}
+        x = tasks.loc[list(tied), distance_column(tasks)].astype(float).to_numpy()
+        # a tie: the first tied setting in the factor's order stands for the task, and `ties` lists them all
+        out[factor] = {"optimal": {t: v[0] for t, v in tied.items()},
+                       "ties": {t: v for t, v in tied.items() if len(v) > 1},
+                       "distance": {t: float(d) for t, d in zip(tied, x)}}
     return out
 
 

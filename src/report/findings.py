@@ -4,7 +4,8 @@ Reads the flat results table (src.report.collect) and, for a sweep with one job 
 `test_correct.npy`; never recomputes features or scores. Terms:
   task         a target at one distance: `synth_shift@0.4` for the shift family, else the target's name
   distance     the x-axis: `shift` when every task has one; else the measured distance from the sweep's source
-               net(s) (`metrics.distance`, src.record.PRIMARY_DISTANCE, averaged over the task's jobs); else
+               net(s) (`metrics.distance`, src.record.PRIMARY_DISTANCE: the mean over source seeds of each seed's
+               distance, `seed_distances`); else
                `distance_rank`, but only for the synthetic source it describes
   source seed  the replicate unit: one source net (`seed`); the target samples under it (`target.data.seed`)
                are averaged within it, so a crossed seed x target-seed design never counts a net twice
@@ -50,13 +51,42 @@ def add_axes(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     if len(ok) and has_shift.all():
         ok["distance"], kind = shift.astype(float), "shift (target.data.shift)"
     elif measured in ok and ok.groupby("task")[measured].apply(lambda s: s.notna().any()).all():
-        ok["distance"] = ok.groupby("task")[measured].transform("mean")
-        kind = "measured proxy A-distance from the sweep's source net(s) at a fixed early layer"
+        per_seed = seed_distances(ok, measured)
+        ok["distance"] = ok["task"].map(per_seed.mean(axis=1))
+        kind = "measured proxy A-distance from the sweep's source net(s) at a fixed early layer" + (
+            _order_agreement(per_seed))
     elif len(ok) and "distance_rank" in ok and _synthetic_source(ok).all() and ok["distance_rank"].notna().all():
         ok["distance"], kind = ok["distance_rank"].astype(float), "distance_rank (a priori, synthetic source)"
     else:
         ok["distance"], kind = np.nan, "none (no shift, no measured distance)"
     return ok, kind
+
+
+def seed_distances(ok: pd.DataFrame, measured: str) -> pd.DataFrame:
+    """task x source seed: the measured distance of each source net from each task, the mean over the seed's
+    target samples. A task's distance is the mean over source seeds of these, so every net counts once however
+    many of its jobs finished (a mean over jobs would weight a seed by its finished jobs)."""
+    per_rep = ok.groupby(["task", "source_seed", "replicate"])[measured].mean()
+    return per_rep.groupby(level=["task", "source_seed"]).mean().unstack("source_seed")
+
+
+def _order_agreement(per_seed: pd.DataFrame) -> str:
+    """How far the source seeds agree on the tasks' order by distance (mean pairwise Kendall tau of their
+    distances; said only when some pair disagrees): the trend questions place tasks at the seed-averaged distance,
+    and a reader should know when the nets themselves do not agree on that order."""
+    from itertools import combinations
+
+    from scipy.stats import kendalltau
+
+    full = per_seed.dropna(axis=1)
+    if full.shape[0] < 3 or full.shape[1] < 2:
+        return ""
+    taus = [kendalltau(full[a], full[b]).statistic for a, b in combinations(full.columns, 2)]
+    taus = [t for t in taus if math.isfinite(t)]
+    if not taus or min(taus) >= 1:
+        return ""
+    return (f"; the {full.shape[1]} source seeds order the tasks by distance differently (mean pairwise Kendall "
+            f"tau {np.mean(taus):.2f}, lowest {min(taus):.2f}): the order used is that of the seeds' mean")
 
 
 def _synthetic_source(df: pd.DataFrame) -> pd.Series:
@@ -215,14 +245,26 @@ def family_pvalues(items: list[Answer]) -> list[float]:
     return [a.scalar("task_p") if a.role != ROLE_PRIMARY and a.result is not None else math.nan for a in items]
 
 
+def task_cap(a: Answer) -> str:
+    """What the number of tasks alone rules out, or "": with too few tasks the task-level test cannot reach
+    p < alpha whatever the data and however many seeds (`S.smallest_p`), so no verdict can go past "these tasks
+    only" until tasks are added."""
+    if a.result is None or S.smallest_p(a.q.kind, a.n_tasks) < S.ALPHA:
+        return ""
+    return (f"{a.n_tasks} tasks cap it at \"{S.THESE_TASKS}\" (smallest possible task-level p "
+            f"{S.smallest_p(a.q.kind, a.n_tasks):.3g}; \"{S.SUPPORTED}\" needs {S.tasks_for_alpha(a.q.kind)} tasks)")
+
+
 def verdict(a: Answer, min_seeds: int) -> str:
     if a.reason:
         return a.reason
+    cap = task_cap(a)
     blocked = S.gate(len(a.defined), a.n_seeds, min_seeds)
     if blocked:
-        return blocked
+        return f"{blocked}; {cap}" if cap else blocked
     p = a.scalar("task_p") if a.role == ROLE_PRIMARY else a.task_p_adjusted
-    return str(Q.decide(a.q, a.result, p))
+    decided = str(Q.decide(a.q, a.result, p))
+    return f"{decided} ({cap})" if cap else decided
 
 
 def _population(a: Answer) -> str:
@@ -286,7 +328,48 @@ def notes(items: list[Answer]) -> list[str]:
             lines.append(f"{a.q.id}: at the nearest distance the same statistic is {N.number(a.scalar('near'))} "
                          f"{S.fmt_ci(a.scalar('near_lo'), a.scalar('near_hi'))} (supported needs it below 0).")
         lines += [f"{a.q.id}: {n}." for n in a.grid.notes]
+        if a.result is None:
+            continue
+        if a.q.contrast in (Q.late_minus_early, Q.early_minus_late):
+            settings = [str(v) for v in a.grid.settings]
+            late = settings[Q.late_split(len(settings)):]
+            line = (f"{a.factor}: late = {', '.join(late)} (the last {len(late)} of the {len(settings)} swept "
+                    f"settings: the last third, rounded up); early = the others.")
+            if line not in lines:
+                lines.append(line)
+        if a.q.contrast is Q.early_minus_late and len(a.defined) == 1:
+            lines.append(f"{a.q.id}: one source seed, so each group's best setting is chosen on that seed's own val "
+                         "scores (no other seeds to cross-fit on): its test noise can inflate the chosen scores.")
     return lines
+
+
+def chance_sources(df: pd.DataFrame) -> str:
+    """A warning when some of the sweep's trained source nets are not shown better than chance on their own val
+    images (one-sided exact binomial test of val accuracy > 1/classes at alpha): their features are close to
+    untrained, and every finding then describes such nets. "" when every net beats chance, or when the results do
+    not record what the test needs (pretrained nets, older records without `source_val_images`)."""
+    from scipy.stats import binomtest
+
+    need = ["source_val_acc", "source_val_images", "source_num_classes"]
+    ok = A.ok_rows(df)
+    if any(c not in ok for c in need):
+        return ""
+    nets = ok.dropna(subset=need).drop_duplicates(subset=[c for c in ("source_key", "seed", *need) if c in ok])
+    weak = []
+    for _, net in nets.iterrows():
+        n, classes = int(net["source_val_images"]), int(net["source_num_classes"])
+        if n < 1 or classes < 2:
+            continue
+        k = int(round(float(net["source_val_acc"]) * n))
+        if binomtest(k, n, 1 / classes, alternative="greater").pvalue >= S.ALPHA:
+            weak.append((str(net.get("seed", "")), float(net["source_val_acc"]), n, classes))
+    if not weak:
+        return ""
+    seeds = ", ".join(f"s{w[0]} ({N.number(w[1], 3)} on {w[2]})" for w in weak)
+    chance = sorted({f"1/{w[3]}" for w in weak})
+    return (f"Warning: {len(weak)} of {len(nets)} source nets are not shown better than chance ({', '.join(chance)}) "
+            f"on their own val images (one-sided binomial test, p >= {S.ALPHA:g}): {seeds}. Their features are "
+            "close to untrained, and the findings describe such nets: train the source longer or on more images.")
 
 
 # --- Per task and setting: means with CIs, and the val-chosen best against the baseline ---------------------
@@ -307,14 +390,16 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
         per = g.groupby(["setting", "source_seed"])[["target_score", "_select"]].mean()
         test = per["target_score"].unstack("source_seed")
         choose = per["_select"].unstack("source_seed")
-        best = choose.mean(axis=1).idxmax()
+        tied = A.tied_best(choose.mean(axis=1))  # every setting tied at the best mean val score is marked
+        best = tied[0] if tied else None  # the row that carries the gain (computed over all the tied ones)
         base = g[g.apply(A.matches, axis=1, baseline=baseline, factors=factors)]["setting"]
         base = base.iloc[0] if len(base) else None
+        tie = f" (tied: {len(tied)} settings)" if len(tied) > 1 else ""
         for setting in test.index:
             values = test.loc[setting].dropna().to_numpy()
             if len(values) >= 2:
                 mean, lo, hi, _ = S.t_interval(values)
-                ci = S.fmt_ci(float(lo), float(hi))
+                ci = S.fmt_ci(*S.within(float(lo), float(hi), 0.0, 1.0))  # every target metric is a fraction
             else:
                 cell = g[g["setting"] == setting]
                 c = _correct(cell["job_dir"].iloc[0]) if len(cell) == 1 and (
@@ -325,8 +410,8 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
                          else (math.nan, ""))
             rows.append({"task": task, "distance": g["distance"].iloc[0], "setting": setting,
                          "source seeds": len(values), "mean": float(mean), "95% CI": ci,
-                         "role": (("best on test" if task in on_test else "best on val") if setting == best else "")
-                         + (" baseline" if setting == base else ""),
+                         "role": (("best on test" if task in on_test else "best on val") + tie if setting in tied
+                                  else "") + (" baseline" if setting == base else ""),
                          "best - baseline": diff, "diff 95% CI": dci})
     return pd.DataFrame(rows).sort_values(["distance", "task"], kind="stable").reset_index(drop=True)
 
@@ -346,9 +431,12 @@ def _paired_diff(g: pd.DataFrame, test: pd.DataFrame, choose: pd.DataFrame, base
         base_i = list(test.index).index(base)
         diffs = val_choice_gain(test[seeds].to_numpy(float), choose[seeds].to_numpy(float), base_i)
         mean, lo, hi, _ = S.t_interval(diffs)
-        return float(mean), S.fmt_ci(float(lo), float(hi))
-    best = choose.mean(axis=1).idxmax()
-    point = float(test.loc[best].mean() - test.loc[base].mean())
+        return float(mean), S.fmt_ci(*S.within(float(lo), float(hi), -1.0, 1.0))
+    tied = A.tied_best(choose.mean(axis=1))
+    point = float(test.loc[tied].mean(axis=1).mean() - test.loc[base].mean())  # tied: their mean, as per seed
+    if len(tied) > 1:
+        return point, f"{len(tied)} settings tied on val: no CI"
+    best = tied[0]
     a = g[g["setting"] == best]
     b = g[g["setting"] == base]
     if len(a) != 1 or len(b) != 1:

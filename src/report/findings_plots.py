@@ -113,7 +113,7 @@ def _contrast_plot(qid: str, d: dict[str, Any], axis: str):
         ax.set_xlabel(wrap(f"task, in order of {_axis_name(axis)} (nearest first; evenly spaced)", 90))
     elif np.ptp(x) > 0:
         _trend(ax, x, values, q.kind)
-        ax.set_xlabel(wrap(axis, 90))
+        ax.set_xlabel(wrap(axis.split("; ")[0], 90))  # what the axis is; the report's text says the rest
     ax.axhline(0, color="black", lw=0.6)
     ordered = A.sort_values(d["factor"], d["settings"])
     ax.set_ylabel(wrap(CONTRAST.get(qid, f"{ordered[-1]} - {ordered[0]}"), 36))

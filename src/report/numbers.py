@@ -3,7 +3,9 @@
 A table column is printed with one number of decimals, chosen so that its largest value shows `SIGNIFICANT`
 significant digits: a column of scores reads 0.912, 0.874, 0.000 (not 0.912, 0.87, -7.2e-15), and a column of
 small regrets keeps its digits (0.00412). A difference that is a tie up to floating-point rounding prints as 0 at
-the column's precision, never as -0.000 or -7e-15. p-values print with 3 decimals, and as "p < 0.001" below that:
+the column's precision, never as -0.000 or -7e-15. A column of
+intervals is printed the same way, at the decimals that its widest end needs. p-values print with 3 decimals, and
+as "p < 0.001" below that:
 a randomisation or t test says nothing finer that a reader should act on.
 """
 
@@ -72,6 +74,19 @@ def interval(lo: float, hi: float, places: int | None = None) -> str:
     return f"[{number(lo, places)}, {number(hi, places)}]"
 
 
+class Interval(str):
+    """'[lo, hi]' text (`interval`) that keeps its ends, so that a table column of intervals prints at one
+    precision (`column`), as a column of numbers does."""
+
+    def __new__(cls, lo: float, hi: float) -> "Interval":
+        text = super().__new__(cls, interval(lo, hi))
+        text.lo, text.hi = float(lo), float(hi)
+        return text
+
+    def __reduce__(self):
+        return Interval, (self.lo, self.hi)
+
+
 def _is_number(v: Any) -> bool:
     if hasattr(v, "item") and not isinstance(v, str):
         v = v.item()
@@ -82,6 +97,11 @@ def column(name: str, values: list[Any]) -> list[str]:
     """A table column as text: p-values as `pvalue`; numbers at one precision for the column."""
     if is_pvalue(name):
         return [pvalue(v) if _is_number(v) else ("" if v is None else str(v)) for v in values]
+    if any(isinstance(v, Interval) for v in values):
+        ends = [e for v in values if isinstance(v, Interval) for e in (v.lo, v.hi)]
+        places = decimals(ends)
+        return [interval(v.lo, v.hi, places) if isinstance(v, Interval) else ("" if v is None else str(v))
+                for v in values]
     finite = [float(v) for v in values if _is_number(v) and not isinstance(v, int) and math.isfinite(float(v))]
     # Whole numbers stored as floats (a count or rank column that pandas widened for a missing value) stay whole.
     places = 0 if finite and all(v.is_integer() and abs(v) < 1e15 for v in finite) else decimals(finite)

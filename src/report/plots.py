@@ -103,8 +103,8 @@ def _per_seed_optimum(df: pd.DataFrame, factor: str) -> dict[str, list]:
         return {}
     out: dict[str, list] = {}
     for _, jobs in ok.groupby(ok["seed"].astype(str)):
-        for task, best in A.score_by_setting(jobs, factor, "val_score").idxmax(axis=1).items():
-            out.setdefault(task, []).append(best)
+        for task, row in A.score_by_setting(jobs, factor, "val_score").iterrows():
+            out.setdefault(task, []).extend(A.tied_best(row))  # a seed's tied optima: the bar spans them all
     return out
 
 
@@ -140,6 +140,10 @@ def _optimal_vs_distance(df: pd.DataFrame, factor: str, entry: dict, styles: dic
                         zorder=2)
             ax.scatter([x + dx], [y], color=c, marker=m, s=55, label=f"{t} ({entry['distance'][t]:.3g})",
                        edgecolor="black", linewidth=0.4, zorder=3)
+            others = [pos(v) for v in entry.get("ties", {}).get(t, [])[1:]]  # tied optima: hollow markers
+            if others:
+                ax.scatter([x + dx] * len(others), others, facecolor="none", edgecolor=c, marker=m, s=55,
+                           linewidth=1.2, zorder=3)
     if axis is not None:
         ax.set_yticks(range(len(axis)), axis)
         ax.set_ylim(-0.6, len(axis) - 0.4)
@@ -147,9 +151,11 @@ def _optimal_vs_distance(df: pd.DataFrame, factor: str, entry: dict, styles: dic
         ax.set_xticks(xs)
     pad = 0.6 if integral else 0.08 * span
     ax.set_xlim(min(xs) - pad, max(xs) + pad)
-    ax.set_xlabel(wrap(df.attrs.get("distance_axis", "distance_rank (a priori distance from the source task)"), 70))
+    axis_name = df.attrs.get("distance_axis", "distance_rank (a priori distance from the source task)")
+    ax.set_xlabel(wrap(axis_name.split("; ")[0], 70))  # what the axis is (the report's text says the rest)
     ax.set_ylabel(f"optimal {factor}")
     bars = "; bar: the source seeds' own optima" if per_seed else ""
+    bars += "; hollow: tied optima" if entry.get("ties") else ""
     ax.set_title(wrap(f"Optimal {factor} (best mean val score over source seeds{bars}) vs distance: a "
                       "description (Findings tests it)", 70), fontsize=9)
     ax.grid(alpha=0.3)

@@ -83,13 +83,13 @@ QUESTIONS: tuple[Question, ...] = (
     Question("layer_gap_shrinks", ("layer",),
              "Does the advantage of later over earlier layers shrink with distance?",
              "change over the distance range (OLS slope, nearest task 0 .. farthest 1) of the late-minus-early "
-             "gap: mean score of the last third of the swept layers minus the mean of the others",
+             "gap: mean score of the last third of the swept layers (rounded up) minus the mean of the others",
              "slope of the late-minus-early gap vs distance", "trend", -1, late_minus_early),
     Question("layer_optimum_shift", ("layer",),
              "Is the best layer of far tasks an earlier one (and that of near tasks a late one)?",
              "at the farthest distance (OLS line over tasks): test score of the best earlier layer minus the best "
-             "of the last third of the swept layers, each chosen on the other seeds' val scores; supported also "
-             "needs the opposite sign at the nearest distance",
+             "of the last third of the swept layers (rounded up), each chosen on the other seeds' val scores (one "
+             "seed: its own); supported also needs the opposite sign at the nearest distance",
              "far-end margin: best earlier - best late layer", "ends", +1, early_minus_late),
     Question("width_helps", ("width",), "Do wider source nets transfer better?",
              "score(widest) - score(narrowest), mean over tasks", "widest - narrowest", "level", +1,

@@ -76,6 +76,29 @@ def level_test(y: np.ndarray, seed: int = 0) -> np.ndarray:
     return np.asarray(res.pvalue, dtype=float)
 
 
+def smallest_p(kind: str, n_tasks: int) -> float:
+    """The smallest two-sided p the task-level test of a `kind` question can give over `n_tasks` tasks, whatever
+    the data: an exact randomisation test cannot go below 2 / (its number of arrangements) (the observed one and
+    its mirror image; n! orderings of the distances for a trend, 2^n sign flips for a level); past `N_RESAMPLES`
+    arrangements, 2 / (N_RESAMPLES + 1) (the Monte Carlo p counts the observed one). The OLS t test of an end
+    has no such floor from 3 tasks on."""
+    if kind == "ends":
+        return 0.0 if n_tasks >= 3 else 1.0
+    need = {"trend": 3, "level": 2}[kind]
+    if n_tasks < need:
+        return 1.0
+    arrangements = math.factorial(n_tasks) if kind == "trend" else 2 ** n_tasks
+    return min(1.0, 2 / min(arrangements, N_RESAMPLES + 1))
+
+
+def tasks_for_alpha(kind: str, alpha: float = ALPHA) -> int:
+    """The fewest tasks whose task-level test can give p < `alpha` (`smallest_p`)."""
+    n = 2
+    while smallest_p(kind, n) >= alpha:
+        n += 1
+    return n
+
+
 def end_test(y: np.ndarray, x: np.ndarray, at: float) -> tuple[float, float]:
     """(fitted value, two-sided p) at x = `at` of the OLS line of y (one value per task) on x: the t test of the
     intercept of y ~ 1 + (x - at) (statsmodels), whose residual variance is the spread between tasks. NaN with
@@ -188,8 +211,16 @@ def gate(n_defined: int, n_seeds: int, min_seeds: int) -> str | None:
 
 
 def fmt_ci(lo: float, hi: float) -> str:
-    """'[lo, hi]' at the interval's own significant digits (a table reprints it at its column's), or 'n/a' when
-    there is no interval (src.report.numbers.interval)."""
-    from src.report.numbers import interval
+    """'[lo, hi]' at the interval's own significant digits (a table reprints it at its column's:
+    src.report.numbers.Interval), or 'n/a' when there is no interval."""
+    from src.report.numbers import Interval
 
-    return interval(lo, hi)
+    return Interval(lo, hi)
+
+
+def within(lo, hi, low: float, high: float):
+    """An interval cut at the range its statistic can take (a score's [0, 1], a Kendall tau's [-1, 1]): the true
+    value lies in that range, so the cut interval covers it whenever the uncut one does (the same coverage), and
+    a t interval over 2-3 values no longer reads as an accuracy below 0."""
+    with np.errstate(invalid="ignore"):
+        return np.clip(lo, low, high), np.clip(hi, low, high)

@@ -91,15 +91,17 @@ def _known(rows: np.ndarray) -> np.ndarray:
     return rows[~np.isnan(rows).any(axis=1)]
 
 
-def _paired(diffs: list[list[float]]) -> list[dict[str, float]]:
-    """Per list of per-target differences (NaN where a target lacks one of the two): the mean, 95% t interval and
-    two-sided t-test p over the targets where both are known (rows with as many targets batched together)."""
+def _paired(diffs: list[list[float]], bound: float) -> list[dict[str, float]]:
+    """Per list of per-target values or differences (NaN where a target lacks one of the two): the mean, 95% t
+    interval (cut at +-`bound`, the range the statistic can take: S.within) and two-sided t-test p over the
+    targets where both are known (rows with as many targets batched together)."""
     rows = [np.asarray(d, dtype=float) for d in diffs]
     rows = [r[np.isfinite(r)] for r in rows]
     out: list[dict[str, float]] = [{} for _ in rows]
     for n in {len(r) for r in rows}:
         idx = [i for i, r in enumerate(rows) if len(r) == n]
         mean, lo, hi, p = S.t_interval(np.array([rows[i] for i in idx]).reshape(len(idx), n))
+        lo, hi = S.within(lo, hi, -bound, bound)
         for j, i in enumerate(idx):
             out[i] = {"mean": float(mean[j]), "ci_low": float(lo[j]), "ci_high": float(hi[j]), "p": float(p[j]),
                       "targets": n}
@@ -115,6 +117,11 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", min_nets: int = 3) -> 
     if not tables:
         return {}
     names = sorted({c for tab in tables.values() for c in tab.columns if c != "truth" and not c.startswith("@")})
+    # A static baseline that is the same for every net of each target (the layers of one net share its parameter
+    # count and source accuracy) ranks nothing: it has no tau to report and no margin to beat, and its calls would
+    # only swell the Holm family. Named in the notes instead.
+    flat = [b for b in STATIC if b in names and all(b not in tab or tab[b].nunique() < 2 for tab in tables.values())]
+    names = [n for n in names if n not in flat]
     if not names:  # no estimator values in these results (e.g. jobs that recorded none): nothing to rank
         return {}
     wtau, ktau, regret = (np.full((len(names), len(tables)), np.nan) for _ in range(3))
@@ -148,7 +155,7 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", min_nets: int = 3) -> 
     res = inference(wtau, ktau, regret, margin_diffs)
     res["summary"] = res["summary"].merge(regime_marks(tables, names, min_nets), on="estimator", how="left")
     return {"truth": truth, "weighted_tau": wtau, "kendall_tau": ktau, "regret": regret, **res,
-            "nets_per_target": {t: len(tab) for t, tab in tables.items()}}
+            "nets_per_target": {t: len(tab) for t, tab in tables.items()}, "constant_baselines": flat}
 
 
 def regime_marks(tables: dict[str, pd.DataFrame], names: list[str], min_nets: int) -> pd.DataFrame:
@@ -196,7 +203,7 @@ def inference(wtau: pd.DataFrame, ktau: pd.DataFrame | None = None, regret: pd.D
     taus = wtau.to_numpy(dtype=float)
     ktau = ktau.to_numpy(dtype=float) if ktau is not None else np.full_like(taus, math.nan)
     regret = regret.to_numpy(dtype=float) if regret is not None else np.full_like(taus, math.nan)
-    stat = dict(zip(names, _paired(list(taus))))
+    stat = dict(zip(names, _paired(list(taus), 1.0)))  # a tau lies in [-1, 1], a difference of two in [-2, 2]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an estimator with no defined target: NaN means
         summary = pd.DataFrame({
@@ -208,7 +215,7 @@ def inference(wtau: pd.DataFrame, ktau: pd.DataFrame | None = None, regret: pd.D
         row = dict(zip(names, taus))
         margin_diffs = {(n, b): row[n] - row[b] for b in STATIC if b in names for n in names if n not in STATIC}
     pairs = list(margin_diffs)
-    m = _paired([margin_diffs[k] for k in pairs])
+    m = _paired([margin_diffs[k] for k in pairs], 2.0)
     margins = pd.DataFrame({"estimator": [k[0] for k in pairs], "baseline": [k[1] for k in pairs],
                             "margin_mean": [x["mean"] for x in m], "ci_low": [x["ci_low"] for x in m],
                             "ci_high": [x["ci_high"] for x in m], "p": [x["p"] for x in m],
@@ -218,7 +225,7 @@ def inference(wtau: pd.DataFrame, ktau: pd.DataFrame | None = None, regret: pd.D
     # best only if every comparison holds after the adjustment; otherwise the ones it does not beat are tied.
     ranked = [n for n in summary["estimator"] if n not in STATIC and summary.set_index("estimator").loc[n, "targets"]]
     row = dict(zip(names, taus))
-    v = _paired([row[ranked[0]] - row[o] for o in ranked[1:]]) if len(ranked) > 1 else []
+    v = _paired([row[ranked[0]] - row[o] for o in ranked[1:]], 2.0) if len(ranked) > 1 else []
     versus = pd.DataFrame({"top": ranked[0] if ranked else None, "other": ranked[1:],
                            "difference": [x["mean"] for x in v], "ci_low": [x["ci_low"] for x in v],
                            "ci_high": [x["ci_high"] for x in v], "p": [x["p"] for x in v], "p_holm": math.nan,
@@ -263,6 +270,11 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
             else f"the test score after fine-tuning ({res['truth']})")
     notes = [f"Ground truth: {res['truth']}, {what}, per (net, target); the estimates come from the probe runs' "
              f"features. Nets per target: {nets}. `etran` = 0.85 minmax(LDA) + 0.15 minmax(energy) per target."]
+    if res.get("constant_baselines"):
+        flat = " and ".join(STATIC[b] for b in res["constant_baselines"])
+        notes.append(f"Static baseline{'s' if len(res['constant_baselines']) > 1 else ''} left out: {flat} "
+                     f"{'are' if len(res['constant_baselines']) > 1 else 'is'} the same for every net of each "
+                     "target here, so it ranks nothing (no tau, no margin to beat, no call in the Holm family).")
     if "cells_outside_regime" in summary:
         notes.append("Cells outside its regime: (net, target) cells where the estimator's value does not depend on "
                      "the labels by its own definition (SFDA saturated from d/(n-C) >= "
@@ -339,4 +351,5 @@ def zoo_json(res: dict) -> dict:
     return {"truth": res["truth"], **{k: res[k].astype(object).where(res[k].notna(), None).to_dict() for k in frames},
             "summary": res["summary"].to_dict("records"), "margins": res["margins"].to_dict("records"),
             "versus_top": res["versus_top"].to_dict("records"), "best": res.get("best"),
-            "tied_with_top": res.get("tied_with_top"), "nets_per_target": res["nets_per_target"]}
+            "tied_with_top": res.get("tied_with_top"), "nets_per_target": res["nets_per_target"],
+            "constant_baselines": res.get("constant_baselines", [])}

@@ -276,6 +276,7 @@ def train_group(
             "val_acc": {str(k): v for k, v in sorted(trainer.val_acc[i].items())},
             "epochs": epochs,
             "train_images": trainer.n_train,
+            "val_images": int(len(splits[i]["val"][1])),
             "wall_s": wall,  # the group's (it trained every member)
             "images_per_s": (epochs - resumed) * trainer.n_train / wall if wall > 0 else 0.0,
             "resumed_from_epoch": resumed,

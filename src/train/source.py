@@ -270,6 +270,7 @@ def fit(
         "val_acc": {str(k): v for k, v in sorted(snap.val_acc.items())},
         "epochs": epochs,
         "train_images": int(len(splits["train"][1])),
+        "val_images": int(len(splits["val"][1])),  # what val_acc is a fraction of (the report's chance check)
         "wall_s": wall,  # this run's (after a resume: the epochs it trained)
         "images_per_s": (epochs - resumed) * len(splits["train"][1]) / wall,
         "resumed_from_epoch": resumed,
