@@ -52,7 +52,6 @@ class Unit:
     jobs: list[int] = field(default_factory=list)  # job nums that need it
     builder: int | None = None  # the first of `jobs` (missing units only)
     estimate_s: float | None = None  # seconds to build, from the cache's recorded builds
-    estimate_rough: bool = False  # from builds of other configs (none of this cost class recorded)
 
     @property
     def cached(self) -> bool:
@@ -194,13 +193,11 @@ class _Estimates:
             self._by[stage] = by
         return self._by[stage]
 
-    def get(self, stage: str, cost: str) -> tuple[float | None, bool]:
-        """(seconds, rough): the median of this cost class's records, else of the stage's (rough), else None."""
+    def get(self, stage: str, cost: str) -> float | None:
+        """The median of this cost class's records, else None (unknown: other settings' builds say little about
+        this one's, a 1-epoch tiny net's about a 10-epoch VGG's)."""
         by = self._records(stage)
-        if by.get(cost):
-            return statistics.median(by[cost]), False
-        every = [s for v in by.values() for s in v]
-        return (statistics.median(every), True) if every else (None, False)
+        return statistics.median(by[cost]) if by.get(cost) else None
 
 
 def plan_sweep(sweep_cfgs: Sequence[DictConfig], nums: Sequence[int] | None = None) -> SweepPlan:
@@ -321,9 +318,9 @@ def _refuse_bad_members(sweep: SweepPlan, grouped: list[list[Unit]]) -> None:
 def _estimate(sweep: SweepPlan, stores: dict[str, Store]) -> None:
     est = _Estimates(stores.get(sweep.cache_dir) or Store(sweep.cache_dir or "."))
     for u in sweep.units.values():
-        u.estimate_s, u.estimate_rough = est.get(u.main[0], u.cost)
+        u.estimate_s = est.get(u.main[0], u.cost)
     for j in sweep.jobs:
-        j.probe_estimate_s = est.get("probe", j.probe_cost)[0] if j.probe_cost else None
+        j.probe_estimate_s = est.get("probe", j.probe_cost) if j.probe_cost else None
 
 
 # --- running it on local workers ----------------------------------------------------------------------------------
@@ -405,13 +402,12 @@ def _job_error(job: Job) -> str:
 # --- what --plan prints -------------------------------------------------------------------------------------------
 
 
-def _clock(seconds: float | None, rough: bool = False) -> str:
+def _clock(seconds: float | None) -> str:
     if seconds is None:
         return "?"
     s = int(round(seconds))
-    text = f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else \
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s" if s >= 60 else \
         f"{seconds:.1f}s"
-    return ("~" if rough else "") + text
 
 
 def _ranges(nums: Iterable[int]) -> str:
@@ -425,13 +421,9 @@ def _ranges(nums: Iterable[int]) -> str:
     return ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in out)  # type: ignore[misc]
 
 
-def _total(units: list[Unit]) -> tuple[float | None, bool]:
+def _total(units: list[Unit]) -> float | None:
     known = [u.estimate_s for u in units if u.estimate_s is not None]
-    if not units:
-        return 0.0, False
-    if len(known) < len(units):
-        return None, False
-    return sum(known), any(u.estimate_rough for u in units)
+    return sum(known) if len(known) == len(units) else None
 
 
 def describe(plan: SweepPlan, launcher_lines: Sequence[str] = ()) -> str:
@@ -447,10 +439,10 @@ def describe(plan: SweepPlan, launcher_lines: Sequence[str] = ()) -> str:
         us = [u for u in plan.units.values() if u.kind == kind]
         missing = [u for u in us if not u.cached]
         each = [u.estimate_s for u in missing if u.estimate_s is not None]
-        total, rough = _total(missing)
+        total = _total(missing)
         rows.append((name, str(len(us)), str(len(us) - len(missing)), str(len(missing)),
-                     _clock(statistics.median(each), any(u.estimate_rough for u in missing)) if each else "-" if not missing else "?",
-                     _clock(total, rough) if missing else "-"))
+                     _clock(statistics.median(each)) if each else "-" if not missing else "?",
+                     _clock(total) if missing else "-"))
     probes = [j.probe_estimate_s for j in run if j.probe_estimate_s is not None]
     rows.append(("probes (jobs)", str(len(run)), "-", str(len(run)),
                  _clock(statistics.median(probes)) if probes else "?" if run else "-",
@@ -466,7 +458,7 @@ def describe(plan: SweepPlan, launcher_lines: Sequence[str] = ()) -> str:
     for u in plan.units.values():
         if u.kind != "source":
             continue
-        state = "cached" if u.cached else f"to train, ~{_clock(u.estimate_s, u.estimate_rough)}" if u.estimate_s \
+        state = "cached" if u.cached else f"to train, ~{_clock(u.estimate_s)}" if u.estimate_s \
             else "to train"
         group = plan.group(plan.job(u.builder)) if not u.cached else []
         if group:

@@ -119,14 +119,18 @@ def test_jobs_of_a_source_whose_training_failed_are_recorded_with_the_reason(cac
 
 
 def test_plan_flag_prints_the_plan_and_runs_nothing(cache_dir, tmp_path):
-    sweep = tmp_path / "s"
-    r = run_cli("-m", "arch=alexnet,vgg", "layer=fc6,fc7,conv9", f"hydra.sweep.dir={sweep}", "--plan", *TINY)
+    sweep = tmp_path / "multirun" / "study" / "s"  # relative to the run's directory, as a preset's is
+    (tmp_path / "multirun").mkdir()
+    (tmp_path / "multirun" / ".gitkeep").touch()  # as in the repo
+    r = run_cli("-m", "arch=alexnet,vgg", "layer=fc6,fc7,conv9", "hydra.sweep.dir=multirun/study/s", "--plan", *TINY,
+                cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "sweep plan: 6 jobs (4 to run, 0 already done, 2 fail the config check)" in r.stdout
     # alexnet's net is the session's, not its val features (the jobs' measured distance): job 0 builds them
     assert "source nets           2       0         2" in r.stdout
     assert "order: source builds first (jobs 0,3)" in r.stdout
-    assert not sweep.exists()  # no job ran, nothing was written
+    assert not sweep.exists() and not sweep.parent.exists()  # no job ran, nothing was written (nor its parent)
+    assert (tmp_path / "multirun" / ".gitkeep").is_file()  # what held something stays
     assert not (cache_dir / "features").exists() and not (cache_dir / ".timings").exists()
     r = run_cli("search=factors_tpe", "--plan", *TINY)
     assert r.returncode == 0 and r.stdout.startswith("no plan: an Optuna search is not planned"), r.stderr[-2000:]

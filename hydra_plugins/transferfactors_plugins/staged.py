@@ -111,6 +111,15 @@ class StagedLaunch:
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
             shutil.rmtree(sweep_dir, ignore_errors=True)
+            # and the parents Hydra made for it (multirun/experiment/<study>/) while they hold nothing else
+            cwd = Path.cwd().resolve()
+            for parent in sweep_dir.resolve().parents:
+                if parent == cwd or cwd not in parent.parents:
+                    break
+                try:
+                    parent.rmdir()  # only an empty directory goes
+                except OSError:
+                    break
 
     def record_not_run(self, sweep_cfg: DictConfig, message: str, error_type: str = "DependencyNeverSatisfied",
                        log_path: str | None = None) -> JobReturn:
