@@ -72,3 +72,25 @@ def test_summary_command_summarises_a_sweep_that_died(fake_sweep):
     assert df.loc[n_ok, "error_type"] == "ConfigError" and df.loc[0, "layer"] == "conv3"
     assert df.loc[3, "target_score"] == pytest.approx(FAKE_TASKS["near"][2][3])
     assert f"{n_ok + 1} jobs ({n_ok} ok, 1 not ok); summary: {fake_sweep / 'summary.csv'}" in r.stdout
+
+
+def _sections(out) -> dict:
+    return {s["id"]: s for s in json.loads((out / "analysis.json").read_text())["sections"]}
+
+
+def test_study_settings_are_credited_to_where_each_was_set(fake_sweep, tmp_path):
+    """`--min-seeds` alone: the seed count from the command line, the primary question still from the record (and
+    the other way round with `--primary` alone)."""
+    record = fake_sweep / "multirun.yaml"
+    record.write_text("report:\n  primary: layer_gap_shrinks\n  min_seeds: 6\nseed: 0\n")
+    out = build_report([fake_sweep], tmp_path / "a", baseline={"layer": "fc7"}, min_seeds=3, plots=False)
+    note = _sections(out)["findings"]["notes"][0]
+    assert "a verdict needs 3 (report.min_seeds from command line;" in note
+    assert f"Primary question: layer_gap_shrinks (not adjusted; report.primary from {record})." in note
+    assert json.loads((out / "analysis.json").read_text())["study"] == {
+        "primary": "layer_gap_shrinks", "primary_from": str(record), "min_seeds": 3, "min_seeds_from": "command line"}
+    out = build_report([fake_sweep], tmp_path / "b", baseline={"layer": "fc7"}, primary="layer_optimum_shift",
+                       plots=False)
+    note = _sections(out)["findings"]["notes"][0]
+    assert f"a verdict needs 6 (report.min_seeds from {record};" in note
+    assert "Primary question: layer_optimum_shift (not adjusted; report.primary from command line)." in note

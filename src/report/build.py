@@ -87,8 +87,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         f"Swept factors: {', '.join(factors) or 'none'}",
         "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a")]
     analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors},
-                                "study": {"primary": study.primary, "min_seeds": study.min_seeds,
-                                          "read_from": study.source}}
+                                "study": {"primary": study.primary, "primary_from": study.primary_from,
+                                          "min_seeds": study.min_seeds, "min_seeds_from": study.min_seeds_from}}
     if n_ok and "target_score" in df:
         pt = A.per_task(df, baseline)
         sec["per-task"].table(pt)
@@ -176,15 +176,9 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
               family: str, plots: bool) -> None:
     from src.report.findings_plots import findings_plots
 
-    need = max(S.MIN_SEEDS, study.min_seeds)
     seeds = sorted({len(a.grid.seeds) for a in items})
-    section.notes.append(
-        f"Distance axis: {kind}. Source seeds: {', '.join(map(str, seeds)) or 'n/a'}; a verdict needs {need} "
-        f"(report.min_seeds{' from ' + study.source if study.min_seeds else ''}; never fewer than {S.MIN_SEEDS}). "
-        + (f"Primary question: {study.primary} (not adjusted)." if study.primary in {a.q.id for a in items}
-           else f"The primary question ({study.primary}) is not one this sweep answers: every question is "
-                "Holm-adjusted." if study.primary
-           else "No primary question declared (report.primary): every question is Holm-adjusted.") + " " + family)
+    section.notes.append(f"Distance axis: {kind}. Source seeds: {', '.join(map(str, seeds)) or 'n/a'}; "
+                         f"{_study_note(study, {a.q.id for a in items})} {family}")
     rows = [F.row(a, study.min_seeds) for a in items]
     table = pd.DataFrame(rows)
     if len(table):
@@ -196,6 +190,22 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
         section.images += findings_plots(details, kind, out)
     analysis.update(findings={r["id"]: r for r in rows}, findings_details=details, distance_axis=kind,
                     source_seeds=seeds)
+
+
+def _study_note(study: Study, answered: set[str]) -> str:
+    """The seeds a verdict needs and the primary question, each credited to where it was set (the sweep's record
+    or the command line: `--min-seeds` alone leaves report.primary as the record says)."""
+    need = max(S.MIN_SEEDS, study.min_seeds)
+    seeds = (f"a verdict needs {need} (report.min_seeds{' from ' + study.min_seeds_from if study.min_seeds else ''}; "
+             f"never fewer than {S.MIN_SEEDS}).")
+    where = f"report.primary from {study.primary_from}"
+    if study.primary in answered:
+        return f"{seeds} Primary question: {study.primary} (not adjusted; {where})."
+    if study.primary:
+        return (f"{seeds} The primary question ({study.primary}, {where}) is not one this sweep answers: every "
+                "question is Holm-adjusted.")
+    declared = f"report.primary=null from {study.primary_from}" if study.primary_from != "none" else "report.primary"
+    return f"{seeds} No primary question declared ({declared}): every question is Holm-adjusted."
 
 
 def _measured_distance(section: Section, df: pd.DataFrame, cache_dir, analysis: dict) -> None:

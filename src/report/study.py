@@ -19,7 +19,9 @@ from src.record import FINDING_IDS
 class Study:
     primary: str | None = None
     min_seeds: int = 0  # 0: the report's own floor (src.report.stats.MIN_SEEDS)
-    source: str = "none"  # where the settings came from
+    # Where each setting came from (the sweep's record, or "command line"): the two can differ.
+    primary_from: str = "none"
+    min_seeds_from: str = "none"
 
 
 def _config(sweep_dir: Path):
@@ -52,14 +54,14 @@ def read_study(dirs: list[Path], primary: str | None = None, min_seeds: int | No
         report = OmegaConf.select(cfg, "report", default=None)
         if report is not None:
             study = Study(check_primary(OmegaConf.select(report, "primary", default=None), str(path)),
-                          int(OmegaConf.select(report, "min_seeds", default=0) or 0), str(path))
+                          int(OmegaConf.select(report, "min_seeds", default=0) or 0), str(path), str(path))
         break
     if primary is not None:
-        study.primary, study.source = check_primary(primary, "--primary"), "command line"
+        study.primary, study.primary_from = check_primary(primary, "--primary"), "command line"
     if min_seeds is not None:
         if min_seeds < 1:
             raise SystemExit(f"error: --min-seeds={min_seeds} must be a positive integer")
-        study.min_seeds = min_seeds
+        study.min_seeds, study.min_seeds_from = min_seeds, "command line"
     return study
 
 
