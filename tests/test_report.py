@@ -94,3 +94,19 @@ def test_study_settings_are_credited_to_where_each_was_set(fake_sweep, tmp_path)
     note = _sections(out)["findings"]["notes"][0]
     assert f"a verdict needs 6 (report.min_seeds from {record};" in note
     assert "Primary question: layer_optimum_shift (not adjusted; report.primary from command line)." in note
+
+
+def _strict_json(text: str):
+    """JSON as strict readers (JavaScript's JSON.parse) take it: NaN and Infinity are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_analysis_json_is_strict_json_with_null_for_undefined_numbers(fake_sweep, tmp_path):
+    """No baseline job (layer=fc8 is not swept) and one source seed: undefined numbers are null, not bare NaN."""
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc8"}, plots=False)
+    analysis = _strict_json((out / "analysis.json").read_text())
+    assert all(r["baseline_score"] is None and r["rel_error_reduction"] is None for r in analysis["per_task"])
+    assert json.dumps(analysis, allow_nan=False)

@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from src.report import analysis as A
@@ -147,7 +148,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         sec["command"].code += [{"caption": str(d), "text": cmd, "fold": False}] + (
             [{"caption": "config", "text": config, "fold": True}] if config else [])
     analysis["sections"] = filled(sec)
-    _write(out / "analysis.json", json.dumps(analysis, indent=1, default=_json_default))
+    _write(out / "analysis.json", json.dumps(_strict(analysis), indent=1, default=_json_default, allow_nan=False))
     _write(out / "report.md", render_md(analysis["sections"]))
     write_html(out, analysis)
     return out
@@ -237,12 +238,26 @@ def _p(p: float) -> str:
     return text if text.startswith("p ") else f"p={text}"
 
 
-def _json_default(v: Any) -> Any:
-    if hasattr(v, "item"):
-        return v.item()
+def _strict(v: Any) -> Any:
+    """`v` as strict JSON can hold it: NaN and infinities as null (json.dumps would write bare `NaN`, which
+    JSON.parse and other strict readers reject), numpy scalars and arrays as Python numbers and lists."""
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
     if isinstance(v, (set, frozenset)):
-        return sorted(v)
-    return str(v)
+        v = sorted(v)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_strict(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if v is pd.NA or v is pd.NaT:
+        return None
+    return v
+
+
+def _json_default(v: Any) -> Any:
+    return _strict(v.item()) if hasattr(v, "item") else str(v)
 
 
 def _write(path: Path, text: str) -> None:
