@@ -3,12 +3,13 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from src.report import analysis as A
 from src.report.build import build_report
-from tests.conftest import FAKE_TASKS, REPO
+from tests.conftest import FAKE_LAYERS, FAKE_TASKS, REPO
 
 
 def test_report_files_tables_and_numbers(fake_sweep, tmp_path):
@@ -110,3 +111,46 @@ def test_analysis_json_is_strict_json_with_null_for_undefined_numbers(fake_sweep
     analysis = _strict_json((out / "analysis.json").read_text())
     assert all(r["baseline_score"] is None and r["rel_error_reduction"] is None for r in analysis["per_task"])
     assert json.dumps(analysis, allow_nan=False)
+
+
+def _seeded_sweep(root, seeds, skip=()):
+    """conftest's fake tasks once per source seed (each seed's net a little better or worse), `skip`: (seed,
+    target, layer) jobs that never finished."""
+    rng = np.random.default_rng(0)
+    job = 0
+    for seed in seeds:
+        for target, (group, rank, scores) in FAKE_TASKS.items():
+            for layer, score in zip(FAKE_LAYERS, scores):
+                if (seed, target, layer) in skip:
+                    continue
+                (root / str(job)).mkdir(parents=True)
+                (root / str(job) / "result.json").write_text(json.dumps({
+                    "status": "ok", "factors": {"arch": "alexnet", "layer": layer, "target": target, "group": group,
+                                                "distance_rank": rank, "seed": seed},
+                    "metrics": {"target_score": score + rng.normal(0, 0.03), "target_metric": "accuracy"}}))
+                job += 1
+    return root
+
+
+def test_analysis_json_findings_hold_numbers_where_the_table_prints_text(tmp_path):
+    """The CI as [lo, hi], source seeds as a count with the undefined ones listed, seeds for 80% power as a count
+    or null with the reason; the markdown table keeps its text."""
+    sweep = _seeded_sweep(tmp_path / "sw", [0, 1, 2], skip={(2, "far", "conv3")})
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    gap = _strict_json((out / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+    lo, hi = gap["ci"]
+    assert isinstance(lo, float) and isinstance(hi, float) and lo <= gap["estimate"] <= hi
+    assert gap["source_seeds"] == 2 and gap["undefined_seeds"] == ["2"]
+    need, why = gap["seeds_for_80_power"], gap["seeds_for_80_power_reason"]
+    assert (isinstance(need, int) and need >= 2 and why is None) or (need is None and why.startswith("unreachable"))
+    assert not {"seed-level 95% CI", "source seeds", "seeds for 80% power"} & set(gap)
+    assert isinstance(gap["task-level p"], float) and isinstance(gap["tasks"], int)
+    table = _sections(out)["findings"]["tables"][0]
+    row = next(dict(zip(table["columns"], r)) for r in table["rows"] if r[0] == "layer_gap_shrinks")
+    assert row["source seeds"] == "2 of 3 (undefined: s2)" and row["seed-level 95% CI"].startswith("[")
+    # One source seed: no interval, no power, each null with the reason.
+    one = build_report([_seeded_sweep(tmp_path / "one", [0])], tmp_path / "out1", baseline={"layer": "fc7"},
+                       plots=False)
+    gap = _strict_json((one / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+    assert gap["ci"] is None and gap["source_seeds"] == 1 and gap["undefined_seeds"] == []
+    assert gap["seeds_for_80_power"] is None and gap["seeds_for_80_power_reason"].startswith("fewer than 2")

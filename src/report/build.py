@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +190,40 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
     details = {a.q.id: F.details(a) for a in items}
     if plots:
         section.images += findings_plots(details, kind, out)
-    analysis.update(findings={r["id"]: r for r in rows}, findings_details=details, distance_axis=kind,
-                    source_seeds=seeds)
+    analysis.update(findings={r["id"]: _numeric_row(a, r) for a, r in zip(items, rows)}, findings_details=details,
+                    distance_axis=kind, source_seeds=seeds)
+
+
+POWER = "seeds for 80% power"
+TEXT_ONLY = ("seed-level 95% CI", "source seeds", POWER)  # findings.row's cells that are formatted text
+
+
+def _numeric_row(a: F.Answer, row: dict[str, Any]) -> dict[str, Any]:
+    """analysis.json's findings row: the table's row with numbers in place of the cells it prints as text (the
+    interval as [lo, hi] or null, the defined source seeds and the undefined ones, the seeds for 80% power or
+    null with the reason), for readers that compute with them."""
+    out = {k: v for k, v in row.items() if k not in TEXT_ONLY}
+    lo, hi = a.scalar("lo"), a.scalar("hi")
+    out["ci"] = [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+    out["source_seeds"] = len(a.defined) if a.result is not None else None
+    out["undefined_seeds"] = list(a.undefined)
+    out["seeds_for_80_power"], out["seeds_for_80_power_reason"] = _power(str(row.get(POWER, "")).strip(), a)
+    return out
+
+
+def _power(text: str, a: F.Answer) -> tuple[int | None, str | None]:
+    """(seeds, None), or (None, why) from the table's cell (findings.row prints a count, 'unreachable' or nothing;
+    it keeps no number of its own)."""
+    count = re.match(r"\d+", text)
+    if count:
+        return int(count.group()), None
+    if text == "unreachable":
+        return None, "unreachable: the estimate is 0 or undefined, or too small for its per-seed SD"
+    if text:
+        return None, text
+    if a.result is None:
+        return None, a.reason or "no estimate"
+    return None, "fewer than 2 defined source seeds (no per-seed SD)"
 
 
 def _study_note(study: Study, answered: set[str]) -> str:
