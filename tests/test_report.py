@@ -1,7 +1,9 @@
 import json
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -154,3 +156,42 @@ def test_analysis_json_findings_hold_numbers_where_the_table_prints_text(tmp_pat
     gap = _strict_json((one / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
     assert gap["ci"] is None and gap["source_seeds"] == 1 and gap["undefined_seeds"] == []
     assert gap["seeds_for_80_power"] is None and gap["seeds_for_80_power_reason"].startswith("fewer than 2")
+
+
+def _dies_half_written(text: str):
+    """A writer (to_csv, savefig) that writes the start of its file and then fails, as a killed process or a full
+    disk would leave it."""
+    def write(self, target=None, *args, **kwargs):
+        if isinstance(target, (str, Path)):
+            Path(target).write_bytes(text.encode())
+        else:
+            target.write(text if "b" not in getattr(target, "mode", "w") else text.encode())
+        raise OSError("No space left on device")
+
+    return write
+
+
+def test_a_crash_mid_write_leaves_the_previous_table_and_figure_whole(fake_sweep, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from src.report.layout import figure, save
+
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    table = (out / "results.csv").read_bytes()
+    fig, ax = figure(2, 2)
+    ax.plot([0, 1])
+    save(fig, out / "score_vs_layer.png")
+    png = (out / "score_vs_layer.png").read_bytes()
+    monkeypatch.setattr(pd.DataFrame, "to_csv", _dies_half_written("job_dir,sta"))
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", _dies_half_written("\x89PNG"))
+    with pytest.raises(OSError, match="No space"):
+        build_report([fake_sweep], out, baseline={"layer": "fc7"}, plots=False)
+    with pytest.raises(OSError, match="No space"):
+        save(figure(2, 2)[0], out / "score_vs_layer.png")
+    assert (out / "results.csv").read_bytes() == table and (out / "score_vs_layer.png").read_bytes() == png
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp file left behind
+    # Written through temp files, yet with the permissions a plain write gives (not a temp file's 0o600).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert {(out / n).stat().st_mode & 0o777 for n in ("results.csv", "report.html", "score_vs_layer.png")} == {
+        0o666 & ~mask}

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from src.cache import atomic_open, atomic_write_text
 from src.report import analysis as A
 from src.report.distance import measured_distance
 from src.report import findings as F
@@ -77,7 +78,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
     df = F.with_task_axes(df)  # each synth_shift shift is a task; tasks ordered by shift or measured distance
-    df.to_csv(out / "results.csv", index=False)
+    with atomic_open(out / "results.csv", durable=False) as f:  # a crash leaves the old table, never half of one
+        df.to_csv(f, index=False)
     baseline = baseline if baseline is not None else default_baseline()
     factors = A.swept_factors(df)
     n_ok = int((df["status"] == "ok").sum())
@@ -149,8 +151,9 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         sec["command"].code += [{"caption": str(d), "text": cmd, "fold": False}] + (
             [{"caption": "config", "text": config, "fold": True}] if config else [])
     analysis["sections"] = filled(sec)
-    _write(out / "analysis.json", json.dumps(_strict(analysis), indent=1, default=_json_default, allow_nan=False))
-    _write(out / "report.md", render_md(analysis["sections"]))
+    text = json.dumps(_strict(analysis), indent=1, default=_json_default, allow_nan=False)
+    atomic_write_text(out / "analysis.json", text, durable=False)  # a report is rebuilt from the results: no fsync
+    atomic_write_text(out / "report.md", render_md(analysis["sections"]), durable=False)
     write_html(out, analysis)
     return out
 
@@ -291,9 +294,3 @@ def _strict(v: Any) -> Any:
 
 def _json_default(v: Any) -> Any:
     return _strict(v.item()) if hasattr(v, "item") else str(v)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
