@@ -195,3 +195,15 @@ def test_a_crash_mid_write_leaves_the_previous_table_and_figure_whole(fake_sweep
     os.umask(mask)
     assert {(out / n).stat().st_mode & 0o777 for n in ("results.csv", "report.html", "score_vs_layer.png")} == {
         0o666 & ~mask}
+
+
+def test_no_plots_removes_the_figures_of_the_report_it_replaces_and_nothing_else(fake_sweep, tmp_path):
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"})
+    drawn = {n for s in _sections(out).values() for n in s["images"]}
+    assert {"score_vs_layer.png", "heatmap_layer.png"} <= drawn and all((out / n).is_file() for n in drawn)
+    (out / "mine.png").write_bytes(b"not the report's")
+    (out / "notes.txt").write_text("mine")
+    build_report([fake_sweep], out, baseline={"layer": "fc7"}, plots=False)
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "mine.png", "notes.txt", "report.html",
+                                                      "report.md", "results.csv"]
+    assert "![" not in (out / "report.md").read_text()

@@ -77,6 +77,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     study = read_study(dirs, primary, min_seeds)
     out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
+    drawn_before = _drawn(out)
     df = F.with_task_axes(df)  # each synth_shift shift is a task; tasks ordered by shift or measured distance
     with atomic_open(out / "results.csv", durable=False) as f:  # a crash leaves the old table, never half of one
         df.to_csv(f, index=False)
@@ -151,11 +152,26 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         sec["command"].code += [{"caption": str(d), "text": cmd, "fold": False}] + (
             [{"caption": "config", "text": config, "fold": True}] if config else [])
     analysis["sections"] = filled(sec)
+    # The previous report's figures this one did not draw (--no-plots, or fewer factors) would sit next to a report
+    # that no longer shows them: removed, by the names that report recorded, and nothing else in the dir.
+    for name in drawn_before - {n for s in analysis["sections"] for n in s["images"]}:
+        (out / name).unlink(missing_ok=True)
     text = json.dumps(_strict(analysis), indent=1, default=_json_default, allow_nan=False)
     atomic_write_text(out / "analysis.json", text, durable=False)  # a report is rebuilt from the results: no fsync
     atomic_write_text(out / "report.md", render_md(analysis["sections"]), durable=False)
     write_html(out, analysis)
     return out
+
+
+def _drawn(out: Path) -> set[str]:
+    """The PNGs the report last written to `out` drew, as its analysis.json's sections name them (plain file names
+    in `out` only; none when there is no readable record)."""
+    try:
+        names = {n for s in json.loads((out / "analysis.json").read_text())["sections"] for n in s["images"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n.endswith(".png") and n == Path(n).name
+            and not n.startswith(".")}
 
 
 def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> str:
