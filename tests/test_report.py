@@ -207,3 +207,40 @@ def test_no_plots_removes_the_figures_of_the_report_it_replaces_and_nothing_else
     assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "mine.png", "notes.txt", "report.html",
                                                       "report.md", "results.csv"]
     assert "![" not in (out / "report.md").read_text()
+
+
+def _started(job_dir, overrides):
+    """A job dir as Hydra leaves it when the job starts (.hydra/ with its overrides), before any result.json."""
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+
+
+SWEPT = ("hydra:\n  sweeper: {}\n  overrides:\n    task: ['layer=conv3,conv5,fc6,fc7', 'target=near,mid,far,farthest',"
+         " width=tiny]\nseed: 0\n")
+
+
+def test_jobs_without_a_result_are_counted_and_named(fake_sweep, tmp_path):
+    """fake_sweep's 17 jobs with results (0-16), job 17 started and killed (its dir, no result.json), job 18 never
+    started: named from the launcher's plan.json (job 17's dir as the launcher wrote it, relative to where it ran;
+    job 18's absolute), or without a plan from the started job dirs."""
+    (fake_sweep / "multirun.yaml").write_text(SWEPT)
+    _started(fake_sweep / "17", ["layer=fc6", "target=near", "width=tiny"])
+    layers = {17: "fc6", 18: "fc7"}
+    plan = {"jobs": [{"num": n, "overrides": [f"layer={layers.get(n, 'conv3')}", "target=near", "width=tiny"],
+                      "out_dir": f"multirun/elsewhere/{n}" if n < 18 else str(fake_sweep / str(n)), "state": "run"}
+                     for n in range(19)]}
+    (fake_sweep / "plan.json").write_text(json.dumps(plan))
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    sections = _sections(out)
+    assert ("Jobs: 19 planned, 17 with results (16 ok, 1 failed), 2 without a result (#17: layer=fc6 target=near, "
+            "#18: layer=fc7 target=near; killed, still running or not started)") in sections["summary"]["notes"]
+    table = sections["failed-jobs"]["tables"][-1]
+    assert table["caption"].startswith("Jobs without a result.json") and [r[0] for r in table["rows"]] == ["17", "18"]
+    jobs = _strict_json((out / "analysis.json").read_text())["jobs"]
+    assert jobs["expected"] == 19 and jobs["with_results"] == 17 and jobs["expected_from"] == "plan.json and job dirs"
+    assert [(r["num"], r["started"], r["job_dir"]) for r in jobs["without_result"]] == [
+        (17, True, str(fake_sweep / "17")), (18, False, str(fake_sweep / "18"))]
+    (fake_sweep / "plan.json").unlink()  # no plan: the job that started is still named
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    assert ("Jobs: 18 started, 17 with results (16 ok, 1 failed), 1 without a result (#17: layer=fc6 target=near; "
+            "killed or still running)") in _sections(out)["summary"]["notes"]

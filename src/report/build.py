@@ -16,6 +16,7 @@ from src.cache import atomic_open, atomic_write_text
 from src.report import analysis as A
 from src.report.distance import measured_distance
 from src.report import findings as F
+from src.report import jobs as J
 from src.report import numbers as N
 from src.report import stats as S
 from src.report import selection as MS
@@ -84,16 +85,21 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     baseline = baseline if baseline is not None else default_baseline()
     factors = A.swept_factors(df)
     n_ok = int((df["status"] == "ok").sum())
+    jobs = J.census(dirs, df["job_dir"])  # the planned or started jobs that left no result.json
     sec = {sid: Section(sid) for sid in ("summary", "findings", "per-task", "best-practice", "optimal", "settings",
                                          "estimator-agreement", "zoo", "model-selection", "selection-regret", "measured-distance",
                                          "plots", "failed-jobs", "command")}
     sec["summary"].notes += [
-        f"Sweeps: {', '.join(map(str, dirs))}", f"Jobs: {len(df)} ({n_ok} ok, {len(df) - n_ok} failed)",
+        f"Sweeps: {', '.join(map(str, dirs))}", J.summary(jobs, len(df), n_ok),
         f"Swept factors: {', '.join(factors) or 'none'}",
         "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a")]
     analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors},
                                 "study": {"primary": study.primary, "primary_from": study.primary_from,
-                                          "min_seeds": study.min_seeds, "min_seeds_from": study.min_seeds_from}}
+                                          "min_seeds": study.min_seeds, "min_seeds_from": study.min_seeds_from},
+                                "jobs": {"expected": jobs["expected"],
+                                         "expected_from": "plan.json and job dirs" if jobs["from_plan"] else "job dirs",
+                                         "with_results": len(df), "ok": n_ok, "failed": len(df) - n_ok,
+                                         "without_result": jobs["without_result"]}}
     if n_ok and "target_score" in df:
         pt = A.per_task(df, baseline)
         sec["per-task"].table(pt)
@@ -147,6 +153,11 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     failed = df[df["status"] != "ok"]
     if len(failed):
         sec["failed-jobs"].table(failed[[c for c in ("job_dir", "error_type", "error_message") if c in failed]])
+    if jobs["without_result"]:
+        sec["failed-jobs"].table([{"job": r["num"], "job_dir": r["job_dir"], "setting": r["setting"],
+                                   "state": "started, no result.json" if r["started"] else "not started"}
+                                  for r in jobs["without_result"]],
+                                 "Jobs without a result.json (killed, still running, or not started)")
     for d in dirs:
         cmd, config = sweep_record(d)
         sec["command"].code += [{"caption": str(d), "text": cmd, "fold": False}] + (
