@@ -175,8 +175,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
 
 
 def _drawn(out: Path) -> set[str]:
-    """The PNGs the report last written to `out` drew, as its analysis.json's sections name them (plain file names
-    in `out` only; none when there is no readable record)."""
+    """The PNGs that the last report written to `out` drew, as its analysis.json's sections name them (plain file
+    names in `out` only; none when there is no readable record)."""
     try:
         names = {n for s in json.loads((out / "analysis.json").read_text())["sections"] for n in s["images"]}
     except (OSError, ValueError, KeyError, TypeError):
