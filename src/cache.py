@@ -64,11 +64,24 @@ def atomic_write_text(path: Path, text: str, durable: bool = True) -> None:
     """Write a file so that readers see either the old content or the whole new content. `durable=False` skips the
     fsync: for a file whose loss in a machine crash costs only a rerun (a job's result.json: a job whose result is
     missing or unreadable runs again), not for what the cache's integrity rests on."""
+    with atomic_open(path, "w", durable) as f:
+        f.write(text)
+
+
+@contextlib.contextmanager
+def atomic_open(path: Path, mode: str = "w", durable: bool = True) -> Iterator[Any]:
+    """A file object for writing `path` (mode "w" or "wb") as atomic_write_text does: a temp file in the same
+    dir, renamed over `path` when the block ends, removed if it raises (for writers that take a file object: a
+    table's to_csv, a figure's savefig)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.tmp-")
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
+    # Created as open() would (0o666 less the umask: a report's pages stay readable to whom its dir is), not with
+    # mkstemp's 0o600; O_EXCL: a name another writer holds is never shared.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, mode) as f:
+            yield f
             f.flush()
             if durable:
                 os.fsync(f.fileno())

@@ -64,7 +64,7 @@ def test_tiny_distance_study_end_to_end(cache_dir, tmp_path):
     gap = analysis["findings"]["layer_gap_shrinks"]
     # 2 source seeds (the preset's target samples are not tied here): estimates and t intervals, and no verdict,
     # saying how many seeds the study needs (its report.min_seeds).
-    assert gap["source seeds"] == "2" and gap["seed-level 95% CI"].startswith("[")
+    assert gap["source_seeds"] == 2 and len(gap["ci"]) == 2
     # 3 tasks (shifts): no task-level p can go below 2/3! = 0.333, which the verdict says too.
     assert gap["verdict"] == ("no verdict: 2 source seeds, needs 6 (replicates=6); 3 tasks cap it at \"these tasks "
                               "only\" (smallest possible task-level p 0.333; \"supported\" needs 5 tasks)")

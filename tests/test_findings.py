@@ -70,7 +70,7 @@ def test_four_seeds_answer_both_layer_questions_with_both_populations(tmp_path):
     gap, shift = found["layer_gap_shrinks"], found["layer_optimum_shift"]
     assert gap["role"] == "primary" and shift["role"] == "secondary"
     # The late-minus-early gap falls with shift (sign -1), and far tasks' best layer is an earlier one.
-    assert gap["estimate"] < -0.2 and gap["verdict"] == "supported" and gap["source seeds"] == "4"
+    assert gap["estimate"] < -0.2 and gap["verdict"] == "supported" and gap["source_seeds"] == 4
     assert shift["estimate"] > 0.1 and shift["verdict"] == "supported"
     assert gap["p (Holm)"] == gap["task-level p"]  # the primary question is not adjusted
     assert shift["p (Holm)"] == pytest.approx(S.holm([shift["task-level p"]])[0])
@@ -108,7 +108,7 @@ def test_one_source_seed_gives_no_verdict_and_says_how_many_are_needed(tmp_path)
     found = json.loads((out / "analysis.json").read_text())["findings"]
     for row in found.values():
         assert row["verdict"] == "no verdict: 1 source seed, needs 6 (replicates=6)"
-        assert row["seed-level 95% CI"] == "n/a"
+        assert row["ci"] is None
     settings = pd.DataFrame(json.loads((out / "analysis.json").read_text())["settings_ci"])
     assert settings["95% CI"].str.startswith("test images [").all()  # one job per cell: over its test images
     # Fewer seeds than the study needs, more than the floor: still no verdict.
@@ -117,7 +117,7 @@ def test_one_source_seed_gives_no_verdict_and_says_how_many_are_needed(tmp_path)
     out2 = build_report([sweep2], tmp_path / "out2", baseline={"layer": "fc7"}, plots=False)
     row = json.loads((out2 / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
     assert row["verdict"] == "no verdict: 4 source seeds, needs 6 (replicates=6)"
-    assert row["seed-level 95% CI"].startswith("[")  # the interval is still shown
+    assert len(row["ci"]) == 2  # the interval is still shown
     # The report's command line overrides the study's settings.
     out3 = build_report([sweep2], tmp_path / "out3", baseline={"layer": "fc7"}, primary="null", min_seeds=3,
                         plots=False)
@@ -132,7 +132,7 @@ def test_a_seed_missing_a_job_is_counted_as_undefined_not_dropped_silently(tmp_p
     assert gap.defined == ["0", "1", "3"] and gap.undefined == ["2"]
     out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, min_seeds=4, plots=False)
     row = json.loads((out / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
-    assert row["source seeds"] == "3 of 4 (undefined: s2)"
+    assert row["source_seeds"] == 3 and row["undefined_seeds"] == ["2"]
     assert row["verdict"] == "no verdict: 3 of 4 source seeds defined, needs 4 (replicates=4)"
 
 

@@ -1,14 +1,17 @@
 import json
 import math
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from src.report import analysis as A
 from src.report.build import build_report
-from tests.conftest import FAKE_TASKS, REPO
+from tests.conftest import FAKE_LAYERS, FAKE_TASKS, REPO
 
 
 def test_report_files_tables_and_numbers(fake_sweep, tmp_path):
@@ -72,3 +75,172 @@ def test_summary_command_summarises_a_sweep_that_died(fake_sweep):
     assert df.loc[n_ok, "error_type"] == "ConfigError" and df.loc[0, "layer"] == "conv3"
     assert df.loc[3, "target_score"] == pytest.approx(FAKE_TASKS["near"][2][3])
     assert f"{n_ok + 1} jobs ({n_ok} ok, 1 not ok); summary: {fake_sweep / 'summary.csv'}" in r.stdout
+
+
+def _sections(out) -> dict:
+    return {s["id"]: s for s in json.loads((out / "analysis.json").read_text())["sections"]}
+
+
+def test_study_settings_are_credited_to_where_each_was_set(fake_sweep, tmp_path):
+    """`--min-seeds` alone: the seed count from the command line, the primary question still from the record (and
+    the other way round with `--primary` alone)."""
+    record = fake_sweep / "multirun.yaml"
+    record.write_text("report:\n  primary: layer_gap_shrinks\n  min_seeds: 6\nseed: 0\n")
+    out = build_report([fake_sweep], tmp_path / "a", baseline={"layer": "fc7"}, min_seeds=3, plots=False)
+    note = _sections(out)["findings"]["notes"][0]
+    assert "a verdict needs 3 (report.min_seeds from command line;" in note
+    assert f"Primary question: layer_gap_shrinks (not adjusted; report.primary from {record})." in note
+    assert json.loads((out / "analysis.json").read_text())["study"] == {
+        "primary": "layer_gap_shrinks", "primary_from": str(record), "min_seeds": 3, "min_seeds_from": "command line"}
+    out = build_report([fake_sweep], tmp_path / "b", baseline={"layer": "fc7"}, primary="layer_optimum_shift",
+                       plots=False)
+    note = _sections(out)["findings"]["notes"][0]
+    assert f"a verdict needs 6 (report.min_seeds from {record};" in note
+    assert "Primary question: layer_optimum_shift (not adjusted; report.primary from command line)." in note
+
+
+def _strict_json(text: str):
+    """JSON as strict readers (JavaScript's JSON.parse) take it: NaN and Infinity are not JSON."""
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_analysis_json_is_strict_json_with_null_for_undefined_numbers(fake_sweep, tmp_path):
+    """No baseline job (layer=fc8 is not swept) and one source seed: undefined numbers are null, not bare NaN."""
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc8"}, plots=False)
+    analysis = _strict_json((out / "analysis.json").read_text())
+    assert all(r["baseline_score"] is None and r["rel_error_reduction"] is None for r in analysis["per_task"])
+    assert json.dumps(analysis, allow_nan=False)
+
+
+def _seeded_sweep(root, seeds, skip=()):
+    """conftest's fake tasks once per source seed (each seed's net a little better or worse), `skip`: (seed,
+    target, layer) jobs that never finished."""
+    rng = np.random.default_rng(0)
+    job = 0
+    for seed in seeds:
+        for target, (group, rank, scores) in FAKE_TASKS.items():
+            for layer, score in zip(FAKE_LAYERS, scores):
+                if (seed, target, layer) in skip:
+                    continue
+                (root / str(job)).mkdir(parents=True)
+                (root / str(job) / "result.json").write_text(json.dumps({
+                    "status": "ok", "factors": {"arch": "alexnet", "layer": layer, "target": target, "group": group,
+                                                "distance_rank": rank, "seed": seed},
+                    "metrics": {"target_score": score + rng.normal(0, 0.03), "target_metric": "accuracy"}}))
+                job += 1
+    return root
+
+
+def test_analysis_json_findings_hold_numbers_where_the_table_prints_text(tmp_path):
+    """The CI as [lo, hi], source seeds as a count with the undefined ones listed, seeds for 80% power as a count
+    or null with the reason; the markdown table keeps its text."""
+    sweep = _seeded_sweep(tmp_path / "sw", [0, 1, 2], skip={(2, "far", "conv3")})
+    out = build_report([sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    gap = _strict_json((out / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+    lo, hi = gap["ci"]
+    assert isinstance(lo, float) and isinstance(hi, float) and lo <= gap["estimate"] <= hi
+    assert gap["source_seeds"] == 2 and gap["undefined_seeds"] == ["2"]
+    need, why = gap["seeds_for_80_power"], gap["seeds_for_80_power_reason"]
+    assert (isinstance(need, int) and need >= 2 and why is None) or (need is None and why.startswith("unreachable"))
+    assert not {"seed-level 95% CI", "source seeds", "seeds for 80% power"} & set(gap)
+    assert isinstance(gap["task-level p"], float) and isinstance(gap["tasks"], int)
+    table = _sections(out)["findings"]["tables"][0]
+    row = next(dict(zip(table["columns"], r)) for r in table["rows"] if r[0] == "layer_gap_shrinks")
+    assert row["source seeds"] == "2 of 3 (undefined: s2)" and row["seed-level 95% CI"].startswith("[")
+    # One source seed: no interval, no power, each null with the reason.
+    one = build_report([_seeded_sweep(tmp_path / "one", [0])], tmp_path / "out1", baseline={"layer": "fc7"},
+                       plots=False)
+    gap = _strict_json((one / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+    assert gap["ci"] is None and gap["source_seeds"] == 1 and gap["undefined_seeds"] == []
+    assert gap["seeds_for_80_power"] is None and gap["seeds_for_80_power_reason"].startswith("fewer than 2")
+
+
+def _dies_half_written(text: str):
+    """A writer (to_csv, savefig) that writes the start of its file and then fails, as a killed process or a full
+    disk would leave it."""
+    def write(self, target=None, *args, **kwargs):
+        if isinstance(target, (str, Path)):
+            Path(target).write_bytes(text.encode())
+        else:
+            target.write(text if "b" not in getattr(target, "mode", "w") else text.encode())
+        raise OSError("No space left on device")
+
+    return write
+
+
+def test_a_crash_mid_write_leaves_the_previous_table_and_figure_whole(fake_sweep, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from src.report.layout import figure, save
+
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    table = (out / "results.csv").read_bytes()
+    fig, ax = figure(2, 2)
+    ax.plot([0, 1])
+    save(fig, out / "score_vs_layer.png")
+    png = (out / "score_vs_layer.png").read_bytes()
+    monkeypatch.setattr(pd.DataFrame, "to_csv", _dies_half_written("job_dir,sta"))
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", _dies_half_written("\x89PNG"))
+    with pytest.raises(OSError, match="No space"):
+        build_report([fake_sweep], out, baseline={"layer": "fc7"}, plots=False)
+    with pytest.raises(OSError, match="No space"):
+        save(figure(2, 2)[0], out / "score_vs_layer.png")
+    assert (out / "results.csv").read_bytes() == table and (out / "score_vs_layer.png").read_bytes() == png
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp file left behind
+    # Written through temp files, yet with the permissions a plain write gives (not a temp file's 0o600).
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert {(out / n).stat().st_mode & 0o777 for n in ("results.csv", "report.html", "score_vs_layer.png")} == {
+        0o666 & ~mask}
+
+
+def test_no_plots_removes_the_figures_of_the_report_it_replaces_and_nothing_else(fake_sweep, tmp_path):
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"})
+    drawn = {n for s in _sections(out).values() for n in s["images"]}
+    assert {"score_vs_layer.png", "heatmap_layer.png"} <= drawn and all((out / n).is_file() for n in drawn)
+    (out / "mine.png").write_bytes(b"not the report's")
+    (out / "notes.txt").write_text("mine")
+    build_report([fake_sweep], out, baseline={"layer": "fc7"}, plots=False)
+    assert sorted(p.name for p in out.iterdir()) == ["analysis.json", "mine.png", "notes.txt", "report.html",
+                                                      "report.md", "results.csv"]
+    assert "![" not in (out / "report.md").read_text()
+
+
+def _started(job_dir, overrides):
+    """A job dir as Hydra leaves it when the job starts (.hydra/ with its overrides), before any result.json."""
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+
+
+SWEPT = ("hydra:\n  sweeper: {}\n  overrides:\n    task: ['layer=conv3,conv5,fc6,fc7', 'target=near,mid,far,farthest',"
+         " width=tiny]\nseed: 0\n")
+
+
+def test_jobs_without_a_result_are_counted_and_named(fake_sweep, tmp_path):
+    """fake_sweep's 17 jobs with results (0-16), job 17 started and killed (its dir, no result.json), job 18 never
+    started: named from the launcher's plan.json (job 17's dir as the launcher wrote it, relative to where it ran;
+    job 18's absolute), or without a plan from the started job dirs."""
+    (fake_sweep / "multirun.yaml").write_text(SWEPT)
+    _started(fake_sweep / "17", ["layer=fc6", "target=near", "width=tiny"])
+    layers = {17: "fc6", 18: "fc7"}
+    plan = {"jobs": [{"num": n, "overrides": [f"layer={layers.get(n, 'conv3')}", "target=near", "width=tiny"],
+                      "out_dir": f"multirun/elsewhere/{n}" if n < 18 else str(fake_sweep / str(n)), "state": "run"}
+                     for n in range(19)]}
+    (fake_sweep / "plan.json").write_text(json.dumps(plan))
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    sections = _sections(out)
+    assert ("Jobs: 19 planned, 17 with results (16 ok, 1 failed), 2 without a result (#17: layer=fc6 target=near, "
+            "#18: layer=fc7 target=near; killed, still running or not started)") in sections["summary"]["notes"]
+    table = sections["failed-jobs"]["tables"][-1]
+    assert table["caption"].startswith("Jobs without a result.json") and [r[0] for r in table["rows"]] == ["17", "18"]
+    jobs = _strict_json((out / "analysis.json").read_text())["jobs"]
+    assert jobs["expected"] == 19 and jobs["with_results"] == 17 and jobs["expected_from"] == "plan.json and job dirs"
+    assert [(r["num"], r["started"], r["job_dir"]) for r in jobs["without_result"]] == [
+        (17, True, str(fake_sweep / "17")), (18, False, str(fake_sweep / "18"))]
+    (fake_sweep / "plan.json").unlink()  # no plan: the job that started is still named
+    out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
+    assert ("Jobs: 18 started, 17 with results (16 ok, 1 failed), 1 without a result (#17: layer=fc6 target=near; "
+            "killed or still running)") in _sections(out)["summary"]["notes"]

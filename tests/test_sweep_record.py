@@ -51,3 +51,23 @@ def test_the_shown_command_reruns_the_same_jobs(tmp_path):
         assert again == yaml.safe_load(path.read_text()), job
         assert again["target"]["data"]["seed"] == "${seed}"
 
+
+
+def test_the_comment_names_only_the_sweeper_params_the_command_line_left(tmp_path):
+    """Hydra's basic sweeper appends the command line's overrides to its params and keeps each key's last value:
+    `target=a,b layer=conv2,fc6` on the command line replaces an experiment's own target and layer sweeps."""
+    params = {"target": "t1,t2,t3", "layer": "conv1,conv2,fc6,fc7", "seed": "0,1"}
+    task = ["experiment=layer_study", "target=a,b", "layer=conv2,fc6"]
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task)
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    assert len(jobs) == 2 * 2 * 2 and {j for job in jobs for j in job if j.startswith("target=")} == {
+        "target=a", "target=b"}  # the precedence the report's comment follows
+    record = {"hydra": {"overrides": {"task": task, "hydra": ["hydra.mode=MULTIRUN"]},
+                        "sweeper": {"params": params}}, "seed": 0}
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(record))
+    command, _ = sweep_record(tmp_path)
+    assert command.splitlines() == ["python -m src.main -m experiment=layer_study target=a,b layer=conv2,fc6",
+                                    "# swept by the config's hydra.sweeper.params: seed=0,1"]
+    record["hydra"]["overrides"]["task"] = task + ["seed=3"]  # every param overridden: no comment
+    (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(record))
+    assert sweep_record(tmp_path)[0] == "python -m src.main -m experiment=layer_study target=a,b layer=conv2,fc6 seed=3"

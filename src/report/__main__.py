@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--min-seeds", type=int, default=None,
                     help="source seeds a verdict needs (default: the study's report.min_seeds)")
     ap.add_argument("--no-plots", action="store_true",
-                    help="tables and findings only, without the PNG plots (drawing them is most of a report's time)")
+                    help="tables and findings only, without the PNG plots (drawing them is most of a report's time); "
+                         "the plots an earlier report drew in the output dir are removed")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:

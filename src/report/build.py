@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from src.cache import atomic_open, atomic_write_text
 from src.report import analysis as A
 from src.report.distance import measured_distance
 from src.report import findings as F
+from src.report import jobs as J
 from src.report import numbers as N
 from src.report import stats as S
 from src.report import selection as MS
@@ -74,21 +78,28 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     study = read_study(dirs, primary, min_seeds)
     out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
+    drawn_before = _drawn(out)
     df = F.with_task_axes(df)  # each synth_shift shift is a task; tasks ordered by shift or measured distance
-    df.to_csv(out / "results.csv", index=False)
+    with atomic_open(out / "results.csv", durable=False) as f:  # a crash leaves the old table, never half of one
+        df.to_csv(f, index=False)
     baseline = baseline if baseline is not None else default_baseline()
     factors = A.swept_factors(df)
     n_ok = int((df["status"] == "ok").sum())
+    jobs = J.census(dirs, df["job_dir"])  # the planned or started jobs that left no result.json
     sec = {sid: Section(sid) for sid in ("summary", "findings", "per-task", "best-practice", "optimal", "settings",
                                          "estimator-agreement", "zoo", "model-selection", "selection-regret", "measured-distance",
                                          "plots", "failed-jobs", "command")}
     sec["summary"].notes += [
-        f"Sweeps: {', '.join(map(str, dirs))}", f"Jobs: {len(df)} ({n_ok} ok, {len(df) - n_ok} failed)",
+        f"Sweeps: {', '.join(map(str, dirs))}", J.summary(jobs, len(df), n_ok),
         f"Swept factors: {', '.join(factors) or 'none'}",
         "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a")]
     analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors},
-                                "study": {"primary": study.primary, "min_seeds": study.min_seeds,
-                                          "read_from": study.source}}
+                                "study": {"primary": study.primary, "primary_from": study.primary_from,
+                                          "min_seeds": study.min_seeds, "min_seeds_from": study.min_seeds_from},
+                                "jobs": {"expected": jobs["expected"],
+                                         "expected_from": "plan.json and job dirs" if jobs["from_plan"] else "job dirs",
+                                         "with_results": len(df), "ok": n_ok, "failed": len(df) - n_ok,
+                                         "without_result": jobs["without_result"]}}
     if n_ok and "target_score" in df:
         pt = A.per_task(df, baseline)
         sec["per-task"].table(pt)
@@ -142,15 +153,36 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     failed = df[df["status"] != "ok"]
     if len(failed):
         sec["failed-jobs"].table(failed[[c for c in ("job_dir", "error_type", "error_message") if c in failed]])
+    if jobs["without_result"]:
+        sec["failed-jobs"].table([{"job": r["num"], "job_dir": r["job_dir"], "setting": r["setting"],
+                                   "state": "started, no result.json" if r["started"] else "not started"}
+                                  for r in jobs["without_result"]],
+                                 "Jobs without a result.json (killed, still running, or not started)")
     for d in dirs:
         cmd, config = sweep_record(d)
         sec["command"].code += [{"caption": str(d), "text": cmd, "fold": False}] + (
             [{"caption": "config", "text": config, "fold": True}] if config else [])
     analysis["sections"] = filled(sec)
-    _write(out / "analysis.json", json.dumps(analysis, indent=1, default=_json_default))
-    _write(out / "report.md", render_md(analysis["sections"]))
+    # The previous report's figures this one did not draw (--no-plots, or fewer factors) would sit next to a report
+    # that no longer shows them: removed, by the names that report recorded, and nothing else in the dir.
+    for name in drawn_before - {n for s in analysis["sections"] for n in s["images"]}:
+        (out / name).unlink(missing_ok=True)
+    text = json.dumps(_strict(analysis), indent=1, default=_json_default, allow_nan=False)
+    atomic_write_text(out / "analysis.json", text, durable=False)  # a report is rebuilt from the results: no fsync
+    atomic_write_text(out / "report.md", render_md(analysis["sections"]), durable=False)
     write_html(out, analysis)
     return out
+
+
+def _drawn(out: Path) -> set[str]:
+    """The PNGs that the last report written to `out` drew, as its analysis.json's sections name them (plain file
+    names in `out` only; none when there is no readable record)."""
+    try:
+        names = {n for s in json.loads((out / "analysis.json").read_text())["sections"] for n in s["images"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n.endswith(".png") and n == Path(n).name
+            and not n.startswith(".")}
 
 
 def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> str:
@@ -176,15 +208,9 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
               family: str, plots: bool) -> None:
     from src.report.findings_plots import findings_plots
 
-    need = max(S.MIN_SEEDS, study.min_seeds)
     seeds = sorted({len(a.grid.seeds) for a in items})
-    section.notes.append(
-        f"Distance axis: {kind}. Source seeds: {', '.join(map(str, seeds)) or 'n/a'}; a verdict needs {need} "
-        f"(report.min_seeds{' from ' + study.source if study.min_seeds else ''}; never fewer than {S.MIN_SEEDS}). "
-        + (f"Primary question: {study.primary} (not adjusted)." if study.primary in {a.q.id for a in items}
-           else f"The primary question ({study.primary}) is not one this sweep answers: every question is "
-                "Holm-adjusted." if study.primary
-           else "No primary question declared (report.primary): every question is Holm-adjusted.") + " " + family)
+    section.notes.append(f"Distance axis: {kind}. Source seeds: {', '.join(map(str, seeds)) or 'n/a'}; "
+                         f"{_study_note(study, {a.q.id for a in items})} {family}")
     rows = [F.row(a, study.min_seeds) for a in items]
     table = pd.DataFrame(rows)
     if len(table):
@@ -194,8 +220,56 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
     details = {a.q.id: F.details(a) for a in items}
     if plots:
         section.images += findings_plots(details, kind, out)
-    analysis.update(findings={r["id"]: r for r in rows}, findings_details=details, distance_axis=kind,
-                    source_seeds=seeds)
+    analysis.update(findings={r["id"]: _numeric_row(a, r) for a, r in zip(items, rows)}, findings_details=details,
+                    distance_axis=kind, source_seeds=seeds)
+
+
+POWER = "seeds for 80% power"
+TEXT_ONLY = ("seed-level 95% CI", "source seeds", POWER)  # findings.row's cells that are formatted text
+
+
+def _numeric_row(a: F.Answer, row: dict[str, Any]) -> dict[str, Any]:
+    """analysis.json's findings row: the table's row with numbers in place of the cells it prints as text (the
+    interval as [lo, hi] or null, the defined source seeds and the undefined ones, the seeds for 80% power or
+    null with the reason), for readers that compute with them."""
+    out = {k: v for k, v in row.items() if k not in TEXT_ONLY}
+    lo, hi = a.scalar("lo"), a.scalar("hi")
+    out["ci"] = [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
+    out["source_seeds"] = len(a.defined) if a.result is not None else None
+    out["undefined_seeds"] = list(a.undefined)
+    out["seeds_for_80_power"], out["seeds_for_80_power_reason"] = _power(str(row.get(POWER, "")).strip(), a)
+    return out
+
+
+def _power(text: str, a: F.Answer) -> tuple[int | None, str | None]:
+    """(seeds, None), or (None, why) from the table's cell (findings.row prints a count, 'unreachable' or nothing;
+    it keeps no number of its own)."""
+    count = re.match(r"\d+", text)
+    if count:
+        return int(count.group()), None
+    if text == "unreachable":
+        return None, "unreachable: the estimate is 0 or undefined, or too small for its per-seed SD"
+    if text:
+        return None, text
+    if a.result is None:
+        return None, a.reason or "no estimate"
+    return None, "fewer than 2 defined source seeds (no per-seed SD)"
+
+
+def _study_note(study: Study, answered: set[str]) -> str:
+    """The seeds a verdict needs and the primary question, each credited to where it was set (the sweep's record
+    or the command line: `--min-seeds` alone leaves report.primary as the record says)."""
+    need = max(S.MIN_SEEDS, study.min_seeds)
+    seeds = (f"a verdict needs {need} (report.min_seeds{' from ' + study.min_seeds_from if study.min_seeds else ''}; "
+             f"never fewer than {S.MIN_SEEDS}).")
+    where = f"report.primary from {study.primary_from}"
+    if study.primary in answered:
+        return f"{seeds} Primary question: {study.primary} (not adjusted; {where})."
+    if study.primary:
+        return (f"{seeds} The primary question ({study.primary}, {where}) is not one this sweep answers: every "
+                "question is Holm-adjusted.")
+    declared = f"report.primary=null from {study.primary_from}" if study.primary_from != "none" else "report.primary"
+    return f"{seeds} No primary question declared ({declared}): every question is Holm-adjusted."
 
 
 def _measured_distance(section: Section, df: pd.DataFrame, cache_dir, analysis: dict) -> None:
@@ -227,15 +301,23 @@ def _p(p: float) -> str:
     return text if text.startswith("p ") else f"p={text}"
 
 
-def _json_default(v: Any) -> Any:
-    if hasattr(v, "item"):
-        return v.item()
+def _strict(v: Any) -> Any:
+    """`v` as strict JSON can hold it: NaN and infinities as null (json.dumps would write bare `NaN`, which
+    JSON.parse and other strict readers reject), numpy scalars and arrays as Python numbers and lists."""
+    if isinstance(v, dict):
+        return {k: _strict(x) for k, x in v.items()}
     if isinstance(v, (set, frozenset)):
-        return sorted(v)
-    return str(v)
+        v = sorted(v)
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_strict(x) for x in v]
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if v is pd.NA or v is pd.NaT:
+        return None
+    return v
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+def _json_default(v: Any) -> Any:
+    return _strict(v.item()) if hasattr(v, "item") else str(v)

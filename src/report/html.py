@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from src.cache import atomic_write_text
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}
 h1{margin-bottom:.2em} h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
@@ -101,7 +103,5 @@ def write_html(out: Path, analysis: dict[str, Any] | None = None) -> Path:
             f"<style>{STYLE}</style></head><body><h1>Transfer report</h1>{body}<script>{SCRIPT}</script>"
             "</body></html>")
     path = out / "report.html"
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(page)
-    tmp.replace(path)
+    atomic_write_text(path, page, durable=False)
     return path

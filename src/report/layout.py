@@ -47,6 +47,12 @@ def legend_outside(fig, ax, n: int, title: str | None = None, handles=None, labe
 
 
 def save(fig, path: Path) -> str:
-    fig.savefig(path, dpi=DPI)
-    plt().close(fig)
+    """`fig` as the PNG `path` (written whole or not at all: a crash leaves the previous figure), then closed."""
+    from src.cache import atomic_open
+
+    try:
+        with atomic_open(path, "wb", durable=False) as f:
+            fig.savefig(f, dpi=DPI, format=path.suffix.lstrip(".") or "png")  # (a file object has no extension)
+    finally:
+        plt().close(fig)
     return path.name

@@ -77,7 +77,8 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "distance_rank.",
      ""),
     ("plots", "Plots", "", "No plots (no successful jobs)."),
-    ("failed-jobs", "Failed jobs", "Jobs whose result.json has status failed, with their errors.", "No failed jobs."),
+    ("failed-jobs", "Failed jobs", "Jobs whose result.json has status failed, with their errors; then jobs the "
+     "sweep planned or started that left no result.json.", "No failed jobs."),
     ("command", "Command line and config", "How the sweep was run: its command line and composed config.",
      "No sweep record."),
 ]

@@ -19,7 +19,9 @@ from src.record import FINDING_IDS
 class Study:
     primary: str | None = None
     min_seeds: int = 0  # 0: the report's own floor (src.report.stats.MIN_SEEDS)
-    source: str = "none"  # where the settings came from
+    # Where each setting came from (the sweep's record, or "command line"): the two can differ.
+    primary_from: str = "none"
+    min_seeds_from: str = "none"
 
 
 def _config(sweep_dir: Path):
@@ -52,14 +54,14 @@ def read_study(dirs: list[Path], primary: str | None = None, min_seeds: int | No
         report = OmegaConf.select(cfg, "report", default=None)
         if report is not None:
             study = Study(check_primary(OmegaConf.select(report, "primary", default=None), str(path)),
-                          int(OmegaConf.select(report, "min_seeds", default=0) or 0), str(path))
+                          int(OmegaConf.select(report, "min_seeds", default=0) or 0), str(path), str(path))
         break
     if primary is not None:
-        study.primary, study.source = check_primary(primary, "--primary"), "command line"
+        study.primary, study.primary_from = check_primary(primary, "--primary"), "command line"
     if min_seeds is not None:
         if min_seeds < 1:
             raise SystemExit(f"error: --min-seeds={min_seeds} must be a positive integer")
-        study.min_seeds = min_seeds
+        study.min_seeds, study.min_seeds_from = min_seeds, "command line"
     return study
 
 
@@ -88,15 +90,35 @@ def _replicates_note(task: list[str]) -> str | None:
     return None
 
 
+def _key(override: str) -> str:
+    """An override's key as Hydra's basic sweeper compares them (`Override.get_key_element`: prefix, key and
+    package, e.g. `+db@x`); the text before `=` when it does not parse alone."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides([override])[0].get_key_element()
+    except Exception:  # noqa: BLE001  (a syntax that needs the config loader, e.g. a glob: compare the text)
+        return override.split("=", 1)[0]
+
+
+def _not_overridden(params: dict, task: list[str]) -> dict:
+    """The sweeper params the command line left alone: the basic sweeper appends the command line's overrides to
+    its params and keeps the last value of each key (BasicSweeper.sweep and split_arguments, Hydra 1.4), so
+    `target=a,b` on the command line replaces a config's `target` sweep."""
+    given = {_key(o) for o in task}
+    return {k: v for k, v in params.items() if _key(f"{k}={v}") not in given}
+
+
 def sweep_command(cfg) -> str:
     """The command that ran a multirun, from its multirun.yaml: the overrides exactly as Hydra recorded them (the
     command line's, then its hydra.* ones; `hydra.mode=MULTIRUN` as `-m`), each quoted for a POSIX shell, so the
     text pasted into a shell runs the same sweep. The sweeper's own params (from the config, e.g. an
-    experiment's) and the replicates=N short form follow as comment lines."""
+    experiment's) that the command line did not override, and the replicates=N short form, follow as comment
+    lines."""
     task = [str(o) for o in _verbatim(cfg, "hydra.overrides.task") or []]
     hydra = [str(o) for o in _verbatim(cfg, "hydra.overrides.hydra") or [] if str(o) != "hydra.mode=MULTIRUN"]
     lines = [_shell(["-m", *task, *hydra])]
-    params = _verbatim(cfg, "hydra.sweeper.params") or {}
+    params = _not_overridden(_verbatim(cfg, "hydra.sweeper.params") or {}, task)
     if params:
         lines.append("# swept by the config's hydra.sweeper.params: "
                      + " ".join(shlex.quote(f"{k}={v}") for k, v in params.items()))

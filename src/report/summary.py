@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 def write_summary(sweep_dir: str | Path, echo: bool = True) -> Path | None:
     import pandas as pd
 
+    from src.cache import atomic_open
     from src.report.collect import load_results
 
     sweep_dir = Path(sweep_dir)
@@ -33,9 +34,8 @@ def write_summary(sweep_dir: str | Path, echo: bool = True) -> Path | None:
     df["job"] = [Path(p).relative_to(sweep_dir).as_posix() for p in df["job_dir"]]
     df = df.sort_values("job", key=lambda s: s.map(lambda j: (len(j), j))).reset_index(drop=True)
     out = sweep_dir / "summary.csv"
-    tmp = out.with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False)
-    tmp.replace(out)
+    with atomic_open(out, durable=False) as f:
+        df.to_csv(f, index=False)
     if echo:
         cols = ["job"] + [c for c in SUMMARY_COLUMNS if c in df.columns and df[c].notna().any()]
         with pd.option_context("display.width", 200, "display.max_rows", 500):
