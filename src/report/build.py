@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +115,9 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         items, kind = F.answers(df, study.primary)
         family = _adjust(items, zoos)
         _findings(sec["findings"], items, kind, study, analysis, out, family, plots)
+        if warning := F.chance_sources(df):  # every finding describes these nets: said above the table
+            sec["findings"].notes.insert(0, warning)
+        analysis["source_chance_warning"] = warning or None
         for truth, zoo in zoos.items():
             notes, tables = Z.zoo_content(zoo)
             sec["zoo"].notes += notes
@@ -237,20 +239,17 @@ def _numeric_row(a: F.Answer, row: dict[str, Any]) -> dict[str, Any]:
     out["ci"] = [lo, hi] if math.isfinite(lo) and math.isfinite(hi) else None
     out["source_seeds"] = len(a.defined) if a.result is not None else None
     out["undefined_seeds"] = list(a.undefined)
-    out["seeds_for_80_power"], out["seeds_for_80_power_reason"] = _power(str(row.get(POWER, "")).strip(), a)
+    out["seeds_for_80_power"], out["seeds_for_80_power_reason"] = _power(a)
     return out
 
 
-def _power(text: str, a: F.Answer) -> tuple[int | None, str | None]:
-    """(seeds, None), or (None, why) from the table's cell (findings.row prints a count, 'unreachable' or nothing;
-    it keeps no number of its own)."""
-    count = re.match(r"\d+", text)
-    if count:
-        return int(count.group()), None
-    if text == "unreachable":
+def _power(a: F.Answer) -> tuple[int | None, str | None]:
+    """(seeds, None), or (None, why there is no count)."""
+    need = F.seeds_needed(a)
+    if math.isfinite(need):
+        return int(need), None
+    if need == math.inf:
         return None, "unreachable: the estimate is 0 or undefined, or too small for its per-seed SD"
-    if text:
-        return None, text
     if a.result is None:
         return None, a.reason or "no estimate"
     return None, "fewer than 2 defined source seeds (no per-seed SD)"

@@ -278,15 +278,24 @@ def _population(a: Answer) -> str:
     return (f"CI: these {n} tasks, a new source net; p: tasks like these ({test}{how})")
 
 
+def seeds_needed(a: Answer) -> float:
+    """Source seeds for 80% power at the sweep's own estimate and per-seed SD (S.seeds_for_power): inf when
+    unreachable, NaN with fewer than 2 defined seeds (no SD) or no estimate."""
+    if a.result is None:
+        return math.nan
+    per_seed = np.atleast_1d(np.asarray(a.result.per_seed, dtype=float))
+    if len(per_seed) < 2:
+        return math.nan
+    return S.seeds_for_power(a.scalar("estimate"), float(per_seed.std(ddof=1)))
+
+
 def row(a: Answer, min_seeds: int) -> dict[str, Any]:
     """One row of the findings table (the same record feeds report.md, report.html and analysis.json)."""
     r = a.result
     est, lo, hi = a.scalar("estimate"), a.scalar("lo"), a.scalar("hi")
     seeds = (f"{len(a.defined)}" if not a.undefined else f"{len(a.defined)} of {a.n_seeds} "
              f"(undefined: s{', s'.join(a.undefined)})")
-    per_seed = np.atleast_1d(np.asarray(r.per_seed, dtype=float)) if r is not None else np.array([])
-    sd = float(per_seed.std(ddof=1)) if len(per_seed) >= 2 else math.nan
-    need = S.seeds_for_power(est, sd) if len(per_seed) >= 2 else math.nan
+    need = seeds_needed(a)
     raw = a.scalar("task_p")
     return {
         "id": a.q.id, "question": a.q.question, "role": a.role, "factor": a.factor,
