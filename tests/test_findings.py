@@ -357,3 +357,15 @@ def test_source_nets_at_chance_are_flagged_and_trained_ones_are_not():
     assert text.startswith("Warning: 2 of 3 source nets are not shown better than chance (1/4)")
     assert "s0 (0.250 on 40)" in text and "s2 (0.250 on 40)" in text and "s1" not in text
     assert chance_sources(frame([0.25]).drop(columns="source_val_images")) == ""  # older records: no check
+
+
+def test_a_distance_question_over_fewer_than_three_tasks_says_so(tmp_path):
+    for job, (target, d) in enumerate([("a", 1.0), ("b", 2.0)]):
+        for i, layer in enumerate(LAYERS):
+            write_job(tmp_path / "sw" / f"{job}-{i}", {"layer": layer, "target": target, "source": "imagefolder",
+                                                     "seed": 0, "distance_rank": None}, 0.5 + 0.01 * i, 0.5,
+                      distance={"pad": d})
+    items, _ = answers(load_results([tmp_path / "sw"]))
+    assert {a.q.id: a.reason for a in items} == {
+        q: "not answered: a question over distance needs at least 3 tasks; this sweep has 2"
+        for q in ("layer_gap_shrinks", "layer_optimum_shift")}

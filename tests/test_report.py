@@ -60,6 +60,25 @@ def test_report_cli_default_out_dir(fake_sweep):
     r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--baseline", "colour=red"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "must be factor=value with a factor in" in r.stderr
+    # a baseline value the sweep never ran, and an argument of the wrong type: one line each, exit 1, nothing written
+    for args, said in ((["--baseline", "layer=fc99"], "error: --baseline layer=fc99: no finished job of this sweep "
+                                                      "ran it; valid: "),
+                       (["--min-seeds", "abc"], "error: python -m src.report: argument --min-seeds: invalid int "
+                                                "value: 'abc'")):
+        r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--out", str(fake_sweep / "x"), *args],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and r.stderr.startswith(said) and r.stderr.count("\n") == 1, r.stderr
+        assert not (fake_sweep / "x").exists()
+
+
+def test_search_workers_refuse_bad_arguments_in_one_line():
+    for args, said in ((["0", "search=factors_tpe"], "n=0: need at least 1 worker"),
+                       (["2", "layer=fc6"], "no search= preset among the overrides (layer=fc6)"),
+                       (["two"], "argument n: invalid int value: 'two'")):
+        r = subprocess.run([sys.executable, "-m", "src.search.workers", *args], capture_output=True, text=True,
+                           timeout=60, cwd=REPO)
+        assert r.returncode == 1 and r.stderr.startswith(f"error: python -m src.search.workers: {said}"), r.stderr
+        assert r.stderr.count("\n") == 1
 
 
 def test_summary_command_summarises_a_sweep_that_died(fake_sweep):

@@ -8,16 +8,16 @@ report/).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
 
+from src.errors import ArgumentParser
 from src.report.build import build_report, parse_baseline
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m src.report", description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dirs", nargs="+")
     ap.add_argument("--out", default=None, help="output dir (default: <first sweep dir>/report)")
     ap.add_argument("--baseline", nargs="*", default=[], metavar="FACTOR=VALUE",
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     try:
         out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir,
-                           args.primary, args.min_seeds, plots=not args.no_plots)
+                           args.primary, args.min_seeds, plots=not args.no_plots,
+                           given=dict(p.split("=", 1) for p in args.baseline if "=" in p))
     except Exception as e:  # noqa: BLE001  (one line for the user; HYDRA_FULL_ERROR=1 as for src.main)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -51,6 +51,19 @@ def default_baseline() -> dict[str, Any]:
     return base
 
 
+def _check_given(df: pd.DataFrame, given: dict[str, str]) -> None:
+    """A baseline the user named (`--baseline factor=value`) that no finished job of the sweep ran: refused,
+    before anything is written, instead of a report whose baseline columns are all empty."""
+    ok = A.ok_rows(df)
+    for factor, value in given.items():
+        if factor not in ok or (factor == "snapshot" and value == "last"):
+            continue
+        values = A.sort_values(factor, list(ok[factor].dropna().unique()))
+        if str(value) not in {str(v) for v in values}:
+            raise SystemExit(f"error: --baseline {factor}={value}: no finished job of this sweep ran it; valid: "
+                             f"{', '.join(map(str, values)) or 'none'}")
+
+
 def parse_baseline(pairs: list[str]) -> dict[str, Any]:
     base = default_baseline()
     for pair in pairs:
@@ -63,7 +76,7 @@ def parse_baseline(pairs: list[str]) -> dict[str, Any]:
 
 def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict[str, Any] | None = None,
                  distance: bool = False, cache_dir: Path | None = None, primary: str | None = None,
-                 min_seeds: int | None = None, plots: bool = True) -> Path:
+                 min_seeds: int | None = None, plots: bool = True, given: dict[str, str] | None = None) -> Path:
     """Write the report of the sweeps in `dirs` to `out` (default: <first dir>/report). `primary`/`min_seeds`
     override the study's `report.primary` / `report.min_seeds` from the sweep's Hydra record. `plots=False`: the
     tables and findings without the PNG plots (drawing them is most of a report's time)."""
@@ -74,6 +87,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     df = load_results(dirs)
     if df.empty:  # checked before creating the output dir, so a failed report leaves nothing behind
         raise SystemExit(f"error: no result.json under {', '.join(map(str, dirs))}")
+    _check_given(df, given or {})
     study = read_study(dirs, primary, min_seeds)
     out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -212,8 +212,15 @@ def answer(q: Q.Question, ok: pd.DataFrame, factor: str, swept: list[str]) -> An
         return a
     if q.kind != "level":
         d = grid.distance
-        if not np.isfinite(d).all() or np.ptp(d) == 0:
+        if len(grid.tasks) < 3:  # a line over tasks, and its test over them, need 3
+            a.reason = (f"not answered: a question over distance needs at least 3 tasks; this sweep has "
+                        f"{len(grid.tasks)}")
+            return a
+        if not np.isfinite(d).all():
             a.reason = "not answered: the tasks have no distance axis (no shift, no measured distance)"
+            return a
+        if np.ptp(d) == 0:
+            a.reason = "not answered: every task is at the same distance"
             return a
     complete = np.isfinite(grid.test).all(axis=(0, 1)) & np.isfinite(grid.val).all(axis=(0, 1))
     a.defined = [s for s, c in zip(grid.seeds, complete) if c]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import src
 from src.argv import prepare
-from src.errors import ConfigError
+from src.errors import ArgumentParser, ConfigError
 
 
 def worker_args(args: list[str], i: int, base_dir: Path) -> list[str]:
@@ -34,12 +34,16 @@ def worker_args(args: list[str], i: int, base_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m src.search.workers", description=__doc__.split("\n\n")[0])
     p.add_argument("n", type=int, help="number of worker processes")
     p.add_argument("overrides", nargs=argparse.REMAINDER, help="python -m src.main arguments (a search= preset)")
     ns = p.parse_args(argv)
     if ns.n < 1:
         p.error(f"n={ns.n}: need at least 1 worker")
+    presets = sorted(f.stem for f in (src.REPO_ROOT / "conf" / "search").glob("*.yaml"))
+    if not any(a.split("=", 1)[0].lstrip("+") == "search" for a in ns.overrides):  # else each worker fails alone
+        p.error(f"no search= preset among the overrides ({' '.join(ns.overrides) or 'none'}): the workers share one "
+                f"Optuna study; valid: {', '.join(f'search={s}' for s in presets)}")
     env = dict(os.environ)
     try:
         args = prepare(list(ns.overrides), env)
