@@ -235,7 +235,7 @@ def main(cfg: DictConfig) -> float | list[float]:
     m, c = result["metrics"], result["cache"]
     what = (f"{cfg.target.metric}): {m['target_score']:.4f}" if m["target_score"] is not None
             else f"{m['estimator']} estimate): {m['estimator_score']:.4f}")
-    src_acc = "n/a (pretrained)" if m["source_val_acc"] is None else f"{m['source_val_acc']:.3f}"
+    src_acc = "n/a (not trained here)" if m["source_val_acc"] is None else f"{m['source_val_acc']:.3f}"
     print(
         f"target {cfg.target.name} ({what} | layer {cfg.layer} of "
         f"{cfg.arch.name}/{cfg.width.name}, source val acc {src_acc} | "

@@ -44,8 +44,10 @@ def _model_ref(cfg):
 FACTOR_TABLE: tuple[Factor, ...] = (
     Factor("source", lambda c, p: c.source.name),
     Factor("source_num_classes", lambda c, p: p.spec.num_classes if p else _get(c, "source.num_classes")),
-    Factor("source_images_per_class", lambda c, p: _get(c, "source.images_per_class")),
-    Factor("source_epochs", lambda c, p: _get(c, "source.epochs")),
+    # A library's net is not trained here: the source config's training sizes say nothing about it.
+    Factor("source_images_per_class", lambda c, p: None if p and p.spec.pretrained else
+           _get(c, "source.images_per_class")),
+    Factor("source_epochs", lambda c, p: None if p and p.spec.pretrained else _get(c, "source.epochs")),
     Factor("snapshot", lambda c, p: p.snapshot if p else _get(c, "source.snapshot")),
     Factor("arch", lambda c, p: c.arch.name),
     # A model library's net (arch=timm|torchvision|module|backbone): library:model[@weights]; None for the others.

@@ -79,7 +79,11 @@ class StagedLaunch:
         """The batch's plan; under `--plan` it is printed (with `plan_lines`) and the run ends here."""
         from src import sweep_plan
 
-        plan = sweep_plan.plan_sweep(cfgs)
+        try:
+            plan = sweep_plan.plan_sweep(cfgs)
+        except Exception:  # refused before any job ran (a replicate group with a bad member): leave no sweep dir
+            self._forget_sweep_dir(also=("progress.jsonl",))
+            raise
         if plan_only():
             print(sweep_plan.describe(plan, self.plan_lines(plan)))
             self._forget_sweep_dir()
@@ -105,11 +109,11 @@ class StagedLaunch:
         """What this launcher adds to the printed plan (how it will run it)."""
         return []
 
-    def _forget_sweep_dir(self) -> None:
-        """Hydra's sweeper saved multirun.yaml before the launcher ran: a sweep dir that holds nothing else was made
-        for this `--plan` and goes again."""
+    def _forget_sweep_dir(self, also: tuple[str, ...] = ()) -> None:
+        """Hydra's sweeper saved multirun.yaml before the launcher ran (and the progress callback its header, `also`):
+        a sweep dir that holds nothing else was made for this `--plan` or refused sweep and goes again."""
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
-        if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml"}:
+        if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml", *also}:
             shutil.rmtree(sweep_dir, ignore_errors=True)
             # and the parents Hydra made for it (multirun/experiment/<study>/) while they hold nothing else
             cwd = Path.cwd().resolve()

@@ -63,6 +63,8 @@ class SummaryCallback(Callback):
         # collections (statsmodels' multipletests calls gc.collect() on every call) need not walk it again.
         gc.freeze()
         sweep_dir = config.hydra.sweep.dir
+        if not Path(str(sweep_dir)).is_dir():  # refused before any job ran (its error says why): nothing to sum up
+            return
         if write_summary(sweep_dir) is None or not self.report:
             return
         try:
