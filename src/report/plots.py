@@ -62,13 +62,18 @@ def figures(df: pd.DataFrame, fd: dict[str, dict]):
         axis = layer_axis(df, set(table.columns)) if factor == "layer" else list(table.columns)
         x = [axis.index(c) for c in table.columns]
         fig, ax = figure(max(6.0, 0.55 * len(axis) + 3) + (1.6 if len(table) > 14 else 0.0), 4.4)
+        lo, hi = _seed_band(df, factor, table)
         for target, row in table.iterrows():
             c, m = styles[target]
             ax.plot(x, row.to_numpy(dtype=float), marker=m, color=c, label=f"{target} ({ranks[target]})")
+            if lo is not None:
+                ax.fill_between(x, lo.loc[target].to_numpy(float), hi.loc[target].to_numpy(float), color=c,
+                                alpha=0.12, lw=0)
         ax.set_xticks(range(len(axis)), [str(a) for a in axis], rotation=30 if len(axis) > 6 else 0)
         ax.set_xlabel(factor)
         ax.set_ylabel("test score (other factors chosen on val)")
-        ax.set_title(f"Target score vs {factor}")
+        ax.set_title(wrap(f"Target score vs {factor}" + ("; band: 95% t interval over source seeds"
+                                                          if lo is not None else ""), 45))
         legend_outside(fig, ax, len(table), title="target (distance)")
         ax.grid(alpha=0.3)
         yield f"score_vs_{factor}", fig
@@ -93,6 +98,23 @@ def figures(df: pd.DataFrame, fd: dict[str, dict]):
 
     for factor, entry in fd.items():
         yield f"optimal_{factor}_vs_distance", _optimal_vs_distance(df, factor, entry, styles)
+
+
+def _seed_band(df: pd.DataFrame, factor: str, table: pd.DataFrame):
+    """(lo, hi) tables shaped like `table`: per target and setting, the 95% t interval over source seeds of each
+    seed's score (its target samples averaged), cut at [0, 1]; (None, None) with fewer than 2 seeds."""
+    from src.report import stats as S
+
+    ok = A.ok_rows(df)
+    if "seed" not in ok or ok["seed"].astype(str).nunique() < 2:
+        return None, None
+    per = [A.score_by_setting(jobs, factor).reindex(index=table.index, columns=table.columns)
+           for _, jobs in ok.groupby(ok["seed"].astype(str))]
+    values = np.stack([p.to_numpy(float) for p in per], axis=-1)  # target x setting x seed
+    _, lo, hi, _ = S.t_interval(values)
+    lo, hi = S.within(lo, hi, 0.0, 1.0)
+    return (pd.DataFrame(lo, index=table.index, columns=table.columns),
+            pd.DataFrame(hi, index=table.index, columns=table.columns))
 
 
 def _per_seed_optimum(df: pd.DataFrame, factor: str) -> dict[str, list]:
