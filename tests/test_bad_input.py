@@ -273,6 +273,23 @@ def test_report_on_bad_dirs_is_one_line_and_leaves_no_report_dir(tmp_path):
     assert "unreadable" in (tmp_path / "s" / "report" / "results.csv").read_text()
 
 
+@pytest.mark.parametrize("module", ["src.report.summary", "src.report"])
+def test_summary_and_report_commands_on_bad_dirs_exit_1_with_one_line(tmp_path, module):
+    """`python -m src.report.summary DIR` fails as `python -m src.report DIR` does: a missing dir or one without a
+    result.json is one `error:` line and exit code 1 (not a warning and exit 0), and nothing is written."""
+    import subprocess
+    import sys
+
+    (tmp_path / "empty").mkdir()
+    for d, expected in ((tmp_path / "missing", f"error: {tmp_path / 'missing'} does not exist; give"),
+                        (tmp_path / "empty", f"error: no result.json under {tmp_path / 'empty'}")):
+        r = subprocess.run([sys.executable, "-m", module, str(d)], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), (r.returncode, r.stderr)
+    assert [p.name for p in tmp_path.rglob("*")] == ["empty"]  # no summary.csv, no report/
+
+
 # --- The real CLI: one line on stderr, exit code 1, nothing in the cache ------------------------------------
 
 
