@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -232,9 +233,19 @@ def test_weights_of_another_arch_name_the_file(make_cfg, cache_dir, tmp_path):
                                           "features.0.weight") as e:
         validate(make_cfg("arch=tv_alexnet", f"arch.weights={path}"))
     assert "\n" not in str(e.value)
-    path.write_bytes(b"garbage")
-    with pytest.raises(ConfigError, match=f"arch.weights={path} is not a readable weights file"):
-        validate(make_cfg("arch=tv_alexnet", f"arch.weights={path}"))
+    # Not a torch checkpoint: a text file renamed .pth, a pickle that would run code, an empty file. One complete
+    # line naming the key, the file and what it is not, with at most torch's first sentence (not its paragraphs).
+    for content, torch_says in ((b"garbage", "(UnpicklingError|KeyError|RuntimeError)"),
+                                (b"just some notes\nsaved as a .pth by mistake\n", "(UnpicklingError|KeyError)"),
+                                (b'cos\nsystem\n(S"true"\ntR.', r"UnpicklingError: Weights only load failed\.\)"),
+                                (b"", "EOFError")):
+        path.write_bytes(content)
+        with pytest.raises(ConfigError) as e:
+            validate(make_cfg("arch=tv_alexnet", f"arch.weights={path}"))
+        line = str(e.value)
+        assert re.fullmatch(f"arch.weights={path} is not a readable PyTorch checkpoint \\({torch_says}.*; give a "
+                            r"state dict saved by torch.save \(.pth .pt .bin\) or a .safetensors file", line), line
+        assert "\n" not in line and "PyTorch 2.6" not in line and len(line) < 400
 
 
 @pytest.mark.parametrize("argv,expected", [

@@ -20,8 +20,8 @@ from torch import nn
 
 from src import lazy_dynamo
 from src.errors import ConfigError
-from src.models.refs import (IMAGENET_MEAN, IMAGENET_STD, Ref, nearest_names, unwrap_state, weights_kind,
-                                  weights_path)
+from src.models.refs import (IMAGENET_MEAN, IMAGENET_STD, Ref, nearest_names, torch_load, unwrap_state,
+                             weights_kind, weights_path)
 from src.models.spec import ArchSpec, output_node
 
 lazy_dynamo.install()  # torchvision and timm, imported below when needed, without torch._dynamo
@@ -322,7 +322,7 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as e:
             raise ConfigError(f"arch.weights={path} is not a readable safetensors file ({e})") from None
-    return unwrap_state(torch.load(path, map_location="cpu", weights_only=True))
+    return unwrap_state(torch_load(path))
 
 
 def load(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None, weights: Path | None = None) -> nn.Module:
