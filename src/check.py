@@ -101,17 +101,29 @@ def missing_keys(cfg: DictConfig, plain: dict | None = None) -> list[str]:
     return sorted(OmegaConf.missing_keys(cfg)) if _has_marker(plain) else []
 
 
-def check_writable_dir(key: str, value: Any) -> None:
-    """A directory we will write into: not a file, creatable and writable. Creates nothing."""
+def check_writable_dir(key: str, value: Any, env: str | None = None) -> None:
+    """A directory we will write into: not a file, creatable and writable. Leaves nothing behind: where it does not
+    exist yet, a probe directory is made in its deepest existing parent and removed at once (os.access cannot tell
+    that /proc/x cannot be created, nor that a root user's read-only mount cannot be written). `env`: the variable
+    the config's default reads (TRANSFER_CACHE_DIR), named when the value came from it."""
+    import tempfile
+
     path = Path(os.path.expanduser(str(value)))
+    named = f"{key}={path}" + (f" (set by {env})" if env and os.environ.get(env) == str(value) else "")
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is None:
-        raise ConfigError(f"{key}={path}: none of its parents exists")
+        raise ConfigError(f"{named}: none of its parents exists")
     if not existing.is_dir():
         what = "is a file" if existing == path else f"has a file in its path ({existing})"
-        raise ConfigError(f"{key}={path} {what}; point it at a directory")
+        raise ConfigError(f"{named} {what}; point it at a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={path} is not writable ({existing} is read-only for this user)")
+        raise ConfigError(f"{named} is not writable ({existing} is read-only for this user)")
+    if existing != path:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.check-", dir=existing))
+        except OSError as e:
+            raise ConfigError(f"{named} cannot be created ({existing} refuses a new directory: "
+                              f"{e.strerror or type(e).__name__}); point it at a writable directory") from None
 
 
 def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
@@ -121,7 +133,7 @@ def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
     if missing:
         raise ConfigError(f"{missing[0]} is required (it is ??? in the config); set it, e.g. {missing[0]}=...")
     check_config(cfg if plain is None else plain)  # every key known, every value of its type, range or choices
-    check_writable_dir("paths.cache_dir", cfg.paths.cache_dir)
+    check_writable_dir("paths.cache_dir", cfg.paths.cache_dir, env="TRANSFER_CACHE_DIR")
     n_classes = _source(cfg)
     spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes, cfg.arch, cfg.paths.cache_dir)
     try:

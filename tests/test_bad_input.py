@@ -121,6 +121,7 @@ CASES: list[tuple[str, str]] = [
     ("paths.cache_dir=''", "paths.cache_dir='' is empty"),
     ("paths.cache_dir={tmp}/a_file", "is a file"),
     ("paths.cache_dir={tmp}/a_file/sub", "has a file in its path"),
+    ("paths.cache_dir=/proc/nope/cache", "paths.cache_dir=/proc/nope/cache "),  # test_cache_dir_... says more
 ]
 
 
@@ -248,6 +249,22 @@ def test_weights_of_another_arch_name_the_file(make_cfg, cache_dir, tmp_path):
         assert "\n" not in line and "PyTorch 2.6" not in line and len(line) < 400
 
 
+def test_cache_dir_that_cannot_be_created_is_named(tmp_path, monkeypatch):
+    """/proc looks writable (os.access says yes to root) but refuses a new directory: the check tries one (in the
+    deepest existing parent, removed at once) and names the key, the value and why, or the env var that set it."""
+    from src.check import check_writable_dir
+
+    expected = r"(cannot be created \(/proc refuses a new directory: .+\)|is not writable \(/proc is read-only)"
+    with pytest.raises(ConfigError, match=f"^paths.cache_dir=/proc/nope {expected}") as e:
+        check_writable_dir("paths.cache_dir", "/proc/nope", env="TRANSFER_CACHE_DIR")
+    assert "\n" not in str(e.value)
+    monkeypatch.setenv("TRANSFER_CACHE_DIR", "/proc/nope")
+    with pytest.raises(ConfigError, match=f"^paths.cache_dir=/proc/nope .set by TRANSFER_CACHE_DIR. {expected}"):
+        check_writable_dir("paths.cache_dir", "/proc/nope", env="TRANSFER_CACHE_DIR")
+    check_writable_dir("paths.cache_dir", tmp_path / "a" / "cache", env="TRANSFER_CACHE_DIR")
+    assert list(tmp_path.iterdir()) == []  # the probe is gone, nothing was created
+
+
 @pytest.mark.parametrize("argv,expected", [
     (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is out of range; valid: 1..100000"),
     (["hydra.sweeper.n_trials=many"], "hydra.sweeper.n_trials=.many. must be an integer"),
@@ -311,6 +328,7 @@ def test_summary_and_report_commands_on_bad_dirs_exit_1_with_one_line(tmp_path, 
     (["arch=foo"], "error: In 'config': Could not find 'arch/foo'; Available options in 'arch': alexnet, backbone, module, resnet, timm, "
                      "torchvision, tv_alexnet"),
     (["search=factors_tpe", "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0 is out of range"),
+    (["TRANSFER_CACHE_DIR=/proc/nope"], "error: paths.cache_dir=/proc/nope (set by TRANSFER_CACHE_DIR) "),
     (["source=imagefolder", "source.root={tmp}/corrupt"],
      "error: UnreadableImageError: cannot read image {tmp}/corrupt/b/1.jpg"),
 ])
@@ -319,9 +337,11 @@ def test_cli_prints_one_line_and_exits_1(tmp_path, args, expected):
     (root / "b" / "1.jpg").write_bytes((root / "b" / "0.jpg").read_bytes()[:200])  # truncated
     cache = tmp_path / "cache"
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    env = {"TRANSFER_CACHE_DIR": str(cache)} | dict(a.split("=", 1) for a in args if a.startswith("TRANSFER_"))
+    args = [a for a in args if not a.startswith("TRANSFER_")]  # an environment variable, not an argument
     t0, cpu0 = time.perf_counter(), children_cpu()
-    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                env={"TRANSFER_CACHE_DIR": str(cache)}, timeout=300)
+    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=env,
+                timeout=300)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1, r.stderr[-3000:]
     assert lines[0].startswith(expected.replace("{tmp}", str(tmp_path))), lines[0]
