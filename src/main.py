@@ -25,6 +25,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import src  # noqa: F401  (registers the ${repo_root:} resolver)
 from src import tracking
@@ -95,8 +96,11 @@ def _clock(start: float, imported: float | None) -> dict[str, Any]:
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Check and run one experiment, writing `out_dir/result.json` (a `Result`) whether it succeeds or fails."""
     t0, start, imported = time.perf_counter(), time.time(), None
-    plain = OmegaConf.to_container(cfg, resolve=True)  # once: the resume hash and the schema check both read it
-    digest = config_hash(plain)
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)  # once: the resume hash and the schema check both read it
+    except OmegaConfBaseException:  # an interpolation to a ??? value (target.data.root: ${..root}): the check names it
+        plain = None
+    digest = config_hash(plain) if plain is not None else ""
     plan = None
     try:
         tracking.check(cfg)
@@ -190,8 +194,8 @@ def previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         prev = json.loads((out_dir / RESULT).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    same = prev.get("config_hash") == config_hash(cfg)
-    return prev if same and prev.get("status") == "ok" else None
+    ok = prev.get("status") == "ok"  # first: a config that does not resolve has only failed results
+    return prev if ok and prev.get("config_hash") == config_hash(cfg) else None
 
 
 def job_config(cfg: DictConfig, hc: DictConfig, out_dir: Path) -> None:

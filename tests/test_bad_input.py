@@ -61,6 +61,8 @@ CASES: list[tuple[str, str]] = [
     ("source.snapshot=0", "source.snapshot=0"),
     ("source.snapshot=9", "source.snapshot=9 is past source.epochs=2"),
     ("source.kind=foo", "source.kind='foo' is unknown"),
+    ("source=imagefolder", "source.root is required (it is ??? in the config); set it, e.g. source.root=... "
+                           "(imagefolder source: the ImageFolder tree)"),
     ("source=imagefolder source.root={tmp}/nowhere", "does not exist"),
     ("source=imagefolder source.root={tmp}/one_class", "needs 2 or more"),
     ("source=imagenet_torchvision", "needs a pretrained arch"),
@@ -111,6 +113,9 @@ CASES: list[tuple[str, str]] = [
     ("target.data.seed=-1", "target.data.seed=-1"),
     ("target=digits target.data.train_per_class=500", "digits splits ask for"),
     ("target.data.task=foo", "target.data.task='foo' is unknown"),
+    # target.data.root reads target.root (${..root}): the line names the key to set, and the one that reads it
+    ("target=imagefolder", "target.root is required (it is ??? in the config; target.data.root reads it); set it, "
+                           "e.g. target.root=... (imagefolder target: the ImageFolder tree)"),
     ("target=imagefolder target.root={tmp}/nowhere", "does not exist"),
     ("target=imagefolder target.root={tmp}/one_class", "needs 2 or more"),
     ("target=imagefolder target.root={tmp}/empty_class", "has no images"),
@@ -328,6 +333,7 @@ def test_summary_and_report_commands_on_bad_dirs_exit_1_with_one_line(tmp_path, 
     (["arch=foo"], "error: In 'config': Could not find 'arch/foo'; Available options in 'arch': alexnet, backbone, module, resnet, timm, "
                      "torchvision, tv_alexnet"),
     (["search=factors_tpe", "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0 is out of range"),
+    (["target=imagefolder"], "error: target.root is required (it is ??? in the config; target.data.root reads it)"),
     (["TRANSFER_CACHE_DIR=/proc/nope"], "error: paths.cache_dir=/proc/nope (set by TRANSFER_CACHE_DIR) "),
     (["source=imagefolder", "source.root={tmp}/corrupt"],
      "error: UnreadableImageError: cannot read image {tmp}/corrupt/b/1.jpg"),
