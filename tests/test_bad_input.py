@@ -72,6 +72,14 @@ CASES: list[tuple[str, str]] = [
     ("arch=vgg depth=7", "depth"),
     ("layer=conv9", "valid layers"),
     ("pooling=median", "pooling='median' is unknown; valid: avg, max, spp"),
+    # a model library's normalisation: one value per input channel (RGB), std > 0; found before the model is
+    # described (no torch), not as a tensor-size error in the first extraction
+    ("arch=timm arch.model=resnet18 arch.mean=[0.5,0.5]", "arch.mean=[0.5, 0.5] has 2 values; valid: one per input "
+                                                          "channel, 3 (RGB), e.g. arch.mean=[0.5,0.5,0.5]"),
+    ("arch=torchvision arch.std=[0.2,0.2,0.2,0.2]", "arch.std=[0.2, 0.2, 0.2, 0.2] has 4 values; valid: one per "
+                                                    "input channel, 3 (RGB)"),
+    ("arch=timm arch.model=resnet18 arch.std=[0.2,0.2,0]", "arch.std has 0; every entry must be > 0"),
+    ("arch=timm arch.model=resnet18 arch.std=[0.2,-0.2,0.2]", "arch.std has -0.2; every entry must be > 0"),
     # trainer
     ("trainer.optim.name=foo", "trainer.optim.name='foo' is unknown; valid: sgd, adamw"),
     ("trainer.optim.lr=0", "trainer.optim.lr=0"),
@@ -333,6 +341,8 @@ def test_summary_and_report_commands_on_bad_dirs_exit_1_with_one_line(tmp_path, 
     (["arch=foo"], "error: In 'config': Could not find 'arch/foo'; Available options in 'arch': alexnet, backbone, module, resnet, timm, "
                      "torchvision, tv_alexnet"),
     (["search=factors_tpe", "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0 is out of range"),
+    (["arch=timm", "arch.model=resnet18", "arch.mean=[0.5,0.5]"], "error: arch.mean=[0.5, 0.5] has 2 values; "
+                                                                    "valid: one per input channel, 3 (RGB)"),
     (["target=imagefolder"], "error: target.root is required (it is ??? in the config; target.data.root reads it)"),
     (["TRANSFER_CACHE_DIR=/proc/nope"], "error: paths.cache_dir=/proc/nope (set by TRANSFER_CACHE_DIR) "),
     (["source=imagefolder", "source.root={tmp}/corrupt"],
