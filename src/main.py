@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -249,6 +250,26 @@ def main(cfg: DictConfig) -> float | list[float]:
     return objective(cfg, result)
 
 
+def unknown_override(e: BaseException) -> ConfigError | None:
+    """Hydra's "Could not override 'key'" (a plain `key=value` whose key the composed config lacks) as the config
+    check's line for an unknown key (`src.schema.absent_key`: the nearest valid key, or where the key is valid);
+    None for any other error, and for Hydra's own keys."""
+    from src.schema import absent_key
+
+    found = re.search(r"Could not override '([^']+)'\.\s*To append to your config use \+(\S+)", str(e))
+    if found is None or not type(e).__module__.startswith("hydra"):
+        return None
+    cause = e.__cause__  # OmegaConf's error: the node that lacks the key, and the first missing part's full key
+    parent = getattr(cause, "parent_node", None)
+    missing = str(getattr(cause, "full_key", "") or "")
+    parent_path = missing.rpartition(".")[0] if found.group(1).startswith(missing) else ""
+    try:
+        root = parent._get_root() if isinstance(parent, DictConfig) else None
+    except Exception:  # noqa: BLE001  (only names the group's choice)
+        root = None
+    return absent_key(found.group(1), found.group(2), parent, parent_path, root)
+
+
 def one_line(e: BaseException) -> str:
     """An exception as one line: Hydra's multi-line messages (e.g. the available options) joined with '; '."""
     text = str(e).split("Config search path")[0]  # Hydra's search path is noise for a user
@@ -294,6 +315,8 @@ def run_cli() -> None:
         if "Record does not exist" in str(e):  # Optuna's study.best_trial when no trial finished
             sys.exit("error: every trial of the Optuna study failed, so it has no best trial; each job's "
                      "result.json under the sweep dir says why (hydra.sweeper.n_trials=... to try more)")
+        if (unknown := unknown_override(e)) is not None:  # source.num_clases=10: as +source.num_clases=10 says it
+            sys.exit(f"error: {unknown}")
         sys.exit(f"error: {one_line(e)} (HYDRA_FULL_ERROR=1 for the traceback)")
 
 

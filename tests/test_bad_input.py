@@ -217,6 +217,46 @@ def test_bad_input_is_one_line_before_any_work(fixtures, cache_dir, overrides, e
     assert not cache_dir.exists()  # nothing was written to the cache
 
 
+STUDIES = "experiment=depth_study, distance_study, diversity_density, early_stopping, layer_study, width_study"
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    # a typo without `+`: the nearest valid key, the line `+source.num_clases=10` gets from the config check
+    ("source.num_clases=10", "source.num_clases is not a config key; nearest valid key: source.num_classes "),
+    ("sead=3", "sead is not a config key; nearest valid key: seed "),
+    # a key that only experiment presets set: where it is valid, and the `+` that adds it without one
+    ("report.min_seeds=1", f"report.min_seeds is not in this config: {STUDIES} set it (report.min_seeds=1 "
+                           "overrides it there; without one, add it with +report.min_seeds=1)"),
+    # a key of other targets: this target's keys there, and its own name for it
+    ("target=synth_multilabel target.data.train_per_class=12",
+     "target.data.train_per_class is not a key of target=synth_multilabel; valid keys of target.data: task, "
+     "num_classes, train_images, val_images, test_images, family_seed, seed (nearest: target.data.train_images); "
+     "target.data.train_per_class belongs to target=digits, synth_attributes, "),
+    ("source.root=/data/x", "source.root is not a key of source=synthetic; valid keys of source: name, kind, "),
+    # a node of the user's own keys: the `+` that adds one
+    ("arch=timm arch.kwargs.img_size=64", "arch.kwargs.img_size: arch.kwargs holds keys of your own, not in the "
+                                          "config until added; add this one with +arch.kwargs.img_size=64"),
+])
+def test_override_of_a_key_the_config_lacks_is_one_line_naming_where_it_is_valid(overrides, expected):
+    """Hydra's "Could not override 'key'. To append ... use +key=..." (what a plain key=value whose key the
+    composed config lacks gets) becomes the config check's line (src.main.unknown_override, which the CLI prints)."""
+    from src.main import unknown_override
+
+    with initialize_config_dir(str(REPO / "conf")):
+        with pytest.raises(HydraException) as e:
+            compose("config", overrides=overrides.split())
+        line = str(unknown_override(e.value))
+        assert line.startswith(expected) and "\n" not in line, line
+        if "not a config key" in expected:  # the same line as the `+` form's (the config check's)
+            with pytest.raises(ConfigError) as plus:
+                validate(compose("config", overrides=["+" + overrides]))
+            assert str(plus.value) == line
+        assert compose("config", overrides=["experiment=depth_study", "report.min_seeds=1"]).report.min_seeds == 1
+    with initialize_config_dir(str(REPO / "conf")), pytest.raises(HydraException) as e:  # Hydra's own keys: its line
+        compose("config", overrides=["hydra.sweeper.n_trial=3"], return_hydra_config=True)
+    assert unknown_override(e.value) is None
+
+
 def test_defaults_and_tiny_config_pass(make_cfg):
     assert validate(make_cfg()).snapshot == 2 and validate(make_cfg(tiny=False)).snapshot == 10
 
@@ -343,6 +383,8 @@ def test_summary_and_report_commands_on_bad_dirs_exit_1_with_one_line(tmp_path, 
     (["search=factors_tpe", "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0 is out of range"),
     (["arch=timm", "arch.model=resnet18", "arch.mean=[0.5,0.5]"], "error: arch.mean=[0.5, 0.5] has 2 values; "
                                                                     "valid: one per input channel, 3 (RGB)"),
+    (["source.num_clases=10"], "error: source.num_clases is not a config key; nearest valid key: source.num_classes "),
+    (["report.min_seeds=1"], "error: report.min_seeds is not in this config: experiment=depth_study, "),
     (["target=imagefolder"], "error: target.root is required (it is ??? in the config; target.data.root reads it)"),
     (["TRANSFER_CACHE_DIR=/proc/nope"], "error: paths.cache_dir=/proc/nope (set by TRANSFER_CACHE_DIR) "),
     (["source=imagefolder", "source.root={tmp}/corrupt"],
