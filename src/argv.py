@@ -31,6 +31,7 @@ OVERLAY_GROUPS = ("search", "experiment")
 PLAN_FLAG = "--plan"
 PLAN_ONLY = "TRANSFER_PLAN_ONLY"  # read by the launchers (hydra_plugins/transferfactors_plugins/staged.py)
 N_TRIALS = Int(1, 100_000, "Optuna trials")
+REPLICATES = Int(1, 1000, "source seeds (replicates=N: seeds 0..N-1)")
 
 
 def overlay_multirun_args(argv: list[str]) -> list[str]:
@@ -79,7 +80,6 @@ def check_services(argv: list[str]) -> None:
 
 
 REPLICATES_ARG = "replicates="
-REPLICATES_MAX = 1000
 
 
 def expand_replicates(argv: list[str]) -> list[str]:
@@ -99,9 +99,10 @@ def expand_replicates(argv: list[str]) -> list[str]:
     try:
         n = int(value)
     except ValueError:
-        n = 0
-    if not 1 <= n <= REPLICATES_MAX or str(n) != value.strip():
-        raise ConfigError(f"replicates={value!r} must be an integer; valid: 1..{REPLICATES_MAX}")
+        n = None
+    if n is None or str(n) != value.strip():  # int() also takes '1_0' and '+3'
+        raise ConfigError(f"replicates={value!r} must be an integer; valid: {REPLICATES.valid()}")
+    REPLICATES.check("replicates", n)  # replicates=0 is out of range; valid: 1..1000
     clash = [a for a in argv if a.lstrip("+~").split("=", 1)[0] in ("seed", "target.data.seed")]
     if clash:
         raise ConfigError(f"replicates={n} sets seed and target.data.seed itself; drop {', '.join(clash)} "

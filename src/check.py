@@ -101,17 +101,49 @@ def missing_keys(cfg: DictConfig, plain: dict | None = None) -> list[str]:
     return sorted(OmegaConf.missing_keys(cfg)) if _has_marker(plain) else []
 
 
-def check_writable_dir(key: str, value: Any) -> None:
-    """A directory we will write into: not a file, creatable and writable. Creates nothing."""
+def required(cfg: DictConfig, missing: list[str]) -> str:
+    """The line for missing values: the key that is ??? itself (target.root), not one that only reads it
+    (target.data.root: ${..root}), and what it should be (its schema entry)."""
+    from src.schema import declared
+
+    def literal(key: str) -> bool:  # ??? itself, not an interpolation to it
+        parent, _, leaf = key.rpartition(".")
+        try:
+            return OmegaConf.is_missing(OmegaConf.select(cfg, parent) if parent else cfg, leaf)
+        except Exception:  # a list item (d[1]) and the like: taken as it is
+            return True
+
+    key = next((k for k in missing if literal(k)), missing[0])
+    readers = [k for k in missing if k != key and not literal(k)]
+    read = f"; {', '.join(readers)} read{'s' if len(readers) == 1 else ''} it" if readers else ""
+    field = declared().get(key)
+    what = f" ({field.doc})" if field is not None and field.doc else ""
+    return f"{key} is required (it is ??? in the config{read}); set it, e.g. {key}=...{what}"
+
+
+def check_writable_dir(key: str, value: Any, env: str | None = None) -> None:
+    """A directory we will write into: not a file, creatable and writable. Leaves nothing behind: where it does not
+    exist yet, a probe directory is made in its deepest existing parent and removed at once (os.access cannot tell
+    that /proc/x cannot be created, nor that a root user's read-only mount cannot be written). `env`: the variable
+    the config's default reads (TRANSFER_CACHE_DIR), named when the value came from it."""
+    import tempfile
+
     path = Path(os.path.expanduser(str(value)))
+    named = f"{key}={path}" + (f" (set by {env})" if env and os.environ.get(env) == str(value) else "")
     existing = next((p for p in (path, *path.parents) if p.exists()), None)
     if existing is None:
-        raise ConfigError(f"{key}={path}: none of its parents exists")
+        raise ConfigError(f"{named}: none of its parents exists")
     if not existing.is_dir():
         what = "is a file" if existing == path else f"has a file in its path ({existing})"
-        raise ConfigError(f"{key}={path} {what}; point it at a directory")
+        raise ConfigError(f"{named} {what}; point it at a directory")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"{key}={path} is not writable ({existing} is read-only for this user)")
+        raise ConfigError(f"{named} is not writable ({existing} is read-only for this user)")
+    if existing != path:
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.check-", dir=existing))
+        except OSError as e:
+            raise ConfigError(f"{named} cannot be created ({existing} refuses a new directory: "
+                              f"{e.strerror or type(e).__name__}); point it at a writable directory") from None
 
 
 def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
@@ -119,9 +151,9 @@ def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
     caller has it (a missing value stays `???` in it)."""
     missing = missing_keys(cfg, plain)
     if missing:
-        raise ConfigError(f"{missing[0]} is required (it is ??? in the config); set it, e.g. {missing[0]}=...")
+        raise ConfigError(required(cfg, missing))
     check_config(cfg if plain is None else plain)  # every key known, every value of its type, range or choices
-    check_writable_dir("paths.cache_dir", cfg.paths.cache_dir)
+    check_writable_dir("paths.cache_dir", cfg.paths.cache_dir, env="TRANSFER_CACHE_DIR")
     n_classes = _source(cfg)
     spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes, cfg.arch, cfg.paths.cache_dir)
     try:

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import sys
 import time
@@ -25,6 +26,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import src  # noqa: F401  (registers the ${repo_root:} resolver)
 from src import tracking
@@ -95,8 +97,11 @@ def _clock(start: float, imported: float | None) -> dict[str, Any]:
 def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
     """Check and run one experiment, writing `out_dir/result.json` (a `Result`) whether it succeeds or fails."""
     t0, start, imported = time.perf_counter(), time.time(), None
-    plain = OmegaConf.to_container(cfg, resolve=True)  # once: the resume hash and the schema check both read it
-    digest = config_hash(plain)
+    try:
+        plain = OmegaConf.to_container(cfg, resolve=True)  # once: the resume hash and the schema check both read it
+    except OmegaConfBaseException:  # an interpolation to a ??? value (target.data.root: ${..root}): the check names it
+        plain = None
+    digest = config_hash(plain) if plain is not None else ""
     plan = None
     try:
         tracking.check(cfg)
@@ -190,8 +195,8 @@ def previous_result(out_dir: Path, cfg: DictConfig) -> dict[str, Any] | None:
         prev = json.loads((out_dir / RESULT).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
-    same = prev.get("config_hash") == config_hash(cfg)
-    return prev if same and prev.get("status") == "ok" else None
+    ok = prev.get("status") == "ok"  # first: a config that does not resolve has only failed results
+    return prev if ok and prev.get("config_hash") == config_hash(cfg) else None
 
 
 def job_config(cfg: DictConfig, hc: DictConfig, out_dir: Path) -> None:
@@ -245,6 +250,26 @@ def main(cfg: DictConfig) -> float | list[float]:
     return objective(cfg, result)
 
 
+def unknown_override(e: BaseException) -> ConfigError | None:
+    """Hydra's "Could not override 'key'" (a plain `key=value` whose key the composed config lacks) as the config
+    check's line for an unknown key (`src.schema.absent_key`: the nearest valid key, or where the key is valid);
+    None for any other error, and for Hydra's own keys."""
+    from src.schema import absent_key
+
+    found = re.search(r"Could not override '([^']+)'\.\s*To append to your config use \+(\S+)", str(e))
+    if found is None or not type(e).__module__.startswith("hydra"):
+        return None
+    cause = e.__cause__  # OmegaConf's error: the node that lacks the key, and the first missing part's full key
+    parent = getattr(cause, "parent_node", None)
+    missing = str(getattr(cause, "full_key", "") or "")
+    parent_path = missing.rpartition(".")[0] if found.group(1).startswith(missing) else ""
+    try:
+        root = parent._get_root() if isinstance(parent, DictConfig) else None
+    except Exception:  # noqa: BLE001  (only names the group's choice)
+        root = None
+    return absent_key(found.group(1), found.group(2), parent, parent_path, root)
+
+
 def one_line(e: BaseException) -> str:
     """An exception as one line: Hydra's multi-line messages (e.g. the available options) joined with '; '."""
     text = str(e).split("Config search path")[0]  # Hydra's search path is noise for a user
@@ -290,6 +315,8 @@ def run_cli() -> None:
         if "Record does not exist" in str(e):  # Optuna's study.best_trial when no trial finished
             sys.exit("error: every trial of the Optuna study failed, so it has no best trial; each job's "
                      "result.json under the sweep dir says why (hydra.sweeper.n_trials=... to try more)")
+        if (unknown := unknown_override(e)) is not None:  # source.num_clases=10: as +source.num_clases=10 says it
+            sys.exit(f"error: {unknown}")
         sys.exit(f"error: {one_line(e)} (HYDRA_FULL_ERROR=1 for the traceback)")
 
 

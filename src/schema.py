@@ -255,6 +255,78 @@ def _nearest(path: str, keys: dict[str, Field]) -> str:
     return f"; nearest valid key: {near[0]} (`python -m src.schema` lists every key)"
 
 
+def absent_key(key: str, override: str, parent: Any = None, parent_path: str = "", root: Any = None
+               ) -> ConfigError | None:
+    """The line for a plain override (`key=value`, no `+`) of a key the composed config does not hold (Hydra's
+    "Could not override"): a typo gets the nearest valid key, as `+key=value` does (`_nearest`); a key that is
+    valid only with other choices (`target.data.train_per_class` with target=synth_multilabel, `report.min_seeds`
+    without an experiment preset) gets the keys this config has there and the options that set it; a key under a
+    node of the user's own keys (`arch.kwargs`) gets the `+` to add it. `parent`: the deepest node of the config on
+    the key's path (at `parent_path`, "" for the root); `root`: the config. None for Hydra's own keys (`hydra.`)."""
+    if key == "hydra" or key.startswith("hydra."):
+        return None
+    keys = declared()
+    parts = key.split(".")
+    for i in range(1, len(parts)):
+        prefix = ".".join(parts[:i])
+        if prefix in keys and keys[prefix].kind == "node" and keys[prefix].free:
+            return ConfigError(f"{key}: {prefix} holds keys of your own, not in the config until added; add "
+                               f"this one with +{override}")
+    if key not in keys:
+        return ConfigError(f"{key} is not a config key{_nearest(key, keys)}")
+    setters = _options(set_by(key))
+    if parent_path and isinstance(parent, DictConfig):
+        group = parts[0]
+        choice = OmegaConf.select(root, f"{group}.name", default=None) if isinstance(root, DictConfig) else None
+        here = f"{group}={choice}" if isinstance(choice, str) else "this config"
+        have = [str(k) for k in parent.keys()]
+        leaf = key[len(parent_path) + 1:]
+        near = ([h for h in have if h.split("_")[0] == leaf.split("_")[0]][:1]
+                or difflib.get_close_matches(leaf, have, n=1, cutoff=0.6))
+        text = (f"{key} is not a key of {here}; valid keys of {parent_path}: {', '.join(have)}"
+                + (f" (nearest: {parent_path}.{near[0]})" if near else ""))
+        return ConfigError(text + (f"; {key} belongs to {setters}" if setters else ""))
+    if setters:
+        return ConfigError(f"{key} is not in this config: {setters} set it ({override} overrides it there; "
+                           f"without one, add it with +{override})")
+    return ConfigError(f"{key} is not in this config; add it with +{override}")
+
+
+def set_by(key: str) -> list[str]:
+    """The config options (`group=option`) whose file sets `key` (their package: the group, or `_global_`)."""
+    import yaml
+
+    import src
+
+    found = []
+    for path in sorted((src.REPO_ROOT / "conf").glob("*/*.yaml")):
+        group = path.parent.name
+        if group == "hydra":
+            continue
+        text = path.read_text()
+        node: Any = yaml.safe_load(text)
+        if "@package _global_" not in text.split("\n", 1)[0]:
+            node = {group: node}
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            found.append(f"{group}={path.stem}")
+    return found
+
+
+def _options(options: list[str], most: int = 6) -> str:
+    """`target=a, b, c (+4 more)`: options of one group (or of several: `group=a, other=b`)."""
+    groups: dict[str, list[str]] = {}
+    for o in options:
+        group, _, name = o.partition("=")
+        groups.setdefault(group, []).append(name)
+    parts = []
+    for group, names in groups.items():
+        more = f" (+{len(names) - most} more)" if len(names) > most else ""
+        parts.append(f"{group}={', '.join(names[:most])}{more}")
+    return "; ".join(parts)
+
+
 def check_config(cfg: DictConfig | dict) -> None:
     """Every key declared and every value of its declared type, range or choices (the `hydra` node is Hydra's)."""
     plain = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)

@@ -144,6 +144,18 @@ def task_config(sweep_cfg: DictConfig, out_dir: Path | None = None) -> DictConfi
     return cfg
 
 
+def _unresolvable(sweep_cfg: DictConfig, e: Exception) -> str:
+    """Why a job's config does not resolve, in one line: a ??? value it reads as the job's own check names it
+    (target.root for target.data.root: ${..root}), else the resolver's error."""
+    from src.check import missing_keys, required
+
+    try:
+        missing = [k for k in missing_keys(sweep_cfg) if not k.startswith("hydra.")]
+    except Exception:  # noqa: BLE001  (the resolver's own error then)
+        missing = []
+    return required(sweep_cfg, missing) if missing else " ".join(f"{type(e).__name__}: {e}".split())
+
+
 def _uses_hydra_resolver(cfg: DictConfig, overrides: Sequence[str]) -> bool:
     """Whether a job's config reads Hydra's own config (`${hydra:...}`): then each job's is set while it is
     planned, as it will be while it runs (a copy per job, which plain configs do not need)."""
@@ -226,7 +238,7 @@ def plan_sweep(sweep_cfgs: Sequence[DictConfig], nums: Sequence[int] | None = No
             cfg = task_config(sweep_cfg, out_dir)
             cache_dir = str(cfg.paths.cache_dir)
         except Exception as e:  # noqa: BLE001  (an interpolation that fails: the job records it)
-            jobs.append(Job(num, overrides, str(out_dir), "invalid", error=f"{type(e).__name__}: {e}"))
+            jobs.append(Job(num, overrides, str(out_dir), "invalid", error=_unresolvable(sweep_cfg, e)))
             continue
         if previous_result(out_dir, cfg) is not None:
             jobs.append(Job(num, overrides, str(out_dir), "done"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -60,6 +61,8 @@ CASES: list[tuple[str, str]] = [
     ("source.snapshot=0", "source.snapshot=0"),
     ("source.snapshot=9", "source.snapshot=9 is past source.epochs=2"),
     ("source.kind=foo", "source.kind='foo' is unknown"),
+    ("source=imagefolder", "source.root is required (it is ??? in the config); set it, e.g. source.root=... "
+                           "(imagefolder source: the ImageFolder tree)"),
     ("source=imagefolder source.root={tmp}/nowhere", "does not exist"),
     ("source=imagefolder source.root={tmp}/one_class", "needs 2 or more"),
     ("source=imagenet_torchvision", "needs a pretrained arch"),
@@ -69,6 +72,14 @@ CASES: list[tuple[str, str]] = [
     ("arch=vgg depth=7", "depth"),
     ("layer=conv9", "valid layers"),
     ("pooling=median", "pooling='median' is unknown; valid: avg, max, spp"),
+    # a model library's normalisation: one value per input channel (RGB), std > 0; found before the model is
+    # described (no torch), not as a tensor-size error in the first extraction
+    ("arch=timm arch.model=resnet18 arch.mean=[0.5,0.5]", "arch.mean=[0.5, 0.5] has 2 values; valid: one per input "
+                                                          "channel, 3 (RGB), e.g. arch.mean=[0.5,0.5,0.5]"),
+    ("arch=torchvision arch.std=[0.2,0.2,0.2,0.2]", "arch.std=[0.2, 0.2, 0.2, 0.2] has 4 values; valid: one per "
+                                                    "input channel, 3 (RGB)"),
+    ("arch=timm arch.model=resnet18 arch.std=[0.2,0.2,0]", "arch.std has 0; every entry must be > 0"),
+    ("arch=timm arch.model=resnet18 arch.std=[0.2,-0.2,0.2]", "arch.std has -0.2; every entry must be > 0"),
     # trainer
     ("trainer.optim.name=foo", "trainer.optim.name='foo' is unknown; valid: sgd, adamw"),
     ("trainer.optim.lr=0", "trainer.optim.lr=0"),
@@ -110,6 +121,9 @@ CASES: list[tuple[str, str]] = [
     ("target.data.seed=-1", "target.data.seed=-1"),
     ("target=digits target.data.train_per_class=500", "digits splits ask for"),
     ("target.data.task=foo", "target.data.task='foo' is unknown"),
+    # target.data.root reads target.root (${..root}): the line names the key to set, and the one that reads it
+    ("target=imagefolder", "target.root is required (it is ??? in the config; target.data.root reads it); set it, "
+                           "e.g. target.root=... (imagefolder target: the ImageFolder tree)"),
     ("target=imagefolder target.root={tmp}/nowhere", "does not exist"),
     ("target=imagefolder target.root={tmp}/one_class", "needs 2 or more"),
     ("target=imagefolder target.root={tmp}/empty_class", "has no images"),
@@ -120,6 +134,7 @@ CASES: list[tuple[str, str]] = [
     ("paths.cache_dir=''", "paths.cache_dir='' is empty"),
     ("paths.cache_dir={tmp}/a_file", "is a file"),
     ("paths.cache_dir={tmp}/a_file/sub", "has a file in its path"),
+    ("paths.cache_dir=/proc/nope/cache", "paths.cache_dir=/proc/nope/cache "),  # test_cache_dir_... says more
 ]
 
 
@@ -202,6 +217,46 @@ def test_bad_input_is_one_line_before_any_work(fixtures, cache_dir, overrides, e
     assert not cache_dir.exists()  # nothing was written to the cache
 
 
+STUDIES = "experiment=depth_study, distance_study, diversity_density, early_stopping, layer_study, width_study"
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    # a typo without `+`: the nearest valid key, the line `+source.num_clases=10` gets from the config check
+    ("source.num_clases=10", "source.num_clases is not a config key; nearest valid key: source.num_classes "),
+    ("sead=3", "sead is not a config key; nearest valid key: seed "),
+    # a key that only experiment presets set: where it is valid, and the `+` that adds it without one
+    ("report.min_seeds=1", f"report.min_seeds is not in this config: {STUDIES} set it (report.min_seeds=1 "
+                           "overrides it there; without one, add it with +report.min_seeds=1)"),
+    # a key of other targets: this target's keys there, and its own name for it
+    ("target=synth_multilabel target.data.train_per_class=12",
+     "target.data.train_per_class is not a key of target=synth_multilabel; valid keys of target.data: task, "
+     "num_classes, train_images, val_images, test_images, family_seed, seed (nearest: target.data.train_images); "
+     "target.data.train_per_class belongs to target=digits, synth_attributes, "),
+    ("source.root=/data/x", "source.root is not a key of source=synthetic; valid keys of source: name, kind, "),
+    # a node of the user's own keys: the `+` that adds one
+    ("arch=timm arch.kwargs.img_size=64", "arch.kwargs.img_size: arch.kwargs holds keys of your own, not in the "
+                                          "config until added; add this one with +arch.kwargs.img_size=64"),
+])
+def test_override_of_a_key_the_config_lacks_is_one_line_naming_where_it_is_valid(overrides, expected):
+    """Hydra's "Could not override 'key'. To append ... use +key=..." (what a plain key=value whose key the
+    composed config lacks gets) becomes the config check's line (src.main.unknown_override, which the CLI prints)."""
+    from src.main import unknown_override
+
+    with initialize_config_dir(str(REPO / "conf")):
+        with pytest.raises(HydraException) as e:
+            compose("config", overrides=overrides.split())
+        line = str(unknown_override(e.value))
+        assert line.startswith(expected) and "\n" not in line, line
+        if "not a config key" in expected:  # the same line as the `+` form's (the config check's)
+            with pytest.raises(ConfigError) as plus:
+                validate(compose("config", overrides=["+" + overrides]))
+            assert str(plus.value) == line
+        assert compose("config", overrides=["experiment=depth_study", "report.min_seeds=1"]).report.min_seeds == 1
+    with initialize_config_dir(str(REPO / "conf")), pytest.raises(HydraException) as e:  # Hydra's own keys: its line
+        compose("config", overrides=["hydra.sweeper.n_trial=3"], return_hydra_config=True)
+    assert unknown_override(e.value) is None
+
+
 def test_defaults_and_tiny_config_pass(make_cfg):
     assert validate(make_cfg()).snapshot == 2 and validate(make_cfg(tiny=False)).snapshot == 10
 
@@ -232,9 +287,35 @@ def test_weights_of_another_arch_name_the_file(make_cfg, cache_dir, tmp_path):
                                           "features.0.weight") as e:
         validate(make_cfg("arch=tv_alexnet", f"arch.weights={path}"))
     assert "\n" not in str(e.value)
-    path.write_bytes(b"garbage")
-    with pytest.raises(ConfigError, match=f"arch.weights={path} is not a readable weights file"):
-        validate(make_cfg("arch=tv_alexnet", f"arch.weights={path}"))
+    # Not a torch checkpoint: a text file renamed .pth, a pickle that would run code, an empty file. One complete
+    # line naming the key, the file and what it is not, with at most torch's first sentence (not its paragraphs).
+    for content, torch_says in ((b"garbage", "(UnpicklingError|KeyError|RuntimeError)"),
+                                (b"just some notes\nsaved as a .pth by mistake\n", "(UnpicklingError|KeyError)"),
+                                (b'cos\nsystem\n(S"true"\ntR.', r"UnpicklingError: Weights only load failed\.\)"),
+                                (b"", "EOFError")):
+        path.write_bytes(content)
+        with pytest.raises(ConfigError) as e:
+            validate(make_cfg("arch=tv_alexnet", f"arch.weights={path}"))
+        line = str(e.value)
+        assert re.fullmatch(f"arch.weights={path} is not a readable PyTorch checkpoint \\({torch_says}.*; give a "
+                            r"state dict saved by torch.save \(.pth .pt .bin\) or a .safetensors file", line), line
+        assert "\n" not in line and "PyTorch 2.6" not in line and len(line) < 400
+
+
+def test_cache_dir_that_cannot_be_created_is_named(tmp_path, monkeypatch):
+    """/proc looks writable (os.access says yes to root) but refuses a new directory: the check tries one (in the
+    deepest existing parent, removed at once) and names the key, the value and why, or the env var that set it."""
+    from src.check import check_writable_dir
+
+    expected = r"(cannot be created \(/proc refuses a new directory: .+\)|is not writable \(/proc is read-only)"
+    with pytest.raises(ConfigError, match=f"^paths.cache_dir=/proc/nope {expected}") as e:
+        check_writable_dir("paths.cache_dir", "/proc/nope", env="TRANSFER_CACHE_DIR")
+    assert "\n" not in str(e.value)
+    monkeypatch.setenv("TRANSFER_CACHE_DIR", "/proc/nope")
+    with pytest.raises(ConfigError, match=f"^paths.cache_dir=/proc/nope .set by TRANSFER_CACHE_DIR. {expected}"):
+        check_writable_dir("paths.cache_dir", "/proc/nope", env="TRANSFER_CACHE_DIR")
+    check_writable_dir("paths.cache_dir", tmp_path / "a" / "cache", env="TRANSFER_CACHE_DIR")
+    assert list(tmp_path.iterdir()) == []  # the probe is gone, nothing was created
 
 
 @pytest.mark.parametrize("argv,expected", [
@@ -273,6 +354,23 @@ def test_report_on_bad_dirs_is_one_line_and_leaves_no_report_dir(tmp_path):
     assert "unreadable" in (tmp_path / "s" / "report" / "results.csv").read_text()
 
 
+@pytest.mark.parametrize("module", ["src.report.summary", "src.report"])
+def test_summary_and_report_commands_on_bad_dirs_exit_1_with_one_line(tmp_path, module):
+    """`python -m src.report.summary DIR` fails as `python -m src.report DIR` does: a missing dir or one without a
+    result.json is one `error:` line and exit code 1 (not a warning and exit 0), and nothing is written."""
+    import subprocess
+    import sys
+
+    (tmp_path / "empty").mkdir()
+    for d, expected in ((tmp_path / "missing", f"error: {tmp_path / 'missing'} does not exist; give"),
+                        (tmp_path / "empty", f"error: no result.json under {tmp_path / 'empty'}")):
+        r = subprocess.run([sys.executable, "-m", module, str(d)], cwd=REPO, capture_output=True, text=True,
+                           timeout=120)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 1 and len(lines) == 1 and lines[0].startswith(expected), (r.returncode, r.stderr)
+    assert [p.name for p in tmp_path.rglob("*")] == ["empty"]  # no summary.csv, no report/
+
+
 # --- The real CLI: one line on stderr, exit code 1, nothing in the cache ------------------------------------
 
 
@@ -283,6 +381,12 @@ def test_report_on_bad_dirs_is_one_line_and_leaves_no_report_dir(tmp_path):
     (["arch=foo"], "error: In 'config': Could not find 'arch/foo'; Available options in 'arch': alexnet, backbone, module, resnet, timm, "
                      "torchvision, tv_alexnet"),
     (["search=factors_tpe", "hydra.sweeper.n_trials=0"], "error: hydra.sweeper.n_trials=0 is out of range"),
+    (["arch=timm", "arch.model=resnet18", "arch.mean=[0.5,0.5]"], "error: arch.mean=[0.5, 0.5] has 2 values; "
+                                                                    "valid: one per input channel, 3 (RGB)"),
+    (["source.num_clases=10"], "error: source.num_clases is not a config key; nearest valid key: source.num_classes "),
+    (["report.min_seeds=1"], "error: report.min_seeds is not in this config: experiment=depth_study, "),
+    (["target=imagefolder"], "error: target.root is required (it is ??? in the config; target.data.root reads it)"),
+    (["TRANSFER_CACHE_DIR=/proc/nope"], "error: paths.cache_dir=/proc/nope (set by TRANSFER_CACHE_DIR) "),
     (["source=imagefolder", "source.root={tmp}/corrupt"],
      "error: UnreadableImageError: cannot read image {tmp}/corrupt/b/1.jpg"),
 ])
@@ -291,9 +395,11 @@ def test_cli_prints_one_line_and_exits_1(tmp_path, args, expected):
     (root / "b" / "1.jpg").write_bytes((root / "b" / "0.jpg").read_bytes()[:200])  # truncated
     cache = tmp_path / "cache"
     args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    env = {"TRANSFER_CACHE_DIR": str(cache)} | dict(a.split("=", 1) for a in args if a.startswith("TRANSFER_"))
+    args = [a for a in args if not a.startswith("TRANSFER_")]  # an environment variable, not an argument
     t0, cpu0 = time.perf_counter(), children_cpu()
-    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
-                env={"TRANSFER_CACHE_DIR": str(cache)}, timeout=300)
+    r = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", f"hydra.sweep.dir={tmp_path / 'sweep'}", env=env,
+                timeout=300)
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1, r.stderr[-3000:]
     assert lines[0].startswith(expected.replace("{tmp}", str(tmp_path))), lines[0]

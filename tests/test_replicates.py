@@ -23,8 +23,12 @@ def test_expansion_of_the_command_line():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["replicates=0"], "replicates='0' must be an integer; valid: 1..1000"),
+    (["replicates=0"], "replicates=0 is out of range; valid: 1..1000"),  # an integer, outside the range
+    (["replicates=-2"], "replicates=-2 is out of range; valid: 1..1000"),
+    (["replicates=1001"], "replicates=1001 is out of range; valid: 1..1000"),
     (["replicates=six"], "replicates='six' must be an integer; valid: 1..1000"),
+    (["replicates=1.5"], "replicates='1.5' must be an integer; valid: 1..1000"),
+    (["replicates=1_0"], "replicates='1_0' must be an integer; valid: 1..1000"),
     (["replicates=3", "seed=4"], "replicates=3 sets seed and target.data.seed itself; drop seed=4"),
     (["replicates=3", "target.data.seed=1"], "drop target.data.seed=1"),
     (["replicates=3", "replicates=4"], "replicates= is given 2 times"),

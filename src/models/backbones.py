@@ -33,7 +33,7 @@ from typing import Any, Mapping
 from src.errors import ConfigError
 from src.fields import Bool, Choice, Float, Int, List, Node, Str
 from src.models.refs import Ref, check_weights, parse_ref, weights_kind
-from src.models.spec import ArchSpec, output_node
+from src.models.spec import INPUT_CHANNELS, ArchSpec, output_node
 
 FAMILIES = {
     "timm": "any timm model (arch.model=<timm.list_models() name>)",
@@ -53,8 +53,10 @@ FIELDS = {
     "seed": Int(0, 2**31 - 1, "the random init's seed (weights=null)"),
     "input_size": Int(8, 1024, "input side the images are resized to; null: the library's (module: required)",
                       null=True),
-    "mean": List(Float(), "per-channel input mean on [0, 1] images; null: the library's (ImageNet's)", null=True),
-    "std": List(Float(0, low_open=True), "per-channel input std; null: the library's (ImageNet's)", null=True),
+    "mean": List(Float(), "input mean on [0, 1] images, one per channel (3: RGB); null: the library's (ImageNet's)",
+                 null=True),
+    "std": List(Float(0, low_open=True), "input std, one per channel (3: RGB); null: the library's (ImageNet's)",
+                null=True),
     "interpolation": Choice(("bilinear", "bicubic", "nearest"), "resize interpolation; null: the library's",
                             null=True),
     "kwargs": Node("keyword arguments for the constructor (e.g. {img_size: 64} for a timm ViT)", null=True,
@@ -167,11 +169,24 @@ def spec_from_description(family: str, num_classes: int, ref: Ref, desc: Mapping
                     blocks=tuple(b for b in desc["blocks"] if b in vocab), extra=extra, min_input=8)
 
 
+def check_normalisation(arch_cfg: Mapping[str, Any]) -> None:
+    """`arch.mean` / `arch.std`, where set, give one value per input channel (the schema has checked that each is a
+    number and every std > 0); a wrong count would fail only in the first extraction, as a tensor-size error."""
+    for key in ("mean", "std"):
+        values = arch_cfg.get(key)
+        if values is not None and len(values) != INPUT_CHANNELS:
+            example = ",".join(["0.5" if key == "mean" else "0.25"] * INPUT_CHANNELS)
+            raise ConfigError(f"arch.{key}={list(values)} has {len(values)} value{'s' * (len(values) != 1)}; valid: "
+                              f"one per input channel, {INPUT_CHANNELS} (RGB), e.g. arch.{key}=[{example}], or null "
+                              f"(the library's)")
+
+
 def spec_fn(family: str):
     def build(depth: None, width: float, num_classes: int, arch_cfg: Mapping[str, Any], cache_dir) -> ArchSpec:
         from omegaconf import DictConfig, OmegaConf
 
         cfg = OmegaConf.to_container(arch_cfg, resolve=True) if isinstance(arch_cfg, DictConfig) else dict(arch_cfg)
+        check_normalisation(cfg)  # before the model is described (which may import torch)
         ref = parse_ref(family, cfg)
         if ref.library == "module" and cfg.get("input_size") is None:
             raise ConfigError("arch.input_size is required for arch=module (the side your net's inputs are resized "

@@ -20,9 +20,9 @@ from torch import nn
 
 from src import lazy_dynamo
 from src.errors import ConfigError
-from src.models.refs import (IMAGENET_MEAN, IMAGENET_STD, Ref, nearest_names, unwrap_state, weights_kind,
-                                  weights_path)
-from src.models.spec import ArchSpec, output_node
+from src.models.refs import (IMAGENET_MEAN, IMAGENET_STD, Ref, nearest_names, torch_load, unwrap_state,
+                             weights_kind, weights_path)
+from src.models.spec import INPUT_CHANNELS, ArchSpec, output_node
 
 lazy_dynamo.install()  # torchvision and timm, imported below when needed, without torch._dynamo
 
@@ -222,7 +222,7 @@ def describe_on(ref: Ref, arch_cfg: Mapping[str, Any], device: torch.device) -> 
         _, nodes = get_names(model)
         traced = make(model, return_nodes={n: n for n in nodes})
         with torch.inference_mode(), device:
-            outs = traced(torch.zeros(1, 3, size, size))
+            outs = traced(torch.zeros(1, INPUT_CHANNELS, size, size))
     except Exception as e:  # a net torch.fx cannot trace, or one that rejects this input size
         if device.type == "meta":
             raise
@@ -322,7 +322,7 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         except Exception as e:
             raise ConfigError(f"arch.weights={path} is not a readable safetensors file ({e})") from None
-    return unwrap_state(torch.load(path, map_location="cpu", weights_only=True))
+    return unwrap_state(torch_load(path))
 
 
 def load(spec: ArchSpec, source_cfg: Mapping[str, Any] | None = None, weights: Path | None = None) -> nn.Module:

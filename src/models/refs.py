@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,25 +109,37 @@ def checkpoint_model(path: Path) -> str | None:
         raise ConfigError(f"arch.model=file:{path}: no such file")
     if path.suffix == ".safetensors":
         return (safetensors_header(path).get("__metadata__") or {}).get("model")
-    state = _torch_load(path)
+    state = torch_load(path)
     return state.get("model") if isinstance(state, dict) and isinstance(state.get("model"), str) else None
 
 
-def _torch_load(path: Path):
+def first_sentence(e: BaseException, limit: int = 160) -> str:
+    """`Type: first sentence` of an exception (torch's messages run to paragraphs), cut at a word if still longer
+    than `limit`: one complete line."""
+    text = " ".join((str(e).strip().splitlines() or [""])[0].split())
+    sentence = re.match(r"(.*?[.!?])(?:\s|$)", text)
+    text = sentence.group(1) if sentence else text
+    if len(text) > limit:
+        text = text[:limit].rsplit(" ", 1)[0] + " ..."
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def torch_load(path: Path):
+    """A .pth / .pt / .bin file's content (tensors only: weights_only), or a one-line ConfigError naming it."""
     import torch
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated, pickled code, not a torch file: name the file, not torch's internals
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ConfigError(f"arch.weights={path} is not a readable weights file ({first[:160]})") from None
+        raise ConfigError(f"arch.weights={path} is not a readable PyTorch checkpoint ({first_sentence(e)}); give a "
+                          f"state dict saved by torch.save (.pth .pt .bin) or a .safetensors file") from None
 
 
 def weights_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """name -> shape of every tensor in a weights file (a checkpoint's `state_dict` / `model` entry unwrapped)."""
     if path.suffix == ".safetensors":
         return {k: tuple(v["shape"]) for k, v in safetensors_header(path).items() if k != "__metadata__"}
-    return {k: tuple(v.shape) for k, v in unwrap_state(_torch_load(path)).items()}
+    return {k: tuple(v.shape) for k, v in unwrap_state(torch_load(path)).items()}
 
 
 def unwrap_state(state: Any) -> dict:

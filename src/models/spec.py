@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+INPUT_CHANNELS = 3  # every loader yields RGB images (N, 3, H, W): arch.mean / arch.std give one value per channel
 ALEXNET_CHANNELS = (64, 192, 384, 256, 256)
 VGG_CHANNELS = (64, 128, 256, 512, 512)
 RESNET_CHANNELS = (64, 128, 256, 512)

@@ -20,15 +20,21 @@ from src.record import SUMMARY_COLUMNS
 log = logging.getLogger(__name__)
 
 
-def write_summary(sweep_dir: str | Path, echo: bool = True) -> Path | None:
+def write_summary(sweep_dir: str | Path, echo: bool = True, strict: bool = False) -> Path | None:
+    """summary.csv of a sweep dir; None (a warning) when it holds no result.json. `strict` (the command): a dir
+    that does not exist or holds no result.json is an error line (SystemExit), as for `python -m src.report`."""
     import pandas as pd
 
     from src.cache import atomic_open
     from src.report.collect import load_results
 
     sweep_dir = Path(sweep_dir)
+    if strict and not sweep_dir.exists():
+        raise SystemExit(f"error: {sweep_dir} does not exist; give a sweep dir holding result.json files")
     df = load_results([sweep_dir])
     if df.empty:
+        if strict:
+            raise SystemExit(f"error: no result.json under {sweep_dir}")
         log.warning("no result.json under %s", sweep_dir)
         return None
     df["job"] = [Path(p).relative_to(sweep_dir).as_posix() for p in df["job_dir"]]
@@ -78,9 +84,9 @@ class SummaryCallback(Callback):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m src.report.summary", description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir")
-    write_summary(ap.parse_args(argv).sweep_dir)
+    write_summary(ap.parse_args(argv).sweep_dir, strict=True)
 
 
 if __name__ == "__main__":
