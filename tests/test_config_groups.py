@@ -111,11 +111,16 @@ def test_every_value_an_overlay_sweeps_validates(overlay, cache_dir, no_data):
         return
     params = compose_cfg(overlay, hydra=True).hydra.sweeper.params
     assert params, overlay
-    for key, spec in params.items():
-        if key == "target":  # every target option is validated above; the overlays sweep the same seven
-            continue
-        for value in sweep_values(spec):
-            check([overlay, f"{key}={value}"], no_data)
+    targets = sweep_values(params["target"]) if "target" in params else [None]
+    swept = {key: sweep_values(spec) for key, spec in params.items() if key != "target"}  # targets: above
+    for key, values in swept.items():
+        # with the other params at their first value (dimred=pca is what gives dimred.n_components its meaning)
+        others = [f"{k}={v[0]}" for k, v in swept.items() if k != key]
+        for value in values:
+            # The ends of a range meet every target the overlay sweeps (a PCA size a small target cannot give),
+            # the values between them one target.
+            for target in targets if value in (values[0], values[-1]) else targets[:1]:
+                check([overlay, *others, f"{key}={value}", *([f"target={target}"] if target else [])], no_data)
 
 
 def test_conf_groups_and_registries_agree():
