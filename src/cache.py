@@ -80,7 +80,7 @@ def atomic_open(path: Path, mode: str = "w", durable: bool = True) -> Iterator[A
     # mkstemp's 0o600; O_EXCL: a name another writer holds is never shared.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()
             if durable:

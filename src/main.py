@@ -114,7 +114,7 @@ def execute(cfg: DictConfig, out_dir: Path) -> dict[str, Any]:
         result = Result(status="ok", config_hash=digest, factors=factors(cfg, plan), clock=_clock(start, imported),
                         **run)
     except Exception as e:
-        result = Result(status="failed", config_hash=digest, factors=factors(cfg, plan),
+        result = Result(status="failed", config_hash=digest, factors=_factors_or_none(cfg, plan),
                         timings_s={"total": time.perf_counter() - t0}, clock=_clock(start, imported),
                         error={"type": type(e).__name__, "message": str(e), "traceback": traceback.format_exc()})
         text = result.to_json()
@@ -140,16 +140,21 @@ def _track(cfg: DictConfig, result: dict[str, Any], out_dir: Path) -> None:
     tracking.log_job(cfg, result, run_name, version)
 
 
+def _factors_or_none(cfg: DictConfig, plan) -> dict[str, Any]:
+    """The factor table of a job that failed, or {} when its config does not even resolve (`layer=${nope}`): the
+    failure is recorded either way."""
+    try:
+        return factors(cfg, plan)
+    except Exception:  # noqa: BLE001
+        return {}
+
+
 def record_unfinished(cfg: DictConfig, out_dir: Path, message: str, log_path: str | None = None,
                       error_type: str = "JobEnded") -> None:
     """A failed result.json for a job whose process was ended from outside (a scheduler's cancel or time
     limit: `JobEnded`) or that never ran because a stage it needs was not built (`DependencyNeverSatisfied`),
     written by whoever launched it, so that the sweep's summary and a rerun see it as failed."""
-    try:
-        job_factors = factors(cfg, None)
-    except Exception:  # a config that does not even resolve still gets its record
-        job_factors = {}
-    result = Result(status="failed", config_hash="", factors=job_factors,
+    result = Result(status="failed", config_hash="", factors=_factors_or_none(cfg, None),
                     error={"type": error_type, "message": message, "log": log_path})
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_dir / RESULT, result.to_json(), durable=False)

@@ -56,6 +56,9 @@ def test_report_cli_default_out_dir(fake_sweep):
     r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--baseline", "layer=fc6", "--no-plots"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+    from src.report.build import _same
+
+    assert _same("64", 64.0) and not _same("fc6", "fc7")  # as a table of floats writes n_components
     assert (fake_sweep / "report" / "report.md").exists() and not list((fake_sweep / "report").glob("*.png"))
     r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--baseline", "colour=red"],
                        capture_output=True, text=True, timeout=120)
@@ -69,6 +72,11 @@ def test_report_cli_default_out_dir(fake_sweep):
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 1 and r.stderr.startswith(said) and r.stderr.count("\n") == 1, r.stderr
         assert not (fake_sweep / "x").exists()
+    # a factor the sweep does not vary, and a number written as the table does not write it: accepted
+    r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--out", str(fake_sweep / "y"),
+                        "--no-plots", "--baseline", "classifier=logistic", "layer=fc6"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
 
 
 def test_search_workers_refuse_bad_arguments_in_one_line():

@@ -113,6 +113,8 @@ class StagedLaunch:
         """Hydra's sweeper saved multirun.yaml before the launcher ran (and the progress callback its header, `also`):
         a sweep dir that holds nothing else was made for this `--plan` or refused sweep and goes again."""
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        if sweep_dir.resolve() == Path.cwd().resolve():  # hydra.sweep.dir=.: the user's own directory stays
+            return
         if sweep_dir.is_dir() and {p.name for p in sweep_dir.iterdir()} <= {"multirun.yaml", *also}:
             shutil.rmtree(sweep_dir, ignore_errors=True)
             # and the parents Hydra made for it (multirun/experiment/<study>/) while they hold nothing else

@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import stats
 
 from src.models.registry import layer_order
+from src.report import stats as S
 from src.record import FACTORS  # noqa: F401  (the factor columns the analyses search, in report order)
 
 
@@ -101,12 +102,11 @@ def selection_score(ok: pd.DataFrame) -> tuple[pd.Series, list[str]]:
 
 
 def tied_best(scores: pd.Series) -> list:
-    """The labels of `scores` tied at its highest value (NaN ignored), in `scores`' order; [] when all are NaN.
-    Val scores are counts of correct images over a few dozen or hundred, so exact ties are common: the report
-    names every tied setting and scores the choice as their mean (as `findings.val_choice_gain` does), instead of
-    letting idxmax's first position decide."""
+    """The labels of `scores` tied (within S.TIE) at its highest value (NaN ignored), in `scores`' order; [] when all
+    are NaN. The report names every tied setting and scores the choice as their mean (as
+    `findings.val_choice_gain` does), instead of letting idxmax's first position decide."""
     top = scores.max()
-    return [] if pd.isna(top) else list(scores.index[scores == top])
+    return [] if pd.isna(top) else list(scores.index[scores >= top - S.TIE])
 
 
 def tie_label(labels: list) -> Any:
@@ -152,9 +152,10 @@ def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
         if keys:  # per setting and replicate the job chosen on val (unswept duplicates), then means over them
             chosen = jobs.loc[jobs.groupby([*keys, "_rep"], dropna=False)["_select"].idxmax()]
             means = chosen.groupby(keys, dropna=False)[["_select", "target_score"]].mean()
-            tied = tied_best(means["_select"])  # tied on val: each factor's tied values, their mean test score
+            tied = tied_best(means["_select"])  # tied on val: the first stands for them, their mean test score
             settings = [t if isinstance(t, tuple) else (t,) for t in tied]
-            best = {**{k: tie_label(list(dict.fromkeys(s[i] for s in settings))) for i, k in enumerate(keys)},
+            best = {**dict(zip(keys, settings[0] if settings else [math.nan] * len(keys))),
+                    "tied": tie_label(["/".join(map(str, s)) for s in settings]) if len(settings) > 1 else "",
                     "target_score": float(means.loc[tied, "target_score"].mean())}
         else:
             best = {"target_score": float(jobs.groupby("_rep")["target_score"].max().mean())}
@@ -163,11 +164,12 @@ def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
         rows.append({
             "target": task["target"], "group": task["group"], "distance_rank": task["distance_rank"],
             **({"distance": task["distance"]} if "distance" in task else {}),
-            **{f: best[f] for f in factors},
+            **{f: best[f] for f in factors}, "tied on val": best.get("tied", ""),
             "best_score": float(best["target_score"]), "baseline_score": base_score,
             "rel_error_reduction": relative_error_reduction(base_score, float(best["target_score"])),
         })
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    return out.drop(columns="tied on val") if len(out) and not out["tied on val"].astype(bool).any() else out
 
 
 def relative_error_reduction(base_score: float, best_score: float) -> float:
@@ -200,9 +202,10 @@ def best_practice(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def optimal_settings(df: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """For each swept ordinal factor: each task's optimal setting (best mean val score over replicates; `ties`:
-    the tasks where several settings share it) and its distance. A description: whether the optimum moves with distance is a finding (src.report.findings), with
-    the statistic and the inference that question needs."""
+    """For each swept ordinal factor: each task's optimal setting (best mean val score over replicates) and its
+    distance; where several settings tie, `optimal` holds the first in the factor's order and `ties` all of them.
+    A description: whether the optimum moves with distance is a finding (src.report.findings), with the statistic
+    and the inference that question needs."""
     out = {}
     tasks = task_table(df).set_index("target")
     for factor in swept_factors(df):

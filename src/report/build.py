@@ -54,14 +54,22 @@ def default_baseline() -> dict[str, Any]:
 def _check_given(df: pd.DataFrame, given: dict[str, str]) -> None:
     """A baseline the user named (`--baseline factor=value`) that no finished job of the sweep ran: refused,
     before anything is written, instead of a report whose baseline columns are all empty."""
-    ok = A.ok_rows(df)
+    ok, varied = A.ok_rows(df), set(A.swept_factors(df))  # (a baseline only matters for a factor the sweep varies)
     for factor, value in given.items():
-        if factor not in ok or (factor == "snapshot" and value == "last"):
+        if factor not in varied or (factor == "snapshot" and value == "last"):
             continue
         values = A.sort_values(factor, list(ok[factor].dropna().unique()))
-        if str(value) not in {str(v) for v in values}:
+        if not any(_same(value, v) for v in values):
             raise SystemExit(f"error: --baseline {factor}={value}: no finished job of this sweep ran it; valid: "
                              f"{', '.join(map(str, values)) or 'none'}")
+
+
+def _same(text: str, value: Any) -> bool:
+    """A command line's value against a table's (64 and 64.0 are one setting)."""
+    try:
+        return float(text) == float(value)
+    except (TypeError, ValueError):
+        return str(text) == str(value)
 
 
 def parse_baseline(pairs: list[str]) -> dict[str, Any]:
@@ -120,7 +128,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         sec["best-practice"].table(bp)
         optimal = A.optimal_settings(df)
         sec["optimal"].table([{"factor": f, "optimal per task (distance)": ", ".join(
-            f"{t}={v} ({e['distance'][t]:.3g})" for t, v in e["optimal"].items())} for f, e in optimal.items()])
+            f"{t}={A.tie_label(e['ties'].get(t, [v]))} ({e['distance'][t]:.3g})" for t, v in e["optimal"].items())}
+            for f, e in optimal.items()])
         ea = A.estimator_agreement(df)
         sec["estimator-agreement"].table(ea)
         analysis.update(per_task=pt.to_dict("records"), best_practice=bp.to_dict("records"),

@@ -81,10 +81,12 @@ def _order_agreement(per_seed: pd.DataFrame) -> str:
     full = per_seed.dropna(axis=1)
     if full.shape[0] < 3 or full.shape[1] < 2:
         return ""
+    d = full.to_numpy(float)  # task x seed
+    step = np.sign(d[:, None, :] - d[None, :, :])  # per pair of tasks, each seed's order of the two
+    if not ((step > 0).any(axis=-1) & (step < 0).any(axis=-1)).any():  # no two seeds order a pair oppositely
+        return ""  # (a tie in one seed is no disagreement, though it lowers Kendall's tau-b)
     taus = [kendalltau(full[a], full[b]).statistic for a, b in combinations(full.columns, 2)]
-    taus = [t for t in taus if math.isfinite(t)]
-    if not taus or min(taus) >= 1:
-        return ""
+    taus = [t for t in taus if math.isfinite(t)] or [math.nan]
     return (f"; the {full.shape[1]} source seeds order the tasks by distance differently (mean pairwise Kendall "
             f"tau {np.mean(taus):.2f}, lowest {min(taus):.2f}): the order used is that of the seeds' mean")
 
@@ -371,11 +373,12 @@ def chance_sources(df: pd.DataFrame) -> str:
     if any(c not in ok for c in need):
         return ""
     nets = ok.dropna(subset=need).drop_duplicates(subset=[c for c in ("source_key", "seed", *need) if c in ok])
-    weak = []
+    weak, tested = [], 0
     for _, net in nets.iterrows():
         n, classes = int(net["source_val_images"]), int(net["source_num_classes"])
         if n < 1 or classes < 2:
             continue
+        tested += 1
         k = int(round(float(net["source_val_acc"]) * n))
         if binomtest(k, n, 1 / classes, alternative="greater").pvalue >= S.ALPHA:
             weak.append((str(net.get("seed", "")), float(net["source_val_acc"]), n, classes))
@@ -383,7 +386,7 @@ def chance_sources(df: pd.DataFrame) -> str:
         return ""
     seeds = ", ".join(f"s{w[0]} ({N.number(w[1], 3)} on {w[2]})" for w in weak)
     chance = sorted({f"1/{w[3]}" for w in weak})
-    return (f"Warning: {len(weak)} of {len(nets)} source nets are not shown better than chance ({', '.join(chance)}) "
+    return (f"Warning: {len(weak)} of {tested} source nets are not shown better than chance ({', '.join(chance)}) "
             f"on their own val images (one-sided binomial test, p >= {S.ALPHA:g}): {seeds}. Their features are "
             "close to untrained, and the findings describe such nets: train the source longer or on more images.")
 
@@ -421,7 +424,7 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
                 c = _correct(cell["job_dir"].iloc[0]) if len(cell) == 1 and (
                     cell["target_metric"] == "accuracy").all() else None
                 mean = float(values.mean()) if len(values) else math.nan
-                ci = "1 source seed: no CI" if c is None else "test images " + S.fmt_ci(*S.image_ci(c)[1:])
+                ci = "1 source seed: no CI" if c is None else S.fmt_ci(*S.image_ci(c)[1:], prefix="test images ")
             diff, dci = (_paired_diff(g, test, choose, base) if setting == best and base is not None
                          else (math.nan, ""))
             rows.append({"task": task, "distance": g["distance"].iloc[0], "setting": setting,
@@ -437,7 +440,7 @@ def val_choice_gain(test: np.ndarray, val: np.ndarray, base: int) -> np.ndarray:
     the baseline setting's test score (tied val scores: the mean of the tied settings). Each seed's value uses its
     own data only, so the values are independent across seeds and their t interval is exact for what it
     estimates: the gain of choosing on val over the baseline, on a new source net."""
-    top = val == val.max(axis=-2, keepdims=True)
+    top = S.at_max(val, axis=-2)
     return (test * top).sum(axis=-2) / top.sum(axis=-2) - test[..., base, :]
 
 
@@ -461,7 +464,7 @@ def _paired_diff(g: pd.DataFrame, test: pd.DataFrame, choose: pd.DataFrame, base
     if ca is None or cb is None or len(ca) != len(cb):
         return point, "1 source seed: no CI"
     _, lo, hi = S.image_ci(ca - cb)
-    return point, f"test images {S.fmt_ci(lo, hi)} (the best is chosen on val of the same net)"
+    return point, S.fmt_ci(lo, hi, "test images ", " (the best is chosen on val of the same net)")
 
 
 def with_task_axes(df: pd.DataFrame) -> pd.DataFrame:

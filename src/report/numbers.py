@@ -78,13 +78,13 @@ class Interval(str):
     """'[lo, hi]' text (`interval`) that keeps its ends, so that a table column of intervals prints at one
     precision (`column`), as a column of numbers does."""
 
-    def __new__(cls, lo: float, hi: float) -> "Interval":
-        text = super().__new__(cls, interval(lo, hi))
-        text.lo, text.hi = float(lo), float(hi)
+    def __new__(cls, lo: float, hi: float, prefix: str = "", suffix: str = "") -> "Interval":
+        text = super().__new__(cls, prefix + interval(lo, hi) + suffix)  # e.g. "test images [0.61, 0.74]"
+        text.lo, text.hi, text.prefix, text.suffix = float(lo), float(hi), prefix, suffix
         return text
 
     def __reduce__(self):
-        return Interval, (self.lo, self.hi)
+        return Interval, (self.lo, self.hi, self.prefix, self.suffix)
 
 
 def _is_number(v: Any) -> bool:
@@ -100,8 +100,8 @@ def column(name: str, values: list[Any]) -> list[str]:
     if any(isinstance(v, Interval) for v in values):
         ends = [e for v in values if isinstance(v, Interval) for e in (v.lo, v.hi)]
         places = decimals(ends)
-        return [interval(v.lo, v.hi, places) if isinstance(v, Interval) else ("" if v is None else str(v))
-                for v in values]
+        return [v.prefix + interval(v.lo, v.hi, places) + v.suffix if isinstance(v, Interval)
+                else ("" if v is None else str(v)) for v in values]
     finite = [float(v) for v in values if _is_number(v) and not isinstance(v, int) and math.isfinite(float(v))]
     # Whole numbers stored as floats (a count or rank column that pandas widened for a missing value) stay whole.
     places = 0 if finite and all(v.is_integer() and abs(v) < 1e15 for v in finite) else decimals(finite)

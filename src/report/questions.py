@@ -43,7 +43,7 @@ def _chosen(test: np.ndarray, val: np.ndarray) -> np.ndarray:
     n = val.shape[-1]
     other = (val.sum(axis=-1, keepdims=True) - val) / (n - 1) if n > 1 else val
     with np.errstate(invalid="ignore"):
-        top = other == np.max(other, axis=-2, keepdims=True)
+        top = S.at_max(other, axis=-2)
         return (test * top).sum(axis=-2) / top.sum(axis=-2)
 
 

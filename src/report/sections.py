@@ -31,7 +31,8 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "images, fine-tuning, training length)."),
     ("per-task", "Per task (ordered by distance from the source)",
      "Per task the setting of the swept factors with the best mean val score over replicates, its mean test "
-     "score, the baseline's, and the relative error reduction (err_base - err_best) / err_base.",
+     "score, the baseline's, and the relative error reduction (err_base - err_best) / err_base. Settings tied on "
+     "val: the first stands for them, 'tied on val' lists them all, and the best score is their mean.",
      "No successful job with a target score."),
     ("best-practice", "Best practice per task group",
      "For each factor, the setting with the highest mean val score over the group's tasks (other factors chosen "

@@ -28,6 +28,17 @@ POWER = 0.8
 N_RESAMPLES = 9999  # randomisation tests: exact when the arrangements are fewer, else this many (seeded)
 
 
+# Val scores are fractions of a few dozen or hundred images, so settings tie; averaged over replicates in different
+# orders, tied means differ in their last bits (0.8166666666666665 vs ...68). Closer than this is a tie.
+TIE = 1e-9
+
+
+def at_max(values: np.ndarray, axis: int) -> np.ndarray:
+    """Where `values` is tied (within TIE) with its maximum along `axis` (NaN: never)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(values) >= np.max(values, axis=axis, keepdims=True) - TIE
+
+
 def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(mean, lo, hi, p) over the last axis: Student's t interval of the mean (quantiles of scipy.stats.t with
     n - 1 degrees of freedom) and the two-sided one-sample t-test p. The caller removes undefined values and says
@@ -77,11 +88,12 @@ def level_test(y: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def smallest_p(kind: str, n_tasks: int) -> float:
-    """The smallest two-sided p the task-level test of a `kind` question can give over `n_tasks` tasks, whatever
-    the data: an exact randomisation test cannot go below 2 / (its number of arrangements) (the observed one and
-    its mirror image; n! orderings of the distances for a trend, 2^n sign flips for a level); past `N_RESAMPLES`
-    arrangements, 2 / (N_RESAMPLES + 1) (the Monte Carlo p counts the observed one). The OLS t test of an end
-    has no such floor from 3 tasks on."""
+    """The smallest two-sided p the task-level test of a `kind` question can give over `n_tasks` tasks (distinct
+    distances; tied ones only raise it): an exact randomisation test's one-sided p is at least 1 / (its number
+    of arrangements: n! orderings of the distances for a trend, 2^n sign flips for a level), and scipy doubles it;
+    past `N_RESAMPLES` arrangements, 2 / (N_RESAMPLES + 1) (the Monte Carlo p counts the observed one). The OLS t
+    test of an end has no such floor from 3 tasks on. Holm's adjustment can leave a p at its raw value, so this
+    bounds adjusted p-values too."""
     if kind == "ends":
         return 0.0 if n_tasks >= 3 else 1.0
     need = {"trend": 3, "level": 2}[kind]
@@ -92,11 +104,9 @@ def smallest_p(kind: str, n_tasks: int) -> float:
 
 
 def tasks_for_alpha(kind: str, alpha: float = ALPHA) -> int:
-    """The fewest tasks whose task-level test can give p < `alpha` (`smallest_p`)."""
-    n = 2
-    while smallest_p(kind, n) >= alpha:
-        n += 1
-    return n
+    """The fewest tasks whose task-level test can give p < `alpha` (`smallest_p`); 0 when no number can (an
+    alpha below the Monte Carlo floor)."""
+    return next((n for n in range(2, 64) if smallest_p(kind, n) < alpha), 0)
 
 
 def end_test(y: np.ndarray, x: np.ndarray, at: float) -> tuple[float, float]:
@@ -210,12 +220,12 @@ def gate(n_defined: int, n_seeds: int, min_seeds: int) -> str | None:
     return f"no verdict: {what}, needs {need} (replicates={need})"
 
 
-def fmt_ci(lo: float, hi: float) -> str:
-    """'[lo, hi]' at the interval's own significant digits (a table reprints it at its column's:
-    src.report.numbers.Interval), or 'n/a' when there is no interval."""
+def fmt_ci(lo: float, hi: float, prefix: str = "", suffix: str = "") -> str:
+    """'[lo, hi]' (between `prefix` and `suffix`) at the interval's own significant digits (a table reprints it at
+    its column's: src.report.numbers.Interval), or 'n/a' when there is no interval."""
     from src.report.numbers import Interval
 
-    return Interval(lo, hi)
+    return Interval(lo, hi, prefix, suffix)
 
 
 def within(lo, hi, low: float, high: float):

@@ -7,7 +7,6 @@ report (`python -m src.report`, into <sweep dir>/report/); as a command,
 
 from __future__ import annotations
 
-import argparse
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from src.errors import ArgumentParser
 from src.record import SUMMARY_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class SummaryCallback(Callback):
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m src.report.summary", description=__doc__.splitlines()[0])
+    ap = ArgumentParser(prog="python -m src.report.summary", description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dir")
     write_summary(ap.parse_args(argv).sweep_dir, strict=True)
 
