@@ -37,6 +37,7 @@ def source_payload(cfg, plan, weights_sha256: str | None = None) -> dict[str, An
         "source": source,
         "arch": plan.spec.family,
         "depth": plan.spec.depth,
+        **({"options": plan.spec.options} if plan.spec.options else {}),  # a family's own options (Arch.fields)
         "width": float(cfg.width.multiplier),
         "optim": OmegaConf.to_container(cfg.trainer.optim, resolve=True),
         "seed": int(cfg.seed),

@@ -84,6 +84,8 @@ SCHEMA: dict[str, Field] = {
     # run-wide
     "seed": Int(0, SEED_MAX, "seeds the source data, the source net's initialisation and batch order, the probe"),
     "layer": Str("the tapped layer: a name of the arch's vocabulary (`python -m src.models`)"),
+    "extensions": List(Str("an importable module"), "modules imported before the config check in every process: "
+                       "your own registry entries (docs/extending.md)"),
     "pooling": Choice(_poolings, "spatial pooling of a conv layer's map (spp: max over 1x1 + 2x2 grid)"),
     "depth": Int(1, 1000, "weight layers of the source net; null: the family's default (valid depths per arch)",
                  null=True),
@@ -215,12 +217,14 @@ SCHEMA: dict[str, Field] = {
 
 def declared() -> dict[str, Field]:
     """`SCHEMA` plus the keys registry entries declare for themselves (a task's own `target.data` options, an
-    arch's own `arch` options), each documented as the entry's."""
+    arch's own `arch` options, a classifier's own `classifier.estimator` arguments), each documented as the
+    entry's."""
     from src.data.tasks import TASKS
     from src.models.registry import ARCHS
+    from src.probe.registry import CLASSIFIERS
 
     keys = dict(SCHEMA)
-    for prefix, entries in (("target.data", TASKS), ("arch", ARCHS)):
+    for prefix, entries in (("target.data", TASKS), ("arch", ARCHS), ("classifier.estimator", CLASSIFIERS)):
         for entry in entries.values():
             for key, f in getattr(entry, "fields", {}).items():
                 keys.setdefault(f"{prefix}.{key}", replace(f, doc=f"{entry.name}: {f.doc}"))

@@ -5,6 +5,7 @@ of its own and a toy estimator are scored; no other file is edited."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import replace
 
 import pytest
 import torch
@@ -151,3 +152,71 @@ def test_a_registered_task_and_estimator_run_end_to_end(toy_task_and_estimator, 
     assert est["metrics"]["estimator_score"] == probe["metrics"]["transferability"]["fisher_ratio"]
     with pytest.raises(ConfigError, match=r"target.data.stripe_period=1 is out of range; valid: 2..64"):
         execute(make_cfg("target=toy_stripes", "target.data.stripe_period=1", tiny="source"), tmp_path / "bad")
+
+
+# --- a family's own options, a classifier's own arguments, the user's own module ------------------------------------
+
+def test_a_trained_familys_own_option_reaches_its_builder_and_its_cache_key(make_cfg):
+    """`fields` of a trained family: checked like any key, handed to the builder in `spec.options`, and part of the
+    source net's key (two variants are two nets, never one reused for the other)."""
+    from src.check import validate
+    from src.fields import Choice
+    from src.keys import stage_keys
+
+    register_arch(Arch("toyv", "a family with variants", lambda d, w, n: replace(toy_spec(d, w, n), family="toyv"),
+                       "tests.test_extending:Toy", depths=(3, 4), default_depth=3, distance_layer="block1",
+                       fields={"variant": Choice(("a", "b"), "which variant")}))
+    ConfigStore.instance().store(group="arch", name="toyv", node={"name": "toyv", "variant": "a"})
+    try:
+        plans = {v: validate(make_cfg("arch=toyv", "layer=block1", f"arch.variant={v}")) for v in ("a", "b")}
+        assert plans["a"].spec.options == {"variant": "a"} and plans["b"].spec.options == {"variant": "b"}
+        keys = {v: stage_keys(make_cfg("arch=toyv", "layer=block1", f"arch.variant={v}"), p)["source"]
+                for v, p in plans.items()}
+        assert keys["a"] != keys["b"]
+        with pytest.raises(ConfigError, match="arch.variant"):
+            validate(make_cfg("arch=toyv", "layer=block1", "arch.variant=c"))
+        # an option of the same name declared by another family as another type: refused at registration
+        with pytest.raises(ValueError, match="option arch.variant is already declared by arch 'toyv'"):
+            register_arch(Arch("toyw", "clash", toy_spec, "tests.test_extending:Toy", depths=(3,), default_depth=3,
+                               distance_layer="block1", fields={"variant": Choice(("x", "y"), "other")}))
+    finally:
+        ARCHS.unregister("toyv")
+    # families without options keep the keys they had (no "options" in the payload)
+    from src.keys import source_payload
+
+    cfg = make_cfg()
+    assert "options" not in source_payload(cfg, validate(cfg))
+
+
+def test_a_classifier_declares_its_own_estimator_arguments(make_cfg):
+    from src.check import validate
+    from src.fields import Choice
+    from src.probe.registry import CLASSIFIERS, register_classifier
+
+    register_classifier("rbf_svm_test", about="an RBF SVC", fields={"kernel": Choice(("rbf", "poly"), "SVC's kernel")})
+    ConfigStore.instance().store(group="classifier", name="rbf_svm_test", node={
+        "name": "rbf_svm_test", "C_grid": [0.1, 1.0], "patience": None,
+        "estimator": {"_target_": "sklearn.svm.SVC", "kernel": "rbf"}})
+    try:
+        validate(make_cfg("classifier=rbf_svm_test"))
+        with pytest.raises(ConfigError, match="classifier.estimator.kernel"):
+            validate(make_cfg("classifier=rbf_svm_test", "classifier.estimator.kernel=linear"))
+    finally:
+        CLASSIFIERS.unregister("rbf_svm_test")
+
+
+def test_extensions_are_imported_before_the_check(make_cfg):
+    """`extensions=[module]`: the user's module registers its entries in every process that checks a config."""
+    from src.check import validate
+    from src.transferability.estimators import ESTIMATORS
+
+    try:
+        validate(make_cfg("extensions=[tests.fixtures.extension]"))
+        assert "spread_test" in ESTIMATORS
+    finally:
+        import sys
+
+        ESTIMATORS.unregister("spread_test")
+        sys.modules.pop("tests.fixtures.extension", None)  # (imported again by the next test that asks)
+    with pytest.raises(ConfigError, match=r"^extensions: cannot import 'tests.fixtures.nope' \(ModuleNotFoundError"):
+        validate(make_cfg("extensions=[tests.fixtures.nope]"))

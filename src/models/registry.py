@@ -20,6 +20,7 @@ order) reads these records, so a new family needs no other edit (tests/test_exte
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -69,9 +70,18 @@ class Arch:
             spec = self.spec_fn(depth, float(width), num_classes, arch_cfg, cache_dir)
         else:
             spec = self.spec_fn(depth, float(width), num_classes)
+            if self.fields and arch_cfg is not None:
+                spec = dataclasses.replace(spec, options=self.options(arch_cfg))
         if spec.family != self.name:
             raise ValueError(f"arch {self.name!r}: its spec says family {spec.family!r}")
         return spec
+
+    def options(self, arch_cfg) -> dict:
+        """The family's own options (`fields`) as `arch_cfg` sets them (None where unset), as plain values."""
+        from omegaconf import OmegaConf
+
+        node = OmegaConf.to_container(arch_cfg, resolve=True) if OmegaConf.is_config(arch_cfg) else dict(arch_cfg)
+        return {key: node.get(key) for key in sorted(self.fields)}
 
     def torch(self) -> ModuleType:
         """The module implementing the torch side (load, tap_nodes, preprocess, head_path; imports torch)."""
@@ -89,6 +99,13 @@ ARCHS = Registry("arch", "archs")
 
 
 def register_arch(arch: Arch) -> Arch:
+    """Register a family; refused when one of its own options shares an `arch.<key>` name with another family's
+    option of another type (the config check has one declaration per key)."""
+    for key, f in arch.fields.items():
+        clash = next((a.name for a in ARCHS.values() if key in a.fields and a.fields[key] != f), None)
+        if clash is not None:
+            raise ValueError(f"arch {arch.name!r}: option arch.{key} is already declared by arch {clash!r} as "
+                             f"another type; name it differently")
     return ARCHS.register(arch.name, arch)
 
 

@@ -70,6 +70,9 @@ class ArchSpec:
     tokens: frozenset = field(default=frozenset(), hash=False)  # taps that are token sequences (N, T, D)
     blocks: tuple[str, ...] = ()  # the taps `depth:<fraction>` picks from, input side first (empty: every tap)
     extra: dict = field(default_factory=dict, hash=False, compare=False)  # a model library's own settings
+    # A trained family's own `arch.<key>` options (Arch.fields) as this run sets them: its builder reads them here,
+    # and they enter the source net's cache key (src.keys.source_payload).
+    options: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
     def fc_in(self) -> int:

@@ -7,7 +7,7 @@ so the config check can import it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from src.registry import Registry
 
@@ -17,13 +17,16 @@ class Classifier:
     name: str
     c_param: str  # C's path inside the estimator (GridSearchCV's parameter name after `clf__`)
     about: str
+    # Its scikit-learn estimator's own keyword arguments (`classifier.estimator.<key>`, src.fields) beyond the ones
+    # every classifier shares (src.schema): e.g. {"kernel": Choice(("rbf", "poly"), "SVC's kernel")}.
+    fields: dict = field(default_factory=dict)
 
 
 CLASSIFIERS = Registry("classifier", "classifiers")
 
 
-def register_classifier(name: str, c_param: str = "C", about: str = "") -> None:
-    CLASSIFIERS.register(name, Classifier(name, c_param, about))
+def register_classifier(name: str, c_param: str = "C", about: str = "", fields: dict | None = None) -> None:
+    CLASSIFIERS.register(name, Classifier(name, c_param, about, dict(fields or {})))
 
 
 register_classifier("linear_svm", about="one-vs-rest squared hinge (LinearSVC's objective), whole C path in torch")
