@@ -19,6 +19,7 @@ from src.data.tasks import SOURCES, TASKS
 from src.errors import ConfigError
 from src.models.registry import ARCHS, get_arch
 from src.models.spec import ArchSpec
+from src.registry import import_extensions
 from src.schema import check_config
 
 
@@ -146,24 +147,10 @@ def check_writable_dir(key: str, value: Any, env: str | None = None) -> None:
                               f"{e.strerror or type(e).__name__}); point it at a writable directory") from None
 
 
-def import_extensions(cfg) -> None:
-    """Import the config's `extensions` (the user's modules that register archs, tasks, estimators...): every
-    process that checks a config runs this first, so a sweep's planner and its jobs (joblib workers, SLURM tasks)
-    know the same entries. A module that does not import is one line naming it."""
-    import importlib
-
-    for name in OmegaConf.select(cfg, "extensions", default=None) or []:
-        try:
-            importlib.import_module(str(name))
-        except Exception as e:  # noqa: BLE001  (whatever the user's module raises, named in one line)
-            raise ConfigError(f"extensions: cannot import {name!r} ({type(e).__name__}: "
-                              f"{' '.join(str(e).split())[:200]})") from None
-
-
 def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
     """The `Plan` of a composed config, or a one-line ConfigError. `plain`: the config's resolved plain copy, if the
     caller has it (a missing value stays `???` in it)."""
-    import_extensions(cfg)
+    import_extensions(OmegaConf.select(cfg, "extensions", default=None))
     missing = missing_keys(cfg, plain)
     if missing:
         raise ConfigError(required(cfg, missing))

@@ -49,3 +49,17 @@ class Registry(dict):
 
     def names(self) -> Iterator[str]:
         return iter(self)
+
+
+def import_extensions(modules) -> None:
+    """Import the user's modules that register entries (the config's `extensions`): every process that checks a
+    config does this first (src.check.validate), so a sweep's planner and its jobs (joblib workers, SLURM tasks)
+    know the same entries. A module that does not import is one line naming it."""
+    import importlib
+
+    for name in modules or []:
+        try:
+            importlib.import_module(str(name))
+        except Exception as e:  # noqa: BLE001  (whatever the user's module raises, named in one line)
+            raise ConfigError(f"extensions: cannot import {name!r} ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:200]})") from None

@@ -20,9 +20,9 @@ def list_model(overrides: list[str], show_all: bool) -> None:
 
     with initialize_config_dir(str(src.REPO_ROOT / "conf")):
         cfg = compose("config", overrides=overrides)
-    from src.check import import_extensions
+    from src.registry import import_extensions
 
-    import_extensions(cfg)  # a family of the user's own (extensions=[mypkg.ext])
+    import_extensions(cfg.get("extensions"))  # a family of the user's own (extensions=[mypkg.ext])
     arch = get_arch(cfg.arch.name)
     if not arch.configured:
         print(f"arch={arch.name} has a fixed vocabulary: python -m src.models lists it")
