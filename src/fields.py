@@ -132,6 +132,15 @@ def Choice(choices, doc="", null=False) -> Field:
     return Field("choice", doc, choices=choices if callable(choices) else tuple(choices), null=null)
 
 
+def same_type(a: Field, b: Field) -> bool:
+    """Whether two declarations accept the same values (their docs aside): what two registry entries declaring one
+    key (two families' `arch.<key>`) must agree on, since the config check keeps one declaration per key."""
+    from dataclasses import replace
+
+    return replace(a, doc="", item=None) == replace(b, doc="", item=None) and (
+        (a.item is None) == (b.item is None) and (a.item is None or same_type(a.item, b.item)))
+
+
 def List(item: Field | None, doc="", null=False, min_items=0, scalar_ok=False) -> Field:
     return Field("list", doc, item=item, min_items=min_items, null=null, scalar_ok=scalar_ok)
 

@@ -144,8 +144,9 @@ def cost_classes(cfg, plan, stages) -> dict[str, str]:
 
     from src.cache import make_key
 
-    def unseeded(d):
-        return {k: unseeded(v) for k, v in d.items() if k != "seed"} if isinstance(d, dict) else d
+    def unseeded(d):  # (a family's own options stay whole: an option named seed builds another net)
+        return {k: v if k == "options" else unseeded(v) for k, v in d.items() if k != "seed"} \
+            if isinstance(d, dict) else d
 
     source = unseeded(source_payload(cfg, plan, "weights"))
     target = unseeded(OmegaConf.to_container(cfg.target.data, resolve=True))

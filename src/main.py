@@ -47,6 +47,8 @@ def config_hash(cfg: DictConfig | dict) -> str:
     (resume). Without `paths.cache_dir`: where the cache is mounted does not change what a job computes."""
     resolved = dict(cfg) if isinstance(cfg, dict) else OmegaConf.to_container(cfg, resolve=True)
     resolved["paths"] = {k: v for k, v in resolved.get("paths", {}).items() if k != "cache_dir"}
+    if not resolved.get("extensions"):  # none: as before the key existed (a resumed sweep stays done)
+        resolved.pop("extensions", None)
     return make_key(resolved)
 
 

@@ -32,6 +32,11 @@ def _get(cfg, path: str):
     return node
 
 
+def _options(plan) -> str | None:
+    options = plan.spec.options if plan is not None else {}
+    return ",".join(f"{k}={v}" for k, v in options.items() if v is not None) or None
+
+
 def _model_ref(cfg):
     arch = cfg.get("arch") or {}
     if arch.get("name") in ("timm", "torchvision", "module"):
@@ -50,8 +55,9 @@ FACTOR_TABLE: tuple[Factor, ...] = (
     Factor("source_epochs", lambda c, p: None if p and p.spec.pretrained else _get(c, "source.epochs")),
     Factor("snapshot", lambda c, p: p.snapshot if p else _get(c, "source.snapshot")),
     Factor("arch", lambda c, p: c.arch.name),
-    # A model library's net (arch=timm|torchvision|module|backbone): library:model[@weights]; None for the others.
-    Factor("model", lambda c, p: p.spec.extra.get("label") if p and p.spec.extra else _model_ref(c),
+    # A model library's net (arch=timm|torchvision|module|backbone): library:model[@weights]; a trained family's own
+    # options (variant=a); None for the others.
+    Factor("model", lambda c, p: p.spec.extra.get("label") if p and p.spec.extra else _options(p) or _model_ref(c),
            analysed=False),
     Factor("width", lambda c, p: c.width.name),
     Factor("depth", lambda c, p: p.spec.depth if p else c.depth),

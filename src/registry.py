@@ -57,7 +57,7 @@ def import_extensions(modules) -> None:
     know the same entries. A module that does not import is one line naming it."""
     import importlib
 
-    for name in modules or []:
+    for name in [modules] if isinstance(modules, str) else modules or []:  # extensions=mypkg.ext: one module
         try:
             importlib.import_module(str(name))
         except Exception as e:  # noqa: BLE001  (whatever the user's module raises, named in one line)

@@ -85,7 +85,7 @@ SCHEMA: dict[str, Field] = {
     "seed": Int(0, SEED_MAX, "seeds the source data, the source net's initialisation and batch order, the probe"),
     "layer": Str("the tapped layer: a name of the arch's vocabulary (`python -m src.models`)"),
     "extensions": List(Str("an importable module"), "modules imported before the config check in every process: "
-                       "your own registry entries (docs/extending.md)"),
+                       "your own registry entries (docs/extending.md)", scalar_ok=True),
     "pooling": Choice(_poolings, "spatial pooling of a conv layer's map (spp: max over 1x1 + 2x2 grid)"),
     "depth": Int(1, 1000, "weight layers of the source net; null: the family's default (valid depths per arch)",
                  null=True),

@@ -10,6 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 from torch import nn
 
 from src.errors import ConfigError
@@ -181,11 +182,34 @@ def test_a_trained_familys_own_option_reaches_its_builder_and_its_cache_key(make
                                distance_layer="block1", fields={"variant": Choice(("x", "y"), "other")}))
     finally:
         ARCHS.unregister("toyv")
-    # families without options keep the keys they had (no "options" in the payload)
+    # families without options keep the keys they had (no "options" in the payload), and so does a run that
+    # leaves `extensions` empty (its resume hash)
     from src.keys import source_payload
+    from src.main import config_hash
 
     cfg = make_cfg()
     assert "options" not in source_payload(cfg, validate(cfg))
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    assert config_hash(plain) == config_hash({k: v for k, v in plain.items() if k != "extensions"})
+
+
+def test_an_option_named_seed_is_not_taken_for_a_replicate_seed(make_cfg):
+    """Replicates are grouped by their cost class (the source payload without its seeds): a family's own option
+    that happens to be called seed builds another net, so it must stay in the class."""
+    from src.check import validate
+    from src.keys import cost_class
+    from src.models.backbones import FIELDS
+
+    register_arch(Arch("toys", "a family with a seed option", lambda d, w, n: replace(toy_spec(d, w, n), family="toys"),
+                       "tests.test_extending:Toy", depths=(3,), default_depth=3, distance_layer="block1",
+                       fields={"seed": FIELDS["seed"]}))  # the same declaration as the model libraries' arch.seed
+    ConfigStore.instance().store(group="arch", name="toys", node={"name": "toys", "seed": 1})
+    try:
+        cfgs = [make_cfg("arch=toys", "layer=block1", f"arch.seed={s}") for s in (1, 2)]
+        classes = {cost_class("source", c, validate(c)) for c in cfgs}
+        assert len(classes) == 2
+    finally:
+        ARCHS.unregister("toys")
 
 
 def test_a_classifier_declares_its_own_estimator_arguments(make_cfg):
@@ -220,3 +244,5 @@ def test_extensions_are_imported_before_the_check(make_cfg):
         sys.modules.pop("tests.fixtures.extension", None)  # (imported again by the next test that asks)
     with pytest.raises(ConfigError, match=r"^extensions: cannot import 'tests.fixtures.nope' \(ModuleNotFoundError"):
         validate(make_cfg("extensions=[tests.fixtures.nope]"))
+    with pytest.raises(ConfigError, match=r"^extensions: cannot import 'tests.fixtures.nope' "):  # one, unbracketed
+        validate(make_cfg("extensions=tests.fixtures.nope"))

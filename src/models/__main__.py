@@ -52,6 +52,15 @@ def list_model(overrides: list[str], show_all: bool) -> None:
 
 
 def main(argv: list[str]) -> None:
+    if argv and all(a.startswith("extensions=") for a in argv):  # the table, with the user's families
+        from src.registry import import_extensions
+
+        try:
+            import_extensions([m.strip() for a in argv for m in a.split("=", 1)[1].strip("[]").split(",")
+                               if m.strip()])
+        except ConfigError as e:
+            sys.exit(f"error: {e}")
+        argv = []
     if argv:
         try:
             list_model([a for a in argv if a != "--all"], "--all" in argv)

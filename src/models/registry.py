@@ -27,6 +27,7 @@ from types import ModuleType
 from typing import Callable
 
 from src.errors import ConfigError
+from src.fields import same_type
 from src.models.spec import ArchSpec, alexnet_spec, resnet_spec, vgg_spec
 from src.registry import Registry
 
@@ -77,11 +78,12 @@ class Arch:
         return spec
 
     def options(self, arch_cfg) -> dict:
-        """The family's own options (`fields`) as `arch_cfg` sets them (None where unset), as plain values."""
+        """The family's own options (`fields`) that `arch_cfg` sets (not None), as plain values: an option added to
+        a family later, and left unset, keeps the keys of the nets it already trained."""
         from omegaconf import OmegaConf
 
         node = OmegaConf.to_container(arch_cfg, resolve=True) if OmegaConf.is_config(arch_cfg) else dict(arch_cfg)
-        return {key: node.get(key) for key in sorted(self.fields)}
+        return {key: node[key] for key in sorted(self.fields) if node.get(key) is not None}
 
     def torch(self) -> ModuleType:
         """The module implementing the torch side (load, tap_nodes, preprocess, head_path; imports torch)."""
@@ -102,7 +104,7 @@ def register_arch(arch: Arch) -> Arch:
     """Register a family; refused when one of its own options shares an `arch.<key>` name with another family's
     option of another type (the config check has one declaration per key)."""
     for key, f in arch.fields.items():
-        clash = next((a.name for a in ARCHS.values() if key in a.fields and a.fields[key] != f), None)
+        clash = next((a.name for a in ARCHS.values() if key in a.fields and not same_type(a.fields[key], f)), None)
         if clash is not None:
             raise ValueError(f"arch {arch.name!r}: option arch.{key} is already declared by arch {clash!r} as "
                              f"another type; name it differently")

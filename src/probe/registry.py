@@ -26,6 +26,16 @@ CLASSIFIERS = Registry("classifier", "classifiers")
 
 
 def register_classifier(name: str, c_param: str = "C", about: str = "", fields: dict | None = None) -> None:
+    """Register a classifier; refused when one of its `fields` shares a `classifier.estimator.<key>` name with
+    another classifier's of another type (the config check has one declaration per key)."""
+    from src.fields import same_type
+
+    for key, f in (fields or {}).items():
+        clash = next((c.name for c in CLASSIFIERS.values() if key in c.fields and not same_type(c.fields[key], f)),
+                     None)
+        if clash is not None:
+            raise ValueError(f"classifier {name!r}: classifier.estimator.{key} is already declared by classifier "
+                             f"{clash!r} as another type; name it differently")
     CLASSIFIERS.register(name, Classifier(name, c_param, about, dict(fields or {})))
 
 
