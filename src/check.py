@@ -147,6 +147,22 @@ def check_writable_dir(key: str, value: Any, env: str | None = None) -> None:
                               f"{e.strerror or type(e).__name__}); point it at a writable directory") from None
 
 
+def check_targets(cfg: DictConfig) -> None:
+    """Every `_target_` the probe's pipeline instantiates is one it may (src.probe.registry.allowed_targets): said
+    here, in one line, not when the job reaches its probe."""
+    from src.probe.registry import allowed_targets, target_allowed
+
+    allowed = allowed_targets(OmegaConf.select(cfg, "extensions", default=None))
+    for group in ("classifier", "norm", "dimred"):
+        node = OmegaConf.select(cfg, f"{group}.estimator", default=None)
+        while OmegaConf.is_dict(node):  # (a meta-estimator's inner one: classifier.estimator.estimator)
+            target = node.get("_target_")
+            if target is not None and not target_allowed(str(target), allowed):
+                raise ConfigError(f"{group}.estimator._target_={target!r} is not allowed; valid: a class under "
+                                  f"{', '.join(allowed)} (add your module to extensions=[...])")
+            node = node.get("estimator")
+
+
 def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
     """The `Plan` of a composed config, or a one-line ConfigError. `plain`: the config's resolved plain copy, if the
     caller has it (a missing value stays `???` in it)."""
@@ -155,6 +171,7 @@ def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
     if missing:
         raise ConfigError(required(cfg, missing))
     check_config(cfg if plain is None else plain)  # every key known, every value of its type, range or choices
+    check_targets(cfg)
     check_writable_dir("paths.cache_dir", cfg.paths.cache_dir, env="TRANSFER_CACHE_DIR")
     n_classes = _source(cfg)
     spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes, cfg.arch, cfg.paths.cache_dir)

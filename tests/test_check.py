@@ -118,3 +118,15 @@ def test_task_table_lists_every_target_with_metadata():
     assert rows["synth_shift"]["distance_rank"] is None
     assert all(isinstance(r["distance_rank"], int) for t, r in rows.items() if t != "synth_shift")
     assert rows["synth_retrieval"]["metric"] == "map" and rows["synth_retrieval"]["evaluator"] == "retrieval"
+
+
+def test_a_target_outside_the_allowed_packages_is_refused_at_the_check(make_cfg):
+    """The probe instantiates config-named classes only from scikit-learn, src.probe and the user's extensions:
+    another is refused in one line by the check, not when the job reaches its probe."""
+    with pytest.raises(ConfigError, match=r"^classifier.estimator._target_='os.system' is not allowed; valid: a "
+                                          r"class under sklearn.\*, src.probe.\*"):
+        validate(make_cfg("classifier.estimator._target_=os.system"))
+    with pytest.raises(ConfigError, match=r"^dimred.estimator._target_='builtins.eval' is not allowed"):
+        validate(make_cfg("dimred=pca", "dimred.estimator._target_=builtins.eval"))
+    # a class in a module the config lists in extensions is the user's own
+    validate(make_cfg("extensions=[tests.fixtures.tiny]", "classifier.estimator._target_=tests.fixtures.tiny.Clf"))

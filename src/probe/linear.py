@@ -26,6 +26,7 @@ from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
 
 from src.probe.path import LinearPathClassifier
+from src.probe.registry import allowed_targets
 
 # target.metric -> scikit-learn's score of (y_true, y_pred), for the single-label metrics ("map" is scored from decision
 # values). Not to be confused with src/record.METRICS, the documented keys of a result's metrics.
@@ -34,15 +35,12 @@ C_BOUNDS = (1e-6, 1e6)  # how far an edge-extended C search may go
 FALL = 3.0  # val standard errors below the best that end a C walk at once (search_C)
 
 
-# Config-controlled `_target_`s may only name scikit-learn or our own estimators.
-ALLOWED_TARGETS = ["sklearn.*", "src.probe.*"]
-
-
 def build_pipeline(cfg: DictConfig, multilabel: bool = False) -> Pipeline:
     """norm -> dimred -> classifier; for multi-label targets the classifier is fit per label (one-vs-rest)."""
+    allowed = allowed_targets(cfg.get("extensions"))  # config-named `_target_`s: scikit-learn, ours, the user's
 
     def step(node: Any) -> Any:
-        return "passthrough" if node is None else instantiate(node, _execution_whitelist_=ALLOWED_TARGETS)
+        return "passthrough" if node is None else instantiate(node, _execution_whitelist_=allowed)
 
     clf = step(cfg.classifier.estimator)
     native = isinstance(clf, LinearPathClassifier)  # fits every label of a multi-label target in one problem

@@ -24,6 +24,20 @@ class Classifier:
 
 CLASSIFIERS = Registry("classifier", "classifiers")
 
+# What a config's `_target_` (classifier, norm, dimred) may name: scikit-learn, our own estimators, and the modules
+# the config's `extensions` lists (a user's own estimator class), as Hydra's execution whitelist patterns.
+ALLOWED_TARGETS = ("sklearn.*", "src.probe.*")
+
+
+def allowed_targets(extensions) -> list[str]:
+    mods = [extensions] if isinstance(extensions, str) else list(extensions or [])
+    return [*ALLOWED_TARGETS, *(f"{m}.*" for m in mods)]
+
+
+def target_allowed(target: str, patterns: list[str]) -> bool:
+    """Whether `target` falls under one of `patterns` (`pkg.*`: anything below pkg), as Hydra's whitelist does."""
+    return any(target.startswith(p[:-1]) if p.endswith(".*") else target == p for p in patterns)
+
 
 def register_classifier(name: str, c_param: str = "C", about: str = "", fields: dict | None = None) -> None:
     """Register a classifier; refused when one of its `fields` shares a `classifier.estimator.<key>` name with

@@ -17,7 +17,7 @@ from sklearn.metrics import pairwise_distances
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
-from src.probe.linear import ALLOWED_TARGETS
+from src.probe.registry import allowed_targets
 
 
 def mean_average_precision(query: np.ndarray, query_labels: np.ndarray, db: np.ndarray, db_labels: np.ndarray,
@@ -55,10 +55,11 @@ def average_precision(relevant: np.ndarray, scores: np.ndarray) -> float:
 def retrieval_score(cfg: DictConfig, splits: Mapping[str, tuple[np.ndarray, np.ndarray]],
                     device: str = "cpu") -> dict[str, Any]:
     steps = []
+    allowed = allowed_targets(cfg.get("extensions"))
     if cfg.norm.estimator is not None:
-        steps.append(("norm", instantiate(cfg.norm.estimator, _execution_whitelist_=ALLOWED_TARGETS)))
+        steps.append(("norm", instantiate(cfg.norm.estimator, _execution_whitelist_=allowed)))
     if cfg.dimred.estimator is not None:
-        steps += [("dimred", instantiate(cfg.dimred.estimator, _execution_whitelist_=ALLOWED_TARGETS)),
+        steps += [("dimred", instantiate(cfg.dimred.estimator, _execution_whitelist_=allowed)),
                   ("renorm", Normalizer())]
     (db, db_y), (q, q_y) = splits["database"], splits["query"]
     t0 = time.perf_counter()
