@@ -141,6 +141,16 @@ def same_type(a: Field, b: Field) -> bool:
         (a.item is None) == (b.item is None) and (a.item is None or same_type(a.item, b.item)))
 
 
+def refuse_clash(what: str, name: str, prefix: str, fields: dict[str, Field], entries) -> None:
+    """A registry entry's own keys (`prefix.<key>`) against the other entries': one that another entry declares as
+    another type is refused (ValueError), since the config check keeps one declaration per key."""
+    for key, f in fields.items():
+        clash = next((e.name for e in entries if key in e.fields and not same_type(e.fields[key], f)), None)
+        if clash is not None:
+            raise ValueError(f"{what} {name!r}: option {prefix}.{key} is already declared by {what} {clash!r} as "
+                             "another type; name it differently")
+
+
 def List(item: Field | None, doc="", null=False, min_items=0, scalar_ok=False) -> Field:
     return Field("list", doc, item=item, min_items=min_items, null=null, scalar_ok=scalar_ok)
 

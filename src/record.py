@@ -33,8 +33,8 @@ def _get(cfg, path: str):
 
 
 def _options(plan) -> str | None:
-    options = plan.spec.options if plan is not None else {}
-    return ",".join(f"{k}={v}" for k, v in options.items() if v is not None) or None
+    """A trained family's own options as `variant=a` (Arch.options holds only the set ones)."""
+    return ",".join(f"{k}={v}" for k, v in plan.spec.options.items()) or None if plan is not None else None
 
 
 def _model_ref(cfg):

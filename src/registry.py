@@ -51,13 +51,21 @@ class Registry(dict):
         return iter(self)
 
 
-def import_extensions(modules) -> None:
+def extension_modules(value: Any) -> list[str]:
+    """The module names of an `extensions` value: the config's list, one name (`extensions=mypkg.ext`), or a
+    listing command's argument text (`[mypkg.a, mypkg.b]`)."""
+    if isinstance(value, str):
+        return [m.strip() for m in value.strip("[]").split(",") if m.strip()]
+    return [str(m) for m in value or []]
+
+
+def import_extensions(value: Any) -> None:
     """Import the user's modules that register entries (the config's `extensions`): every process that checks a
     config does this first (src.check.validate), so a sweep's planner and its jobs (joblib workers, SLURM tasks)
     know the same entries. A module that does not import is one line naming it."""
     import importlib
 
-    for name in [modules] if isinstance(modules, str) else modules or []:  # extensions=mypkg.ext: one module
+    for name in extension_modules(value):
         try:
             importlib.import_module(str(name))
         except Exception as e:  # noqa: BLE001  (whatever the user's module raises, named in one line)

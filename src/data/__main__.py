@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
         if key != "extensions":
             sys.exit(f"error: {arg!r}: python -m src.data takes only extensions=[module, ...]")
         try:
-            import_extensions([m.strip() for m in value.strip("[]").split(",") if m.strip()])
+            import_extensions(value)
         except ConfigError as e:
             sys.exit(f"error: {e}")
     rows = task_rows()

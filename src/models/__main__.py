@@ -56,8 +56,8 @@ def main(argv: list[str]) -> None:
         from src.registry import import_extensions
 
         try:
-            import_extensions([m.strip() for a in argv for m in a.split("=", 1)[1].strip("[]").split(",")
-                               if m.strip()])
+            for arg in argv:
+                import_extensions(arg.split("=", 1)[1])
         except ConfigError as e:
             sys.exit(f"error: {e}")
         argv = []

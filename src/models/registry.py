@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Callable
 
 from src.errors import ConfigError
-from src.fields import same_type
+from src.fields import refuse_clash
 from src.models.spec import ArchSpec, alexnet_spec, resnet_spec, vgg_spec
 from src.registry import Registry
 
@@ -103,11 +103,7 @@ ARCHS = Registry("arch", "archs")
 def register_arch(arch: Arch) -> Arch:
     """Register a family; refused when one of its own options shares an `arch.<key>` name with another family's
     option of another type (the config check has one declaration per key)."""
-    for key, f in arch.fields.items():
-        clash = next((a.name for a in ARCHS.values() if key in a.fields and not same_type(a.fields[key], f)), None)
-        if clash is not None:
-            raise ValueError(f"arch {arch.name!r}: option arch.{key} is already declared by arch {clash!r} as "
-                             f"another type; name it differently")
+    refuse_clash("arch", arch.name, "arch", arch.fields, ARCHS.values())
     return ARCHS.register(arch.name, arch)
 
 

@@ -30,8 +30,9 @@ ALLOWED_TARGETS = ("sklearn.*", "src.probe.*")
 
 
 def allowed_targets(extensions) -> list[str]:
-    mods = [extensions] if isinstance(extensions, str) else list(extensions or [])
-    return [*ALLOWED_TARGETS, *(f"{m}.*" for m in mods)]
+    from src.registry import extension_modules
+
+    return [*ALLOWED_TARGETS, *(f"{m}.*" for m in extension_modules(extensions))]
 
 
 def target_allowed(target: str, patterns: list[str]) -> bool:
@@ -42,14 +43,9 @@ def target_allowed(target: str, patterns: list[str]) -> bool:
 def register_classifier(name: str, c_param: str = "C", about: str = "", fields: dict | None = None) -> None:
     """Register a classifier; refused when one of its `fields` shares a `classifier.estimator.<key>` name with
     another classifier's of another type (the config check has one declaration per key)."""
-    from src.fields import same_type
+    from src.fields import refuse_clash
 
-    for key, f in (fields or {}).items():
-        clash = next((c.name for c in CLASSIFIERS.values() if key in c.fields and not same_type(c.fields[key], f)),
-                     None)
-        if clash is not None:
-            raise ValueError(f"classifier {name!r}: classifier.estimator.{key} is already declared by classifier "
-                             f"{clash!r} as another type; name it differently")
+    refuse_clash("classifier", name, "classifier.estimator", fields or {}, CLASSIFIERS.values())
     CLASSIFIERS.register(name, Classifier(name, c_param, about, dict(fields or {})))
 
 

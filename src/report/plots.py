@@ -105,11 +105,9 @@ def _seed_band(df: pd.DataFrame, factor: str, table: pd.DataFrame):
     seed's score (its target samples averaged), cut at [0, 1]; (None, None) with fewer than 2 seeds."""
     from src.report import stats as S
 
-    ok = A.ok_rows(df)
-    if "seed" not in ok or ok["seed"].astype(str).nunique() < 2:
+    per = [p.reindex(index=table.index, columns=table.columns) for p in _per_seed(df, factor)]
+    if not per:
         return None, None
-    per = [A.score_by_setting(jobs, factor).reindex(index=table.index, columns=table.columns)
-           for _, jobs in ok.groupby(ok["seed"].astype(str))]
     values = np.stack([p.to_numpy(float) for p in per], axis=-1)  # target x setting x seed
     _, lo, hi, _ = S.t_interval(values)
     lo, hi = S.within(lo, hi, 0.0, 1.0)
@@ -117,15 +115,20 @@ def _seed_band(df: pd.DataFrame, factor: str, table: pd.DataFrame):
             pd.DataFrame(hi, index=table.index, columns=table.columns))
 
 
+def _per_seed(df: pd.DataFrame, factor: str, score: str = "target_score") -> list[pd.DataFrame]:
+    """Each source seed's target x setting table (`A.score_by_setting` of its own jobs); [] with fewer than 2."""
+    ok = A.ok_rows(df)
+    if "seed" not in ok or ok["seed"].astype(str).nunique() < 2:
+        return []
+    return [A.score_by_setting(jobs, factor, score) for _, jobs in ok.groupby(ok["seed"].astype(str))]
+
+
 def _per_seed_optimum(df: pd.DataFrame, factor: str) -> dict[str, list]:
     """Per task, each source seed's own optimal setting (best val score of that seed's jobs, its target samples
     averaged): how much the optimum moves between source nets."""
-    ok = A.ok_rows(df)
-    if "seed" not in ok or ok["seed"].astype(str).nunique() < 2:
-        return {}
     out: dict[str, list] = {}
-    for _, jobs in ok.groupby(ok["seed"].astype(str)):
-        for task, row in A.score_by_setting(jobs, factor, "val_score").iterrows():
+    for table in _per_seed(df, factor, "val_score"):
+        for task, row in table.iterrows():
             out.setdefault(task, []).extend(A.tied_best(row))  # a seed's tied optima: the bar spans them all
     return out
 
