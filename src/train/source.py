@@ -48,6 +48,9 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 # A resumed training's CSV log goes where the interrupted one's was (its metrics file is kept under another name).
 warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+# Every training is one process on one device: a machine with SLURM's tools installed (a login node, a test cluster)
+# is not a reason to run it under srun, so Lightning's hint would only be noise in each job's log.
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
 log = logging.getLogger(__name__)
 CHECKPOINT = "last.ckpt"  # in the resume dir: the last complete epoch's full training state
 
@@ -191,7 +194,7 @@ class ResumePoint(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module):
         tmp = self.directory / f".{CHECKPOINT}.tmp"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)  # the full state: resuming needs the optimiser and loops
         os.replace(tmp, self.directory / CHECKPOINT)  # a kill while saving leaves the previous epoch's intact
 
     def state_dict(self) -> dict[str, Any]:
