@@ -126,3 +126,18 @@ def test_a_static_baseline_constant_within_every_target_is_left_out_and_named():
     assert any(n.startswith("Static baseline left out: parameter count is the same for every net") for n in notes)
     assert (res["summary"]["ci_low"].dropna() >= -1).all() and (res["summary"]["ci_high"].dropna() <= 1).all()
     assert (res["margins"]["ci_low"].dropna() >= -2).all() and (res["margins"]["ci_high"].dropna() <= 2).all()
+
+
+def test_tied_top_picks_count_as_a_random_pick_in_either_order():
+    """An estimator that ties nets at its top (LEEP reads only the source head, so every layer of one net ties) has
+    no single pick: its regret is that of a random pick among the tied, whatever order the jobs are listed in."""
+    from src.report.zoo import selection_regret
+
+    df = _zoo_frame()
+    df["tr_tied"] = np.where(df["width"] == "tiny", 1.0, 0.0)  # nets 0 and 2 of each target tie at the top
+    expected = {"t1": 0.8 - (0.5 + 0.7) / 2, "t2": 0.9 - (0.9 + 0.6) / 2, "t3": 0.4 - (0.3 + 0.1) / 2}
+    for frame in (df, df.iloc[::-1]):
+        assert zoo_agreement(frame)["regret"].loc["tied"].to_dict() == pytest.approx(expected)
+        picked = selection_regret(frame).set_index(["estimator", "target"])
+        assert picked.loc["tied", "regret"].to_dict() == pytest.approx(expected)
+        assert (picked.loc["tied", "tied picks"] == 2).all() and (picked.loc["oracle", "tied picks"] == 1).all()

@@ -123,7 +123,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                                          "without_result": jobs["without_result"]}}
     if n_ok and "target_score" in df:
         pt = A.per_task(df, baseline)
-        sec["per-task"].table(pt)
+        # a rank describes distance from the synthetic source only: for other sources the column is empty
+        sec["per-task"].table(pt.drop(columns="distance_rank") if pt["distance_rank"].isna().all() else pt)
         bp = A.best_practice(df)
         sec["best-practice"].table(bp)
         optimal = A.optimal_settings(df)

@@ -429,8 +429,9 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
                          else (math.nan, ""))
             rows.append({"task": task, "distance": g["distance"].iloc[0], "setting": setting,
                          "source seeds": len(values), "mean": float(mean), "95% CI": ci,
-                         "role": (("best on test" if task in on_test else "best on val") + tie if setting in tied
-                                  else "") + (" baseline" if setting == base else ""),
+                         "role": " ".join(r for r in (("best on test" if task in on_test else "best on val") + tie
+                                                      if setting in tied else "",
+                                                      "baseline" if setting == base else "") if r),
                          "best - baseline": diff, "diff 95% CI": dci})
     return pd.DataFrame(rows).sort_values(["distance", "task"], kind="stable").reset_index(drop=True)
 

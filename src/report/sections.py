@@ -69,7 +69,8 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "No target with two or more backbones (the model factor)."),
     ("selection-regret", "Picking by an estimator instead of the probe",
      "Per target, the job an estimator ranks first (what objective=<estimator> in a search picks) and its regret: "
-     "best probe score minus the picked job's probe score.",
+     "best probe score minus the picked job's probe score (jobs tied at the estimator's top count as a pick at random "
+     "among them: their mean probe score).",
      "No transferability estimates."),
     ("measured-distance", "Distance from the source",
      "The distance the report orders tasks by, and (with --distance) two more computed from the source net at its "

@@ -133,14 +133,13 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", min_nets: int = 3) -> 
             measured, est = sub[:, 0], sub[:, 1]
             if len(sub) < min_nets or len(np.unique(measured)) < 2:
                 continue
-            if len(np.unique(est)) < 2:  # a constant estimate ranks nothing (e.g. a saturated score): tau 0, and
-                # its pick is arbitrary: the expected regret of a random net (leaving the target out would flatter it)
+            regret[i, j] = pick_regret(measured, est)
+            if len(np.unique(est)) < 2:  # a constant estimate ranks nothing (e.g. a saturated score): tau 0
+                # (leaving the target out would flatter it); its regret is that of a random net's
                 wtau[i, j] = ktau[i, j] = 0.0
-                regret[i, j] = float(measured.max() - measured.mean())
                 continue
             wtau[i, j] = stats.weightedtau(est, measured).statistic
             ktau[i, j] = stats.kendalltau(est, measured).statistic
-            regret[i, j] = float(measured.max() - measured[np.argmax(est)])  # (the first of tied picks, as idxmax)
     wtau, ktau, regret = (pd.DataFrame(a, index=names, columns=list(tables)) for a in (wtau, ktau, regret))
     margin_diffs = {}
     for base in [b for b in STATIC if b in names]:
@@ -326,10 +325,18 @@ def _regime_cell(r) -> str:
     return f"{int(out)}" + (f" ({int(unknown)} not recorded)" if unknown else "")
 
 
+def pick_regret(measured: np.ndarray, est: np.ndarray) -> float:
+    """Best measured score minus that of the item `est` ranks first. Items tied (within S.TIE) at the top of `est`
+    count as a pick at random among them, their mean score: which one comes first is the order the items happen to
+    be listed in (an estimator that reads only the source head, like LEEP, ties every layer of one net)."""
+    return float(np.max(measured) - np.mean(measured[S.at_max(est, 0)]))
+
+
 def selection_regret(df: pd.DataFrame) -> pd.DataFrame:
     """For any sweep or search that recorded estimates next to the probe: per target, the job each estimator
     ranks first (what a search with `objective=<estimator>` picks) and its regret in probe score, best measured
-    score minus the picked job's score (0 = the estimator picks what the probe would)."""
+    score minus the picked job's score (0 = the estimator picks what the probe would; jobs tied at the estimator's
+    top: their mean score, and `tied picks` says how many)."""
     ok = df[(df["status"] == "ok") & df["target_score"].notna()] if "status" in df else df
     rows = []
     for col in [c for c in ok.columns if c.startswith("tr_")]:
@@ -337,10 +344,13 @@ def selection_regret(df: pd.DataFrame) -> pd.DataFrame:
             sub = g[[col, "target_score"]].apply(pd.to_numeric, errors="coerce").dropna()
             if len(sub) < 2:
                 continue
-            best, picked = float(sub["target_score"].max()), float(sub.loc[sub[col].idxmax(), "target_score"])
-            rows.append({"estimator": col[3:], "target": target, "jobs": len(sub), "best_probe_score": best,
-                         "picked_probe_score": picked, "regret": best - picked})
-    return pd.DataFrame(rows)
+            measured, est = sub["target_score"].to_numpy(float), sub[col].to_numpy(float)
+            regret = pick_regret(measured, est)
+            rows.append({"estimator": col[3:], "target": target, "jobs": len(sub),
+                         "best_probe_score": float(measured.max()), "picked_probe_score": float(measured.max()) - regret,
+                         "tied picks": int(S.at_max(est, 0).sum()), "regret": regret})
+    out = pd.DataFrame(rows)
+    return out.drop(columns="tied picks") if len(out) and (out["tied picks"] == 1).all() else out
 
 
 def zoo_json(res: dict) -> dict:
