@@ -19,6 +19,7 @@ Every problem is a `ConfigError` with one line. Torch-free.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import MutableMapping
 
 from omegaconf import OmegaConf
@@ -126,10 +127,38 @@ def expand_models(argv: list[str]) -> list[str]:
     if not models or not all(isinstance(m, str) and m for m in models):
         raise ConfigError(f"{found[-1]} must be a non-empty list of backbone references, e.g. "
                           f"arch.models=[timm:resnet18,torchvision:mobilenet_v3_small]")
+    for i, m in enumerate(models):
+        check_reference_syntax(f"arch.models[{i}]", m)
     if any(a.lstrip("+").startswith("arch.model=") for a in argv):
         raise ConfigError("arch.models=[...] sets arch.model for each job itself; drop arch.model=")
     quoted = ",".join("'" + m.replace("\\", "\\\\").replace("'", "\\'") + "'" for m in models)
     return argv + [f"arch.model={quoted}"]
+
+
+def check_reference_syntax(key: str, text: str) -> None:
+    """A backbone reference's form, before any job is planned (what its model is, and whether its weights fit,
+    the config check finds out per job): a known library with a model name, or an existing file."""
+    from src.models.refs import LIBRARIES
+
+    library, sep, rest = text.partition(":")
+    if library == "file" and sep and rest:
+        if not Path(os.path.expanduser(rest)).is_file():
+            raise ConfigError(f"{key}=file:{rest}: no such file")
+    elif library not in LIBRARIES or not sep or not rest.partition("@")[0]:
+        raise ConfigError(f"{key}={text!r} is not a backbone reference; valid: library:model[@weights] with library "
+                          f"one of {', '.join(LIBRARIES)}, or file:/path/to/checkpoint")
+
+
+MODEL_SELECTION = "experiment=model_selection"
+
+
+def check_model_selection_target(argv: list[str]) -> None:
+    """The model-selection study ranks backbones on the user's data: without `target=` it would rank them on the
+    default synthetic target, minutes of work that answers nothing the user asked."""
+    if MODEL_SELECTION in argv and not any(a.lstrip("+").startswith("target=") for a in argv):
+        choices = sorted(p.stem for p in (src.REPO_ROOT / "conf" / "target").glob("*.yaml"))
+        raise ConfigError(f"{MODEL_SELECTION} needs target= (your data: target=imagefolder target.root=DIR); "
+                          f"valid: {', '.join(choices)}")
 
 
 def check_report_args(argv: list[str]) -> None:
@@ -163,6 +192,7 @@ def prepare(argv: list[str], environ: MutableMapping[str, str] = os.environ) -> 
 
     argv = plan_flag(argv, environ)
     check_sweeper_overrides(argv)
+    check_model_selection_target(argv)
     argv = expand_models(expand_replicates(overlay_multirun_args(argv)))
     check_report_args(argv)
     argv = prepare_storage_args(argv, environ)

@@ -389,6 +389,14 @@ def test_summary_and_report_commands_on_bad_dirs_exit_1_with_one_line(tmp_path, 
     (["TRANSFER_CACHE_DIR=/proc/nope"], "error: paths.cache_dir=/proc/nope (set by TRANSFER_CACHE_DIR) "),
     (["source=imagefolder", "source.root={tmp}/corrupt"],
      "error: UnreadableImageError: cannot read image {tmp}/corrupt/b/1.jpg"),
+    # the model-selection study on the default synthetic target would answer nothing the user asked
+    (["experiment=model_selection", "arch.models=[timm:resnet18]"], "error: experiment=model_selection needs target= "),
+    (["experiment=model_selection", "target=digits", "arch.models=[timm:resnet18,foo:resnet18]"],
+     "error: arch.models[1]='foo:resnet18' is not a backbone reference; valid: library:model[@weights]"),
+    (["experiment=model_selection", "target=digits", "arch.models=[file:{tmp}/none.safetensors]"],
+     "error: arch.models[0]=file:{tmp}/none.safetensors: no such file"),
+    # a sweep whose every job fails the config check: one line, not a sweep of failure records that exits 0
+    (["-m", "layer=conv9,fc99"], "error: layer='conv9' does not exist in arch=alexnet depth=8; valid layers: "),
 ])
 def test_cli_prints_one_line_and_exits_1(tmp_path, args, expected):
     root = tree(tmp_path / "corrupt", {"a": 3, "b": 3})
@@ -408,6 +416,7 @@ def test_cli_prints_one_line_and_exits_1(tmp_path, args, expected):
     print(f"{args}: wall {time.perf_counter() - t0:.1f}s, cpu {cpu:.1f}s")
     assert cpu < MAX_SECONDS
     assert not [p for p in cache.rglob("*") if not p.is_dir()]  # no file: no lock, staging dir or entry
+    assert not (tmp_path / "sweep").exists()  # nor a sweep dir
 
 
 @pytest.mark.slow

@@ -1,7 +1,7 @@
 """Calibration of the report's decision rules on simulated sweeps (no training): the false "supported" rate in
 each null scenario and the power in the alternatives, over 400 simulated sweeps each, through the same functions
 the report calls (src.report.questions.analyse / decide, src.report.stats, src.report.zoo.inference / decide,
-src.report.findings.crossfit_diff), plus a few sweeps written as result.json files through the whole report.
+src.report.findings.val_choice_gain), plus a few sweeps written as result.json files through the whole report.
 
 `python -m pytest -q -k calibration` runs them; `python -m tests.test_calibration` prints the table that
 docs/statistics.md shows (the same simulations, the same seeds). Rates carry their exact binomial 95% interval.
@@ -89,10 +89,38 @@ def test_calibration_nulls_stay_below_five_percent(key):
 
 
 def test_calibration_power_at_the_recommended_seeds():
-    """(d) at the stated effect: both layer questions found in at least 80% of 6-seed sweeps."""
-    rates = layer_rates("d", SEEDS)
-    _power(*rates["layer_optimum_shift"], "d / layer_optimum_shift")
-    _power(*rates["layer_gap_shrinks"], "d / layer_gap_shrinks")
+    """(d) at the stated effect: layer_gap_shrinks found in at least 80% of 6-seed sweeps; layer_optimum_shift,
+    whose seed-level interval is the conservative jackknife, at 8 seeds (docs/statistics.md: 0.79 at 6)."""
+    _power(*layer_rates("d", SEEDS)["layer_gap_shrinks"], "d / layer_gap_shrinks")
+    _power(*layer_rates("d", 8)["layer_optimum_shift"], "d / layer_optimum_shift, 8 seeds")
+
+
+def _equal_layers(n_sweeps: int, n_seeds: int, noise: Noise):
+    """Sweeps where every layer scores the same on every task (the truth at either end is 0), with the
+    simulation's net, fit, sample and evaluation noise."""
+    rng = np.random.default_rng([31, n_seeds, int(noise.sd_net * 1000)])
+    shape = (n_sweeps, 7, len(LAYERS), n_seeds)
+    mu = rng.uniform(0.4, 0.8, (n_sweeps, 7, 1, 1))
+    shared = (noise.sd_net * rng.standard_normal((n_sweeps, 1, len(LAYERS), n_seeds))
+              + noise.sd_fit * rng.standard_normal(shape) + noise.sd_sample * rng.standard_normal(shape))
+    return (mu + shared + noise.sd_test * rng.standard_normal(shape),
+            mu + shared + noise.sd_val * rng.standard_normal(shape), np.linspace(0, 1, 7))
+
+
+@pytest.mark.parametrize("n_seeds, noise", [(3, Noise()), (6, Noise()), (6, DOMINANT)])
+def test_calibration_cross_fitted_interval_holds_its_level(n_seeds, noise):
+    """layer_optimum_shift's per-seed values are dependent (each seed's layers are chosen on the other seeds' val
+    scores): their plain t interval excluded a true 0 in 9-13% of 6-seed sweeps. The jackknife interval the report
+    uses must exclude it in at most 5% (two-sided), at either end; "these tasks only" rests on it alone."""
+    q = Q.BY_ID["layer_optimum_shift"]
+    test, val, distance = _equal_layers(1000, n_seeds, noise)
+    r = Q.analyse(q, test, val, LAYERS, distance)
+    for end, (lo, hi) in {"far": (r.lo, r.hi), "near": (r.near_lo, r.near_hi)}.items():
+        k = int((S.side(lo, hi) != 0).sum())
+        _null(k, len(lo), f"{n_seeds} seeds, {end} end: interval excludes a true 0")
+    if n_seeds == 6:  # the test can fail: the plain t interval of the same values does
+        _, lo, hi, _ = S.t_interval(r.per_seed)
+        assert (S.side(lo, hi) != 0).mean() > LIMIT
 
 
 LEVEL = Scenario("level: last setting vs first (3 settings)", "level", settings=3)

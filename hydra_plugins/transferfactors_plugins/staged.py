@@ -88,6 +88,15 @@ class StagedLaunch:
             print(sweep_plan.describe(plan, self.plan_lines(plan)))
             self._forget_sweep_dir()
             raise PlanShown()
+        if plan.jobs and all(j.state == "invalid" for j in plan.jobs):
+            # nothing would run but failure records: one line and exit 1, as a single bad run gets, not a sweep
+            # dir of failed jobs, a report of none and exit 0 (with some valid jobs, the bad ones are recorded)
+            from src.errors import ConfigError
+
+            self._forget_sweep_dir(also=("progress.jsonl",))
+            first = plan.jobs[0]
+            more = f" (and the other {len(plan.jobs) - 1} jobs fail it too)" if len(plan.jobs) > 1 else ""
+            raise ConfigError(f"{first.error}{more}")
         for line in sweep_plan.describe(plan).splitlines():
             log.info(line)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))

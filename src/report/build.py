@@ -272,6 +272,8 @@ def _power(a: F.Answer) -> tuple[int | None, str | None]:
     need = F.seeds_needed(a)
     if math.isfinite(need):
         return int(need), None
+    if need == math.inf and a.result is not None and a.result.near is not None:
+        return None, "unreachable: the near and the far end point the same way (the optimum does not move)"
     if need == math.inf:
         return None, "unreachable: the estimate is 0 or undefined, or too small for its per-seed SD"
     if a.result is None:

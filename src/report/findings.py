@@ -273,7 +273,12 @@ def verdict(a: Answer, min_seeds: int) -> str:
         return f"{blocked}; {cap}" if cap else blocked
     p = a.scalar("task_p") if a.role == ROLE_PRIMARY else a.task_p_adjusted
     decided = str(Q.decide(a.q, a.result, p))
-    return f"{decided} ({cap})" if cap else decided
+    why = []
+    if decided == S.NOT_RESOLVED and a.result.near is not None and S.side(a.scalar("lo"), a.scalar("hi")) == 1:
+        # the far end alone is not the question: the interval excluding 0 must not read as "not resolved" unexplained
+        why.append("the far end's interval is above 0, the near end's is not below 0")
+    why += [cap] if cap else []
+    return f"{decided} ({'; '.join(why)})" if why else decided
 
 
 def _population(a: Answer) -> str:
@@ -288,14 +293,28 @@ def _population(a: Answer) -> str:
 
 
 def seeds_needed(a: Answer) -> float:
-    """Source seeds for 80% power at the sweep's own estimate and per-seed SD (S.seeds_for_power): inf when
-    unreachable, NaN with fewer than 2 defined seeds (no SD) or no estimate."""
-    if a.result is None:
+    """Source seeds for 80% power at the sweep's own estimate and per-seed SD (S.seeds_for_power), never below the
+    seeds a verdict needs at all (S.MIN_SEEDS): inf when unreachable, NaN with fewer than 2 defined seeds (no SD)
+    or no estimate. An `ends` question needs both ends: the seeds for the end that needs more, with the SD the
+    jackknife interval implies; unreachable when the two ends point the same way (no number of source nets makes
+    an optimum move that the estimates say stays put)."""
+    r = a.result
+    if r is None:
         return math.nan
-    per_seed = np.atleast_1d(np.asarray(a.result.per_seed, dtype=float))
-    if len(per_seed) < 2:
+    per_seed = np.atleast_1d(np.asarray(r.per_seed, dtype=float))
+    n = len(per_seed)
+    if n < 2:
         return math.nan
-    return S.seeds_for_power(a.scalar("estimate"), float(per_seed.std(ddof=1)))
+    if r.near is None:
+        need = S.seeds_for_power(a.scalar("estimate"), float(per_seed.std(ddof=1)))
+    else:
+        far, near = a.scalar("estimate"), a.scalar("near")
+        if not np.sign(far) * np.sign(near) < 0:
+            return math.inf
+        sd = [float(per_seed.std(ddof=1))] * 2 if r.se is None else [a.scalar("se") * math.sqrt(n),
+                                                                    a.scalar("near_se") * math.sqrt(n)]
+        need = max(S.seeds_for_power(far, sd[0]), S.seeds_for_power(near, sd[1]))
+    return max(need, float(S.MIN_SEEDS))
 
 
 def row(a: Answer, min_seeds: int) -> dict[str, Any]:

@@ -136,6 +136,8 @@ class Result:
     near: np.ndarray | None = None
     near_lo: np.ndarray | None = None
     near_hi: np.ndarray | None = None
+    se: np.ndarray | None = None  # the interval's standard error where it is not the per-seed values' (jackknife)
+    near_se: np.ndarray | None = None
 
 
 def analyse(q: Question, test: np.ndarray, val: np.ndarray, settings: list, distance: np.ndarray | None,
@@ -159,8 +161,18 @@ def analyse(q: Question, test: np.ndarray, val: np.ndarray, settings: list, dist
     c_near = c
     far_s = S.fitted_at(np.swapaxes(c, -1, -2), x, 1.0)
     near_s = S.fitted_at(np.swapaxes(c_near, -1, -2), x, 0.0)
-    mean, lo, hi, p = S.t_interval(far_s)
-    near, near_lo, near_hi, _ = S.t_interval(near_s)
+    n = c.shape[-1]
+    if n >= 3:
+        # Each seed's value uses the other seeds' val scores (cross-fitting), so the values are not independent
+        # and their plain t interval is too narrow (it excluded a true 0 in 9% of simulated 6-seed nulls). The
+        # jackknife recomputes the choices without each seed in turn: a conservative interval (docs/statistics.md).
+        loo = np.stack([_ends_without(q, test, val, settings, x, j) for j in range(n)], axis=-1)  # (..., end, n)
+        mean, lo, hi, p, se = S.jackknife_interval(far_s.mean(axis=-1), loo[..., 0, :])
+        near, near_lo, near_hi, _, near_se = S.jackknife_interval(near_s.mean(axis=-1), loo[..., 1, :])
+    else:  # (no verdict below 3 seeds: a description)
+        mean, lo, hi, p = S.t_interval(far_s)
+        near, near_lo, near_hi, _ = S.t_interval(near_s)
+        se = near_se = None
     cbar, nbar = c.mean(axis=-1), c_near.mean(axis=-1)
     far_t = np.array([S.end_test(row, x, 1.0) for row in cbar.reshape(-1, cbar.shape[-1])])
     near_t = np.array([S.end_test(row, x, 0.0) for row in nbar.reshape(-1, nbar.shape[-1])])
@@ -171,7 +183,15 @@ def analyse(q: Question, test: np.ndarray, val: np.ndarray, settings: list, dist
         task_p = np.where(far_fit > 0, np.where(shift, np.maximum(p_far, p_near), 1.0), p_far)
         seed_side = np.where((S.side(lo, hi) == 1) & (S.side(near_lo, near_hi) == -1), 1,
                              np.where(S.side(lo, hi) == -1, -1, 0))
-    return Result(mean, lo, hi, p, far_fit, task_p, seed_side, far_s, c, near, near_lo, near_hi)
+    return Result(mean, lo, hi, p, far_fit, task_p, seed_side, far_s, c, near, near_lo, near_hi, se, near_se)
+
+
+def _ends_without(q: Question, test: np.ndarray, val: np.ndarray, settings: list, x: np.ndarray,
+                  j: int) -> np.ndarray:
+    """(..., 2): the far- and near-end estimates recomputed without source seed j (its choices included)."""
+    c = q.contrast(np.delete(test, j, axis=-1), np.delete(val, j, axis=-1), settings)
+    y = np.swapaxes(c, -1, -2)
+    return np.stack([S.fitted_at(y, x, 1.0).mean(axis=-1), S.fitted_at(y, x, 0.0).mean(axis=-1)], axis=-1)
 
 
 def decide(q: Question, r: Result, task_p_adjusted) -> np.ndarray:

@@ -21,8 +21,8 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     ("findings", "Findings",
      "One row per question of the paper the sweep can answer. estimate: the statistic, the mean over source "
      "seeds of each seed's own value; seed-level 95% CI: Student's t over source seeds (these tasks, a new "
-     "source net); task-level p: a randomisation test over tasks of the seed-averaged statistic (tasks like "
-     "these), two-sided, and Holm-adjusted over the report's secondary questions and estimator calls (the study's "
+     "source net); task-level p: a test over tasks of the seed-averaged statistic (tasks like these; the "
+     "population column names it), two-sided, and Holm-adjusted over the report's secondary questions and estimator calls (the study's "
      "primary question is not adjusted). supported = both say the paper's direction and enough source seeds are "
      "defined; 'these tasks only' = the seed-level interval does, the task-level test does not. seeds for 80% "
      "power: source seeds a seed-level test would need to detect the observed estimate, given its per-seed SD "
