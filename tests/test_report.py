@@ -271,3 +271,21 @@ def test_jobs_without_a_result_are_counted_and_named(fake_sweep, tmp_path):
     out = build_report([fake_sweep], tmp_path / "out", baseline={"layer": "fc7"}, plots=False)
     assert ("Jobs: 18 started, 17 with results (16 ok, 1 failed), 1 without a result (#17: layer=fc6 target=near; "
             "killed or still running)") in _sections(out)["summary"]["notes"]
+
+
+def test_backbones_compared_without_a_swept_factor_get_no_invented_baseline(tmp_path):
+    """A model-selection sweep varies arch.model only (not a factor the analyses read): the summary names the
+    backbones compared, the per-task table has no baseline (every job would match an empty standard setting), and
+    the plots section does not claim that no job succeeded."""
+    for job, (model, score) in enumerate({"timm:a": 0.6, "timm:b": 0.5, "torchvision:c": 0.4}.items()):
+        (tmp_path / "sw" / str(job)).mkdir(parents=True)
+        (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+            "status": "ok", "factors": {"arch": "backbone", "model": model, "layer": "pre_logits", "target": "mine",
+                                        "group": "mine", "distance_rank": None, "seed": 0},
+            "metrics": {"target_score": score, "target_metric": "accuracy"}}))
+    out = build_report([tmp_path / "sw"], tmp_path / "out")
+    md = (out / "report.md").read_text()
+    assert "Swept factors: none; backbones compared: 3 (arch.model; see Model selection)" in md
+    row = json.loads((out / "analysis.json").read_text())["per_task"][0]
+    assert row["best_score"] == pytest.approx(0.6) and row["baseline_score"] is None
+    assert "no successful jobs" not in md and "None drawn: they show scores against the swept factors" in md

@@ -159,7 +159,8 @@ def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
                     "target_score": float(means.loc[tied, "target_score"].mean())}
         else:
             best = {"target_score": float(jobs.groupby("_rep")["target_score"].max().mean())}
-        base = jobs[jobs.apply(matches, axis=1, baseline=baseline, factors=factors)]
+        # without a swept factor there is no standard setting: every job would "match" it
+        base = jobs[jobs.apply(matches, axis=1, baseline=baseline, factors=factors)] if factors else jobs.iloc[:0]
         base_score = float(base.groupby("_rep")["target_score"].mean().mean()) if len(base) else math.nan
         rows.append({
             "target": task["target"], "group": task["group"], "distance_rank": task["distance_rank"],

@@ -112,7 +112,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                                          "plots", "failed-jobs", "command")}
     sec["summary"].notes += [
         f"Sweeps: {', '.join(map(str, dirs))}", J.summary(jobs, len(df), n_ok),
-        f"Swept factors: {', '.join(factors) or 'none'}",
+        f"Swept factors: {', '.join(factors) or 'none'}" + _models_note(df),
         "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a")]
     analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors},
                                 "study": {"primary": study.primary, "primary_from": study.primary_from,
@@ -168,6 +168,9 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         analysis["settings_ci"] = settings.to_dict("records")
         if plots:
             sec["plots"].images += write_plots(df, out, optimal)
+            if not sec["plots"].images:
+                sec["plots"].notes.append("None drawn: they show scores against the swept factors, and this sweep "
+                                          "varies none of them.")
         else:
             sec["plots"].notes.append("Not drawn (python -m src.report --no-plots).")
     sec["measured-distance"].notes.append(f"Distance axis of this report: {df.attrs.get('distance_axis', 'none')}.")
@@ -209,6 +212,13 @@ def _drawn(out: Path) -> set[str]:
         return set()
     return {n for n in names if isinstance(n, str) and n.endswith(".png") and n == Path(n).name
             and not n.startswith(".")}
+
+
+def _models_note(df: pd.DataFrame) -> str:
+    """The backbones a sweep compares (arch.model: not a factor the analyses read, a section of its own)."""
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    n = ok["model"].dropna().astype(str).nunique() if "model" in ok else 0
+    return f"; backbones compared: {n} (arch.model; see Model selection)" if n > 1 else ""
 
 
 def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> str:
