@@ -79,3 +79,22 @@ def test_report_table_ranks_backbones_and_times_estimators(tmp_path):
     assert est.loc["nce", "weighted tau"] == pytest.approx(-1.0)
     assert est.loc["logme", "picks"] == "timm:a" and est.loc["logme", "median s per backbone"] == 0.02
     assert est.loc["logme", "top-1 agreement"] > 0.95 and est.loc["nce", "top-1 agreement"] < 0.05
+
+
+def test_backbones_at_chance_and_estimators_outside_their_regime_are_named(tmp_path):
+    """A backbone whose probe is not shown above 1/classes is named (its rank is noise), one clearly above is not;
+    an estimator outside its own regime on a backbone (SFDA with d/(n-C) >= 0.6) is named with those backbones."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for model, acc, dim in (("timm:good", 0.8, 64), ("torchvision:flat", 0.36, 1024)):
+        job = tmp_path / model.replace(":", "_")
+        job.mkdir()
+        np.save(job / "test_correct.npy", (rng.random(120) < acc).astype(np.int8))
+        rows.append({"status": "ok", "target": "mine", "model": model, "job_dir": str(job), "target_score": acc,
+                     "target_metric": "accuracy", "estimate_inputs_n": 180, "estimate_inputs_classes": 3,
+                     "estimate_inputs_dim": dim, "tr_sfda": rng.random(), "tr_logme": rng.random()})
+    notes = selection.model_selection(pd.DataFrame(rows))["mine"]["notes"]
+    chance = [n for n in notes if n.startswith("Not shown better than chance (1/3")]
+    assert len(chance) == 1 and "torchvision:flat" in chance[0] and "timm:good" not in chance[0]
+    regime = [n for n in notes if n.startswith("sfda is outside its regime on 1 of 2 backbones (torchvision:flat)")]
+    assert len(regime) == 1 and not any(n.startswith("logme") for n in notes)

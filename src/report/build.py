@@ -153,6 +153,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
             sec["model-selection"].table(sel["backbones"], f"{target}: backbones by probe score "
                                                            f"({sel['test_images']} test images)")
             sec["model-selection"].table(sel["estimators"], f"{target}: estimators against the probe's ranking")
+            sec["model-selection"].notes += [f"{target}: {n}" for n in sel["notes"]]
             analysis.setdefault("model_selection", {})[target] = {k: v.to_dict("records") if hasattr(v, "to_dict")
                                                                   else v for k, v in sel.items()}
         regret = Z.selection_regret(df)

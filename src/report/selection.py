@@ -107,5 +107,46 @@ def model_selection(df: pd.DataFrame) -> dict[str, dict]:
         estimators = pd.DataFrame(ests)
         if len(estimators):
             estimators = estimators.sort_values("weighted tau", ascending=False).reset_index(drop=True)
-        out[str(target)] = {"backbones": table, "estimators": estimators, "test_images": next(iter(lengths), None)}
+        out[str(target)] = {"backbones": table, "estimators": estimators, "test_images": next(iter(lengths), None),
+                            "notes": _at_chance(g, correct) + _outside_regime(g, est_cols)}
     return out
+
+
+def _at_chance(g: pd.DataFrame, correct: dict[str, np.ndarray | None]) -> list[str]:
+    """Backbones whose probe is not shown better than guessing (exact one-sided binomial test at 0.05 against 1 /
+    classes, on the test images): a rank among them is noise, whatever the table's order (a random-init net whose
+    features are almost constant can come first)."""
+    if "estimate_inputs_classes" not in g or ("target_metric" in g and (g["target_metric"] != "accuracy").any()):
+        return []
+    weak = []
+    for m, r in g.iterrows():
+        c, k = correct.get(m), r.get("estimate_inputs_classes")
+        if c is None or not (isinstance(k, (int, float)) and math.isfinite(k) and k >= 2):
+            continue
+        p = stats.binomtest(int(c.sum()), len(c), 1.0 / k, alternative="greater").pvalue
+        if p >= S.ALPHA:
+            weak.append(f"{m} ({c.mean():.3f} of {len(c)}, p = {p:.2g})")
+    return [f"Not shown better than chance (1/{int(g['estimate_inputs_classes'].max())}; exact binomial test, "
+            f"one-sided, 0.05): {', '.join(weak)}. Their ranks say nothing about these backbones."] if weak else []
+
+
+def _outside_regime(g: pd.DataFrame, est_cols: list[str]) -> list[str]:
+    """Estimators outside their own regime on some backbone here (src.transferability.estimators: saturated
+    SFDA, degenerate H-score): there their values do not depend on the labels, so neither does their ranking."""
+    from src.transferability.estimators import ESTIMATORS
+
+    cols = ("estimate_inputs_n", "estimate_inputs_classes", "estimate_inputs_dim")
+    if not all(c in g for c in cols):
+        return []
+    lines = []
+    for col in est_cols:
+        est = ESTIMATORS.get(col[3:])
+        if est is None or est.regime is None:
+            continue
+        out = [m for m, r in g.iterrows() if np.isfinite(r[list(cols)].to_numpy(float)).all()
+               and est.outside(*(int(r[c]) for c in cols)) is not None]
+        if out:
+            lines.append(f"{col[3:]} is outside its regime on {len(out)} of {len(g)} backbones ({', '.join(out)}): "
+                         f"there its value does not depend on the labels (docs/statistics.md, Estimators outside "
+                         f"their regime).")
+    return lines
