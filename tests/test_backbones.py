@@ -213,11 +213,14 @@ def test_model_selection_study_on_cifar(cifar_dir, cache_dir, tmp_path):
     assert "Model selection: backbones ranked on the target" in (sweep / "report" / "report.md").read_text()
 
 
-def test_models_list_becomes_one_job_per_backbone():
+def test_models_list_becomes_one_job_per_backbone(tmp_path):
     from src.argv import prepare
 
-    argv = prepare(["experiment=model_selection", "arch.models=[timm:resnet18,file:/tmp/a b/x.safetensors]"], {})
-    assert argv[-1] == "arch.model='timm:resnet18','file:/tmp/a b/x.safetensors'" and "hydra.mode=MULTIRUN" in argv
+    (tmp_path / "a b").mkdir()
+    ckpt = tmp_path / "a b" / "x.safetensors"  # a space in the path: quoted for Hydra's sweep
+    ckpt.write_bytes(b"")
+    argv = prepare(["experiment=model_selection", "target=imagefolder", f"arch.models=[timm:resnet18,file:{ckpt}]"], {})
+    assert argv[-1] == f"arch.model='timm:resnet18','file:{ckpt}'" and "hydra.mode=MULTIRUN" in argv
     with pytest.raises(ConfigError, match="drop arch.model="):
         prepare(["arch.models=[timm:resnet18]", "arch.model=timm:vgg11"], {})
 

@@ -22,12 +22,17 @@ def _pasted(command: str) -> list[str]:
 
 
 def test_the_shown_command_reruns_the_same_jobs(tmp_path):
-    """A sweep whose jobs stop at the config check (layer=conv9: nothing trains) run with replicates=2, which
-    puts `target.data.seed=${seed}` on the command line; then every job of the pasted command, rerun with
-    `--cfg job`, composes to the config that job saved."""
+    """A sweep whose jobs fail before anything trains (an ImageFolder source with a truncated image; a sweep whose
+    every job failed the config check would not start at all) run with replicates=2, which puts
+    `target.data.seed=${seed}` on the command line; then every job of the pasted command, rerun with `--cfg job`,
+    composes to the config that job saved."""
+    from tests.test_bad_input import tree
+
+    root = tree(tmp_path / "corrupt", {"a": 3, "b": 3})
+    (root / "b" / "1.jpg").write_bytes((root / "b" / "0.jpg").read_bytes()[:200])
     sweep = tmp_path / "sweep"
-    r = run_cli("replicates=2", "layer=conv9", "target.data.num_classes=3,4", f"paths.cache_dir={tmp_path / 'c'}",
-                f"hydra.sweep.dir={sweep}")
+    r = run_cli("replicates=2", "source=imagefolder", f"source.root={root}", "source.image_size=32,40",
+                f"paths.cache_dir={tmp_path / 'c'}", f"hydra.sweep.dir={sweep}")
     assert r.returncode == 0, r.stderr
     command, config = sweep_record(sweep)
     first, *comments = command.splitlines()

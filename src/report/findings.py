@@ -354,6 +354,8 @@ def details(a: Answer) -> dict[str, Any]:
                    task_statistic=a.scalar("task_stat"), task_p=a.scalar("task_p"))
         if r.near is not None:
             out["near_end"] = {"estimate": a.scalar("near"), "ci": [a.scalar("near_lo"), a.scalar("near_hi")]}
+        if r.loo is not None:  # the jackknife's leave-one-seed-out ends: the plot's band is the same interval
+            out["jackknife_ends"] = {"far": np.asarray(r.loo)[0].tolist(), "near": np.asarray(r.loo)[1].tolist()}
     return out
 
 

@@ -138,6 +138,7 @@ class Result:
     near_hi: np.ndarray | None = None
     se: np.ndarray | None = None  # the interval's standard error where it is not the per-seed values' (jackknife)
     near_se: np.ndarray | None = None
+    loo: np.ndarray | None = None  # (..., end, seed): the far and near ends recomputed without each seed
 
 
 def analyse(q: Question, test: np.ndarray, val: np.ndarray, settings: list, distance: np.ndarray | None,
@@ -172,7 +173,7 @@ def analyse(q: Question, test: np.ndarray, val: np.ndarray, settings: list, dist
     else:  # (no verdict below 3 seeds: a description)
         mean, lo, hi, p = S.t_interval(far_s)
         near, near_lo, near_hi, _ = S.t_interval(near_s)
-        se = near_se = None
+        se = near_se = loo = None
     cbar, nbar = c.mean(axis=-1), c_near.mean(axis=-1)
     far_t = np.array([S.end_test(row, x, 1.0) for row in cbar.reshape(-1, cbar.shape[-1])])
     near_t = np.array([S.end_test(row, x, 0.0) for row in nbar.reshape(-1, nbar.shape[-1])])
@@ -183,7 +184,7 @@ def analyse(q: Question, test: np.ndarray, val: np.ndarray, settings: list, dist
         task_p = np.where(far_fit > 0, np.where(shift, np.maximum(p_far, p_near), 1.0), p_far)
         seed_side = np.where((S.side(lo, hi) == 1) & (S.side(near_lo, near_hi) == -1), 1,
                              np.where(S.side(lo, hi) == -1, -1, 0))
-    return Result(mean, lo, hi, p, far_fit, task_p, seed_side, far_s, c, near, near_lo, near_hi, se, near_se)
+    return Result(mean, lo, hi, p, far_fit, task_p, seed_side, far_s, c, near, near_lo, near_hi, se, near_se, loo)
 
 
 def _ends_without(q: Question, test: np.ndarray, val: np.ndarray, settings: list, x: np.ndarray,
