@@ -107,6 +107,30 @@ def _equal_layers(n_sweeps: int, n_seeds: int, noise: Noise):
             mu + shared + noise.sd_val * rng.standard_normal(shape), np.linspace(0, 1, 7))
 
 
+def _one_sided(k: int, n: int, what: str) -> None:
+    """A one-sided part of a verdict: at most 2.5% plus three binomial standard errors."""
+    limit = 0.025 + 3 * math.sqrt(0.025 * 0.975 / n)
+    assert k / n <= limit, f"{what}: {k}/{n} = {k / n:.3f} > {limit:.3f}"
+
+
+@pytest.mark.parametrize("qid", ["layer_gap_shrinks", "layer_optimum_shift"])
+def test_calibration_each_part_of_a_verdict_holds_its_one_sided_rate(qid):
+    """Every layer scores the same on every task: the truth is 0 for these tasks and for tasks like these. Each part
+    of a verdict alone (the seed-level interval, the task-level test), in each direction, calls it in at most about
+    2.5% of sweeps, so "these tasks only" and "contradicted" (which rest on one part, or on both the other way)
+    hold their rates too. The null tests above cannot see one part go wrong while the other holds."""
+    q = Q.BY_ID[qid]
+    test, val, distance = _equal_layers(400, SEEDS, Noise())
+    r = Q.analyse(q, test, val, LAYERS, distance)
+    verdicts = Q.decide(q, r, r.task_p)
+    for sign, name in ((q.sign, "the paper's direction"), (-q.sign, "the opposite one")):
+        _one_sided(int((r.seed_side == sign).sum()), len(verdicts), f"{qid}: seed-level interval, {name}")
+        task = (r.task_p < LIMIT) & (np.sign(r.task_stat) == sign)
+        _one_sided(int(task.sum()), len(verdicts), f"{qid}: task-level test, {name}")
+    for v in (S.THESE_TASKS, S.OPPOSITE_THESE_TASKS, S.CONTRADICTED):
+        _one_sided(int((verdicts == v).sum()), len(verdicts), f"{qid}: {v}")
+
+
 @pytest.mark.parametrize("n_seeds, noise", [(3, Noise()), (6, Noise()), (6, DOMINANT)])
 def test_calibration_cross_fitted_interval_holds_its_level(n_seeds, noise):
     """layer_optimum_shift's per-seed values are dependent (each seed's layers are chosen on the other seeds' val
@@ -138,7 +162,7 @@ def test_calibration_level_questions():
     """width / depth / classes / training length: null (no gain) below 5%, power at a 0.04 gain (tasks differ by
     SD 0.01 in it) at the recommended seeds."""
     _null(*level_rates(0.0, SEEDS), "level / null")
-    _power(*level_rates(0.04, SEEDS), "level / gain 0.04")
+    _power(*level_rates(0.03, SEEDS), "level / gain 0.03")  # about 0.87: a moderate loss of power shows
 
 
 FINETUNE = ["full", "last", "none"]
@@ -160,7 +184,7 @@ def finetune_rates(slope: float, n_seeds: int) -> tuple[int, int]:
 
 def test_calibration_finetune_far_gain():
     _null(*finetune_rates(0.0, SEEDS), "finetune / null")
-    _power(*finetune_rates(0.1, SEEDS), "finetune / gain rising 0.1 over the range")
+    _power(*finetune_rates(0.07, SEEDS), "finetune / gain rising 0.07 over the range")  # about 0.89
 
 
 @functools.lru_cache(maxsize=None)
@@ -295,10 +319,10 @@ def table() -> str:
         for n in (3, 4, 6, 8):
             for qid, (k, m) in layer_rates(key, n).items():
                 rows.append((SCENARIOS[key].name, n, qid, k, m))
-    for effect in (0.0, 0.02, 0.04):
+    for effect in (0.0, 0.02, 0.03, 0.04):
         for n in (3, 6):
             rows.append((f"level, gain {effect}", n, "width_helps (any level question)", *level_rates(effect, n)))
-    for slope in (0.0, 0.05, 0.1):
+    for slope in (0.0, 0.05, 0.07, 0.1):
         for n in (3, 6):
             rows.append((f"fine-tuning gain rising {slope} over the range", n, "finetune_far_gain",
                          *finetune_rates(slope, n)))
