@@ -385,3 +385,25 @@ def test_a_distance_question_over_fewer_than_three_tasks_says_so(tmp_path):
     assert {a.q.id: a.reason for a in items} == {
         q: "not answered: a question over distance needs at least 3 tasks; this sweep has 2"
         for q in ("layer_gap_shrinks", "layer_optimum_shift")}
+
+
+def test_a_secondary_question_says_when_its_holm_family_puts_supported_out_of_reach(tmp_path):
+    """The task count caps a verdict before any adjustment; a secondary question is also adjusted with the
+    report's other calls, so the smallest p its tasks allow is adjusted in that family, and when even that is not
+    below 0.05 the verdict says so (a primary question is never adjusted)."""
+    from src.report.build import _adjust
+    from src.report.collect import load_results
+    from src.report.findings import answers, task_cap
+    from tests.simulate_sweeps import write_factor_sweep
+
+    write_factor_sweep(tmp_path / "sw", n_tasks=6, n_seeds=3)
+    items, _ = answers(load_results([tmp_path / "sw"]), primary="layer_optimum_shift")
+    gap = next(a for a in items if a.q.id == "layer_gap_shrinks")
+    _adjust(items, {})
+    floor = S.smallest_p("trend", 6)  # 2/720: below 0.05 alone
+    assert gap.family_size == 1 and gap.floor_adjusted == pytest.approx(floor) and task_cap(gap) == ""
+    gap.floor_adjusted, gap.family_size = 0.061, 22  # as 21 unrelated zoo calls with large p would make it
+    assert task_cap(gap).startswith("with the report's Holm family of 22 calls, even the smallest task-level p "
+                                    "6 tasks allow (0.00278) would adjust to 0.061")
+    gap.role = "primary"
+    assert task_cap(gap) == ""

@@ -229,8 +229,12 @@ def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> str:
     zoo_ps = {truth: Z.calls(z) for truth, z in zoos.items()}
     everything = family + [p for ps in zoo_ps.values() for p in ps]
     adjusted = S.holm(everything)
-    for a, p in zip(items, adjusted):
+    for i, (a, p) in enumerate(zip(items, adjusted)):
         a.task_p_adjusted = p
+        if math.isfinite(family[i]):  # what its tasks allow at best, adjusted among the family's actual calls
+            floor = everything.copy()
+            floor[i] = S.smallest_p(a.q.kind, a.n_tasks)
+            a.floor_adjusted, a.family_size = S.holm(floor)[i], sum(math.isfinite(p) for p in everything)
     start = len(family)
     for truth, ps in zoo_ps.items():
         Z.decide(zoos[truth], adjusted[start:start + len(ps)])

@@ -186,6 +186,8 @@ class Answer:
     undefined: list[str] = field(default_factory=list)
     role: str = ROLE_SECONDARY
     task_p_adjusted: float = math.nan
+    floor_adjusted: float = math.nan  # the smallest task-level p its tasks allow, Holm-adjusted in this family
+    family_size: int = 0
 
     @property
     def n_seeds(self) -> int:
@@ -258,8 +260,14 @@ def task_cap(a: Answer) -> str:
     """What the number of tasks alone rules out, or "": with too few tasks the task-level test cannot reach
     p < alpha whatever the data and however many seeds (`S.smallest_p`), so no verdict can go past "these tasks
     only" until tasks are added."""
-    if a.result is None or S.smallest_p(a.q.kind, a.n_tasks) < S.ALPHA:
+    if a.result is None:
         return ""
+    if S.smallest_p(a.q.kind, a.n_tasks) < S.ALPHA:
+        if a.role == ROLE_PRIMARY or not a.floor_adjusted >= S.ALPHA:
+            return ""
+        return (f"with the report's Holm family of {a.family_size} calls, even the smallest task-level p "
+                f"{a.n_tasks} tasks allow ({S.smallest_p(a.q.kind, a.n_tasks):.3g}) would adjust to "
+                f"{a.floor_adjusted:.3g}: \"{S.SUPPORTED}\" is out of reach here (primary questions are not adjusted)")
     return (f"{a.n_tasks} tasks cap it at \"{S.THESE_TASKS}\" (smallest possible task-level p "
             f"{S.smallest_p(a.q.kind, a.n_tasks):.3g}; \"{S.SUPPORTED}\" needs {S.tasks_for_alpha(a.q.kind)} tasks)")
 
