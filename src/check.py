@@ -29,6 +29,9 @@ class Plan:
     tap: str  # canonical tap name (aliases such as conv_last resolved)
     snapshot: int  # epoch whose weights are used (0: pretrained weights)
     feature_dim: int  # dimension of the chosen layer after pooling (before PCA)
+    # False for a model library's net under a source that would train one: that source config describes nothing
+    # about the net (a pretrained source, e.g. imagenet_torchvision, names where its weights come from)
+    source_describes_net: bool = True
 
 
 def _source(cfg: DictConfig) -> int:
@@ -188,4 +191,5 @@ def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
     _finetune(cfg)
     feature_dim = spec.tap_dim(tap, cfg.pooling)
     _dimred(cfg, feature_dim, n_train)
-    return Plan(spec=spec, tap=tap, snapshot=snapshot, feature_dim=feature_dim)
+    describes = not get_arch(cfg.arch.name).pretrained or SOURCES[cfg.source.kind].loader is None
+    return Plan(spec=spec, tap=tap, snapshot=snapshot, feature_dim=feature_dim, source_describes_net=describes)

@@ -250,7 +250,7 @@ def main(cfg: DictConfig) -> float | list[float]:
     src_acc = "n/a (not trained here)" if m["source_val_acc"] is None else f"{m['source_val_acc']:.3f}"
     print(
         f"target {cfg.target.name} ({what} | layer {cfg.layer} of "
-        f"{cfg.arch.name}/{cfg.width.name}, source val acc {src_acc} | "
+        f"{result['factors'].get('model') or f'{cfg.arch.name}/{cfg.width.name}'}, source val acc {src_acc} | "
         f"cache: {', '.join(f'{k[:-4]} {hit_word(v)}' for k, v in c.items() if v is not None)} | "
         f"{result['timings_s']['total']:.1f}s | {out_dir / RESULT}"
     )

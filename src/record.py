@@ -37,6 +37,15 @@ def _options(plan) -> str | None:
     return ",".join(f"{k}={v}" for k, v in plan.spec.options.items()) or None if plan is not None else None
 
 
+NOT_TRAINED_HERE = "not trained here"
+
+
+def _library_net(cfg, plan) -> bool:
+    """A model library's net (timm, torchvision, a module, a checkpoint) under a source that would train a net: the
+    source config then describes nothing about it (the config check's `Plan.source_describes_net`)."""
+    return plan is not None and not getattr(plan, "source_describes_net", True)
+
+
 def _model_ref(cfg):
     arch = cfg.get("arch") or {}
     if arch.get("name") in ("timm", "torchvision", "module"):
@@ -47,8 +56,11 @@ def _model_ref(cfg):
 
 # Factor columns, in the order reports list them.
 FACTOR_TABLE: tuple[Factor, ...] = (
-    Factor("source", lambda c, p: c.source.name),
-    Factor("source_num_classes", lambda c, p: p.spec.num_classes if p else _get(c, "source.num_classes")),
+    # A library net is not trained on the configured source: it records none (the model column names the net and
+    # its weights), and the report's a priori distance ranks, which describe the synthetic source, do not apply.
+    Factor("source", lambda c, p: NOT_TRAINED_HERE if _library_net(c, p) else c.source.name),
+    Factor("source_num_classes", lambda c, p: None if _library_net(c, p) else
+           p.spec.num_classes if p else _get(c, "source.num_classes")),
     # A library's net is not trained here: the source config's training sizes say nothing about it.
     Factor("source_images_per_class", lambda c, p: None if p and p.spec.pretrained else
            _get(c, "source.images_per_class")),
@@ -59,7 +71,7 @@ FACTOR_TABLE: tuple[Factor, ...] = (
     # options (variant=a); None for the others.
     Factor("model", lambda c, p: p.spec.extra.get("label") if p and p.spec.extra else _options(p) or _model_ref(c),
            analysed=False),
-    Factor("width", lambda c, p: c.width.name),
+    Factor("width", lambda c, p: None if p is not None and p.spec.extra else c.width.name),  # our families' only
     Factor("depth", lambda c, p: p.spec.depth if p else c.depth),
     Factor("layer", lambda c, p: c.layer),
     Factor("pooling", lambda c, p: c.pooling),
@@ -126,7 +138,7 @@ OBJECTIVES = ("target_score", "estimator_score", "source_val_acc", "source_num_p
               "feature_dim", "best_C", *TIMINGS)
 PER_IMAGE = "test_correct.npy"  # next to result.json: 1/0 per test image (classification), for the report's bootstrap
 # Columns `python -m src.report.summary` prints, when present.
-SUMMARY_COLUMNS = ["status", "arch", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",
+SUMMARY_COLUMNS = ["status", "arch", "model", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",
                    "target_score", "source_hit", "features_hit", "time_total_s", "error_type"]
 
 
