@@ -76,3 +76,17 @@ def test_the_comment_names_only_the_sweeper_params_the_command_line_left(tmp_pat
     record["hydra"]["overrides"]["task"] = task + ["seed=3"]  # every param overridden: no comment
     (tmp_path / "multirun.yaml").write_text(yaml.safe_dump(record))
     assert sweep_record(tmp_path)[0] == "python -m src.main -m experiment=layer_study target=a,b layer=conv2,fc6 seed=3"
+
+
+def test_the_models_list_is_shown_as_typed_not_as_its_expansion():
+    """`arch.models=[a,b]` is recorded next to the `arch.model=a,b` sweep it expands to; the shown command keeps the
+    short form only (pasted, it expands again)."""
+    from omegaconf import OmegaConf
+
+    from src.argv import expand_models
+    from src.report.study import sweep_command
+
+    typed = ["experiment=model_selection", "target=digits", "arch.models=[timm:resnet18,torchvision:vgg11]"]
+    cfg = OmegaConf.create({"hydra": {"overrides": {"task": expand_models(typed), "hydra": ["hydra.mode=MULTIRUN"]}}})
+    assert sweep_command(cfg) == ("python -m src.main -m experiment=model_selection target=digits "
+                                  "'arch.models=[timm:resnet18,torchvision:vgg11]'")
