@@ -154,6 +154,11 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                                                            f"({sel['test_images']} test images)")
             sec["model-selection"].table(sel["estimators"], f"{target}: estimators against the probe's ranking")
             sec["model-selection"].notes += [f"{target}: {n}" for n in sel["notes"]]
+        if MS.model_selection_targets(df):
+            sec["model-selection"].notes.append(
+                "Seconds are each job's own stage times. The first job a worker process runs also pays one-off "
+                "start-up costs (library imports, thread pools, the model library's first build), so its times read "
+                "high: compare backbones by times from a rerun with the features cached, or by jobs that ran later.")
             analysis.setdefault("model_selection", {})[target] = {k: v.to_dict("records") if hasattr(v, "to_dict")
                                                                   else v for k, v in sel.items()}
         regret = Z.selection_regret(df)

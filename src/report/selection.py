@@ -63,6 +63,14 @@ def tau_interval(estimate: np.ndarray, correct: np.ndarray, level: float = S.LEV
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high), top
 
 
+def model_selection_targets(df: pd.DataFrame) -> bool:
+    """Whether some target has two or more backbones (the section has tables)."""
+    if "model" not in df:
+        return False
+    ok = df[(df["status"] == "ok") & df["model"].notna()] if "status" in df else df[df["model"].notna()]
+    return bool(len(ok)) and int(ok.groupby("target")["model"].nunique().max()) >= 2
+
+
 def model_selection(df: pd.DataFrame) -> dict[str, dict]:
     """target -> {"backbones": table, "estimators": table} for every target with two or more backbones."""
     if "model" not in df or "target_score" not in df:
