@@ -34,7 +34,7 @@ from src.cache import atomic_write_text, make_key
 from src.check import validate
 from src.errors import ConfigError
 from src.argv import PLAN_ONLY  # set by `--plan`: the launcher prints the sweep's plan and runs nothing
-from src.record import PER_IMAGE, RESULT, Result, factors
+from src.record import PER_IMAGE, RESULT, Result, chosen_val_score, factors
 
 log = logging.getLogger("src.main")
 # Hydra 1.4 warns about every config-named _target_ without an execution whitelist; ours (src.*) are trusted.
@@ -175,11 +175,27 @@ def objective(cfg: DictConfig, result: dict[str, Any] | None) -> float | list[fl
     for name in names:
         if result is None or result.get("status") != "ok":
             values.append(math.nan)
-        else:
-            metrics = result["metrics"]
-            if name == "target_score" and metrics.get("target_score") is None:
-                name = "estimator_score"
-            values.append(float({**result["timings_s"], **metrics, **(metrics.get("transferability") or {})}[name]))
+            continue
+        metrics = result["metrics"]
+        if name == "val_score":
+            value = chosen_val_score(metrics)
+            if value is None:  # no C search (a retrieval target; an estimator instead of the probe)
+                name = "target_score"
+                log.info("objective val_score: this job has no val score (%s); a search reads its test score",
+                            "an estimator replaced the probe" if metrics.get("target_score") is None
+                            else "no C search on this target")
+            else:
+                values.append(float(value))
+                continue
+        if name == "target_score" and metrics.get("target_score") is None:
+            name = "estimator_score"
+        if name == "probe_dim":
+            dimred = cfg.get("dimred") or {}
+            pca = dimred.get("name", "none") != "none" and dimred.get("n_components") is not None
+            values.append(float(min(int(dimred["n_components"]), int(metrics["feature_dim"])) if pca
+                                else metrics["feature_dim"]))
+            continue
+        values.append(float({**result["timings_s"], **metrics, **(metrics.get("transferability") or {})}[name]))
     return values[0] if isinstance(cfg.objective, str) else values
 
 

@@ -134,8 +134,10 @@ DERIVED: dict[str, str] = {
 TIMINGS = ("source", "finetune", "extract", "source_val_extract", "distance", "estimate", "probe", "lock_wait",
            "total")
 # What `objective=` may name (src.main.objective): a scalar metric or a timing (or an estimator's name).
-OBJECTIVES = ("target_score", "estimator_score", "source_val_acc", "source_num_params", "finetune_val_acc",
-              "feature_dim", "best_C", *TIMINGS)
+# `val_score` (the chosen C's val score: a search that selects on it never selects on the test score it reports) and
+# `probe_dim` (the dimension the classifier sees: PCA's n_components, else feature_dim) are derived in src.main.
+OBJECTIVES = ("val_score", "target_score", "estimator_score", "source_val_acc", "source_num_params",
+              "finetune_val_acc", "feature_dim", "probe_dim", "best_C", *TIMINGS)
 PER_IMAGE = "test_correct.npy"  # next to result.json: 1/0 per test image (classification), for the report's bootstrap
 # Columns `python -m src.report.summary` prints, when present.
 SUMMARY_COLUMNS = ["status", "arch", "model", "width", "depth", "layer", "pooling", "dimred", "n_components", "target",

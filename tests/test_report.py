@@ -289,3 +289,20 @@ def test_backbones_compared_without_a_swept_factor_get_no_invented_baseline(tmp_
     row = json.loads((out / "analysis.json").read_text())["per_task"][0]
     assert row["best_score"] == pytest.approx(0.6) and row["baseline_score"] is None
     assert "no successful jobs" not in md and "None drawn: they show scores against the swept factors" in md
+
+
+def test_a_factor_unset_for_some_jobs_does_not_break_the_report(tmp_path):
+    """dimred=none,pca with dimred.n_components=16,32: n_components is unset (NaN) where PCA does not run. pandas
+    3's astype(str) keeps NaN, which broke the joins that label settings; the report shows it as "-"."""
+    job = 0
+    for seed in (0, 1, 2):
+        for dimred, n in (("none", None), ("pca", 16), ("pca", 32)):
+            (tmp_path / "sw" / str(job)).mkdir(parents=True)
+            (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+                "status": "ok", "factors": {"arch": "alexnet", "layer": "fc6", "dimred": dimred, "n_components": n,
+                                            "target": "t", "group": "g", "distance_rank": 1, "seed": seed},
+                "metrics": {"target_score": 0.5 + 0.01 * job, "target_metric": "accuracy"}}))
+            job += 1
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
+    settings = json.loads((out / "analysis.json").read_text())["settings_ci"]
+    assert {r["setting"] for r in settings} == {"none, -", "pca, 16.0", "pca, 32.0"}

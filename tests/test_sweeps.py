@@ -27,21 +27,29 @@ def test_optuna_search_persists_and_continues_its_study(cache_dir, tmp_path):
     r = run_cli(*args, f"hydra.sweep.dir={tmp_path / 's1'}")
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(results(tmp_path / "s1")) == 4
-    assert "[sweep] trial 4 of 4 | elapsed" in r.stdout and "best so far target_score=" in r.stdout
+    assert "[sweep] trial 4 of 4 | elapsed" in r.stdout and "best so far val_score=" in r.stdout
     study = optuna.load_study(study_name="factors_tpe-synth_objects_new", storage=storage)
     assert len(study.trials) == 4
+    # The search selects on the probe's val score, never on the test score the report gives.
+    from src.record import chosen_val_score
+
+    assert sorted(t.value for t in study.trials) == sorted(
+        chosen_val_score(x["metrics"]) for x in results(tmp_path / "s1").values())
     # Running the same command again adds trials to the same study.
     r = run_cli(*args, f"hydra.sweep.dir={tmp_path / 's2'}")
     assert r.returncode == 0, r.stderr[-3000:]
     study = optuna.load_study(study_name="factors_tpe-synth_objects_new", storage=storage)
     assert len(study.trials) == 8
     assert all(t.state.name == "COMPLETE" for t in study.trials)
+    # ...with new settings: the preset's fixed sampler seed would replay the first run's start-up trials
+    assert [t.params for t in study.trials[4:]] != [t.params for t in study.trials[:4]]
     assert (tmp_path / "s2" / "summary.csv").exists()
 
 
 def test_pareto_search_writes_its_pareto_front(cache_dir, tmp_path):
-    """search=factors_pareto: two objectives per trial (score up, feature dimension down), and the sweep's
-    optimization_results.yaml lists exactly the study's non-dominated trials with their values and params."""
+    """search=factors_pareto: two objectives per trial (val score up, the dimension the classifier sees down: PCA's
+    n_components when it runs), and the sweep's optimization_results.yaml lists exactly the study's non-dominated
+    trials with their values and params."""
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
@@ -49,11 +57,18 @@ def test_pareto_search_writes_its_pareto_front(cache_dir, tmp_path):
     r = run_cli("search=factors_pareto", "hydra.sweeper.n_trials=4", f"hydra.sweeper.storage={storage}",
                 f"hydra.sweep.dir={sweep}", "dimred.n_components=8", *ONE_SOURCE, *TINY, NO_REPORT)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "[sweep] trial 4 of 4 | elapsed" in r.stdout and "failed" not in r.stdout.split("[sweep] trial 4 of 4")[1]
     study = optuna.load_study(study_name="factors_pareto-synth_objects_new", storage=storage)
     done = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(done) == 4 and all(len(t.values) == 2 for t in done)
-    # Each trial's values are its job's (target_score, feature_dim).
-    jobs = sorted((x["metrics"]["target_score"], x["metrics"]["feature_dim"]) for x in results(sweep).values())
+    from src.record import chosen_val_score
+
+    def dim(x):
+        pca = x["factors"]["dimred"] != "none"
+        return min(8, x["metrics"]["feature_dim"]) if pca else x["metrics"]["feature_dim"]
+
+    # Each trial's values are its job's (val score, dimension the classifier sees).
+    jobs = sorted((chosen_val_score(x["metrics"]), dim(x)) for x in results(sweep).values())
     assert sorted(tuple(t.values) for t in done) == jobs
 
     def dominated(v, by):

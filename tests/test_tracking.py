@@ -99,5 +99,5 @@ def test_sweep_logs_to_a_real_mlflow_server(cache_dir, tmp_path):
         assert run.data.metrics["target_score"] == pytest.approx(result["metrics"]["target_score"])
     assert [len(curve) for curve in source_curve] == [2]  # trained once, one value per epoch
     assert "[sweep] job 1/2 | elapsed" in r.stdout and "[sweep] job 2/2" in r.stdout
-    assert "best target_score=" in r.stdout
+    assert "best val_score=" in r.stdout  # the objective a sweep returns: the probe's val score
     assert (sweep / "report" / "report.html").stat().st_size > 10_000

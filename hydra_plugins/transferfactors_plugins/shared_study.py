@@ -3,6 +3,7 @@ many worker processes (or SLURM jobs) can share one study in one database and a 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,7 @@ from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
 
 
+log = logging.getLogger(__name__)
 SEARCH_NOT_PLANNED = ("an Optuna search is not planned: each trial trains the stages it needs, in the order the "
                       "sampler asks for them")
 
@@ -27,6 +29,28 @@ class SharedStudySweeper(OptunaSweeper):
 
             storage = open_storage(storage, heartbeat_interval, grace_period)
         super().__init__(storage=storage, **kwargs)
+
+    def sweep(self, arguments: list[str]) -> None:
+        self._reseed_when_continued()
+        return super().sweep(arguments)
+
+    def _reseed_when_continued(self) -> None:
+        """Running the same search command again adds trials to the same study; with the preset's fixed sampler
+        seed its random start-up trials would replay the first run's (same settings, same scores: trials spent on
+        nothing new). A study that already has trials gets a sampler with a fresh random state instead."""
+        import optuna
+
+        impl = getattr(self, "sweeper", None)  # hydra-optuna-sweeper's implementation object
+        if impl is None or impl.storage is None or impl.study_name is None:
+            return
+        try:
+            study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
+        except KeyError:  # no such study yet: the first run keeps the seed (reproducible)
+            return
+        if study.trials and hasattr(impl.sampler, "reseed_rng"):
+            impl.sampler.reseed_rng()
+            log.info("study %s has %d trials: its sampler is reseeded so that this run samples new settings",
+                     impl.study_name, len(study.trials))
 
 
 @dataclass

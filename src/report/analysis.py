@@ -60,6 +60,12 @@ def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     return ok[ok["target_score"].notna()] if "target_score" in ok else ok.iloc[0:0]
 
 
+def as_text(values: pd.DataFrame | pd.Series) -> pd.DataFrame | pd.Series:
+    """Values as text for keys and labels, a missing one as "-" (pandas 3's astype(str) keeps NaN as NaN, so a
+    factor that is unset for some jobs, e.g. n_components with dimred=none, would break a join or drop a group)."""
+    return values.astype(object).where(values.notna(), "-").astype(str)
+
+
 def swept_factors(df: pd.DataFrame) -> list[str]:
     """Factors that take more than one value among the successful jobs."""
     ok = ok_rows(df)

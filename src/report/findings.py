@@ -125,7 +125,7 @@ class Grid:
 
 def build_grid(ok: pd.DataFrame, factor: str) -> Grid:
     rows = ok[ok[factor].notna()].copy()
-    rows["_setting"] = rows[factor].astype(str)
+    rows["_setting"] = A.as_text(rows[factor])
     rows["_select"], on_test = A.selection_score(rows)
     # Per (task, setting, replicate): the job chosen on val among the other factors' settings; then the mean over
     # a source seed's target samples.
@@ -158,8 +158,8 @@ def _confounded(ok: pd.DataFrame, factor: str, swept: list[str]) -> list[str]:
     others = [f for f in swept if f != factor]
     if not others:
         return []
-    combos = ok[others].astype(str).agg("|".join, axis=1)
-    per = ok.assign(_c=combos).groupby(["task", ok[factor].astype(str)])["_c"].agg(frozenset)
+    combos = A.as_text(ok[others]).agg("|".join, axis=1)
+    per = ok.assign(_c=combos).groupby(["task", A.as_text(ok[factor])])["_c"].agg(frozenset)
     bad = [t for t, g in per.groupby(level="task") if g.nunique() > 1]
     return others if bad else []
 
@@ -430,7 +430,7 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
     factors = A.swept_factors(df)
     if not factors or ok.empty:
         return pd.DataFrame()
-    ok["setting"] = ok[factors].astype(str).agg(", ".join, axis=1)
+    ok["setting"] = A.as_text(ok[factors]).agg(", ".join, axis=1)
     ok["_select"], on_test = A.selection_score(ok)
     rows = []
     for task, g in ok.groupby("task", sort=False):

@@ -41,6 +41,8 @@ def sweep_plan(config: DictConfig) -> dict[str, Any]:
     params = {str(k): str(v) for k, v in (OmegaConf.select(sweeper, "params", default=None) or {}).items()}
     task = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
     direction = OmegaConf.select(sweeper, "direction", default="maximize")
+    if OmegaConf.is_config(direction):  # a multi-objective search's list: plain JSON in the progress header
+        direction = [str(d) for d in OmegaConf.to_container(direction)]
     plan = {"kind": "grid", "total": None, "swept": list(params), "direction": direction}
     try:
         from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -85,7 +87,9 @@ def progress_line(header: dict[str, Any], records: list[dict[str, Any]], now: fl
         gap = float(np.median(np.diff(ends)))
         parts.append(f"ETA {_clock(max(0, total - k) * gap)}")
     scored = [r for r in records if isinstance(r.get("value"), (int, float)) and math.isfinite(r["value"])]
-    failed = k - len(scored)
+    # a multi-objective search's value is a list: finite in every objective is a finished trial, not a failure
+    failed = k - len(scored) - sum(1 for r in records if isinstance(r.get("value"), list) and r["value"] and all(
+        isinstance(v, (int, float)) and math.isfinite(v) for v in r["value"]))
     direction = header.get("direction", "maximize")
     if scored and isinstance(direction, str):
         pick = max if direction == "maximize" else min
@@ -226,7 +230,10 @@ class ProgressCallback(Callback):
             return
         try:
             value = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
-            value = float(value) if isinstance(value, (int, float)) else None
+            if isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
+                value = [float(v) for v in value]  # a multi-objective search's trial
+            else:
+                value = float(value) if isinstance(value, (int, float)) else None
             with FileLock(str(path) + ".lock"):
                 header, _ = _read(path)
                 swept = set(header.get("swept") or [])

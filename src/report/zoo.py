@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from src.report import analysis as A
 from src.report import stats as S
 
 # The columns that identify a source net (whatever of them a sweep has); jobs that share them and the target are
@@ -60,7 +61,7 @@ def per_target_scores(df: pd.DataFrame, truth: str = "probe") -> dict[str, pd.Da
         [c for c in INPUTS if c in ok.columns]
 
     def key(g):
-        return g[nets].astype(str).agg("|".join, axis=1) if nets else pd.Series(range(len(g)), index=g.index)
+        return A.as_text(g[nets]).agg("|".join, axis=1) if nets else pd.Series(range(len(g)), index=g.index)
 
     out = {}
     for target, g in probe_rows.groupby("target"):
