@@ -90,8 +90,8 @@ def distance_column(tasks: pd.DataFrame) -> str:
 
 def replicate(ok: pd.DataFrame) -> pd.Series:
     """A job's replicate, "s<seed>/t<target seed>" (one replicate if neither is recorded)."""
-    seed = ok["seed"].astype(str) if "seed" in ok else pd.Series("0", index=ok.index)
-    tseed = ok["target_seed"].astype(str) if "target_seed" in ok else pd.Series("-", index=ok.index)
+    seed = as_text(ok["seed"]) if "seed" in ok else pd.Series("0", index=ok.index)
+    tseed = as_text(ok["target_seed"]) if "target_seed" in ok else pd.Series("-", index=ok.index)
     return "s" + seed + "/t" + tseed
 
 

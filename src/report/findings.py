@@ -46,7 +46,7 @@ def add_axes(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     name = (ok["target_name"] if "target_name" in ok else ok["target"]).astype(str)  # with_task_axes ran: no 2nd @
     ok["task"] = np.where(has_shift, name + "@" + shift.astype(str), name)
     ok["replicate"] = A.replicate(ok)
-    ok["source_seed"] = ok["seed"].astype(str) if "seed" in ok else "0"
+    ok["source_seed"] = A.as_text(ok["seed"]) if "seed" in ok else "0"
     measured = PRIMARY_DISTANCE_COLUMN
     if len(ok) and has_shift.all():
         ok["distance"], kind = shift.astype(float), "shift (target.data.shift)"
