@@ -373,6 +373,9 @@ def test_source_nets_at_chance_are_flagged_and_trained_ones_are_not():
     assert text.startswith("Warning: 2 of 3 source nets are not shown better than chance (1/4)")
     assert "s0 (0.250 on 40)" in text and "s2 (0.250 on 40)" in text and "s1" not in text
     assert chance_sources(frame([0.25]).drop(columns="source_val_images")) == ""  # older records: no check
+    # two nets of one seed are told apart by what they are
+    nets = frame([0.25, 0.25]).assign(seed=0, arch="vgg", width=["tiny", "small"], depth=11)
+    assert "vgg/tiny/11 s0 (0.250 on 40), vgg/small/11 s0 (0.250 on 40)" in chance_sources(nets)
 
 
 def test_a_distance_question_over_fewer_than_three_tasks_says_so(tmp_path):

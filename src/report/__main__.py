@@ -17,8 +17,8 @@ from src.report.build import build_report, parse_baseline
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = ArgumentParser(prog="python -m src.report", description=__doc__.splitlines()[0])
-    ap.add_argument("sweep_dirs", nargs="+")
+    ap = ArgumentParser(prog="python -m src.report", description=" ".join(__doc__.split("\n\n")[1].split()))
+    ap.add_argument("sweep_dirs", nargs="*", help="one or more sweep dirs")
     ap.add_argument("--out", default=None, help="output dir (default: <first sweep dir>/report)")
     ap.add_argument("--baseline", nargs="*", default=[], metavar="FACTOR=VALUE",
                     help="the standard setting to compare against (default: the default config's factor values)")
@@ -34,6 +34,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="tables and findings only, without the PNG plots (drawing them is most of a report's time); "
                          "the plots an earlier report drew in the output dir are removed")
     args = ap.parse_args(argv)
+    # `--baseline layer=fc7 DIR`: the option's list takes every word after it; an existing dir among them is a
+    # sweep dir (anything else stays, so that `--baseline layer:fc7` is still named as not factor=value)
+    dirs = [b for b in args.baseline if "=" not in b and os.path.isdir(b)]
+    args.sweep_dirs += dirs
+    args.baseline = [b for b in args.baseline if b not in dirs]
+    if not args.sweep_dirs:
+        ap.error("give at least one sweep dir (python -m src.report DIR [DIR ...] [options])")
     t0 = time.perf_counter()
     try:
         out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir,

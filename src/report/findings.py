@@ -390,6 +390,13 @@ def notes(items: list[Answer]) -> list[str]:
     return lines
 
 
+def _net_name(net: pd.Series) -> str:
+    """A source net as a reader tells it from the others: its arch, width and depth where recorded, and its seed."""
+    parts = [str(net[c]) for c in ("arch", "width", "depth") if c in net and pd.notna(net[c])]
+    seed = f"s{net['seed']}" if "seed" in net and pd.notna(net["seed"]) else ""
+    return " ".join(p for p in ("/".join(parts), seed) if p)
+
+
 def chance_sources(df: pd.DataFrame) -> str:
     """A warning when some of the sweep's trained source nets are not shown better than chance on their own val
     images (one-sided exact binomial test of val accuracy > 1/classes at alpha): their features are close to
@@ -410,10 +417,10 @@ def chance_sources(df: pd.DataFrame) -> str:
         tested += 1
         k = int(round(float(net["source_val_acc"]) * n))
         if binomtest(k, n, 1 / classes, alternative="greater").pvalue >= S.ALPHA:
-            weak.append((str(net.get("seed", "")), float(net["source_val_acc"]), n, classes))
+            weak.append((_net_name(net), float(net["source_val_acc"]), n, classes))
     if not weak:
         return ""
-    seeds = ", ".join(f"s{w[0]} ({N.number(w[1], 3)} on {w[2]})" for w in weak)
+    seeds = ", ".join(f"{w[0]} ({N.number(w[1], 3)} on {w[2]})" for w in weak)
     chance = sorted({f"1/{w[3]}" for w in weak})
     return (f"Warning: {len(weak)} of {tested} source nets are not shown better than chance ({', '.join(chance)}) "
             f"on their own val images (one-sided binomial test, p >= {S.ALPHA:g}): {seeds}. Their features are "
