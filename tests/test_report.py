@@ -306,3 +306,12 @@ def test_a_factor_unset_for_some_jobs_does_not_break_the_report(tmp_path):
     out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
     settings = json.loads((out / "analysis.json").read_text())["settings_ci"]
     assert {r["setting"] for r in settings} == {"none, -", "pca, 16.0", "pca, 32.0"}
+
+
+def test_baseline_before_the_sweep_dir_leaves_the_dir_a_sweep_dir(fake_sweep, tmp_path, capsys):
+    """`python -m src.report --baseline layer=fc7 DIR`: the option's word list must not take the dir."""
+    from src.report.__main__ import main
+
+    main(["--baseline", "layer=fc7", str(fake_sweep), "--out", str(tmp_path / "out"), "--no-plots"])
+    assert "report written to" in capsys.readouterr().out
+    assert json.loads((tmp_path / "out" / "analysis.json").read_text())["baseline"]["layer"] == "fc7"
