@@ -315,3 +315,11 @@ def test_baseline_before_the_sweep_dir_leaves_the_dir_a_sweep_dir(fake_sweep, tm
     main(["--baseline", "layer=fc7", str(fake_sweep), "--out", str(tmp_path / "out"), "--no-plots"])
     assert "report written to" in capsys.readouterr().out
     assert json.loads((tmp_path / "out" / "analysis.json").read_text())["baseline"]["layer"] == "fc7"
+
+
+def test_a_search_report_names_the_studys_best_trial(fake_sweep, tmp_path):
+    (fake_sweep / "optimization_results.yaml").write_text(
+        "name: optuna\nbest_params:\n  layer: fc7\n  pooling: avg\nbest_value: 0.8125\n")
+    out = build_report([fake_sweep], tmp_path / "out", plots=False)
+    assert ("the study's best trial by its objective (earlier runs' trials included): 0.812 at layer=fc7, "
+            "pooling=avg") in (out / "report.md").read_text()

@@ -32,7 +32,22 @@ class SharedStudySweeper(OptunaSweeper):
 
     def sweep(self, arguments: list[str]) -> None:
         self._reseed_when_continued()
+        self._save_record()
         return super().sweep(arguments)
+
+    def _save_record(self) -> None:
+        """The search's own multirun.yaml, as Hydra's basic sweeper writes one for a grid: the report's command
+        block then shows the search command (not one trial's overrides) and reads the study's report settings."""
+        from pathlib import Path
+
+        from omegaconf import OmegaConf
+
+        config = getattr(getattr(self, "sweeper", None), "config", None)
+        if config is None:
+            return
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(config, sweep_dir / "multirun.yaml")
 
     def _reseed_when_continued(self) -> None:
         """Running the same search command again adds trials to the same study; with the preset's fixed sampler

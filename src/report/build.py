@@ -112,7 +112,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                                          "plots", "failed-jobs", "command")}
     sec["summary"].notes += [
         f"Sweeps: {', '.join(map(str, dirs))}", J.summary(jobs, len(df), n_ok),
-        f"Swept factors: {', '.join(factors) or 'none'}" + _models_note(df),
+        f"Swept factors: {', '.join(factors) or 'none'}" + _models_note(df), *_search_note(dirs),
         "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a")]
     analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors},
                                 "study": {"primary": study.primary, "primary_from": study.primary_from,
@@ -218,6 +218,27 @@ def _drawn(out: Path) -> set[str]:
         return set()
     return {n for n in names if isinstance(n, str) and n.endswith(".png") and n == Path(n).name
             and not n.startswith(".")}
+
+
+def _search_note(dirs: list[Path]) -> list[str]:
+    """What an Optuna search's own record says (optimization_results.yaml): its best trial, or its Pareto front."""
+    import yaml
+
+    lines = []
+    for d in dirs:
+        path = Path(d) / "optimization_results.yaml"
+        if not path.is_file():
+            continue
+        res = yaml.safe_load(path.read_text()) or {}
+        if "solutions" in res:
+            lines.append(f"Optuna search ({path}): a Pareto front of {len(res['solutions'])} settings over the whole "
+                         f"study (earlier runs' trials included), listed there with their objective values.")
+        elif "best_params" in res:
+            params = ", ".join(f"{k}={v}" for k, v in res["best_params"].items())
+            lines.append(f"Optuna search ({path}): the study's best trial by its objective (earlier runs' trials "
+                         f"included): {N.number(float(res['best_value']))} at {params}. The sections below choose "
+                         f"per task on val scores and give test scores.")
+    return lines
 
 
 def _models_note(df: pd.DataFrame) -> str:
