@@ -323,3 +323,16 @@ def test_a_search_report_names_the_studys_best_trial(fake_sweep, tmp_path):
     out = build_report([fake_sweep], tmp_path / "out", plots=False)
     assert ("the study's best trial by its objective (earlier runs' trials included): 0.812 at layer=fc7, "
             "pooling=avg") in (out / "report.md").read_text()
+
+
+def test_a_depth_sweep_of_one_family_is_compared_with_that_familys_standard_depth(tmp_path):
+    """vgg 11/13/16: the baseline is vgg's default depth (11), not the default config's alexnet depth (8)."""
+    for job, (depth, score) in enumerate(((11, 0.6), (13, 0.55), (16, 0.5))):
+        (tmp_path / "sw" / str(job)).mkdir(parents=True)
+        (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+            "status": "ok", "factors": {"arch": "vgg", "depth": depth, "layer": "fc6", "target": "t", "group": "g",
+                                        "distance_rank": 1, "seed": 0},
+            "metrics": {"target_score": score, "target_metric": "accuracy"}}))
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert analysis["baseline"] == {"depth": 11} and analysis["per_task"][0]["baseline_score"] == pytest.approx(0.6)

@@ -141,3 +141,14 @@ def test_tied_top_picks_count_as_a_random_pick_in_either_order():
         picked = selection_regret(frame).set_index(["estimator", "target"])
         assert picked.loc["tied", "regret"].to_dict() == pytest.approx(expected)
         assert (picked.loc["tied", "tied picks"] == 2).all() and (picked.loc["oracle", "tied picks"] == 1).all()
+
+
+def test_estimates_equal_up_to_rounding_noise_rank_nothing():
+    """H-score is exactly C - 1 in its degenerate regime but computes as 48.999999999999986 on one net and 49.0 on
+    another: a rank correlation must not read an order into those last bits."""
+    v = S.snap_ties(np.array([49.0, 48.999999999999986, 49.00000000000001, 30.0, np.nan]))
+    assert v[0] == v[1] == v[2] and v[3] == 30.0 and np.isnan(v[4])
+    df = _zoo_frame()
+    df["tr_noise"] = 49.0 + np.where(df["target_score"] > 0.45, 1.4e-14, -1.4e-14)  # "ranks" like the truth
+    res = zoo_agreement(df)
+    assert (res["weighted_tau"].loc["noise"] == 0.0).all()

@@ -239,10 +239,13 @@ def estimator_agreement(df: pd.DataFrame) -> pd.DataFrame:
         if len(sub) < 3:
             continue
         tau_all = stats.kendalltau(sub[col], sub["target_score"]).statistic
-        per = [stats.kendalltau(g[col], g["target_score"]).statistic for _, g in sub.groupby("target") if len(g) >= 3]
+        # within a task an estimate equal up to rounding noise (H-score's C - 1) ranks nothing: no tau there
+        per = [stats.kendalltau(S.snap_ties(g[col].to_numpy(float)), g["target_score"]).statistic
+               for _, g in sub.groupby("target") if len(g) >= 3]
         per = [t for t in per if not math.isnan(t)]
         rows.append({"estimator": col[3:], "kendall_tau_all": float(tau_all),
-                     "kendall_tau_within_task": float(np.mean(per)) if per else math.nan, "jobs": len(sub)})
+                     "kendall_tau_within_task": float(np.mean(per)) if per else math.nan,
+                     "tasks_within": len(per), "jobs": len(sub)})
     return pd.DataFrame(rows)
 
 

@@ -105,6 +105,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         df.to_csv(f, index=False)
     baseline = baseline if baseline is not None else default_baseline()
     factors = A.swept_factors(df)
+    baseline = _arch_depth(baseline, df, factors, given or {})
     n_ok = int((df["status"] == "ok").sum())
     jobs = J.census(dirs, df["job_dir"])  # the planned or started jobs that left no result.json
     sec = {sid: Section(sid) for sid in ("summary", "findings", "per-task", "best-practice", "optimal", "settings",
@@ -218,6 +219,19 @@ def _drawn(out: Path) -> set[str]:
         return set()
     return {n for n in names if isinstance(n, str) and n.endswith(".png") and n == Path(n).name
             and not n.startswith(".")}
+
+
+def _arch_depth(baseline: dict[str, Any], df: pd.DataFrame, factors: list[str], given: dict[str, str]
+                ) -> dict[str, Any]:
+    """A depth sweep of one family is compared against that family's own standard depth (vgg: 11), not the
+    default config's arch's (alexnet: 8, which a vgg sweep does not even run), unless --baseline names one."""
+    from src.models.registry import ARCHS
+
+    if "depth" not in factors or "depth" in given or "arch" not in df:
+        return baseline
+    archs = df.loc[df["status"] == "ok", "arch"].dropna().unique() if "status" in df else df["arch"].dropna().unique()
+    arch = ARCHS.get(str(archs[0])) if len(archs) == 1 else None
+    return {**baseline, "depth": arch.default_depth} if arch is not None and arch.default_depth else baseline
 
 
 def _search_note(dirs: list[Path]) -> list[str]:

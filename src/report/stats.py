@@ -33,6 +33,20 @@ N_RESAMPLES = 9999  # randomisation tests: exact when the arrangements are fewer
 TIE = 1e-9
 
 
+def snap_ties(values: np.ndarray, rel: float = 1e-10) -> np.ndarray:
+    """A 1-d array of estimates with values equal up to floating-point noise made equal (each run of sorted
+    neighbours within `rel` of their magnitude takes the run's first value), so that a rank correlation does not
+    read order into the last bits: H-score is exactly C - 1 in its degenerate regime, computed as 48.999999999999986
+    on one net and 49.0 on another. NaN stays NaN."""
+    v = np.asarray(values, dtype=float).copy()
+    order = np.argsort(v, kind="stable")
+    finite = order[np.isfinite(v[order])]
+    for a, b in zip(finite[:-1], finite[1:]):
+        if v[b] - v[a] <= rel * max(abs(v[a]), abs(v[b])):
+            v[b] = v[a]
+    return v
+
+
 def at_max(values: np.ndarray, axis: int) -> np.ndarray:
     """Where `values` is tied (within TIE) with its maximum along `axis` (NaN: never)."""
     with np.errstate(invalid="ignore"):

@@ -82,8 +82,8 @@ def _taus(tab: pd.DataFrame, cols: list[str], min_nets: int) -> dict[str, float]
     sub = _known(tab[["truth", *cols]].to_numpy(dtype=float))
     if len(sub) < min_nets or len(np.unique(sub[:, 0])) < 2:
         return None
-    return {c: stats.weightedtau(sub[:, i], sub[:, 0]).statistic if len(np.unique(sub[:, i])) > 1 else 0.0
-            for i, c in enumerate(cols, start=1)}
+    cols_v = {c: S.snap_ties(sub[:, i]) for i, c in enumerate(cols, start=1)}
+    return {c: stats.weightedtau(v, sub[:, 0]).statistic if len(np.unique(v)) > 1 else 0.0 for c, v in cols_v.items()}
 
 
 def _known(rows: np.ndarray) -> np.ndarray:
@@ -131,7 +131,7 @@ def zoo_agreement(df: pd.DataFrame, truth: str = "probe", min_nets: int = 3) -> 
             if name not in tab:
                 continue
             sub = _known(tab[["truth", name]].to_numpy(dtype=float))
-            measured, est = sub[:, 0], sub[:, 1]
+            measured, est = sub[:, 0], S.snap_ties(sub[:, 1])
             if len(sub) < min_nets or len(np.unique(measured)) < 2:
                 continue
             regret[i, j] = pick_regret(measured, est)
@@ -345,7 +345,7 @@ def selection_regret(df: pd.DataFrame) -> pd.DataFrame:
             sub = g[[col, "target_score"]].apply(pd.to_numeric, errors="coerce").dropna()
             if len(sub) < 2:
                 continue
-            measured, est = sub["target_score"].to_numpy(float), sub[col].to_numpy(float)
+            measured, est = sub["target_score"].to_numpy(float), S.snap_ties(sub[col].to_numpy(float))
             regret = pick_regret(measured, est)
             rows.append({"estimator": col[3:], "target": target, "jobs": len(sub),
                          "best_probe_score": float(measured.max()), "picked_probe_score": float(measured.max()) - regret,
