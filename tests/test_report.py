@@ -336,3 +336,21 @@ def test_a_depth_sweep_of_one_family_is_compared_with_that_familys_standard_dept
     out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
     analysis = json.loads((out / "analysis.json").read_text())
     assert analysis["baseline"] == {"depth": 11} and analysis["per_task"][0]["baseline_score"] == pytest.approx(0.6)
+
+
+def test_settings_are_listed_and_ties_named_in_the_factors_order(tmp_path):
+    """Widths tiny < small < medium, whatever order the jobs ran in or their names sort in: the per-setting rows in
+    that order, and a tie on val is led by its first setting in that order (the docs' rule), in every table."""
+    for job, (width, val, score) in enumerate((("medium", 0.5, 0.45), ("small", 0.4, 0.44), ("tiny", 0.5, 0.39))):
+        (tmp_path / "sw" / str(job)).mkdir(parents=True)
+        (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+            "status": "ok", "factors": {"arch": "alexnet", "width": width, "layer": "fc6", "target": "t",
+                                        "group": "g", "distance_rank": 1, "seed": 0},
+            "metrics": {"target_score": score, "target_metric": "accuracy", "best_C": 1.0,
+                        "val_scores": {"1.0": val}}}))
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
+    analysis = json.loads((out / "analysis.json").read_text())
+    assert [r["setting"] for r in analysis["settings_ci"]] == ["tiny", "small", "medium"]
+    row = analysis["per_task"][0]
+    assert row["width"] == "tiny" and row["tied on val"] == "tiny = medium"
+    assert analysis["optimal_settings"]["width"]["optimal"]["t"] == "tiny"

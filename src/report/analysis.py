@@ -55,6 +55,17 @@ def sort_values(factor: str, values) -> list:
     return sorted(values, key=str)
 
 
+def setting_key(factors: list[str], values) -> tuple:
+    """A sort key for one setting of several factors (a tuple of values, or one value): each factor in its own
+    order (input side / narrow / small first; vgg 8 < 11 < 16), then as text."""
+    values = values if isinstance(values, tuple) else (values,)
+    key = []
+    for f, v in zip(factors, values):
+        o = ordinal(f, v)
+        key.append((o if not math.isnan(o) else math.inf, str(v)))
+    return tuple(key)
+
+
 def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
     ok = df[df["status"] == "ok"] if "status" in df else df
     return ok[ok["target_score"].notna()] if "target_score" in ok else ok.iloc[0:0]
@@ -158,6 +169,7 @@ def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
         if keys:  # per setting and replicate the job chosen on val (unswept duplicates), then means over them
             chosen = jobs.loc[jobs.groupby([*keys, "_rep"], dropna=False)["_select"].idxmax()]
             means = chosen.groupby(keys, dropna=False)[["_select", "target_score"]].mean()
+            means = means.loc[sorted(means.index, key=lambda v: setting_key(keys, v))]  # a tie's first: in order
             tied = tied_best(means["_select"])  # tied on val: the first stands for them, their mean test score
             settings = [t if isinstance(t, tuple) else (t,) for t in tied]
             best = {**dict(zip(keys, settings[0] if settings else [math.nan] * len(keys))),

@@ -126,6 +126,11 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         pt = A.per_task(df, baseline)
         # a rank describes distance from the synthetic source only: for other sources the column is empty
         sec["per-task"].table(pt.drop(columns="distance_rank") if pt["distance_rank"].isna().all() else pt)
+        _, on_test = A.selection_score(A.ok_rows(df))
+        if on_test:  # said here, where the choice is made, and not only under a question that chooses nothing
+            sec["per-task"].notes.append(
+                f"{', '.join(map(str, on_test))}: no val score (no C search there), so the best setting is chosen on "
+                f"the test scores it reports: its best_score is optimistic, and the optimal-setting table's entry too.")
         bp = A.best_practice(df)
         sec["best-practice"].table(bp)
         optimal = A.optimal_settings(df)

@@ -438,13 +438,16 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
     if not factors or ok.empty:
         return pd.DataFrame()
     ok["setting"] = A.as_text(ok[factors]).agg(", ".join, axis=1)
+    labels = ok.drop_duplicates("setting").set_index("setting")[factors]
+    order = sorted(labels.index, key=lambda s: A.setting_key(factors, tuple(labels.loc[s])))  # each factor's order
     ok["_select"], on_test = A.selection_score(ok)
     rows = []
     for task, g in ok.groupby("task", sort=False):
         # per (setting, source seed): means over the seed's target samples
         per = g.groupby(["setting", "source_seed"])[["target_score", "_select"]].mean()
         test = per["target_score"].unstack("source_seed")
-        choose = per["_select"].unstack("source_seed")
+        test = test.loc[[s for s in order if s in test.index]]
+        choose = per["_select"].unstack("source_seed").loc[test.index]
         tied = A.tied_best(choose.mean(axis=1))  # every setting tied at the best mean val score is marked
         best = tied[0] if tied else None  # the row that carries the gain (computed over all the tied ones)
         base = g[g.apply(A.matches, axis=1, baseline=baseline, factors=factors)]["setting"]
