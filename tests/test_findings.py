@@ -410,3 +410,19 @@ def test_a_secondary_question_says_when_its_holm_family_puts_supported_out_of_re
                                     "6 tasks allow (0.00278) would adjust to 0.061")
     gap.role = "primary"
     assert task_cap(gap) == ""
+
+
+def test_a_distance_averaged_over_the_nets_a_sweep_varies_says_so(tmp_path):
+    """A width sweep trains one net per width, and each measures its own distance: the axis is their mean, and the
+    report says so and how far the nets agree on the order (here they swap a and b)."""
+    dist = {("a", "n1"): 1.0, ("b", "n1"): 2.0, ("c", "n1"): 3.0, ("a", "n2"): 2.2, ("b", "n2"): 1.8, ("c", "n2"): 3.0}
+    for job, ((target, net), d) in enumerate(dist.items()):
+        path = tmp_path / "sw" / str(job)
+        write_job(path, {"layer": "fc6", "width": {"n1": "tiny", "n2": "small"}[net], "target": target,
+                         "source": "imagefolder", "seed": 0, "target_seed": 0, "distance_rank": None}, 0.5, 0.5,
+                  distance={"pad": d})
+        rec = json.loads((path / "result.json").read_text())
+        (path / "result.json").write_text(json.dumps({**rec, "keys": {"source": net}}))
+    df = with_task_axes(load_results([tmp_path / "sw"]))
+    assert "averaged over the sweep's 2 source nets; the 2 source nets order the tasks by distance differently" \
+        in df.attrs["distance_axis"]

@@ -53,8 +53,15 @@ def add_axes(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     elif measured in ok and ok.groupby("task")[measured].apply(lambda s: s.notna().any()).all():
         per_seed = seed_distances(ok, measured)
         ok["distance"] = ok["task"].map(per_seed.mean(axis=1))
-        kind = "measured proxy A-distance from the sweep's source net(s) at a fixed early layer" + (
-            _order_agreement(per_seed))
+        kind = "measured proxy A-distance from the sweep's source net(s) at a fixed early layer"
+        nets = ok["source_key"].nunique() if "source_key" in ok else 0
+        if "source_key" in ok and nets > ok["source_seed"].nunique():
+            # the swept factor changes the net (width, depth, data): each net measures its own distance, and the
+            # axis is their mean, which the reader should know, with how far the nets agree on the order
+            per_net = ok.groupby(["task", "source_key"])[measured].mean().unstack("source_key")
+            kind += f", averaged over the sweep's {nets} source nets" + _order_agreement(per_net, "source nets")
+        else:
+            kind += _order_agreement(per_seed)
     elif len(ok) and "distance_rank" in ok and _synthetic_source(ok).all() and ok["distance_rank"].notna().all():
         ok["distance"], kind = ok["distance_rank"].astype(float), "distance_rank (a priori, synthetic source)"
     else:
@@ -70,7 +77,7 @@ def seed_distances(ok: pd.DataFrame, measured: str) -> pd.DataFrame:
     return per_rep.groupby(level=["task", "source_seed"]).mean().unstack("source_seed")
 
 
-def _order_agreement(per_seed: pd.DataFrame) -> str:
+def _order_agreement(per_seed: pd.DataFrame, what: str = "source seeds") -> str:
     """How far the source seeds agree on the tasks' order by distance (mean pairwise Kendall tau of their
     distances; said only when some pair disagrees): the trend questions place tasks at the seed-averaged distance,
     and a reader should know when the nets themselves do not agree on that order."""
@@ -87,8 +94,8 @@ def _order_agreement(per_seed: pd.DataFrame) -> str:
         return ""  # (a tie in one seed is no disagreement, though it lowers Kendall's tau-b)
     taus = [kendalltau(full[a], full[b]).statistic for a, b in combinations(full.columns, 2)]
     taus = [t for t in taus if math.isfinite(t)] or [math.nan]
-    return (f"; the {full.shape[1]} source seeds order the tasks by distance differently (mean pairwise Kendall "
-            f"tau {np.mean(taus):.2f}, lowest {min(taus):.2f}): the order used is that of the seeds' mean")
+    return (f"; the {full.shape[1]} {what} order the tasks by distance differently (mean pairwise Kendall "
+            f"tau {np.mean(taus):.2f}, lowest {min(taus):.2f}): the order used is that of their mean")
 
 
 def _synthetic_source(df: pd.DataFrame) -> pd.Series:
