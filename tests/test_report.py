@@ -326,15 +326,17 @@ def test_a_search_report_names_the_studys_best_trial(fake_sweep, tmp_path):
 
 
 def test_a_depth_sweep_of_one_family_is_compared_with_that_familys_standard_depth(tmp_path):
-    """vgg 11/13/16: the baseline is vgg's default depth (11), not the default config's alexnet depth (8)."""
+    """vgg 11/13/16: the baseline is vgg's default depth (11), not the default config's alexnet depth (8); each
+    depth is its own net, and the per-setting table gives its source val accuracy next to its transfer score."""
     for job, (depth, score) in enumerate(((11, 0.6), (13, 0.55), (16, 0.5))):
         (tmp_path / "sw" / str(job)).mkdir(parents=True)
         (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
             "status": "ok", "factors": {"arch": "vgg", "depth": depth, "layer": "fc6", "target": "t", "group": "g",
                                         "distance_rank": 1, "seed": 0},
-            "metrics": {"target_score": score, "target_metric": "accuracy"}}))
+            "metrics": {"target_score": score, "target_metric": "accuracy", "source_val_acc": score + 0.1}}))
     out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
     analysis = json.loads((out / "analysis.json").read_text())
+    assert [r["source val acc"] for r in analysis["settings_ci"]] == pytest.approx([0.7, 0.65, 0.6])
     assert analysis["baseline"] == {"depth": 11} and analysis["per_task"][0]["baseline_score"] == pytest.approx(0.6)
 
 

@@ -470,16 +470,26 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
                 c = _correct(cell["job_dir"].iloc[0]) if len(cell) == 1 and (
                     cell["target_metric"] == "accuracy").all() else None
                 mean = float(values.mean()) if len(values) else math.nan
-                ci = "1 source seed: no CI" if c is None else S.fmt_ci(*S.image_ci(c)[1:], prefix="test images ")
+                metric = str(cell["target_metric"].iloc[0]) if len(cell) == 1 and "target_metric" in cell else ""
+                why = f"one job, {metric}: no CI" if metric and metric != "accuracy" else "1 source seed: no CI"
+                ci = why if c is None else S.fmt_ci(*S.image_ci(c)[1:], prefix="test images ")
             diff, dci = (_paired_diff(g, test, choose, base) if setting == best and base is not None
                          else (math.nan, ""))
+            src_acc = (float(g.loc[g["setting"] == setting, "source_val_acc"].mean())
+                       if "source_val_acc" in g else math.nan)
             rows.append({"task": task, "distance": g["distance"].iloc[0], "setting": setting,
                          "source seeds": len(values), "mean": float(mean), "95% CI": ci,
+                         "source val acc": src_acc,
                          "role": " ".join(r for r in (("best on test" if task in on_test else "best on val") + tie
                                                       if setting in tied else "",
                                                       "baseline" if setting == base else "") if r),
                          "best - baseline": diff, "diff 95% CI": dci})
-    return pd.DataFrame(rows).sort_values(["distance", "task"], kind="stable").reset_index(drop=True)
+    out = pd.DataFrame(rows).sort_values(["distance", "task"], kind="stable").reset_index(drop=True)
+    # The source net's own val accuracy per setting, where the settings are different nets (width, depth, data,
+    # training length): a setting that transfers worse may just be a net that trained worse. Left out where it is
+    # one net throughout (a layer or pooling sweep) or not recorded (library nets).
+    varies = out.groupby("task")["source val acc"].agg(lambda s: s.nunique(dropna=True) > 1).any() if len(out) else False
+    return out if varies else out.drop(columns="source val acc", errors="ignore")
 
 
 def val_choice_gain(test: np.ndarray, val: np.ndarray, base: int) -> np.ndarray:

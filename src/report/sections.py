@@ -48,7 +48,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "bootstrap over its test images, which speaks of that one net and target sample). Per task, role marks the "
      "setting with the best mean val score and the baseline; best - baseline is the gain of choosing on val: per "
      "source seed, the test score of that seed's val-best setting minus the baseline's (test scores never choose), "
-     "with a t interval over seeds. Per-cell intervals, not adjusted for their number: descriptions, not "
+     "with a t interval over seeds (a target without a val score chooses on test). Where the settings are "
+     "different source nets, source val acc is each net's own val accuracy: a setting that transfers worse may "
+     "be a net that trained worse. Per-cell intervals, not adjusted for their number: descriptions, not "
      "findings.",
      "No swept factor."),
     ("estimator-agreement", "Transferability estimators vs measured probe score",
