@@ -148,8 +148,13 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         if warning := F.chance_sources(df):  # every finding describes these nets: said above the table
             sec["findings"].notes.insert(0, warning)
         analysis["source_chance_warning"] = warning or None
+        one_seed = "seed" in df and A.ok_rows(df)["seed"].nunique() == 1
         for truth, zoo in zoos.items():
             notes, tables = Z.zoo_content(zoo)
+            if one_seed and zoo:  # its calls are over targets; the nets themselves are one training run each
+                notes = notes + ["One source seed: each net here is one training run, so a call in these tables "
+                                 "is about these nets on targets like these, not about the recipes (width, depth, "
+                                 "data) they were trained with."]
             sec["zoo"].notes += notes
             for caption, t in tables:
                 sec["zoo"].table(t, caption)
@@ -345,8 +350,9 @@ def _study_note(study: Study, answered: set[str]) -> str:
     """The seeds a verdict needs and the primary question, each credited to where it was set (the sweep's record
     or the command line: `--min-seeds` alone leaves report.primary as the record says)."""
     need = max(S.MIN_SEEDS, study.min_seeds)
-    seeds = (f"a verdict needs {need} (report.min_seeds{' from ' + study.min_seeds_from if study.min_seeds else ''}; "
-             f"never fewer than {S.MIN_SEEDS}).")
+    given = f"={study.min_seeds}" if study.min_seeds and study.min_seeds < S.MIN_SEEDS else ""
+    seeds = (f"a verdict needs {need} (report.min_seeds{given}{' from ' + study.min_seeds_from if study.min_seeds else ''}"
+             f"; never fewer than {S.MIN_SEEDS}).")
     where = f"report.primary from {study.primary_from}"
     if study.primary in answered:
         return f"{seeds} Primary question: {study.primary} (not adjusted; {where})."
