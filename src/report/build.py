@@ -126,6 +126,10 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         pt = A.per_task(df, baseline)
         # a rank describes distance from the synthetic source only: for other sources the column is empty
         sec["per-task"].table(pt.drop(columns="distance_rank") if pt["distance_rank"].isna().all() else pt)
+        if factors and pt["baseline_score"].isna().all():  # e.g. a search that never sampled it
+            sec["per-task"].notes.append(
+                "The baseline setting (" + ", ".join(f"{f}={baseline.get(f)}" for f in factors) + ") was not run in "
+                "this sweep: no baseline score, relative error reduction or gain over it.")
         _, on_test = A.selection_score(A.ok_rows(df))
         if on_test:  # said here, where the choice is made, and not only under a question that chooses nothing
             sec["per-task"].notes.append(

@@ -347,7 +347,7 @@ def row(a: Answer, min_seeds: int) -> dict[str, Any]:
         "task-level p": raw, "p (Holm)": raw if a.role == ROLE_PRIMARY else a.task_p_adjusted,
         "verdict": verdict(a, min_seeds), "population": _population(a),
         "seeds for 80% power": (str(int(need)) if math.isfinite(need) else "unreachable" if need == math.inf
-                                else ""),
+                                else "n/a (fewer than 2 seeds: no spread)" if r is not None else ""),
     }
 
 

@@ -172,6 +172,11 @@ def _optimal_vs_distance(df: pd.DataFrame, factor: str, entry: dict, styles: dic
     if axis is not None:
         ax.set_yticks(range(len(axis)), axis)
         ax.set_ylim(-0.6, len(axis) - 0.4)
+    else:  # a numeric factor (depth, epochs, n_components): ticks at the settings, not at fractions between them
+        ticks = sorted({float(v) for v in swept | set(optimal.values())})
+        ax.set_yticks(ticks, [f"{t:g}" for t in ticks])
+        step = min((b - a for a, b in zip(ticks, ticks[1:])), default=1.0)
+        ax.set_ylim(ticks[0] - 0.5 * step, ticks[-1] + 0.5 * step)
     if integral:
         ax.set_xticks(xs)
     pad = 0.6 if integral else 0.08 * span

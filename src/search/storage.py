@@ -40,6 +40,14 @@ class HeartbeatStorage(RDBStorage):
             super().__init__(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period, **kwargs)
         self._beats: dict[int, Any] = {}
 
+    def __repr__(self) -> str:  # Hydra's Optuna sweeper logs "Storage: <...>": the URL, never a password
+        from sqlalchemy.engine import make_url
+
+        try:
+            return f"{type(self).__name__}({make_url(self.url).render_as_string(hide_password=True)})"
+        except Exception:  # noqa: BLE001  (an URL this cannot parse: the class name alone)
+            return type(self).__name__
+
     def __getstate__(self) -> dict[Any, Any]:
         state = super().__getstate__()
         state.pop("_beats", None)
