@@ -50,3 +50,11 @@ def test_a_column_of_intervals_prints_at_one_precision():
     assert N.column("95% CI", cells) == ["[-0.29, 1.00]", "[-0.01, 0.92]", "n/a", "1 source seed: no CI"]
     # cut at the statistic's range: the same coverage (the true value lies inside the range)
     assert S.within(-0.95, 1.7, 0.0, 1.0) == (0.0, 1.0)
+
+
+def test_a_table_of_intervals_keeps_them_through_pandas():
+    """pandas 3 stores a column of strings as its str dtype, which turns Interval cells into plain text; a table
+    built with N.frame keeps them, so the column prints at one precision."""
+    rows = [{"ci": N.Interval(0.157, 0.259)}, {"ci": N.Interval(0.3512, 1.0)}]
+    assert all(isinstance(v, N.Interval) for v in N.frame(rows)["ci"])
+    assert N.column("95% CI", list(N.frame(rows)["ci"])) == ["[0.16, 0.26]", "[0.35, 1.00]"]

@@ -484,7 +484,7 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
                                                       if setting in tied else "",
                                                       "baseline" if setting == base else "") if r),
                          "best - baseline": diff, "diff 95% CI": dci})
-    out = pd.DataFrame(rows).sort_values(["distance", "task"], kind="stable").reset_index(drop=True)
+    out = N.frame(rows).sort_values(["distance", "task"], kind="stable").reset_index(drop=True)
     # The source net's own val accuracy per setting, where the settings are different nets (width, depth, data,
     # training length): a setting that transfers worse may just be a net that trained worse. Left out where it is
     # one net throughout (a layer or pooling sweep) or not recorded (library nets).

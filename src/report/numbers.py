@@ -87,6 +87,20 @@ class Interval(str):
         return Interval, (self.lo, self.hi, self.prefix, self.suffix)
 
 
+def frame(data: list[dict] | dict[str, Any]):
+    """A pandas DataFrame of table rows (or columns) whose Interval cells stay Interval objects: pandas 3 infers its
+    str dtype for a column of strings and would turn them into plain text, so the column could no longer print at
+    one precision (`column`)."""
+    import pandas as pd
+
+    df = pd.DataFrame(data)
+    for c in df.columns:
+        values = list(data[c]) if isinstance(data, dict) else [r.get(c) for r in data]
+        if any(isinstance(v, Interval) for v in values):
+            df[c] = pd.Series(values, index=df.index, dtype=object)
+    return df
+
+
 def _is_number(v: Any) -> bool:
     if hasattr(v, "item") and not isinstance(v, str):
         v = v.item()

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from src.report import analysis as A
+from src.report import numbers as N
 from src.report import stats as S
 
 # The columns that identify a source net (whatever of them a sweep has); jobs that share them and the target are
@@ -287,7 +288,7 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
         top, rest = res["tied_with_top"][0], res["tied_with_top"][1:]
         notes.append(f"No best estimator: {top} has the highest mean, but after the adjustment it is not shown "
                      f"better than {', '.join(rest)} (paired over targets); they are tied with it.")
-    table = pd.DataFrame([{"estimator": f"{r['estimator']} (static)" if r["static"] else r["estimator"],
+    table = N.frame([{"estimator": f"{r['estimator']} (static)" if r["static"] else r["estimator"],
                            **{t: wtau.loc[r["estimator"], t] for t in wtau.columns},
                            "mean wtau": r["weighted_tau_mean"], "95% CI": S.fmt_ci(r["ci_low"], r["ci_high"]),
                            "mean Kendall tau": r["kendall_tau_mean"], "top-1 regret": r["top1_regret_mean"],
@@ -299,7 +300,7 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
         m = margins.sort_values(["baseline", "margin_mean"], ascending=[True, False])
         tables.append(("Margin over the static baselines (mean per-target difference in weighted tau, both on the "
                        "same nets; 95% t interval over targets; beats it = Holm-adjusted p below 0.05 and a "
-                       "positive margin)", pd.DataFrame({
+                       "positive margin)", N.frame({
                            "estimator": m["estimator"], "baseline": m["baseline"].map(STATIC),
                            "margin": m["margin_mean"], "95% CI": [S.fmt_ci(a, b) for a, b in
                                                                   zip(m["ci_low"], m["ci_high"])],
@@ -307,7 +308,7 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
                            "beats it": np.where(m["beats_baseline"], "yes", "no")})))
     if len(vs):
         tables.append((f"The top estimator ({vs['top'].iloc[0]}) against each other one (paired over targets)",
-                       pd.DataFrame({"other": vs["other"], "difference": vs["difference"],
+                       N.frame({"other": vs["other"], "difference": vs["difference"],
                                      "95% CI": [S.fmt_ci(a, b) for a, b in zip(vs["ci_low"], vs["ci_high"])],
                                      "targets": vs["targets"], "p": vs["p"], "p (Holm)": vs["p_holm"]})))
     return notes, tables
