@@ -102,6 +102,11 @@ def test_summary_command_summarises_a_sweep_that_died(fake_sweep):
     assert df.loc[n_ok, "error_type"] == "ConfigError" and df.loc[0, "layer"] == "conv3"
     assert df.loc[3, "target_score"] == pytest.approx(FAKE_TASKS["near"][2][3])
     assert f"{n_ok + 1} jobs ({n_ok} ok, 1 not ok); summary: {fake_sweep / 'summary.csv'}" in r.stdout
+    # a job that started and left no result (a sweep interrupted there) is counted, not passed over
+    (fake_sweep / "99" / ".hydra").mkdir(parents=True)
+    r = subprocess.run([sys.executable, "-m", "src.report.summary", str(fake_sweep)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert f"({n_ok} ok, 1 not ok); 1 planned jobs without a result (interrupted or not started); summary" in r.stdout
 
 
 def _sections(out) -> dict:

@@ -47,7 +47,11 @@ def write_summary(sweep_dir: str | Path, echo: bool = True, strict: bool = False
         with pd.option_context("display.width", 200, "display.max_rows", 500):
             print(df[cols].to_string(index=False))
         n_ok = int((df["status"] == "ok").sum())
-        print(f"{len(df)} jobs ({n_ok} ok, {len(df) - n_ok} not ok); summary: {out}")
+        from src.report.jobs import census
+
+        missing = len(census([sweep_dir], df["job_dir"])["without_result"])
+        unfinished = f"; {missing} planned jobs without a result (interrupted or not started)" if missing else ""
+        print(f"{len(df)} jobs ({n_ok} ok, {len(df) - n_ok} not ok){unfinished}; summary: {out}")
     return out
 
 
