@@ -34,7 +34,7 @@ from src.cache import atomic_write_text, make_key
 from src.check import validate
 from src.errors import ConfigError
 from src.argv import PLAN_ONLY  # set by `--plan`: the launcher prints the sweep's plan and runs nothing
-from src.record import PER_IMAGE, RESULT, Result, chosen_val_score, factors
+from src.record import NOT_TRAINED_HERE, PER_IMAGE, RESULT, Result, chosen_val_score, factors
 
 log = logging.getLogger("src.main")
 # Hydra 1.4 warns about every config-named _target_ without an execution whitelist; ours (src.*) are trusted.
@@ -264,11 +264,13 @@ def main(cfg: DictConfig) -> float | list[float]:
     what = (f"{cfg.target.metric}): {m['target_score']:.4f}" if m["target_score"] is not None
             else f"{m['estimator']} estimate): {m['estimator_score']:.4f}")
     src_acc = "n/a (not trained here)" if m["source_val_acc"] is None else f"{m['source_val_acc']:.3f}"
+    library_net = result["factors"].get("source") == NOT_TRAINED_HERE  # no source stage to hit or miss
+    stages = ", ".join(f"{k[:-4]} {hit_word(v)}" for k, v in c.items()
+                       if v is not None and not (k == "source_hit" and library_net))
+    net = result["factors"].get("model") or f"{cfg.arch.name}/{cfg.width.name}"
     print(
-        f"target {cfg.target.name} ({what} | layer {cfg.layer} of "
-        f"{result['factors'].get('model') or f'{cfg.arch.name}/{cfg.width.name}'}, source val acc {src_acc} | "
-        f"cache: {', '.join(f'{k[:-4]} {hit_word(v)}' for k, v in c.items() if v is not None)} | "
-        f"{result['timings_s']['total']:.1f}s | {out_dir / RESULT}"
+        f"target {cfg.target.name} ({what} | layer {cfg.layer} of {net}, source val acc {src_acc} | "
+        f"cache: {stages} | {result['timings_s']['total']:.1f}s | {out_dir / RESULT}"
     )
     return objective(cfg, result)
 
