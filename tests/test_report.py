@@ -361,3 +361,47 @@ def test_settings_are_listed_and_ties_named_in_the_factors_order(tmp_path):
     row = analysis["per_task"][0]
     assert row["width"] == "tiny" and row["tied on val"] == "tiny = medium"
     assert analysis["optimal_settings"]["width"]["optimal"]["t"] == "tiny"
+
+
+def test_an_unset_factor_matches_an_unset_baseline_and_estimator_only_sweeps_report(tmp_path):
+    """dimred=none,pca: the default baseline (dimred=none, n_components unset) matches the jobs without PCA (their
+    n_components is NaN, the baseline's None), so there is a baseline score and no claim that it was not run. A
+    sweep whose jobs ran an estimator instead of the probe (no target_score) still gets a report."""
+    job = 0
+    for seed in (0, 1, 2):
+        for dimred, n, score in (("none", None, 0.5), ("pca", 16, 0.55), ("pca", 32, 0.52)):
+            (tmp_path / "sw" / str(job)).mkdir(parents=True)
+            (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+                "status": "ok", "factors": {"arch": "alexnet", "layer": "fc6", "dimred": dimred, "n_components": n,
+                                            "target": "t", "group": "g", "distance_rank": 1, "seed": seed},
+                "metrics": {"target_score": score + 0.01 * seed, "target_metric": "accuracy"}}))
+            job += 1
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
+    row = json.loads((out / "analysis.json").read_text())["per_task"][0]
+    assert row["baseline_score"] == pytest.approx(0.51)
+    assert "was not run in this sweep" not in (out / "report.md").read_text()
+    for job in range(2):
+        (tmp_path / "est" / str(job)).mkdir(parents=True)
+        (tmp_path / "est" / str(job) / "result.json").write_text(json.dumps({
+            "status": "ok", "factors": {"arch": "alexnet", "layer": ["fc6", "fc7"][job], "target": "t", "group": "g",
+                                        "distance_rank": 1, "seed": 0},
+            "metrics": {"target_score": None, "estimator": "logme", "estimator_score": -0.2 * job,
+                        "target_metric": "accuracy"}}))
+    assert (build_report([tmp_path / "est"], tmp_path / "out2", plots=False) / "report.md").exists()
+
+
+def test_model_selection_on_two_targets_keeps_both_and_finetuned_jobs_do_not_break_it(tmp_path):
+    job = 0
+    for target in ("t1", "t2"):
+        for model, score, ft in (("timm:a", 0.6, "none"), ("timm:b", 0.5, "none"), ("timm:a", 0.7, "last")):
+            (tmp_path / "sw" / str(job)).mkdir(parents=True)
+            (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+                "status": "ok", "factors": {"arch": "backbone", "model": model, "layer": "pre_logits", "finetune": ft,
+                                            "target": target, "group": "g", "distance_rank": None, "seed": 0},
+                "metrics": {"target_score": score, "target_metric": "accuracy",
+                            "transferability": {"logme": score, "hscore": 49.0}}}))
+            job += 1
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
+    selection = json.loads((out / "analysis.json").read_text())["model_selection"]
+    assert set(selection) == {"t1", "t2"}
+    assert [r["estimator"] for r in selection["t1"]["estimators"]] == ["logme"]  # a constant H-score ranks nothing

@@ -88,7 +88,9 @@ class StagedLaunch:
             print(sweep_plan.describe(plan, self.plan_lines(plan)))
             self._forget_sweep_dir()
             raise PlanShown()
-        if plan.jobs and all(j.state == "invalid" for j in plan.jobs):
+        first_batch = not getattr(self, "_batches_planned", 0)
+        self._batches_planned = getattr(self, "_batches_planned", 0) + 1
+        if first_batch and plan.jobs and all(j.state == "invalid" for j in plan.jobs):
             # nothing would run but failure records: one line and exit 1, as a single bad run gets, not a sweep
             # dir of failed jobs, a report of none and exit 0 (with some valid jobs, the bad ones are recorded)
             from src.errors import ConfigError

@@ -151,9 +151,23 @@ def matches(row: pd.Series, baseline: dict[str, Any], factors: list[str]) -> boo
     def same(f: str) -> bool:
         if f == "snapshot" and str(baseline[f]) == "last":
             return str(row["snapshot"]) == str(row.get("source_epochs"))
-        return str(row[f]) == str(baseline[f])
+        return _same_value(row[f], baseline[f])
 
     return all(same(f) for f in factors if f in baseline)
+
+
+def _same_value(a: Any, b: Any) -> bool:
+    """A job's factor value against a baseline value: unset on both sides (None, NaN: n_components without PCA) is
+    the same; numbers compare as numbers (16 and 16.0); anything else as text."""
+    def missing(v: Any) -> bool:
+        return v is None or (isinstance(v, float) and math.isnan(v))
+
+    if missing(a) or missing(b):
+        return missing(a) and missing(b)
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        return str(a) == str(b)
 
 
 def per_task(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:

@@ -125,8 +125,9 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     if n_ok and "target_score" in df:
         pt = A.per_task(df, baseline)
         # a rank describes distance from the synthetic source only: for other sources the column is empty
-        sec["per-task"].table(pt.drop(columns="distance_rank") if pt["distance_rank"].isna().all() else pt)
-        if factors and pt["baseline_score"].isna().all():  # e.g. a search that never sampled it
+        empty_rank = "distance_rank" in pt and pt["distance_rank"].isna().all()
+        sec["per-task"].table(pt.drop(columns="distance_rank") if empty_rank else pt)
+        if factors and "baseline_score" in pt and len(pt) and pt["baseline_score"].isna().all():  # e.g. a search
             sec["per-task"].notes.append(
                 "The baseline setting (" + ", ".join(f"{f}={baseline.get(f)}" for f in factors) + ") was not run in "
                 "this sweep: no baseline score, relative error reduction or gain over it.")
@@ -164,18 +165,19 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
                 sec["zoo"].table(t, caption)
             if zoo:
                 analysis.setdefault("estimator_zoo", {})[truth] = Z.zoo_json(zoo)
-        for target, sel in MS.model_selection(df).items():
+        selections = MS.model_selection(df)
+        for target, sel in selections.items():
             sec["model-selection"].table(sel["backbones"], f"{target}: backbones by probe score "
                                                            f"({sel['test_images']} test images)")
             sec["model-selection"].table(sel["estimators"], f"{target}: estimators against the probe's ranking")
             sec["model-selection"].notes += [f"{target}: {n}" for n in sel["notes"]]
-        if MS.model_selection_targets(df):
+            analysis.setdefault("model_selection", {})[target] = {k: v.to_dict("records") if hasattr(v, "to_dict")
+                                                                  else v for k, v in sel.items()}
+        if selections:
             sec["model-selection"].notes.append(
                 "Seconds are each job's own stage times. The first job a worker process runs also pays one-off "
                 "start-up costs (library imports, thread pools, the model library's first build), so its times read "
                 "high: compare backbones by times from a rerun with the features cached, or by jobs that ran later.")
-            analysis.setdefault("model_selection", {})[target] = {k: v.to_dict("records") if hasattr(v, "to_dict")
-                                                                  else v for k, v in sel.items()}
         regret = Z.selection_regret(df)
         if len(regret):
             mean = regret.groupby("estimator")["regret"].mean().sort_values()
@@ -341,7 +343,8 @@ def _power(a: F.Answer) -> tuple[int | None, str | None]:
     need = F.seeds_needed(a)
     if math.isfinite(need):
         return int(need), None
-    if need == math.inf and a.result is not None and a.result.near is not None:
+    if (need == math.inf and a.result is not None and a.result.near is not None
+            and not np.sign(a.scalar("estimate")) * np.sign(a.scalar("near")) < 0):
         return None, "unreachable: the near and the far end point the same way (the optimum does not move)"
     if need == math.inf:
         return None, "unreachable: the estimate is 0 or undefined, or too small for its per-seed SD"

@@ -63,14 +63,6 @@ def tau_interval(estimate: np.ndarray, correct: np.ndarray, level: float = S.LEV
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high), top
 
 
-def model_selection_targets(df: pd.DataFrame) -> bool:
-    """Whether some target has two or more backbones (the section has tables)."""
-    if "model" not in df:
-        return False
-    ok = df[(df["status"] == "ok") & df["model"].notna()] if "status" in df else df[df["model"].notna()]
-    return bool(len(ok)) and int(ok.groupby("target")["model"].nunique().max()) >= 2
-
-
 def model_selection(df: pd.DataFrame) -> dict[str, dict]:
     """target -> {"backbones": table, "estimators": table} for every target with two or more backbones."""
     if "model" not in df or "target_score" not in df:
@@ -83,7 +75,9 @@ def model_selection(df: pd.DataFrame) -> dict[str, dict]:
         g = g.drop_duplicates("model", keep="last").set_index("model")
         if len(g) < 2:
             continue
-        est_cols = sorted(c for c in g.columns if c.startswith("tr_") and g[c].notna().all() and g[c].nunique() > 1)
+        # an estimate equal up to rounding noise on every backbone (H-score's C - 1) ranks nothing: left out
+        est_cols = sorted(c for c in g.columns if c.startswith("tr_") and g[c].notna().all()
+                          and len(np.unique(S.snap_ties(g[c].to_numpy(float)))) > 1)
         rows = []
         correct = {m: _correct(j) for m, j in g["job_dir"].items()}
         for m, r in g.iterrows():
@@ -101,15 +95,16 @@ def model_selection(df: pd.DataFrame) -> dict[str, dict]:
         ests = []
         for col in est_cols:
             name = col[3:]
-            values = g[col].to_numpy(float)
+            values = S.snap_ties(g[col].to_numpy(float))
             if paired is not None:
                 tau, lo, hi, top = tau_interval(values, paired)
             else:
                 tau, lo, hi, top = _wtau(values, g["target_score"]), math.nan, math.nan, math.nan
-            picks = g.index[int(np.argmax(values))]
+            tied_top = list(g.index[S.at_max(values, 0)])  # every backbone tied at the estimator's top
+            picks = " = ".join(map(str, tied_top))
             seconds = g.get(f"time_estimate_{name}")
             ests.append({"estimator": name, "weighted tau": tau, "95% CI low": lo, "95% CI high": hi,
-                         "picks": picks, "picks the probe's best": picks == table["backbone"].iloc[0],
+                         "picks": picks, "picks the probe's best": tied_top == [table["backbone"].iloc[0]],
                          "top-1 agreement": top,
                          "median s per backbone": float(np.nanmedian(seconds)) if seconds is not None else math.nan})
         estimators = pd.DataFrame(ests)
