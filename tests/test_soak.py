@@ -70,7 +70,11 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
         # with a short delay, so a kill lands inside them.
         time.sleep(rng.uniform(0, 0.02 if want in ("source", "features") else 0.5))
         doing = last_log_line(sweep)
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:  # the sweep ended during that short delay: nothing left to kill, as above
+            proc.wait()
+            break
         proc.wait()
         # A build the kill interrupted leaves its staging dir (a dead process cleans nothing up).
         for tmp in staging(cache, "source"):  # each interrupted training leaves its own (uniquely named) dir, which
