@@ -45,6 +45,22 @@ def reached(want: str, cache: Path, sweep: Path, started: float, at: float) -> b
     return time.time() - started >= at
 
 
+def kill_group(proc) -> bool:
+    """SIGKILL the sweep's process group; False if the sweep had already ended. Right after the spawn (a stale
+    staging dir makes the wait end at once) the child may not have made its own group yet: killpg then finds no
+    such group although the process runs, so it is tried again for a while."""
+    for _ in range(500):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return True
+        except ProcessLookupError:
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.01)
+    proc.kill()
+    return True
+
+
 def log_events(sweep: Path, verb: str, stage: str) -> Counter:
     pattern = re.compile(rf"cache: {verb} {stage}/(\w+)")
     return Counter(m.group(1) for log in sweep.glob("*/main.log") for m in pattern.finditer(log.read_text()))
@@ -70,10 +86,7 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
         # with a short delay, so a kill lands inside them.
         time.sleep(rng.uniform(0, 0.02 if want in ("source", "features") else 0.5))
         doing = last_log_line(sweep)
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:  # the sweep ended during that short delay: nothing left to kill, as above
-            proc.wait()
+        if not kill_group(proc):  # the sweep ended during that short delay: nothing left to kill, as above
             break
         proc.wait()
         # A build the kill interrupted leaves its staging dir (a dead process cleans nothing up).
