@@ -40,17 +40,11 @@ def _options(plan) -> str | None:
 NOT_TRAINED_HERE = "not trained here"
 
 
-LIBRARY_ARCHS = ("timm", "torchvision", "module", "backbone")
-TRAINED_SOURCE_KINDS = ("synthetic", "imagefolder", "torchvision_dataset")
-
-
 def _library_net(cfg, plan) -> bool:
     """A model library's net (timm, torchvision, a module, a checkpoint) under a source that would train a net: the
-    source config then describes nothing about it (the config check's `Plan.source_describes_net`; for a job that
-    failed before its plan, read off the config)."""
-    if plan is not None:
-        return not getattr(plan, "source_describes_net", True)
-    return _get(cfg, "arch.name") in LIBRARY_ARCHS and _get(cfg, "source.kind") in TRAINED_SOURCE_KINDS
+    source config then describes nothing about it (the config check's `Plan.source_describes_net`, which reads the
+    arch and source registries; a job that failed before its plan records its config as given)."""
+    return plan is not None and not plan.source_describes_net
 
 
 def _model_ref(cfg):
@@ -78,8 +72,7 @@ FACTOR_TABLE: tuple[Factor, ...] = (
     # options (variant=a); None for the others.
     Factor("model", lambda c, p: p.spec.extra.get("label") if p and p.spec.extra else _options(p) or _model_ref(c),
            analysed=False),
-    Factor("width", lambda c, p: None if (p.spec.extra if p is not None else _get(c, "arch.name") in LIBRARY_ARCHS)
-           else c.width.name),  # our families' only
+    Factor("width", lambda c, p: None if p is not None and p.spec.extra else c.width.name),  # our families' only
     Factor("depth", lambda c, p: p.spec.depth if p else c.depth),
     Factor("layer", lambda c, p: c.layer),
     Factor("pooling", lambda c, p: c.pooling),

@@ -56,7 +56,7 @@ def test_report_cli_default_out_dir(fake_sweep):
     r = subprocess.run([sys.executable, "-m", "src.report", str(fake_sweep), "--baseline", "layer=fc6", "--no-plots"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    from src.report.build import _same
+    from src.report.analysis import same_value as _same
 
     assert _same("64", 64.0) and not _same("fc6", "fc7")  # as a table of floats writes n_components
     assert (fake_sweep / "report" / "report.md").exists() and not list((fake_sweep / "report").glob("*.png"))

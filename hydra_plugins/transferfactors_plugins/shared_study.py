@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
 from hydra_plugins.hydra_optuna_sweeper.optuna_sweeper import OptunaSweeper
+from omegaconf import DictConfig, OmegaConf
 
 
 log = logging.getLogger(__name__)
@@ -28,44 +30,43 @@ class SharedStudySweeper(OptunaSweeper):
             from src.search.storage import open_storage
 
             storage = open_storage(storage, heartbeat_interval, grace_period)
+        kwargs["sampler"] = _continued_seed(kwargs.get("sampler"), storage, kwargs.get("study_name"))
+        self._config: DictConfig | None = None
         super().__init__(storage=storage, **kwargs)
 
+    def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
+        self._config = config
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+
     def sweep(self, arguments: list[str]) -> None:
-        self._reseed_when_continued()
-        self._save_record()
+        if self._config is not None:
+            # The search's own multirun.yaml, as Hydra's basic sweeper writes one for a grid: the report's command
+            # block then shows the search command (not one trial's overrides) and reads the study's settings.
+            sweep_dir = Path(str(self._config.hydra.sweep.dir))
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            OmegaConf.save(self._config, sweep_dir / "multirun.yaml")
         return super().sweep(arguments)
 
-    def _save_record(self) -> None:
-        """The search's own multirun.yaml, as Hydra's basic sweeper writes one for a grid: the report's command
-        block then shows the search command (not one trial's overrides) and reads the study's report settings."""
-        from pathlib import Path
 
-        from omegaconf import OmegaConf
+def _continued_seed(sampler: Any, storage: Any, study_name: str | None) -> Any:
+    """The sampler config, its seed moved on by the trials the study already holds. Running the same search command
+    again adds trials to the same study; with the preset's fixed seed its random start-up trials would replay the
+    first run's (same settings, same scores: trials spent on nothing new). seed + n keeps a continued run
+    reproducible from the study's state."""
+    import optuna
 
-        config = getattr(getattr(self, "sweeper", None), "config", None)
-        if config is None:
-            return
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(config, sweep_dir / "multirun.yaml")
-
-    def _reseed_when_continued(self) -> None:
-        """Running the same search command again adds trials to the same study; with the preset's fixed sampler
-        seed its random start-up trials would replay the first run's (same settings, same scores: trials spent on
-        nothing new). A study that already has trials gets a sampler with a fresh random state instead."""
-        import optuna
-
-        impl = getattr(self, "sweeper", None)  # hydra-optuna-sweeper's implementation object
-        if impl is None or impl.storage is None or impl.study_name is None:
-            return
-        try:
-            study = optuna.load_study(study_name=impl.study_name, storage=impl.storage)
-        except KeyError:  # no such study yet: the first run keeps the seed (reproducible)
-            return
-        if study.trials and hasattr(impl.sampler, "reseed_rng"):
-            impl.sampler.reseed_rng()
-            log.info("study %s has %d trials: its sampler is reseeded so that this run samples new settings",
-                     impl.study_name, len(study.trials))
+    seed = OmegaConf.select(sampler, "seed", default=None) if OmegaConf.is_config(sampler) else None
+    if seed is None or storage is None or study_name is None:
+        return sampler
+    try:
+        n = len(optuna.load_study(study_name=study_name, storage=storage).trials)
+    except KeyError:  # no such study yet: the first run keeps its seed
+        return sampler
+    if not n:
+        return sampler
+    log.info("study %s has %d trials: the sampler seed moves from %d to %d, so this run samples new settings",
+             study_name, n, int(seed), int(seed) + n)
+    return {**OmegaConf.to_container(sampler, resolve=True), "seed": int(seed) + n}  # (read-only in Hydra's config)
 
 
 @dataclass

@@ -151,12 +151,12 @@ def matches(row: pd.Series, baseline: dict[str, Any], factors: list[str]) -> boo
     def same(f: str) -> bool:
         if f == "snapshot" and str(baseline[f]) == "last":
             return str(row["snapshot"]) == str(row.get("source_epochs"))
-        return _same_value(row[f], baseline[f])
+        return same_value(row[f], baseline[f])
 
     return all(same(f) for f in factors if f in baseline)
 
 
-def _same_value(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     """A job's factor value against a baseline value: unset on both sides (None, NaN: n_components without PCA) is
     the same; numbers compare as numbers (16 and 16.0); anything else as text."""
     def missing(v: Any) -> bool:

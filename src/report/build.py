@@ -59,17 +59,9 @@ def _check_given(df: pd.DataFrame, given: dict[str, str]) -> None:
         if factor not in varied or (factor == "snapshot" and value == "last"):
             continue
         values = A.sort_values(factor, list(ok[factor].dropna().unique()))
-        if not any(_same(value, v) for v in values):
+        if not any(A.same_value(value, v) for v in values):
             raise SystemExit(f"error: --baseline {factor}={value}: no finished job of this sweep ran it; valid: "
                              f"{', '.join(map(str, values)) or 'none'}")
-
-
-def _same(text: str, value: Any) -> bool:
-    """A command line's value against a table's (64 and 64.0 are one setting)."""
-    try:
-        return float(text) == float(value)
-    except (TypeError, ValueError):
-        return str(text) == str(value)
 
 
 def parse_baseline(pairs: list[str]) -> dict[str, Any]:
@@ -343,8 +335,7 @@ def _power(a: F.Answer) -> tuple[int | None, str | None]:
     need = F.seeds_needed(a)
     if math.isfinite(need):
         return int(need), None
-    if (need == math.inf and a.result is not None and a.result.near is not None
-            and not np.sign(a.scalar("estimate")) * np.sign(a.scalar("near")) < 0):
+    if need == math.inf and F.ends_stay(a):
         return None, "unreachable: the near and the far end point the same way (the optimum does not move)"
     if need == math.inf:
         return None, "unreachable: the estimate is 0 or undefined, or too small for its per-seed SD"

@@ -307,6 +307,12 @@ def _population(a: Answer) -> str:
     return (f"CI: these {n} tasks, a new source net; p: tasks like these ({test}{how})")
 
 
+def ends_stay(a: Answer) -> bool:
+    """An `ends` question whose two ends do not point opposite ways: the estimates say the optimum stays put."""
+    return a.result is not None and a.result.near is not None and not (
+        np.sign(a.scalar("estimate")) * np.sign(a.scalar("near")) < 0)
+
+
 def seeds_needed(a: Answer) -> float:
     """Source seeds for 80% power at the sweep's own estimate and per-seed SD (S.seeds_for_power), never below the
     seeds a verdict needs at all (S.MIN_SEEDS): inf when unreachable, NaN with fewer than 2 defined seeds (no SD)
@@ -324,7 +330,7 @@ def seeds_needed(a: Answer) -> float:
         need = S.seeds_for_power(a.scalar("estimate"), float(per_seed.std(ddof=1)))
     else:
         far, near = a.scalar("estimate"), a.scalar("near")
-        if not np.sign(far) * np.sign(near) < 0:
+        if ends_stay(a):
             return math.inf
         sd = [float(per_seed.std(ddof=1))] * 2 if r.se is None else [a.scalar("se") * math.sqrt(n),
                                                                     a.scalar("near_se") * math.sqrt(n)]
@@ -409,8 +415,6 @@ def chance_sources(df: pd.DataFrame) -> str:
     images (one-sided exact binomial test of val accuracy > 1/classes at alpha): their features are close to
     untrained, and every finding then describes such nets. "" when every net beats chance, or when the results do
     not record what the test needs (pretrained nets, older records without `source_val_images`)."""
-    from scipy.stats import binomtest
-
     need = ["source_val_acc", "source_val_images", "source_num_classes"]
     ok = A.ok_rows(df)
     if any(c not in ok for c in need):
@@ -423,7 +427,7 @@ def chance_sources(df: pd.DataFrame) -> str:
             continue
         tested += 1
         k = int(round(float(net["source_val_acc"]) * n))
-        if binomtest(k, n, 1 / classes, alternative="greater").pvalue >= S.ALPHA:
+        if S.above_chance_p(k, n, classes) >= S.ALPHA:
             weak.append((_net_name(net), float(net["source_val_acc"]), n, classes))
     if not weak:
         return ""

@@ -126,7 +126,7 @@ def _at_chance(g: pd.DataFrame, correct: dict[str, np.ndarray | None]) -> list[s
         c, k = correct.get(m), r.get("estimate_inputs_classes")
         if c is None or not (isinstance(k, (int, float)) and math.isfinite(k) and k >= 2):
             continue
-        p = stats.binomtest(int(c.sum()), len(c), 1.0 / k, alternative="greater").pvalue
+        p = S.above_chance_p(int(c.sum()), len(c), int(k))
         if p >= S.ALPHA:
             weak.append(f"{m} ({c.mean():.3f} of {len(c)}, p = {p:.2g})")
     return [f"Not shown better than chance (1/{int(g['estimate_inputs_classes'].max())}; exact binomial test, "

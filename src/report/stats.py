@@ -47,6 +47,12 @@ def snap_ties(values: np.ndarray, rel: float = 1e-10) -> np.ndarray:
     return v
 
 
+def above_chance_p(correct: int, n: int, classes: int) -> float:
+    """One-sided exact binomial p of `correct` of `n` against guessing among `classes` (the source nets' check on
+    their val images, the model-selection report's on each backbone's test images)."""
+    return float(stats.binomtest(int(correct), int(n), 1.0 / classes, alternative="greater").pvalue)
+
+
 def at_max(values: np.ndarray, axis: int) -> np.ndarray:
     """Where `values` is tied (within TIE) with its maximum along `axis` (NaN: never)."""
     with np.errstate(invalid="ignore"):
