@@ -68,7 +68,9 @@ class Field:
             "bool": lambda v: isinstance(v, bool),
             "str": lambda v: isinstance(v, str),
             "path": lambda v: isinstance(v, str) and v.strip() != "",
-            "choice": lambda v: not isinstance(v, (dict, list)) and v in self.options(),
+            # (a number among text choices as the command line types it: trainer.precision=32 is "32")
+            "choice": lambda v: not isinstance(v, (dict, list)) and (v in self.options() or (
+                isinstance(v, int) and not isinstance(v, bool) and str(v) in self.options())),
             "list": lambda v: isinstance(v, list) or (self.scalar_ok and not isinstance(v, dict)),
             "node": lambda v: isinstance(v, dict),
         }[self.kind](value)

@@ -61,6 +61,7 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
     from src.check import validate
     from src.errors import ConfigError
     from src.keys import stage_keys
+    from src.sweep_plan import RANDOM_INIT, weights_digest
 
     sweeper = config.hydra.sweeper
     if OmegaConf.select(sweeper, "n_trials", default=None) is not None or not GUARD.allowed():
@@ -69,7 +70,7 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
     task = [str(o) for o in OmegaConf.to_container(config.hydra.overrides.task, resolve=False)]
     overrides = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + task)
     loader = GlobalHydra.instance().config_loader()
-    jobs, roots = [], []
+    jobs, roots, stores = [], [], {}
     # Jobs that differ in plain values share their defaults list, as in the validation, which then (with the basic
     # launcher) takes these configs instead of composing the jobs again.
     with compose_once.batch():
@@ -77,15 +78,19 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
             cfg = copy.copy(compose_once.compose_ahead(loader, config, job))  # the launcher's own: not changed
             with open_dict(cfg):
                 del cfg["hydra"]  # as the job gets it (Hydra's run_job)
+            root = Path(str(cfg.paths.cache_dir))
             try:
                 plan = validate(cfg)
-                keys = {stage: key for stage, key in stage_keys(cfg, plan).items()
-                        if key is not None and stage in BUILT and not (stage == "source" and plan.spec.pretrained)}
+                # A pretrained net's keys hash its weights' content, as the job's will (src.experiment).
+                digest = weights_digest(plan, stores.setdefault(root, Store(root))) if plan.spec.pretrained else None
+                keys = {} if plan.spec.pretrained and digest is None else {
+                    stage: key for stage, key in stage_keys(cfg, plan, None if digest == RANDOM_INIT else digest).items()
+                    if key is not None and stage in BUILT and not (stage == "source" and plan.spec.pretrained)}
             except ConfigError:
                 keys = {}
             jobs.append(keys)
-            roots.append(Path(str(cfg.paths.cache_dir)))
-    stores = {root: Store(root) for root in set(roots)}
+            roots.append(root)
+    stores = {root: stores.get(root) or Store(root) for root in set(roots)}
     # An entry's directory appears by an atomic rename once it is complete; it is not re-hashed here (Store.lookup
     # would hash every cached file of the sweep before its first job): a damaged one costs the ETA one rebuild.
     cached = sorted({(s, k) for keys, root in zip(jobs, roots) for s, k in keys.items()

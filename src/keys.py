@@ -19,42 +19,73 @@ DISTANCE_VERSION = 1
 def source_payload(cfg, plan, weights_sha256: str | None = None) -> dict[str, Any]:
     """Source net: its data, architecture (resolved family/depth/width), optimisation and seed.
 
-    Not the snapshot (every epoch is kept), not the layer/pooling/dimred/classifier/target, and not how it is
-    run (accelerator, threads, progress bar). Pretrained nets: the weights file's content hash (`file_digest`).
+    Not the snapshot (every epoch is kept), not the layer/pooling/dimred/classifier/target, not the source's
+    name (a label), not another optimiser's options, and not how it is run (accelerator, threads, progress bar;
+    the precision is what it computes in). The data as its registry entry identifies it (`data_identity`: an
+    ImageFolder tree's listing, a torchvision dataset's name). Pretrained nets: the weights file's content hash
+    (`file_digest`), not its path.
     """
     from omegaconf import OmegaConf
 
+    from src.data.registry import SOURCES, data_identity
+    from src.train.registry import read_options
+
     source = OmegaConf.to_container(cfg.source, resolve=True)
     source.pop("snapshot", None)
+    source.pop("name", None)  # a label: the same data under another name is the same net
     if plan.spec.extra:  # a model library's net: which model (library, its version, constructor), which weights
         x = plan.spec.extra
-        return {"stage": "source", "version": SOURCE_VERSION, "arch": x["identity"], "weights": x["weights"],
+        # A weights file is its content (the digest), wherever it lies; "pretrained" is the library's own file.
+        weights = "file" if weights_sha256 is not None and x["weights"] not in (None, "pretrained") else x["weights"]
+        return {"stage": "source", "version": SOURCE_VERSION, "arch": x["identity"], "weights": weights,
                 "weights_sha256": weights_sha256, "seed": x["seed"] if x["weights"] is None else None,
                 "input": x["input"], "image_size": source["image_size"]}
+    optim = OmegaConf.to_container(cfg.trainer.optim, resolve=True)
     return {
         "stage": "source",
         "version": SOURCE_VERSION,
-        "source": source,
+        "source": data_identity(source, SOURCES, "kind"),
         "arch": plan.spec.family,
         "depth": plan.spec.depth,
         **({"options": plan.spec.options} if plan.spec.options else {}),  # a family's own options (Arch.fields)
         "width": float(cfg.width.multiplier),
-        "optim": OmegaConf.to_container(cfg.trainer.optim, resolve=True),
+        "optim": read_options(optim.get("name"), optim),
+        **_precision(cfg),
         "seed": int(cfg.seed),
     }
+
+
+def _precision(cfg) -> dict[str, str]:
+    """Lightning's training precision, which changes the trained weights: omitted at float32 (`32` and `32-true`
+    are one), so that entries trained before precision entered the key keep theirs."""
+    p = str(cfg.trainer.get("precision") or "32-true")
+    p = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}.get(p, p)
+    return {} if p == "32-true" else {"precision": p}
+
+
+def _target_data(cfg) -> dict[str, Any]:
+    from omegaconf import OmegaConf
+
+    from src.data.registry import TASKS, data_identity
+
+    return data_identity(OmegaConf.to_container(cfg.target.data, resolve=True), TASKS, "task")
 
 
 def finetune_payload(cfg, plan, source_key: str) -> dict[str, Any]:
     """Fine-tuned net: the source weights (key + snapshot), the target data it is tuned on, how, and the seed."""
     from omegaconf import OmegaConf
 
+    from src.train.registry import read_options
+
+    finetune = OmegaConf.to_container(cfg.finetune, resolve=True)
     return {
         "stage": "finetune",
         "version": FINETUNE_VERSION,
         "source": source_key,
         "snapshot": plan.snapshot,
-        "target_data": OmegaConf.to_container(cfg.target.data, resolve=True),
-        "finetune": OmegaConf.to_container(cfg.finetune, resolve=True),
+        "target_data": _target_data(cfg),
+        "finetune": read_options(finetune.get("optimizer"), finetune),
+        **_precision(cfg),
         "seed": int(cfg.seed),
     }
 
@@ -64,14 +95,12 @@ def features_payload(cfg, plan, source_key: str, finetune_key: str | None = None
 
     Not the layer or pooling: an entry holds every tap and every pooling from one forward pass.
     """
-    from omegaconf import OmegaConf
-
     payload = {
         "stage": "features",
         "version": FEATURES_VERSION,
         "source": source_key,
         "snapshot": plan.snapshot,
-        "target_data": OmegaConf.to_container(cfg.target.data, resolve=True),
+        "target_data": _target_data(cfg),
     }
     if finetune_key is not None:
         payload["finetune"] = finetune_key

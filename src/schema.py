@@ -27,7 +27,9 @@ from src.train.grouping import GROUP_MODES
 from src.fields import Bool, Choice, Field, Float, Int, List, Node, Path, Str
 
 SEED_MAX = 2**32 - 1  # numpy and torch accept seeds in 0..2**32-1
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")  # Lightning's precision names
+# Lightning's precision names for training (64-true would need float64 batches, which the data pipeline does not
+# make; 16-mixed on the CPU is Lightning's bf16-mixed). Part of the trained net's cache key (src.keys).
+PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
 DEVICES = ("auto", "cpu", "cuda")  # the torch probe's own `device` (src.probe.path)
 
 
@@ -123,7 +125,8 @@ SCHEMA: dict[str, Field] = {
     "trainer.optim.label_smoothing": Float(0, 0.99, "cross-entropy label smoothing"),
     "trainer.accelerator": Choice(ACCELERATORS, "where training and the job's computations run (auto: a GPU if "
                                   "torch sees one)"),
-    "trainer.precision": Choice(PRECISIONS, "Lightning's training precision"),
+    "trainer.precision": Choice(PRECISIONS, "Lightning's training precision (source training and fine-tuning; "
+                                             "part of their cache keys)"),
     "trainer.num_threads": Int(1, 1024, "torch threads per job; null: torch's default (parallel launchers: cores "
                                "/ n_jobs)", null=True),
     "trainer.progress_bar": Bool("Lightning's progress bar; null: only on a terminal", null=True),

@@ -166,7 +166,7 @@ def _uses_hydra_resolver(cfg: DictConfig, overrides: Sequence[str]) -> bool:
 RANDOM_INIT = "random init"  # a model library's net without weights: its key has no digest (`src.keys`)
 
 
-def _weights_digest(plan, store: Store) -> str | None:
+def weights_digest(plan, store: Store) -> str | None:
     """A pretrained source's weights digest (its key needs it), RANDOM_INIT for a model library's net at random
     init, None when the file is not there (the job fails with its own message)."""
     from src.cache import file_digest
@@ -249,7 +249,7 @@ def plan_sweep(sweep_cfgs: Sequence[DictConfig], nums: Sequence[int] | None = No
             jobs.append(Job(num, overrides, str(out_dir), "invalid", error=str(e)))
             continue
         store = stores.setdefault(cache_dir, Store(cache_dir))
-        digest = _weights_digest(plan, store) if plan.spec.pretrained else None
+        digest = weights_digest(plan, store) if plan.spec.pretrained else None
         if plan.spec.pretrained and digest is None:
             jobs.append(Job(num, overrides, str(out_dir), "invalid", error="pretrained weights file missing"))
             continue

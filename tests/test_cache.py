@@ -36,6 +36,90 @@ def test_source_key_hashes_exactly_the_source_determining_config(make_cfg):
         assert keys(make_cfg(o))[0] != base_src, o
 
 
+def test_keys_hash_what_changes_the_weights_and_not_what_does_not(make_cfg):
+    from src.keys import stage_keys
+
+    def tuned(*o):
+        cfg = make_cfg("finetune=last", *o)
+        return stage_keys(cfg, validate(cfg))["finetune"]
+
+    base_src, base_feat = keys(make_cfg())
+    # Precision changes the trained weights (and a fine-tuning's); 32 and 32-true are one, and float32 is keyed as
+    # before precision entered the key.
+    assert keys(make_cfg("trainer.precision=32"))[0] == base_src
+    assert keys(make_cfg("trainer.precision=bf16-mixed"))[0] != base_src
+    assert tuned("trainer.precision=bf16-mixed") != tuned()
+    # Another optimiser's option is inert: AdamW reads no momentum, SGD does.
+    assert keys(make_cfg("trainer.optim.name=adamw", "trainer.optim.momentum=0.5"))[0] == \
+        keys(make_cfg("trainer.optim.name=adamw"))[0]
+    assert keys(make_cfg("trainer.optim.momentum=0.5"))[0] != base_src
+    assert tuned("finetune.optimizer=adamw", "finetune.momentum=0.5") == tuned("finetune.optimizer=adamw")
+    assert tuned("finetune.momentum=0.5") != tuned()
+    # The source's name is a label.
+    assert keys(make_cfg("source.name=renamed")) == (base_src, base_feat)
+
+
+def test_a_torchvision_dataset_is_keyed_by_name_not_by_where_it_is_stored(make_cfg, tmp_path):
+    # (its config check opens the dataset's files: the plan comes from the default target, which the key does not
+    # read beyond the snapshot)
+    plan = validate(make_cfg())
+
+    def feat(*o):
+        return make_key(features_payload(make_cfg("target=cifar10", *o, tiny="source"), plan, "source-key"))
+
+    base = feat()
+    assert feat(f"paths.data_dir={tmp_path}") == base and feat("target.data.download=true") == base
+    assert feat("target.data.max_per_class=7") != base
+
+
+def _image_tree(root):
+    import numpy as np
+    from PIL import Image
+
+    for c, shade in (("a", 40), ("b", 200)):
+        (root / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), shade + i, np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+def test_an_image_folder_is_keyed_by_its_images_not_its_path(make_cfg, tmp_path):
+    import shutil
+
+    from src.data import imagefolder
+    from src.keys import stage_keys
+
+    def feat(root):
+        imagefolder._TREES.clear()  # as a new process lists it
+        cfg = make_cfg("target=imagefolder", f"target.root={root}", tiny="source")
+        return stage_keys(cfg, validate(cfg))["features"]
+
+    first = feat(_image_tree(tmp_path / "one"))
+    shutil.copytree(tmp_path / "one", tmp_path / "two")  # copy2: times kept, as by mv or rsync -t
+    assert feat(tmp_path / "two") == first
+    (tmp_path / "two" / "b" / "3.png").unlink()
+    assert feat(tmp_path / "two") != first
+    shutil.copy(tmp_path / "one" / "a" / "0.png", tmp_path / "two" / "b" / "3.png")  # another image in its place
+    assert feat(tmp_path / "two") != first
+    (tmp_path / "one" / "README.txt").write_text("not an image")  # the loader reads only images
+    assert feat(tmp_path / "one") == first
+
+
+def test_a_weights_file_is_keyed_by_its_content_not_its_path():
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create({"source": {"image_size": 32}})
+
+    def key(weights, digest):
+        extra = {"identity": "timm:resnet18@1.0", "weights": weights, "seed": 0, "input": {}}
+        return make_key(source_payload(cfg, SimpleNamespace(spec=SimpleNamespace(extra=extra)), digest))
+
+    assert key("/a/w.pth", "ab" * 32) == key("/b/copy.pth", "ab" * 32) != key("/a/w.pth", "cd" * 32)
+    assert key("pretrained", "ab" * 32) != key("/a/w.pth", "ab" * 32)  # the library's own file: said as such
+
+
 def test_default_depth_and_explicit_depth_share_a_source(make_cfg):
     assert keys(make_cfg("arch=vgg"))[0] == keys(make_cfg("arch=vgg", "depth=11"))[0]
 

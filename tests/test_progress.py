@@ -45,6 +45,16 @@ def test_line_has_count_elapsed_eta_and_best():
     assert optuna.startswith("[sweep] trial 2 of 12 | elapsed 0:01:00 | ETA 0:05:00 | best so far target_score=0.5000")
 
 
+def test_best_is_the_best_on_the_last_jobs_target_when_targets_are_swept():
+    # Scores of different target tasks are not comparable: an easy task's score is not the sweep's best setting.
+    header = {"start": 0.0, "total": 4, "kind": "grid", "direction": "maximize", "objective": "target_score"}
+    records = [{"t": 1.0, "value": 0.9, "setting": "target=easy layer=fc6", "target": "easy"},
+               {"t": 2.0, "value": 0.4, "setting": "target=hard layer=fc6", "target": "hard"},
+               {"t": 3.0, "value": 0.5, "setting": "target=hard layer=fc7", "target": "hard"}]
+    assert "| best on hard target_score=0.5000 (layer=fc7)" in progress_line(header, records, now=3.0)
+    assert "| best on easy target_score=0.9000 (layer=fc6)" in progress_line(header, records[:1], now=1.0)
+
+
 def test_remaining_work_counts_each_shared_stage_once():
     jobs = [{"source": "a", "features": "fa1"}, {"source": "a", "features": "fa1"},
             {"source": "b", "features": "fb1"}, {"source": "b", "features": "fb2"}, {}]  # {}: stops at the check

@@ -324,10 +324,11 @@ def test_baseline_before_the_sweep_dir_leaves_the_dir_a_sweep_dir(fake_sweep, tm
 
 def test_a_search_report_names_the_studys_best_trial(fake_sweep, tmp_path):
     (fake_sweep / "optimization_results.yaml").write_text(
-        "name: optuna\nbest_params:\n  layer: fc7\n  pooling: avg\nbest_value: 0.8125\n")
+        "name: optuna\nbest_params:\n  layer: fc7\n  pooling: avg\n  dimred: none\n  dimred.n_components: 16\n"
+        "best_value: 0.8125\n")
     out = build_report([fake_sweep], tmp_path / "out", plots=False)
     assert ("the study's best trial by its objective (earlier runs' trials included): 0.812 at layer=fc7, "
-            "pooling=avg") in (out / "report.md").read_text()
+            "pooling=avg, dimred=none, dimred.n_components=16 (unused: dimred=none)") in (out / "report.md").read_text()
 
 
 def test_a_depth_sweep_of_one_family_is_compared_with_that_familys_standard_depth(tmp_path):

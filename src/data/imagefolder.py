@@ -6,6 +6,8 @@ ImageFolder convention); `classes` picks a subset, `max_per_class` takes a seede
 
 from __future__ import annotations
 
+import hashlib
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -49,6 +51,31 @@ def check_classes(root: str | Path, wanted: Sequence[str] | None) -> list[str]:
         if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in (Path(root) / name).iterdir()):
             raise ValueError(f"class folder {Path(root) / name} has no images ({', '.join(IMAGE_EXTENSIONS)})")
     return chosen
+
+
+_TREES: dict[str, str] = {}  # resolved root -> its digest, read once per process
+
+
+def tree_digest(root: str | Path) -> str:
+    """sha256 of the listing of every image file under `root`: relative path, size and modification time.
+
+    What a cache key hashes for a folder of images (its content as far as a listing tells), so that replacing,
+    adding, removing or renaming an image gives the stages that read the folder new keys, while the same files
+    at another path keep them. Images rewritten with their size and modification time kept are not seen (as by
+    make or rsync), and a tree is listed once per process: one changed during a sweep is seen by the next one.
+    """
+    where = os.path.realpath(root)
+    if where not in _TREES:
+        h = hashlib.sha256()
+        for folder, dirs, files in os.walk(where, followlinks=True):
+            dirs.sort()
+            rel = os.path.relpath(folder, where)
+            for name in sorted(files):
+                if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+                    st = os.stat(os.path.join(folder, name))
+                    h.update(f"{rel}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        _TREES[where] = h.hexdigest()
+    return _TREES[where]
 
 
 def _load(path: Path, size: int) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 
 from src.data import synthetic as syn
 from src.data.splits import hold_out as _hold_out, stratified_split
-from src.data.imagefolder import check_classes
+from src.data.imagefolder import check_classes, tree_digest
 from src.data.registry import SOURCES, TASKS, register_pretrained_source, register_source, register_task
 from src.data.shift import SHIFT_RANGE
 from src.errors import ConfigError
@@ -32,6 +32,17 @@ from src.fields import Float, Int
 
 Split = tuple[np.ndarray, np.ndarray]
 SOURCE_FAMILY_SEED = 0
+
+
+def _stored_by_name(d: dict[str, Any]) -> dict[str, Any]:
+    """A torchvision dataset is the dataset it names, wherever it is stored and however it got there: moving
+    paths.data_dir or setting download keeps its cache keys."""
+    return {k: v for k, v in d.items() if k not in ("root", "download")}
+
+
+def _folder_content(d: dict[str, Any]) -> dict[str, Any]:
+    """An ImageFolder tree is the images it holds (`tree_digest`), not its path."""
+    return {**{k: v for k, v in d.items() if k != "root"}, "images": tree_digest(d["root"])}
 
 
 def _split_sizes(d: Mapping[str, Any]) -> dict[str, int | None]:
@@ -242,7 +253,8 @@ def _digits(d: Mapping[str, Any], size: int) -> Split:
     return np.repeat(big[:, None], 3, axis=1), ds.target.astype(np.int64)
 
 
-@register_task("imagefolder", validate=_check_imagefolder, describe=lambda d: "ImageFolder tree (target.root)")
+@register_task("imagefolder", validate=_check_imagefolder, describe=lambda d: "ImageFolder tree (target.root)",
+               identity=_folder_content)
 def _imagefolder(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     """`root/train` + `root/test` ImageFolder trees, or one tree from which a seeded test split is held out.
 
@@ -266,7 +278,7 @@ def _imagefolder(d: Mapping[str, Any], size: int) -> dict[str, Split]:
 
 
 @register_task("torchvision", validate=_check_torchvision,
-               describe=lambda d: f"torchvision {d.dataset} (paths.data_dir)")
+               describe=lambda d: f"torchvision {d.dataset} (paths.data_dir)", identity=_stored_by_name)
 def _torchvision(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     from src.data.torchvision_sets import load_dataset_target  # imports torchvision: only when asked for
 
@@ -323,7 +335,7 @@ def _check_imagefolder_source(cfg) -> int:
         raise ConfigError(f"source.root: {e}") from None
 
 
-@register_source("imagefolder", validate=_check_imagefolder_source)
+@register_source("imagefolder", validate=_check_imagefolder_source, identity=_folder_content)
 def _imagefolder_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
     """`root`'s classes (or the `classes` subset), at most `max_per_class` each, `val_per_class` held out."""
     from src.data.imagefolder import load_imagefolder
@@ -344,7 +356,7 @@ def _check_torchvision_source(cfg) -> int:
     return int(_labels(open_split(src.dataset, src.root, "train", src.get("download", False))).max() + 1)
 
 
-@register_source("torchvision_dataset", validate=_check_torchvision_source)
+@register_source("torchvision_dataset", validate=_check_torchvision_source, identity=_stored_by_name)
 def _torchvision_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
     from src.data.torchvision_sets import load_split
 

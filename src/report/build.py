@@ -256,7 +256,12 @@ def _search_note(dirs: list[Path]) -> list[str]:
             lines.append(f"Optuna search ({path}): a Pareto front of {len(res['solutions'])} settings over the whole "
                          f"study (earlier runs' trials included), listed there with their objective values.")
         elif "best_params" in res:
-            params = ", ".join(f"{k}={v}" for k, v in res["best_params"].items())
+            best = {str(k): v for k, v in res["best_params"].items()}
+            # A group's option is sampled whatever the group's choice (Optuna's space here is flat); with the
+            # group at none the option set nothing, so it is not part of the best setting.
+            params = ", ".join(f"{k}={v}" + (f" (unused: {k.split('.')[0]}=none)"
+                                             if "." in k and str(best.get(k.split(".")[0])) == "none" else "")
+                               for k, v in best.items())
             lines.append(f"Optuna search ({path}): the study's best trial by its objective (earlier runs' trials "
                          f"included): {N.number(float(res['best_value']))} at {params}. The sections below choose "
                          f"per task on val scores and give test scores.")

@@ -91,12 +91,17 @@ def progress_line(header: dict[str, Any], records: list[dict[str, Any]], now: fl
     failed = k - len(scored) - sum(1 for r in records if isinstance(r.get("value"), list) and r["value"] and all(
         isinstance(v, (int, float)) and math.isfinite(v) for v in r["value"]))
     direction = header.get("direction", "maximize")
+    task = records[-1].get("target") if records else None
+    if task is not None:
+        # Scores of different target tasks are on different scales: the best is the best on the last job's task.
+        scored = [r for r in scored if r.get("target") == task]
     if scored and isinstance(direction, str):
         pick = max if direction == "maximize" else min
         best = pick(scored, key=lambda r: r["value"])
-        label = "best so far" if header.get("kind") == "optuna" else "best"
+        label = ("best so far" if header.get("kind") == "optuna" else "best") + (f" on {task}" if task else "")
+        setting = " ".join(o for o in str(best.get("setting") or "").split() if not o.startswith("target="))
         parts.append(f"{label} {header.get('objective', 'objective')}={best['value']:.4f}"
-                     + (f" ({best['setting']})" if best.get("setting") else ""))
+                     + (f" ({setting})" if setting else ""))
     if failed:
         parts.append(f"{failed} failed")
     waited = records[-1].get("lock_wait") if records else None
@@ -237,9 +242,11 @@ class ProgressCallback(Callback):
             with FileLock(str(path) + ".lock"):
                 header, _ = _read(path)
                 swept = set(header.get("swept") or [])
-                setting = " ".join(o for o in (job_return.overrides or []) if o.split("=", 1)[0] in swept)
+                chosen = [o.split("=", 1) for o in (job_return.overrides or []) if "=" in o]
+                setting = " ".join(f"{k}={v}" for k, v in chosen if k in swept)
+                task = next((v for k, v in chosen if k == "target"), None) if "target" in swept else None
                 started, end = getattr(self, "_started", None), time.time()
-                record = {"t": end, "value": value, "setting": setting,
+                record = {"t": end, "value": value, "setting": setting, "target": task,
                           "num": OmegaConf.select(config, "hydra.job.num", default=None),
                           "wall": end - started if started is not None else None,
                           "cold": getattr(self, "_cold", None), **_job_record(config, started)}

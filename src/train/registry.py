@@ -29,8 +29,21 @@ def _adamw(params, o: Mapping[str, Any]):
 
 OPTIMIZERS.register("sgd", _sgd)  # Nesterov momentum
 OPTIMIZERS.register("adamw", _adamw)
+# The options an optimiser reads beyond the ones every training reads (lr, weight_decay, batch_size, ...): another
+# optimiser's own option is inert under this one, so it stays out of the trained net's cache key. An optimiser
+# registered without an entry here keeps every option in the key.
+OWN_OPTIONS: dict[str, tuple[str, ...]] = {"sgd": ("momentum",), "adamw": ()}
 AUGMENTS.register("flip_crop", "src.train.source:augment_batch")  # random horizontal flip + padded random crop
 AUGMENTS.register("none", None)
+
+
+def read_options(name: Any, options: Mapping[str, Any]) -> dict[str, Any]:
+    """`options` without the other optimisers' own options that optimiser `name` does not read (a cache key's
+    view of `trainer.optim` or `finetune`: AdamW's nets do not differ by momentum)."""
+    if name not in OWN_OPTIONS:
+        return dict(options)
+    inert = {o for own in OWN_OPTIONS.values() for o in own} - set(OWN_OPTIONS[name])
+    return {k: v for k, v in options.items() if k not in inert}
 
 
 def augmentation(name: str) -> Callable | None:
