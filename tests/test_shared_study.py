@@ -151,3 +151,17 @@ def test_missing_database_driver_is_one_line_naming_the_extra():
     assert r.returncode == 1
     assert r.stderr.strip().count("\n") == 0 and ".[cluster]" in r.stderr and "pg8000" in r.stderr
     assert "hidden" not in r.stderr + r.stdout
+
+
+def test_a_bad_search_parameter_fails_its_trial_and_the_process_exits(tmp_path):
+    """A typo in a searched key is found when the trial is launched: the run ends with the one line (it used to
+    hang at exit on the trial's heartbeat thread) and the study holds the trial as failed, not running."""
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    r = run_cli("search=factors_tpe", "hydra.sweeper.n_trials=2", "laye=choice(fc6,fc7)",
+                f"hydra.sweeper.storage={url}", timeout=120)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: laye is not a config key")
+    (summary,) = optuna.get_all_study_summaries(url)
+    trials = optuna.load_study(study_name=summary.study_name, storage=url).trials
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]

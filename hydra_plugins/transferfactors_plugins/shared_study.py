@@ -32,6 +32,7 @@ class SharedStudySweeper(OptunaSweeper):
             storage = open_storage(storage, heartbeat_interval, grace_period)
         kwargs["sampler"] = _continued_seed(kwargs.get("sampler"), storage, kwargs.get("study_name"))
         self._config: DictConfig | None = None
+        self._storage = storage
         super().__init__(storage=storage, **kwargs)
 
     def setup(self, *, hydra_context: Any, task_function: Any, config: DictConfig) -> None:
@@ -45,7 +46,14 @@ class SharedStudySweeper(OptunaSweeper):
             sweep_dir = Path(str(self._config.hydra.sweep.dir))
             sweep_dir.mkdir(parents=True, exist_ok=True)
             OmegaConf.save(self._config, sweep_dir / "multirun.yaml")
-        return super().sweep(arguments)
+        try:
+            return super().sweep(arguments)
+        except BaseException:
+            # A launcher's error (a bad override found at launch) leaves the trials asked for it running: failed
+            # here, so the study does not hold them as running until another worker's grace period ends.
+            if hasattr(self._storage, "fail_running"):
+                self._storage.fail_running()
+            raise
 
 
 def _continued_seed(sampler: Any, storage: Any, study_name: str | None) -> Any:

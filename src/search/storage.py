@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize",
                         category=UserWarning, module="optuna")
 # It overrides Optuna's private `_create_new_trial` (what the study cache calls on every ask) and uses
-# `_get_stale_trial_ids` and `optuna.storages._heartbeat.get_heartbeat_thread`.
+# `_get_stale_trial_ids` and `optuna.storages._heartbeat.HeartbeatThread`.
 GUARD = Guard("optuna_storage", "optuna", ("5.1.0",),
               "a plain RDB storage: the trial of a worker that dies stays RUNNING instead of being marked failed")
 
@@ -86,11 +86,36 @@ class HeartbeatStorage(RDBStorage):
         return changed
 
     def _start_beat(self, trial_id: int) -> None:
-        from optuna.storages._heartbeat import get_heartbeat_thread
-
-        beat = get_heartbeat_thread(trial_id, self)
+        beat = _daemon_beat(trial_id, self)
         beat.start()
         self._beats[trial_id] = beat
+
+    def fail_running(self) -> None:
+        """FAIL this process's running trials and stop their heartbeats: the sweep ended without telling them (a
+        launcher's error), and the next worker should not wait out the grace period to know."""
+        for trial_id in list(self._beats):
+            try:
+                self.set_trial_state_values(trial_id, TrialState.FAIL)
+            except UpdateFinishedTrialError:  # told meanwhile (another worker failed it as stale)
+                self._beats.pop(trial_id).join()
+
+
+def _daemon_beat(trial_id: int, storage: HeartbeatStorage) -> Any:
+    """Optuna's heartbeat thread as a daemon: a sweep that raises before telling a trial must not hang the process
+    at exit waiting for the beat of a trial nobody will tell (Optuna's is a plain thread, which its
+    `study.optimize` always joins)."""
+    import threading
+
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    class DaemonBeat(HeartbeatThread):
+        def start(self) -> None:
+            self._stop_event = threading.Event()
+            self._thread = threading.Thread(target=self._record_heartbeat, daemon=True,
+                                            args=(self._trial_id, self._heartbeat, self._stop_event))
+            self._thread.start()
+
+    return DaemonBeat(trial_id, storage)
 
 
 def open_storage(url: str, heartbeat_interval: int, grace_period: int, attempts: int = 5) -> RDBStorage:
