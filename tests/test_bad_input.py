@@ -120,6 +120,13 @@ CASES: list[tuple[str, str]] = [
     ("target.data.train_examples=100000", "target.data.train_examples=100000 exceeds"),
     ("target.data.seed=-1", "target.data.seed=-1"),
     ("target=digits target.data.train_per_class=500", "digits splits ask for"),
+    ("target=digits target.data.num_classes=12", "target.data.num_classes=12 for digits; valid: 2..10"),
+    # an ImageFolder tree: a class named twice, test classes train lacks, PCA past its training images (2 here)
+    ("target=imagefolder target.root={tmp}/two_class target.data.classes=[a,a]", "name a more than once"),
+    ("target=imagefolder target.root={tmp}/split_extra", "has classes that {tmp}/split_extra/train lacks: c"),
+    ("target=imagefolder target.root={tmp}/two_class", "class a has 2 images in {tmp}/two_class/a, none left to train"),
+    ("target=imagefolder target.root={tmp}/five_each dimred=pca dimred.n_components=7",
+     "dimred.n_components=7 exceeds what layer fc6 allows here: valid 1..6"),
     ("target.data.task=foo", "target.data.task='foo' is unknown"),
     # target.data.root reads target.root (${..root}): the line names the key to set, and the one that reads it
     ("target=imagefolder", "target.root is required (it is ??? in the config; target.data.root reads it); set it, "
@@ -143,6 +150,9 @@ def fixtures(tmp_path) -> Path:
     tree(tmp_path / "one_class", {"a": 2})
     tree(tmp_path / "two_class", {"a": 2, "b": 2})
     tree(tmp_path / "empty_class", {"a": 2, "b": 0})
+    tree(tmp_path / "five_each", {"a": 5, "b": 5})  # 1 test and 1 val image held out of each: 3 each to train on
+    tree(tmp_path / "split_extra" / "train", {"a": 2, "b": 2})
+    tree(tmp_path / "split_extra" / "test", {"a": 1, "b": 1, "c": 1})
     (tmp_path / "a_file").write_text("not a directory")
     return tmp_path
 

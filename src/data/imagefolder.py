@@ -42,6 +42,9 @@ def check_classes(root: str | Path, wanted: Sequence[str] | None) -> list[str]:
     """
     available = list_classes(root)
     chosen = list(wanted) if wanted else available
+    twice = sorted({c for c in chosen if chosen.count(c) > 1})
+    if twice:  # one folder as two labels: its images would be one class under two names
+        raise ValueError(f"classes {chosen} name {', '.join(twice)} more than once; list each class once")
     missing = [c for c in chosen if c not in available]
     if missing:
         raise ValueError(f"classes {missing} are not in {root}; valid classes: {', '.join(available)}")

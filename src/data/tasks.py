@@ -92,6 +92,9 @@ def _check_scenes(data) -> None:
 
 
 def _check_digits(data) -> None:
+    if data.num_classes > 10:
+        raise ConfigError(f"target.data.num_classes={data.num_classes} for digits; valid: 2..10 (the digits 0 to "
+                          f"num_classes - 1)")
     asked = data.train_per_class + data.val_per_class + (data.test_per_class or 0)
     if asked > DIGITS_MIN_PER_CLASS:
         raise ConfigError(f"digits splits ask for {asked} images per class; the set has at least {DIGITS_MIN_PER_CLASS}")
@@ -109,16 +112,40 @@ def _check_multilabel(cfg) -> int:
     return data.train_images
 
 
-def _check_imagefolder(cfg) -> None:
-    import os
+def _check_imagefolder(cfg) -> int:
+    """The tree's classes (and, with train/ and test/, that test/ holds no class train/ lacks); returns the number
+    of training images the task will have (the images listed, capped and held out as `_imagefolder` does), so
+    the config check can bound PCA's components before anything is built."""
+    from pathlib import Path
 
-    root = cfg.target.data.root
-    split_root = f"{root}/train" if os.path.isdir(f"{root}/train") and os.path.isdir(f"{root}/test") else root
+    from src.data.imagefolder import image_files, list_classes
+
+    data = cfg.target.data
+    root = Path(data.root)
+    both = (root / "train").is_dir() and (root / "test").is_dir()
+    split_root = root / "train" if both else root
     try:
-        check_classes(split_root, cfg.target.data.classes)
+        names = check_classes(split_root, data.classes)
+        if both and not data.classes:
+            extra = sorted(set(list_classes(root / "test")) - set(names))
+            if extra:  # their images would be dropped from the test split without a word
+                raise ValueError(f"{root / 'test'} has classes that {split_root} lacks: {', '.join(extra)}; add "
+                                 f"them to train/ or choose classes with target.data.classes")
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"target.data.root: {e}") from None
-    return None
+    cap = data.get("max_per_class")
+    counts = [len(image_files(split_root / n)) if cap is None else min(cap, len(image_files(split_root / n)))
+              for n in names]
+    y = np.repeat(np.arange(len(counts)), counts)
+    if not both:
+        y = y[_hold_out(y, data.get("test_fraction") or 0.2, data.seed + 1)["rest"]]
+    train = np.bincount(y[_hold_out(y, data.get("val_fraction") or 0.2, data.seed)["rest"]], minlength=len(names))
+    if train.min() < 1:
+        name = names[int(train.argmin())]
+        raise ConfigError(f"target.data.root: class {name} has {counts[int(train.argmin())]} images in "
+                          f"{split_root / name}, none left to train on once the val"
+                          f"{'' if both else ' and test'} images are held out; add images")
+    return int(train.sum())
 
 
 def _check_torchvision(cfg) -> None:
@@ -241,16 +268,24 @@ def _shift(d: Mapping[str, Any], size: int) -> Split:
     return build_shift_task(d, size)
 
 
-@register_task("digits", validate=_per_class_task(_check_digits, test_optional=True), describe=_describe_per_class)
+def _first_digits(d: dict[str, Any]) -> dict[str, Any]:
+    # Fewer than ten classes once read all ten digits: such entries are not these tasks' (ten keep their keys).
+    return d if d["num_classes"] == 10 else {**d, "digits": "0 to num_classes - 1"}
+
+
+@register_task("digits", validate=_per_class_task(_check_digits, test_optional=True), describe=_describe_per_class,
+               identity=_first_digits)
 def _digits(d: Mapping[str, Any], size: int) -> Split:
-    """scikit-learn's bundled 8x8 handwritten digits, upsampled (bilinear) to the input size, grey as RGB."""
+    """scikit-learn's bundled 8x8 handwritten digits 0 to num_classes - 1, upsampled (bilinear) to the input size,
+    grey as RGB."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
     ds = load_digits()
-    small = (ds.images / 16.0 * 255).round().astype(np.uint8)
+    keep = ds.target < d["num_classes"]
+    small = (ds.images[keep] / 16.0 * 255).round().astype(np.uint8)
     big = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.BILINEAR)) for im in small])
-    return np.repeat(big[:, None], 3, axis=1), ds.target.astype(np.int64)
+    return np.repeat(big[:, None], 3, axis=1), ds.target[keep].astype(np.int64)
 
 
 @register_task("imagefolder", validate=_check_imagefolder, describe=lambda d: "ImageFolder tree (target.root)",
