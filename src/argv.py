@@ -182,8 +182,18 @@ def plan_flag(argv: list[str], environ: MutableMapping[str, str]) -> list[str]:
         return argv
     environ[PLAN_ONLY] = "1"
     argv = [a for a in argv if a != PLAN_FLAG]
+    for arg in argv:  # another launcher would start the jobs before one of them could refuse to run
+        group, _, name = arg.lstrip("+").partition("=")
+        if group == "hydra/launcher" and name not in plannable_launchers():
+            raise ConfigError(f"--plan: hydra/launcher={name} cannot show a plan; valid: "
+                              f"{', '.join(plannable_launchers())}")
     multirun = any(a in ("-m", "--multirun") or a.startswith("hydra.mode=") for a in argv)
     return argv if multirun else argv + ["hydra.mode=MULTIRUN"]
+
+
+def plannable_launchers() -> list[str]:
+    """The launchers that plan a sweep (`--plan`): this project's presets (conf/hydra/launcher/)."""
+    return sorted(p.stem for p in (src.REPO_ROOT / "conf" / "hydra" / "launcher").glob("*.yaml"))
 
 
 def prepare(argv: list[str], environ: MutableMapping[str, str] = os.environ) -> list[str]:

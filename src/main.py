@@ -238,8 +238,10 @@ def main(cfg: DictConfig) -> float | list[float]:
     out_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     if os.environ.get(PLAN_ONLY) == "1":  # --plan must never run a job: a launcher that cannot plan got here
+        from src.argv import plannable_launchers
+
         sys.exit(f"error: --plan: the launcher {OmegaConf.select(hc, 'launcher._target_')} cannot show a plan; "
-                 f"use hydra/launcher=basic, joblib or slurm")
+                 f"use hydra/launcher={', '.join(plannable_launchers())}")
     job_config(cfg, hc, out_dir)
     if multirun and (prev := previous_result(out_dir, cfg)) is not None:
         log.info("job %s: already done with this config, skipping (%s)", hc.job.num, out_dir / RESULT)

@@ -14,6 +14,7 @@ from omegaconf import open_dict
 from src import REPO_ROOT
 from src.cache import Store
 from src.check import validate
+from src.errors import ConfigError
 from src.keys import stage_keys
 from src.main import config_hash, execute
 from src.sweep_plan import LocalSchedule, describe, plan_sweep, task_config
@@ -134,3 +135,12 @@ def test_plan_flag_prints_the_plan_and_runs_nothing(cache_dir, tmp_path):
     assert not (cache_dir / "features").exists() and not (cache_dir / ".timings").exists()
     r = run_cli("search=factors_tpe", "--plan", *TINY)
     assert r.returncode == 0 and r.stdout.startswith("no plan: an Optuna search is not planned"), r.stderr[-2000:]
+
+
+def test_plan_flag_with_a_launcher_that_cannot_plan_is_refused_before_any_job():
+    from src.argv import prepare
+
+    env: dict[str, str] = {}
+    with pytest.raises(ConfigError, match=r"^--plan: hydra/launcher=submitit_local cannot show a plan; valid: "
+                                          r"basic, joblib, slurm$"):
+        prepare(["-m", "hydra/launcher=submitit_local", "layer=fc6,fc7", "--plan"], env)
