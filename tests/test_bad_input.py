@@ -407,6 +407,8 @@ def test_summary_and_report_commands_on_bad_dirs_exit_1_with_one_line(tmp_path, 
      "error: arch.models[0]=file:{tmp}/none.safetensors: no such file"),
     # a sweep whose every job fails the config check: one line, not a sweep of failure records that exits 0
     (["-m", "layer=conv9,fc99"], "error: layer='conv9' does not exist in arch=alexnet depth=8; valid layers: "),
+    # a glob selects among a config group's options; over a value it selects none: a sweep of no job
+    (["-m", "layer=glob(fc*)"], "error: the sweep has no job: layer=glob(fc*) expands to no value"),
 ])
 def test_cli_prints_one_line_and_exits_1(tmp_path, args, expected):
     root = tree(tmp_path / "corrupt", {"a": 3, "b": 3})

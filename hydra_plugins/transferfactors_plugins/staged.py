@@ -90,6 +90,11 @@ class StagedLaunch:
             raise PlanShown()
         first_batch = not getattr(self, "_batches_planned", 0)
         self._batches_planned = getattr(self, "_batches_planned", 0) + 1
+        if first_batch and not plan.jobs:
+            from src.errors import ConfigError
+
+            self._forget_sweep_dir(also=("progress.jsonl", "progress.jsonl.lock"))
+            raise ConfigError(f"the sweep has no job: {_empty_sweeps(self.config)} expands to no value")
         if first_batch and plan.jobs and all(j.state == "invalid" for j in plan.jobs):
             # nothing would run but failure records: one line and exit 1, as a single bad run gets, not a sweep
             # dir of failed jobs, a report of none and exit 0 (with some valid jobs, the bad ones are recorded)
@@ -97,7 +102,9 @@ class StagedLaunch:
 
             self._forget_sweep_dir(also=("progress.jsonl",))
             first = plan.jobs[0]
-            more = f" (and the other {len(plan.jobs) - 1} jobs fail it too)" if len(plan.jobs) > 1 else ""
+            rest = len(plan.jobs) - 1
+            more = f" (and the other {rest} jobs fail it too)" if rest > 1 else " (and the other job fails it too)" \
+                if rest else ""
             raise ConfigError(f"{first.error}{more}")
         for line in sweep_plan.describe(plan).splitlines():
             log.info(line)
@@ -160,3 +167,17 @@ class StagedLaunch:
         except Exception as e:  # noqa: BLE001  (a callback's failure must not lose the record)
             log.warning("on_job_end callbacks failed for job %s (%s)", sweep_cfg.hydra.job.num, e)
         return ret
+
+
+def _empty_sweeps(config: DictConfig) -> str:
+    """The sweep overrides that can expand to nothing, as typed (a glob selects among a config group's options: over
+    a plain value such as layer it selects none), else every sweep override."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    task = [str(o) for o in OmegaConf.select(config, "hydra.overrides.task", default=[]) or []]
+    try:
+        sweeps = [o for o in OverridesParser.create().parse_overrides(task) if o.is_sweep_override()]
+    except Exception:  # noqa: BLE001  (the line then names the command line's overrides)
+        return " ".join(task) or "the sweep"
+    globs = [o.input_line for o in sweeps if "glob(" in (o.input_line or "")]
+    return ", ".join(globs or [o.input_line for o in sweeps]) or "the sweep"
