@@ -24,6 +24,7 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -295,6 +296,27 @@ def unknown_override(e: BaseException) -> ConfigError | None:
     except Exception:  # noqa: BLE001  (only names the group's choice)
         root = None
     return absent_key(found.group(1), found.group(2), parent, parent_path, root)
+
+
+class OutputDirCheck(Callback):
+    """hydra.run.dir / hydra.sweep.dir checked before anything makes them, in one line naming the key (Hydra's own
+    mkdir fails with a bare FileNotFoundError). First among the callbacks: the progress callback makes the sweep
+    dir. It exits rather than raising: Hydra turns a callback's exception into a warning and goes on."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_output_dir("hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _check_output_dir("hydra.sweep.dir", config.hydra.sweep.dir)
+
+
+def _check_output_dir(key: str, value: Any) -> None:
+    from src.check import check_writable_dir
+
+    try:
+        check_writable_dir(key, value)
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def one_line(e: BaseException) -> str:

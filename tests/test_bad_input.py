@@ -443,3 +443,12 @@ def test_cli_optuna_study_whose_trials_all_failed(tmp_path):
     failed = [json.loads(p.read_text()) for p in (tmp_path / "sweep").glob("*/result.json")]
     assert len(failed) == 2 and all("source.num_classes=1" in f["error"]["message"] for f in failed)
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("mode,key", [([], "hydra.run.dir"), (["-m", "layer=fc6,fc7"], "hydra.sweep.dir")])
+def test_an_output_dir_that_cannot_be_made_is_one_line_naming_its_key(tmp_path, mode, key):
+    (tmp_path / "a_file").write_text("")
+    r = run_cli(*mode, f"{key}={tmp_path}/a_file/out", env={"TRANSFER_CACHE_DIR": str(tmp_path / "cache")})
+    assert r.returncode == 1 and r.stderr.strip() == (f"error: {key}={tmp_path}/a_file/out has a file in its path "
+                                                      f"({tmp_path}/a_file); point it at a directory"), r.stderr
+    assert not (tmp_path / "cache").exists()
