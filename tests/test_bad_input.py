@@ -124,6 +124,8 @@ CASES: list[tuple[str, str]] = [
     # an ImageFolder tree: a class named twice, test classes train lacks, PCA past its training images (2 here)
     ("target=imagefolder target.root={tmp}/two_class target.data.classes=[a,a]", "name a more than once"),
     ("target=imagefolder target.root={tmp}/split_extra", "has classes that {tmp}/split_extra/train lacks: c"),
+    ("target=imagefolder target.root={tmp}/broken_link", "cannot read image {tmp}/broken_link/b/9.jpg"),
+    ("source=imagefolder source.root={tmp}/broken_link", "source.root: cannot read image {tmp}/broken_link/b/9.jpg"),
     ("target=imagefolder target.root={tmp}/two_class", "class a has 2 images in {tmp}/two_class/a, none left to train"),
     ("target=imagefolder target.root={tmp}/five_each dimred=pca dimred.n_components=7",
      "dimred.n_components=7 exceeds what layer fc6 allows here: valid 1..6"),
@@ -151,6 +153,8 @@ def fixtures(tmp_path) -> Path:
     tree(tmp_path / "two_class", {"a": 2, "b": 2})
     tree(tmp_path / "empty_class", {"a": 2, "b": 0})
     tree(tmp_path / "five_each", {"a": 5, "b": 5})  # 1 test and 1 val image held out of each: 3 each to train on
+    tree(tmp_path / "broken_link", {"a": 5, "b": 5})
+    (tmp_path / "broken_link" / "b" / "9.jpg").symlink_to(tmp_path / "nowhere.jpg")
     tree(tmp_path / "split_extra" / "train", {"a": 2, "b": 2})
     tree(tmp_path / "split_extra" / "test", {"a": 1, "b": 1, "c": 1})
     (tmp_path / "a_file").write_text("not a directory")

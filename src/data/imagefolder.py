@@ -75,7 +75,11 @@ def tree_digest(root: str | Path) -> str:
             rel = os.path.relpath(folder, where)
             for name in sorted(files):
                 if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
-                    st = os.stat(os.path.join(folder, name))
+                    try:
+                        st = os.stat(os.path.join(folder, name))
+                    except OSError as e:  # a broken link: said by the config check, before anything is built
+                        raise ValueError(f"cannot read image {os.path.join(folder, name)} ({e.strerror}); remove "
+                                         f"or replace the file") from None
                     h.update(f"{rel}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         _TREES[where] = h.hexdigest()
     return _TREES[where]

@@ -131,6 +131,7 @@ def _check_imagefolder(cfg) -> int:
             if extra:  # their images would be dropped from the test split without a word
                 raise ValueError(f"{root / 'test'} has classes that {split_root} lacks: {', '.join(extra)}; add "
                                  f"them to train/ or choose classes with target.data.classes")
+        tree_digest(root)  # (what the cache keys read next) every image can be opened: no broken link
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"target.data.root: {e}") from None
     cap = data.get("max_per_class")
@@ -365,6 +366,7 @@ def _synthetic_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]
 
 def _check_imagefolder_source(cfg) -> int:
     try:
+        tree_digest(cfg.source.root)  # (what the cache keys read next) every image can be opened: no broken link
         return len(check_classes(cfg.source.root, cfg.source.classes))
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"source.root: {e}") from None
