@@ -27,7 +27,8 @@ def source_payload(cfg, plan, weights_sha256: str | None = None) -> dict[str, An
     """
     from omegaconf import OmegaConf
 
-    from src.data.registry import SOURCES, data_identity
+    from src.data.registry import data_identity
+    from src.data.tasks import SOURCES  # (the module that registers the built-in kinds)
     from src.train.registry import read_options
 
     source = OmegaConf.to_container(cfg.source, resolve=True)
@@ -66,7 +67,8 @@ def _precision(cfg) -> dict[str, str]:
 def _target_data(cfg) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
-    from src.data.registry import TASKS, data_identity
+    from src.data.registry import data_identity
+    from src.data.tasks import TASKS  # (the module that registers the built-in tasks)
 
     return data_identity(OmegaConf.to_container(cfg.target.data, resolve=True), TASKS, "task")
 

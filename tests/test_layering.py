@@ -1,7 +1,7 @@
 """The import layering stays true: no cycles, no module imports a layer above it, validation never imports torch.
 
 Layers, bottom up: shared vocabulary (src, errors, record, cache) -> data, models, probe, transferability ->
-features, train and the config check -> the experiment's stages -> main and the report (which only reads).
+features, train, the config check and the cache keys -> the experiment's stages -> main and the report (which only reads).
 Imports inside functions count too: a lazy import is still a dependency.
 """
 
@@ -16,10 +16,10 @@ from tests.conftest import REPO
 
 SRC = REPO / "src"
 LAYERS = {
-    "src": 0, "src.errors": 0, "src.record": 0, "src.cache": 0, "src.keys": 0, "src.device": 0, "src.registry": 0,
+    "src": 0, "src.errors": 0, "src.record": 0, "src.cache": 0, "src.device": 0, "src.registry": 0,
     "src.patching": 0, "src.services": 0, "src.fields": 0, "src.compose_once": 0, "src.lazy_dynamo": 0, "src.config_copy": 0, "src.storage_url": 0,
     "src.data": 1, "src.models": 1, "src.probe": 1, "src.transferability": 1,
-    "src.features": 2, "src.train": 2, "src.check": 2, "src.schema": 2, "src.tracking": 2,
+    "src.features": 2, "src.train": 2, "src.check": 2, "src.keys": 2, "src.schema": 2, "src.tracking": 2,
     "src.experiment": 3,
     "src.main": 4, "src.argv": 4, "src.report": 4, "src.search": 4, "src.job_plan": 4, "src.sweep_plan": 4,
 }
