@@ -1,7 +1,8 @@
 """The import layering stays true: no cycles, no module imports a layer above it, validation never imports torch.
 
 Layers, bottom up: shared vocabulary (src, errors, record, cache) -> data, models, probe, transferability ->
-features, train, the config check and the cache keys -> the experiment's stages -> main and the report (which only reads).
+features, train, the config check and the cache keys -> the experiment's stages -> main and the report (which
+only reads).
 Imports inside functions count too: a lazy import is still a dependency.
 """
 
