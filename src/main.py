@@ -32,7 +32,7 @@ import src  # noqa: F401  (registers the ${repo_root:} resolver)
 from src import tracking
 from src.cache import atomic_write_text, make_key
 from src.check import validate
-from src.errors import ConfigError
+from src.errors import ConfigError, one_line
 from src.argv import PLAN_ONLY  # set by `--plan`: the launcher prints the sweep's plan and runs nothing
 from src.record import NOT_TRAINED_HERE, PER_IMAGE, RESULT, Result, chosen_val_score, factors
 
@@ -293,22 +293,6 @@ def unknown_override(e: BaseException) -> ConfigError | None:
     except Exception:  # noqa: BLE001  (only names the group's choice)
         root = None
     return absent_key(found.group(1), found.group(2), parent, parent_path, root)
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as one line: Hydra's multi-line messages (e.g. the available options) joined with '; '."""
-    text = str(e).split("Config search path")[0]  # Hydra's search path is noise for a user
-    parts: list[str] = []
-    listing = False  # after a line ending in ':', the lines are list items (e.g. Hydra's available options)
-    for ln in filter(None, (ln.strip() for ln in text.splitlines())):
-        if listing:
-            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + ln
-        else:
-            parts.append(ln)
-            listing = ln.endswith(":")
-    text = "; ".join(parts) or type(e).__name__
-    ours = isinstance(e, ConfigError) or type(e).__module__.startswith("hydra")  # their messages say it all
-    return text if ours else f"{type(e).__name__}: {text}"
 
 
 def run_cli() -> None:
