@@ -3,14 +3,17 @@
 Hydra prints and saves the overrides and builds the sweeper before any job runs, so what must happen earlier
 happens here, in one place:
   - an overlay that declares `hydra.mode: MULTIRUN` (`experiment=...`, `search=...`) makes the run a multirun;
-  - a study storage URL loses its password (moved to PGPASSWORD: `src.storage_url`), its driver is checked, and
-    its database server must answer;
+  - a study storage URL loses its password (moved to PGPASSWORD: `src.storage_url`), its driver (and an SQLite
+    file's directory) is checked, and its database server must answer;
   - `logger.tracking_uri=http(s)://...` must answer (a tracker given in a config file is checked by
     `src.tracking.check` before the job's work);
   - `arch.models=[a,b,...]` (experiment=model_selection) becomes a sweep over `arch.model=a,b,...`;
   - `replicates=N` becomes source seeds 0..N-1 with each job's target sample tied to its source seed;
-  - sweeper settings Hydra would use before our config check runs (`hydra.sweeper.n_trials`) and the report's
-    settings (`report.primary`, `report.min_seeds`, read when the sweep has ended) are checked;
+  - every override parses as Hydra's grammar and a sweep's values can be listed (`seed=range(0,3,0)`);
+  - sweeper and launcher settings Hydra would use before our config check runs (`hydra.sweeper.n_trials`,
+    `hydra.launcher.n_jobs`; an Optuna search's directions against its objectives, on the config the command line
+    composes) and the report's settings (`report.primary`, `report.min_seeds`, read when the sweep has ended) are
+    checked;
   - `--plan` becomes `TRANSFER_PLAN_ONLY=1` (and a multirun): the launcher prints the sweep's plan (which stages
     are cached, which jobs build the rest, estimated times: `src.sweep_plan`) and nothing runs.
 Every problem is a `ConfigError` with one line. Torch-free.
@@ -54,6 +57,11 @@ def overlay_multirun_args(argv: list[str]) -> list[str]:
     return argv
 
 
+# joblib's n_jobs: n workers, or a negative n for cores + 1 + n (-1: every core); 0 it refuses only once the sweep dir
+# exists (`n_jobs == 0 in Parallel has no meaning`).
+N_JOBS_VALID = "a positive integer, or a negative one for all cores but |n| - 1 (-1: every core)"
+
+
 def check_sweeper_overrides(argv: list[str]) -> None:
     for arg in argv:
         key, _, value = arg.lstrip("+~").partition("=")
@@ -64,6 +72,74 @@ def check_sweeper_overrides(argv: list[str]) -> None:
                 raise ConfigError(f"hydra.sweeper.n_trials={value!r} must be an integer; valid: "
                                   f"{N_TRIALS.valid()}") from None
             N_TRIALS.check(key, n)
+        elif key == "hydra.launcher.n_jobs" and value != "null":
+            try:
+                n = int(value)
+            except ValueError:
+                n = None
+            if n is None or n == 0:
+                raise ConfigError(f"{key}={value} is not a number of workers; valid: {N_JOBS_VALID}")
+
+
+def check_override_syntax(argv: list[str]) -> None:
+    """Each `key=value` parses as Hydra's override grammar, and a sweep's values can be listed, before Hydra (which
+    would fail the same way, but once the sweep dir exists, or in a line holding its grammar's token list and
+    every override)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import RangeSweep
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:  # Hydra's flags (-m, --cfg job, -cn NAME) and their values
+            continue
+        try:
+            override = parser.parse_overrides([arg])[0]
+            empty = isinstance(override.value(), RangeSweep) and not list(override.sweep_iterator())
+        except OverrideParseException as e:
+            raise ConfigError(f"{arg} is not a valid override: {_grammar_reason(str(e))} (the override grammar: "
+                              f"https://hydra.cc/docs/advanced/override_grammar/basic)") from None
+        except ValueError as e:  # a grammar function's own check, when its values are listed: range(0,3,0)
+            raise ConfigError(f"{arg} is not a valid sweep: {e}") from None
+        if empty:
+            raise ConfigError(f"{arg} sweeps no values (a range is start, stop[, step] with start < stop for a "
+                              f"positive step)")
+
+
+def _grammar_reason(text: str) -> str:
+    """The parser's own sentence from Hydra's message (`extraneous input ','`), without the token list it expected
+    and the lines around it (which repeat the whole command line and link the docs)."""
+    frame = ("Error when parsing index", "Error parsing override", "See https://hydra.cc")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith(frame)]
+    return (lines[0] if lines else text).split(" expecting ")[0]
+
+
+# What decides an Optuna search's settings and its objectives: the command line's overrides of these.
+SEARCH_GROUPS = ("search", "experiment", "hydra/sweeper", "hydra/sweeper/sampler")
+SEARCH_KEYS = ("objective", "hydra.sweeper.direction", "hydra.sweeper.sampler.")
+
+
+def check_search_settings(argv: list[str]) -> None:
+    """An Optuna search's settings that fail only once trials have run (a direction per objective: the sweeper
+    plugin's `check_settings`), on the config these overrides compose, before Hydra writes the sweep dir. Hydra's
+    callbacks cannot stop a multirun (it turns their errors into warnings), so this is the place."""
+    from hydra import compose, initialize_config_dir
+
+    from hydra_plugins.transferfactors_plugins.shared_study import check_settings
+
+    def relevant(arg: str) -> bool:
+        key = arg.lstrip("+~").partition("=")[0]
+        return key in SEARCH_GROUPS or key.startswith(SEARCH_KEYS)
+
+    chosen = [a for a in argv if relevant(a)]
+    if not any(a.lstrip("+~").startswith(("search=", "hydra/sweeper=")) for a in chosen):
+        return  # no Optuna sweeper chosen (the experiment presets sweep with Hydra's basic sweeper)
+    try:
+        with initialize_config_dir(str(src.REPO_ROOT / "conf"), job_name="check"):
+            cfg = compose("config", overrides=chosen, return_hydra_config=True)
+    except Exception:  # noqa: BLE001  (a bad override: Hydra reports it next, in its own line)
+        return
+    check_settings(cfg)
 
 
 def check_services(argv: list[str]) -> None:
@@ -201,9 +277,11 @@ def prepare(argv: list[str], environ: MutableMapping[str, str] = os.environ) -> 
     from src.storage_url import prepare_storage_args
 
     argv = plan_flag(argv, environ)
+    check_override_syntax(argv)
     check_sweeper_overrides(argv)
     check_model_selection_target(argv)
     argv = expand_models(expand_replicates(overlay_multirun_args(argv)))
+    check_search_settings(argv)
     check_report_args(argv)
     argv = prepare_storage_args(argv, environ)
     check_services(argv)

@@ -1,5 +1,5 @@
-"""The user-facing error type, and the command-line parser of the project's small CLIs (a leaf: imports nothing
-of ours)."""
+"""The user-facing error type, the command-line parser of the project's small CLIs, and an exception as one line
+(a leaf: imports nothing of ours)."""
 
 from __future__ import annotations
 
@@ -16,3 +16,24 @@ class ArgumentParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(1, f"error: {self.prog}: {' '.join(message.split())}\n")
+
+
+def one_line(e: BaseException) -> str:
+    """An exception as one line: Hydra's multi-line messages (e.g. the available options) joined with '; '."""
+    text = str(e).split("Config search path")[0]  # Hydra's search path is noise for a user
+    parts: list[str] = []
+    listing = False  # after a line ending in ':', the lines are list items (e.g. Hydra's available options)
+    for ln in filter(None, (ln.strip() for ln in text.splitlines())):
+        if listing:
+            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + ln
+        else:
+            parts.append(ln)
+            listing = ln.endswith(":")
+    text = "; ".join(parts) or type(e).__name__
+    cause = e.__cause__
+    if text.startswith("Error merging override") and cause is not None and str(cause).strip():
+        # Hydra names the override but not what is wrong; OmegaConf's first line says it ("... could not be
+        # converted to Integer": the type the key takes)
+        text += f": {str(cause).strip().splitlines()[0]}"
+    ours = isinstance(e, ConfigError) or type(e).__module__.startswith("hydra")  # their messages say it all
+    return text if ours else f"{type(e).__name__}: {text}"

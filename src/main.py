@@ -33,7 +33,7 @@ import src  # noqa: F401  (registers the ${repo_root:} resolver)
 from src import tracking
 from src.cache import atomic_write_text, make_key
 from src.check import validate
-from src.errors import ConfigError
+from src.errors import ConfigError, one_line
 from src.argv import PLAN_ONLY  # set by `--plan`: the launcher prints the sweep's plan and runs nothing
 from src.record import NOT_TRAINED_HERE, PER_IMAGE, RESULT, Result, chosen_val_score, factors
 
@@ -317,22 +317,6 @@ def _check_output_dir(key: str, value: Any) -> None:
         check_writable_dir(key, value)
     except ConfigError as e:
         raise SystemExit(f"error: {e}") from None
-
-
-def one_line(e: BaseException) -> str:
-    """An exception as one line: Hydra's multi-line messages (e.g. the available options) joined with '; '."""
-    text = str(e).split("Config search path")[0]  # Hydra's search path is noise for a user
-    parts: list[str] = []
-    listing = False  # after a line ending in ':', the lines are list items (e.g. Hydra's available options)
-    for ln in filter(None, (ln.strip() for ln in text.splitlines())):
-        if listing:
-            parts[-1] += (" " if parts[-1].endswith(":") else ", ") + ln
-        else:
-            parts.append(ln)
-            listing = ln.endswith(":")
-    text = "; ".join(parts) or type(e).__name__
-    ours = isinstance(e, ConfigError) or type(e).__module__.startswith("hydra")  # their messages say it all
-    return text if ours else f"{type(e).__name__}: {text}"
 
 
 def run_cli() -> None:

@@ -55,6 +55,24 @@ def check_driver(url: str) -> None:
         ) from None
 
 
+def check_sqlite_dir(url: str) -> None:
+    """Raise StorageError (one line) if an SQLite URL's file cannot be created: its directory is missing or not
+    writable. SQLite says so only as `unable to open database file`, after Optuna's retries and once the sweep dir
+    exists."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    folder = os.path.dirname(os.path.abspath(parsed.database))
+    if not os.path.isdir(folder):
+        raise StorageError(f"{STORAGE_ARG}{url}: directory {folder} does not exist; create it or give an SQLite "
+                           f"file in an existing directory")
+    if not os.access(folder, os.W_OK):
+        raise StorageError(f"{STORAGE_ARG}{url}: directory {folder} is not writable; give an SQLite file in a "
+                           f"writable directory")
+
+
 def prepare_storage_args(argv: list[str], environ: MutableMapping[str, str] = os.environ) -> list[str]:
     """argv with any `hydra.sweeper.storage=` URL stripped of its password (moved to PGPASSWORD) and checked."""
     out = []
@@ -64,6 +82,7 @@ def prepare_storage_args(argv: list[str], environ: MutableMapping[str, str] = os
             if password is not None:
                 environ["PGPASSWORD"] = password
             check_driver(url)
+            check_sqlite_dir(url)
             arg = STORAGE_ARG + url
         out.append(arg)
     return out

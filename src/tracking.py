@@ -36,11 +36,38 @@ def check(cfg: DictConfig) -> None:
     if package and importlib.util.find_spec(package) is None:
         raise ConfigError(f"logger={name} needs the {package} package: pip install -e '.[tracking]'")
     uri = OmegaConf.select(cfg, "logger.tracking_uri", default=None)
+    if name == "mlflow" and isinstance(uri, str):
+        check_scheme(uri)
     if name == "mlflow" and isinstance(uri, str) and uri.startswith(("http://", "https://")):
         from src.services import check_http  # a server that does not answer: one line now, not retries for minutes
 
         check_http("logger.tracking_uri", uri, "start the server (mlflow server --host 127.0.0.1 --port 5000) or "
                    "leave logger.tracking_uri=null for a local store in the sweep dir")
+
+
+def check_scheme(uri: str) -> None:
+    """A tracking URI whose scheme MLflow has no store for (`ftp://`) fails here, naming the key, not in the first
+    job's logging as MLflow's `UnsupportedModelRegistryStoreURIException`."""
+    from urllib.parse import urlparse
+
+    from src.errors import ConfigError
+
+    scheme = urlparse(uri).scheme.partition("+")[0]  # postgresql+psycopg: the database, then its driver
+    schemes = _mlflow_schemes() if scheme and len(scheme) > 1 else None  # (C:\dir: a Windows path, no scheme)
+    if schemes is not None and scheme not in schemes:
+        raise ConfigError(f"logger.tracking_uri={uri}: MLflow has no tracking store for {scheme}://; valid schemes: "
+                          f"{', '.join(schemes)}, or a local path (or null: a local store in the sweep dir)")
+
+
+def _mlflow_schemes() -> list[str] | None:
+    """The URI schemes the installed MLflow (and its plugins) open a tracking store for; None where its private
+    store registry has moved (MLflow then reports a bad scheme itself)."""
+    try:
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        return sorted(s for s in _tracking_store_registry._registry if s)
+    except (ImportError, AttributeError):
+        return None
 
 
 def _name(cfg: DictConfig) -> str:

@@ -335,6 +335,10 @@ def test_cache_dir_that_cannot_be_created_is_named(tmp_path, monkeypatch):
 @pytest.mark.parametrize("argv,expected", [
     (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is out of range; valid: 1..100000"),
     (["hydra.sweeper.n_trials=many"], "hydra.sweeper.n_trials=.many. must be an integer"),
+    # joblib refuses 0 workers only once the sweep dir exists; negatives are cores + 1 + n
+    (["hydra/launcher=joblib", "hydra.launcher.n_jobs=0"], "hydra.launcher.n_jobs=0 is not a number of workers; "
+                                                           "valid: a positive integer, or a negative one"),
+    (["hydra.launcher.n_jobs=two"], "hydra.launcher.n_jobs=two is not a number of workers"),
 ])
 def test_sweeper_overrides(argv, expected):
     from src.argv import check_sweeper_overrides
@@ -342,6 +346,98 @@ def test_sweeper_overrides(argv, expected):
     with pytest.raises(ConfigError, match=expected) as e:
         check_sweeper_overrides(argv)
     assert "\n" not in str(e.value)
+    check_sweeper_overrides(["hydra.launcher.n_jobs=-1", "hydra.launcher.n_jobs=4"])
+
+
+@pytest.mark.parametrize("argv,expected", [
+    # an Optuna search's settings that fail only once its trials have run, checked on the composed config
+    (["search=factors_pareto", "hydra.sweeper.direction=maximize"],
+     "hydra.sweeper.direction=maximize gives 1 direction(s) for 2 objective(s) (objective=[val_score,probe_dim]); "
+     "give one per objective, in order, each one of minimize, maximize"),
+    (["search=factors_tpe", "objective=[val_score,probe_dim]"], "hydra.sweeper.direction=maximize gives 1 "),
+    (["search=factors_tpe", "hydra.sweeper.direction=maximise"],
+     "hydra.sweeper.direction='maximise' is unknown; valid: minimize, maximize"),
+    (["search=factors_tpe", "hydra.sweeper.sampler.n_startup_trials=-1"],
+     "hydra.sweeper.sampler.n_startup_trials=-1 is out of range; valid: >= 0"),
+    # a study file in a directory that does not exist: SQLite says only `unable to open database file`, late
+    (["search=factors_tpe", "hydra.sweeper.storage=sqlite:////nonexistent_dir/optuna.db"],
+     "hydra.sweeper.storage=sqlite:////nonexistent_dir/optuna.db: directory /nonexistent_dir does not exist"),
+    # the override grammar and its sweep functions: the override and the parser's own sentence, not its token list
+    (["-m", "seed=range(0,3,0)"], "seed=range(0,3,0) is not a valid sweep: range() arg 3 must not be zero"),
+    (["-m", "seed=range(3,0)"], "seed=range(3,0) sweeps no values"),
+    (["-m", "layer=fc6,,fc7"], "layer=fc6,,fc7 is not a valid override: extraneous input ',' (the override grammar"),
+])
+def test_command_line_refused_before_hydra(argv, expected):
+    """`src.argv.prepare` (before Hydra writes a sweep dir or opens a study) refuses these in one line."""
+    from src.argv import prepare
+
+    with pytest.raises(ConfigError) as e:
+        prepare(argv, {})
+    assert str(e.value).startswith(expected) and "\n" not in str(e.value) and len(str(e.value)) < 300, str(e.value)
+
+
+def test_good_search_settings_pass():
+    from src.argv import prepare
+
+    assert prepare(["search=factors_pareto"], {}) == ["search=factors_pareto", "hydra.mode=MULTIRUN"]
+    prepare(["search=factors_tpe", "objective=[val_score,probe_dim]", "hydra.sweeper.direction=[maximize,minimize]",
+             "hydra.sweeper.sampler.n_startup_trials=0", "-m", "seed=range(0,3)"], {})
+
+
+def test_a_hydra_setting_of_the_wrong_type_names_the_type():
+    """Hydra's "Error merging override k=v" with OmegaConf's reason, which names the type the key takes."""
+    with initialize_config_dir(str(REPO / "conf")), pytest.raises(HydraException) as e:
+        compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.mem_gb=lots"], return_hydra_config=True)
+    assert one_line(e.value) == ("Error merging override hydra.launcher.mem_gb=lots: Value 'lots' of type 'str' could "
+                                 "not be converted to Integer")
+
+
+def test_workers_refuse_an_unknown_preset_before_starting_any(tmp_path, capsys):
+    from src.search.workers import main as workers_main
+
+    with pytest.raises(SystemExit) as e:
+        workers_main(["2", "search=factors_tpee", f"hydra.sweep.dir={tmp_path / 'w'}"])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.count("\n") == 1, err
+    assert err.startswith("error: python -m src.search.workers: search=factors_tpee is not a search preset; valid: "
+                          "search=factors_pareto, search=factors_tpe")
+    assert not (tmp_path / "w").exists()
+
+
+def test_models_listing_with_a_bad_arch_is_the_main_cli_line():
+    """`python -m src.models arch=alexnett`: the line `python -m src.main arch=alexnett` prints, not a traceback."""
+    from src.models.__main__ import main as models_main
+
+    with pytest.raises(SystemExit) as e:
+        models_main(["arch=alexnett"])
+    assert str(e.value).startswith("error: In 'config': Could not find 'arch/alexnett'; Available options in 'arch': "
+                                   "alexnet, ") and "\n" not in str(e.value)
+
+
+def test_report_out_that_is_a_file_is_named(tmp_path, capsys):
+    from src.report.__main__ import main as report_main
+
+    (tmp_path / "s" / "0").mkdir(parents=True)
+    (tmp_path / "a_file").write_text("x")
+    for out in (tmp_path / "a_file", tmp_path / "a_file" / "sub"):
+        with pytest.raises(SystemExit) as e:
+            report_main([str(tmp_path / "s"), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert e.value.code == 1 and err == (f"error: python -m src.report: --out {out}: {tmp_path / 'a_file'} is a "
+                                             f"file, not a directory; give a directory (created if missing)\n")
+    assert [p.name for p in (tmp_path / "s").iterdir()] == ["0"]  # nothing written
+
+
+def test_tracking_uri_with_a_scheme_mlflow_cannot_open_is_named():
+    pytest.importorskip("mlflow")
+    from src.tracking import check
+
+    cfg = OmegaConf.create({"logger": {"name": "mlflow", "tracking_uri": "ftp://nowhere"}})
+    with pytest.raises(ConfigError, match=r"^logger.tracking_uri=ftp://nowhere: MLflow has no tracking store for "
+                                          r"ftp://; valid schemes: .*file, http, https, .*sqlite") as e:
+        check(cfg)
+    assert "\n" not in str(e.value)
+    check(OmegaConf.create({"logger": {"name": "mlflow", "tracking_uri": "sqlite:////tmp/x/mlflow.db"}}))
 
 
 def test_storage_url_with_an_unknown_driver_is_one_line_without_the_password():

@@ -77,6 +77,39 @@ def _continued_seed(sampler: Any, storage: Any, study_name: str | None) -> Any:
     return {**OmegaConf.to_container(sampler, resolve=True), "seed": int(seed) + n}  # (read-only in Hydra's config)
 
 
+def check_settings(config: DictConfig) -> None:
+    """One-line ConfigError for Optuna sweeper settings that would fail only once trials have run (`src.argv` calls
+    it on the config the command line composes, before Hydra writes anything): a direction
+    Optuna does not know, a direction count other than the objective count (every trial's values are then refused,
+    so the study ends with no trial), a negative `sampler.n_startup_trials` (TPE takes it as "no random start")."""
+    from hydra_plugins.hydra_optuna_sweeper.config import Direction
+
+    from src.errors import ConfigError
+    from src.fields import Choice, Int
+
+    sweeper = config.hydra.sweeper
+    if "direction" not in sweeper:  # not an Optuna sweeper
+        return
+    given = sweeper.direction
+    directions = [d.name if isinstance(d, Direction) else d for d in (given if OmegaConf.is_list(given) else [given])]
+    valid = Choice([d.name for d in Direction])
+    for d in directions:
+        valid.check("hydra.sweeper.direction", d)
+    objective = config.get("objective")
+    names = [objective] if isinstance(objective, str) else list(objective or [])
+    if len(directions) != len(names):
+        raise ConfigError(f"hydra.sweeper.direction={_show(directions)} gives {len(directions)} direction(s) for "
+                          f"{len(names)} objective(s) (objective={_show(names)}); give one per objective, in "
+                          f"order, each one of {valid.valid()}")
+    startup = OmegaConf.select(sweeper, "sampler.n_startup_trials", default=None)
+    if startup is not None:
+        Int(0, None).check("hydra.sweeper.sampler.n_startup_trials", startup)
+
+
+def _show(names: list) -> str:
+    return str(names[0]) if len(names) == 1 else f"[{','.join(map(str, names))}]"
+
+
 @dataclass
 class SharedStudySweeperConf(OptunaSweeperConf):
     _target_: str = "hydra_plugins.transferfactors_plugins.shared_study.SharedStudySweeper"

@@ -19,7 +19,7 @@ def list_model(overrides: list[str], show_all: bool) -> None:
     from src.models.registry import get_arch
 
     with initialize_config_dir(str(src.REPO_ROOT / "conf")):
-        cfg = compose("config", overrides=overrides)
+        cfg = compose_or_refuse(compose, overrides)
     from src.registry import import_extensions
 
     import_extensions(cfg.get("extensions"))  # a family of the user's own (extensions=[mypkg.ext])
@@ -49,6 +49,20 @@ def list_model(overrides: list[str], show_all: bool) -> None:
         depth = f"{(blocks.index(node) + 1) / len(blocks):.3f}" if is_block else ""
         name = f"{node} ({', '.join(aliases[node])})" if node in aliases else node
         print(f"{name:40} {'x'.join(map(str, shape)):>20}  {kind:8} {depth}")
+
+
+def compose_or_refuse(compose, overrides: list[str]):
+    """The config, or Hydra's error as the one line `python -m src.main` prints for it (a bad `arch=`: the valid
+    archs) instead of its traceback."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from src.errors import one_line
+
+    try:
+        return compose("config", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(one_line(e)) from None
 
 
 def main(argv: list[str]) -> None:

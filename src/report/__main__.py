@@ -16,6 +16,14 @@ from src.errors import ArgumentParser
 from src.report.build import build_report, parse_baseline
 
 
+def _file_in_path(out: str) -> str | None:
+    """The existing path nearest to `out` (itself, else its deepest existing parent) when it is not a directory."""
+    path = os.path.abspath(out)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return None if os.path.isdir(path) else path
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = ArgumentParser(prog="python -m src.report", description=" ".join(__doc__.split("\n\n")[1].split()))
     ap.add_argument("sweep_dirs", nargs="*", help="one or more sweep dirs")
@@ -41,6 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     args.baseline = [b for b in args.baseline if b not in dirs]
     if not args.sweep_dirs:
         ap.error("give at least one sweep dir (python -m src.report DIR [DIR ...] [options])")
+    if args.out and (blocker := _file_in_path(args.out)):  # else a FileExistsError once the results are read
+        ap.error(f"--out {args.out}: {blocker} is a file, not a directory; give a directory (created if missing)")
     t0 = time.perf_counter()
     try:
         out = build_report(args.sweep_dirs, args.out, parse_baseline(args.baseline), args.distance, args.cache_dir,

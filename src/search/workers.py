@@ -41,9 +41,12 @@ def main(argv: list[str] | None = None) -> int:
     if ns.n < 1:
         p.error(f"n={ns.n}: need at least 1 worker")
     presets = sorted(f.stem for f in (src.REPO_ROOT / "conf" / "search").glob("*.yaml"))
-    if not any(a.split("=", 1)[0].lstrip("+") == "search" for a in ns.overrides):  # else each worker fails alone
+    chosen = [a.split("=", 1)[1] for a in ns.overrides if a.split("=", 1)[0].lstrip("+") == "search"]
+    if not chosen:  # else each worker fails alone
         p.error(f"no search= preset among the overrides ({' '.join(ns.overrides) or 'none'}): the workers share one "
                 f"Optuna study; valid: {', '.join(f'search={s}' for s in presets)}")
+    if chosen[-1] not in presets:  # else each worker fails alone, its error only in its log
+        p.error(f"search={chosen[-1]} is not a search preset; valid: {', '.join(f'search={s}' for s in presets)}")
     env = dict(os.environ)
     try:
         args = prepare(list(ns.overrides), env)
