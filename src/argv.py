@@ -72,7 +72,7 @@ def check_sweeper_overrides(argv: list[str]) -> None:
                 raise ConfigError(f"hydra.sweeper.n_trials={value!r} must be an integer; valid: "
                                   f"{N_TRIALS.valid()}") from None
             N_TRIALS.check(key, n)
-        elif key == "hydra.launcher.n_jobs" and value != "null":
+        elif key == "hydra.launcher.n_jobs" and value != "null" and "${" not in value:  # (an interpolation: later)
             try:
                 n = int(value)
             except ValueError:
@@ -90,12 +90,11 @@ def check_override_syntax(argv: list[str]) -> None:
     from hydra.errors import OverrideParseException
 
     parser = OverridesParser.create()
-    for arg in argv:
-        if arg.startswith("-") or "=" not in arg:  # Hydra's flags (-m, --cfg job, -cn NAME) and their values
-            continue
+    for arg in _overrides(argv):
         try:
             override = parser.parse_overrides([arg])[0]
-            empty = isinstance(override.value(), RangeSweep) and not list(override.sweep_iterator())
+            # (the first value is enough: range(0, 4294967295) is not listed whole)
+            empty = isinstance(override.value(), RangeSweep) and next(iter(override.sweep_iterator()), None) is None
         except OverrideParseException as e:
             raise ConfigError(f"{arg} is not a valid override: {_grammar_reason(str(e))} (the override grammar: "
                               f"https://hydra.cc/docs/advanced/override_grammar/basic)") from None
@@ -104,6 +103,17 @@ def check_override_syntax(argv: list[str]) -> None:
         if empty:
             raise ConfigError(f"{arg} sweeps no values (a range is start, stop[, step] with start < stop for a "
                               f"positive step)")
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """The overrides of a command line, as Hydra's own argument parser splits them from its flags and their values
+    (`-cd DIR=x`, `--cfg job`); where that parser cannot be had, the arguments that are not flags."""
+    try:
+        from hydra._internal.utils import get_args_parser
+
+        return list(get_args_parser().parse_known_args(argv)[0].overrides)
+    except (ImportError, SystemExit, AttributeError):
+        return [a for a in argv if not a.startswith("-") and "=" in a]
 
 
 def _grammar_reason(text: str) -> str:

@@ -19,11 +19,11 @@ DISTANCE_VERSION = 1
 def source_payload(cfg, plan, weights_sha256: str | None = None) -> dict[str, Any]:
     """Source net: its data, architecture (resolved family/depth/width), optimisation and seed.
 
-    Not the snapshot (every epoch is kept), not the layer/pooling/dimred/classifier/target, not the source's
-    name (a label), not another optimiser's options, and not how it is run (accelerator, threads, progress bar;
-    the precision is what it computes in). The data as its registry entry identifies it (`data_identity`: an
-    ImageFolder tree's listing, a torchvision dataset's name). Pretrained nets: the weights file's content hash
-    (`file_digest`), not its path.
+    Not the snapshot (every epoch is kept), not the layer/pooling/dimred/classifier/target, not another
+    optimiser's options, and not how it is run (accelerator, threads, progress bar; the precision is what it
+    computes in). The data as its registry entry identifies it (`data_identity`: an ImageFolder tree's path and
+    listing, a torchvision dataset's name). Pretrained nets: the weights file's content hash (`file_digest`), not
+    its path. (`source.name` is hashed too, though a label: entries keep the keys they were built under.)
     """
     from omegaconf import OmegaConf
 
@@ -33,7 +33,6 @@ def source_payload(cfg, plan, weights_sha256: str | None = None) -> dict[str, An
 
     source = OmegaConf.to_container(cfg.source, resolve=True)
     source.pop("snapshot", None)
-    source.pop("name", None)  # a label: the same data under another name is the same net
     if plan.spec.extra:  # a model library's net: which model (library, its version, constructor), which weights
         x = plan.spec.extra
         # A weights file is its content (the digest), wherever it lies; "pretrained" is the library's own file.
@@ -60,7 +59,7 @@ def _precision(cfg) -> dict[str, str]:
     """Lightning's training precision, which changes the trained weights: omitted at float32 (`32` and `32-true`
     are one), so that entries trained before precision entered the key keep theirs."""
     p = str(cfg.trainer.get("precision") or "32-true")
-    p = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed"}.get(p, p)
+    p = {"32": "32-true", "bf16": "bf16-mixed"}.get(p, p)
     return {} if p == "32-true" else {"precision": p}
 
 

@@ -27,9 +27,10 @@ from src.train.grouping import GROUP_MODES
 from src.fields import Bool, Choice, Field, Float, Int, List, Node, Path, Str
 
 SEED_MAX = 2**32 - 1  # numpy and torch accept seeds in 0..2**32-1
-# Lightning's precision names for training (64-true would need float64 batches, which the data pipeline does not
-# make; 16-mixed on the CPU is Lightning's bf16-mixed). Part of the trained net's cache key (src.keys).
-PRECISIONS = ("32-true", "32", "16-mixed", "bf16-mixed")
+# Lightning's precision names for training, part of the trained net's cache key (src.keys). Not 64-true (float64
+# batches, which the data pipeline does not make) nor 16-mixed (Lightning trains it as bf16-mixed on the CPU and as
+# float16 on a GPU: one key for two kinds of net).
+PRECISIONS = ("32-true", "32", "bf16-mixed")
 DEVICES = ("auto", "cpu", "cuda")  # the torch probe's own `device` (src.probe.path)
 
 

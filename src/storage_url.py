@@ -61,6 +61,8 @@ def check_sqlite_dir(url: str) -> None:
     exists."""
     from sqlalchemy.engine import make_url
 
+    if "${" in url:  # an interpolation, resolved by Hydra later: its value is not known here
+        return
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return

@@ -124,6 +124,7 @@ CASES: list[tuple[str, str]] = [
     # an ImageFolder tree: a class named twice, test classes train lacks, PCA past its training images (2 here)
     ("target=imagefolder target.root={tmp}/two_class target.data.classes=[a,a]", "name a more than once"),
     ("target=imagefolder target.root={tmp}/split_extra", "has classes that {tmp}/split_extra/train lacks: c"),
+    ("target=imagefolder target.root={tmp}/split_missing", "classes ['c'] are not in {tmp}/split_missing/test"),
     ("target=imagefolder target.root={tmp}/broken_link", "cannot read image {tmp}/broken_link/b/9.jpg"),
     ("source=imagefolder source.root={tmp}/broken_link", "source.root: cannot read image {tmp}/broken_link/b/9.jpg"),
     ("target=imagefolder target.root={tmp}/two_class", "class a has 2 images in {tmp}/two_class/a, none left to train"),
@@ -153,6 +154,8 @@ def fixtures(tmp_path) -> Path:
     tree(tmp_path / "two_class", {"a": 2, "b": 2})
     tree(tmp_path / "empty_class", {"a": 2, "b": 0})
     tree(tmp_path / "five_each", {"a": 5, "b": 5})  # 1 test and 1 val image held out of each: 3 each to train on
+    tree(tmp_path / "split_missing" / "train", {"a": 2, "b": 2, "c": 2})
+    tree(tmp_path / "split_missing" / "test", {"a": 1, "b": 1})
     tree(tmp_path / "broken_link", {"a": 5, "b": 5})
     (tmp_path / "broken_link" / "b" / "9.jpg").symlink_to(tmp_path / "nowhere.jpg")
     tree(tmp_path / "split_extra" / "train", {"a": 2, "b": 2})
@@ -552,3 +555,24 @@ def test_an_output_dir_that_cannot_be_made_is_one_line_naming_its_key(tmp_path, 
     assert r.returncode == 1 and r.stderr.strip() == (f"error: {key}={tmp_path}/a_file/out has a file in its path "
                                                       f"({tmp_path}/a_file); point it at a directory"), r.stderr
     assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("argv", [
+    ["-cd", "/tmp/conf=copy", "--cfg", "job"],  # a flag's value with '=' is not an override
+    ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=${oc.env:NJ}", "layer=fc6,fc7"],  # resolved later
+    ["search=factors_tpe", "hydra.sweeper.storage=sqlite:///${oc.env:HOME}/s.db"],
+    ["-m", "seed=range(0,4294967295)"],  # checked by its first value, not listed whole
+    ["-m", "layer=glob(fc*)", "hydra.run.dir=out/${now:%H-%M}", "+extra=[a,b]", "~logger", "++seed=3"],
+])
+def test_commands_hydra_accepts_pass_the_early_checks(argv):
+    from src.argv import prepare
+
+    assert set(argv) <= set(prepare(list(argv), {}))  # not refused, nothing dropped
+
+
+def test_an_image_folders_hidden_directories_are_not_classes(tmp_path):
+    tree(tmp_path / "t" / "train", {"a": 3, "b": 3})
+    tree(tmp_path / "t" / "test", {"a": 1, "b": 1})
+    (tmp_path / "t" / "test" / ".ipynb_checkpoints").mkdir()  # a notebook's, not a class the train split lacks
+    base = [o for o in TINY if not o.startswith("target.")]
+    assert compose_and_check(base + ["target=imagefolder", f"target.root={tmp_path}/t"]) is not None

@@ -55,8 +55,6 @@ def test_keys_hash_what_changes_the_weights_and_not_what_does_not(make_cfg):
     assert keys(make_cfg("trainer.optim.momentum=0.5"))[0] != base_src
     assert tuned("finetune.optimizer=adamw", "finetune.momentum=0.5") == tuned("finetune.optimizer=adamw")
     assert tuned("finetune.momentum=0.5") != tuned()
-    # The source's name is a label.
-    assert keys(make_cfg("source.name=renamed")) == (base_src, base_feat)
 
 
 def test_a_torchvision_dataset_is_keyed_by_name_not_by_where_it_is_stored(make_cfg, tmp_path):
@@ -83,26 +81,37 @@ def _image_tree(root):
     return root
 
 
-def test_an_image_folder_is_keyed_by_its_images_not_its_path(make_cfg, tmp_path):
+def test_an_image_folder_is_keyed_by_its_path_and_its_images(make_cfg, tmp_path):
     import shutil
 
     from src.data import imagefolder
     from src.keys import stage_keys
 
-    def feat(root):
+    def feat(root, *o):
         imagefolder._TREES.clear()  # as a new process lists it
-        cfg = make_cfg("target=imagefolder", f"target.root={root}", tiny="source")
+        cfg = make_cfg("target=imagefolder", f"target.root={root}", *o, tiny="source")
         return stage_keys(cfg, validate(cfg))["features"]
 
     first = feat(_image_tree(tmp_path / "one"))
-    shutil.copytree(tmp_path / "one", tmp_path / "two")  # copy2: times kept, as by mv or rsync -t
-    assert feat(tmp_path / "two") == first
-    (tmp_path / "two" / "b" / "3.png").unlink()
-    assert feat(tmp_path / "two") != first
-    shutil.copy(tmp_path / "one" / "a" / "0.png", tmp_path / "two" / "b" / "3.png")  # another image in its place
+    assert feat(tmp_path / "one") == first and feat(f"{tmp_path}/./one") == first
+    # Another tree, even of the same names, sizes and times (normalised by an archive), is not this one.
+    shutil.copytree(tmp_path / "one", tmp_path / "two")  # (copy2: times kept)
     assert feat(tmp_path / "two") != first
     (tmp_path / "one" / "README.txt").write_text("not an image")  # the loader reads only images
     assert feat(tmp_path / "one") == first
+    only_a = feat(tmp_path / "one", "target.data.classes=[a,b]")
+    (tmp_path / "one" / "b" / "3.png").unlink()  # an image removed
+    assert feat(tmp_path / "one") != first and feat(tmp_path / "one", "target.data.classes=[a,b]") != only_a
+    shutil.copy(tmp_path / "one" / "a" / "0.png", tmp_path / "one" / "b" / "3.png")  # another image in its place
+    changed = feat(tmp_path / "one")
+    assert changed != first
+    # A class the chosen ones leave out is not read: its images do not enter their entries' keys.
+    (tmp_path / "one" / "c").mkdir()
+    shutil.copy(tmp_path / "one" / "a" / "0.png", tmp_path / "one" / "c" / "0.png")
+    chosen = feat(tmp_path / "one", "target.data.classes=[a,b]")
+    assert chosen != changed  # (the config differs)
+    shutil.copy(tmp_path / "one" / "a" / "1.png", tmp_path / "one" / "c" / "1.png")
+    assert feat(tmp_path / "one", "target.data.classes=[a,b]") == chosen
 
 
 def test_a_weights_file_is_keyed_by_its_content_not_its_path():

@@ -165,3 +165,23 @@ def test_a_bad_search_parameter_fails_its_trial_and_the_process_exits(tmp_path):
     (summary,) = optuna.get_all_study_summaries(url)
     trials = optuna.load_study(study_name=summary.study_name, storage=url).trials
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_failing_the_running_trials_survives_one_told_meanwhile(tmp_path):
+    """Another worker fails one of this process's trials first: the rest are still failed, every beat stops, and
+    nothing is raised (it runs while the launcher's own error is on its way to the user)."""
+    import optuna
+    from optuna.storages import RDBStorage
+    from optuna.trial import TrialState
+
+    from src.search.storage import open_storage
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    storage = open_storage(url, heartbeat_interval=10, grace_period=20)
+    study = optuna.create_study(storage=storage, study_name="s")
+    first, second = study.ask(), study.ask()
+    RDBStorage(url).set_trial_state_values(first._trial_id, TrialState.FAIL)
+    beats = list(storage._beats.values())
+    storage.fail_running()
+    assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
+    assert not storage._beats and not any(b._thread.is_alive() for b in beats)

@@ -25,7 +25,7 @@ def list_classes(root: str | Path) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"ImageFolder root {root} does not exist (expected one sub-directory per class)")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))  # (.ipynb_checkpoints)
     if not classes:
         raise FileNotFoundError(f"ImageFolder root {root} has no class sub-directories")
     return classes
@@ -56,33 +56,35 @@ def check_classes(root: str | Path, wanted: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-_TREES: dict[str, str] = {}  # resolved root -> its digest, read once per process
+_TREES: dict[tuple, str] = {}  # (resolved root, classes) -> its digest, read once per process
 
 
-def tree_digest(root: str | Path) -> str:
-    """sha256 of the listing of every image file under `root`: relative path, size and modification time.
+def tree_digest(root: str | Path, classes: Sequence[str] | None = None, splits: bool = True) -> str:
+    """sha256 of the listing of the image files the loader can read under `root` (`root/train` and `root/test` when
+    both exist and `splits`, else `root` itself; the chosen classes, or all): path, size and modification time.
 
-    What a cache key hashes for a folder of images (its content as far as a listing tells), so that replacing,
-    adding, removing or renaming an image gives the stages that read the folder new keys, while the same files
-    at another path keep them. Images rewritten with their size and modification time kept are not seen (as by
-    make or rsync), and a tree is listed once per process: one changed during a sweep is seen by the next one.
+    With the tree's resolved path, what a cache key hashes for a folder of images: replacing, adding, removing or
+    renaming an image gives the stages that read it new keys. An image rewritten with its size and modification
+    time kept is not seen (as by make or rsync). A tree is listed once per process: one changed during a sweep is
+    seen by the next one. A broken link is a ValueError naming it.
     """
-    where = os.path.realpath(root)
-    if where not in _TREES:
+    where = Path(os.path.realpath(root))
+    memo = (str(where), tuple(classes or ()), splits)
+    if memo not in _TREES:
         h = hashlib.sha256()
-        for folder, dirs, files in os.walk(where, followlinks=True):
-            dirs.sort()
-            rel = os.path.relpath(folder, where)
-            for name in sorted(files):
-                if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:
+        both = splits and (where / "train").is_dir() and (where / "test").is_dir()
+        for base in (where / "train", where / "test") if both else (where,):
+            for name in (classes or (list_classes(base) if base.is_dir() else [])):
+                folder = base / name
+                for path in image_files(folder) if folder.is_dir() else []:
                     try:
-                        st = os.stat(os.path.join(folder, name))
+                        st = path.stat()
                     except OSError as e:  # a broken link: said by the config check, before anything is built
-                        raise ValueError(f"cannot read image {os.path.join(folder, name)} ({e.strerror}); remove "
-                                         f"or replace the file") from None
-                    h.update(f"{rel}/{name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-        _TREES[where] = h.hexdigest()
-    return _TREES[where]
+                        raise ValueError(f"cannot read image {path} ({e.strerror}); remove or replace the "
+                                         f"file") from None
+                    h.update(f"{path.relative_to(where)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        _TREES[memo] = h.hexdigest()
+    return _TREES[memo]
 
 
 def _load(path: Path, size: int) -> np.ndarray:

@@ -41,8 +41,20 @@ def _stored_by_name(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _folder_content(d: dict[str, Any]) -> dict[str, Any]:
-    """An ImageFolder tree is the images it holds (`tree_digest`), not its path."""
-    return {**{k: v for k, v in d.items() if k != "root"}, "images": tree_digest(d["root"])}
+    """An ImageFolder tree is where it is (resolved) and the images it holds there (`tree_digest`): the path alone
+    would serve a tree whose images changed the old features, the listing alone could take two trees of
+    same-named, same-sized images with normalised times (archives, containers) for one."""
+    import os
+
+    return {**d, "root": os.path.realpath(d["root"]), "images": tree_digest(d["root"], d.get("classes"))}
+
+
+def _source_folder(d: dict[str, Any]) -> dict[str, Any]:
+    """`_folder_content` of a source tree, whose class folders are the root's own (no train/test split)."""
+    import os
+
+    return {**d, "root": os.path.realpath(d["root"]),
+            "images": tree_digest(d["root"], d.get("classes"), splits=False)}
 
 
 def _split_sizes(d: Mapping[str, Any]) -> dict[str, int | None]:
@@ -126,12 +138,13 @@ def _check_imagefolder(cfg) -> int:
     split_root = root / "train" if both else root
     try:
         names = check_classes(split_root, data.classes)
-        if both and not data.classes:
-            extra = sorted(set(list_classes(root / "test")) - set(names))
+        if both:
+            extra = sorted(set(list_classes(root / "test")) - set(names)) if not data.classes else []
             if extra:  # their images would be dropped from the test split without a word
                 raise ValueError(f"{root / 'test'} has classes that {split_root} lacks: {', '.join(extra)}; add "
                                  f"them to train/ or choose classes with target.data.classes")
-        tree_digest(root)  # (what the cache keys read next) every image can be opened: no broken link
+            check_classes(root / "test", names)  # each class has test images (the loader asks the same)
+        tree_digest(root, data.classes)  # (what the cache keys read next) every image can be opened: no broken link
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"target.data.root: {e}") from None
     cap = data.get("max_per_class")
@@ -366,13 +379,14 @@ def _synthetic_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]
 
 def _check_imagefolder_source(cfg) -> int:
     try:
-        tree_digest(cfg.source.root)  # (what the cache keys read next) every image can be opened: no broken link
-        return len(check_classes(cfg.source.root, cfg.source.classes))
+        n = len(check_classes(cfg.source.root, cfg.source.classes))
+        tree_digest(cfg.source.root, cfg.source.classes, splits=False)  # (what the keys read next): no broken link
+        return n
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"source.root: {e}") from None
 
 
-@register_source("imagefolder", validate=_check_imagefolder_source, identity=_folder_content)
+@register_source("imagefolder", validate=_check_imagefolder_source, identity=_source_folder)
 def _imagefolder_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
     """`root`'s classes (or the `classes` subset), at most `max_per_class` each, `val_per_class` held out."""
     from src.data.imagefolder import load_imagefolder

@@ -95,9 +95,15 @@ class HeartbeatStorage(RDBStorage):
         launcher's error), and the next worker should not wait out the grace period to know."""
         for trial_id in list(self._beats):
             try:
-                self.set_trial_state_values(trial_id, TrialState.FAIL)
+                self.set_trial_state_values(trial_id, TrialState.FAIL)  # (stops its beat, whatever it raises)
             except UpdateFinishedTrialError:  # told meanwhile (another worker failed it as stale)
-                self._beats.pop(trial_id).join()
+                pass
+            except Exception as e:  # noqa: BLE001  (cleanup on the way out: the launcher's error is the one to show)
+                log.warning("trial %d could not be marked failed (%s: %s); another worker fails it once its "
+                            "heartbeat is %s s old", trial_id, type(e).__name__, e, self.grace_period)
+            beat = self._beats.pop(trial_id, None)
+            if beat is not None:
+                beat.join()
 
 
 def _daemon_beat(trial_id: int, storage: HeartbeatStorage) -> Any:

@@ -20,7 +20,7 @@ def wants_group(cfg) -> bool:
     """Whether this job's source net would be trained in a replicate group (when it has replicates to group)."""
     trainer = cfg.trainer
     mode = trainer.get("group_replicates") or "auto"
-    if mode == "off" or str(trainer.precision) != "32-true":
+    if mode == "off" or str(trainer.precision) not in ("32-true", "32"):
         return False
     return mode == "on" or _sees_gpu(str(trainer.accelerator))
 

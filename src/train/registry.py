@@ -29,9 +29,10 @@ def _adamw(params, o: Mapping[str, Any]):
 
 OPTIMIZERS.register("sgd", _sgd)  # Nesterov momentum
 OPTIMIZERS.register("adamw", _adamw)
-# The options an optimiser reads beyond the ones every training reads (lr, weight_decay, batch_size, ...): another
-# optimiser's own option is inert under this one, so it stays out of the trained net's cache key. An optimiser
-# registered without an entry here keeps every option in the key.
+# Every option an optimiser reads beyond the ones every training reads (lr, weight_decay, batch_size,
+# label_smoothing), including those another optimiser reads too (an RMSprop would list momentum and alpha). An option
+# that some optimiser lists and this one does not is inert under this one, so it stays out of the trained net's
+# cache key. An optimiser registered without an entry here keeps every option in the key.
 OWN_OPTIONS: dict[str, tuple[str, ...]] = {"sgd": ("momentum",), "adamw": ()}
 AUGMENTS.register("flip_crop", "src.train.source:augment_batch")  # random horizontal flip + padded random crop
 AUGMENTS.register("none", None)
