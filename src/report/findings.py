@@ -317,7 +317,7 @@ def seeds_needed(a: Answer) -> float:
     """Source seeds for 80% power at the sweep's own estimate and per-seed SD (S.seeds_for_power), never below the
     seeds a verdict needs at all (S.MIN_SEEDS): inf when unreachable, NaN with fewer than 2 defined seeds (no SD)
     or no estimate. An `ends` question needs both ends: the seeds for the end that needs more, with the SD the
-    jackknife interval implies; unreachable when the two ends point the same way (no number of source nets makes
+    bootstrap interval implies; unreachable when the two ends point the same way (no number of source nets makes
     an optimum move that the estimates say stays put)."""
     r = a.result
     if r is None:
@@ -375,8 +375,8 @@ def details(a: Answer) -> dict[str, Any]:
                    task_statistic=a.scalar("task_stat"), task_p=a.scalar("task_p"))
         if r.near is not None:
             out["near_end"] = {"estimate": a.scalar("near"), "ci": [a.scalar("near_lo"), a.scalar("near_hi")]}
-        if r.loo is not None:  # the jackknife's leave-one-seed-out ends: the plot's band is the same interval
-            out["jackknife_ends"] = {"far": np.asarray(r.loo)[0].tolist(), "near": np.asarray(r.loo)[1].tolist()}
+        if r.boot_cov is not None:  # the seed bootstrap's covariance of the ends: the plot's band is the same interval
+            out["bootstrap_ends_cov"] = np.asarray(r.boot_cov, dtype=float).tolist()
     return out
 
 

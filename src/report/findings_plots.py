@@ -3,8 +3,8 @@ question the statistic's own picture:
   trend, ends  each task's contrast against distance: a point per task (mean over source seeds) with its own 95% t
                interval over seeds as a bar (tasks are not joined: each is its own target), the OLS line over
                tasks the statistic is read from, and its seed-level 95% band (the line of each source seed, a t
-               interval at every distance; for `ends`, the jackknife of the leave-one-seed-out lines: at the far
-               end it is the estimate's interval);
+               interval at every distance; for `ends`, the seed bootstrap's interval of the line: at the far end
+               it is the estimate's interval);
   level        each task's contrast on an evenly spaced axis of tasks in distance order, with the mean over tasks
                (the estimate) and its seed-level 95% interval as a band.
 Every figure is laid out by matplotlib's constrained layout with titles wrapped to the figure and legends outside
@@ -113,7 +113,7 @@ def _contrast_plot(qid: str, d: dict[str, Any], axis: str):
                       fontsize=7 if len(tasks) > 10 else 8)
         ax.set_xlabel(wrap(f"task, in order of {_axis_name(axis)} (nearest first; evenly spaced)", 90))
     elif np.ptp(x) > 0:
-        _trend(ax, x, values, q.kind, d.get("jackknife_ends"))
+        _trend(ax, x, values, q.kind, d.get("bootstrap_ends_cov"))
         ax.set_xlabel(wrap(axis.split("; ")[0], 90))  # what the axis is; the report's text says the rest
     ax.axhline(0, color="black", lw=0.6)
     ordered = A.sort_values(d["factor"], d["settings"])
@@ -126,19 +126,22 @@ def _contrast_plot(qid: str, d: dict[str, Any], axis: str):
     return fig
 
 
-def _trend(ax, x: np.ndarray, values: np.ndarray, kind: str, jackknife: dict | None = None) -> None:
+def _trend(ax, x: np.ndarray, values: np.ndarray, kind: str, ends_cov: list | None = None) -> None:
     """The OLS line over tasks (of the seed means: the mean of the seeds' own lines) and, with two or more source
     seeds, the pointwise 95% t interval over the seeds' lines: the seed-level band of the statistic. An `ends`
-    question whose interval is the jackknife (its seeds' values are cross-fitted) gets the jackknife band of its
-    leave-one-seed-out lines instead, so the band at either end is the interval the findings table prints."""
+    question whose interval comes from the seed bootstrap (its seeds' values are cross-fitted) gets the band of
+    that bootstrap instead: at each distance the line's bootstrap variance, from the covariance `ends_cov` of its
+    (far, near) ends, in the same interval (stats.bootstrap_interval), so the band at either end is the interval
+    the findings table prints."""
     grid = np.linspace(x.min(), x.max(), 60)
     coefs = np.polyfit(x, values, 1)  # one line per source seed (columns)
     lines = np.outer(coefs[0], grid) + coefs[1][:, None]  # seed x grid
     mean, lo, hi, _ = S.t_interval(lines.T)
-    if jackknife is not None:
-        near, far = np.asarray(jackknife["near"], dtype=float), np.asarray(jackknife["far"], dtype=float)
-        loo = near[:, None] + np.outer(far - near, (grid - x.min()) / np.ptp(x))  # left-out seed x grid
-        _, lo, hi, _, _ = S.jackknife_interval(mean, loo.T)
+    if ends_cov is not None:
+        (ff, fn), (_, nn) = np.asarray(ends_cov, dtype=float)
+        u = (grid - x.min()) / np.ptp(x)  # 0 at the near end, 1 at the far end
+        var = ff * u ** 2 + nn * (1 - u) ** 2 + 2 * fn * u * (1 - u)
+        _, lo, hi, _, _ = S.bootstrap_interval(mean, var, values.shape[1])
     what = "trend" if kind == "trend" else "line (the estimate is its far end)"
     ax.plot(grid, mean, color="C1", lw=1.6, label=f"OLS {what} over tasks")
     if values.shape[1] >= 2:

@@ -2,7 +2,9 @@
 
 Two populations, two tools (docs/statistics.md says why and shows the calibration):
   seed level   these tasks, a new source net: Student's t interval over the source seeds' own statistics
-               (`t_interval`), the same method at every number of seeds;
+               (`t_interval`), the same method at every number of seeds; for a statistic whose seeds choose on
+               each other's scores (cross-fitting), a t interval with the standard error of a bootstrap over seeds
+               that recomputes the choices in each resample (`seed_bootstrap`, `bootstrap_interval`);
   task level   tasks like these: an exact (or, past 9999 arrangements, Monte Carlo) randomisation test over the
                tasks of the seed-averaged statistic (`trend_test`, `level_test`), or, for a level at one end of
                the distance range, the OLS t test over tasks (`end_test`).
@@ -26,6 +28,7 @@ ALPHA = 1 - LEVEL
 MIN_SEEDS = 3
 POWER = 0.8
 N_RESAMPLES = 9999  # randomisation tests: exact when the arrangements are fewer, else this many (seeded)
+N_BOOTSTRAP = 2000  # seed-level bootstrap of a cross-fitted statistic (`seed_bootstrap`, seeded)
 
 
 # Val scores are fractions of a few dozen or hundred images, so settings tie; averaged over replicates in different
@@ -77,17 +80,40 @@ def t_interval(values: np.ndarray, level: float = LEVEL) -> tuple[np.ndarray, np
     return mean, mean - half, mean + half, np.asarray(p, dtype=float)
 
 
-def jackknife_interval(estimate: np.ndarray, loo: np.ndarray, level: float = LEVEL
+def seed_bootstrap(statistic, n: int, shape: tuple = (), n_resamples: int = N_BOOTSTRAP, seed: int = 0,
+                   batch: int | None = None) -> np.ndarray:
+    """Bootstrap replicates, `shape + (resamples,)`, of a statistic of `n` source seeds that cannot be written as a
+    function of per-seed values (a seed's value depends on which other seeds there are): each resample draws n seeds
+    with replacement (scipy.stats.bootstrap over the seeds' indices, seeded), and `statistic(weights)` recomputes
+    the whole statistic from how often each seed was drawn (`weights`, (resamples, n), 0 = not drawn), returning
+    `shape + (resamples,)`. Resamples on which it is undefined everywhere (NaN: a cross-fitted choice with one
+    distinct seed drawn has no other seed to choose on) are left out. `batch`: resamples per call (memory)."""
+    seeds = np.arange(n)
+
+    def counts(idx, axis=-1):
+        idx = idx[(0,) * len(shape)]  # the same resamples for every element of `shape`
+        return statistic((idx[..., None] == seeds).sum(axis=-2).astype(float))
+
+    data = np.broadcast_to(seeds, tuple(shape) + (n,))
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")  # scipy's own interval of NaN replicates (not used)
+        res = stats.bootstrap((data,), counts, n_resamples=n_resamples, batch=batch, vectorized=True, axis=-1,
+                              method="percentile", rng=np.random.default_rng(seed))
+    reps = np.asarray(res.bootstrap_distribution, dtype=float)
+    defined = ~np.isnan(reps).reshape(-1, reps.shape[-1]).all(axis=0)
+    return reps[..., defined]
+
+
+def bootstrap_interval(estimate: np.ndarray, var: np.ndarray, n: int, level: float = LEVEL
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(estimate, lo, hi, p, se) from the leave-one-seed-out values `loo` (last axis, one per left-out seed, each
-    recomputed from the other seeds alone): the jackknife standard error sqrt((n-1)/n * sum (loo_i - mean)^2) with
-    Student's t quantiles at n - 1 degrees of freedom. For a statistic whose per-seed values depend on each other
-    (a seed's value uses the other seeds' choices), where the plain t interval of those values is too narrow."""
-    loo = np.asarray(loo, dtype=float)
-    n = loo.shape[-1]
+    """(estimate, lo, hi, p, se) of a statistic of `n` source seeds from the variance of its `seed_bootstrap`
+    replicates: standard error sqrt(var * n / (n - 1)) (the factor makes it s / sqrt(n) for a plain mean, as the t
+    interval's), Student's t quantiles at n - 1 degrees of freedom. For a statistic whose per-seed values depend on
+    each other (a seed's value uses the other seeds' choices), where the plain t interval of those values is too
+    narrow (docs/statistics.md: calibration)."""
     estimate = np.asarray(estimate, dtype=float)
     with np.errstate(all="ignore"):
-        se = np.sqrt((n - 1) / n * ((loo - loo.mean(axis=-1, keepdims=True)) ** 2).sum(axis=-1))
+        se = np.sqrt(np.asarray(var, dtype=float) * n / (n - 1))
         half = stats.t.ppf(0.5 + level / 2, n - 1) * se
         t = np.where(se > 0, estimate / np.where(se > 0, se, 1.0), np.where(estimate == 0, 0.0, np.inf))
         p = np.where(np.isfinite(estimate) & np.isfinite(se), 2 * stats.t.sf(np.abs(t), n - 1), math.nan)
