@@ -125,6 +125,7 @@ METRIC_PREFIX = {"transferability": "tr_", "estimate_seconds": "time_estimate_"}
 # report reads its flat column, `distance_<PRIMARY_DISTANCE>`). Here, not there, so the report stays torch-free.
 PRIMARY_DISTANCE = "pad"
 PRIMARY_DISTANCE_COLUMN = f"distance_{PRIMARY_DISTANCE}"
+PRIMARY_DISTANCE_MAX = 2.0  # the proxy A-distance's ceiling (a domain classifier with no error): farther is not seen
 # Dict-valued metrics that stay out of the flat table (kept whole in result.json only).
 NOT_FLAT = {"val_scores", "C_grid", "C_grid_extended", "probe_path"}
 # Columns the flat table derives from the record (so result.json files written before them still have them).

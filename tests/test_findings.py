@@ -426,3 +426,14 @@ def test_a_distance_averaged_over_the_nets_a_sweep_varies_says_so(tmp_path):
     df = with_task_axes(load_results([tmp_path / "sw"]))
     assert "averaged over the sweep's 2 source nets; the 2 source nets order the tasks by distance differently" \
         in df.attrs["distance_axis"]
+
+
+def test_a_task_at_the_distance_measures_maximum_is_named():
+    import pandas as pd
+
+    from src.report.findings import _at_ceiling
+
+    per_seed = pd.DataFrame({"0": [0.3, 2.0, 2.0], "1": [0.4, 2.0, 1.9]}, index=["near", "digits", "almost"])
+    assert _at_ceiling(per_seed) == ("; digits is at the measure's maximum (2) for every source net: farther than "
+                                     "the axis can show")
+    assert _at_ceiling(per_seed.drop("digits")) == ""

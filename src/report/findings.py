@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from src.record import PER_IMAGE, PRIMARY_DISTANCE_COLUMN
+from src.record import PER_IMAGE, PRIMARY_DISTANCE_COLUMN, PRIMARY_DISTANCE_MAX
 from src.report import analysis as A
 from src.report import numbers as N
 from src.report import questions as Q
@@ -62,11 +62,21 @@ def add_axes(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
             kind += f", averaged over the sweep's {nets} source nets" + _order_agreement(per_net, "source nets")
         else:
             kind += _order_agreement(per_seed)
+        kind += _at_ceiling(per_seed)
     elif len(ok) and "distance_rank" in ok and _synthetic_source(ok).all() and ok["distance_rank"].notna().all():
         ok["distance"], kind = ok["distance_rank"].astype(float), "distance_rank (a priori, synthetic source)"
     else:
         ok["distance"], kind = np.nan, "none (no shift, no measured distance)"
     return ok, kind
+
+
+def _at_ceiling(per_seed: pd.DataFrame) -> str:
+    """The tasks every source net measures at the distance's maximum: how much farther they are is not measured, so
+    they sit at the axis's end however far they are, and a line's far end leans on them."""
+    capped = [str(t) for t, row in per_seed.iterrows()
+              if row.notna().any() and np.isclose(row.dropna(), PRIMARY_DISTANCE_MAX, rtol=0, atol=1e-9).all()]
+    return (f"; {', '.join(capped)} {'is' if len(capped) == 1 else 'are'} at the measure's maximum "
+            f"({PRIMARY_DISTANCE_MAX:g}) for every source net: farther than the axis can show") if capped else ""
 
 
 def seed_distances(ok: pd.DataFrame, measured: str) -> pd.DataFrame:

@@ -21,8 +21,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
     ("findings", "Findings",
      "One row per question of the paper the sweep can answer. estimate: the statistic, the mean over source "
      "seeds of each seed's own value; seed-level 95% CI: Student's t over source seeds (layer_optimum_shift, whose "
-     "seeds choose on each other's val scores: with a bootstrap over seeds that chooses again in each resample; these tasks, a new "
-     "source net); task-level p: a test over tasks of the seed-averaged statistic (tasks like these; the "
+     "seeds choose on each other's val scores: t quantiles with the standard error of a bootstrap over seeds that "
+     "chooses again in each resample; these tasks, a new source net and, where replicates vary it, target sample); "
+     "task-level p: a test over tasks of the seed-averaged statistic (tasks like these; the "
      "population column names it), two-sided, and Holm-adjusted over the report's secondary questions and estimator calls (the study's "
      "primary question is not adjusted). supported = both say the paper's direction and enough source seeds are "
      "defined; 'these tasks only' = the seed-level interval does, the task-level test does not. seeds for 80% "
