@@ -406,3 +406,12 @@ def test_model_selection_on_two_targets_keeps_both_and_finetuned_jobs_do_not_bre
     selection = json.loads((out / "analysis.json").read_text())["model_selection"]
     assert set(selection) == {"t1", "t2"}
     assert [r["estimator"] for r in selection["t1"]["estimators"]] == ["logme"]  # a constant H-score ranks nothing
+
+
+def test_the_findings_interval_column_prints_at_one_precision():
+    """Each interval of the seed-level CI column at the column's decimals (the widest end's three significant
+    digits), as a column of numbers: pandas made the Interval cells plain strings, each at its own precision."""
+    from src.report.numbers import Interval, column, frame
+
+    table = frame([{"ci": Interval(-0.225, -0.176)}, {"ci": Interval(0.0054, 0.0592)}])
+    assert column("ci", list(table["ci"])) == ["[-0.225, -0.176]", "[0.005, 0.059]"]

@@ -306,7 +306,7 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
     section.notes.append(f"Distance axis: {kind}. Source seeds: {', '.join(map(str, seeds)) or 'n/a'}; "
                          f"{_study_note(study, {a.q.id for a in items})} {family}")
     rows = [F.row(a, study.min_seeds) for a in items]
-    table = pd.DataFrame(rows)
+    table = N.frame(rows)  # (the interval column prints at one precision)
     if len(table):
         section.table(table[F.COLUMNS])
         section.table(table[["id", "question", "measured as"]], "What each question measures")

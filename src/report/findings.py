@@ -395,8 +395,11 @@ def notes(items: list[Answer]) -> list[str]:
     lines = []
     for a in items:
         if a.result is not None and a.result.near is not None:
-            lines.append(f"{a.q.id}: at the nearest distance the same statistic is {N.number(a.scalar('near'))} "
-                         f"{S.fmt_ci(a.scalar('near_lo'), a.scalar('near_hi'))} (supported needs it below 0).")
+            lo, hi = a.scalar("near_lo"), a.scalar("near_hi")
+            places = N.decimals([lo, hi])  # the estimate at its interval's precision
+            lines.append(f"{a.q.id}: at the nearest distance the same statistic is "
+                         f"{N.number(a.scalar('near'), places)} {N.interval(lo, hi, places)} (supported needs it "
+                         f"below 0).")
         lines += [f"{a.q.id}: {n}." for n in a.grid.notes]
         if a.result is None:
             continue
