@@ -75,6 +75,8 @@ def test_four_seeds_answer_both_layer_questions_with_both_populations(tmp_path):
     assert gap["p (Holm)"] == gap["task-level p"]  # the primary question is not adjusted
     assert shift["p (Holm)"] == pytest.approx(S.holm([shift["task-level p"]])[0])
     assert "these 6 tasks" in gap["population"] and "tasks like these" in gap["population"]
+    # each source seed drew its own target sample (target_seed = seed): the interval covers a new one of each
+    assert "a new source net and target sample;" in gap["population"]
     assert analysis["distance_axis"].startswith("shift") and analysis["study"]["primary"] == "layer_gap_shrinks"
     details = analysis["findings_details"]["layer_optimum_shift"]
     assert details["near_end"]["estimate"] < 0 and len(details["per_seed"]) == 4
@@ -151,6 +153,7 @@ def test_crossed_target_samples_are_averaged_within_a_source_seed(tmp_path):
     items, _ = answers(load_results([tmp_path / "sw"]))
     gap = next(a for a in items if a.q.id == "layer_gap_shrinks")
     assert gap.grid.seeds == ["0", "1"] and gap.grid.test.shape == (6, 4, 2)
+    assert not gap.grid.new_samples  # the same three target samples under each source net
 
 
 def test_a_confounded_factor_is_not_answered(tmp_path):

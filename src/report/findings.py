@@ -138,6 +138,7 @@ class Grid:
     val: np.ndarray
     on_test: list[str]  # targets without val scores: chosen on test scores there
     notes: list[str] = field(default_factory=list)
+    new_samples: bool = False  # the source seeds' jobs drew different target samples (replicates=N ties them)
 
 
 def build_grid(ok: pd.DataFrame, factor: str) -> Grid:
@@ -165,8 +166,10 @@ def build_grid(ok: pd.DataFrame, factor: str) -> Grid:
     full = cell.reindex(index)
     shape = (len(tasks), len(settings), len(seeds))
     distance = ok.groupby("task")["distance"].first().reindex(tasks).to_numpy(dtype=float)
+    samples = rows.groupby("source_seed")["target_seed"].agg(lambda s: tuple(sorted(map(str, s.dropna().unique())))) \
+        if "target_seed" in rows else pd.Series(dtype=object)
     return Grid(factor, tasks, settings, seeds, distance, full["target_score"].to_numpy(float).reshape(shape),
-                full["_select"].to_numpy(float).reshape(shape), on_test, notes)
+                full["_select"].to_numpy(float).reshape(shape), on_test, notes, samples.nunique() > 1)
 
 
 def _confounded(ok: pd.DataFrame, factor: str, swept: list[str]) -> list[str]:
@@ -314,7 +317,8 @@ def _population(a: Answer) -> str:
     test = {"trend": "randomisation of distances over tasks", "level": "sign flips over tasks",
             "ends": "OLS t test over tasks"}[a.q.kind]
     how = "" if a.q.kind == "ends" else (", exact" if exact else f", {S.N_RESAMPLES} random arrangements")
-    return (f"CI: these {n} tasks, a new source net; p: tasks like these ({test}{how})")
+    net = "a new source net and target sample" if a.grid.new_samples else "a new source net"
+    return f"CI: these {n} tasks, {net}; p: tasks like these ({test}{how})"
 
 
 def ends_stay(a: Answer) -> bool:
