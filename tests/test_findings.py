@@ -440,3 +440,15 @@ def test_a_task_at_the_distance_measures_maximum_is_named():
     assert _at_ceiling(per_seed) == ("; digits is at the measure's maximum (2) for every source net: farther than "
                                      "the axis can show")
     assert _at_ceiling(per_seed.drop("digits")) == ""
+
+
+def test_a_gain_with_every_seeds_choice_the_baseline_has_no_interval_and_says_why():
+    import pandas as pd
+
+    from src.report.findings import _paired_diff
+
+    test = pd.DataFrame({"0": [0.3, 0.5], "1": [0.2, 0.4]}, index=["conv5", "fc6"])
+    choose = pd.DataFrame({"0": [0.1, 0.6], "1": [0.2, 0.5]}, index=["conv5", "fc6"])  # fc6 best on val for both
+    assert _paired_diff(None, test, choose, "fc6") == (0.0, "every seed's choice is the baseline")
+    point, ci = _paired_diff(None, test, choose, "conv5")
+    assert point == pytest.approx(0.2) and str(ci).startswith("[")
