@@ -48,8 +48,10 @@ def findings_figures(details: dict[str, Any], axis: str) -> Iterator[tuple[str, 
 
 
 def _axis_name(axis: str) -> str:
-    """The distance axis's name without its parenthesised source ('shift (target.data.shift)' -> 'shift')."""
-    return axis.split(" (")[0]
+    """The distance axis's name without what the report's note adds to it: its source ('shift
+    (target.data.shift)' -> 'shift'), how it was measured and the seeds' agreement ('measured proxy A-distance
+    from the sweep's source net(s) ...; the 6 source seeds ...' -> 'measured proxy A-distance')."""
+    return axis.split(";")[0].split(" (")[0].split(" from ")[0]
 
 
 def _curves(d: dict[str, Any], axis: str):
