@@ -269,8 +269,9 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
     nets = ", ".join(f"{t}: {n}" for t, n in res["nets_per_target"].items())
     what = ("the tuned linear probe's test score (C chosen on val)" if res["truth"] == "probe"
             else f"the test score after fine-tuning ({res['truth']})")
-    notes = [f"Ground truth: {res['truth']}, {what}, per (net, target); the estimates come from the probe runs' "
-             f"features. Nets per target: {nets}. `etran` = 0.85 minmax(LDA) + 0.15 minmax(energy) per target."]
+    notes = [f"Ground truth: {res['truth']}, {what}, per (net, target), where a net is one source net at one layer "
+             f"and pooling (a layer sweep ranks its layers); the estimates come from the probe runs' features. Nets "
+             f"per target: {nets}. `etran` = 0.85 minmax(LDA) + 0.15 minmax(energy) per target."]
     if res.get("constant_baselines"):
         flat = " and ".join(STATIC[b] for b in res["constant_baselines"])
         notes.append(f"Static baseline{'s' if len(res['constant_baselines']) > 1 else ''} left out: {flat} "
