@@ -75,10 +75,7 @@ FACTOR_TABLE: tuple[Factor, ...] = (
     Factor("width", lambda c, p: None if p is not None and p.spec.extra else c.width.name),  # our families' only
     Factor("depth", lambda c, p: p.spec.depth if p else c.depth),
     Factor("layer", lambda c, p: c.layer),
-    # A vector layer (fc6) has nothing to pool: its jobs at avg, max and spp are one setting (None), of which the
-    # report keeps the job chosen on val, not three settings of identical scores.
-    Factor("pooling", lambda c, p: c.pooling if p is None or p.spec.is_conv(p.tap) or p.tap in p.spec.tokens
-           else None),
+    Factor("pooling", lambda c, p: c.pooling),
     Factor("norm", lambda c, p: c.norm.name),
     Factor("dimred", lambda c, p: c.dimred.name),
     Factor("n_components", lambda c, p: c.dimred.n_components if c.dimred.name != "none" else None),
