@@ -449,6 +449,6 @@ def test_a_gain_with_every_seeds_choice_the_baseline_has_no_interval_and_says_wh
 
     test = pd.DataFrame({"0": [0.3, 0.5], "1": [0.2, 0.4]}, index=["conv5", "fc6"])
     choose = pd.DataFrame({"0": [0.1, 0.6], "1": [0.2, 0.5]}, index=["conv5", "fc6"])  # fc6 best on val for both
-    assert _paired_diff(None, test, choose, "fc6") == (0.0, "every seed's choice is the baseline")
+    assert _paired_diff(None, test, choose, "fc6") == (0.0, "every seed's choice scores as the baseline: no spread, no interval")
     point, ci = _paired_diff(None, test, choose, "conv5")
     assert point == pytest.approx(0.2) and str(ci).startswith("[")

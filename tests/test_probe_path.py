@@ -471,3 +471,13 @@ def test_the_objective_tells_when_the_fit_has_left_the_zero_model():
     path = {1e-6: {"objective": 3.6}, 1e-3: {"objective": 3.5941}, 1e-2: {"objective": 3.5483}, 1.0: {}}
     learned = _learned(path)
     assert [learned(c) for c in (1e-6, 1e-3, 1e-2, 1.0)] == [False, False, True, True]
+
+
+def test_a_curve_at_its_top_from_the_first_c_that_learned_still_stops_on_a_flat_top():
+    """The plateau the rise is measured from is the smallest C's level (the zero model's), not the first learned
+    C's: a curve already at its top there has risen, and its ties count against patience."""
+    grid = [10.0**e for e in range(-6, 6)]
+    curve = lambda c: 0.1 if c < 1e-2 else 0.6  # noqa: E731
+    asked = []
+    search_C(lambda c: asked.append(c) or curve(c), grid, patience=3, n_val=300, learned=lambda c: c >= 1e-2)
+    assert max(asked) == pytest.approx(10.0)  # 1e-2 best, then three ties

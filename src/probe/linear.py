@@ -103,7 +103,7 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
     grid = sorted(float(c) for c in grid)
     scores: dict[float, float] = {}
     best, stale = -np.inf, 0
-    walked: dict[float, float] = {}  # the Cs the stopping rules see (from the first that learned something)
+    walked: dict[float, float] = {}  # the Cs whose scores the stopping rules count (from the first that learned)
 
     def noise(b: float) -> float:
         return math.sqrt(max(b * (1 - b), 0.0) / n_val) if n_val else 0.0
@@ -120,7 +120,8 @@ def search_C(val_score: Callable[[float], float], grid: list[float], patience: i
         # Until the curve has risen clearly above its level at the smallest C, ties and drops within noise do not
         # count against patience (a plateau at small C is not a peak); once it has, every C that does not improve
         # on the best counts (a flat top: larger C, the costliest to fit, cannot change the choice of the first best).
-        risen = best > walked[min(walked)] + 2 * noise(best)  # two SEs: a wiggle of the plateau is not a rise
+        # (the plateau's level: the smallest C's score, the zero model's when the grid starts there)
+        risen = best > scores[min(scores)] + 2 * noise(best)  # two SEs: a wiggle of the plateau is not a rise
         stale += risen or scores[c] < best - noise(best)
         if risen and n_val and scores[c] < best - FALL * noise(best):  # clearly past the peak
             stale = max(stale, patience or 0)

@@ -528,7 +528,7 @@ def _paired_diff(g: pd.DataFrame, test: pd.DataFrame, choose: pd.DataFrame, base
         base_i = list(test.index).index(base)
         diffs = val_choice_gain(test[seeds].to_numpy(float), choose[seeds].to_numpy(float), base_i)
         if np.all(np.abs(diffs) < N.NOISE):  # no spread to give an interval of: say why there is none
-            return 0.0, "every seed's choice is the baseline"
+            return 0.0, "every seed's choice scores as the baseline: no spread, no interval"
         mean, lo, hi, _ = S.t_interval(diffs)
         return float(mean), S.fmt_ci(*S.within(float(lo), float(hi), -1.0, 1.0))
     tied = A.tied_best(choose.mean(axis=1))
