@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 import src
 from src.errors import ConfigError
+from src.patching import Guard
 from src.schema import Int
 
 OVERLAY_GROUPS = ("search", "experiment")
@@ -105,15 +106,22 @@ def check_override_syntax(argv: list[str]) -> None:
                               f"positive step)")
 
 
+# `_overrides` reads Hydra's private `hydra._internal.utils.get_args_parser`.
+ARGS_GUARD = Guard("hydra_args", "hydra-core", ("1.4.0rc3",),
+                   "overrides told from flags by their form (a flag's value holding '=' is then checked as one)")
+
+
 def _overrides(argv: list[str]) -> list[str]:
     """The overrides of a command line, as Hydra's own argument parser splits them from its flags and their values
-    (`-cd DIR=x`, `--cfg job`); where that parser cannot be had, the arguments that are not flags."""
-    try:
-        from hydra._internal.utils import get_args_parser
+    (`-cd DIR=x`, `--cfg job`); where that parser cannot be had (`ARGS_GUARD`), the arguments that are not flags."""
+    if ARGS_GUARD.allowed():
+        try:
+            from hydra._internal.utils import get_args_parser
 
-        return list(get_args_parser().parse_known_args(argv)[0].overrides)
-    except (ImportError, SystemExit, AttributeError):
-        return [a for a in argv if not a.startswith("-") and "=" in a]
+            return list(get_args_parser().parse_known_args(argv)[0].overrides)
+        except (ImportError, SystemExit, AttributeError):
+            pass
+    return [a for a in argv if not a.startswith("-") and "=" in a]
 
 
 def _grammar_reason(text: str) -> str:

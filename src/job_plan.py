@@ -90,7 +90,8 @@ def job_plan(config: DictConfig) -> dict[str, Any] | None:
                 keys = {}
             jobs.append(keys)
             roots.append(root)
-    stores = {root: stores.get(root) or Store(root) for root in set(roots)}
+    for root in roots:
+        stores.setdefault(root, Store(root))
     # An entry's directory appears by an atomic rename once it is complete; it is not re-hashed here (Store.lookup
     # would hash every cached file of the sweep before its first job): a damaged one costs the ETA one rebuild.
     cached = sorted({(s, k) for keys, root in zip(jobs, roots) for s, k in keys.items()

@@ -58,9 +58,10 @@ def source_payload(cfg, plan, weights_sha256: str | None = None) -> dict[str, An
 def _precision(cfg) -> dict[str, str]:
     """Lightning's training precision, which changes the trained weights: omitted at float32 (`32` and `32-true`
     are one), so that entries trained before precision entered the key keep theirs."""
-    p = str(cfg.trainer.get("precision") or "32-true")
-    p = {"32": "32-true", "bf16": "bf16-mixed"}.get(p, p)
-    return {} if p == "32-true" else {"precision": p}
+    from src.train.registry import is_float32
+
+    p = cfg.trainer.get("precision") or "32-true"
+    return {} if is_float32(p) else {"precision": str(p)}
 
 
 def _target_data(cfg) -> dict[str, Any]:

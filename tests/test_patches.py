@@ -75,3 +75,14 @@ def test_torchvisions_import_without_the_compiler_is_guarded(monkeypatch):
     assert lazy_dynamo.install() is False and not lazy_dynamo.installed()  # torchvision is imported here
     monkeypatch.setenv("TRANSFER_PATCH_LAZY_DYNAMO", "0")
     assert {g.reason_off() for g in lazy_dynamo.GUARDS} == {"TRANSFER_PATCH_LAZY_DYNAMO=0"}
+
+
+def test_the_command_lines_overrides_come_from_hydras_parser_where_its_guard_allows(monkeypatch):
+    """src/argv.py reads Hydra's private argument parser to tell overrides from flags and their values; switched
+    off, an argument holding '=' that is not a flag is taken as an override (a flag's value too)."""
+    from src import argv
+
+    line = ["-m", "-cd", "/tmp/conf=copy", "layer=fc6,fc7", "--cfg", "job"]
+    assert argv.ARGS_GUARD.allowed() and argv._overrides(line) == ["layer=fc6,fc7"]
+    monkeypatch.setenv("TRANSFER_PATCH_HYDRA_ARGS", "0")
+    assert argv._overrides(line) == ["/tmp/conf=copy", "layer=fc6,fc7"]

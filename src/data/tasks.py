@@ -40,21 +40,17 @@ def _stored_by_name(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in ("root", "download")}
 
 
-def _folder_content(d: dict[str, Any]) -> dict[str, Any]:
-    """An ImageFolder tree is where it is (resolved) and the images it holds there (`tree_digest`): the path alone
-    would serve a tree whose images changed the old features, the listing alone could take two trees of
-    same-named, same-sized images with normalised times (archives, containers) for one."""
+def _folder_content(splits: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The identity of an ImageFolder tree: where it is (resolved) and the images it holds there (`tree_digest`;
+    `splits`: a target's train/ and test/, a source has none). The path alone would serve a tree whose images
+    changed the old features, the listing alone could take two trees of same-named, same-sized images with
+    normalised times (archives, containers) for one."""
     import os
 
-    return {**d, "root": os.path.realpath(d["root"]), "images": tree_digest(d["root"], d.get("classes"))}
+    def identity(d: dict[str, Any]) -> dict[str, Any]:
+        return {**d, "root": os.path.realpath(d["root"]), "images": tree_digest(d["root"], d.get("classes"), splits)}
 
-
-def _source_folder(d: dict[str, Any]) -> dict[str, Any]:
-    """`_folder_content` of a source tree, whose class folders are the root's own (no train/test split)."""
-    import os
-
-    return {**d, "root": os.path.realpath(d["root"]),
-            "images": tree_digest(d["root"], d.get("classes"), splits=False)}
+    return identity
 
 
 def _split_sizes(d: Mapping[str, Any]) -> dict[str, int | None]:
@@ -303,7 +299,7 @@ def _digits(d: Mapping[str, Any], size: int) -> Split:
 
 
 @register_task("imagefolder", validate=_check_imagefolder, describe=lambda d: "ImageFolder tree (target.root)",
-               identity=_folder_content)
+               identity=_folder_content(splits=True))
 def _imagefolder(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     """`root/train` + `root/test` ImageFolder trees, or one tree from which a seeded test split is held out.
 
@@ -386,7 +382,7 @@ def _check_imagefolder_source(cfg) -> int:
         raise ConfigError(f"source.root: {e}") from None
 
 
-@register_source("imagefolder", validate=_check_imagefolder_source, identity=_source_folder)
+@register_source("imagefolder", validate=_check_imagefolder_source, identity=_folder_content(splits=False))
 def _imagefolder_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
     """`root`'s classes (or the `classes` subset), at most `max_per_class` each, `val_per_class` held out."""
     from src.data.imagefolder import load_imagefolder

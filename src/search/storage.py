@@ -9,6 +9,7 @@ the next worker that asks for a trial after `grace_period` seconds, and the stud
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -110,6 +111,12 @@ def _daemon_beat(trial_id: int, storage: HeartbeatStorage) -> Any:
     """Optuna's heartbeat thread as a daemon: a sweep that raises before telling a trial must not hang the process
     at exit waiting for the beat of a trial nobody will tell (Optuna's is a plain thread, which its
     `study.optimize` always joins)."""
+    return _daemon_beat_class()(trial_id, storage)
+
+
+@functools.cache
+def _daemon_beat_class() -> type:
+    """The class, made once (on first use: Optuna's private module is imported only where `GUARD` allows it)."""
     import threading
 
     from optuna.storages._heartbeat import HeartbeatThread
@@ -121,7 +128,7 @@ def _daemon_beat(trial_id: int, storage: HeartbeatStorage) -> Any:
                                             args=(self._trial_id, self._heartbeat, self._stop_event))
             self._thread.start()
 
-    return DaemonBeat(trial_id, storage)
+    return DaemonBeat
 
 
 def open_storage(url: str, heartbeat_interval: int, grace_period: int, attempts: int = 5) -> RDBStorage:

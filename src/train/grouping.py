@@ -13,6 +13,8 @@ A group trains in float32 (`trainer.precision=32-true`); other precisions train 
 
 from __future__ import annotations
 
+from src.train.registry import is_float32
+
 GROUP_MODES = ("auto", "on", "off")
 
 
@@ -20,7 +22,7 @@ def wants_group(cfg) -> bool:
     """Whether this job's source net would be trained in a replicate group (when it has replicates to group)."""
     trainer = cfg.trainer
     mode = trainer.get("group_replicates") or "auto"
-    if mode == "off" or str(trainer.precision) not in ("32-true", "32"):
+    if mode == "off" or not is_float32(trainer.precision):
         return False
     return mode == "on" or _sees_gpu(str(trainer.accelerator))
 

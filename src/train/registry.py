@@ -38,6 +38,11 @@ AUGMENTS.register("flip_crop", "src.train.source:augment_batch")  # random horiz
 AUGMENTS.register("none", None)
 
 
+def is_float32(precision: Any) -> bool:
+    """Whether `trainer.precision` names float32 training (Lightning's `32-true`, or `32` as typed)."""
+    return str(precision) in ("32-true", "32")
+
+
 def read_options(name: Any, options: Mapping[str, Any]) -> dict[str, Any]:
     """`options` without the other optimisers' own options that optimiser `name` does not read (a cache key's
     view of `trainer.optim` or `finetune`: AdamW's nets do not differ by momentum)."""
