@@ -145,7 +145,14 @@ def _track(cfg: DictConfig, result: dict[str, Any], out_dir: Path) -> None:
 
 def _factors_or_none(cfg: DictConfig, plan) -> dict[str, Any]:
     """The factor table of a job that failed, or {} when its config does not even resolve (`layer=${nope}`): the
-    failure is recorded either way."""
+    failure is recorded either way. Without a plan (a job ended from outside, or one whose tracker check failed)
+    the config check is run here, so that a valid job records what its plan decides (a library net: no source, no
+    width); only a config that fails the check records its values as given."""
+    if plan is None:
+        try:
+            plan = validate(cfg)
+        except Exception:  # noqa: BLE001
+            plan = None
     try:
         return factors(cfg, plan)
     except Exception:  # noqa: BLE001

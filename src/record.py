@@ -43,7 +43,8 @@ NOT_TRAINED_HERE = "not trained here"
 def _library_net(cfg, plan) -> bool:
     """A model library's net (timm, torchvision, a module, a checkpoint) under a source that would train a net: the
     source config then describes nothing about it (the config check's `Plan.source_describes_net`, which reads the
-    arch and source registries; a job that failed before its plan records its config as given)."""
+    arch and source registries; only a job whose config fails that check has no plan, and records its config as
+    given)."""
     return plan is not None and not plan.source_describes_net
 
 

@@ -286,3 +286,19 @@ def test_l2_norm_of_ordinary_features_is_scikit_learns():
 
     x = np.random.default_rng(1).normal(size=(40, 8)).astype(np.float32)
     assert np.array_equal(ScaleFreeNormalizer().transform(x), Normalizer().transform(x))
+
+
+def test_a_library_net_ended_from_outside_records_what_its_plan_decides(make_cfg, tmp_path):
+    """A job a scheduler ended (or whose dependency never came) has no plan of its own: its record is still that of
+    a library net (no source, no width), not the source and width its config happens to carry."""
+    from src.main import record_unfinished
+    from src.record import NOT_TRAINED_HERE
+
+    record_unfinished(make_cfg(*MODULE, "layer=depth:1.0"), tmp_path / "killed", "ended by the scheduler")
+    killed = json.loads((tmp_path / "killed" / "result.json").read_text())
+    assert killed["status"] == "failed" and killed["error"]["type"] == "JobEnded"
+    assert killed["factors"]["source"] == NOT_TRAINED_HERE and killed["factors"]["width"] is None
+    assert killed["factors"]["model"] == "module:tests.fixtures.tiny:build"
+    # A config that fails its check still records its values as given.
+    record_unfinished(make_cfg(*MODULE, "layer=conv9"), tmp_path / "bad", "ended")
+    assert json.loads((tmp_path / "bad" / "result.json").read_text())["factors"]["width"] == "tiny"  # (the tiny test config's)
