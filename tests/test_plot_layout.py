@@ -13,6 +13,7 @@ from src.report import analysis as A
 from src.report import findings as F
 from src.report.collect import load_results
 from src.report.findings_plots import findings_figures
+from src.report.plot_tasks import task_keys
 from src.report.plots import figures
 from tests.simulate_sweeps import write_factor_sweep
 
@@ -70,14 +71,15 @@ def _every_plot(root, n_tasks: int, factor: str, settings: tuple):
     df = F.with_task_axes(load_results([root]))
     items, kind = F.answers(df)
     details = {a.q.id: F.details(a) for a in items}
-    return details, [*findings_figures(details, kind), *figures(df, A.optimal_settings(df))]
+    keys = task_keys(df)  # as the report draws them: one colour per task in every figure
+    return details, [*findings_figures(details, kind, keys), *figures(df, A.optimal_settings(df), keys)]
 
 
 @pytest.mark.parametrize("n_tasks", [7, 20])
 def test_every_plot_fits_its_figure_with_legends_clear_of_the_data(tmp_path, n_tasks):
     layer_details, layer = _every_plot(tmp_path / "layer", n_tasks, "layer",
                                        ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"))
-    _, width = _every_plot(tmp_path / "width", n_tasks, "width", ("tiny", "small", "medium", "large"))
+    width_details, width = _every_plot(tmp_path / "width", n_tasks, "width", ("tiny", "small", "medium", "large"))
     figs = dict(layer + width)
     assert set(figs) >= {"findings_score_vs_layer", "findings_layer_gap_shrinks", "findings_layer_optimum_shift",
                          "findings_score_vs_width", "findings_width_helps", "score_vs_layer", "heatmap_layer",
@@ -87,7 +89,8 @@ def test_every_plot_fits_its_figure_with_legends_clear_of_the_data(tmp_path, n_t
         ax = fig.axes[0]
         assert ax.get_title() and ax.get_xlabel() and ax.get_ylabel(), name
         if not name.startswith("heatmap"):  # a heatmap's key is its colour bar, its rows are labelled tasks
-            assert len(fig.legends) == 1, name
+            # a question's figure: the statistic's key under the axes and the tasks' at the right; else the tasks'
+            assert len(fig.legends) == (2 if name[len("findings_"):] in layer_details | width_details else 1), name
 
     # The trend's picture: one interval bar per task (not a polygon joining tasks), the OLS line, and its band,
     # which at the far end is the `ends` estimate's seed-level interval.

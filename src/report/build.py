@@ -22,6 +22,7 @@ from src.report import selection as MS
 from src.report import zoo as Z
 from src.report.collect import load_results
 from src.report.html import write_html
+from src.report.plot_tasks import task_keys
 from src.report.plots import write_plots
 from src.report.sections import Section, filled, render_md
 from src.report.study import Study, read_study, sweep_record
@@ -141,7 +142,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         zoos = {truth: Z.zoo_agreement(df, truth) for truth in Z.ground_truths(df)}  # several nets per target
         items, kind = F.answers(df, study.primary)
         family = _adjust(items, zoos)
-        _findings(sec["findings"], items, kind, study, analysis, out, family, plots)
+        keys = task_keys(df) if plots else None  # each task's colour, metric and chance level, in every figure
+        _findings(sec["findings"], items, kind, study, analysis, out, family, plots, keys)
         if warning := F.chance_sources(df):  # every finding describes these nets: said above the table
             sec["findings"].notes.insert(0, warning)
         analysis["source_chance_warning"] = warning or None
@@ -182,7 +184,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         sec["settings"].table(settings)
         analysis["settings_ci"] = settings.to_dict("records")
         if plots:
-            sec["plots"].images += write_plots(df, out, optimal)
+            sec["plots"].images += write_plots(df, out, optimal, keys)
             if not sec["plots"].images:
                 sec["plots"].notes.append("None drawn: they show scores against the swept factors, and this sweep "
                                           "varies none of them.")
@@ -299,7 +301,7 @@ def _adjust(items: list[F.Answer], zoos: dict[str, dict]) -> str:
 
 
 def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, analysis: dict, out: Path,
-              family: str, plots: bool) -> None:
+              family: str, plots: bool, keys: dict | None = None) -> None:
     from src.report.findings_plots import findings_plots
 
     seeds = sorted({len(a.grid.seeds) for a in items})
@@ -313,7 +315,7 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
         section.after += F.notes(items)
     details = {a.q.id: F.details(a) for a in items}
     if plots:
-        section.images += findings_plots(details, kind, out)
+        section.images += findings_plots(details, kind, out, keys)
     analysis.update(findings={r["id"]: _numeric_row(a, r) for a, r in zip(items, rows)}, findings_details=details,
                     distance_axis=kind, source_seeds=seeds)
 

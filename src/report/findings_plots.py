@@ -1,5 +1,6 @@
-"""Plots of the findings: per factor, score-vs-setting curves coloured by distance (mean over source seeds), and per
-question the statistic's own picture:
+"""Plots of the findings: per factor, score-vs-setting curves (mean over source seeds; each task in the colour and
+marker it has in every figure of the report, its chance level dotted, one panel per metric), and per question the
+statistic's own picture (each task's point in its colour; its metric named on the axis):
   trend, ends  each task's contrast against distance: a point per task (mean over source seeds) with its own 95% t
                interval over seeds as a bar (tasks are not joined: each is its own target), the OLS line over
                tasks the statistic is read from, and its seed-level 95% band (the line of each source seed, a t
@@ -19,32 +20,43 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pandas as pd
+from matplotlib.collections import LineCollection
+from matplotlib.container import ErrorbarContainer
+from matplotlib.lines import Line2D
 
 from src.report import analysis as A
 from src.report import numbers as N
+from src.report import plot_tasks as P
 from src.report import stats as S
-from src.report.layout import MARKERS, figure, legend_outside, save, wrap
-from src.report.layout import plt as pyplot
+from src.report.layout import figure, legend_outside, save, wrap
 from src.report.questions import BY_ID
 
 CONTRAST = {"layer_gap_shrinks": "late-minus-early gap", "layer_optimum_shift": "best earlier - best late layer",
             "finetune_far_gain": "fine-tuning gain"}
 
 
-def findings_plots(details: dict[str, Any], axis: str, out: Path) -> list[str]:
-    """Every findings figure as `out/<name>.png`; returns the file names in report order."""
-    return [save(fig, out / f"{name}.png") for name, fig in findings_figures(details, axis)]
+def findings_plots(details: dict[str, Any], axis: str, out: Path, keys: dict[str, P.TaskKey] | None = None
+                   ) -> list[str]:
+    """Every findings figure as `out/<name>.png`; returns the file names in report order. `keys`: each task's
+    colour, metric and chance level (src.report.plot_tasks.task_keys; the report's other plots use the same)."""
+    return [save(fig, out / f"{name}.png") for name, fig in findings_figures(details, axis, keys)]
 
 
-def findings_figures(details: dict[str, Any], axis: str) -> Iterator[tuple[str, Any]]:
-    """(name, matplotlib figure) for each findings plot: one score-vs-setting per factor, one per question."""
+def findings_figures(details: dict[str, Any], axis: str, keys: dict[str, P.TaskKey] | None = None
+                     ) -> Iterator[tuple[str, Any]]:
+    """(name, matplotlib figure) for each findings plot: one score-vs-setting per factor, one per question. Without
+    `keys`, the tasks' colours follow their distance order here and no metric or chance level is known."""
+    if keys is None:
+        distance = {t: v for d in details.values() for t, v in d["distance"].items()}
+        keys = P.keys_for(list(distance), distance)
     curves_done = set()
     for qid, d in details.items():
         if d["factor"] not in curves_done:
             curves_done.add(d["factor"])
-            yield f"findings_score_vs_{d['factor']}", _curves(d, axis)
+            yield f"findings_score_vs_{d['factor']}", _curves(d, keys)
         if "contrast" in d:
-            yield f"findings_{qid}", _contrast_plot(qid, d, axis)
+            yield f"findings_{qid}", _contrast_plot(qid, d, axis, keys)
 
 
 def _axis_name(axis: str) -> str:
@@ -54,35 +66,16 @@ def _axis_name(axis: str) -> str:
     return axis.split(";")[0].split(" (")[0].split(" from ")[0]
 
 
-def _curves(d: dict[str, Any], axis: str):
-    import matplotlib
+def _curves(d: dict[str, Any], keys: dict[str, P.TaskKey]):
+    """The question's score table: one line per task in the task's own colour and marker (the same as in every
+    figure of the report; the legend gives each task's distance), its chance level dotted, one panel per metric."""
+    from src.report.plots import score_curves
 
-    plt = pyplot()  # the Agg backend before pyplot picks one
-    factor, dist = d["factor"], d["distance"]
-    finite = [v for v in dist.values() if math.isfinite(v)]
-    lo, hi = min(finite, default=0.0), max(finite, default=1.0)
-    norm = matplotlib.colors.Normalize(lo, max(hi, lo + 1e-9))
-    cmap = plt.get_cmap("viridis")
-    n = len(d["curves"])
-    fig, ax = figure(width=7.4 + (2.2 if n > 14 else 0.0), height=4.4)
-    labels = [str(v) for v in d["settings"]]
-    for i, (task, mean) in enumerate(d["curves"].items()):
-        colour = cmap(norm(dist[task])) if math.isfinite(dist[task]) else "grey"
-        # A marker per task as well as a colour: tasks at similar distances get similar colours.
-        ax.plot(range(len(labels)), mean, marker=MARKERS[i % len(MARKERS)], ms=5, color=colour,
-                label=f"{task} ({N.number(dist[task])})")
-    ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 8 else 0)
-    ax.set_xlabel(factor)
-    ax.set_ylabel(wrap(f"test score (mean over {len(d['seeds'])} source seeds)", 40))
-    coloured = ", coloured by distance" if finite else ""
-    ax.set_title(wrap(f"Test score vs {factor}: one line per task{coloured}", 70), fontsize=10)
-    ax.grid(alpha=0.3)
-    if finite:
-        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, pad=0.02, aspect=30)
-        bar.set_label(wrap(_axis_name(axis), 30), fontsize=8)
-        bar.ax.tick_params(labelsize=7)
-    legend_outside(fig, ax, n, title="task (distance)")
-    return fig
+    table = pd.DataFrame.from_dict(d["curves"], orient="index", columns=[str(v) for v in d["settings"]])
+    n = len(d["seeds"])
+    title = (f"Test score vs {d['factor']}: one line per task, the mean over {n} source seed{'s' if n != 1 else ''}"
+             " (no interval drawn: the question's own figure has them)")
+    return score_curves(table, list(range(len(table.columns))), list(table.columns), d["factor"], keys, title)
 
 
 def _task_intervals(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,40 +84,66 @@ def _task_intervals(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     return np.asarray(mean, float), np.asarray(lo, float), np.asarray(hi, float)
 
 
-def _contrast_plot(qid: str, d: dict[str, Any], axis: str):
+def _contrast_plot(qid: str, d: dict[str, Any], axis: str, keys: dict[str, P.TaskKey]):
     q = BY_ID[qid]
     tasks = sorted(d["contrast"], key=lambda t: d["distance"][t])
     values = np.array([d["contrast"][t] for t in tasks], dtype=float)  # task x defined source seed
     n_seeds = values.shape[1]
     level = q.kind == "level"
-    fig, ax = figure(width=6.8, height=4.8)
+    fig, ax = figure(width=8.4 + (1.6 if len(tasks) > 14 else 0.0), height=5.0)
     x = np.arange(len(tasks), dtype=float) if level else np.array([d["distance"][t] for t in tasks])
     for j in range(n_seeds):
         ax.scatter(x, values[:, j], s=9, color="grey", alpha=0.45, linewidths=0,
                    label="one source seed" if j == 0 else None, zorder=2)
     mean, lo, hi = _task_intervals(values)
     bars = np.vstack([mean - lo, hi - mean]) if n_seeds >= 2 else None
-    ax.errorbar(x, mean, yerr=bars, fmt="o", ms=5, color="C0", ecolor="C0", elinewidth=1.2, capsize=3, zorder=3,
-                label="task: mean over seeds" + (", 95% t interval" if bars is not None else ""))
+    # Each task in its own colour and marker (the report's every figure uses the same), hollow where its metric is
+    # not the one most tasks have: the contrast is a difference of that task's own scores.
+    colours = [keys[t].colour for t in tasks]
+    common = P.main_metric(tasks, keys)
+    if bars is not None:
+        ax.errorbar(x, mean, yerr=bars, fmt="none", ecolor=colours, elinewidth=1.2, zorder=3)
+        ax.scatter(np.r_[x, x], np.r_[lo, hi], marker="_", s=40, c=colours + colours, linewidths=1.2, zorder=3)
+    marks = {}
+    for xi, m, t in zip(x, mean, tasks):
+        k = keys[t]
+        other = k.metric != common
+        marks[t] = ax.scatter([xi], [m], marker=k.marker, s=42, zorder=4, linewidths=1.2 if other else 0.5,
+                              facecolor="white" if other else k.colour, edgecolor=k.colour if other else "black",
+                              label=k.label(t, metric=other))
+    proxy = ErrorbarContainer((Line2D([], [], marker="o", ls="none", color="0.2"), (),
+                               (LineCollection([], colors="0.2"),)), has_yerr=bars is not None)
+    key = [(proxy, "task: mean over seeds" + (", 95% t interval" if bars is not None else ""))]
     est, (e_lo, e_hi) = d["estimate"], d["ci"]
     if level:
-        ax.axhline(est, color="C1", lw=1.5, label="estimate: mean over tasks")
+        key.append((ax.axhline(est, color="0.15", lw=1.5), "estimate: mean over tasks"))
         if math.isfinite(e_lo):
-            ax.axhspan(e_lo, e_hi, color="C1", alpha=0.2, lw=0, label="seed-level 95% CI")
+            key.append((ax.axhspan(e_lo, e_hi, color="0.55", alpha=0.22, lw=0), "seed-level 95% CI"))
         ax.set_xticks(x, tasks, rotation=35 if len(tasks) > 4 else 0, ha="right" if len(tasks) > 4 else "center",
                       fontsize=7 if len(tasks) > 10 else 8)
         ax.set_xlabel(wrap(f"task, in order of {_axis_name(axis)} (nearest first; evenly spaced)", 90))
     elif np.ptp(x) > 0:
         _trend(ax, x, values, q.kind, d.get("bootstrap_ends_cov"))
         ax.set_xlabel(wrap(axis.split("; ")[0], 90))  # what the axis is; the report's text says the rest
+        P.ceiling_line(ax, axis, x)
     ax.axhline(0, color="black", lw=0.6)
     ordered = A.sort_values(d["factor"], d["settings"])
-    ax.set_ylabel(wrap(CONTRAST.get(qid, f"{ordered[-1]} - {ordered[0]}"), 36))
+    contrast = CONTRAST.get(qid, f"{ordered[-1]} - {ordered[0]}")
+    ax.set_ylabel(wrap(f"{contrast} (test {P.metrics_text(tasks, keys)})", 40))
     ci = N.interval(e_lo, e_hi) if math.isfinite(e_lo) else f"no interval ({n_seeds} source seed)"
-    ax.set_title(wrap(f"{qid}: {q.short}", 90) + "\n" + f"estimate {N.number(est)}, seed-level 95% CI {ci}",
-                 fontsize=9)
+    rise = " (the line's change from the nearest to the farthest task)" if q.kind == "trend" else ""
+    p = N.pvalue(d.get("task_p"))  # "0.168", or "p < 0.001"
+    p = "; " + f"task-level {p if p.startswith('p') else 'p ' + p}".replace(" ", "\xa0") if p else ""  # unbroken
+    ax.set_title(wrap(f"{qid}: {q.short}", 65) + "\n" + wrap(f"estimate {N.number(est)}{rise}, seed-level 95% CI "
+                                                             f"{ci}{p}", 65), fontsize=9)
     ax.grid(alpha=0.3)
-    legend_outside(fig, ax, 4, below=True)
+    handles, labels = ax.get_legend_handles_labels()
+    stats = [(h, lb) for h, lb in zip(handles, labels) if lb not in {m.get_label() for m in marks.values()}]
+    stats = stats[:1] + key + stats[1:]  # the seeds' points, the tasks' means, then the statistic
+    legend_outside(fig, ax, len(stats), below=True, handles=[h for h, _ in stats], labels=[lb for _, lb in stats])
+    order = [t for t in keys if t in marks]
+    legend_outside(fig, ax, len(order), title="task (distance)", handles=[marks[t] for t in order],
+                   labels=[marks[t].get_label() for t in order])
     return fig
 
 
@@ -145,6 +164,6 @@ def _trend(ax, x: np.ndarray, values: np.ndarray, kind: str, ends_cov: list | No
         var = ff * u ** 2 + nn * (1 - u) ** 2 + 2 * fn * u * (1 - u)
         _, lo, hi, _, _ = S.bootstrap_interval(mean, var, values.shape[1])
     what = "trend" if kind == "trend" else "line (the estimate is its far end)"
-    ax.plot(grid, mean, color="C1", lw=1.6, label=f"OLS {what} over tasks")
+    ax.plot(grid, mean, color="0.15", lw=1.6, label=f"OLS {what} over tasks")  # (black and grey: no task's colour)
     if values.shape[1] >= 2:
-        ax.fill_between(grid, lo, hi, color="C1", alpha=0.2, lw=0, label="its seed-level 95% band")
+        ax.fill_between(grid, lo, hi, color="0.55", alpha=0.22, lw=0, label="its seed-level 95% band")

@@ -28,6 +28,17 @@ def figure(width: float, height: float):
     return fig, fig.add_subplot()
 
 
+def figure_rows(width: float, heights: list[float]):
+    """(figure, list of axes) stacked top to bottom, each `heights[i]` inches tall (plus the shared margins), laid
+    out by constrained layout like `figure`: one panel per metric, so that scores in different metrics never share
+    an axis."""
+    fig, ax = figure(width, sum(heights) + 0.9 * (len(heights) > 1))
+    if len(heights) == 1:
+        return fig, [ax]
+    ax.remove()
+    return fig, list(fig.subplots(len(heights), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0])
+
+
 def wrap(text: str, width: int) -> str:
     """`text` broken into lines of at most `width` characters (at spaces)."""
     return textwrap.fill(text, width=width, break_long_words=False, break_on_hyphens=False)
