@@ -166,6 +166,15 @@ def check_targets(cfg: DictConfig) -> None:
             node = node.get("estimator")
 
 
+def _distance_layer(arch, spec) -> None:
+    """A trained family's `distance_layer` (where every probe job measures the distance) is one of its layers at
+    this depth: a family registered with another name would otherwise fail once its source net is trained."""
+    if not arch.pretrained and arch.distance_layer not in spec.vocab:
+        depth = f" depth={spec.depth}" if spec.depth is not None else ""
+        raise ConfigError(f"arch={arch.name}{depth} is registered with distance_layer={arch.distance_layer!r}, not "
+                          f"one of its layers; valid: {', '.join(spec.vocab)} (its register_arch call)")
+
+
 def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
     """The `Plan` of a composed config, or a one-line ConfigError. `plain`: the config's resolved plain copy, if the
     caller has it (a missing value stays `???` in it)."""
@@ -178,6 +187,7 @@ def validate(cfg: DictConfig, plain: dict | None = None) -> Plan:
     check_writable_dir("paths.cache_dir", cfg.paths.cache_dir, env="TRANSFER_CACHE_DIR")
     n_classes = _source(cfg)
     spec = get_arch(cfg.arch.name).spec(cfg.depth, cfg.width.multiplier, n_classes, cfg.arch, cfg.paths.cache_dir)
+    _distance_layer(get_arch(cfg.arch.name), spec)
     try:
         tap = spec.resolve(cfg.layer)
         spec.check_pooling(tap, cfg.pooling)

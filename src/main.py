@@ -302,6 +302,13 @@ def unknown_override(e: BaseException) -> ConfigError | None:
         root = parent._get_root() if isinstance(parent, DictConfig) else None
     except Exception:  # noqa: BLE001  (only names the group's choice)
         root = None
+    if isinstance(root, DictConfig):  # the keys the user's modules declare (a task's own option), as the check knows
+        from src.registry import import_extensions
+
+        try:
+            import_extensions(OmegaConf.select(root, "extensions", default=None))
+        except ConfigError as bad:  # what the check would say first
+            return bad
     return absent_key(found.group(1), found.group(2), parent, parent_path, root)
 
 

@@ -341,9 +341,29 @@ def check_config(cfg: DictConfig | dict) -> None:
     plain.pop("hydra", None)
     keys = declared()
     found: list[tuple[str, Any]] = []
-    _walk(plain, "", found, keys)
+    try:
+        _walk(plain, "", found, keys)
+    except ConfigError as e:  # an option of an entry no module registered: name the entry, not the nearest key
+        for prefix, selector in ENTRY_KEYS:
+            if str(e).startswith(prefix + ".") and selector in keys:
+                value = _select(plain, selector)
+                if value is not None:
+                    keys[selector].check(selector, value)
+        raise
     for key, value in found:
         keys[key].check(key, value)
+
+
+# The keys under which registry entries declare options of their own, and the key that names the entry: an unknown
+# key there while the entry is not registered (its module not in `extensions`) is the entry's error.
+ENTRY_KEYS = (("target.data", "target.data.task"), ("arch", "arch.name"), ("classifier.estimator", "classifier.name"))
+
+
+def _select(plain: dict, key: str) -> Any:
+    node: Any = plain
+    for part in key.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def reference() -> str:

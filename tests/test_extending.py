@@ -246,3 +246,135 @@ def test_extensions_are_imported_before_the_check(make_cfg):
         validate(make_cfg("extensions=[tests.fixtures.nope]"))
     with pytest.raises(ConfigError, match=r"^extensions: cannot import 'tests.fixtures.nope' "):  # one, unbracketed
         validate(make_cfg("extensions=tests.fixtures.nope"))
+
+
+# --- what the listings, the report and the bad-input lines know of a user's module ---------------------------------
+
+ORDER_TASKS = {"near": (1, [0.50, 0.70, 0.90]), "mid": (2, [0.60, 0.70, 0.75]), "far": (3, [0.70, 0.65, 0.50]),
+               "farthest": (4, [0.75, 0.60, 0.40])}  # scores at stem, body, head: the late layer's lead shrinks
+
+
+def test_python_m_src_report_imports_the_sweeps_extensions_and_orders_their_layers(tmp_path):
+    """`python -m src.report DIR` on a sweep of a family that only the sweep's `extensions` module registers: the
+    report imports the module its record lists, and orders the family's layers in network order (stem, body, head;
+    not as named, nor as the jobs ran) for the layer questions, also after the report's modules were imported."""
+    import json
+
+    import src.report.analysis  # noqa: F401  (imported before the family exists, as in a report's process)
+    from src.report.build import build_report
+    from src.report.study import import_sweep_extensions
+
+    job = 0
+    for target, (rank, scores) in ORDER_TASKS.items():
+        for layer, score in reversed(list(zip(("stem", "body", "head"), scores))):  # jobs ran head first
+            d = tmp_path / "sweep" / str(job)
+            d.mkdir(parents=True)
+            (d / "result.json").write_text(json.dumps({
+                "status": "ok", "factors": {"arch": "order_test", "depth": 3, "layer": layer, "target": target,
+                                            "group": "object", "distance_rank": rank},
+                "metrics": {"target_score": score, "target_metric": "accuracy"}, "timings_s": {"total": 1.0}}))
+            job += 1
+    (tmp_path / "sweep" / "multirun.yaml").write_text("extensions:\n- tests.fixtures.extension_arch\nlayer: stem\n")
+    try:
+        out = build_report([tmp_path / "sweep"], tmp_path / "out", baseline={"layer": "head"}, plots=False)
+        from src.models.registry import ARCHS
+
+        assert "order_test" in ARCHS
+        rows = [line for line in (out / "report.md").read_text().splitlines() if line.startswith("| near | ")]
+        assert [r.split(" | ")[2] for r in rows][-3:] == ["stem", "body", "head"]
+        gap = json.loads((out / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
+        assert gap["estimate"] < 0  # head is the late layer: its lead shrinks with distance
+    finally:
+        import tests.fixtures.extension_arch as ext
+
+        ext.forget()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "multirun.yaml").write_text("extensions: [tests.fixtures.nope]\n")
+    [line] = import_sweep_extensions([tmp_path / "bad"])
+    assert line.startswith("extensions: cannot import 'tests.fixtures.nope' (ModuleNotFoundError")
+
+
+def test_a_family_whose_layer_names_clash_with_anothers_order_is_ordered_without_breaking_the_report():
+    """A family of the user's own whose `pool` comes before `stage1` (resnet's follows `stage4`): the report's layer
+    order keeps the first-registered family's order and still places the new family's other layers (a cycle used to
+    fail every report of a process that had imported the family)."""
+    from src.report import analysis as A
+
+    def spec(depth, width, num_classes):
+        vocab = {"stem_p": ("stem_p", 8, True), "pool": ("pool", 8, True), "stage1": ("stage1", 16, True),
+                 "logits": ("logits", num_classes, False)}
+        return ArchSpec("poolfirst_test", depth, num_classes, vocab, nodes={t: t for t in vocab}, head="logits",
+                        min_input=8)
+
+    register_arch(Arch("poolfirst_test", "pool before stage1", spec, "tests.test_extending:Toy", depths=(3,),
+                       default_depth=3, distance_layer="stem_p"))
+    try:
+        assert A.sort_values("layer", ["logits", "pool", "stage1", "stem_p", "stage4"]) == [
+            "stem_p", "stage1", "stage4", "pool", "logits"]
+    finally:
+        ARCHS.unregister("poolfirst_test")
+    assert A.sort_values("layer", ["stage2", "stage1"]) == ["stage1", "stage2"]
+
+
+def test_an_unknown_key_under_a_users_entry_is_answered_with_the_users_keys(tmp_path):
+    """`target.data.dot_radiu=3` (no `+`) with the task's module in `extensions`: the nearest key is the task's own
+    option, as with `+`; and an option of a task no module registered names the task, not some nearest key."""
+    from hydra.errors import HydraException
+
+    from src.check import validate
+    from src.main import unknown_override
+    from tests.conftest import compose_tiny
+
+    try:
+        with pytest.raises(HydraException) as e:
+            compose_tiny("extensions=[tests.fixtures.extension_arch]", "target.data.dot_radiu=3")
+        assert str(unknown_override(e.value)).startswith(
+            "target.data.dot_radiu is not a config key; nearest valid key: target.data.dot_radius")
+    finally:
+        import tests.fixtures.extension_arch as ext
+
+        ext.forget()
+    with pytest.raises(HydraException) as e:
+        compose_tiny("extensions=[tests.fixtures.nope]", "target.data.dot_radiu=3")
+    assert str(unknown_override(e.value)).startswith("extensions: cannot import 'tests.fixtures.nope'")
+    # the module left out of extensions: the task and the arch are what is unknown
+    with pytest.raises(ConfigError, match=r"^target.data.task='dots_test' is unknown; valid: objects_new, "):
+        validate(compose_tiny("target.data.task=dots_test", "+target.data.dot_radius=3",
+                              f"paths.cache_dir={tmp_path}"))
+    with pytest.raises(ConfigError, match=r"^arch.name='order_test' is unknown; valid: alexnet, "):
+        validate(compose_tiny("arch.name=order_test", "+arch.variant=a", f"paths.cache_dir={tmp_path}"))
+
+
+def test_a_distance_layer_outside_the_familys_layers_is_refused_by_the_check(tmp_path):
+    from src.check import validate
+    from tests.conftest import compose_tiny
+
+    register_arch(Arch("toyd", "distance layer typo", lambda d, w, n: replace(toy_spec(d, w, n), family="toyd"),
+                       "tests.test_extending:Toy", depths=(3, 4), default_depth=3, distance_layer="block9"))
+    ConfigStore.instance().store(group="arch", name="toyd", node={"name": "toyd"})
+    try:
+        with pytest.raises(ConfigError, match=r"^arch=toyd depth=3 is registered with distance_layer='block9', not "
+                                              r"one of its layers; valid: block1, block2, embed, head"):
+            validate(compose_tiny("arch=toyd", "layer=block1", f"paths.cache_dir={tmp_path}"))
+    finally:
+        ARCHS.unregister("toyd")
+
+
+def test_the_listings_show_a_users_family_and_targets(toy_family, tmp_path, capsys):
+    """`python -m src.models arch=<a family of the user's>` prints its layers (the plain table lists it only with
+    `extensions=`); `python -m src.data hydra.searchpath=[file://DIR]` lists DIR/target/*.yaml."""
+    from src.data.__main__ import main as data_main
+    from src.models.__main__ import main as models_main
+
+    models_main(["arch=toy"])
+    assert capsys.readouterr().out.split() == ["toy", "depth", "3", "block1", "block2", "embed", "head",
+                                               "toy", "depth", "4", "block1", "block2", "block3", "embed", "head"]
+    (tmp_path / "target").mkdir()
+    (tmp_path / "target" / "mine.yaml").write_text(
+        "name: mine_test\ngroup: object\ndistance_rank: null\nmetric: accuracy\nevaluator: classification\n"
+        "data: {task: imagefolder}\n")
+    data_main([f"hydra.searchpath=[file://{tmp_path}]"])
+    [row] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("mine_test ")]
+    assert "ImageFolder tree" in row
+    with pytest.raises(SystemExit, match=r"hydra.searchpath has 'file:///nonexistent_dir_test', not an existing "):
+        data_main(["hydra.searchpath=[file:///nonexistent_dir_test]"])

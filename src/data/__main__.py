@@ -1,11 +1,15 @@
-"""python -m src.data [extensions=[mypkg.ext]]: the table of target tasks (group, a priori distance from the
-source, metric, data).
+"""python -m src.data [extensions=[mypkg.ext]] [hydra.searchpath=[file:///my/conf]]: the table of target tasks
+(group, a priori distance from the source, metric, data).
 
-Reads conf/target/*.yaml and the task registry only (no torch, no data), ordered by distance_rank; a target whose
-task no imported module registers is listed as such (`extensions=[...]` imports the user's modules first).
+Reads conf/target/*.yaml (and <dir>/target/*.yaml of each `file://` dir of `hydra.searchpath`, where a user keeps
+the yaml files of their own targets, as `python -m src.main` reads them) and the task registry only (no torch, no
+data), ordered by distance_rank; a target whose task no imported module registers is listed as such
+(`extensions=[...]` imports the user's modules first).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -13,9 +17,10 @@ import src
 from src.data.tasks import TASKS
 
 
-def task_rows() -> list[dict]:
-    rows = []
-    for path in sorted((src.REPO_ROOT / "conf" / "target").glob("*.yaml")):
+def task_rows(search: list[str] | None = None) -> list[dict]:
+    """One row per target yaml of conf/target and of each dir in `search` (their `target/` sub-dirs)."""
+    rows, dirs = [], [src.REPO_ROOT / "conf", *map(Path, search or [])]
+    for path in [p for d in dirs for p in sorted((d / "target").glob("*.yaml"))]:
         cfg = OmegaConf.load(path)
         task = TASKS.get(cfg.data.task)
         what = task.describe(cfg.data) if task else f"task {cfg.data.task!r} is not registered (extensions=[...]?)"
@@ -31,15 +36,26 @@ def main(argv: list[str] | None = None) -> None:
     from src.errors import ConfigError
     from src.registry import import_extensions
 
+    search: list[str] = []
     for arg in sys.argv[1:] if argv is None else argv:
         key, _, value = arg.partition("=")
+        if key == "hydra.searchpath":  # its file:// dirs (a pkg:// entry is a package's: not listed here)
+            for entry in (e.strip() for e in value.strip("[]").split(",") if e.strip()):
+                if entry.startswith("pkg://"):
+                    continue
+                if not entry.startswith("file://") or not Path(entry[7:]).is_dir():
+                    sys.exit(f"error: hydra.searchpath has {entry!r}, not an existing directory; valid: "
+                             "file:///abs/path or file://rel/path")
+                search.append(entry[7:])
+            continue
         if key != "extensions":
-            sys.exit(f"error: {arg!r}: python -m src.data takes only extensions=[module, ...]")
+            sys.exit(f"error: {arg!r}: python -m src.data takes only extensions=[module, ...] and "
+                     "hydra.searchpath=[file://DIR, ...]")
         try:
             import_extensions(value)
         except ConfigError as e:
             sys.exit(f"error: {e}")
-    rows = task_rows()
+    rows = task_rows(search)
     cols = list(rows[0])
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     print("  ".join(c.ljust(widths[c]) for c in cols))

@@ -1,4 +1,5 @@
-"""python -m src.models: every arch (`arch=`), its depths and the layer names `layer=` accepts.
+"""python -m src.models: every arch (`arch=`), its depths and the layer names `layer=` accepts
+(`extensions=[mypkg.ext]` adds the families a module of yours registers; `arch=<name>`: one family's rows).
 
 With a model library's arch, its tappable layers: `python -m src.models arch=timm arch.model=resnet18` prints each
 graph node's output shape and, for the blocks `layer=depth:<fraction>` chooses among, their relative depth
@@ -24,8 +25,12 @@ def list_model(overrides: list[str], show_all: bool) -> None:
 
     import_extensions(cfg.get("extensions"))  # a family of the user's own (extensions=[mypkg.ext])
     arch = get_arch(cfg.arch.name)
-    if not arch.configured:
-        print(f"arch={arch.name} has a fixed vocabulary: python -m src.models lists it")
+    if not arch.configured:  # its layers per depth (a family of an extension is not in the plain table)
+        from src.models.registry import layer_table
+
+        for row in layer_table():
+            if row["arch"] == arch.name:
+                print(f"{row['arch']:12} depth {str(row['depth']):>3}  {row['layers']}")
         return
     spec = arch.spec(None, 1.0, 1000, cfg.arch, cfg.paths.cache_dir)
     desc = describe(parse_ref(arch.name, OmegaConf.to_container(cfg.arch, resolve=True)),

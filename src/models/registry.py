@@ -148,15 +148,33 @@ def layer_table() -> list[dict]:
 
 def layer_order() -> list[str]:
     """Every layer name of every arch, input side first (a topological merge of their vocabularies): the
-    ordinal the report's 'optimal layer vs distance' uses."""
+    ordinal the report's 'optimal layer vs distance' uses. Two families may use the same names in another order (a
+    family of the user's own with an early `pool` before `stage1`, where resnet's `pool` follows `stage4`): the
+    family registered first keeps its order, and the later one's pairs that would contradict it are left out (a
+    cycle would otherwise fail every report); its other pairs still order its layers."""
     from graphlib import TopologicalSorter
 
-    graph: dict[str, set[str]] = {}
+    graph: dict[str, set[str]] = {}  # layer -> the layers before it
+
+    def comes_before(a: str, b: str) -> bool:  # a is already (transitively) before b
+        stack, seen = [b], {b}
+        while stack:
+            for p in graph.get(stack.pop(), ()):
+                if p == a:
+                    return True
+                if p not in seen:
+                    seen.add(p)
+                    stack.append(p)
+        return False
+
     for arch in ARCHS.values():
         if arch.configured:
             continue
         for depth in arch.depths or (None,):
             taps = arch.spec(depth, 1.0, 1000).taps()
-            for before, after in zip([None, *taps], taps):
-                graph.setdefault(after, set()).update({before} if before else set())
+            for i, after in enumerate(taps):
+                graph.setdefault(after, set())
+                for before in reversed(taps[:i]):  # every earlier layer: one edge left out loses no other
+                    if before != after and not comes_before(after, before):
+                        graph[after].add(before)
     return list(TopologicalSorter(graph).static_order())

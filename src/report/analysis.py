@@ -30,7 +30,21 @@ def _width_order() -> list[str]:
 
 
 WIDTH_ORDER = _width_order()
-LAYER_ORDER = layer_order()
+_LAYER_ORDER: dict[tuple[str, ...], list[str]] = {}  # the registered archs' names -> their layer order
+
+
+def _layer_order() -> list[str]:
+    """`layer_order()` of the archs registered now: a family a sweep's extension module registers after this module
+    was imported (`python -m src.report` imports the sweep's `extensions` first) orders its layers too."""
+    from src.models.registry import ARCHS
+
+    names = tuple(ARCHS)
+    if names not in _LAYER_ORDER:
+        _LAYER_ORDER.clear()
+        _LAYER_ORDER[names] = layer_order()
+    return _LAYER_ORDER[names]
+
+
 NUMERIC = {"source_num_classes", "source_images_per_class", "source_epochs", "snapshot", "depth", "n_components"}
 ORDINAL = {"layer", "width"} | NUMERIC
 
@@ -40,7 +54,8 @@ def ordinal(factor: str, value: Any) -> float:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return math.nan
     if factor == "layer":
-        return float(LAYER_ORDER.index(value)) if value in LAYER_ORDER else math.nan
+        order = _layer_order()
+        return float(order.index(value)) if value in order else math.nan
     if factor == "width":
         return float(WIDTH_ORDER.index(value)) if value in WIDTH_ORDER else math.nan
     if factor in NUMERIC:

@@ -25,7 +25,7 @@ from src.report.html import write_html
 from src.report.plot_tasks import task_keys
 from src.report.plots import write_plots
 from src.report.sections import Section, filled, render_md
-from src.report.study import Study, read_study, sweep_record
+from src.report.study import Study, import_sweep_extensions, read_study, sweep_record
 
 
 def default_baseline() -> dict[str, Any]:
@@ -89,6 +89,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     if df.empty:  # checked before creating the output dir, so a failed report leaves nothing behind
         raise SystemExit(f"error: no result.json under {', '.join(map(str, dirs))}")
     _check_given(df, given or {})
+    unimported = import_sweep_extensions(dirs)  # the user's archs, tasks, estimators: as the jobs knew them
     study = read_study(dirs, primary, min_seeds)
     out = Path(out) if out else dirs[0] / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -107,7 +108,8 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
     sec["summary"].notes += [
         f"Sweeps: {', '.join(map(str, dirs))}", J.summary(jobs, len(df), n_ok),
         f"Swept factors: {', '.join(factors) or 'none'}" + _models_note(df), *_search_note(dirs),
-        "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a")]
+        "Baseline (standard setting): " + (", ".join(f"{f}={baseline.get(f)}" for f in factors) or "n/a"),
+        *(f"Warning: {line}" for line in unimported)]
     analysis: dict[str, Any] = {"swept_factors": factors, "baseline": {f: baseline.get(f) for f in factors},
                                 "study": {"primary": study.primary, "primary_from": study.primary_from,
                                           "min_seeds": study.min_seeds, "min_seeds_from": study.min_seeds_from},

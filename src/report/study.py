@@ -34,6 +34,27 @@ def _config(sweep_dir: Path):
     return (OmegaConf.load(job), job) if job else (None, None)
 
 
+def import_sweep_extensions(dirs: list[Path]) -> list[str]:
+    """Import the modules each sweep's record lists in `extensions` (as every job did before its check), so that
+    the report knows the entries they register: an arch of the user's own orders its layers (the layer questions'
+    early and late layers, the plots' axes) as its jobs did. Returns one line per module that does not import here
+    (the report goes on; that arch's layers are then ordered as named)."""
+    from omegaconf import OmegaConf
+
+    from src.errors import ConfigError
+    from src.registry import extension_modules, import_extensions
+
+    failed = []
+    for d in dirs:
+        cfg, path = _config(Path(d))
+        for name in extension_modules(OmegaConf.select(cfg, "extensions", default=None) if cfg is not None else None):
+            try:
+                import_extensions([name])
+            except ConfigError as e:
+                failed.append(f"{e} (listed in {path}); the entries it registers are unknown to this report")
+    return list(dict.fromkeys(failed))
+
+
 def check_primary(primary: str | None, where: str) -> str | None:
     if primary in (None, "null", ""):
         return None
