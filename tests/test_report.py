@@ -415,3 +415,17 @@ def test_the_findings_interval_column_prints_at_one_precision():
 
     table = frame([{"ci": Interval(-0.225, -0.176)}, {"ci": Interval(0.0054, 0.0592)}])
     assert column("ci", list(table["ci"])) == ["[-0.225, -0.176]", "[0.005, 0.059]"]
+
+
+def test_a_baseline_no_job_ran_is_named_with_the_values_that_ran(tmp_path):
+    """A layer sweep of a net without fc6 (a library model's graph nodes): the report says the default baseline was
+    not run and names the layers that were, as a --baseline the reader can pass."""
+    for job, (layer, score) in enumerate((("layer1", 0.4), ("layer4", 0.6))):
+        (tmp_path / "sw" / str(job)).mkdir(parents=True)
+        (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+            "status": "ok", "factors": {"arch": "timm", "layer": layer, "target": "t", "group": "g", "distance_rank": None,
+                                        "seed": 0},
+            "metrics": {"target_score": score, "target_metric": "accuracy"}}))
+    text = (build_report([tmp_path / "sw"], tmp_path / "out", plots=False) / "report.md").read_text()
+    assert "was not run in this sweep" in text
+    assert "(layer ran layer1, layer4: `python -m src.report DIR --baseline layer=layer1` names one.)" in text

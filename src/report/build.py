@@ -65,6 +65,20 @@ def _check_given(df: pd.DataFrame, given: dict[str, str]) -> None:
                              f"{', '.join(map(str, values)) or 'none'}")
 
 
+def _baseline_hint(df: pd.DataFrame, baseline: dict[str, Any], factors: list[str]) -> str:
+    """Which swept factors' baseline values no finished job ran, and the values it did run, as a `--baseline` a
+    reader can pass (a sweep over a library net's layers has no fc6)."""
+    ok = A.ok_rows(df)
+    absent = [(f, A.sort_values(f, list(ok[f].dropna().unique()))) for f in factors if f in baseline and f in ok
+              and not (f == "snapshot" and str(baseline[f]) == "last")
+              and not any(A.same_value(baseline[f], v) for v in ok[f].dropna().unique())]
+    if not absent:
+        return ""
+    ran = "; ".join(f"{f} ran {', '.join(map(str, values))}" for f, values in absent)
+    example = " ".join(f"--baseline {f}={values[0]}" for f, values in absent if values)
+    return f" ({ran}: `python -m src.report DIR {example}` names one.)" if example else f" ({ran}.)"
+
+
 def parse_baseline(pairs: list[str]) -> dict[str, Any]:
     base = default_baseline()
     for pair in pairs:
@@ -125,7 +139,7 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         if factors and "baseline_score" in pt and len(pt) and pt["baseline_score"].isna().all():  # e.g. a search
             sec["per-task"].notes.append(
                 "The baseline setting (" + ", ".join(f"{f}={baseline.get(f)}" for f in factors) + ") was not run in "
-                "this sweep: no baseline score, relative error reduction or gain over it.")
+                "this sweep: no baseline score, relative error reduction or gain over it." + _baseline_hint(df, baseline, factors))
         _, on_test = A.selection_score(A.ok_rows(df))
         if on_test:  # said here, where the choice is made, and not only under a question that chooses nothing
             sec["per-task"].notes.append(
