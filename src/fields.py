@@ -28,6 +28,7 @@ class Field:
     min_items: int = 0
     scalar_ok: bool = False  # list: a single item without the brackets is valid too (objective)
     free: bool = False  # node: its keys are the user's (constructor arguments), not declared here
+    registered: bool = False  # choice: a registry's names, which a module of the user's (`extensions`) can extend
 
     def valid(self) -> str:
         """What is valid, as the error messages and the reference say it."""
@@ -83,7 +84,9 @@ class Field:
                 raise ConfigError(f"{key}={_show(value)} must be true or false{' (or null)' if self.null else ''}")
             word = {"choice": "is unknown", "int": "must be an integer", "float": "must be a number"}.get(
                 self.kind, "has the wrong type")
-            raise ConfigError(f"{key}={_show(value)} {word}; valid: {self.valid()}")
+            hint = (" (an entry of your own: name the module that registers it in extensions=[...])"
+                    if self.registered else "")
+            raise ConfigError(f"{key}={_show(value)} {word}; valid: {self.valid()}{hint}")
         if self.kind in ("int", "float") and self.low is not None:
             if not ((value > self.low if self.low_open else value >= self.low)
                     and (self.high is None or value <= self.high)):
@@ -130,8 +133,9 @@ def Path(doc="", null=False) -> Field:
     return Field("path", doc, null=null)
 
 
-def Choice(choices, doc="", null=False) -> Field:
-    return Field("choice", doc, choices=choices if callable(choices) else tuple(choices), null=null)
+def Choice(choices, doc="", null=False, registered=False) -> Field:
+    return Field("choice", doc, choices=choices if callable(choices) else tuple(choices), null=null,
+                 registered=registered)
 
 
 def same_type(a: Field, b: Field) -> bool:

@@ -246,6 +246,12 @@ def test_extensions_are_imported_before_the_check(make_cfg):
         validate(make_cfg("extensions=[tests.fixtures.nope]"))
     with pytest.raises(ConfigError, match=r"^extensions: cannot import 'tests.fixtures.nope' "):  # one, unbracketed
         validate(make_cfg("extensions=tests.fixtures.nope"))
+    # A name no module registered: the registries' keys say where an entry of the user's own comes from.
+    with pytest.raises(ConfigError, match=r"^estimator.name='spread_test' is unknown; valid: none, .* \(an entry of "
+                                          r"your own: name the module that registers it in extensions=\[\.\.\.\]\)$"):
+        validate(make_cfg("estimator.name=spread_test"))
+    with pytest.raises(ConfigError, match=r"^pooling='nope' is unknown; valid: [a-z, ]+$"):  # not a registry: no hint
+        validate(make_cfg("pooling=nope"))
 
 
 # --- what the listings, the report and the bad-input lines know of a user's module ---------------------------------
