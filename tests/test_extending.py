@@ -384,3 +384,48 @@ def test_the_listings_show_a_users_family_and_targets(toy_family, tmp_path, caps
     assert "ImageFolder tree" in row
     with pytest.raises(SystemExit, match=r"hydra.searchpath has 'file:///nonexistent_dir_test', not an existing "):
         data_main(["hydra.searchpath=[file:///nonexistent_dir_test]"])
+
+
+def test_a_users_imagefolder_task_reuses_the_public_parts(make_cfg, tmp_path):
+    """docs/extending.md's grey ImageFolder task: the imagefolder task's check, splits and identity are public, so a
+    task of the user's own over a tree has the same checks and a cache key that follows the tree's images."""
+    import numpy as np
+    from PIL import Image
+
+    from src.check import validate
+    from src.data import imagefolder
+    from src.data.registry import TASKS, register_task
+    from src.data.tasks import check_imagefolder, folder_identity, imagefolder_splits, load_target
+    from src.keys import stage_keys
+
+    for split, n in (("train", 6), ("test", 2)):
+        for c, colour in (("a", (200, 40, 40)), ("b", (40, 40, 200))):
+            (tmp_path / "tree" / split / c).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(np.full((8, 8, 3), colour, np.uint8)).save(tmp_path / "tree" / split / c / f"{i}.png")
+
+    @register_task("folder_gray", validate=check_imagefolder, describe=lambda d: "ImageFolder tree in grey",
+                   identity=folder_identity(splits=True))
+    def folder_gray(d, size):
+        splits = imagefolder_splits(d, size)
+        return {s: (x.mean(1, keepdims=True).repeat(3, 1).astype(x.dtype), y) for s, (x, y) in splits.items()}
+
+    def features_key(cfg):
+        imagefolder._TREES.clear()  # as a new process lists the tree
+        return stage_keys(cfg, validate(cfg))["features"]
+
+    try:
+        given = ("target=imagefolder", f"target.root={tmp_path / 'tree'}", "target.data.task=folder_gray")
+        cfg = make_cfg(*given, tiny="source")
+        splits = load_target(cfg.target.data, image_size=8)
+        x, y = splits["train"]
+        assert len(y) + len(splits["val"][1]) == 12 and len(splits["test"][1]) == 4
+        assert (x[:, 0] == x[:, 1]).all() and (x[:, 1] == x[:, 2]).all()  # grey
+        before = features_key(cfg)
+        Image.fromarray(np.zeros((8, 9, 3), np.uint8)).save(tmp_path / "tree" / "train" / "a" / "0.png")
+        assert features_key(cfg) != before  # an image changed: the features are extracted again
+        (tmp_path / "tree" / "test" / "c").mkdir()  # the imagefolder task's own check
+        with pytest.raises(ConfigError, match=r"target.data.root: .*test has classes that .*train lacks: c"):
+            validate(make_cfg(*given, tiny="source"))
+    finally:
+        TASKS.unregister("folder_gray")

@@ -34,13 +34,13 @@ Split = tuple[np.ndarray, np.ndarray]
 SOURCE_FAMILY_SEED = 0
 
 
-def _stored_by_name(d: dict[str, Any]) -> dict[str, Any]:
+def stored_by_name(d: dict[str, Any]) -> dict[str, Any]:
     """A torchvision dataset is the dataset it names, wherever it is stored and however it got there: moving
     paths.data_dir or setting download keeps its cache keys."""
     return {k: v for k, v in d.items() if k not in ("root", "download")}
 
 
-def _folder_content(splits: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
+def folder_identity(splits: bool) -> Callable[[dict[str, Any]], dict[str, Any]]:
     """The identity of an ImageFolder tree: where it is (resolved) and the images it holds there (`tree_digest`;
     `splits`: a target's train/ and test/, a source has none). The path alone would serve a tree whose images
     changed the old features, the listing alone could take two trees of same-named, same-sized images with
@@ -120,10 +120,12 @@ def _check_multilabel(cfg) -> int:
     return data.train_images
 
 
-def _check_imagefolder(cfg) -> int:
+def check_imagefolder(cfg) -> int:
     """The tree's classes (and, with train/ and test/, that test/ holds no class train/ lacks); returns the number
-    of training images the task will have (the images listed, capped and held out as `_imagefolder` does), so
-    the config check can bound PCA's components before anything is built."""
+    of training images the task will have (the images listed, capped and held out as `imagefolder_splits` does),
+    so the config check can bound PCA's components before anything is built. Public, with `imagefolder_splits`
+    and `folder_identity`: a task of the user's own that reads an ImageFolder tree reuses all three
+    (docs/extending.md)."""
     from pathlib import Path
 
     from src.data.imagefolder import image_files, list_classes
@@ -298,9 +300,9 @@ def _digits(d: Mapping[str, Any], size: int) -> Split:
     return np.repeat(big[:, None], 3, axis=1), ds.target[keep].astype(np.int64)
 
 
-@register_task("imagefolder", validate=_check_imagefolder, describe=lambda d: "ImageFolder tree (target.root)",
-               identity=_folder_content(splits=True))
-def _imagefolder(d: Mapping[str, Any], size: int) -> dict[str, Split]:
+@register_task("imagefolder", validate=check_imagefolder, describe=lambda d: "ImageFolder tree (target.root)",
+               identity=folder_identity(splits=True))
+def imagefolder_splits(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     """`root/train` + `root/test` ImageFolder trees, or one tree from which a seeded test split is held out.
 
     Val is held out of train (`val_fraction` of the smallest class, per class); likewise test (`test_fraction`).
@@ -323,7 +325,7 @@ def _imagefolder(d: Mapping[str, Any], size: int) -> dict[str, Split]:
 
 
 @register_task("torchvision", validate=_check_torchvision,
-               describe=lambda d: f"torchvision {d.dataset} (paths.data_dir)", identity=_stored_by_name)
+               describe=lambda d: f"torchvision {d.dataset} (paths.data_dir)", identity=stored_by_name)
 def _torchvision(d: Mapping[str, Any], size: int) -> dict[str, Split]:
     from src.data.torchvision_sets import load_dataset_target  # imports torchvision: only when asked for
 
@@ -382,7 +384,7 @@ def _check_imagefolder_source(cfg) -> int:
         raise ConfigError(f"source.root: {e}") from None
 
 
-@register_source("imagefolder", validate=_check_imagefolder_source, identity=_folder_content(splits=False))
+@register_source("imagefolder", validate=_check_imagefolder_source, identity=folder_identity(splits=False))
 def _imagefolder_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
     """`root`'s classes (or the `classes` subset), at most `max_per_class` each, `val_per_class` held out."""
     from src.data.imagefolder import load_imagefolder
@@ -403,7 +405,7 @@ def _check_torchvision_source(cfg) -> int:
     return int(_labels(open_split(src.dataset, src.root, "train", src.get("download", False))).max() + 1)
 
 
-@register_source("torchvision_dataset", validate=_check_torchvision_source, identity=_stored_by_name)
+@register_source("torchvision_dataset", validate=_check_torchvision_source, identity=stored_by_name)
 def _torchvision_source(src_cfg: Mapping[str, Any], seed: int) -> dict[str, Split]:
     from src.data.torchvision_sets import load_split
 
