@@ -264,8 +264,10 @@ class Store:
                     return entry, True
                 warnings.warn(f"cache entry {stage}/{key} is damaged ({problem}); rebuilding it", RuntimeWarning)
                 self._quarantine(entry, f"{stage}-{key}")
-            tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}{STAGING}"))
+            # Logged before the staging dir exists: a kill between the two then leaves a log line without a dir,
+            # never a dir without its line (the crash-safety soak counts the starts by both).
             log.info("cache: building %s/%s", stage, key)
+            tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{key}{STAGING}"))
             t0 = time.time()
             try:
                 (tmp / KEY_FILE).write_text(json.dumps(payload, indent=1, sort_keys=True, default=str))
@@ -321,11 +323,11 @@ class Store:
             todo.sort()
             if not todo:
                 return out
+            log.info("cache: building %d %s entries together: %s", len(todo), stage, ", ".join(keys[i] for i in todo))
             tmps = [Path(tempfile.mkdtemp(dir=self.path(stage, keys[i]).parent, prefix=f".{keys[i]}{STAGING}"))
                     for i in todo]
             published: set[int] = set()
             t0 = time.time()
-            log.info("cache: building %d %s entries together: %s", len(todo), stage, ", ".join(keys[i] for i in todo))
 
             def publish(j: int) -> None:
                 i, tmp = todo[j], tmps[j]

@@ -90,10 +90,19 @@ def test_sweep_survives_repeated_sigkill(tmp_path):
             break
         proc.wait()
         # A build the kill interrupted leaves its staging dir (a dead process cleans nothing up).
+        staged_now = set()
         for tmp in staging(cache, "source"):  # each interrupted training leaves its own (uniquely named) dir, which
             if tmp.name not in seen_staging:   # stays until a later run takes that key's lock: count it once
                 seen_staging.add(tmp.name)
+                staged_now.add(tmp.name[1:].split(".tmp-")[0])
                 interrupted_training[tmp.name[1:].split(".tmp-")[0]] += 1
+        # The store logs a start before it makes the staging dir: a kill between the two leaves only the line (as
+        # the last line this run wrote: a log untouched since the spawn holds an earlier run's line).
+        logs = sorted(sweep.glob("*/main.log"), key=lambda p: p.stat().st_mtime_ns)
+        fresh = bool(logs) and logs[-1].stat().st_mtime >= started
+        cut = re.search(r"cache: building source/(\w+)$", last_log_line(sweep)) if fresh else None
+        if cut and cut.group(1) not in staged_now:
+            interrupted_training[cut.group(1)] += 1
         hit = ("training" if staging(cache, "source") else "extraction" if staging(cache, "features")
                else "probe" if "probe:" in doing else "other (start-up, loading, result writing)")
         kills.append(hit)
