@@ -45,6 +45,15 @@ def test_report_files_tables_and_numbers(fake_sweep, tmp_path):
         assert (out / name).stat().st_size > 1000
 
 
+def test_distance_with_a_cache_that_lacks_the_sweeps_features_says_so(fake_sweep, tmp_path):
+    """`report --distance` without --cache-dir reads the default cache; where the sweep's features are not there it
+    wrote no report at all ('error: KeyError: 'source_key''). Now the section names the cache it looked in."""
+    out = build_report([fake_sweep], tmp_path / "out", distance=True, cache_dir=tmp_path / "elsewhere")
+    md = (out / "report.md").read_text()
+    assert f"none of the jobs' features is in the cache {tmp_path / 'elsewhere'}" in md
+    assert "measured_distance" not in json.loads((out / "analysis.json").read_text())
+
+
 def test_relative_error_reduction_arithmetic():
     assert A.relative_error_reduction(0.8, 0.9) == pytest.approx(0.5)
     assert A.relative_error_reduction(1.0, 1.0) == 0.0
