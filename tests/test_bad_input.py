@@ -241,6 +241,10 @@ STUDIES = "experiment=depth_study, distance_study, diversity_density, early_stop
     # a typo without `+`: the nearest valid key, the line `+source.num_clases=10` gets from the config check
     ("source.num_clases=10", "source.num_clases is not a config key; nearest valid key: source.num_classes "),
     ("sead=3", "sead is not a config key; nearest valid key: seed "),
+    # the same last part: in the key's own group first (it was source.max_per_class, which changes the source)
+    ("target.max_per_class=5", "target.max_per_class is not a config key; nearest valid key: "
+                               "target.data.max_per_class "),
+    ("target.classes=[cat]", "target.classes is not a config key; nearest valid key: target.data.classes "),
     # a key that only experiment presets set: where it is valid, and the `+` that adds it without one
     ("report.min_seeds=1", f"report.min_seeds is not in this config: {STUDIES} set it (report.min_seeds=1 "
                            "overrides it there; without one, add it with +report.min_seeds=1)"),
