@@ -127,6 +127,10 @@ CASES: list[tuple[str, str]] = [
     ("target=imagefolder target.root={tmp}/split_missing", "classes ['c'] are not in {tmp}/split_missing/test"),
     ("target=imagefolder target.root={tmp}/broken_link", "cannot read image {tmp}/broken_link/b/9.jpg"),
     ("source=imagefolder source.root={tmp}/broken_link", "source.root: cannot read image {tmp}/broken_link/b/9.jpg"),
+    # a target's train/test tree as the source's one tree: its train/ and test/ read as classes; the line says which
+    ("source=imagefolder source.root={tmp}/split_missing", "source.root: class folder {tmp}/split_missing/test has no "
+     "images (.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp); {tmp}/split_missing holds train/ and test/: "
+     "give {tmp}/split_missing/train (one tree, <class>/<image>)"),
     ("target=imagefolder target.root={tmp}/two_class", "class a has 2 images in {tmp}/two_class/a, none left to train"),
     ("target=imagefolder target.root={tmp}/five_each dimred=pca dimred.n_components=7",
      "dimred.n_components=7 exceeds what layer fc6 allows here: valid 1..6"),
