@@ -26,7 +26,7 @@ from src import lazy_dynamo
 from src.cache import Store, file_digest, make_key
 from src.keys import cost_class, features_payload, finetune_payload, source_payload, source_val_payload
 from src.check import Plan
-from src.record import METRICS
+from src.record import METRICS, width_label
 from src.data.tasks import load_source, load_target
 from src.device import job_device
 from src.features.extract import extract_splits, load_features
@@ -80,7 +80,7 @@ def source_stage(cfg: DictConfig, plan: Plan, store: Store) -> Stage:
         from src.train.source import train_source
 
         splits = load_source(cfg.source, seed=int(cfg.seed))
-        loggers = training_loggers(cfg, "source", make_key(payload), f"{cfg.arch.name}/{cfg.width.name}")
+        loggers = training_loggers(cfg, "source", make_key(payload), f"{cfg.arch.name}/{width_label(cfg.width)}")
         # An interrupted training (kill, preemption, time limit) resumes from its last epoch in the resume dir.
         train_source(tmp, plan.spec, splits, cfg.source, cfg.trainer, seed=int(cfg.seed), loggers=loggers,
                      resume_dir=store.resume_dir("source", make_key(payload)))

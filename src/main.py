@@ -277,7 +277,7 @@ def main(cfg: DictConfig) -> float | list[float]:
     library_net = result["factors"].get("source") == NOT_TRAINED_HERE  # no source stage to hit or miss
     stages = ", ".join(f"{k[:-4]} {hit_word(v)}" for k, v in c.items()
                        if v is not None and not (k == "source_hit" and library_net))
-    net = result["factors"].get("model") or f"{cfg.arch.name}/{cfg.width.name}"
+    net = result["factors"].get("model") or f"{cfg.arch.name}/{result['factors'].get('width')}"
     print(
         f"target {cfg.target.name} ({what} | layer {cfg.layer} of {net}, source val acc {src_acc} | "
         f"cache: {stages} | {result['timings_s']['total']:.1f}s | {out_dir / RESULT}"

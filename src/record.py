@@ -40,6 +40,33 @@ def _options(plan) -> str | None:
 NOT_TRAINED_HERE = "not trained here"
 
 
+def width_presets() -> dict[str, float]:
+    """conf/width's options: name -> multiplier."""
+    global _WIDTHS
+    if _WIDTHS is None:
+        from omegaconf import OmegaConf
+
+        import src
+
+        _WIDTHS = {str(w.name): float(w.multiplier) for w in map(OmegaConf.load, (src.REPO_ROOT / "conf" / "width")
+                                                                 .glob("*.yaml"))}
+    return _WIDTHS
+
+
+_WIDTHS: dict[str, float] | None = None
+
+
+def width_label(width) -> str:
+    """The width factor's value: the option's name while its multiplier is the option's own, else the multiplier
+    (`width.multiplier=0.1` as `x0.1`): a sweep over width.multiplier had every job's width read `small`, so the
+    report saw no width sweep."""
+    name, multiplier = width.get("name"), width.get("multiplier")
+    preset = width_presets().get(str(name))
+    if multiplier is None or (preset is not None and float(multiplier) == preset):
+        return name
+    return f"x{float(multiplier):g}"
+
+
 def _library_net(cfg, plan) -> bool:
     """A model library's net (timm, torchvision, a module, a checkpoint) under a source that would train a net: the
     source config then describes nothing about it (the config check's `Plan.source_describes_net`, which reads the
@@ -73,7 +100,7 @@ FACTOR_TABLE: tuple[Factor, ...] = (
     # options (variant=a); None for the others.
     Factor("model", lambda c, p: p.spec.extra.get("label") if p and p.spec.extra else _options(p) or _model_ref(c),
            analysed=False),
-    Factor("width", lambda c, p: None if p is not None and p.spec.extra else c.width.name),  # our families' only
+    Factor("width", lambda c, p: None if p is not None and p.spec.extra else width_label(c.width)),  # ours only
     Factor("depth", lambda c, p: p.spec.depth if p else c.depth),
     Factor("layer", lambda c, p: c.layer),
     Factor("pooling", lambda c, p: c.pooling),

@@ -255,11 +255,12 @@ def _walk(node: Any, path: str, out: list[tuple[str, Any]], keys: dict[str, Fiel
 
 
 def _nearest(path: str, keys: dict[str, Field]) -> str:
-    """The valid key nearest to an unknown one: the same last part under another group (source.lr ->
-    trainer.optim.lr), else the closest spelling."""
-    last = path.rsplit(".", 1)[-1]
-    near = ([k for k in keys if k.rsplit(".", 1)[-1] == last][:1]
-            or difflib.get_close_matches(path, keys, n=1, cutoff=0.0))
+    """The valid key nearest to an unknown one: the same last part, in the same group where it has one
+    (target.max_per_class -> target.data.max_per_class, not source.max_per_class), else under another group
+    (source.lr -> trainer.optim.lr); else the closest spelling."""
+    last, group = path.rsplit(".", 1)[-1], path.split(".", 1)[0]
+    same_last = sorted((k for k in keys if k.rsplit(".", 1)[-1] == last), key=lambda k: k.split(".", 1)[0] != group)
+    near = same_last[:1] or difflib.get_close_matches(path, keys, n=1, cutoff=0.0)
     return f"; nearest valid key: {near[0]} (`python -m src.schema` lists every key)"
 
 

@@ -181,9 +181,11 @@ def weights_digest(plan, store: Store) -> str | None:
 
 
 def _labels(cfg: DictConfig, plan) -> tuple[str, str]:
+    from src.record import width_label
+
     src = cfg.source
     what = (plan.spec.extra["label"] if plan.spec.extra else
-            f"{plan.spec.family}/{cfg.width.name} depth {plan.spec.depth} seed {cfg.seed} "
+            f"{plan.spec.family}/{width_label(cfg.width)} depth {plan.spec.depth} seed {cfg.seed} "
             f"({src.name}, {src.epochs} epochs)")
     tuned = f" finetune={cfg.finetune.name}" if cfg.finetune.name != "none" else ""
     return what, f"{what} -> {cfg.target.name}{tuned}"

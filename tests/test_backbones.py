@@ -49,6 +49,15 @@ def test_user_module_end_to_end(make_cfg, cache_dir, tmp_path):
     assert tuned["cache"]["finetune_hit"] is False and tuned["metrics"]["target_score"] is not None
 
 
+def test_a_net_that_is_itself_a_sequential_has_its_children_as_blocks(make_cfg, cache_dir):
+    """The outermost container may be the net itself (a builder returning nn.Sequential(block, block, ..., head)):
+    its blocks are its children, tapped at their outputs (it had the blocks' first conv layers, before BN, ReLU and
+    pooling)."""
+    plan = validate(make_cfg("arch=module", "arch.builder=tests.fixtures.tiny:build_sequential", "arch.input_size=32",
+                             "layer=depth:0.5"))
+    assert plan.spec.blocks == ("0.pool", "1.pool") and plan.tap == "0.pool" and plan.feature_dim == 8
+
+
 def test_listing_names_blocks_shapes_and_depths(cache_dir):
     out = subprocess.run([sys.executable, "-m", "src.models", *MODULE], cwd=REPO, capture_output=True, text=True,
                          timeout=300)

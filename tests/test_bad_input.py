@@ -127,6 +127,10 @@ CASES: list[tuple[str, str]] = [
     ("target=imagefolder target.root={tmp}/split_missing", "classes ['c'] are not in {tmp}/split_missing/test"),
     ("target=imagefolder target.root={tmp}/broken_link", "cannot read image {tmp}/broken_link/b/9.jpg"),
     ("source=imagefolder source.root={tmp}/broken_link", "source.root: cannot read image {tmp}/broken_link/b/9.jpg"),
+    # a target's train/test tree as the source's one tree: its train/ and test/ read as classes; the line says which
+    ("source=imagefolder source.root={tmp}/split_missing", "source.root: class folder {tmp}/split_missing/test has no "
+     "images (.jpg, .jpeg, .png, .ppm, .bmp, .pgm, .tif, .tiff, .webp); {tmp}/split_missing holds train/ and test/: "
+     "give {tmp}/split_missing/train (one tree, <class>/<image>)"),
     ("target=imagefolder target.root={tmp}/two_class", "class a has 2 images in {tmp}/two_class/a, none left to train"),
     ("target=imagefolder target.root={tmp}/five_each dimred=pca dimred.n_components=7",
      "dimred.n_components=7 exceeds what layer fc6 allows here: valid 1..6"),
@@ -241,6 +245,10 @@ STUDIES = "experiment=depth_study, distance_study, diversity_density, early_stop
     # a typo without `+`: the nearest valid key, the line `+source.num_clases=10` gets from the config check
     ("source.num_clases=10", "source.num_clases is not a config key; nearest valid key: source.num_classes "),
     ("sead=3", "sead is not a config key; nearest valid key: seed "),
+    # the same last part: in the key's own group first (it was source.max_per_class, which changes the source)
+    ("target.max_per_class=5", "target.max_per_class is not a config key; nearest valid key: "
+                               "target.data.max_per_class "),
+    ("target.classes=[cat]", "target.classes is not a config key; nearest valid key: target.data.classes "),
     # a key that only experiment presets set: where it is valid, and the `+` that adds it without one
     ("report.min_seeds=1", f"report.min_seeds is not in this config: {STUDIES} set it (report.min_seeds=1 "
                            "overrides it there; without one, add it with +report.min_seeds=1)"),

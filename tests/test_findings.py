@@ -171,6 +171,40 @@ def test_a_confounded_factor_is_not_answered(tmp_path):
         "depth_helps": "not answered: depth is not crossed with width (different nets, not one factor)"}
 
 
+def _design_sweep(root, rows):
+    job = 0
+    for target in ("a", "b", "c"):
+        for i, factors in enumerate(rows):
+            for seed in (0, 1, 2):
+                write_job(root / str(job), {"target": target, "seed": seed, "layer": "fc6", **factors},
+                          0.5 + 0.05 * i, 0.5 + 0.05 * i)
+                job += 1
+    return load_results([root])
+
+
+def test_a_factor_that_follows_the_question_by_design_is_not_a_confound(tmp_path):
+    """experiment=diversity_density: images per class = 6000 / classes moves with the classes by design (the equal
+    budget is the question); a sweep of source.epochs taps each run's last epoch, so the snapshot moves with it.
+    Neither is a second factor: both questions are answered (they read 'not crossed' before)."""
+    df = _design_sweep(tmp_path / "dd", [{"source_num_classes": c, "source_images_per_class": 6000 // c}
+                                        for c in (5, 10, 20)])
+    items, _ = answers(df)
+    (a,) = [a for a in items if a.q.id == "classes_over_images"]
+    assert a.reason is None and a.scalar("estimate") == pytest.approx(0.1)
+    df = _design_sweep(tmp_path / "ep", [{"source_epochs": e, "snapshot": e} for e in (2, 4, 8)])
+    items, _ = answers(df)
+    (a,) = [a for a in items if a.q.id == "training_longer_helps"]
+    assert a.reason is None and a.scalar("estimate") == pytest.approx(0.1)
+    # Not the equal budget, or a snapshot that is not the last epoch: still refused.
+    df = _design_sweep(tmp_path / "ub", [{"source_num_classes": c, "source_images_per_class": 100 + c}
+                                        for c in (5, 10, 20)])
+    (a,) = [a for a in answers(df)[0] if a.q.id == "classes_over_images"]
+    assert a.reason == "not answered: the source's total images differ between settings (no equal budget)"
+    df = _design_sweep(tmp_path / "sn", [{"source_epochs": e, "snapshot": s} for e, s in ((2, 2), (4, 2), (8, 4))])
+    (a,) = [a for a in answers(df)[0] if a.q.id == "training_longer_helps"]
+    assert a.reason == "not answered: source_epochs is not crossed with snapshot (different nets, not one factor)"
+
+
 def test_gain_of_choosing_on_val_over_the_baseline(tmp_path):
     df = load_results([shift_sweep(tmp_path / "sw", seeds=[0, 1, 2, 3], noise=0.01)])
     table = setting_table(df, baseline={"layer": "fc7"})

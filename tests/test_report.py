@@ -45,6 +45,28 @@ def test_report_files_tables_and_numbers(fake_sweep, tmp_path):
         assert (out / name).stat().st_size > 1000
 
 
+def test_distance_with_a_cache_that_lacks_the_sweeps_features_says_so(fake_sweep, tmp_path):
+    """`report --distance` without --cache-dir reads the default cache; where the sweep's features are not there it
+    wrote no report at all ('error: KeyError: 'source_key''). Now the section names the cache it looked in."""
+    out = build_report([fake_sweep], tmp_path / "out", distance=True, cache_dir=tmp_path / "elsewhere")
+    md = (out / "report.md").read_text()
+    assert f"none of the jobs' features is in the cache {tmp_path / 'elsewhere'}" in md
+    assert "measured_distance" not in json.loads((out / "analysis.json").read_text())
+
+
+def test_a_width_multiplier_of_ones_own_is_a_width_setting_of_its_own(make_cfg):
+    """`width.multiplier=0.1,0.2` (README: `width=` ... or `width.multiplier=`): every job recorded width `small` (the
+    group's name), so the report saw no width sweep ('Swept factors: none') and pooled the nets. A multiplier other
+    than the option's own is now the width's value, ordered with the options by multiplier."""
+    from src.record import factors, width_label
+
+    assert factors(make_cfg("width=medium"))["width"] == "medium"
+    assert factors(make_cfg("width.multiplier=0.1"))["width"] == "x0.1"
+    assert width_label({"name": "tiny", "multiplier": 0.125}) == "tiny"
+    assert A.sort_values("width", ["large", "x0.3", "tiny", "x0.1", "small"]) == ["x0.1", "tiny", "small", "x0.3",
+                                                                                  "large"]
+
+
 def test_relative_error_reduction_arithmetic():
     assert A.relative_error_reduction(0.8, 0.9) == pytest.approx(0.5)
     assert A.relative_error_reduction(1.0, 1.0) == 0.0

@@ -185,3 +185,24 @@ def test_failing_the_running_trials_survives_one_told_meanwhile(tmp_path):
     storage.fail_running()
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
     assert not storage._beats and not any(b._thread.is_alive() for b in beats)
+
+
+def test_workers_starting_on_a_study_with_trials_keep_distinct_sampler_seeds(tmp_path):
+    """`python -m src.search.workers 2`: worker i runs with seed + i, and a run on a study that holds n trials moves
+    its seed on. With seed + n, worker 0 starting once worker 1 had made its first trial took seed 1, worker 1's,
+    and both sampled the same settings (two trials spent on one point). The moved seed is drawn from (seed, n)."""
+    import optuna
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.transferfactors_plugins.shared_study import _continued_seed
+
+    url = f"sqlite:///{tmp_path}/study.db"
+    sampler = lambda seed: OmegaConf.create({"_target_": "optuna.samplers.TPESampler", "seed": seed})  # noqa: E731
+    assert _continued_seed(sampler(1), url, "s") == sampler(1)  # no study yet: worker 1 keeps its seed
+    study = optuna.create_study(storage=url, study_name="s")
+    study.enqueue_trial({"x": 0})
+    study.tell(study.ask(), 0.0)
+    moved = _continued_seed(sampler(0), url, "s")["seed"]  # worker 0, one trial in the study
+    assert moved not in (0, 1)
+    assert _continued_seed(sampler(0), url, "s")["seed"] == moved  # reproducible from the study's state
+    assert len({_continued_seed(sampler(s), url, "s")["seed"] for s in range(50)}) == 50

@@ -137,6 +137,24 @@ def test_plan_flag_prints_the_plan_and_runs_nothing(cache_dir, tmp_path):
     assert r.returncode == 0 and r.stdout.startswith("no plan: an Optuna search is not planned"), r.stderr[-2000:]
 
 
+def test_plan_read_by_a_reader_that_stops_early_leaves_no_sweep_dir(cache_dir, tmp_path):
+    """`--plan | head -2`: the reader goes before the plan is printed whole, and the print fails; the sweep dir
+    Hydra made (multirun.yaml alone) was left behind. A fresh interpreter: the pipe is this test's own."""
+    import os
+    import subprocess
+    import sys
+
+    r, w = os.pipe()
+    os.close(r)  # no reader: the first write of the plan fails (EPIPE)
+    proc = subprocess.run([sys.executable, "-m", "src.main", "-m", "layer=fc6,fc7", "hydra.sweep.dir=multirun/s/t",
+                           "--plan", *TINY], cwd=tmp_path, stdout=w, stderr=subprocess.PIPE,
+                          env={**os.environ, "TRANSFER_CACHE_DIR": str(cache_dir),
+                               "PYTHONPATH": str(REPO_ROOT)}, timeout=300)
+    os.close(w)
+    assert "sweep plan" not in proc.stderr.decode()  # it went to the closed pipe
+    assert not (tmp_path / "multirun").exists(), list((tmp_path / "multirun").rglob("*"))
+
+
 def test_plan_flag_with_a_launcher_that_cannot_plan_is_refused_before_any_job():
     from src.argv import prepare
 

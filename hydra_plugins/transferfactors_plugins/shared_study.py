@@ -59,8 +59,10 @@ class SharedStudySweeper(OptunaSweeper):
 def _continued_seed(sampler: Any, storage: Any, study_name: str | None) -> Any:
     """The sampler config, its seed moved on by the trials the study already holds. Running the same search command
     again adds trials to the same study; with the preset's fixed seed its random start-up trials would replay the
-    first run's (same settings, same scores: trials spent on nothing new). seed + n keeps a continued run
-    reproducible from the study's state."""
+    first run's (same settings, same scores: trials spent on nothing new). The new seed is drawn from (seed, n), so
+    a continued run stays reproducible from the study's state; not seed + n, which is the seed of the worker next
+    to it (`python -m src.search.workers` gives worker i seed + i): worker 0 starting once worker 1 had made its
+    first trial took worker 1's seed, and the two sampled the same settings."""
     import optuna
 
     seed = OmegaConf.select(sampler, "seed", default=None) if OmegaConf.is_config(sampler) else None
@@ -72,9 +74,18 @@ def _continued_seed(sampler: Any, storage: Any, study_name: str | None) -> Any:
         return sampler
     if not n:
         return sampler
+    moved = continued_seed(int(seed), n)
     log.info("study %s has %d trials: the sampler seed moves from %d to %d, so this run samples new settings",
-             study_name, n, int(seed), int(seed) + n)
-    return {**OmegaConf.to_container(sampler, resolve=True), "seed": int(seed) + n}  # (read-only in Hydra's config)
+             study_name, n, int(seed), moved)
+    return {**OmegaConf.to_container(sampler, resolve=True), "seed": moved}  # (read-only in Hydra's config)
+
+
+def continued_seed(seed: int, n: int) -> int:
+    """The sampler seed of a run that finds `n` trials in its study, given `seed`: distinct (seed, n) pairs give
+    distinct seeds (a 32-bit draw), so workers with their own seeds never meet on one."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, n]).generate_state(1)[0])
 
 
 def check_settings(config: DictConfig) -> None:

@@ -84,9 +84,9 @@ class StagedLaunch:
         except Exception:  # refused before any job ran (a replicate group with a bad member): leave no sweep dir
             self._forget_sweep_dir(also=("progress.jsonl",))
             raise
-        if plan_only():
-            print(sweep_plan.describe(plan, self.plan_lines(plan)))
+        if plan_only():  # the dir goes first: a reader that stops early (`--plan | head`) ends the print
             self._forget_sweep_dir()
+            print(sweep_plan.describe(plan, self.plan_lines(plan)))
             raise PlanShown()
         first_batch = not getattr(self, "_batches_planned", 0)
         self._batches_planned = getattr(self, "_batches_planned", 0) + 1

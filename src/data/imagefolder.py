@@ -52,7 +52,10 @@ def check_classes(root: str | Path, wanted: Sequence[str] | None) -> list[str]:
         raise ValueError(f"{root} has {len(chosen)} class ({', '.join(chosen)}); a classification task needs 2 or more")
     for name in chosen:
         if not any(p.suffix.lower() in IMAGE_EXTENSIONS for p in (Path(root) / name).iterdir()):
-            raise ValueError(f"class folder {Path(root) / name} has no images ({', '.join(IMAGE_EXTENSIONS)})")
+            split = {"train", "test"} <= set(available)  # a target's train/test tree given where one tree is read
+            hint = f"; {root} holds train/ and test/: give {Path(root) / 'train'} (one tree, <class>/<image>)" \
+                if split else ""
+            raise ValueError(f"class folder {Path(root) / name} has no images ({', '.join(IMAGE_EXTENSIONS)}){hint}")
     return chosen
 
 

@@ -41,7 +41,8 @@ FAMILIES = {
     "module": "your own nn.Module (arch.builder=pkg.module:function)",
     "backbone": "a reference library:model[@weights] or file:path (arch.model; experiment=model_selection)",
 }
-DESCRIPTION_VERSION = 3  # 3: the input records the resize before a centre crop
+DESCRIPTION_VERSION = 4  # 3: the input records the resize before a centre crop; 4: a net that is itself an
+# nn.Sequential of blocks has them as its blocks (its parameterised leaves before)
 
 FIELDS = {
     "model": Str("the model: a library's model name (timm, torchvision) or a library:model[@weights] / file:path "

@@ -146,18 +146,23 @@ def block_modules(model: nn.Module, head: str) -> list[str]:
     leaf modules. The head is not a block."""
     blocks: list[str] = []
 
+    def container(module: nn.Module) -> bool:
+        return isinstance(module, (nn.Sequential, nn.ModuleList)) and sum(map(_composite, module.children())) >= 2
+
     def visit(module: nn.Module, prefix: str) -> None:
         for name, child in module.named_children():
             path = f"{prefix}{name}"
             if path == head:
                 continue
-            kids = list(child.named_children())
-            if isinstance(child, (nn.Sequential, nn.ModuleList)) and sum(_composite(c) for _, c in kids) >= 2:
-                blocks.extend(f"{path}.{n}" for n, c in kids if any(True for _ in c.parameters()))
+            if container(child):
+                blocks.extend(f"{path}.{n}" for n, c in child.named_children() if any(True for _ in c.parameters()))
             else:
                 visit(child, f"{path}.")
 
-    visit(model, "")
+    if container(model):  # the net itself is the outermost container (a builder returning an nn.Sequential)
+        blocks = [n for n, c in model.named_children() if n != head and any(True for _ in c.parameters())]
+    else:
+        visit(model, "")
     if not blocks:
         blocks = [n for n, m in model.named_modules()
                   if n and n != head and not any(True for _ in m.children()) and any(True for _ in m.parameters())]

@@ -16,20 +16,10 @@ from scipy import stats
 
 from src.models.registry import layer_order
 from src.report import stats as S
-from src.record import FACTORS  # noqa: F401  (the factor columns the analyses search, in report order)
+from src.record import FACTORS, width_presets  # noqa: F401  (FACTORS: the factor columns the analyses search)
 
-
-def _width_order() -> list[str]:
-    """conf/width's options, narrowest first (by their multiplier)."""
-    from omegaconf import OmegaConf
-
-    import src
-
-    widths = [OmegaConf.load(p) for p in (src.REPO_ROOT / "conf" / "width").glob("*.yaml")]
-    return [w.name for w in sorted(widths, key=lambda w: w.multiplier)]
-
-
-WIDTH_ORDER = _width_order()
+WIDTH_MULTIPLIER = width_presets()  # conf/width's options: name -> multiplier
+WIDTH_ORDER = sorted(WIDTH_MULTIPLIER, key=WIDTH_MULTIPLIER.get)  # narrowest first
 _LAYER_ORDER: dict[tuple[str, ...], list[str]] = {}  # the registered archs' names -> their layer order
 
 
@@ -56,8 +46,13 @@ def ordinal(factor: str, value: Any) -> float:
     if factor == "layer":
         order = _layer_order()
         return float(order.index(value)) if value in order else math.nan
-    if factor == "width":
-        return float(WIDTH_ORDER.index(value)) if value in WIDTH_ORDER else math.nan
+    if factor == "width":  # by multiplier: a preset's name, or a multiplier of one's own (`x0.1`)
+        if value in WIDTH_MULTIPLIER:
+            return WIDTH_MULTIPLIER[value]
+        try:
+            return float(str(value).removeprefix("x"))
+        except ValueError:
+            return math.nan
     if factor in NUMERIC:
         return float(value)
     return math.nan

@@ -393,6 +393,8 @@ def _measured_distance(section: Section, df: pd.DataFrame, cache_dir, analysis: 
     cache = Path(cache_dir or os.environ.get("TRANSFER_CACHE_DIR", src.REPO_ROOT / ".cache"))
     md_df = measured_distance(df, cache)
     if not len(md_df):
+        section.notes.append(f"LogME and Frechet distances at the penultimate layer: not computed, none of the "
+                             f"jobs' features is in the cache {cache} (--cache-dir: the cache the sweep ran with)")
         return
     rhos: dict[str, dict] = {}
     for key, g in md_df.groupby("source_key"):

@@ -49,8 +49,9 @@ def measured_distance(df: pd.DataFrame, cache_dir: Path) -> pd.DataFrame:
                      "logme": logme(x, y) if y.ndim == 1 else math.nan,
                      "frechet": frechet_distance(src_x, x) if src_x is not None else math.nan})
     out = pd.DataFrame(rows)
-    if len(out):
-        lo = out.groupby("source_key")["logme"].transform("min")
-        hi = out.groupby("source_key")["logme"].transform("max")
-        out["logme_distance"] = 1 - (out["logme"] - lo) / (hi - lo).replace(0, np.nan)
+    if not len(out):  # none of the jobs' features is in this cache (another cache dir, or cleared)
+        return out
+    lo = out.groupby("source_key")["logme"].transform("min")
+    hi = out.groupby("source_key")["logme"].transform("max")
+    out["logme_distance"] = 1 - (out["logme"] - lo) / (hi - lo).replace(0, np.nan)
     return out.sort_values(["source_key", "distance_rank"]).reset_index(drop=True)

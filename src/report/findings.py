@@ -172,10 +172,22 @@ def build_grid(ok: pd.DataFrame, factor: str) -> Grid:
                 full["_select"].to_numpy(float).reshape(shape), on_test, notes, samples.nunique() > 1)
 
 
+def _follows(ok: pd.DataFrame, factor: str, other: str) -> bool:
+    """Whether `other` moves with `factor` by the question's own design, not as a second factor: the images per
+    class of an equal-budget classes sweep (total images fixed, checked before), the snapshot of an epochs sweep
+    that taps each run's last epoch."""
+    if factor == "source_num_classes" and other == "source_images_per_class":
+        return _equal_budget(ok)
+    if factor == "source_epochs" and other == "snapshot":
+        return bool((ok["snapshot"].astype(float) == ok["source_epochs"].astype(float)).all())
+    return False
+
+
 def _confounded(ok: pd.DataFrame, factor: str, swept: list[str]) -> list[str]:
     """The other swept factors that do not cross `factor` (some setting of it never meets some of theirs): its
-    contrast would compare different nets, not different settings of one factor."""
-    others = [f for f in swept if f != factor]
+    contrast would compare different nets, not different settings of one factor. A factor that follows `factor`
+    by design (`_follows`) is part of it, not another factor."""
+    others = [f for f in swept if f != factor and not _follows(ok, factor, f)]
     if not others:
         return []
     combos = A.as_text(ok[others]).agg("|".join, axis=1)
