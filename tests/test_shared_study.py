@@ -22,9 +22,12 @@ from tests.services.postgres import PostgresServer
 pytestmark = pytest.mark.service
 
 STUDY = "factors_tpe-synth_objects_new"
-# One source net (alexnet/tiny) and a layer choice with one that fails the config check for every arch (conv9).
+# One source net (alexnet/tiny) and a layer choice with one that fails the config check for every arch (conv9), among
+# ten: a test enqueues it once, and a worker's three trials must not all draw it (a worker whose every trial failed
+# exits 1). Among three layers one sampler seed drew it thrice; among ten, none of the seeds a worker can get here
+# (worker 0 or 1, finding 0 to 5 trials: the seed moves with them) draws it for all three.
 SPACE = ["hydra.sweeper.params.arch=alexnet", "hydra.sweeper.params.width=tiny", "hydra.sweeper.params.dimred=none",
-         "hydra.sweeper.params.layer='choice(fc6,fc7,conv9)'"]
+         "hydra.sweeper.params.layer='choice(fc6,fc7,conv1,conv2,conv3,conv4,conv5,conv_last,fc8,conv9)'"]
 
 
 @pytest.fixture(scope="session")
