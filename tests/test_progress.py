@@ -42,7 +42,7 @@ def test_line_has_count_elapsed_eta_and_best():
     assert line == ("[sweep] job 4/8 | elapsed 0:01:20 | ETA 0:00:40 | best target_score=0.7500 (layer=fc7) | "
                     "1 failed")
     optuna = progress_line({**header, "kind": "optuna", "total": 12, "direction": "minimize"}, records[:2], 160.0)
-    assert optuna.startswith("[sweep] trial 2 of 12 | elapsed 0:01:00 | ETA 0:05:00 | best so far target_score=0.5000")
+    assert optuna.startswith("[sweep] trial 2 of 12 | elapsed 0:01:00 | ETA 0:05:00 | best of this run target_score=0.5000")
 
 
 def test_best_is_the_best_on_the_last_jobs_target_when_targets_are_swept():

@@ -29,7 +29,7 @@ def test_optuna_search_persists_and_continues_its_study(cache_dir, tmp_path):
     assert len(results(tmp_path / "s1")) == 4
     # the search's own record: the report's command block shows the search, not one trial
     assert OmegaConf.load(tmp_path / "s1" / "multirun.yaml").hydra.sweeper.n_trials == 4
-    assert "[sweep] trial 4 of 4 | elapsed" in r.stdout and "best so far val_score=" in r.stdout
+    assert "[sweep] trial 4 of 4 | elapsed" in r.stdout and "best of this run val_score=" in r.stdout
     study = optuna.load_study(study_name="factors_tpe-synth_objects_new", storage=storage)
     assert len(study.trials) == 4
     # The search selects on the probe's val score, never on the test score the report gives.

@@ -69,7 +69,8 @@ def _clock(seconds: float) -> str:
 
 
 def progress_line(header: dict[str, Any], records: list[dict[str, Any]], now: float) -> str:
-    """`job k/N | elapsed | ETA | best` (Optuna: `trial k of n_trials | ... | best so far`)."""
+    """`job k/N | elapsed | ETA | best` (Optuna: `trial k of n_trials | ... | best of this run`: a continued
+    study's earlier trials are not in it)."""
     k, total = len(records), header.get("total")
     elapsed = now - header["start"]
     what = (f"trial {k} of {total if total else '?'}" if header.get("kind") == "optuna"
@@ -98,7 +99,7 @@ def progress_line(header: dict[str, Any], records: list[dict[str, Any]], now: fl
     if scored and isinstance(direction, str):
         pick = max if direction == "maximize" else min
         best = pick(scored, key=lambda r: r["value"])
-        label = ("best so far" if header.get("kind") == "optuna" else "best") + (f" on {task}" if task else "")
+        label = ("best of this run" if header.get("kind") == "optuna" else "best") + (f" on {task}" if task else "")
         setting = " ".join(o for o in str(best.get("setting") or "").split() if not o.startswith("target="))
         parts.append(f"{label} {header.get('objective', 'objective')}={best['value']:.4f}"
                      + (f" ({setting})" if setting else ""))
