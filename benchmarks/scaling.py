@@ -3,7 +3,8 @@ with the exponent of a log-log fit (extraction should be ~1), and extraction's p
 
 Extraction: all taps of alexnet width small; memory: peak RSS growth during a 16k-image extraction (in its own
 process) against the size of the feature matrices it writes. Goal: that growth < 2x the features' size.
-Probe: LinearSVC (the default classifier) on fc6-like features, 10 classes.
+Probe: scikit-learn's LinearSVC at C=1 (the reference classifier, classifier=linear_svm_liblinear; the default,
+linear_svm, is the C-path solver of P4) on fc6-like features, 10 classes.
 """
 
 from __future__ import annotations
