@@ -2,9 +2,9 @@
 
 torchvision's `ops/roi_align.py` imports one helper, `torch._dynamo.utils.is_compile_supported`, at the top of the
 module, and `import torchvision` runs it: every process that imports torchvision (or timm, which imports it) also
-loads torch._dynamo, ~1.5-2.5 s of CPU on a 2-core machine, more than torchvision itself. The helper is only
-called when `roi_align` runs, which this project never does; torchvision's own comment in that file says it means
-to avoid "eagerly importing dynamo". A job that extracts features or lists a net's layers is a fresh process on a
+loads torch._dynamo, seconds of CPU, more than torchvision itself. The helper is only called when `roi_align`
+runs, which this project never does; torchvision's own comment in that file says it means to avoid "eagerly
+importing dynamo". A job that extracts features or lists a net's layers is a fresh process on a
 cluster node (every SLURM task of an extraction array), so it paid this on every start.
 
 `install()` puts a finder in front of the import system for the process's first import of that one module,

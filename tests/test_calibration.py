@@ -175,7 +175,7 @@ def level_rates(effect: float, n_seeds: int) -> tuple[int, int]:
 
 
 def test_calibration_level_questions():
-    """width / depth / classes / training length: null (no gain) below 5%, power at a 0.04 gain (tasks differ by
+    """width / depth / classes / training length: null (no gain) below 5%, power at a 0.03 gain (tasks differ by
     SD 0.01 in it) at the recommended seeds."""
     _null(*level_rates(0.0, SEEDS), "level / null")
     _power(*level_rates(0.03, SEEDS), "level / gain 0.03")  # about 0.87: a moderate loss of power shows

@@ -14,10 +14,10 @@ file (.pth, .pt, .bin, .safetensors; its classifier may have another class count
 `pretrained` (timm's default tag / torchvision's DEFAULT enum member, or a member name such as IMAGENET1K_V1) read
 from the library's own cache (Hugging Face hub / torch hub). Nothing is downloaded unless `arch.download=true`.
 
-A model's layers (its graph nodes, their output shapes, its blocks) are learnt by building it once at random init
-and tracing one forward pass; the description is cached as JSON under `<cache_dir>/models/`, keyed by library,
-library version, model and constructor arguments, so the config check of every later job reads a small file
-instead of importing torch.
+A model's layers (its graph nodes, their output shapes, its blocks) are learnt by building it once (on PyTorch's
+meta device where the net allows it, else at random init on the CPU) and tracing one forward pass; the
+description is cached as JSON under `<cache_dir>/models/`, keyed by library, library version, model and constructor
+arguments, so the config check of every later job reads a small file instead of importing torch.
 """
 
 from __future__ import annotations

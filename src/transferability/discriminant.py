@@ -22,7 +22,8 @@ def _indexed(labels: np.ndarray, n_min: int = 2) -> tuple[np.ndarray, np.ndarray
 
 
 def _class_means(x: np.ndarray, y: np.ndarray, counts: np.ndarray) -> np.ndarray:
-    """(C, d) per-class means, as one GEMM with the one-hot labels (np.add.at was 10x slower on fc layers)."""
+    """(C, d) per-class means, as one GEMM with the one-hot labels (one BLAS call, not np.add.at's row-by-row
+    scatter)."""
     return (np.eye(len(counts))[y].T @ x) / counts[:, None]
 
 
@@ -30,7 +31,7 @@ def _pca(x: np.ndarray, k: int) -> np.ndarray:
     """x's scores on its top-k principal components (exact PCA: what scikit-learn's PCA(k).fit_transform computes,
     up to each component's sign), from the eigendecomposition of the smaller Gram matrix of the centred rows
     (d x d, or n x n on a wide fc layer; shared with H-score and TransRate within a job) instead of a randomised
-    SVD (3-10x slower here, and approximate)."""
+    SVD (a second factorisation of x where the shared Gram matrix's is at hand, and approximate)."""
     xc, vals, vecs = centred_gram_eigh(x)
     if xc.shape[0] >= xc.shape[1]:
         return xc @ vecs[:, ::-1][:, :k]  # top-k right singular vectors

@@ -30,7 +30,8 @@ def shared() -> Iterator[None]:
 def centred_gram_eigh(features, vectors: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(Xc, eigenvalues ascending, eigenvectors) of Xc^T Xc if n >= d, else of Xc Xc^T; Xc = the float64 features
     minus their column means. `vectors=False`: the caller needs the eigenvalues only, and outside `shared()` gets
-    no eigenvectors (None; eigvalsh is ~2x cheaper); inside, they are computed for the estimators that need them."""
+    no eigenvectors (None; eigvalsh does not form them, which costs less); inside, they are computed for the
+    estimators that need them."""
     if _kept is not None and id(features) in _kept:
         return _kept[id(features)][1]
     x = np.asarray(features, dtype=np.float64)
