@@ -58,11 +58,17 @@ def test_tv_resnet50_and_vgg16_presets_map_the_papers_names_onto_torchvisions_mo
         # weights' paths (torch hub's cache, a file) are the tv_alexnet case's and tests/test_backbones.py's.
         spec = validate(make_cfg(f"arch={arch}", "arch.weights=null", "layer=pool" if "resnet" in arch else
                                  "layer=fc7")).spec
-        fx = feature_extractor(load(spec), {spec.resolve(t): t for t in dims}, spec)
+        named = {spec.resolve(t): t for t in dims}  # node -> one of its names (conv_last names conv13's node)
+        fx = feature_extractor(load(spec), named, spec)
         with torch.inference_mode():
             out = fx(torch.randn(1, 3, 64, 64))
         for tap, dim in dims.items():  # the aliases' dims are torchvision's modules' output widths
-            assert spec.tap_dim(tap) == dim and out[tap].shape[1] == dim, (arch, tap)
+            assert spec.tap_dim(tap) == dim and out[named[spec.resolve(tap)]].shape[1] == dim, (arch, tap)
+    # conv_last is the last conv layer (its ReLU, before the final max pool), as in the families trained here.
+    for arch, last in (("tv_vgg16", "conv13"), ("tv_alexnet", "conv5")):
+        spec = validate(make_cfg(f"arch={arch}", "arch.weights=null", "layer=fc7")).spec
+        assert spec.resolve("conv_last") == spec.resolve(last)
+    assert validate(make_cfg("arch=alexnet", "layer=conv_last")).spec.resolve("conv_last") == "conv5"
 
 
 @pytest.mark.slow
