@@ -29,7 +29,7 @@ from src.report import analysis as A
 from src.report import numbers as N
 from src.report import plot_tasks as P
 from src.report import stats as S
-from src.report.layout import figure, legend_outside, save, wrap
+from src.report.layout import figure, fit_titles, legend_outside, save, wrap
 from src.report.questions import BY_ID
 
 CONTRAST = {"layer_gap_shrinks": "late-minus-early gap", "layer_optimum_shift": "best earlier - best late layer",
@@ -54,9 +54,9 @@ def findings_figures(details: dict[str, Any], axis: str, keys: dict[str, P.TaskK
     for qid, d in details.items():
         if d["factor"] not in curves_done:
             curves_done.add(d["factor"])
-            yield f"findings_score_vs_{d['factor']}", _curves(d, keys)
+            yield f"findings_score_vs_{d['factor']}", fit_titles(_curves(d, keys))
         if "contrast" in d:
-            yield f"findings_{qid}", _contrast_plot(qid, d, axis, keys)
+            yield f"findings_{qid}", fit_titles(_contrast_plot(qid, d, axis, keys))
 
 
 def _axis_name(axis: str) -> str:

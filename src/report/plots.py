@@ -18,7 +18,7 @@ import pandas as pd
 
 from src.report import analysis as A
 from src.report import plot_tasks as P
-from src.report.layout import figure, figure_rows, legend_outside, save, wrap
+from src.report.layout import figure, figure_rows, fit_titles, legend_outside, save, wrap
 
 
 def layer_axis(df: pd.DataFrame, values: set) -> list[str]:
@@ -64,11 +64,12 @@ def figures(df: pd.DataFrame, fd: dict[str, dict], keys: dict[str, P.TaskKey] | 
         lo, hi = _seed_band(df, factor, table)
         band = "; band: 95% t interval over source seeds" if lo is not None else ""
         title = f"Target test score vs {factor} ({what}){band}"
-        yield f"score_vs_{factor}", score_curves(table, x, [str(a) for a in axis], factor, keys, title, lo, hi)
-        yield f"heatmap_{factor}", _heatmap(table, factor, keys, what)
+        curves = score_curves(table, x, [str(a) for a in axis], factor, keys, title, lo, hi)
+        yield f"score_vs_{factor}", fit_titles(curves)
+        yield f"heatmap_{factor}", fit_titles(_heatmap(table, factor, keys, what))
 
     for factor, entry in fd.items():
-        yield f"optimal_{factor}_vs_distance", _optimal_vs_distance(df, factor, entry, keys)
+        yield f"optimal_{factor}_vs_distance", fit_titles(_optimal_vs_distance(df, factor, entry, keys))
 
 
 def score_curves(table: pd.DataFrame, x: list, axis: list[str], factor: str, keys: dict[str, P.TaskKey],
