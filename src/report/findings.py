@@ -265,7 +265,59 @@ def answer(q: Q.Question, ok: pd.DataFrame, factor: str, swept: list[str]) -> An
         a.reason = "not answered: no source seed has a score for every task and setting"
         return a
     a.result = Q.analyse(q, grid.test[..., complete], grid.val[..., complete], grid.settings, grid.distance)
+    grid.notes += [n for n in _moves_with(ok, factor, grid.settings) if n not in grid.notes]
     return a
+
+
+# Factors whose settings are different architectures trained with one recipe (the same source data, epochs and
+# optimiser): what else differs between their nets is part of every contrast over them.
+NET_FACTORS = ("width", "depth")
+
+
+def _moves_with(ok: pd.DataFrame, factor: str, settings: list) -> list[str]:
+    """What changes with a net-changing factor besides the factor itself, per setting (mean over its finished
+    jobs), where it differs between the settings: the source net's own val accuracy (at a fixed recipe a wider
+    or deeper net may train better or worse in the same epochs) and the representation's dimension (the probe
+    then sees more or fewer features). The contrast compares the nets as trained, and the reader should know."""
+    if factor not in NET_FACTORS:
+        return []
+    rows = ok[ok[factor].notna()]
+    key = A.as_text(rows[factor])
+    out = []
+    for col, what in (("source_val_acc", "the source nets' own val accuracy"),
+                      ("feature_dim", "the representation's dimension")):
+        if col not in rows or rows[col].isna().all():
+            continue
+        means = rows.groupby(key)[col].mean()
+        values = [means.get(str(v), math.nan) for v in settings]
+        if np.nanmax(values) - np.nanmin(values) <= N.NOISE:
+            continue
+        text = ", ".join(f"{v} {N.number(m, 3) if col == 'source_val_acc' else f'{m:.0f}'}"
+                         for v, m in zip(settings, values))
+        out.append(f"{what} also changes with {factor} ({text}; mean over the finished jobs)")
+    if out:
+        arch = _only(rows, "arch")
+        width = _only(rows, "width") if factor != "width" else ""
+        depth = _only(rows, "depth") if factor != "depth" else ""
+        nets = " ".join(p for p in (f"{arch} nets" if arch else "nets", f"at width {width}" if width else "",
+                                    f"of depth {depth}" if depth else "") if p)
+        epochs = _only(rows, "source_epochs")
+        out.append(f"every {factor} is trained with one recipe ({epochs + ' epochs, ' if epochs else ''}the same "
+                   f"source data and optimiser), so the contrast compares the nets as trained in that budget: a "
+                   f"{factor} whose net trained less well also transfers worse for that reason; the answer is about "
+                   f"{nets} trained so")
+    return out
+
+
+def _only(rows: pd.DataFrame, col: str) -> str:
+    """The one value `col` takes in `rows`, as text ("" when it is not recorded or takes several)."""
+    if col not in rows:
+        return ""
+    values = rows[col].dropna().unique()
+    if len(values) != 1:
+        return ""
+    v = values[0]
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
 
 
 def answers(df: pd.DataFrame, primary: str | None = None) -> tuple[list[Answer], str]:
