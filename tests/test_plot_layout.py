@@ -130,6 +130,10 @@ def test_a_title_wider_than_its_axes_widens_the_figure(tmp_path):
     keys = task_keys(df)
     figs = dict([*findings_figures(details, kind, keys), *figures(df, A.optimal_settings(df), keys)])
     assert {"findings_score_vs_width", "score_vs_width"} <= set(figs)
+    # Only the layer's optimum has a question about distance (layer_optimum_shift): the width's figure said
+    # "Findings tests it" of a study whose only question compares the widest net with the narrowest.
+    title = figs["optimal_width_vs_distance"].axes[0].get_title().replace("\n", " ")
+    assert "no Findings question tests whether it moves" in title and "Findings tests it" not in title
     for name, fig in figs.items():
         assert layout_problems(fig) == [], name
         fig.canvas.draw()

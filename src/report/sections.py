@@ -42,8 +42,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "No task group with a swept factor."),
     ("optimal", "Optimal setting per task",
      "Each task's best setting of each ordinal factor (best mean val score), by distance: a description. Whether "
-     "it moves with distance is a question of the Findings section (layer_optimum_shift), which has the statistic "
-     "and the inference that needs.",
+     "the best layer moves with distance is a question of the Findings section (layer_optimum_shift), which has the "
+     "statistic and the inference that needs; for the other factors no question tests whether the optimum moves "
+     "(width_helps and the like compare the two ends of the factor, averaged over tasks).",
      "No ordinal factor was swept."),
     ("settings", "Per setting, with 95% CIs",
      "Mean test score per task and setting over source seeds with a t interval (one job per setting: a BCa "
