@@ -298,6 +298,10 @@ def test_power_table_seeds_needed():
     assert S.seeds_for_power(1.0, 0.01) == 2.0
     n = S.seeds_for_power(0.05, 0.05)  # effect = 1 SD: a two-sided t test at 0.05 needs 10 for 80%
     assert n == 10.0
+    # A large effect is reachable with few seeds: statsmodels' solver returned NaN for effects of about 12 to 100
+    # SDs, read as "unreachable" (a layer gap of -0.39 with an interval [-0.41, -0.38] was reported so).
+    assert [S.seeds_for_power(k * 0.01, 0.01) for k in (5, 12, 20, 30, 50, 99, 100)] == [3.0] * 5 + [2.0] * 2
+    assert S.seeds_for_power(0.005, 0.05) == 787.0  # a small effect still goes through the solver
 
 
 def test_a_tasks_distance_weights_each_source_seed_once_and_disagreement_is_named(tmp_path):

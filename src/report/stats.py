@@ -214,8 +214,14 @@ def seeds_for_power(effect: float, sd: float, power: float = POWER, alpha: float
         return math.inf
     es = abs(effect) / sd if sd > 0 else math.inf
     power_of = TTestPower()
-    if es == math.inf or power_of.power(effect_size=es, nobs=2, alpha=alpha, alternative="two-sided") >= power:
+    if es == math.inf:
         return 2.0
+    # Power rises with n: the first few counts directly. statsmodels' root finder fails to converge for large
+    # effects (about 12 to 100 SDs: the power at 2 seeds, one degree of freedom, is still below 0.8 there), and
+    # its NaN read as "unreachable: too small for its per-seed SD" for an estimate 20 SDs from 0.
+    for n in range(2, 51):
+        if power_of.power(effect_size=es, nobs=n, alpha=alpha, alternative="two-sided") >= power:
+            return float(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels warns before it returns NaN for an unreachable power
         try:
