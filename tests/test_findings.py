@@ -120,11 +120,17 @@ def test_one_source_seed_gives_no_verdict_and_says_how_many_are_needed(tmp_path)
     row = json.loads((out2 / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
     assert row["verdict"] == "no verdict: 4 source seeds, needs 6 (replicates=6)"
     assert len(row["ci"]) == 2  # the interval is still shown
+    # Power needs 3 seeds for an effect this size, the study's verdict 6: the cell says both ('3' next to 'no
+    # verdict: needs 6' read as a contradiction), analysis.json keeps the count.
+    assert row["seeds_for_80_power"] == 3
+    md = (out2 / "report.md").read_text()
+    assert re.search(r"\| layer_gap_shrinks \|.*\| 3 \(a verdict here needs 6\) \|", md)
     # The report's command line overrides the study's settings.
     out3 = build_report([sweep2], tmp_path / "out3", baseline={"layer": "fc7"}, primary="null", min_seeds=3,
                         plots=False)
     row = json.loads((out3 / "analysis.json").read_text())["findings"]["layer_gap_shrinks"]
     assert row["role"] == "secondary" and row["verdict"] == "supported"
+    assert re.search(r"\| layer_gap_shrinks \|.*\| 3 \|$", (out3 / "report.md").read_text(), re.M)
 
 
 def test_a_seed_missing_a_job_is_counted_as_undefined_not_dropped_silently(tmp_path):
