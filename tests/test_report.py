@@ -451,3 +451,22 @@ def test_a_baseline_no_job_ran_is_named_with_the_values_that_ran(tmp_path):
     text = (build_report([tmp_path / "sw"], tmp_path / "out", plots=False) / "report.md").read_text()
     assert "was not run in this sweep" in text
     assert "(layer ran layer1, layer4: `python -m src.report DIR --baseline layer=layer1` names one.)" in text
+
+
+def test_a_baseline_hint_names_a_setting_some_job_ran(tmp_path):
+    """experiment=diversity_density at a budget of 2000 images: 20 classes (the default's) ran only with 100 images
+    per class. The hint named the first images-per-class value on its own (50), a baseline no job ran either; it
+    now takes the value from the jobs at the baseline's other factors."""
+    job = 0
+    for classes in (5, 20, 40):
+        for target in ("a", "b"):
+            (tmp_path / "sw" / str(job)).mkdir(parents=True)
+            (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+                "status": "ok", "factors": {"arch": "alexnet", "layer": "fc6", "target": target, "group": "g",
+                                            "distance_rank": None, "seed": 0, "source_num_classes": classes,
+                                            "source_images_per_class": 2000 // classes},
+                "metrics": {"target_score": 0.5, "target_metric": "accuracy"}}))
+            job += 1
+    text = (build_report([tmp_path / "sw"], tmp_path / "out", plots=False) / "report.md").read_text()
+    assert ("(source_images_per_class ran 50, 100, 400: `python -m src.report DIR --baseline "
+            "source_images_per_class=100` names one.)") in text

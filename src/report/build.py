@@ -75,7 +75,17 @@ def _baseline_hint(df: pd.DataFrame, baseline: dict[str, Any], factors: list[str
     if not absent:
         return ""
     ran = "; ".join(f"{f} ran {', '.join(map(str, values))}" for f, values in absent)
-    example = " ".join(f"--baseline {f}={values[0]}" for f, values in absent if values)
+    # The example is a setting some job ran: the absent factors' values from a job at the baseline of the others
+    # (experiment=diversity_density at another image budget ran 20 classes only with 100 images per class, and
+    # the first value of images per class alone, 50, named a baseline that no job ran either).
+    names = [f for f, _ in absent]
+    present = [f for f in factors if f in baseline and f in ok and f not in names]
+    at_base = ok[[all(A.same_value(v, baseline[f]) for f, v in zip(present, row))
+                  for row in ok[present].itertuples(index=False)]] if present else ok
+    ran_there = sorted(at_base[names].drop_duplicates().itertuples(index=False),
+                       key=lambda r: A.setting_key(names, tuple(r)))
+    pick = dict(zip(names, ran_there[0])) if ran_there else {f: values[0] for f, values in absent if values}
+    example = " ".join(f"--baseline {f}={pick[f]}" for f, _ in absent if f in pick)
     return f" ({ran}: `python -m src.report DIR {example}` names one.)" if example else f" ({ran}.)"
 
 
