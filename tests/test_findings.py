@@ -233,12 +233,31 @@ def test_what_moves_with_a_width_or_depth_is_named_under_the_findings(tmp_path):
     assert a.grid.notes == [
         "the source nets' own val accuracy also changes with depth (8 0.340, 11 0.290, 16 0.160; mean over the "
         "finished jobs)",
-        "every depth is trained with one recipe (4 epochs, the same source data and optimiser), so the contrast "
+        "every depth setting is trained with one recipe (4 epochs, the same source data, the same optimiser), so the "
+        "contrast "
         "compares the nets as trained in that budget: a depth whose net trained less well also transfers worse for "
         "that reason; the answer is about vgg nets at width tiny trained so"]  # the dimension is the same: unsaid
     # A question over one net (a layer sweep) has nothing of the kind to say.
     items, _ = answers(load_results([shift_sweep(tmp_path / "sw", seeds=[0, 1, 2])]))
     assert all(a.grid.notes == [] for a in items)
+    # experiment=diversity_density: each net's val accuracy is on its own task, so with its chance level.
+    df = _design_sweep(tmp_path / "dd", [{"source_num_classes": c, "source_images_per_class": 2000 // c,
+                                          "arch": "alexnet", "source_epochs": 4} for c in (5, 40)])
+    df["source_val_acc"] = df["source_num_classes"].map({5: 0.8, 40: 0.1})
+    (a,) = [a for a in answers(df)[0] if a.q.id == "classes_over_images"]
+    assert a.grid.notes[0] == (
+        "the source nets' own val accuracy also changes with source_num_classes (5 0.800 (chance 1/5), 40 0.100 "
+        "(chance 1/40); mean over the finished jobs); each on its own source task, so they say how far each net "
+        "learnt its task")
+    assert "(4 epochs, the same number of source images, the same optimiser)" in a.grid.notes[1]
+    # experiment=early_stopping: a snapshot is the one run mid-schedule, not a shorter training.
+    df = _design_sweep(tmp_path / "es", [{"snapshot": e, "source_epochs": 8} for e in (1, 2, 8)])
+    (a,) = [a for a in answers(df)[0] if a.q.id == "training_longer_helps"]
+    assert a.factor == "snapshot" and a.grid.notes == [
+        "the snapshots (1, 2, 8) are epochs of one 8-epoch run whose learning rate follows one one-cycle schedule "
+        "over all 8 epochs (rising over the first 30% of its steps, then annealed): an earlier snapshot is that run "
+        "mid-schedule, not a net trained for that many epochs, so the contrast is the finished run against its own "
+        "earlier state"]
 
 
 def test_gain_of_choosing_on_val_over_the_baseline(tmp_path):

@@ -269,19 +269,23 @@ def answer(q: Q.Question, ok: pd.DataFrame, factor: str, swept: list[str]) -> An
     return a
 
 
-# Factors whose settings are different architectures trained with one recipe (the same source data, epochs and
-# optimiser): what else differs between their nets is part of every contrast over them.
-NET_FACTORS = ("width", "depth")
+# Factors whose settings are different source nets trained with one recipe (epochs, optimiser; for width and depth
+# also the same source data, for the classes the same number of source images): what else differs between their
+# nets is part of every contrast over them.
+NET_FACTORS = ("width", "depth", "source_num_classes")
 
 
 def _moves_with(ok: pd.DataFrame, factor: str, settings: list) -> list[str]:
     """What changes with a net-changing factor besides the factor itself, per setting (mean over its finished
     jobs), where it differs between the settings: the source net's own val accuracy (at a fixed recipe a wider
-    or deeper net may train better or worse in the same epochs) and the representation's dimension (the probe
-    then sees more or fewer features). The contrast compares the nets as trained, and the reader should know."""
+    or deeper net may train better or worse in the same epochs; with more classes, on a task of its own, so with
+    its chance level) and the representation's dimension (the probe then sees more or fewer features). The
+    contrast compares the nets as trained, and the reader should know. A snapshot sweep: what a snapshot is."""
+    rows = ok[ok[factor].notna()]
+    if factor == "snapshot":
+        return _snapshot_note(rows, settings)
     if factor not in NET_FACTORS:
         return []
-    rows = ok[ok[factor].notna()]
     key = A.as_text(rows[factor])
     out = []
     for col, what in (("source_val_acc", "the source nets' own val accuracy"),
@@ -292,9 +296,12 @@ def _moves_with(ok: pd.DataFrame, factor: str, settings: list) -> list[str]:
         values = [means.get(str(v), math.nan) for v in settings]
         if np.nanmax(values) - np.nanmin(values) <= N.NOISE:
             continue
+        chance = col == "source_val_acc" and factor == "source_num_classes"
         text = ", ".join(f"{v} {N.number(m, 3) if col == 'source_val_acc' else f'{m:.0f}'}"
+                         + (f" (chance 1/{v})" if chance else "")
                          for v, m in zip(settings, values))
-        out.append(f"{what} also changes with {factor} ({text}; mean over the finished jobs)")
+        out.append(f"{what} also changes with {factor} ({text}; mean over the finished jobs)"
+                   + ("; each on its own source task, so they say how far each net learnt its task" if chance else ""))
     if out:
         arch = _only(rows, "arch")
         width = _only(rows, "width") if factor != "width" else ""
@@ -302,11 +309,24 @@ def _moves_with(ok: pd.DataFrame, factor: str, settings: list) -> list[str]:
         nets = " ".join(p for p in (f"{arch} nets" if arch else "nets", f"at width {width}" if width else "",
                                     f"of depth {depth}" if depth else "") if p)
         epochs = _only(rows, "source_epochs")
-        out.append(f"every {factor} is trained with one recipe ({epochs + ' epochs, ' if epochs else ''}the same "
-                   f"source data and optimiser), so the contrast compares the nets as trained in that budget: a "
-                   f"{factor} whose net trained less well also transfers worse for that reason; the answer is about "
-                   f"{nets} trained so")
+        data = "the same number of source images" if factor == "source_num_classes" else "the same source data"
+        out.append(f"every {factor} setting is trained with one recipe ({epochs + ' epochs, ' if epochs else ''}{data}, "
+                   f"the same optimiser), so the contrast compares the nets as trained in that budget: a {factor} whose "
+                   f"net trained less well also transfers worse for that reason; the answer is about {nets} trained so")
     return out
+
+
+def _snapshot_note(rows: pd.DataFrame, settings: list) -> list[str]:
+    """A snapshot sweep (experiment=early_stopping) taps epochs of one run whose learning rate follows one one-cycle
+    schedule over all its epochs (src.train: OneCycleLR, rising over the first 30% of the steps, then annealed):
+    an early snapshot is that run mid-schedule, not a net trained for that many epochs."""
+    epochs = _only(rows, "source_epochs")
+    if not epochs:
+        return []
+    return [f"the snapshots ({', '.join(map(str, settings))}) are epochs of one {epochs}-epoch run whose learning "
+            f"rate follows one one-cycle schedule over all {epochs} epochs (rising over the first 30% of its steps, "
+            "then annealed): an earlier snapshot is that run mid-schedule, not a net trained for that many epochs, "
+            "so the contrast is the finished run against its own earlier state"]
 
 
 def _only(rows: pd.DataFrame, col: str) -> str:
