@@ -470,3 +470,38 @@ def test_a_baseline_hint_names_a_setting_some_job_ran(tmp_path):
     text = (build_report([tmp_path / "sw"], tmp_path / "out", plots=False) / "report.md").read_text()
     assert ("(source_images_per_class ran 50, 100, 400: `python -m src.report DIR --baseline "
             "source_images_per_class=100` names one.)") in text
+
+
+def test_a_sweep_no_question_reads_says_so_and_names_the_feature_dimension(tmp_path):
+    """experiment=pooling_study replicates=3: no question reads pooling or norm, yet the Findings section printed
+    its intro about rows, 'Source seeds: n/a' (there were 3) and a Holm family, and no row; it now gives its empty
+    text. spp pools 5x the channels of avg and max, which the per-setting table did not show: a feature dim column
+    where a task's settings differ in it."""
+    job = 0
+    for target in ("a", "b", "c"):
+        for pooling, dim in (("avg", 64), ("max", 64), ("spp", 320)):
+            for seed in (0, 1, 2):
+                (tmp_path / "sw" / str(job)).mkdir(parents=True)
+                (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+                    "status": "ok", "factors": {"arch": "alexnet", "layer": "conv_last", "pooling": pooling,
+                                                "target": target, "group": "g", "distance_rank": None, "seed": seed,
+                                                "target_seed": seed},
+                    "metrics": {"target_score": 0.5 + 0.01 * seed, "target_metric": "accuracy",
+                                "feature_dim": dim, "best_C": 1.0, "val_scores": {"1.0": 0.5}}}))
+                job += 1
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
+    findings = _sections(out)["findings"]
+    assert findings["notes"] == [] and findings["tables"] == [] and findings["intro"] == ""
+    assert findings["empty"].startswith("The sweep varies none of the factors")
+    table = _sections(out)["settings"]["tables"][0]
+    dims = {r[table["columns"].index("setting")]: r[table["columns"].index("feature dim")] for r in table["rows"]}
+    assert dims == {"avg": "64", "max": "64", "spp": "320"}
+
+
+def test_one_representation_size_throughout_gets_no_feature_dim_column(fake_sweep, tmp_path):
+    for job in fake_sweep.iterdir():  # every job the same dimension
+        raw = json.loads((job / "result.json").read_text())
+        raw.setdefault("metrics", {})["feature_dim"] = 128
+        (job / "result.json").write_text(json.dumps(raw))
+    out = build_report([fake_sweep], tmp_path / "out", plots=False)
+    assert "feature dim" not in _sections(out)["settings"]["tables"][0]["columns"]

@@ -171,7 +171,9 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         keys = task_keys(df) if plots else None  # each task's colour, metric and chance level, in every figure
         _findings(sec["findings"], items, kind, study, analysis, out, family, plots, keys)
         if warning := F.chance_sources(df):  # every finding describes these nets: said above the table
-            sec["findings"].notes.insert(0, warning)
+            # (no question read the sweep's factors: in the summary, so the findings keep saying why they are empty)
+            (sec["findings"] if items else sec["summary"]).notes.insert(0 if items else len(sec["summary"].notes),
+                                                                        warning)
         analysis["source_chance_warning"] = warning or None
         one_seed = "seed" in df and A.ok_rows(df)["seed"].nunique() == 1
         for truth, zoo in zoos.items():
@@ -330,6 +332,10 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
               family: str, plots: bool, keys: dict | None = None) -> None:
     from src.report.findings_plots import findings_plots
 
+    if not items:  # no question reads the swept factors (pooling, dimred): the section says so in its empty text,
+        # not under notes on seeds and a Holm family that read as if questions had been asked ('Source seeds: n/a')
+        analysis.update(findings={}, findings_details={}, distance_axis=kind, source_seeds=[])
+        return
     seeds = sorted({len(a.grid.seeds) for a in items})
     section.notes.append(f"Distance axis: {kind}. Source seeds: {', '.join(map(str, seeds)) or 'n/a'}; "
                          f"{_study_note(study, {a.q.id for a in items})} {family}")

@@ -591,9 +591,10 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
                          else (math.nan, ""))
             src_acc = (float(g.loc[g["setting"] == setting, "source_val_acc"].mean())
                        if "source_val_acc" in g else math.nan)
+            dim = float(g.loc[g["setting"] == setting, "feature_dim"].mean()) if "feature_dim" in g else math.nan
             rows.append({"task": task, "distance": g["distance"].iloc[0], "setting": setting,
                          "source seeds": len(values), "mean": float(mean), "95% CI": ci,
-                         "source val acc": src_acc,
+                         "source val acc": src_acc, "feature dim": dim,
                          "role": " ".join(r for r in (("best on test" if task in on_test else "best on val") + tie
                                                       if setting in tied else "",
                                                       "baseline" if setting == base else "") if r),
@@ -603,7 +604,11 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
     # training length): a setting that transfers worse may just be a net that trained worse. Left out where it is
     # one net throughout (a layer or pooling sweep) or not recorded (library nets).
     varies = out.groupby("task")["source val acc"].agg(lambda s: s.nunique(dropna=True) > 1).any() if len(out) else False
-    return out if varies else out.drop(columns="source val acc", errors="ignore")
+    out = out if varies else out.drop(columns="source val acc", errors="ignore")
+    # The representation's dimension where it differs between a task's settings (spp pools 5x the channels of avg
+    # and max, a wider net has wider layers): the probe then sees more features, which is part of the comparison.
+    dims = out.groupby("task")["feature dim"].agg(lambda s: s.nunique(dropna=True) > 1).any() if len(out) else False
+    return out if dims else out.drop(columns="feature dim", errors="ignore")
 
 
 def val_choice_gain(test: np.ndarray, val: np.ndarray, base: int) -> np.ndarray:

@@ -53,7 +53,8 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "source seed, the test score of that seed's val-best setting minus the baseline's (test scores never choose), "
      "with a t interval over seeds (a target without a val score chooses on test). Where the settings are "
      "different source nets, source val acc is each net's own val accuracy: a setting that transfers worse may "
-     "be a net that trained worse. Per-cell intervals, not adjusted for their number: descriptions, not "
+     "be a net that trained worse. Where the settings' representations differ in size, feature dim is the "
+     "dimension the layer gives after pooling (before PCA): the probe sees more or fewer features. Per-cell intervals, not adjusted for their number: descriptions, not "
      "findings.",
      "No swept factor."),
     ("estimator-agreement", "Transferability estimators vs measured probe score",
