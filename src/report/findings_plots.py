@@ -51,8 +51,12 @@ def findings_figures(details: dict[str, Any], axis: str, keys: dict[str, P.TaskK
         distance = {t: v for d in details.values() for t, v in d["distance"].items()}
         keys = P.keys_for(list(distance), distance)
     curves_done = set()
+    # A factor no question answers (experiment=estimator_zoo: width never crossed with arch and depth) gets no
+    # curve here: the Findings' score-vs-width, a mean over whichever nets each width has, drew the comparison its
+    # row refuses ("not answered: width is not crossed with ...").
+    answered = {d["factor"] for d in details.values() if "contrast" in d}
     for qid, d in details.items():
-        if d["factor"] not in curves_done:
+        if d["factor"] not in curves_done and d["factor"] in answered:
             curves_done.add(d["factor"])
             yield f"findings_score_vs_{d['factor']}", fit_titles(_curves(d, keys))
         if "contrast" in d:
