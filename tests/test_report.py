@@ -430,6 +430,34 @@ def test_model_selection_on_two_targets_keeps_both_and_finetuned_jobs_do_not_bre
     assert [r["estimator"] for r in selection["t1"]["estimators"]] == ["logme"]  # a constant H-score ranks nothing
 
 
+def test_model_selection_with_replicates_ranks_every_backbone_on_one_shared_sample(tmp_path):
+    """experiment=model_selection replicates=3: each backbone had 3 jobs (target samples 0..2), and the section kept
+    each backbone's last job in the table's file order (resnet18 on sample 2, resnet10t on sample 1), so backbones
+    were ranked on different test images while the paired interval resampled image indices as if shared. It now
+    ranks all on one replicate every backbone ran (the first), and says so."""
+    # The jobs' dirs sort as text ("10" < "2"), which put different samples last for different backbones.
+    rng = np.random.default_rng(0)
+    job = 0
+    for seed in (0, 1, 2):
+        for model, base in (("timm:a", 0.6), ("timm:b", 0.5), ("timm:c", 0.4), ("timm:d", 0.3)):
+            score = base + 0.1 * seed  # sample 2 is the easiest: the last job of a would beat every b job
+            path = tmp_path / "sw" / str(job)
+            path.mkdir(parents=True)
+            (path / "result.json").write_text(json.dumps({
+                "status": "ok", "factors": {"arch": "backbone", "model": model, "layer": "pre_logits", "target": "t",
+                                            "group": "g", "distance_rank": None, "seed": seed, "target_seed": seed},
+                "metrics": {"target_score": score, "target_metric": "accuracy",
+                            "transferability": {"logme": base}}}))
+            np.save(path / "test_correct.npy", (rng.random(200) < score).astype(np.uint8))
+            job += 1
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
+    sel = json.loads((out / "analysis.json").read_text())["model_selection"]["t"]
+    assert {r["backbone"]: r["probe score"] for r in sel["backbones"]} == pytest.approx(
+        {"timm:a": 0.6, "timm:b": 0.5, "timm:c": 0.4, "timm:d": 0.3})  # all on sample 0
+    assert sel["notes"][0].startswith("3 replicates (seed / target sample: 0/0, 1/1, 2/2): this section ranks the "
+                                      "backbones on one, 0/0, which every backbone ran")
+
+
 def test_the_findings_interval_column_prints_at_one_precision():
     """Each interval of the seed-level CI column at the column's decimals (the widest end's three significant
     digits), as a column of numbers: pandas made the Interval cells plain strings, each at its own precision."""
