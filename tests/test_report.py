@@ -533,3 +533,17 @@ def test_one_representation_size_throughout_gets_no_feature_dim_column(fake_swee
         (job / "result.json").write_text(json.dumps(raw))
     out = build_report([fake_sweep], tmp_path / "out", plots=False)
     assert "feature dim" not in _sections(out)["settings"]["tables"][0]["columns"]
+
+
+def test_a_pca_sweep_names_the_uncompressed_reference_it_lacks(tmp_path):
+    """experiment=dimred_study runs PCA sizes only: its standard setting (no PCA) is the reference its question
+    needs, which the hint now names, with how to add it."""
+    for job, k in enumerate((8, 16, 32)):
+        (tmp_path / "sw" / str(job)).mkdir(parents=True)
+        (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+            "status": "ok", "factors": {"arch": "alexnet", "layer": "fc6", "dimred": "pca", "n_components": k,
+                                        "target": "t", "group": "g", "distance_rank": None, "seed": 0},
+            "metrics": {"target_score": 0.5, "target_metric": "accuracy"}}))
+    text = (build_report([tmp_path / "sw"], tmp_path / "out", plots=False) / "report.md").read_text()
+    assert ("The uncompressed representation (dimred=none) is not in this sweep: run it on the same targets and "
+            "seeds and give both sweep dirs to `python -m src.report` to compare with it.") in text

@@ -86,7 +86,14 @@ def _baseline_hint(df: pd.DataFrame, baseline: dict[str, Any], factors: list[str
                        key=lambda r: A.setting_key(names, tuple(r)))
     pick = dict(zip(names, ran_there[0])) if ran_there else {f: values[0] for f, values in absent if values}
     example = " ".join(f"--baseline {f}={pick[f]}" for f, _ in absent if f in pick)
-    return f" ({ran}: `python -m src.report DIR {example}` names one.)" if example else f" ({ran}.)"
+    uncompressed = ""
+    if "n_components" in names and A.same_value(baseline.get("n_components"), None):
+        # experiment=dimred_study sweeps PCA sizes only: its standard setting, the representation without PCA,
+        # is the reference the study's question needs ("how far can PCA compress before the score drops?")
+        uncompressed = (" The uncompressed representation (dimred=none) is not in this sweep: run it on the same "
+                        "targets and seeds and give both sweep dirs to `python -m src.report` to compare with it.")
+    return (f" ({ran}: `python -m src.report DIR {example}` names one.){uncompressed}" if example
+            else f" ({ran}.){uncompressed}")
 
 
 def parse_baseline(pairs: list[str]) -> dict[str, Any]:
