@@ -225,7 +225,8 @@ def _optimal_vs_distance(df: pd.DataFrame, factor: str, entry: dict, keys: dict[
     bars += "; dashed: the distance's maximum, a task there may be farther" if ceiling else ""
     # Only the layer has a question about its optimum and distance (layer_optimum_shift); width_helps and the other
     # level questions ask whether one end of the factor beats the other, not whether the optimum moves.
-    tested = "Findings tests it" if factor == "layer" else "no Findings question tests whether it moves"
+    tested = ("the test is the Findings' layer_optimum_shift row" if factor == "layer"
+              else "no Findings question tests whether it moves")
     ax.set_title(wrap(f"Optimal {factor} (best mean val score over source seeds{bars}) vs distance: a "
                       f"description ({tested})", 62), fontsize=9)
     ax.grid(alpha=0.3)
