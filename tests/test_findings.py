@@ -329,8 +329,13 @@ def test_power_table_seeds_needed():
     n = S.seeds_for_power(0.05, 0.05)  # effect = 1 SD: a two-sided t test at 0.05 needs 10 for 80%
     assert n == 10.0
     # A large effect is reachable with few seeds: statsmodels' solver returned NaN for effects of about 12 to 100
-    # SDs, read as "unreachable" (a layer gap of -0.39 with an interval [-0.41, -0.38] was reported so).
-    assert [S.seeds_for_power(k * 0.01, 0.01) for k in (5, 12, 20, 30, 50, 99, 100)] == [3.0] * 5 + [2.0] * 2
+    # SDs, read as "unreachable" (a layer gap of -0.39 with an interval [-0.41, -0.38] was reported so), and its
+    # power is NaN at 3, 4 and 6 seeds for 5.36 SDs (experiment=width_study: 0.0871, per-seed SD 0.0162), which
+    # skipped to 5 seeds where 3 suffice.
+    assert [S.seeds_for_power(k * 0.01, 0.01) for k in (1, 2, 5, 5.36, 12, 20, 99, 100)] == [10.0, 5.0, 3.0, 3.0,
+                                                                                           2.0, 2.0, 2.0, 2.0]
+    assert S.t_test_power(5.36, 3) == pytest.approx(0.98578, abs=1e-5)  # P(T > t_crit), T noncentral t
+    assert S.t_test_power(1.0, 10) == pytest.approx(0.80310, abs=1e-5)  # statsmodels' value where it has one
     assert S.seeds_for_power(0.005, 0.05) == 787.0  # a small effect still goes through the solver
 
 
