@@ -99,16 +99,17 @@ STUDY_TARGETS = ("synth_objects_new", "synth_scenes", "synth_finegrained", "synt
 
 
 def write_factor_sweep(root, n_tasks: int = N_TASKS, n_seeds: int = 4, seed: int = 0, factor: str = "layer",
-                      settings: tuple = LAYERS) -> list[str]:
+                      settings: tuple = LAYERS, names: list[str] | None = None) -> list[str]:
     """A layer study's result.json files (8 layers, `n_seeds` source seeds, target samples tied) with the tasks'
     measured distance, whose best layer moves toward the input with distance ("moving", 3 layers over the range):
     the report's every plot and question without training anything. Another `factor` and its `settings` (in
-    order) make the same sweep of that factor (a level question's: width, depth). Returns the task names,
-    nearest first."""
+    order) make the same sweep of that factor (a level question's: width, depth). `names`: the tasks' own names
+    (default: the study's targets for 7 tasks, else synth_target_<i>). Returns the task names, nearest first."""
     import json
     from pathlib import Path
 
-    names = list(STUDY_TARGETS) if n_tasks == len(STUDY_TARGETS) else [f"synth_target_{i:02d}" for i in range(n_tasks)]
+    if names is None:
+        names = list(STUDY_TARGETS) if n_tasks == len(STUDY_TARGETS) else [f"synth_target_{i:02d}" for i in range(n_tasks)]
     rng = np.random.default_rng(seed)
     distance = np.sort(rng.uniform(0.2, 1.8, n_tasks))  # measured: unevenly spaced, like a real proxy A-distance
     scenario = Scenario("plots", "moving", effect=3.0, settings=len(settings), start=len(settings) - 2.0)

@@ -114,3 +114,33 @@ def test_every_plot_fits_its_figure_with_legends_clear_of_the_data(tmp_path, n_t
     assert np.diff(ax.get_yticks()).tolist() == [1.0] * 7
     for fig in figs.values():
         plt.close(fig)
+
+
+def test_a_title_wider_than_its_axes_widens_the_figure(tmp_path):
+    """A 3-task width sweep of the default targets (experiment=width_study with fewer targets): the legend's long
+    task names took the figure's right side, the axes were narrower than the wrapped title, and the score-vs-width
+    titles ran past the figure's left edge and under the legend. Each figure is now widened until its titles fit
+    over their axes."""
+    names = write_factor_sweep(tmp_path / "w", 3, n_seeds=3, factor="width", settings=("tiny", "small", "medium"),
+                               names=["synth_objects_new", "synth_count", "digits"])
+    assert names == ["synth_objects_new", "synth_count", "digits"]
+    df = F.with_task_axes(load_results([tmp_path / "w"]))
+    items, kind = F.answers(df)
+    details = {a.q.id: F.details(a) for a in items}
+    keys = task_keys(df)
+    figs = dict([*findings_figures(details, kind, keys), *figures(df, A.optimal_settings(df), keys)])
+    assert {"findings_score_vs_width", "score_vs_width"} <= set(figs)
+    # Only the layer's optimum has a question about distance (layer_optimum_shift): the width's figure said
+    # "Findings tests it" of a study whose only question compares the widest net with the narrowest.
+    title = figs["optimal_width_vs_distance"].axes[0].get_title().replace("\n", " ")
+    assert "no Findings question tests whether it moves" in title and "Findings tests it" not in title
+    for name, fig in figs.items():
+        assert layout_problems(fig) == [], name
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            if ax.get_title():
+                title, box = ax.title.get_window_extent(renderer), ax.get_window_extent(renderer)
+                assert box.x0 - 1 <= title.x0 and title.x1 <= box.x1 + 1, name  # over its axes
+                assert not any(title.overlaps(lg.get_window_extent(renderer)) for lg in fig.legends), name
+        plt.close(fig)

@@ -430,6 +430,34 @@ def test_model_selection_on_two_targets_keeps_both_and_finetuned_jobs_do_not_bre
     assert [r["estimator"] for r in selection["t1"]["estimators"]] == ["logme"]  # a constant H-score ranks nothing
 
 
+def test_model_selection_with_replicates_ranks_every_backbone_on_one_shared_sample(tmp_path):
+    """experiment=model_selection replicates=3: each backbone had 3 jobs (target samples 0..2), and the section kept
+    each backbone's last job in the table's file order (resnet18 on sample 2, resnet10t on sample 1), so backbones
+    were ranked on different test images while the paired interval resampled image indices as if shared. It now
+    ranks all on one replicate every backbone ran (the first), and says so."""
+    # The jobs' dirs sort as text ("10" < "2"), which put different samples last for different backbones.
+    rng = np.random.default_rng(0)
+    job = 0
+    for seed in (0, 1, 2):
+        for model, base in (("timm:a", 0.6), ("timm:b", 0.5), ("timm:c", 0.4), ("timm:d", 0.3)):
+            score = base + 0.1 * seed  # sample 2 is the easiest: the last job of a would beat every b job
+            path = tmp_path / "sw" / str(job)
+            path.mkdir(parents=True)
+            (path / "result.json").write_text(json.dumps({
+                "status": "ok", "factors": {"arch": "backbone", "model": model, "layer": "pre_logits", "target": "t",
+                                            "group": "g", "distance_rank": None, "seed": seed, "target_seed": seed},
+                "metrics": {"target_score": score, "target_metric": "accuracy",
+                            "transferability": {"logme": base}}}))
+            np.save(path / "test_correct.npy", (rng.random(200) < score).astype(np.uint8))
+            job += 1
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
+    sel = json.loads((out / "analysis.json").read_text())["model_selection"]["t"]
+    assert {r["backbone"]: r["probe score"] for r in sel["backbones"]} == pytest.approx(
+        {"timm:a": 0.6, "timm:b": 0.5, "timm:c": 0.4, "timm:d": 0.3})  # all on sample 0
+    assert sel["notes"][0].startswith("3 replicates (seed / target sample: 0/0, 1/1, 2/2): this section ranks the "
+                                      "backbones on one, 0/0, which every backbone ran")
+
+
 def test_the_findings_interval_column_prints_at_one_precision():
     """Each interval of the seed-level CI column at the column's decimals (the widest end's three significant
     digits), as a column of numbers: pandas made the Interval cells plain strings, each at its own precision."""
@@ -451,3 +479,71 @@ def test_a_baseline_no_job_ran_is_named_with_the_values_that_ran(tmp_path):
     text = (build_report([tmp_path / "sw"], tmp_path / "out", plots=False) / "report.md").read_text()
     assert "was not run in this sweep" in text
     assert "(layer ran layer1, layer4: `python -m src.report DIR --baseline layer=layer1` names one.)" in text
+
+
+def test_a_baseline_hint_names_a_setting_some_job_ran(tmp_path):
+    """experiment=diversity_density at a budget of 2000 images: 20 classes (the default's) ran only with 100 images
+    per class. The hint named the first images-per-class value on its own (50), a baseline no job ran either; it
+    now takes the value from the jobs at the baseline's other factors."""
+    job = 0
+    for classes in (5, 20, 40):
+        for target in ("a", "b"):
+            (tmp_path / "sw" / str(job)).mkdir(parents=True)
+            (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+                "status": "ok", "factors": {"arch": "alexnet", "layer": "fc6", "target": target, "group": "g",
+                                            "distance_rank": None, "seed": 0, "source_num_classes": classes,
+                                            "source_images_per_class": 2000 // classes},
+                "metrics": {"target_score": 0.5, "target_metric": "accuracy"}}))
+            job += 1
+    text = (build_report([tmp_path / "sw"], tmp_path / "out", plots=False) / "report.md").read_text()
+    assert ("(source_images_per_class ran 50, 100, 400: `python -m src.report DIR --baseline "
+            "source_images_per_class=100` names one.)") in text
+
+
+def test_a_sweep_no_question_reads_says_so_and_names_the_feature_dimension(tmp_path):
+    """experiment=pooling_study replicates=3: no question reads pooling or norm, yet the Findings section printed
+    its intro about rows, 'Source seeds: n/a' (there were 3) and a Holm family, and no row; it now gives its empty
+    text. spp pools 5x the channels of avg and max, which the per-setting table did not show: a feature dim column
+    where a task's settings differ in it."""
+    job = 0
+    for target in ("a", "b", "c"):
+        for pooling, dim in (("avg", 64), ("max", 64), ("spp", 320)):
+            for seed in (0, 1, 2):
+                (tmp_path / "sw" / str(job)).mkdir(parents=True)
+                (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+                    "status": "ok", "factors": {"arch": "alexnet", "layer": "conv_last", "pooling": pooling,
+                                                "target": target, "group": "g", "distance_rank": None, "seed": seed,
+                                                "target_seed": seed},
+                    "metrics": {"target_score": 0.5 + 0.01 * seed, "target_metric": "accuracy",
+                                "feature_dim": dim, "best_C": 1.0, "val_scores": {"1.0": 0.5}}}))
+                job += 1
+    out = build_report([tmp_path / "sw"], tmp_path / "out", plots=False)
+    findings = _sections(out)["findings"]
+    assert findings["notes"] == [] and findings["tables"] == [] and findings["intro"] == ""
+    assert findings["empty"].startswith("The sweep varies none of the factors")
+    table = _sections(out)["settings"]["tables"][0]
+    dims = {r[table["columns"].index("setting")]: r[table["columns"].index("feature dim")] for r in table["rows"]}
+    assert dims == {"avg": "64", "max": "64", "spp": "320"}
+
+
+def test_one_representation_size_throughout_gets_no_feature_dim_column(fake_sweep, tmp_path):
+    for job in fake_sweep.iterdir():  # every job the same dimension
+        raw = json.loads((job / "result.json").read_text())
+        raw.setdefault("metrics", {})["feature_dim"] = 128
+        (job / "result.json").write_text(json.dumps(raw))
+    out = build_report([fake_sweep], tmp_path / "out", plots=False)
+    assert "feature dim" not in _sections(out)["settings"]["tables"][0]["columns"]
+
+
+def test_a_pca_sweep_names_the_uncompressed_reference_it_lacks(tmp_path):
+    """experiment=dimred_study runs PCA sizes only: its standard setting (no PCA) is the reference its question
+    needs, which the hint now names, with how to add it."""
+    for job, k in enumerate((8, 16, 32)):
+        (tmp_path / "sw" / str(job)).mkdir(parents=True)
+        (tmp_path / "sw" / str(job) / "result.json").write_text(json.dumps({
+            "status": "ok", "factors": {"arch": "alexnet", "layer": "fc6", "dimred": "pca", "n_components": k,
+                                        "target": "t", "group": "g", "distance_rank": None, "seed": 0},
+            "metrics": {"target_score": 0.5, "target_metric": "accuracy"}}))
+    text = (build_report([tmp_path / "sw"], tmp_path / "out", plots=False) / "report.md").read_text()
+    assert ("The uncompressed representation (dimred=none) is not in this sweep: run it on the same targets and "
+            "seeds and give both sweep dirs to `python -m src.report` to compare with it.") in text

@@ -152,3 +152,23 @@ def test_estimates_equal_up_to_rounding_noise_rank_nothing():
     df["tr_noise"] = 49.0 + np.where(df["target_score"] > 0.45, 1.4e-14, -1.4e-14)  # "ranks" like the truth
     res = zoo_agreement(df)
     assert (res["weighted_tau"].loc["noise"] == 0.0).all()
+
+
+def test_a_static_baseline_above_the_top_estimator_is_named_next_to_it():
+    """A width sweep's zoo (experiment=width_study replicates=3): the nets are the widths, so the parameter count
+    ranked them better (mean weighted tau 0.823) than any estimator, yet the note said 'No best estimator:
+    transrate has the highest mean'. It is the highest of the estimators; the note now names the baseline above."""
+    df = _zoo_frame().drop(columns=["tr_oracle", "tr_etran_lda", "tr_etran_energy"])
+    ok = df["status"] == "ok"
+    df.loc[ok, "source_num_params"] = df.loc[ok, "target_score"] * 1e6  # ranks every target's nets exactly
+    df.loc[ok, "tr_noisy"] = df.loc[ok, "target_score"] + np.tile([0.3, -0.3, 0.0, 0.0], 3)
+    res = zoo_agreement(df)
+    decide(res, S.holm(calls(res)))
+    notes, _ = zoo_content(res)
+    (note,) = [n for n in notes if n.startswith("No best estimator") or n.startswith("Best estimator")]
+    assert "has the highest mean weighted tau of the estimators" in note
+    assert "the static baseline parameter count (1.000) ranks the nets better on average than noisy (0.562)" in note
+    # No static baseline above the top estimator: nothing said.
+    res = zoo_agreement(_zoo_frame())
+    decide(res, S.holm(calls(res)))
+    assert not any("ranks the nets better" in n for n in zoo_content(res)[0])

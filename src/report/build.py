@@ -75,8 +75,25 @@ def _baseline_hint(df: pd.DataFrame, baseline: dict[str, Any], factors: list[str
     if not absent:
         return ""
     ran = "; ".join(f"{f} ran {', '.join(map(str, values))}" for f, values in absent)
-    example = " ".join(f"--baseline {f}={values[0]}" for f, values in absent if values)
-    return f" ({ran}: `python -m src.report DIR {example}` names one.)" if example else f" ({ran}.)"
+    # The example is a setting some job ran: the absent factors' values from a job at the baseline of the others
+    # (experiment=diversity_density at another image budget ran 20 classes only with 100 images per class, and
+    # the first value of images per class alone, 50, named a baseline that no job ran either).
+    names = [f for f, _ in absent]
+    present = [f for f in factors if f in baseline and f in ok and f not in names]
+    at_base = ok[[all(A.same_value(v, baseline[f]) for f, v in zip(present, row))
+                  for row in ok[present].itertuples(index=False)]] if present else ok
+    ran_there = sorted(at_base[names].drop_duplicates().itertuples(index=False),
+                       key=lambda r: A.setting_key(names, tuple(r)))
+    pick = dict(zip(names, ran_there[0])) if ran_there else {f: values[0] for f, values in absent if values}
+    example = " ".join(f"--baseline {f}={pick[f]}" for f, _ in absent if f in pick)
+    uncompressed = ""
+    if "n_components" in names and A.same_value(baseline.get("n_components"), None):
+        # experiment=dimred_study sweeps PCA sizes only: its standard setting, the representation without PCA,
+        # is the reference the study's question needs ("how far can PCA compress before the score drops?")
+        uncompressed = (" The uncompressed representation (dimred=none) is not in this sweep: run it on the same "
+                        "targets and seeds and give both sweep dirs to `python -m src.report` to compare with it.")
+    return (f" ({ran}: `python -m src.report DIR {example}` names one.){uncompressed}" if example
+            else f" ({ran}.){uncompressed}")
 
 
 def parse_baseline(pairs: list[str]) -> dict[str, Any]:
@@ -161,7 +178,9 @@ def build_report(dirs: list[str | Path], out: Path | None = None, baseline: dict
         keys = task_keys(df) if plots else None  # each task's colour, metric and chance level, in every figure
         _findings(sec["findings"], items, kind, study, analysis, out, family, plots, keys)
         if warning := F.chance_sources(df):  # every finding describes these nets: said above the table
-            sec["findings"].notes.insert(0, warning)
+            # (no question read the sweep's factors: in the summary, so the findings keep saying why they are empty)
+            (sec["findings"] if items else sec["summary"]).notes.insert(0 if items else len(sec["summary"].notes),
+                                                                        warning)
         analysis["source_chance_warning"] = warning or None
         one_seed = "seed" in df and A.ok_rows(df)["seed"].nunique() == 1
         for truth, zoo in zoos.items():
@@ -320,6 +339,10 @@ def _findings(section: Section, items: list[F.Answer], kind: str, study: Study, 
               family: str, plots: bool, keys: dict | None = None) -> None:
     from src.report.findings_plots import findings_plots
 
+    if not items:  # no question reads the swept factors (pooling, dimred): the section says so in its empty text,
+        # not under notes on seeds and a Holm family that read as if questions had been asked ('Source seeds: n/a')
+        analysis.update(findings={}, findings_details={}, distance_axis=kind, source_seeds=[])
+        return
     seeds = sorted({len(a.grid.seeds) for a in items})
     section.notes.append(f"Distance axis: {kind}. Source seeds: {', '.join(map(str, seeds)) or 'n/a'}; "
                          f"{_study_note(study, {a.q.id for a in items})} {family}")

@@ -29,7 +29,7 @@ from src.report import analysis as A
 from src.report import numbers as N
 from src.report import plot_tasks as P
 from src.report import stats as S
-from src.report.layout import figure, legend_outside, save, wrap
+from src.report.layout import figure, fit_titles, legend_outside, save, wrap
 from src.report.questions import BY_ID
 
 CONTRAST = {"layer_gap_shrinks": "late-minus-early gap", "layer_optimum_shift": "best earlier - best late layer",
@@ -51,12 +51,16 @@ def findings_figures(details: dict[str, Any], axis: str, keys: dict[str, P.TaskK
         distance = {t: v for d in details.values() for t, v in d["distance"].items()}
         keys = P.keys_for(list(distance), distance)
     curves_done = set()
+    # A factor no question answers (experiment=estimator_zoo: width never crossed with arch and depth) gets no
+    # curve here: the Findings' score-vs-width, a mean over whichever nets each width has, drew the comparison its
+    # row refuses ("not answered: width is not crossed with ...").
+    answered = {d["factor"] for d in details.values() if "contrast" in d}
     for qid, d in details.items():
-        if d["factor"] not in curves_done:
+        if d["factor"] not in curves_done and d["factor"] in answered:
             curves_done.add(d["factor"])
-            yield f"findings_score_vs_{d['factor']}", _curves(d, keys)
+            yield f"findings_score_vs_{d['factor']}", fit_titles(_curves(d, keys))
         if "contrast" in d:
-            yield f"findings_{qid}", _contrast_plot(qid, d, axis, keys)
+            yield f"findings_{qid}", fit_titles(_contrast_plot(qid, d, axis, keys))
 
 
 def _axis_name(axis: str) -> str:

@@ -39,6 +39,23 @@ def figure_rows(width: float, heights: list[float]):
     return fig, list(fig.subplots(len(heights), 1, gridspec_kw={"height_ratios": heights}, squeeze=False)[:, 0])
 
 
+def fit_titles(fig):
+    """`fig` widened until each axes title fits over its axes, and returned. An axes title is centred on its axes,
+    and constrained layout makes room for it above the axes but not beside them: where a legend of long task names
+    takes the figure's right side, the axes are narrower than the wrapped title, which then ran past the figure's
+    left edge and under the legend (a 3-task width sweep's score-vs-width plot). Widening the figure widens the
+    axes by as much (the legend keeps its size)."""
+    for _ in range(3):  # constrained layout re-balances after each widening: settle in a few rounds
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        extra = max((ax.title.get_window_extent(renderer).width - ax.get_window_extent(renderer).width
+                     for ax in fig.axes if ax.get_title()), default=0.0) / fig.dpi
+        if extra <= 0:
+            break
+        fig.set_figwidth(fig.get_figwidth() + extra + 0.1)
+    return fig
+
+
 def wrap(text: str, width: int) -> str:
     """`text` broken into lines of at most `width` characters (at spaces)."""
     return textwrap.fill(text, width=width, break_long_words=False, break_on_hyphens=False)

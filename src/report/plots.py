@@ -18,7 +18,7 @@ import pandas as pd
 
 from src.report import analysis as A
 from src.report import plot_tasks as P
-from src.report.layout import figure, figure_rows, legend_outside, save, wrap
+from src.report.layout import figure, figure_rows, fit_titles, legend_outside, save, wrap
 
 
 def layer_axis(df: pd.DataFrame, values: set) -> list[str]:
@@ -64,11 +64,12 @@ def figures(df: pd.DataFrame, fd: dict[str, dict], keys: dict[str, P.TaskKey] | 
         lo, hi = _seed_band(df, factor, table)
         band = "; band: 95% t interval over source seeds" if lo is not None else ""
         title = f"Target test score vs {factor} ({what}){band}"
-        yield f"score_vs_{factor}", score_curves(table, x, [str(a) for a in axis], factor, keys, title, lo, hi)
-        yield f"heatmap_{factor}", _heatmap(table, factor, keys, what)
+        curves = score_curves(table, x, [str(a) for a in axis], factor, keys, title, lo, hi)
+        yield f"score_vs_{factor}", fit_titles(curves)
+        yield f"heatmap_{factor}", fit_titles(_heatmap(table, factor, keys, what))
 
     for factor, entry in fd.items():
-        yield f"optimal_{factor}_vs_distance", _optimal_vs_distance(df, factor, entry, keys)
+        yield f"optimal_{factor}_vs_distance", fit_titles(_optimal_vs_distance(df, factor, entry, keys))
 
 
 def score_curves(table: pd.DataFrame, x: list, axis: list[str], factor: str, keys: dict[str, P.TaskKey],
@@ -222,8 +223,12 @@ def _optimal_vs_distance(df: pd.DataFrame, factor: str, entry: dict, keys: dict[
     bars += "; hollow: tied optima" if entry.get("ties") else ""
     bars += "; * no val score: chosen on test" if any(keys[t].on_test for t in targets) else ""
     bars += "; dashed: the distance's maximum, a task there may be farther" if ceiling else ""
+    # Only the layer has a question about its optimum and distance (layer_optimum_shift); width_helps and the other
+    # level questions ask whether one end of the factor beats the other, not whether the optimum moves.
+    tested = ("the test is the Findings' layer_optimum_shift row" if factor == "layer"
+              else "no Findings question tests whether it moves")
     ax.set_title(wrap(f"Optimal {factor} (best mean val score over source seeds{bars}) vs distance: a "
-                      "description (Findings tests it)", 62), fontsize=9)
+                      f"description ({tested})", 62), fontsize=9)
     ax.grid(alpha=0.3)
     order = [t for t in keys if t in marks]
     legend_outside(fig, ax, len(order), title="target (distance)", handles=[marks[t] for t in order],

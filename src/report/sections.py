@@ -42,8 +42,9 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "No task group with a swept factor."),
     ("optimal", "Optimal setting per task",
      "Each task's best setting of each ordinal factor (best mean val score), by distance: a description. Whether "
-     "it moves with distance is a question of the Findings section (layer_optimum_shift), which has the statistic "
-     "and the inference that needs.",
+     "the best layer moves with distance is a question of the Findings section (layer_optimum_shift), which has the "
+     "statistic and the inference that needs; for the other factors no question tests whether the optimum moves "
+     "(width_helps and the like compare the two ends of the factor, averaged over tasks).",
      "No ordinal factor was swept."),
     ("settings", "Per setting, with 95% CIs",
      "Mean test score per task and setting over source seeds with a t interval (one job per setting: a BCa "
@@ -52,7 +53,8 @@ SECTIONS: list[tuple[str, str, str, str]] = [
      "source seed, the test score of that seed's val-best setting minus the baseline's (test scores never choose), "
      "with a t interval over seeds (a target without a val score chooses on test). Where the settings are "
      "different source nets, source val acc is each net's own val accuracy: a setting that transfers worse may "
-     "be a net that trained worse. Per-cell intervals, not adjusted for their number: descriptions, not "
+     "be a net that trained worse. Where the settings' representations differ in size, feature dim is the "
+     "dimension the layer gives after pooling (before PCA): the probe sees more or fewer features. Per-cell intervals, not adjusted for their number: descriptions, not "
      "findings.",
      "No swept factor."),
     ("estimator-agreement", "Transferability estimators vs measured probe score",

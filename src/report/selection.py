@@ -72,6 +72,7 @@ def model_selection(df: pd.DataFrame) -> dict[str, dict]:
         ok = ok[ok["finetune"].fillna("none") == "none"]
     out = {}
     for target, g in ok.groupby("target"):
+        g, replicate_notes = _one_replicate(g)
         g = g.drop_duplicates("model", keep="last").set_index("model")
         if len(g) < 2:
             continue
@@ -111,8 +112,41 @@ def model_selection(df: pd.DataFrame) -> dict[str, dict]:
         if len(estimators):
             estimators = estimators.sort_values("weighted tau", ascending=False).reset_index(drop=True)
         out[str(target)] = {"backbones": table, "estimators": estimators, "test_images": next(iter(lengths), None),
-                            "notes": _at_chance(g, correct) + _outside_regime(g, est_cols)}
+                            "notes": replicate_notes + _at_chance(g, correct) + _outside_regime(g, est_cols)}
     return out
+
+
+REPLICATE = ("seed", "target_seed")  # a job's replicate: its source seed and target sample
+
+
+def _one_replicate(g: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """One target's jobs at one replicate (seed, target sample) that every backbone ran, the first in seed order,
+    and a note saying so; unchanged when there is one replicate. With `replicates=N` each backbone has N jobs, one
+    per target sample, and keeping one job per backbone in the table's order compared backbones on different test
+    images (resnet18 on sample 2, resnet10t on sample 1) while the paired interval resampled image indices as if
+    they were shared."""
+    cols = [c for c in REPLICATE if c in g]
+    if not cols:
+        return g, []
+    rep = g[cols].astype(object).where(g[cols].notna(), "-").astype(str).agg("/".join, axis=1)
+    if rep.nunique() < 2:
+        return g, []
+    have = rep.groupby(g["model"]).agg(lambda r: set(r))
+    common = set.intersection(*have)
+
+    def order(r: str) -> tuple:
+        return tuple((0, float(p)) if p.lstrip("-").replace(".", "", 1).isdigit() else (1, p) for p in r.split("/"))
+
+    what = " / ".join({"seed": "seed", "target_seed": "target sample"}[c] for c in cols)
+    if not common:
+        return g, [f"The backbones share no replicate ({what}): each is ranked on its own last job, so they are "
+                   "compared on different test images and the paired interval's pairing does not hold."]
+    pick = min(common, key=order)
+    n = rep.nunique()
+    return g[rep == pick], [f"{n} replicates ({what}: {', '.join(sorted(set(rep), key=order))}): this section "
+                            f"ranks the backbones on one, {pick}, which every backbone ran, so that they are scored "
+                            "on the same test images (the paired interval needs them shared); the other replicates "
+                            "are in results.csv."]
 
 
 def _at_chance(g: pd.DataFrame, correct: dict[str, np.ndarray | None]) -> list[str]:

@@ -214,8 +214,15 @@ def seeds_for_power(effect: float, sd: float, power: float = POWER, alpha: float
         return math.inf
     es = abs(effect) / sd if sd > 0 else math.inf
     power_of = TTestPower()
-    if es == math.inf or power_of.power(effect_size=es, nobs=2, alpha=alpha, alternative="two-sided") >= power:
+    if es == math.inf:
         return 2.0
+    # Power rises with n: the first counts directly, from the noncentral t. statsmodels' power is NaN for large
+    # effects (its lower tail, scipy's nct.cdf far below the noncentrality, underflows to NaN: at 5.4 SDs for 3, 4
+    # and 6 seeds), and its root finder then fails to converge (NaN), which read as "unreachable: too small for its
+    # per-seed SD" for an estimate 20 SDs from 0 and skipped counts that suffice.
+    for n in range(2, 51):
+        if t_test_power(es, n, alpha) >= power:
+            return float(n)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # statsmodels warns before it returns NaN for an unreachable power
         try:
@@ -224,6 +231,18 @@ def seeds_for_power(effect: float, sd: float, power: float = POWER, alpha: float
         except (ValueError, RuntimeError):
             n = math.nan
     return float(math.ceil(n)) if math.isfinite(n) else math.inf
+
+
+def t_test_power(es: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of a two-sided one-sample t test at `alpha` with `n` values and standardised effect `es` (>= 0):
+    P(|T| > t_crit) for T noncentral t (n - 1 df, noncentrality es sqrt(n)), as statsmodels' TTestPower computes
+    it, with the lower tail, at most alpha / 2 and NaN in scipy where it underflows, taken as 0 there."""
+    df = n - 1
+    crit = stats.t.ppf(1 - alpha / 2, df)
+    nc = abs(es) * math.sqrt(n)
+    upper = float(stats.nct.sf(crit, df, nc))
+    lower = float(stats.nct.cdf(-crit, df, nc))
+    return upper + (lower if math.isfinite(lower) else 0.0)
 
 
 def image_ci(values: np.ndarray, level: float = LEVEL, seed: int = 0) -> tuple[float, float, float]:

@@ -282,13 +282,15 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
                      "the labels by its own definition (SFDA saturated from d/(n-C) >= "
                      f"{_thresholds()[0]}; H-score C - 1 from d/(n-C) >= {_thresholds()[1]}; d features, n labelled "
                      "images, C classes); the last column is its mean weighted tau on the other cells.")
+    above = _static_above_top(summary, res.get("best") or (res.get("tied_with_top") or [None])[0])
     if res.get("best"):
         notes.append(f"Best estimator: {res['best']} (it beats every other estimator, paired over targets, "
-                     "Holm-adjusted).")
+                     f"Holm-adjusted){above}.")
     elif res.get("tied_with_top"):
         top, rest = res["tied_with_top"][0], res["tied_with_top"][1:]
-        notes.append(f"No best estimator: {top} has the highest mean, but after the adjustment it is not shown "
-                     f"better than {', '.join(rest)} (paired over targets); they are tied with it.")
+        notes.append(f"No best estimator: {top} has the highest mean weighted tau of the estimators, but after the "
+                     f"adjustment it is not shown better than {', '.join(rest)} (paired over targets); they are tied "
+                     f"with it{above}.")
     table = N.frame([{"estimator": f"{r['estimator']} (static)" if r["static"] else r["estimator"],
                            **{t: wtau.loc[r["estimator"], t] for t in wtau.columns},
                            "mean wtau": r["weighted_tau_mean"], "95% CI": S.fmt_ci(r["ci_low"], r["ci_high"]),
@@ -313,6 +315,23 @@ def zoo_content(res: dict) -> tuple[list[str], list[tuple[str, pd.DataFrame]]]:
                                      "95% CI": [S.fmt_ci(a, b) for a, b in zip(vs["ci_low"], vs["ci_high"])],
                                      "targets": vs["targets"], "p": vs["p"], "p (Holm)": vs["p_holm"]})))
     return notes, tables
+
+
+def _static_above_top(summary: pd.DataFrame, top: str | None) -> str:
+    """The static baselines whose mean weighted tau is above the top estimator's, as a clause ("" when none): "the
+    highest mean" of the estimators is not the highest of the table when parameter count ranks the nets better (a
+    width or depth sweep, where the parameter count is the factor itself)."""
+    if top is None:
+        return ""
+    means = summary.set_index("estimator")["weighted_tau_mean"]
+    static = summary.loc[summary["static"], "estimator"]
+    higher = [b for b in static if means[b] > means[top]]
+    if not higher:
+        return ""
+    places = N.decimals([means[b] for b in higher] + [means[top]])
+    named = " and ".join(f"{STATIC[b]} ({N.number(means[b], places)})" for b in higher)
+    return (f"; the static baseline{'s' if len(higher) > 1 else ''} {named} rank{'' if len(higher) > 1 else 's'} "
+            f"the nets better on average than {top} ({N.number(means[top], places)}): see the margins")
 
 
 def _thresholds() -> tuple[float, float]:
