@@ -606,7 +606,8 @@ def test_a_setting_not_run_for_every_task_is_left_out_and_said(tmp_path):
 def test_a_secondary_questions_verdict_reads_its_holm_adjusted_p(tmp_path):
     from src.report.findings import verdict
 
-    items, _ = answers(load_results([shift_sweep(tmp_path / "sw", seeds=[0, 1, 2, 3])]), primary="layer_gap_shrinks")
+    sweep = shift_sweep(tmp_path / "sw", seeds=[0, 1, 2, 3])
+    items, _ = answers(load_results([sweep]), primary="layer_gap_shrinks")
     shift = next(a for a in items if a.q.id == "layer_optimum_shift")
     assert shift.role == "secondary" and shift.scalar("task_p") < 0.05
     shift.task_p_adjusted = shift.scalar("task_p")
