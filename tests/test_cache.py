@@ -57,6 +57,42 @@ def test_keys_hash_what_changes_the_weights_and_not_what_does_not(make_cfg):
     assert tuned("finetune.momentum=0.5") != tuned()
 
 
+def test_each_stage_key_follows_every_field_its_artifact_depends_on(make_cfg):
+    """Fields the tests above leave alone because another key moves with them: each stage's own payload must
+    hold them, or a sweep reuses an artifact built from other settings."""
+    from src.keys import cost_class, distance_payload, finetune_payload, stage_keys
+
+    def staged(*o, tiny=True):
+        cfg = make_cfg(*o, tiny=tiny)
+        return stage_keys(cfg, validate(cfg))
+
+    # vgg's depth 13 is another net than its default depth 11
+    assert keys(make_cfg("arch=vgg", "depth=13"))[0] != keys(make_cfg("arch=vgg"))[0]
+    # the source task's val features are those of the snapshot used
+    assert staged("source.snapshot=1")["source_val_features"] != staged()["source_val_features"]
+
+    # A fine-tuning of one source key (a pretrained net's key has no seed): another snapshot or seed is another net.
+    def tuned(*o):
+        cfg = make_cfg("finetune=last", *o)
+        return make_key(finetune_payload(cfg, validate(cfg), "source-key"))
+
+    assert len({tuned(), tuned("seed=1"), tuned("source.snapshot=1")}) == 3
+    # features of a fine-tuned net are not the frozen net's features
+    retrieval = ("target=synth_retrieval", "target.data.num_instances=8")
+    frozen, finetuned = staged(*retrieval, tiny="source"), staged("finetune=last", *retrieval, tiny="source")
+    assert finetuned["features"] is not None and finetuned["features"] != frozen["features"]
+    # a measured distance is per layer
+    assert len({make_key(distance_payload("val-entry", "features-key", layer, ["pad"]))
+                for layer in ("conv1", "conv2")}) == 2
+
+    # The probe's cost class (what --plan estimates a probe from) is per layer, not per seed.
+    def probe_class(*o):
+        cfg = make_cfg(*o)
+        return cost_class("probe", cfg, validate(cfg))
+
+    assert probe_class("layer=fc6") != probe_class("layer=fc7") and probe_class("seed=3") == probe_class()
+
+
 def test_a_torchvision_dataset_is_keyed_by_name_not_by_where_it_is_stored(make_cfg, tmp_path):
     # (its config check opens the dataset's files: the plan comes from the default target, which the key does not
     # read beyond the snapshot)
@@ -127,6 +163,13 @@ def test_a_weights_file_is_keyed_by_its_content_not_its_path():
 
     assert key("/a/w.pth", "ab" * 32) == key("/b/copy.pth", "ab" * 32) != key("/a/w.pth", "cd" * 32)
     assert key("pretrained", "ab" * 32) != key("/a/w.pth", "ab" * 32)  # the library's own file: said as such
+    # A library net at random init is its seed's net; a weights file's net is the file's, whatever the seed.
+    def net(weights, seed):
+        extra = {"identity": "timm:resnet18@1.0", "weights": weights, "seed": seed, "input": {}}
+        return make_key(source_payload(cfg, SimpleNamespace(spec=SimpleNamespace(extra=extra)),
+                                       None if weights is None else "ab" * 32))
+
+    assert net(None, 0) != net(None, 1) and net("/a/w.pth", 0) == net("/a/w.pth", 1)
 
 
 def test_default_depth_and_explicit_depth_share_a_source(make_cfg):
@@ -207,3 +250,51 @@ def test_a_verified_entry_is_rehashed_after_any_write_even_with_its_mtime_set_ba
     os.utime(entry / "w.bin", ns=(before.st_atime_ns, before.st_mtime_ns))
     assert "hash" in verify(entry, key)
     assert store.lookup("s", key) is None
+
+
+def test_a_build_records_its_duration_and_removes_its_resume_dir(tmp_path):
+    """`.timings/` holds each build's seconds under its cost class (what --plan estimates from), and a resumable
+    build's progress dir goes once the entry is built."""
+    store = Store(tmp_path)
+    key = make_key({"x": 1})
+
+    def build(d):
+        resume = store.resume_dir("s", key)
+        resume.mkdir(parents=True)
+        (resume / "last.ckpt").write_bytes(b"c")  # (a resumable build moves its artifact out, leaving the dir)
+        time.sleep(0.2)
+        (d / "a").write_text("1")
+
+    store.get_or_build("s", {"x": 1}, build, cost=lambda: "class-a")
+    (rec,) = store.timings("s")
+    assert rec["key"] == key and rec["cost"] == "class-a" and 0.2 <= rec["seconds"] < 60
+    assert rec["end"] - rec["start"] == pytest.approx(rec["seconds"], abs=0.01)
+    assert not store.resume_dir("s", key).exists()
+
+
+def test_a_group_build_rebuilds_a_damaged_member_and_must_publish_every_member(tmp_path):
+    """build_many: a member whose entry is damaged is rebuilt with the group, never handed out as a hit; a builder
+    that returns without publishing a member fails, and leaves that member absent (no staging dir either)."""
+    store = Store(tmp_path)
+    payloads = [{"m": 0}, {"m": 1}]
+
+    def build(indices, dirs, publish):
+        for j, d in enumerate(dirs):
+            (d / "w.bin").write_bytes(b"x" * 100)
+            publish(j)
+
+    assert [hit for _, hit in store.build_many("s", payloads, build)] == [False, False]
+    damaged = store.path("s", make_key(payloads[1]))
+    os.truncate(damaged / "w.bin", 10)
+    with pytest.warns(RuntimeWarning, match="damaged"):
+        again = store.build_many("s", payloads, build)
+    assert [hit for _, hit in again] == [True, False] and verify(damaged, make_key(payloads[1])) is None
+
+    def lazy(indices, dirs, publish):  # the second member is never published
+        (dirs[0] / "w.bin").write_bytes(b"x")
+        publish(0)
+
+    with pytest.raises(RuntimeError, match="did not publish"):
+        store.build_many("s", [{"m": 2}, {"m": 3}], lazy)
+    assert store.lookup("s", make_key({"m": 2})) is not None and store.lookup("s", make_key({"m": 3})) is None
+    assert not list((tmp_path / "s").glob(".*.tmp-*"))

@@ -78,6 +78,8 @@ def test_four_seeds_answer_both_layer_questions_with_both_populations(tmp_path):
     # each source seed drew its own target sample (target_seed = seed): the interval covers a new one of each
     assert "a new source net and target sample;" in gap["population"]
     assert analysis["distance_axis"].startswith("shift") and analysis["study"]["primary"] == "layer_gap_shrinks"
+    # a clear effect needs the fewest seeds a verdict takes, never fewer (nor "unreachable")
+    assert gap["seeds_for_80_power"] == 3 and shift["seeds_for_80_power"] == 3
     details = analysis["findings_details"]["layer_optimum_shift"]
     assert details["near_end"]["estimate"] < 0 and len(details["per_seed"]) == 4
     # plots=False (--no-plots): the same tables and findings, no images, and the report says so.
@@ -555,3 +557,145 @@ def test_a_gain_with_every_seeds_choice_the_baseline_has_no_interval_and_says_wh
     assert _paired_diff(None, test, choose, "fc6") == (0.0, "every seed's choice scores as the baseline: no spread, no interval")
     point, ci = _paired_diff(None, test, choose, "conv5")
     assert point == pytest.approx(0.2) and str(ci).startswith("[")
+
+
+# --- the questions' statistics and the decision rules, on arrays with a known answer -----------------------------
+
+def ends_grid(near, far, sd_near=0.004, sd_far=0.004, n_seeds=6, n_tasks=6, seed=0):
+    """test (= val) [task, setting, seed] of two layers, early and late: early - late runs linearly from `near` at
+    the nearest task to `far` at the farthest, each source seed's line moved at each end by its own noise (SDs
+    `sd_near`, `sd_far`) and each task by a little of its own. One setting per group: no choice to cross-fit."""
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0, 1, n_tasks)[:, None]
+    a, b = rng.normal(0, sd_near, n_seeds), rng.normal(0, sd_far, n_seeds)
+    c = near + (far - near) * x + a * (1 - x) + b * x + rng.normal(0, 0.003, (n_tasks, 1))
+    test = np.stack([0.5 + c, np.full_like(c, 0.5)], axis=1)
+    return test, test.copy(), x[:, 0]
+
+
+def test_the_optimum_shift_needs_each_end_on_its_own_side():
+    """layer_optimum_shift is an intersection-union test: supported only when the far end favours the earlier
+    layers AND the near end the late ones, at the seed level (both intervals) and the task level (the larger of the
+    two ends' p); an optimum that stays put is never supported, and no number of seeds would change that."""
+    from src.report import questions as Q
+    from src.report.findings import Answer, seeds_needed
+
+    q = Q.BY_ID["layer_optimum_shift"]
+    test, val, x = ends_grid(near=-0.05, far=0.1)
+    moves = Q.analyse(q, test, val, ["early", "late"], x)
+    cbar = moves.contrast.mean(axis=-1)
+    (_, p_far), (_, p_near) = S.end_test(cbar, x, 1.0), S.end_test(cbar, x, 0.0)
+    assert p_far < p_near < 0.05 and float(moves.task_p) == pytest.approx(p_near)  # the larger of the two
+    assert moves.seed_side == 1 and str(Q.decide(q, moves, moves.task_p)) == S.SUPPORTED
+    assert math.isfinite(seeds_needed(Answer(q, "layer", None, result=moves)))
+
+    layers = ["early", "late"]
+    stays = Q.analyse(q, *ends_grid(near=0.04, far=0.1)[:2], layers, x)  # early layers best at every distance
+    assert float(stays.estimate) > 0 and float(stays.near) > 0 and float(stays.near_lo) > 0
+    assert float(stays.task_p) == 1.0 and stays.seed_side == 0
+    assert str(Q.decide(q, stays, stays.task_p)) == S.NOT_RESOLVED
+    assert seeds_needed(Answer(q, "layer", None, result=stays)) == math.inf
+
+    # each end's interval from its own spread over seeds: seeds disagree at the near end only
+    noisy = Q.analyse(q, *ends_grid(near=-0.05, far=0.1, sd_near=0.03, sd_far=0.002)[:2], layers, x)
+    assert float(noisy.near_hi - noisy.near_lo) > 4 * float(noisy.hi - noisy.lo)
+
+
+def test_the_ends_bootstrap_interval_of_choice_free_seeds_is_their_t_interval():
+    """With nothing chosen (one layer per group) a seed's ends are its own, and the bootstrap over seeds, each drawn
+    seed counted as often as it is drawn, gives the t interval of the per-seed values up to resampling noise."""
+    from src.report import questions as Q
+
+    q = Q.BY_ID["layer_optimum_shift"]
+    test, val, x = ends_grid(near=-0.05, far=0.1, sd_near=0.02, sd_far=0.02)
+    r = Q.analyse(q, test, val, ["early", "late"], x)
+    _, lo, hi, _ = S.t_interval(r.per_seed)
+    _, nlo, nhi, _ = S.t_interval(S.fitted_at(np.swapaxes(r.contrast, -1, -2), x, 0.0))
+    assert float(r.hi - r.lo) / (hi - lo) == pytest.approx(1.0, abs=0.08)
+    assert float(r.near_hi - r.near_lo) / (nhi - nlo) == pytest.approx(1.0, abs=0.08)
+
+
+def test_the_fine_tuning_gain_is_over_the_tuned_kinds_only():
+    from src.report import questions as Q
+
+    test = np.array([0.7, 0.6, 0.5])[None, :, None] * np.ones((2, 3, 2))  # full, last, none
+    assert np.allclose(Q.tuned_gain(test, test, ["full", "last", "none"]), 0.15)
+    assert np.allclose(Q.tuned_gain(test[:, ::-1], test[:, ::-1], ["none", "last", "full"]), 0.15)
+
+
+def test_the_decision_rules_at_their_boundaries():
+    # tied val means that differ in their last bits are one tie
+    assert S.at_max(np.array([0.8166666666666665, 0.8166666666666668, 0.5]), axis=0).tolist() == [True, True, False]
+    # an interval that touches 0 includes it (every seed's contrast 0: lo = hi = 0)
+    assert [int(S.side(lo, hi)) for lo, hi in ((0.0, 0.0), (0.0, 0.2), (-0.2, 0.0), (0.01, 0.2), (-0.2, -0.01))] \
+        == [0, 0, 0, 1, -1]
+    # p = alpha is not below alpha
+    assert str(S.verdict(1, S.ALPHA, 1, +1)) == S.THESE_TASKS and str(S.verdict(1, 0.049, 1, +1)) == S.SUPPORTED
+    # Holm's step-down, not Bonferroni; an undefined p stays out of the family
+    assert S.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    out = S.holm([0.01, math.nan, 0.04])
+    assert math.isnan(out[1]) and [out[0], out[2]] == pytest.approx([0.02, 0.04])
+    # a level over one task has no task-level test (so it stays out of the Holm family)
+    assert math.isnan(float(S.level_test(np.array([0.3])))) and float(S.level_test(np.array([0.3, 0.2]))) == 0.5
+
+
+def test_seeds_for_power_of_a_large_effect_is_the_fewest_not_unreachable():
+    """scipy's noncentral t underflows to NaN in the two-sided test's lower tail at large effects (es 5..100 at 2
+    seeds): the power was NaN there and a strong, clean effect read as "unreachable"."""
+    assert [S.seeds_for_power(es * 0.01, 0.01) for es in (1, 5, 10, 20, 30, 50, 100)] == [10, 3, 3, 2, 2, 2, 2]
+    assert S.t_test_power(20.0, 2) > 0.9 and math.isfinite(S.t_test_power(50.0, 3))
+
+
+def test_the_grid_scores_the_job_chosen_on_val_among_the_other_factors(tmp_path):
+    """A layer x pooling sweep: each (task, layer, seed) cell of the layer questions is the pooling with the best
+    val score (avg here), never another."""
+    job = 0
+    for shift in (0.0, 0.5, 1.0):
+        for i, layer in enumerate(LAYERS):
+            for pooling, val, drop in (("avg", 0.9, 0.0), ("max", 0.6, 0.3)):
+                write_job(tmp_path / "sw" / str(job), {"layer": layer, "pooling": pooling, "target": "synth_shift",
+                                                      "shift": shift, "seed": 0, "distance_rank": None},
+                          0.5 + 0.05 * i * (1 - shift) - drop, val)
+                job += 1
+    items, _ = answers(load_results([tmp_path / "sw"]))
+    gap = next(a for a in items if a.q.id == "layer_gap_shrinks")
+    expected = np.array([[0.5 + 0.05 * i * (1 - s) for i in range(4)] for s in (0.0, 0.5, 1.0)])[..., None]
+    assert gap.grid.test == pytest.approx(expected)
+
+
+def test_a_setting_not_run_for_every_task_is_left_out_and_said(tmp_path):
+    sweep = shift_sweep(tmp_path / "sw", seeds=[0, 1, 2], skip={(s, 1.0, "fc7") for s in (0, 1, 2)})
+    items, _ = answers(load_results([sweep]))
+    gap = next(a for a in items if a.q.id == "layer_gap_shrinks")
+    assert gap.grid.settings == ["conv1", "conv3", "conv5"] and gap.result is not None
+    assert gap.defined == ["0", "1", "2"]
+    assert "layer fc7 left out: not run (or failed) for every task" in gap.grid.notes
+
+
+def test_a_secondary_questions_verdict_reads_its_holm_adjusted_p(tmp_path):
+    from src.report.findings import verdict
+
+    sweep = shift_sweep(tmp_path / "sw", seeds=[0, 1, 2, 3])
+    items, _ = answers(load_results([sweep]), primary="layer_gap_shrinks")
+    shift = next(a for a in items if a.q.id == "layer_optimum_shift")
+    assert shift.role == "secondary" and shift.scalar("task_p") < 0.05
+    shift.task_p_adjusted = shift.scalar("task_p")
+    assert verdict(shift, 4) == S.SUPPORTED
+    shift.task_p_adjusted = 0.5  # as a family of other calls would adjust it
+    assert verdict(shift, 4).startswith(S.THESE_TASKS)
+
+
+def test_a_seeds_distance_is_the_mean_over_its_target_samples_not_its_jobs(tmp_path):
+    """Seed 0 measured task a at 1.0 with target sample 0 (4 jobs) and at 2.0 with sample 1 (1 job): its distance
+    is 1.5, not the job-weighted 1.2."""
+    job = 0
+    for target, seed, tseed, d, layers in (("a", 0, 0, 1.0, LAYERS), ("a", 0, 1, 2.0, LAYERS[:1]),
+                                           ("a", 1, 0, 1.5, LAYERS), ("b", 0, 0, 3.0, LAYERS), ("b", 1, 0, 3.0, LAYERS),
+                                           ("c", 0, 0, 4.0, LAYERS), ("c", 1, 0, 4.0, LAYERS)):
+        for layer in layers:
+            write_job(tmp_path / "sw" / str(job), {"layer": layer, "target": target, "source": "imagefolder",
+                                                  "seed": seed, "target_seed": tseed, "distance_rank": None}, 0.5,
+                      0.5, distance={"pad": d})
+            job += 1
+    df = with_task_axes(load_results([tmp_path / "sw"]))
+    assert df.groupby("task")["distance"].first()["a"] == pytest.approx((1.5 + 1.5) / 2)

@@ -253,6 +253,20 @@ def test_search_extends_the_grid_past_a_best_edge_until_it_is_interior():
     assert max(search_C(val_score, [1.0, 10.0], bounds=(1e-6, 1e6))) == pytest.approx(1e6)
 
 
+def test_the_grid_is_extended_only_while_its_edge_is_the_best_by_its_own_step_and_within_patience():
+    """Downwards only while the bottom C is the unique best (a tie keeps the first best, the strongest
+    regularisation, and asks for no smaller C); upwards by the top edge's own step (a grid need not be evenly
+    spaced); and an upward extension along a flat top stops after `patience` ties, as the walk does."""
+    top_ties = lambda c: 1.0 if c <= 0.1 else 0.5  # noqa: E731  (the two smallest Cs tie at the best)
+    assert list(search_C(top_ties, [0.01, 0.1, 1.0])) == [0.01, 0.1, 1.0]
+    val_score, _ = peaked(4.0)
+    scores = search_C(val_score, [0.01, 0.1, 10.0])  # the top step is x100
+    assert np.allclose(list(scores), [0.01, 0.1, 10.0, 1e3, 1e5])
+    risen_flat = lambda c: 0.1 if c < 1e-2 else 0.9  # noqa: E731
+    scores = search_C(risen_flat, [1e-3, 1e-2, 0.1], patience=2)
+    assert np.allclose(list(scores), [1e-3, 1e-2, 0.1, 1.0, 10.0])  # two ties past the grid's top, then it stops
+
+
 def test_search_stops_after_patience_cs_without_improvement():
     val_score, asked = peaked(-1.0)
     grid = [10.0**e for e in range(-4, 5)]

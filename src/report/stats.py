@@ -205,44 +205,39 @@ def holm(pvalues: list[float]) -> list[float]:
     return out.tolist()
 
 
+def t_test_power(es: float, n: int, alpha: float = ALPHA) -> float:
+    """Power of the two-sided one-sample t test at `alpha` with `n` values and standardised effect `es` >= 0: the
+    probability of its upper rejection region plus its lower one's (statsmodels' ttest_power, one tail at a time).
+    scipy's noncentral t gives the lower tail as NaN where it underflows (a large effect: es 5..100 at 2 values, and
+    at every n in some range), which made the two-sided power NaN and a clear, strong effect read as "unreachable";
+    such a tail counts 0 (it is never more than alpha / 2 for es >= 0)."""
+    from statsmodels.stats.power import ttest_power
+
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")
+        upper = float(ttest_power(es, n, alpha / 2, alternative="larger"))
+        lower = float(ttest_power(es, n, alpha / 2, alternative="smaller"))
+    return upper + (lower if math.isfinite(lower) else 0.0)
+
+
 def seeds_for_power(effect: float, sd: float, power: float = POWER, alpha: float = ALPHA) -> float:
     """Source seeds a two-sided one-sample t test at `alpha` needs to detect `effect` with `power`, given the
-    per-seed SD (statsmodels TTestPower); inf when the effect is 0 or undefined."""
-    from statsmodels.stats.power import TTestPower
-
+    per-seed SD: the fewest n >= 2 whose power (`t_test_power`, which rises with n) reaches `power`; inf when the
+    effect is 0 or undefined (or would need more than 2^40 seeds)."""
     if not (math.isfinite(effect) and math.isfinite(sd)) or effect == 0:
         return math.inf
     es = abs(effect) / sd if sd > 0 else math.inf
-    power_of = TTestPower()
-    if es == math.inf:
+    if es == math.inf or t_test_power(es, 2, alpha) >= power:
         return 2.0
-    # Power rises with n: the first counts directly, from the noncentral t. statsmodels' power is NaN for large
-    # effects (its lower tail, scipy's nct.cdf far below the noncentrality, underflows to NaN: at 5.4 SDs for 3, 4
-    # and 6 seeds), and its root finder then fails to converge (NaN), which read as "unreachable: too small for its
-    # per-seed SD" for an estimate 20 SDs from 0 and skipped counts that suffice.
-    for n in range(2, 51):
-        if t_test_power(es, n, alpha) >= power:
-            return float(n)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # statsmodels warns before it returns NaN for an unreachable power
-        try:
-            n = float(np.squeeze(power_of.solve_power(effect_size=es, alpha=alpha, power=power,
-                                                      alternative="two-sided")))
-        except (ValueError, RuntimeError):
-            n = math.nan
-    return float(math.ceil(n)) if math.isfinite(n) else math.inf
-
-
-def t_test_power(es: float, n: int, alpha: float = ALPHA) -> float:
-    """Power of a two-sided one-sample t test at `alpha` with `n` values and standardised effect `es` (>= 0):
-    P(|T| > t_crit) for T noncentral t (n - 1 df, noncentrality es sqrt(n)), as statsmodels' TTestPower computes
-    it, with the lower tail, at most alpha / 2 and NaN in scipy where it underflows, taken as 0 there."""
-    df = n - 1
-    crit = stats.t.ppf(1 - alpha / 2, df)
-    nc = abs(es) * math.sqrt(n)
-    upper = float(stats.nct.sf(crit, df, nc))
-    lower = float(stats.nct.cdf(-crit, df, nc))
-    return upper + (lower if math.isfinite(lower) else 0.0)
+    lo, hi = 2, 4  # not enough at lo; at hi once the doubling stops
+    while t_test_power(es, hi, alpha) < power:
+        lo, hi = hi, hi * 2
+        if hi > 2 ** 40:
+            return math.inf
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if t_test_power(es, mid, alpha) >= power else (mid, hi)
+    return float(hi)
 
 
 def image_ci(values: np.ndarray, level: float = LEVEL, seed: int = 0) -> tuple[float, float, float]:
