@@ -174,6 +174,23 @@ def test_plan_gives_a_group_one_builder(cache_dir, tmp_path):
     assert not auto.group(auto.job(0))
 
 
+def test_a_group_is_one_run_setting_and_a_bad_member_refuses_the_plan(cache_dir, tmp_path):
+    """Seeds of one config are one group only where they also run alike (threads here; not in the source key): two
+    groups, each with its own builder. A member that fails the config check (even one whose target sample has its
+    own seed) refuses the plan before anything runs."""
+    from src.errors import ConfigError
+    from src.sweep_plan import plan_sweep
+    from tests.test_sweep_plan import composed
+
+    grid = [[f"seed={s}", f"trainer.num_threads={t}"] for t, seeds in ((1, (1, 2)), (2, (3, 4))) for s in seeds]
+    common = [o for o in TINY if not o.startswith("trainer.num_threads")] + ["trainer.group_replicates=on"]
+    plan = plan_sweep(composed(tmp_path / "threads", grid, common))
+    assert sorted(u.builder for u in plan.units.values() if u.kind == "source") == [0, 0, 2, 2]
+    bad = [[f"seed={s}", f"target.data.seed={t}"] for s, t in ((1, 1), (2, 2), (-1, 3))]
+    with pytest.raises(ConfigError, match=r"seed=-1 is out of range.*a member of a replicate group"):
+        plan_sweep(composed(tmp_path / "bad", bad, TINY + ["trainer.group_replicates=on"]))
+
+
 @pytest.mark.slow
 @pytest.mark.empty_cache
 def test_grouped_sweep_runs_and_a_bad_member_is_refused(cache_dir, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from src.report import analysis as A
 from src.report.build import build_report
-from tests.conftest import FAKE_LAYERS, FAKE_TASKS, REPO
+from tests.conftest import FAKE_LAYERS, FAKE_TASKS, REPO, TINY_TARGET
 
 
 def test_report_files_tables_and_numbers(fake_sweep, tmp_path):
@@ -65,6 +65,35 @@ def test_a_width_multiplier_of_ones_own_is_a_width_setting_of_its_own(make_cfg):
     assert width_label({"name": "tiny", "multiplier": 0.125}) == "tiny"
     assert A.sort_values("width", ["large", "x0.3", "tiny", "x0.1", "small"]) == ["x0.1", "tiny", "small", "x0.3",
                                                                                   "large"]
+
+
+def test_the_factor_table_records_what_each_job_ran(make_cfg, tmp_path):
+    """Each factor as the validated plan resolves it (the snapshot a null source.snapshot means, an ImageFolder
+    source's class count, which no config key holds), the target sample's own seed, n_components only with PCA;
+    and the flat row leaves the per-C val scores out (kept whole in result.json)."""
+    from PIL import Image
+
+    from src.check import validate
+    from src.record import Result, factors
+
+    def ran(*o, **kw):
+        cfg = make_cfg(*o, **kw)
+        return factors(cfg, validate(cfg))
+
+    base = ran()
+    assert base["snapshot"] == make_cfg().source.epochs and make_cfg().source.snapshot is None
+    assert (base["seed"], base["target_seed"]) == (0, 1) and ran("target.data.seed=5")["target_seed"] == 5
+    assert ran("dimred=pca", "dimred.n_components=8")["n_components"] == 8
+    assert base["n_components"] is None and ran("dimred.n_components=8")["n_components"] is None  # (a dimred sweep's)
+    for c in ("a", "b", "c"):
+        (tmp_path / "tree" / c).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(tmp_path / "tree" / c / f"{i}.png")
+    folder = ran("source=imagefolder", f"source.root={tmp_path / 'tree'}", "source.val_per_class=1", "width=tiny",
+                 *TINY_TARGET, tiny=False)
+    assert folder["source_num_classes"] == 3 and folder["source"] == "imagefolder"
+    row = Result("ok", "h", metrics={"val_scores": {"0.1": 0.5, "1.0": 0.6}, "best_C": 1.0}).row("job")
+    assert row["val_score"] == 0.6 and not [k for k in row if k.startswith("val_scores")]
 
 
 def test_relative_error_reduction_arithmetic():

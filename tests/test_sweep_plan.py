@@ -105,6 +105,38 @@ def test_local_order_and_a_source_that_was_not_built(cache_dir, tmp_path):
     assert order.exhausted()
 
 
+def test_a_free_worker_takes_an_extraction_builder_before_a_job_that_builds_nothing(cache_dir, tmp_path):
+    """Job 1 needs only what is cached once job 0 ends; job 2 builds target B's extraction, which job 3 waits for:
+    job 2 goes first (its extraction unblocks another job), then job 1."""
+    grid = [[f"target={t}", f"layer={l}"] for t in ("synth_objects_new", "synth_scenes") for l in ("fc6", "fc7")]
+    plan = plan_sweep(composed(tmp_path / "sweep", grid))
+    store = Store(cache_dir)
+    order = LocalSchedule(plan, store)
+    assert order.next() == 0 and order.next() is None
+    built_a = store.path("features", plan.units[plan.job(0).extract].keys["features"])
+    built_a.mkdir(parents=True)
+    (built_a / "manifest.json").write_text("{}")  # as far as a plan looks, job 0 left target A's features
+    assert order.finished(0) == []
+    assert [order.next(), order.next(), order.next()] == [2, 1, None]
+    order.finished(2)
+    assert order.next() == 3
+
+
+def test_a_pretrained_source_is_no_unit_and_estimates_are_the_median_of_recorded_builds(cache_dir, tmp_path):
+    from tests.test_backbones import MODULE
+
+    plan = plan_sweep(composed(tmp_path / "lib", [[*MODULE, "layer=depth:1.0"]]))
+    assert plan.job(0).source is None and not [u for u in plan.units.values() if u.kind == "source"]
+    assert plan.job(0).extract is not None
+    grid = [["arch=vgg", "layer=fc6"]]
+    (unit,) = plan_sweep(composed(tmp_path / "a", grid)).missing("source")
+    store = Store(cache_dir)
+    for i, seconds in enumerate((1.0, 2.0, 10.0)):
+        store.record_timing("source", f"k{i}", 100.0, 100.0 + seconds, unit.cost)
+    (unit,) = plan_sweep(composed(tmp_path / "b", grid)).missing("source")
+    assert unit.estimate_s == 2.0
+
+
 @pytest.mark.empty_cache
 def test_jobs_of_a_source_whose_training_failed_are_recorded_with_the_reason(cache_dir, tmp_path):
     """The basic launcher: the first job trains the net and diverges; the job that needs the same net is not run
