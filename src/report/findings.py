@@ -600,15 +600,16 @@ def setting_table(df: pd.DataFrame, baseline: dict[str, Any]) -> pd.DataFrame:
                                                       "baseline" if setting == base else "") if r),
                          "best - baseline": diff, "diff 95% CI": dci})
     out = N.frame(rows).sort_values(["distance", "task"], kind="stable").reset_index(drop=True)
-    # The source net's own val accuracy per setting, where the settings are different nets (width, depth, data,
-    # training length): a setting that transfers worse may just be a net that trained worse. Left out where it is
-    # one net throughout (a layer or pooling sweep) or not recorded (library nets).
-    varies = out.groupby("task")["source val acc"].agg(lambda s: s.nunique(dropna=True) > 1).any() if len(out) else False
-    out = out if varies else out.drop(columns="source val acc", errors="ignore")
-    # The representation's dimension where it differs between a task's settings (spp pools 5x the channels of avg
-    # and max, a wider net has wider layers): the probe then sees more features, which is part of the comparison.
-    dims = out.groupby("task")["feature dim"].agg(lambda s: s.nunique(dropna=True) > 1).any() if len(out) else False
-    return out if dims else out.drop(columns="feature dim", errors="ignore")
+    # Two columns only where they differ between a task's settings, since each is then part of the comparison:
+    # - the source net's own val accuracy, where the settings are different nets (width, depth, data, training
+    #   length): a setting that transfers worse may just be a net that trained worse (one net throughout, a layer
+    #   or pooling sweep, or a library net that records none: left out);
+    # - the representation's dimension (spp pools 5x the channels of avg and max, a wider net has wider layers):
+    #   the probe then sees more features.
+    for col in ("source val acc", "feature dim"):
+        if not (len(out) and out.groupby("task")[col].agg(lambda s: s.nunique(dropna=True) > 1).any()):
+            out = out.drop(columns=col, errors="ignore")
+    return out
 
 
 def val_choice_gain(test: np.ndarray, val: np.ndarray, base: int) -> np.ndarray:
