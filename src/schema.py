@@ -316,9 +316,7 @@ def set_by(key: str) -> list[str]:
         node: Any = yaml.safe_load(text)
         if "@package _global_" not in text.split("\n", 1)[0]:
             node = {group: node}
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node is not None:
+        if _select(node, key) is not None:
             found.append(f"{group}={path.stem}")
     return found
 
@@ -360,7 +358,8 @@ def check_config(cfg: DictConfig | dict) -> None:
 ENTRY_KEYS = (("target.data", "target.data.task"), ("arch", "arch.name"), ("classifier.estimator", "classifier.name"))
 
 
-def _select(plain: dict, key: str) -> Any:
+def _select(plain: Any, key: str) -> Any:
+    """The value at a dotted key of plain nested dicts (None where any part is missing)."""
     node: Any = plain
     for part in key.split("."):
         node = node.get(part) if isinstance(node, dict) else None
