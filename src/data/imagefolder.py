@@ -59,7 +59,17 @@ def check_classes(root: str | Path, wanted: Sequence[str] | None) -> list[str]:
     return chosen
 
 
-_TREES: dict[tuple, str] = {}  # (resolved root, classes) -> its digest, read once per process
+# Read once per process: (resolved root, classes, splits) -> the tree's digest; ("count", resolved class folder) ->
+# its number of images (listed with the digest: the config check of every job of a sweep asks for both).
+_TREES: dict[tuple, str | int] = {}
+
+
+def image_count(class_dir: str | Path) -> int:
+    """The image files of a class folder, as `image_files` lists them, counted once per process."""
+    memo = ("count", os.path.realpath(class_dir))
+    if memo not in _TREES:
+        _TREES[memo] = len(image_files(Path(class_dir)))
+    return int(_TREES[memo])
 
 
 def tree_digest(root: str | Path, classes: Sequence[str] | None = None, splits: bool = True) -> str:
@@ -79,7 +89,10 @@ def tree_digest(root: str | Path, classes: Sequence[str] | None = None, splits: 
         for base in (where / "train", where / "test") if both else (where,):
             for name in (classes or (list_classes(base) if base.is_dir() else [])):
                 folder = base / name
-                for path in image_files(folder) if folder.is_dir() else []:
+                files = image_files(folder) if folder.is_dir() else []
+                if folder.is_dir():
+                    _TREES["count", os.path.realpath(folder)] = len(files)
+                for path in files:
                     try:
                         st = path.stat()
                     except OSError as e:  # a broken link: said by the config check, before anything is built
@@ -87,7 +100,7 @@ def tree_digest(root: str | Path, classes: Sequence[str] | None = None, splits: 
                                          f"file") from None
                     h.update(f"{path.relative_to(where)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
         _TREES[memo] = h.hexdigest()
-    return _TREES[memo]
+    return str(_TREES[memo])
 
 
 def _load(path: Path, size: int) -> np.ndarray:

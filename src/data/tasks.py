@@ -18,6 +18,7 @@ Synthetic targets come from the same generator as the source, at a controlled di
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -128,7 +129,7 @@ def check_imagefolder(cfg) -> int:
     (docs/extending.md)."""
     from pathlib import Path
 
-    from src.data.imagefolder import image_files, list_classes
+    from src.data.imagefolder import image_count, list_classes
 
     data = cfg.target.data
     root = Path(data.root)
@@ -146,8 +147,7 @@ def check_imagefolder(cfg) -> int:
     except (FileNotFoundError, ValueError) as e:
         raise ConfigError(f"target.data.root: {e}") from None
     cap = data.get("max_per_class")
-    counts = [len(image_files(split_root / n)) if cap is None else min(cap, len(image_files(split_root / n)))
-              for n in names]
+    counts = [min(image_count(split_root / n), cap if cap is not None else math.inf) for n in names]  # (listed above)
     y = np.repeat(np.arange(len(counts)), counts)
     if not both:
         y = y[_hold_out(y, data.get("test_fraction") or 0.2, data.seed + 1)["rest"]]
