@@ -10,6 +10,7 @@ column per entry with the prefix given in `METRIC_PREFIX` (default `<key>_`).
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,20 +41,15 @@ def _options(plan) -> str | None:
 NOT_TRAINED_HERE = "not trained here"
 
 
+@functools.cache
 def width_presets() -> dict[str, float]:
-    """conf/width's options: name -> multiplier."""
-    global _WIDTHS
-    if _WIDTHS is None:
-        from omegaconf import OmegaConf
+    """conf/width's options: name -> multiplier (read once per process)."""
+    from omegaconf import OmegaConf
 
-        import src
+    import src
 
-        _WIDTHS = {str(w.name): float(w.multiplier) for w in map(OmegaConf.load, (src.REPO_ROOT / "conf" / "width")
-                                                                 .glob("*.yaml"))}
-    return _WIDTHS
-
-
-_WIDTHS: dict[str, float] | None = None
+    return {str(w.name): float(w.multiplier) for w in map(OmegaConf.load, (src.REPO_ROOT / "conf" / "width")
+                                                          .glob("*.yaml"))}
 
 
 def width_label(width) -> str:
