@@ -1,10 +1,11 @@
 """Guards for the few places that change a framework's private internals (Hydra, OmegaConf, Optuna, torchvision).
 
 Each such patch (`src.compose_once`, `src.config_copy`, `src.search.storage`, `src.job_plan`, `src.lazy_dynamo`,
-`src.argv`'s reading of Hydra's argument parser, and the staged launchers in `hydra_plugins/transferfactors_plugins/local_launchers.py`) declares a `Guard`: the distribution
-whose internals it touches, the versions it was checked against, and an environment switch. `Guard.allowed()` is
-asked when the patch is installed; the patch then either installs or leaves the framework's stock behaviour in
-place, saying why in one log line:
+`src.argv`'s reading of Hydra's argument parser, and the staged launchers in
+`hydra_plugins/transferfactors_plugins/local_launchers.py`) declares a `Guard`: the distribution whose internals it
+touches, the versions it was checked against, and an environment switch. `Guard.allowed()` is asked when the patch
+is installed; the patch then either installs or leaves the framework's stock behaviour in place, saying why in one
+log line:
 
   TRANSFER_PATCHES=0          every patch off (stock Hydra, OmegaConf, Optuna and torchvision behaviour)
   TRANSFER_PATCH_<NAME>=0     one patch off (e.g. TRANSFER_PATCH_CONFIG_COPY=0)
